@@ -1,0 +1,179 @@
+package conntrack
+
+import (
+	"fmt"
+	"time"
+)
+
+// Duration is a time.Duration that decodes from a Go duration string
+// ("120s", "5d" is not Go syntax: use "120h").
+type Duration time.Duration
+
+// UnmarshalText parses a Go duration.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("invalid duration %q (want e.g. \"30s\", \"120h\")", b)
+	}
+	if v <= 0 {
+		return fmt.Errorf("invalid duration %q: must be positive", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText formats the duration.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// Timeouts are the per-protocol, per-state timeouts, Linux's
+// nf_conntrack_*_timeout_* sysctls. Zero means the default.
+type Timeouts struct {
+	TCPSynSent     Duration `toml:"tcp_syn_sent"`
+	TCPSynRecv     Duration `toml:"tcp_syn_recv"`
+	TCPEstablished Duration `toml:"tcp_established"`
+	TCPFinWait     Duration `toml:"tcp_fin_wait"`
+	TCPCloseWait   Duration `toml:"tcp_close_wait"`
+	TCPLastAck     Duration `toml:"tcp_last_ack"`
+	TCPTimeWait    Duration `toml:"tcp_time_wait"`
+	TCPClose       Duration `toml:"tcp_close"`
+	TCPSynSent2    Duration `toml:"tcp_syn_sent2"`
+	TCPRetrans     Duration `toml:"tcp_max_retrans"`
+	TCPUnack       Duration `toml:"tcp_unacknowledged"`
+	// UDP is the timeout of a UDP connection until it is a stream. The
+	// default is 120 s, not Linux's 30 s: RFC 4787 REQ-5 asks that a NAT
+	// mapping live at least two minutes after the last outbound packet.
+	UDP Duration `toml:"udp"`
+	// UDPDNS is the unreplied/replied timeout for destination port 53,
+	// which RFC 4787 REQ-5a allows to be shorter (Linux's 30 s).
+	UDPDNS     Duration `toml:"udp_dns"`
+	UDPStream  Duration `toml:"udp_stream"`
+	ICMP       Duration `toml:"icmp"`
+	ICMPv6     Duration `toml:"icmpv6"`
+	GRE        Duration `toml:"gre"`
+	GREStream  Duration `toml:"gre_stream"`
+	ESP        Duration `toml:"esp"`
+	ESPStream  Duration `toml:"esp_stream"`
+	Generic    Duration `toml:"generic"`
+	Expect     Duration `toml:"expect"`
+	Unreplied  Duration `toml:"-"`
+	Unassigned Duration `toml:"-"`
+}
+
+// DefaultTimeouts returns Linux's defaults, except where an RFC asks for
+// longer (UDP: RFC 4787 REQ-5; ICMP: RFC 5508 REQ-2, 60 s).
+func DefaultTimeouts() Timeouts {
+	s := func(n int) Duration { return Duration(time.Duration(n) * time.Second) }
+	return Timeouts{
+		TCPSynSent:     s(120),
+		TCPSynRecv:     s(60),
+		TCPEstablished: s(432000),
+		TCPFinWait:     s(120),
+		TCPCloseWait:   s(60),
+		TCPLastAck:     s(30),
+		TCPTimeWait:    s(120),
+		TCPClose:       s(10),
+		TCPSynSent2:    s(120),
+		TCPRetrans:     s(300),
+		TCPUnack:       s(300),
+		UDP:            s(120),
+		UDPDNS:         s(30),
+		UDPStream:      s(120),
+		ICMP:           s(60),
+		ICMPv6:         s(60),
+		GRE:            s(30),
+		GREStream:      s(180),
+		ESP:            s(30),
+		ESPStream:      s(600),
+		Generic:        s(600),
+		Expect:         s(300),
+	}
+}
+
+// Config is the [conntrack] section.
+type Config struct {
+	// Max is the table limit (nf_conntrack_max).
+	Max int `toml:"max"`
+	// Buckets is the hash size; 0 picks one from Max.
+	Buckets int `toml:"buckets"`
+	// Accounting keeps per-direction packet and byte counters
+	// (nf_conntrack_acct). Default true.
+	Accounting *bool `toml:"accounting"`
+	// Checksum verifies transport checksums before tracking
+	// (nf_conntrack_checksum). Default true.
+	Checksum *bool `toml:"checksum"`
+	// TCPLoose picks up TCP connections already in progress
+	// (nf_conntrack_tcp_loose). Default true.
+	TCPLoose *bool `toml:"tcp_loose"`
+	// TCPLiberal skips TCP window checks (nf_conntrack_tcp_be_liberal).
+	TCPLiberal bool `toml:"tcp_liberal"`
+	// TCPMaxRetrans is nf_conntrack_tcp_max_retrans (default 3).
+	TCPMaxRetrans int `toml:"tcp_max_retrans"`
+	// Timeouts override the defaults.
+	Timeouts Timeouts `toml:"timeouts"`
+}
+
+// DefaultMax is the default table limit.
+const DefaultMax = 262144
+
+func boolOr(p *bool, d bool) bool {
+	if p == nil {
+		return d
+	}
+	return *p
+}
+
+// Validate checks the section and fills defaults.
+func (c *Config) Validate() error {
+	if c.Max < 0 {
+		return fmt.Errorf("conntrack.max: %d must not be negative", c.Max)
+	}
+	if c.Max == 0 {
+		c.Max = DefaultMax
+	}
+	if c.Buckets < 0 {
+		return fmt.Errorf("conntrack.buckets: %d must not be negative", c.Buckets)
+	}
+	if c.TCPMaxRetrans < 0 {
+		return fmt.Errorf("conntrack.tcp_max_retrans: %d must not be negative", c.TCPMaxRetrans)
+	}
+	if c.TCPMaxRetrans == 0 {
+		c.TCPMaxRetrans = 3
+	}
+	def := DefaultTimeouts()
+	fill := func(v *Duration, d Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	t := &c.Timeouts
+	fill(&t.TCPSynSent, def.TCPSynSent)
+	fill(&t.TCPSynRecv, def.TCPSynRecv)
+	fill(&t.TCPEstablished, def.TCPEstablished)
+	fill(&t.TCPFinWait, def.TCPFinWait)
+	fill(&t.TCPCloseWait, def.TCPCloseWait)
+	fill(&t.TCPLastAck, def.TCPLastAck)
+	fill(&t.TCPTimeWait, def.TCPTimeWait)
+	fill(&t.TCPClose, def.TCPClose)
+	fill(&t.TCPSynSent2, def.TCPSynSent2)
+	fill(&t.TCPRetrans, def.TCPRetrans)
+	fill(&t.TCPUnack, def.TCPUnack)
+	fill(&t.UDP, def.UDP)
+	fill(&t.UDPDNS, def.UDPDNS)
+	fill(&t.UDPStream, def.UDPStream)
+	fill(&t.ICMP, def.ICMP)
+	fill(&t.ICMPv6, def.ICMPv6)
+	fill(&t.GRE, def.GRE)
+	fill(&t.GREStream, def.GREStream)
+	fill(&t.ESP, def.ESP)
+	fill(&t.ESPStream, def.ESPStream)
+	fill(&t.Generic, def.Generic)
+	fill(&t.Expect, def.Expect)
+	return nil
+}
+
+// accounting reports whether per-connection counters are kept.
+func (c *Config) accounting() bool { return boolOr(c.Accounting, true) }
+
+func (c *Config) checksum() bool { return boolOr(c.Checksum, true) }
+
+func (c *Config) tcpLoose() bool { return boolOr(c.TCPLoose, true) }

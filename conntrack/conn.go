@@ -1,0 +1,246 @@
+package conntrack
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// Dir is a packet's direction relative to its connection.
+type Dir uint8
+
+// Directions, as Linux's IP_CT_DIR_ORIGINAL / IP_CT_DIR_REPLY.
+const (
+	DirOriginal Dir = 0
+	DirReply    Dir = 1
+)
+
+// Info is the per-packet connection tracking information, Linux's
+// enum ip_conntrack_info plus the two "no connection" states.
+type Info uint8
+
+// Info values. Established, Related and New have Linux's numbers; the reply
+// forms add 3 (IP_CT_IS_REPLY); NEW has no reply form.
+const (
+	Established      Info = 0
+	Related          Info = 1
+	New              Info = 2
+	EstablishedReply Info = 3
+	RelatedReply     Info = 4
+	// Invalid: the packet has no connection (the tracker refused it).
+	Invalid Info = 8
+	// Untracked: raw notrack exempted the packet.
+	Untracked Info = 9
+)
+
+// State is a bit set of ctstate values as rules match them (nftables'
+// ct state): one bit per state.
+type State uint8
+
+// ctstate bits.
+const (
+	StateInvalid State = 1 << iota
+	StateEstablished
+	StateRelated
+	StateNew
+	StateUntracked
+)
+
+// State maps the packet info to its ctstate bit.
+func (i Info) State() State {
+	switch i {
+	case Established, EstablishedReply:
+		return StateEstablished
+	case Related, RelatedReply:
+		return StateRelated
+	case New:
+		return StateNew
+	case Untracked:
+		return StateUntracked
+	}
+	return StateInvalid
+}
+
+// IsReply reports whether the info is a reply-direction one.
+func (i Info) IsReply() bool { return i == EstablishedReply || i == RelatedReply }
+
+// Dir returns the direction the info implies.
+func (i Info) Dir() Dir {
+	if i.IsReply() {
+		return DirReply
+	}
+	return DirOriginal
+}
+
+// String returns the Linux name.
+func (i Info) String() string {
+	switch i {
+	case Established:
+		return "ESTABLISHED"
+	case Related:
+		return "RELATED"
+	case New:
+		return "NEW"
+	case EstablishedReply:
+		return "ESTABLISHED_REPLY"
+	case RelatedReply:
+		return "RELATED_REPLY"
+	case Untracked:
+		return "UNTRACKED"
+	}
+	return "INVALID"
+}
+
+// Status bits of a connection, with Linux's IPS_* meanings.
+type Status uint32
+
+// Status bits (the subset tungate uses, Linux bit numbers).
+const (
+	StatusExpected  Status = 1 << 0
+	StatusSeenReply Status = 1 << 1
+	StatusAssured   Status = 1 << 2
+	StatusConfirmed Status = 1 << 3
+	StatusSrcNAT    Status = 1 << 4
+	StatusDstNAT    Status = 1 << 5
+	StatusSeqAdjust Status = 1 << 6
+	StatusSrcNATOK  Status = 1 << 7
+	StatusDstNATOK  Status = 1 << 8
+	StatusDying     Status = 1 << 9
+	StatusFixedTO   Status = 1 << 10
+	StatusOffload   Status = 1 << 14
+	StatusNATMask          = StatusSrcNAT | StatusDstNAT
+)
+
+// hashNode links one direction of a connection into a hash chain. Readers
+// walk chains through atomic pointers with no lock (the garbage collector is
+// our RCU: a node unlinked under the bucket lock stays readable to anyone
+// still holding it).
+type hashNode struct {
+	next  atomic.Pointer[hashNode]
+	tuple Tuple
+	conn  *Conn
+}
+
+// Counters are one direction's packet and byte counts (nf_conntrack_acct).
+type Counters struct {
+	Packets atomic.Uint64
+	Bytes   atomic.Uint64
+}
+
+// Conn is one tracked connection. Its two tuples never change once it is
+// confirmed; NAT sets the reply tuple before confirmation.
+type Conn struct {
+	node [2]hashNode
+
+	status  atomic.Uint32
+	expires atomic.Int64 // monotonic nanoseconds (Table.Now)
+	mark    atomic.Uint32
+
+	// mu guards proto and ext's mutable fields; lock order: bucket lock,
+	// then mu. Packet processing takes only mu.
+	mu    sync.Mutex
+	proto protoState
+
+	acct [2]Counters
+
+	// Master is the connection whose expectation created this one
+	// (RELATED); nil otherwise. Set before confirmation, then read-only.
+	Master *Conn
+	ext    atomic.Pointer[Ext]
+}
+
+// Ext holds the rare parts of a connection (helper, helper state, sequence
+// adjustment, NAT details) so common connections do not pay for them.
+type Ext struct {
+	// Helper is the assigned helper's name ("" none).
+	Helper string
+	// HelperData is the helper's per-connection state, guarded by Conn's
+	// lock while the helper runs.
+	HelperData any
+	// NAT is the NAT engine's per-connection state (mapping reference).
+	NAT any
+	// SeqAdj are per-direction TCP sequence offsets after payload mangling.
+	SeqAdj [2]SeqAdj
+}
+
+// SeqAdj is Linux's nf_ct_seqadj: packets with seq after CorrectionPos get
+// OffsetAfter, earlier ones OffsetBefore.
+type SeqAdj struct {
+	CorrectionPos uint32
+	OffsetBefore  int32
+	OffsetAfter   int32
+}
+
+// Tuple returns the tuple of one direction.
+func (c *Conn) Tuple(d Dir) *Tuple { return &c.node[d].tuple }
+
+// SetReplyTuple replaces the reply tuple. Only valid before confirmation
+// (NAT decides the reply tuple on the connection's first packet).
+func (c *Conn) SetReplyTuple(t Tuple) { c.node[DirReply].tuple = t }
+
+// Status returns the status bits.
+func (c *Conn) Status() Status { return Status(c.status.Load()) }
+
+// SetStatus sets bits and reports whether any of them was new.
+func (c *Conn) SetStatus(s Status) bool {
+	old := c.status.Or(uint32(s))
+	return Status(old)&s != s
+}
+
+// ClearStatus clears bits.
+func (c *Conn) ClearStatus(s Status) { c.status.And(^uint32(s)) }
+
+// Confirmed reports whether the connection is in the table.
+func (c *Conn) Confirmed() bool { return c.Status()&StatusConfirmed != 0 }
+
+// Mark returns the connection mark.
+func (c *Conn) Mark() uint32 { return c.mark.Load() }
+
+// SetMark sets the connection mark.
+func (c *Conn) SetMark(m uint32) { c.mark.Store(m) }
+
+// Expires returns the expiry time in Table.Now units.
+func (c *Conn) Expires() int64 { return c.expires.Load() }
+
+// Counters returns the accounting counters of one direction.
+func (c *Conn) Counters(d Dir) *Counters { return &c.acct[d] }
+
+// Ext returns the connection's extension, nil when it has none.
+func (c *Conn) Ext() *Ext { return c.ext.Load() }
+
+// EnsureExt returns the extension, creating it. Call before confirmation or
+// with the connection's lock held.
+func (c *Conn) EnsureExt() *Ext {
+	if e := c.ext.Load(); e != nil {
+		return e
+	}
+	e := &Ext{}
+	if c.ext.CompareAndSwap(nil, e) {
+		return e
+	}
+	return c.ext.Load()
+}
+
+// Helper returns the assigned helper name.
+func (c *Conn) Helper() string {
+	if e := c.ext.Load(); e != nil {
+		return e.Helper
+	}
+	return ""
+}
+
+// Lock locks the connection's mutable state (protocol state, helper data,
+// sequence adjustment).
+func (c *Conn) Lock() { c.mu.Lock() }
+
+// Unlock unlocks it.
+func (c *Conn) Unlock() { c.mu.Unlock() }
+
+// TCPStateName returns the TCP state name (for rules/admin), "" for others.
+func (c *Conn) TCPStateName() string {
+	if c.node[0].tuple.Proto != 6 {
+		return ""
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return tcpStateNames[c.proto.tcp.state]
+}

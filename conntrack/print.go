@@ -1,0 +1,100 @@
+package conntrack
+
+import (
+	"strconv"
+)
+
+// AppendConn appends the connection in the `conntrack -L` line format:
+//
+//	tcp      6 431999 ESTABLISHED src=… dst=… sport=… dport=… [UNREPLIED] packets=… bytes=… src=… … [ASSURED] mark=0 helper=ftp use=1
+func (t *Table) AppendConn(b []byte, c *Conn, now int64) []byte {
+	o := &c.node[DirOriginal].tuple
+	r := &c.node[DirReply].tuple
+	tr := t.trackers[o.Proto]
+	name := tr.Name()
+	b = append(b, name...)
+	for i := len(name); i < 8; i++ {
+		b = append(b, ' ')
+	}
+	b = append(b, ' ')
+	b = strconv.AppendUint(b, uint64(o.Proto), 10)
+	b = append(b, ' ')
+	left := (c.expires.Load() - now) / 1e9
+	if left < 0 {
+		left = 0
+	}
+	b = strconv.AppendInt(b, left, 10)
+	b = append(b, ' ')
+	b = tr.AppendState(b, c)
+	st := c.Status()
+	acct := t.cfg.accounting()
+	b = o.appendAddrs(b)
+	b = tr.AppendPorts(b, o)
+	if acct {
+		b = appendCounters(b, &c.acct[DirOriginal])
+	}
+	if st&StatusSeenReply == 0 {
+		b = append(b, "[UNREPLIED] "...)
+	}
+	b = r.appendAddrs(b)
+	b = tr.AppendPorts(b, r)
+	if acct {
+		b = appendCounters(b, &c.acct[DirReply])
+	}
+	if st&StatusAssured != 0 {
+		b = append(b, "[ASSURED] "...)
+	}
+	b = append(b, "mark="...)
+	b = strconv.AppendUint(b, uint64(c.Mark()), 10)
+	b = append(b, ' ')
+	if h := c.Helper(); h != "" {
+		b = append(b, "helper="...)
+		b = append(b, h...)
+		b = append(b, ' ')
+	}
+	return append(b, "use=1"...)
+}
+
+func appendCounters(b []byte, a *Counters) []byte {
+	b = append(b, "packets="...)
+	b = strconv.AppendUint(b, a.Packets.Load(), 10)
+	b = append(b, " bytes="...)
+	b = strconv.AppendUint(b, a.Bytes.Load(), 10)
+	return append(b, ' ')
+}
+
+// AppendExpectation appends an expectation in the `conntrack -L expect`
+// line format.
+func (t *Table) AppendExpectation(b []byte, e *Expectation, now int64) []byte {
+	left := (e.Expires - now) / 1e9
+	if left < 0 {
+		left = 0
+	}
+	b = strconv.AppendInt(b, left, 10)
+	b = append(b, " proto="...)
+	b = strconv.AppendUint(b, uint64(e.Tuple.Proto), 10)
+	b = append(b, ' ')
+	b = e.Tuple.appendAddrs(b)
+	b = appendPorts(b, &e.Tuple)
+	m := Tuple{Src: e.Mask.Src, Dst: e.Mask.Dst, SrcPort: e.Mask.SrcPort, DstPort: e.Mask.DstPort, Family: e.Tuple.Family}
+	b = append(b, "mask-src="...)
+	b = m.SrcAddr().AppendTo(b)
+	b = append(b, " mask-dst="...)
+	b = m.DstAddr().AppendTo(b)
+	b = append(b, ' ')
+	b = appendPorts(b, &m)
+	mt := &e.Master.node[DirOriginal].tuple
+	b = append(b, "master-src="...)
+	b = mt.SrcAddr().AppendTo(b)
+	b = append(b, " master-dst="...)
+	b = mt.DstAddr().AppendTo(b)
+	b = append(b, ' ')
+	b = appendPorts(b, mt)
+	b = append(b, "class="...)
+	b = strconv.AppendUint(b, uint64(e.Class), 10)
+	if e.Helper != "" {
+		b = append(b, " helper="...)
+		b = append(b, e.Helper...)
+	}
+	return b
+}

@@ -1,0 +1,20 @@
+module tungate
+
+go 1.26
+
+require (
+	github.com/BurntSushi/toml v1.6.0
+	github.com/gaissmai/bart v0.30.0
+	go.uber.org/zap v1.28.0
+	golang.zx2c4.com/wireguard v0.0.0-20260522210424-ecfc5a8d5446
+	gvisor.dev/gvisor v0.0.0-20250503011706-39ed1f5ac29c
+)
+
+require (
+	github.com/google/btree v1.1.2 // indirect
+	go.uber.org/multierr v1.10.0 // indirect
+	golang.org/x/net v0.39.0 // indirect
+	golang.org/x/sys v0.32.0 // indirect
+	golang.org/x/time v0.7.0 // indirect
+	golang.zx2c4.com/wintun v0.0.0-20230126152724-0fa3db229ce2 // indirect
+)
