@@ -95,19 +95,19 @@ type Status uint32
 
 // Status bits (the subset tungate uses, Linux bit numbers).
 const (
-	StatusExpected  Status = 1 << 0
-	StatusSeenReply Status = 1 << 1
-	StatusAssured   Status = 1 << 2
-	StatusConfirmed Status = 1 << 3
-	StatusSrcNAT    Status = 1 << 4
-	StatusDstNAT    Status = 1 << 5
-	StatusSeqAdjust Status = 1 << 6
-	StatusSrcNATOK  Status = 1 << 7
-	StatusDstNATOK  Status = 1 << 8
-	StatusDying     Status = 1 << 9
-	StatusFixedTO   Status = 1 << 10
-	StatusOffload   Status = 1 << 14
-	StatusNATMask          = StatusSrcNAT | StatusDstNAT
+	StatusExpected   Status = 1 << 0
+	StatusSeenReply  Status = 1 << 1
+	StatusAssured    Status = 1 << 2
+	StatusConfirmed  Status = 1 << 3
+	StatusSrcNAT     Status = 1 << 4
+	StatusDstNAT     Status = 1 << 5
+	StatusSeqAdjust  Status = 1 << 6
+	StatusSrcNATDone Status = 1 << 7
+	StatusDstNATDone Status = 1 << 8
+	StatusDying      Status = 1 << 9
+	StatusFixedTO    Status = 1 << 10
+	StatusOffload    Status = 1 << 14
+	StatusNATMask           = StatusSrcNAT | StatusDstNAT
 )
 
 // hashNode links one direction of a connection into a hash chain. Readers
