@@ -71,6 +71,24 @@ type Table struct {
 
 	gcMu     sync.Mutex // guards gcCursor
 	gcCursor int
+
+	hooksMu      sync.Mutex // guards changes to destroyHooks
+	destroyHooks atomic.Pointer[[]func(*Conn)]
+}
+
+// AddDestroyHook registers fn to run synchronously whenever a connection
+// dies through Delete — confirmed or not — so NAT can release its port
+// mapping and helpers their state. The datapath calls Delete for an
+// unconfirmed connection whose packet it drops after NAT decided.
+func (t *Table) AddDestroyHook(fn func(c *Conn)) {
+	t.hooksMu.Lock()
+	defer t.hooksMu.Unlock()
+	var cur []func(*Conn)
+	if p := t.destroyHooks.Load(); p != nil {
+		cur = *p
+	}
+	next := append(append([]func(*Conn){}, cur...), fn)
+	t.destroyHooks.Store(&next)
 }
 
 // NewTable creates a table. cfg is validated (defaults filled) first.
@@ -385,6 +403,11 @@ func (t *Table) Delete(c *Conn) bool {
 	}
 	if d, ok := t.trackers[c.node[0].tuple.Proto].(destroyer); ok {
 		d.destroy(c)
+	}
+	if hs := t.destroyHooks.Load(); hs != nil {
+		for _, fn := range *hs {
+			fn(c)
+		}
 	}
 	if t.exp.count.Load() > 0 {
 		t.exp.removeMaster(c, &t.Stats)
