@@ -1,0 +1,312 @@
+package gateway
+
+import (
+	"encoding/binary"
+	"errors"
+	"os"
+
+	"go.uber.org/zap"
+
+	"tungate/conntrack"
+	"tungate/packet"
+	"tungate/rules"
+)
+
+// headroom is left in front of every packet buffer for the virtio-net
+// header the offload-aware TUN writes there.
+const headroom = 16
+
+// maxPacket is the largest packet a buffer holds (a GSO-coalesced write can
+// grow the first buffer of a flow to this size).
+const maxPacket = 65535
+
+// scratchCount bounds the packets a worker generates per batch (ICMP errors,
+// RSTs, fragments); when they run out the batch is flushed early.
+const scratchCount = 64
+
+// worker runs the packets read from one link to completion. Everything it
+// uses per packet is allocated here, once.
+type worker struct {
+	g    *Gateway
+	link *Link
+	in   int
+
+	bufs  [][]byte
+	sizes []int
+
+	p   packet.Parsed
+	res conntrack.Result
+	pk  rules.Packet
+	rs  *rules.Ruleset
+	now int64
+
+	// out[i] are the packets queued for link i in this batch.
+	out [][][]byte
+
+	scratch  [][]byte
+	nscratch int
+	frags    [][]byte
+	gen      packet.Parsed
+}
+
+func newWorker(g *Gateway, l *Link) *worker {
+	n := l.Dev.BatchSize()
+	if n < 1 {
+		n = 1
+	}
+	w := &worker{g: g, link: l, in: l.Index}
+	w.bufs = make([][]byte, n)
+	for i := range w.bufs {
+		w.bufs[i] = make([]byte, headroom+maxPacket)
+	}
+	w.sizes = make([]int, n)
+	w.out = make([][][]byte, len(g.links))
+	for i := range w.out {
+		w.out[i] = make([][]byte, 0, n+scratchCount)
+	}
+	maxMTU := 2048
+	for _, o := range g.links {
+		if o.MTU > maxMTU {
+			maxMTU = o.MTU
+		}
+	}
+	w.scratch = make([][]byte, scratchCount)
+	for i := range w.scratch {
+		w.scratch[i] = make([]byte, headroom+maxMTU)
+	}
+	w.frags = make([][]byte, scratchCount)
+	return w
+}
+
+func (w *worker) run() error {
+	dev := w.link.Dev
+	for {
+		n, err := dev.Read(w.bufs, w.sizes, headroom)
+		if err != nil {
+			if errors.Is(err, os.ErrClosed) || w.g.closed.Load() {
+				return nil
+			}
+			// A single bad read (e.g. an unsupported GSO type) must not
+			// stop the link.
+			w.g.Counters.Drops[DropMalformed].Add(1)
+			w.g.log.Debug("read", zap.String("interface", w.link.Name), zap.Error(err))
+			if n == 0 {
+				continue
+			}
+		}
+		w.batch(n)
+	}
+}
+
+// batch runs n packets read into w.bufs and writes what they produce.
+func (w *worker) batch(n int) {
+	w.now = w.g.ct.Now()
+	w.rs = w.g.rules.Load()
+	w.g.Counters.Received.Add(uint64(n))
+	for i := 0; i < n; i++ {
+		w.packet(w.bufs[i], w.sizes[i])
+	}
+	w.flush()
+}
+
+// flush writes every link's queued packets with one Write per link.
+func (w *worker) flush() {
+	for i, q := range w.out {
+		if len(q) == 0 {
+			continue
+		}
+		if _, err := w.g.links[i].Dev.Write(q, headroom); err != nil && !w.g.closed.Load() {
+			w.g.Counters.Drops[DropWrite].Add(1)
+			w.g.log.Debug("write", zap.String("interface", w.g.links[i].Name), zap.Error(err))
+		} else {
+			w.g.Counters.Sent.Add(uint64(len(q)))
+		}
+		w.out[i] = q[:0]
+	}
+	w.nscratch = 0
+}
+
+func (w *worker) drop(r DropReason) { w.g.Counters.Drops[r].Add(1) }
+
+// discard drops the packet of a NEW connection that will never be
+// confirmed, releasing whatever NAT allocated for it.
+func (w *worker) discard(r DropReason) {
+	w.drop(r)
+	if c := w.res.Conn; c != nil && !c.Confirmed() {
+		w.g.ct.Delete(c)
+	}
+}
+
+// packet runs one packet through the pipeline in netfilter order.
+func (w *worker) packet(buf []byte, size int) {
+	g := w.g
+	p := &w.p
+	if err := p.Decode(buf[headroom : headroom+size]); err != nil {
+		w.drop(decodeDropReason(err))
+		return
+	}
+	// Defragment first (Linux's nf_defrag runs before raw): conntrack and
+	// the rules need the transport header.
+	if p.Fragment {
+		n, done, err := g.reasm.Add(p, w.now, buf[headroom:])
+		if err != nil {
+			w.drop(DropFragment)
+			return
+		}
+		if !done {
+			return // held until the datagram is complete
+		}
+		if err := p.Decode(buf[headroom : headroom+n]); err != nil {
+			w.drop(DropFragment)
+			return
+		}
+	}
+	pk := &w.pk
+	*pk = rules.Packet{P: p, In: w.in, Out: -1, Info: conntrack.Untracked}
+	notrack := false
+	if w.rs.HasRaw() {
+		d := w.rs.Eval(rules.HookPrerouting, pk)
+		if d.Verdict != rules.Accept {
+			w.drop(DropFilter)
+			return
+		}
+		notrack = d.Notrack
+	}
+	res := &w.res
+	if notrack {
+		*res = conntrack.Result{Info: conntrack.Untracked}
+	} else {
+		g.ct.In(p, w.now, res)
+		if res.Drop {
+			w.drop(DropCtFull)
+			return
+		}
+	}
+	if res.Conn != nil {
+		g.nat.Prerouting(p, res, w.in)
+	}
+	out, ok := g.route(p)
+	if !ok {
+		w.icmpError(p, icmpNetUnreachable)
+		w.discard(DropNoRoute)
+		return
+	}
+	pk.Conn, pk.Info = res.Conn, res.Info
+	if out == routeLocal {
+		w.local(buf)
+		return
+	}
+	// ip_forward order: TTL, then MTU, then the forward hook.
+	if p.TTL() <= 1 {
+		w.icmpError(p, icmpTimeExceeded)
+		w.discard(DropTTL)
+		return
+	}
+	mtu := g.links[out].MTU
+	if p.Len() > mtu && p.DF() {
+		w.icmpErrorMTU(p, mtu)
+		w.discard(DropMTU)
+		return
+	}
+	p.DecTTL()
+	pk.Out = out
+	switch d := w.rs.Eval(rules.HookForward, pk); d.Verdict {
+	case rules.Drop:
+		w.discard(DropFilter)
+		return
+	case rules.Reject:
+		w.reject(d.Reject)
+		w.discard(DropReject)
+		return
+	}
+	if res.Conn != nil {
+		if !g.nat.Postrouting(p, res, w.in, out) {
+			w.discard(DropNAT)
+			return
+		}
+		if !w.finishConn() {
+			return
+		}
+	}
+	g.Counters.Forwarded.Add(1)
+	w.queue(out, buf, p)
+}
+
+// finishConn runs the helpers and confirms a new connection; false: the
+// packet was dropped.
+func (w *worker) finishConn() bool {
+	res := &w.res
+	c := res.Conn
+	if !c.Confirmed() {
+		w.g.alg.Assign(c, &w.p, w.pk.Helper)
+	}
+	if c.Ext() != nil {
+		if !w.g.alg.Process(&w.p, res) {
+			w.discard(DropHelper)
+			return false
+		}
+	}
+	if !c.Confirmed() {
+		if err := w.g.ct.Confirm(c, w.now); err != nil {
+			w.discard(DropCtInsert)
+			return false
+		}
+	}
+	return true
+}
+
+// queue puts the packet in buf (parsed as p, possibly resized) on link out,
+// fragmenting an IPv4 packet without DF that is larger than the link MTU.
+func (w *worker) queue(out int, buf []byte, p *packet.Parsed) {
+	l := p.Len()
+	if l > w.g.links[out].MTU {
+		w.fragment(out, p)
+		return
+	}
+	w.out[out] = append(w.out[out], buf[:headroom+l])
+}
+
+func (w *worker) fragment(out int, p *packet.Parsed) {
+	mtu := w.g.links[out].MTU
+	avail := scratchCount - w.nscratch
+	if avail <= 0 {
+		w.drop(DropNoBuffer)
+		return
+	}
+	frags := w.frags[:avail]
+	for i := range frags {
+		frags[i] = w.scratch[w.nscratch+i][headroom:]
+	}
+	n, err := packet.Fragment4(p, mtu, frags)
+	if err != nil {
+		w.drop(DropMTU)
+		return
+	}
+	for i := 0; i < n; i++ {
+		b := w.scratch[w.nscratch+i]
+		fl := int(binary.BigEndian.Uint16(b[headroom+2:]))
+		w.out[out] = append(w.out[out], b[:headroom+fl])
+	}
+	w.nscratch += n
+}
+
+// scratchBuf returns a buffer for a generated packet (the packet goes at
+// headroom), flushing the batch when all are in use.
+func (w *worker) scratchBuf() []byte {
+	if w.nscratch >= scratchCount {
+		w.flushKeep()
+	}
+	b := w.scratch[w.nscratch]
+	w.nscratch++
+	return b
+}
+
+// flushKeep writes the queued packets mid-batch so scratch buffers can be
+// reused; the read buffers they may point to are not reused before the
+// batch ends, so this is safe.
+func (w *worker) flushKeep() { w.flush() }
+
+// route looks up the output interface for the packet's destination.
+func (g *Gateway) route(p *packet.Parsed) (int, bool) {
+	return g.routes.Lookup(p.DstIP())
+}

@@ -1,0 +1,293 @@
+// Package gateway assembles tungate: links (TUN devices), routing, the
+// datapath loop that runs every packet through conntrack, NAT, the rules and
+// the helpers in netfilter order, the gateway's own ICMP, config reload and
+// the admin socket.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/gaissmai/bart"
+	"go.uber.org/zap"
+
+	"tungate/alg"
+	"tungate/conntrack"
+	"tungate/nat"
+	"tungate/packet"
+	"tungate/rules"
+)
+
+// routeLocal marks the gateway's own addresses in the routing table.
+const routeLocal = -1
+
+// Gateway is a running tungate instance.
+type Gateway struct {
+	log   *zap.Logger
+	cfg   atomic.Pointer[Config]
+	links []*Link
+
+	ct    *conntrack.Table
+	nat   *nat.Engine
+	alg   *alg.Manager
+	rules atomic.Pointer[rules.Ruleset]
+	reasm *packet.Reassembler
+
+	// routes maps prefixes to an interface index, or routeLocal for the
+	// gateway's own addresses (host routes win by longest prefix).
+	routes *bart.Table[int]
+	// own[i] are interface i's own addresses (ICMP error sources).
+	own [][]netip.Addr
+	// external[i]: interface i is one NAT translates out of; unsolicited
+	// SYNs to its addresses get no answer (RFC 5382 REQ-4).
+	external []bool
+
+	limiter *icmpLimiter
+	// Counters are the datapath counters (drops by reason and more).
+	Counters Counters
+
+	adminMu sync.Mutex // guards adminLn
+	adminLn []net.Listener
+
+	reloadMu sync.Mutex // serialises reloads
+	closed   atomic.Bool
+	wg       sync.WaitGroup
+}
+
+// Options change how a Gateway is built, for tests and embedding.
+type Options struct {
+	// Open opens an interface's device; nil opens kernel TUNs.
+	Open OpenFunc
+	// Logger; nil builds one from the config's [log].
+	Logger *zap.Logger
+}
+
+// New builds a gateway from a validated config and opens its devices.
+func New(cfg *Config, opt Options) (*Gateway, error) {
+	log := opt.Logger
+	if log == nil {
+		var err error
+		log, err = NewLogger(cfg.Log)
+		if err != nil {
+			return nil, err
+		}
+	}
+	g := &Gateway{log: log}
+	g.cfg.Store(cfg)
+	ct, err := conntrack.NewTable(cfg.Conntrack)
+	if err != nil {
+		return nil, err
+	}
+	g.ct = ct
+	g.reasm = packet.NewReassembler(packet.ReassemblyConfig{})
+	g.limiter = newICMPLimiter(cfg.ICMP.Rate, cfg.ICMP.Burst)
+	if err := g.buildRoutes(cfg); err != nil {
+		return nil, err
+	}
+	g.nat, err = nat.New(cfg.NAT, cfg.natIfaces(), ct, log.Named("nat"))
+	if err != nil {
+		return nil, err
+	}
+	g.external = make([]bool, len(cfg.Interface))
+	for i := range cfg.Interface {
+		g.external[i] = g.nat.IsExternal(i)
+	}
+	g.alg, err = alg.New(cfg.Helpers, ct, natAdapter{g.nat}, log.Named("helper"))
+	if err != nil {
+		return nil, err
+	}
+	rs, err := g.compileRules(cfg)
+	if err != nil {
+		return nil, err
+	}
+	g.rules.Store(rs)
+
+	open := opt.Open
+	if open == nil {
+		open = openKernelTUN
+	}
+	for i := range cfg.Interface {
+		ic := &cfg.Interface[i]
+		dev, err := open(ic, log)
+		if err != nil {
+			g.closeLinks()
+			return nil, err
+		}
+		mtu := ic.MTU
+		g.links = append(g.links, &Link{Name: ic.Name, Index: i, Dev: dev, MTU: mtu})
+	}
+	return g, nil
+}
+
+func (g *Gateway) compileRules(cfg *Config) (*rules.Ruleset, error) {
+	return rules.Compile(cfg.Filter, cfg.Raw, cfg.Sets, rules.Env{
+		Interfaces: cfg.InterfaceNames(),
+		Helpers:    g.alg.Names(),
+		Logger:     g.log.Named("rules"),
+	})
+}
+
+func (g *Gateway) buildRoutes(cfg *Config) error {
+	g.routes = &bart.Table[int]{}
+	g.own = make([][]netip.Addr, len(cfg.Interface))
+	for i := range cfg.Interface {
+		for _, p := range cfg.Interface[i].addrs {
+			g.routes.Insert(p.Masked(), i)
+			g.own[i] = append(g.own[i], p.Addr())
+		}
+	}
+	for _, r := range cfg.Route {
+		g.routes.Insert(r.prefix, r.iface)
+	}
+	// Own addresses last: a host route is the longest match there is.
+	for i := range cfg.Interface {
+		for _, p := range cfg.Interface[i].addrs {
+			g.routes.Insert(netip.PrefixFrom(p.Addr(), p.Addr().BitLen()), routeLocal)
+		}
+	}
+	return nil
+}
+
+// Table returns the connection table.
+func (g *Gateway) Table() *conntrack.Table { return g.ct }
+
+// Links returns the gateway's links in config order.
+func (g *Gateway) Links() []*Link { return g.links }
+
+// Logger returns the gateway's logger.
+func (g *Gateway) Logger() *zap.Logger { return g.log }
+
+// Run forwards packets until ctx is done or a device fails, then closes
+// every device.
+func (g *Gateway) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, len(g.links))
+	for _, l := range g.links {
+		w := newWorker(g, l)
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			if err := w.run(); err != nil && !g.closed.Load() {
+				errc <- fmt.Errorf("interface %q: %w", l.Name, err)
+			}
+		}()
+	}
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		g.ct.RunGC(ctx)
+	}()
+	g.log.Info("gateway running", zap.Int("interfaces", len(g.links)))
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	g.Close()
+	g.wg.Wait()
+	return err
+}
+
+// Close closes the devices; Run returns soon after.
+func (g *Gateway) Close() {
+	if g.closed.Swap(true) {
+		return
+	}
+	g.adminMu.Lock()
+	for _, ln := range g.adminLn {
+		ln.Close() // a unix listener removes its socket file
+	}
+	g.adminMu.Unlock()
+	g.closeLinks()
+}
+
+func (g *Gateway) closeLinks() {
+	for _, l := range g.links {
+		l.Dev.Close()
+	}
+}
+
+// Reload reads the config file again and swaps in the new rules and sets
+// atomically; connections, NAT bindings and expectations stay. A config
+// that fails to load or compile leaves the running one untouched. Changes to
+// interfaces, routes, NAT or helpers need a restart and are reported.
+func (g *Gateway) Reload() error {
+	g.reloadMu.Lock()
+	defer g.reloadMu.Unlock()
+	old := g.cfg.Load()
+	if old.path == "" {
+		return errors.New("reload: the config did not come from a file")
+	}
+	cfg, err := LoadConfig(old.path)
+	if err != nil {
+		g.log.Error("reload failed; keeping the running config", zap.Error(err))
+		return err
+	}
+	return g.ReloadConfig(cfg)
+}
+
+// ReloadConfig swaps in the rules of an already validated config.
+func (g *Gateway) ReloadConfig(cfg *Config) error {
+	rs, err := g.compileRules(cfg)
+	if err != nil {
+		g.log.Error("reload failed; keeping the running config", zap.Error(err))
+		return err
+	}
+	g.rules.Store(rs)
+	if cfg.path == "" {
+		cfg.path = g.cfg.Load().path
+	}
+	g.cfg.Store(cfg)
+	g.log.Info("config reloaded")
+	return nil
+}
+
+// Rules returns the running rule set.
+func (g *Gateway) Rules() *rules.Ruleset { return g.rules.Load() }
+
+// NewLogger builds the zap logger the [log] section asks for.
+func NewLogger(c LogConfig) (*zap.Logger, error) {
+	var zc zap.Config
+	if c.Format == "json" {
+		zc = zap.NewProductionConfig()
+	} else {
+		zc = zap.NewDevelopmentConfig()
+		zc.DisableStacktrace = true
+	}
+	lvl, err := zap.ParseAtomicLevel(orDefault(c.Level, "info"))
+	if err != nil {
+		return nil, fmt.Errorf("log.level: %w", err)
+	}
+	zc.Level = lvl
+	zc.OutputPaths = []string{"stderr"}
+	zc.ErrorOutputPaths = []string{"stderr"}
+	return zc.Build()
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+// natAdapter gives the helpers the slice of the NAT engine they use.
+type natAdapter struct{ e *nat.Engine }
+
+func (a natAdapter) BindSource(c *conntrack.Conn, addr packet.Addr, port uint16) error {
+	return a.e.Bind(c, nat.ManipSrc, addr, port)
+}
+
+func (a natAdapter) BindDestination(c *conntrack.Conn, addr packet.Addr, port uint16) error {
+	return a.e.Bind(c, nat.ManipDst, addr, port)
+}
+
+func (a natAdapter) PortAvailable(proto uint8, addr packet.Addr, port uint16) bool {
+	return a.e.PortAvailable(proto, addr, port)
+}

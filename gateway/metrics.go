@@ -1,0 +1,83 @@
+package gateway
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+)
+
+// collector exports the datapath and conntrack counters at scrape time, so
+// the datapath keeps its plain atomic counters and pays nothing for metrics.
+type collector struct {
+	g       *Gateway
+	drops   *prometheus.Desc
+	packets *prometheus.Desc
+	entries *prometheus.Desc
+	ctStat  *prometheus.Desc
+}
+
+func newCollector(g *Gateway) *collector {
+	return &collector{
+		g:       g,
+		drops:   prometheus.NewDesc("tungate_dropped_packets_total", "Packets dropped by the datapath, by reason.", []string{"reason"}, nil),
+		packets: prometheus.NewDesc("tungate_packets_total", "Packets seen by the datapath, by stage.", []string{"stage"}, nil),
+		entries: prometheus.NewDesc("tungate_conntrack_entries", "Connections in the table.", nil, nil),
+		ctStat:  prometheus.NewDesc("tungate_conntrack_events_total", "Conntrack counters as conntrack -S names them.", []string{"counter"}, nil),
+	}
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.drops
+	ch <- c.packets
+	ch <- c.entries
+	ch <- c.ctStat
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	k := &c.g.Counters
+	for i := range k.Drops {
+		ch <- prometheus.MustNewConstMetric(c.drops, prometheus.CounterValue, float64(k.Drops[i].Load()), DropReason(i).String())
+	}
+	for name, v := range map[string]uint64{
+		"received": k.Received.Load(), "forwarded": k.Forwarded.Load(), "local": k.Local.Load(),
+		"sent": k.Sent.Load(), "icmp_sent": k.ICMPSent.Load(), "icmp_rate_limited": k.ICMPLimit.Load(),
+	} {
+		ch <- prometheus.MustNewConstMetric(c.packets, prometheus.CounterValue, float64(v), name)
+	}
+	ch <- prometheus.MustNewConstMetric(c.entries, prometheus.GaugeValue, float64(c.g.ct.Count()))
+	s := &c.g.ct.Stats
+	for name, v := range map[string]uint64{
+		"invalid": s.Invalid.Load(), "insert": s.Insert.Load(), "insert_failed": s.InsertFailed.Load(),
+		"drop": s.Drop.Load(), "early_drop": s.EarlyDrop.Load(), "expect_new": s.ExpectNew.Load(),
+		"expect_create": s.ExpectCreate.Load(), "expect_delete": s.ExpectDelete.Load(), "delete": s.Delete.Load(),
+	} {
+		ch <- prometheus.MustNewConstMetric(c.ctStat, prometheus.CounterValue, float64(v), name)
+	}
+}
+
+// ServeMetrics serves Prometheus metrics on addr (/metrics) until the
+// gateway closes.
+func (g *Gateway) ServeMetrics(addr string) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newCollector(g))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("admin.metrics: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux}
+	g.adminMu.Lock()
+	g.adminLn = append(g.adminLn, ln)
+	g.adminMu.Unlock()
+	go func() {
+		if err := srv.Serve(ln); err != nil && err != http.ErrServerClosed && !g.closed.Load() {
+			g.log.Warn("metrics server", zap.Error(err))
+		}
+	}()
+	return nil
+}
