@@ -338,6 +338,7 @@ func (p *Parsed) decodeL4(off int, quoted bool) error {
 	case ProtoICMP, ProtoICMPv6:
 		if (p.Proto == ProtoICMP) != (p.Version == 4) {
 			// ICMP in IPv6 or ICMPv6 in IPv4: tracked as a generic protocol.
+			p.L4Off = off
 			return nil
 		}
 		if rest < 8 {
@@ -345,7 +346,7 @@ func (p *Parsed) decodeL4(off int, quoted bool) error {
 		}
 		p.ICMPType = b[off]
 		p.ICMPCode = b[off+1]
-		if p.IsEcho() {
+		if isEchoType(p.Version, p.ICMPType) {
 			id := binary.BigEndian.Uint16(b[off+4:])
 			p.SrcPort, p.DstPort = id, id
 		}
@@ -381,11 +382,17 @@ func (p *Parsed) decodeL4(off int, quoted bool) error {
 }
 
 // IsEcho reports whether the packet is an ICMP or ICMPv6 echo request or reply.
+// A non-first fragment is never one: its ICMP type is unknown (zero), and
+// zero would otherwise read as echo reply.
 func (p *Parsed) IsEcho() bool {
-	if p.Version == 4 {
-		return p.Proto == ProtoICMP && (p.ICMPType == 8 || p.ICMPType == 0)
+	return p.HasL4 && p.IsICMP() && isEchoType(p.Version, p.ICMPType)
+}
+
+func isEchoType(version, typ uint8) bool {
+	if version == 4 {
+		return typ == ICMPEchoRequest || typ == ICMPEchoReply
 	}
-	return p.Proto == ProtoICMPv6 && (p.ICMPType == 128 || p.ICMPType == 129)
+	return typ == ICMPv6EchoRequest || typ == ICMPv6EchoReply
 }
 
 // IsICMPError reports whether the packet is an ICMP/ICMPv6 error message,
@@ -462,23 +469,47 @@ func (p *Parsed) IPHeaderLen() int {
 	return header.IPv6MinimumSize
 }
 
-// TCP accessors. Valid only when Proto is TCP and HasL4.
+// TCP accessors. Valid only when Proto is TCP and HasL4. A quoted packet
+// (DecodeQuoted) may hold as little as 8 bytes of TCP header: fields beyond
+// the quote read as zero rather than panicking.
 
 // TCPSeq returns the sequence number.
-func (p *Parsed) TCPSeq() uint32 { return binary.BigEndian.Uint32(p.b[p.L4Off+4:]) }
+func (p *Parsed) TCPSeq() uint32 { return p.l4u32(4) }
 
 // TCPAck returns the acknowledgement number.
-func (p *Parsed) TCPAck() uint32 { return binary.BigEndian.Uint32(p.b[p.L4Off+8:]) }
+func (p *Parsed) TCPAck() uint32 { return p.l4u32(8) }
 
 // TCPWindow returns the raw (unscaled) window.
-func (p *Parsed) TCPWindow() uint16 { return binary.BigEndian.Uint16(p.b[p.L4Off+14:]) }
+func (p *Parsed) TCPWindow() uint16 {
+	if p.L4Off == 0 || len(p.b) < p.L4Off+16 {
+		return 0
+	}
+	return binary.BigEndian.Uint16(p.b[p.L4Off+14:])
+}
 
-// TCPHeaderLen returns the TCP header length including options.
-func (p *Parsed) TCPHeaderLen() int { return int(p.b[p.L4Off+12]>>4) * 4 }
+func (p *Parsed) l4u32(at int) uint32 {
+	if p.L4Off == 0 || len(p.b) < p.L4Off+at+4 {
+		return 0
+	}
+	return binary.BigEndian.Uint32(p.b[p.L4Off+at:])
+}
 
-// TCPOptions returns the TCP options bytes.
+// TCPHeaderLen returns the TCP header length including options, or 0 when
+// the quote ends before the data offset field.
+func (p *Parsed) TCPHeaderLen() int {
+	if p.L4Off == 0 || len(p.b) < p.L4Off+13 {
+		return 0
+	}
+	return int(p.b[p.L4Off+12]>>4) * 4
+}
+
+// TCPOptions returns the TCP options bytes (nil when not all present).
 func (p *Parsed) TCPOptions() []byte {
-	return p.b[p.L4Off+header.TCPMinimumSize : p.L4Off+p.TCPHeaderLen()]
+	hl := p.TCPHeaderLen()
+	if hl < header.TCPMinimumSize || len(p.b) < p.L4Off+hl {
+		return nil
+	}
+	return p.b[p.L4Off+header.TCPMinimumSize : p.L4Off+hl]
 }
 
 // Payload returns the transport payload (TCP data after options, UDP data,
@@ -488,20 +519,27 @@ func (p *Parsed) Payload() []byte {
 	if p.L4Off == 0 {
 		return nil
 	}
+	hl := 0
 	switch p.Proto {
 	case ProtoTCP:
 		if !p.HasL4 {
 			return nil
 		}
-		return p.b[p.L4Off+p.TCPHeaderLen():]
+		hl = p.TCPHeaderLen()
+		if hl < header.TCPMinimumSize {
+			return nil
+		}
 	case ProtoUDP:
-		return p.b[p.L4Off+header.UDPMinimumSize:]
+		hl = header.UDPMinimumSize
 	case ProtoICMP, ProtoICMPv6:
 		if p.HasL4 {
-			return p.b[p.L4Off+8:]
+			hl = 8
 		}
 	}
-	return p.b[p.L4Off:]
+	if len(p.b) < p.L4Off+hl {
+		return nil // a quote cut inside the transport header
+	}
+	return p.b[p.L4Off+hl:]
 }
 
 // SetTCPSeq rewrites the sequence number with checksum fix-up.
@@ -511,6 +549,9 @@ func (p *Parsed) SetTCPSeq(v uint32) { p.setL4u32(4, v) }
 func (p *Parsed) SetTCPAck(v uint32) { p.setL4u32(8, v) }
 
 func (p *Parsed) setL4u32(at int, v uint32) {
+	if p.Proto != ProtoTCP || !p.HasL4 || len(p.b) < p.L4Off+at+4 {
+		return
+	}
 	o := p.L4Off + at
 	old0 := binary.BigEndian.Uint16(p.b[o:])
 	old1 := binary.BigEndian.Uint16(p.b[o+2:])
@@ -566,12 +607,16 @@ func (p *Parsed) SetDst(a Addr) {
 }
 
 func (p *Parsed) setAddr(off4, off6 int, field *Addr, a Addr) {
-	if *field == a {
-		return
-	}
 	n, off := 4, off4
 	if p.Version == 6 {
 		n, off = 16, off6
+	} else {
+		// Keep the IPv4 Addr form canonical (zeros after four bytes) so
+		// it still compares equal to the one Decode produces.
+		clear(a[4:])
+	}
+	if *field == a {
+		return
 	}
 	var acc uint32
 	for i := 0; i < n; i += 2 {
@@ -585,7 +630,7 @@ func (p *Parsed) setAddr(off4, off6 int, field *Addr, a Addr) {
 	}
 	if p.pseudoHeader() {
 		if c := p.l4CsumOff(); c >= 0 {
-			p.applyDelta(c, delta, p.Proto == ProtoUDP && p.Version == 4)
+			p.applyDelta(c, delta, p.Proto == ProtoUDP)
 		}
 	}
 }
@@ -638,24 +683,24 @@ func (p *Parsed) fixIPCsum16(old, new uint16) {
 
 func (p *Parsed) fixL4Csum16(old, new uint16) {
 	if c := p.l4CsumOff(); c >= 0 {
-		p.applyDelta(c, fold(uint32(^old)+uint32(new)), p.Proto == ProtoUDP && p.Version == 4)
+		p.applyDelta(c, fold(uint32(^old)+uint32(new)), p.Proto == ProtoUDP)
 	}
 }
 
 // applyDelta adds delta (one's complement sum of ~old + new words) to the
-// checksum at off, per RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'). A UDP/IPv4
-// checksum of zero means "none" and stays zero; a computed zero is sent as
-// 0xffff (RFC 768).
-func (p *Parsed) applyDelta(off int, delta uint16, udp4 bool) {
+// checksum at off, per RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'). A UDP
+// checksum of zero means "none" (IPv4, and IPv6 tunnels under RFC 6935) and
+// stays zero; a computed zero is sent as 0xffff (RFC 768, RFC 8200 8.1).
+func (p *Parsed) applyDelta(off int, delta uint16, udp bool) {
 	if len(p.b) < off+2 {
 		return
 	}
 	hc := binary.BigEndian.Uint16(p.b[off:])
-	if udp4 && hc == 0 {
+	if udp && hc == 0 {
 		return
 	}
 	n := ^fold(uint32(^hc) + uint32(delta))
-	if udp4 && n == 0 {
+	if udp && n == 0 {
 		n = 0xffff
 	}
 	binary.BigEndian.PutUint16(p.b[off:], n)
@@ -688,6 +733,9 @@ func (p *Parsed) L4ChecksumValid() bool {
 		return true
 	}
 	l4 := p.b[p.L4Off:]
+	if len(l4) < 8 {
+		return false // a quote cut inside the transport header
+	}
 	switch p.Proto {
 	case ProtoTCP, ProtoUDP:
 		if p.Proto == ProtoUDP && p.Version == 4 && binary.BigEndian.Uint16(l4[6:]) == 0 {
