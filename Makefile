@@ -1,0 +1,75 @@
+# tungate: build, test, lint, run, demo. Targets need only Go and, for the
+# ones that touch the network, root (they use sudo when not run as root).
+
+GO           ?= go
+BIN          := bin/tungate
+CONFIG       ?= configs/gateway.toml
+SHARED       ?= ../shared
+TOOLS        := $(CURDIR)/bin/tools
+# staticcheck 2026.2 is the first release that understands Go 1.26.
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK  := $(TOOLS)/staticcheck
+# The race-instrumented suite plus the end-to-end tests take a few minutes
+# on 2 cores; the timeout only catches a hang.
+TEST_TIMEOUT ?= 12m
+BENCH        ?= .
+PKG          ?= ./...
+SUDO         := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: all build test test-deps bench lint demo conformance versus run clean help
+
+all: build
+
+help:
+	@echo "make build        bin/tungate"
+	@echo "make run          build, then run the gateway on $(CONFIG) (root)"
+	@echo "make test         test tools (as root), go test -race ./..., conformance sample (as root)"
+	@echo "make bench        go test -bench '$(BENCH)' $(PKG)"
+	@echo "make lint         gofmt, go vet, staticcheck"
+	@echo "make demo         curl, ping and ct list through the gateway between two namespaces (root)"
+	@echo "make conformance  ../shared/conformance/run.sh against bin/tungate (root)"
+	@echo "make versus       iperf3 through the gateway vs the bare TUN copy loop (root)"
+
+build:
+	$(GO) build -o $(BIN) ./cmd/tungate
+
+run: build
+	$(SUDO) ./$(BIN) run -c $(CONFIG)
+
+test-deps:
+	@scripts/test-deps.sh
+
+# As root the conformance sample follows the Go tests; its last line is the
+# sample's "N passed, N failed".
+test: test-deps
+	@[ "$$(id -u)" = 0 ] || echo "not root: the end-to-end tests skip and the conformance sample does not run"
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory conformance; fi
+
+bench:
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -count=1 $(PKG)
+
+lint: $(STATICCHECK)
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt -l:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+$(STATICCHECK):
+	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+demo: build
+	$(SUDO) scripts/demo.sh ./$(BIN)
+
+# H and WORKDIR carry this make's pid, so namespaces and files never clash
+# with another run; the work directory (gateway log) stays when a case fails.
+conformance: build
+	@[ -f $(SHARED)/conformance/run.sh ] || { echo "$(SHARED)/conformance/run.sh not found (SHARED=path/to/shared)"; exit 1; }
+	@w=/tmp/tungate-conformance-$$$$; \
+	$(SUDO) env H=mk$$$$ WORKDIR=$$w bash $(SHARED)/conformance/run.sh gateway $(CURDIR)/$(BIN); rc=$$?; \
+	if [ $$rc = 0 ]; then rm -rf $$w; else echo "conformance work directory (gateway log): $$w"; fi; exit $$rc
+
+versus: build
+	$(SUDO) scripts/versus.sh ./$(BIN)
+
+clean:
+	rm -rf bin
