@@ -235,8 +235,9 @@ func NewReassembler(cfg ReassemblyConfig) *Reassembler {
 // Add feeds one fragment, decoded into p, at time now (monotonic ns, the
 // conntrack clock). When it completes its datagram, the datagram is written
 // to out and Add returns its length and done. Otherwise the fragment's
-// bytes were copied and p's buffer may be reused. See Reassemble for more
-// about the datagram.
+// bytes were copied and p's buffer may be reused. out may be p's own buffer:
+// every fragment is copied out before the datagram is written. See
+// Reassemble for more about the datagram.
 func (r *Reassembler) Add(p *Parsed, now int64, out []byte) (n int, done bool, err error) {
 	res, err := r.Reassemble(p, now, out)
 	return res.N, res.Done, err

@@ -1,0 +1,593 @@
+package packet
+
+// A small packet builder and composable checkers, in the spirit of gVisor's
+// checker package. The builder computes every length and checksum with its
+// own RFC 1071 code (sum16 below), not the package's, so tests compare two
+// independent implementations.
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"testing"
+)
+
+// ipHdr describes the IP layer of a packet to build.
+type ipHdr struct {
+	v6       bool
+	src, dst string
+	ttl      uint8 // 0: 64
+	tos      uint8 // IPv4 TOS or IPv6 traffic class
+	id       uint32
+	df, mf   bool
+	fragOff  int      // bytes; with v6, adds a fragment header (see frag)
+	frag     bool     // IPv6: add a fragment header even with fragOff 0 and !mf
+	opts     []byte   // IPv4 options, padded to a multiple of 4
+	ext      []extHdr // IPv6 extension headers before the fragment header
+	extAfter []extHdr // IPv6 extension headers after the fragment header
+	proto    uint8    // overrides the transport's protocol number
+	totalLen int      // overrides the IPv4 total length / IPv6 payload length (+40)
+	badCsum  bool     // IPv4: corrupt the header checksum
+	version  uint8    // overrides the version nibble
+	ihl      int      // overrides the IPv4 IHL (bytes)
+	hdrOnly  bool     // emit nothing after the IP headers
+	trunc    int      // cut the result to this many bytes (0: none)
+	extRaw   []byte   // IPv6: raw bytes appended after ext headers (for malformed chains)
+	extFirst uint8    // IPv6: next header of the fixed header when extRaw is used
+	l4csum   *uint16  // force a transport checksum value
+	padAfter []byte   // bytes after the IP length (link padding)
+	nhOver   *uint8   // overrides the next header naming the transport
+}
+
+// extHdr is an IPv6 extension header: typ 0, 43, 60 or 51 (AH). body is
+// padded so the header's length is a multiple of 8 (4 for AH).
+type extHdr struct {
+	typ  uint8
+	body []byte
+}
+
+// l4 builds a transport header.
+type l4 interface {
+	protoNum(v6 bool) uint8
+	// put returns the header bytes with the checksum field zero and the
+	// offset of the checksum field (-1: none).
+	put(payloadLen int) (hdr []byte, csumOff int)
+}
+
+type tcpHdr struct {
+	sport, dport uint16
+	seq, ack     uint32
+	flags        uint8
+	win          uint16
+	opts         []byte
+}
+
+func (h tcpHdr) protoNum(bool) uint8 { return ProtoTCP }
+func (h tcpHdr) put(int) ([]byte, int) {
+	opts := pad(h.opts, 4)
+	b := make([]byte, 20+len(opts))
+	binary.BigEndian.PutUint16(b[0:], h.sport)
+	binary.BigEndian.PutUint16(b[2:], h.dport)
+	binary.BigEndian.PutUint32(b[4:], h.seq)
+	binary.BigEndian.PutUint32(b[8:], h.ack)
+	b[12] = uint8(len(b)/4) << 4
+	b[13] = h.flags
+	binary.BigEndian.PutUint16(b[14:], h.win)
+	copy(b[20:], opts)
+	return b, 16
+}
+
+type udpHdr struct {
+	sport, dport uint16
+	noCsum       bool
+	length       int // overrides the UDP length
+}
+
+func (h udpHdr) protoNum(bool) uint8 { return ProtoUDP }
+func (h udpHdr) put(n int) ([]byte, int) {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint16(b[0:], h.sport)
+	binary.BigEndian.PutUint16(b[2:], h.dport)
+	l := 8 + n
+	if h.length != 0 {
+		l = h.length
+	}
+	binary.BigEndian.PutUint16(b[4:], uint16(l))
+	if h.noCsum {
+		return b, -1
+	}
+	return b, 6
+}
+
+type icmpHdr struct {
+	typ, code uint8
+	rest      uint32
+}
+
+func (h icmpHdr) protoNum(v6 bool) uint8 {
+	if v6 {
+		return ProtoICMPv6
+	}
+	return ProtoICMP
+}
+func (h icmpHdr) put(int) ([]byte, int) {
+	b := make([]byte, 8)
+	b[0], b[1] = h.typ, h.code
+	binary.BigEndian.PutUint32(b[4:], h.rest)
+	return b, 2
+}
+
+// rawL4 is a transport the builder does not checksum.
+type rawL4 struct {
+	proto uint8
+	b     []byte
+}
+
+func (h rawL4) protoNum(bool) uint8   { return h.proto }
+func (h rawL4) put(int) ([]byte, int) { return bytes.Clone(h.b), -1 }
+
+func pad(b []byte, m int) []byte {
+	if len(b)%m == 0 {
+		return b
+	}
+	return append(bytes.Clone(b), make([]byte, m-len(b)%m)...)
+}
+
+func addr(s string) Addr { return AddrFrom(netip.MustParseAddr(s)) }
+
+// sum16 is an independent RFC 1071 sum of the concatenation of parts.
+func sum16(parts ...[]byte) uint16 {
+	var all []byte
+	for _, p := range parts {
+		all = append(all, p...)
+	}
+	var s uint32
+	for i := 0; i+1 < len(all); i += 2 {
+		s += uint32(all[i])<<8 | uint32(all[i+1])
+	}
+	if len(all)%2 == 1 {
+		s += uint32(all[len(all)-1]) << 8
+	}
+	for s > 0xffff {
+		s = s&0xffff + s>>16
+	}
+	return uint16(s)
+}
+
+func pseudo(v6 bool, src, dst []byte, proto uint8, l int) []byte {
+	if v6 {
+		b := make([]byte, 40)
+		copy(b, src)
+		copy(b[16:], dst)
+		binary.BigEndian.PutUint32(b[32:], uint32(l))
+		b[39] = proto
+		return b
+	}
+	b := make([]byte, 12)
+	copy(b, src)
+	copy(b[4:], dst)
+	b[9] = proto
+	binary.BigEndian.PutUint16(b[10:], uint16(l))
+	return b
+}
+
+// build returns the packet described by ip, t and payload.
+func build(ip ipHdr, t l4, payload []byte) []byte {
+	var l4b []byte
+	csumOff := -1
+	proto := uint8(59)
+	if t != nil {
+		l4b, csumOff = t.put(len(payload))
+		proto = t.protoNum(ip.v6)
+	}
+	if ip.proto != 0 {
+		proto = ip.proto
+	}
+	seg := append(l4b, payload...)
+	src, dst := netip.MustParseAddr(ip.src), netip.MustParseAddr(ip.dst)
+	ttl := ip.ttl
+	if ttl == 0 {
+		ttl = 64
+	}
+	if csumOff >= 0 && !(ip.fragOff != 0) {
+		var s uint16
+		withPseudo := proto != ProtoICMP
+		if withPseudo {
+			s = sum16(pseudo(ip.v6, src.AsSlice(), dst.AsSlice(), proto, len(seg)), seg)
+		} else {
+			s = sum16(seg)
+		}
+		c := ^s
+		if c == 0 && proto == ProtoUDP {
+			c = 0xffff
+		}
+		if ip.l4csum != nil {
+			c = *ip.l4csum
+		}
+		binary.BigEndian.PutUint16(seg[csumOff:], c)
+	}
+	if ip.hdrOnly {
+		seg = nil
+	}
+	var b []byte
+	if !ip.v6 {
+		opts := pad(ip.opts, 4)
+		hl := 20 + len(opts)
+		b = make([]byte, hl, hl+len(seg))
+		ihl := hl
+		if ip.ihl != 0 {
+			ihl = ip.ihl
+		}
+		b[0] = 0x40 | uint8(ihl/4)
+		b[1] = ip.tos
+		tot := hl + len(seg)
+		if ip.totalLen != 0 {
+			tot = ip.totalLen
+		}
+		binary.BigEndian.PutUint16(b[2:], uint16(tot))
+		binary.BigEndian.PutUint16(b[4:], uint16(ip.id))
+		ff := uint16(ip.fragOff / 8)
+		if ip.df {
+			ff |= 0x4000
+		}
+		if ip.mf {
+			ff |= 0x2000
+		}
+		binary.BigEndian.PutUint16(b[6:], ff)
+		b[8] = ttl
+		b[9] = proto
+		copy(b[12:], src.AsSlice())
+		copy(b[16:], dst.AsSlice())
+		copy(b[20:], opts)
+		c := ^sum16(b[:hl])
+		if ip.badCsum {
+			c ^= 0x5555
+		}
+		binary.BigEndian.PutUint16(b[10:], c)
+		b = append(b, seg...)
+	} else {
+		b = make([]byte, 40)
+		b[0] = 0x60 | ip.tos>>4
+		b[1] = ip.tos << 4
+		b[7] = ttl
+		copy(b[8:], src.AsSlice())
+		copy(b[24:], dst.AsSlice())
+		// exts[0] stands for the fixed header's next header field; nh is
+		// the index in exts of the field naming the next header to add.
+		exts := []byte{0}
+		nh := 0
+		addExt := func(e extHdr) {
+			exts[nh] = e.typ
+			var body []byte
+			if e.typ == ProtoAH {
+				body = pad(append([]byte{0, 0}, e.body...), 8) // 8-aligned as IPv6 wants
+				body[1] = uint8(len(body)/4 - 2)
+			} else {
+				body = pad(append([]byte{0, 0}, e.body...), 8)
+				body[1] = uint8(len(body)/8 - 1)
+			}
+			nh = len(exts)
+			exts = append(exts, body...)
+		}
+		for _, e := range ip.ext {
+			addExt(e)
+		}
+		if ip.fragOff != 0 || ip.mf || ip.frag {
+			exts[nh] = 44
+			fh := make([]byte, 8)
+			fo := uint16(ip.fragOff) &^ 7
+			if ip.mf {
+				fo |= 1
+			}
+			binary.BigEndian.PutUint16(fh[2:], fo)
+			binary.BigEndian.PutUint32(fh[4:], ip.id)
+			nh = len(exts)
+			exts = append(exts, fh...)
+		}
+		for _, e := range ip.extAfter {
+			addExt(e)
+		}
+		exts[nh] = proto
+		if ip.nhOver != nil {
+			exts[nh] = *ip.nhOver
+		}
+		b[6] = exts[0]
+		b = append(b, exts[1:]...)
+		b = append(b, ip.extRaw...)
+		if ip.extRaw != nil {
+			b[6] = ip.extFirst
+		}
+		b = append(b, seg...)
+		pl := len(b) - 40
+		if ip.totalLen != 0 {
+			pl = ip.totalLen - 40
+		}
+		binary.BigEndian.PutUint16(b[4:], uint16(pl))
+	}
+	if ip.version != 0 {
+		b[0] = b[0]&0x0f | ip.version<<4
+	}
+	b = append(b, ip.padAfter...)
+	if ip.trunc != 0 {
+		b = b[:ip.trunc]
+	}
+	return b
+}
+
+// checker asserts one property of a decoded packet.
+type checker func(t *testing.T, p *Parsed)
+
+// check decodes b and runs the checkers.
+func check(t *testing.T, b []byte, cs ...checker) {
+	t.Helper()
+	var p Parsed
+	if err := p.Decode(b); err != nil {
+		t.Fatalf("Decode: %v\n% x", err, b)
+	}
+	for _, c := range cs {
+		c(t, &p)
+	}
+}
+
+func isV(v uint8) checker {
+	return func(t *testing.T, p *Parsed) {
+		t.Helper()
+		if p.Version != v {
+			t.Errorf("Version = %d, want %d", p.Version, v)
+		}
+	}
+}
+
+func srcIs(s string) checker {
+	return func(t *testing.T, p *Parsed) {
+		t.Helper()
+		if got := p.SrcIP(); got != netip.MustParseAddr(s) {
+			t.Errorf("Src = %v, want %v", got, s)
+		}
+		if p.Src != addr(s) {
+			t.Errorf("Src field = %x, want %v", p.Src, s)
+		}
+	}
+}
+
+func dstIs(s string) checker {
+	return func(t *testing.T, p *Parsed) {
+		t.Helper()
+		if got := p.DstIP(); got != netip.MustParseAddr(s) {
+			t.Errorf("Dst = %v, want %v", got, s)
+		}
+	}
+}
+
+func protoIs(v uint8) checker {
+	return func(t *testing.T, p *Parsed) {
+		t.Helper()
+		if p.Proto != v {
+			t.Errorf("Proto = %d, want %d", p.Proto, v)
+		}
+	}
+}
+
+func ttlIs(v uint8) checker {
+	return func(t *testing.T, p *Parsed) {
+		t.Helper()
+		if p.TTL() != v {
+			t.Errorf("TTL = %d, want %d", p.TTL(), v)
+		}
+	}
+}
+
+func lenIs(n int) checker {
+	return func(t *testing.T, p *Parsed) {
+		t.Helper()
+		if p.Len() != n {
+			t.Errorf("Len = %d, want %d", p.Len(), n)
+		}
+	}
+}
+
+func portsAre(s, d uint16) checker {
+	return func(t *testing.T, p *Parsed) {
+		t.Helper()
+		if p.SrcPort != s || p.DstPort != d {
+			t.Errorf("ports = %d→%d, want %d→%d", p.SrcPort, p.DstPort, s, d)
+		}
+	}
+}
+
+func tcpIs(seq, ack uint32, flags uint8) checker {
+	return func(t *testing.T, p *Parsed) {
+		t.Helper()
+		if !p.HasL4 || p.Proto != ProtoTCP {
+			t.Fatalf("not TCP with header: proto %d HasL4 %v", p.Proto, p.HasL4)
+		}
+		if p.TCPSeq() != seq || p.TCPAck() != ack || p.TCPFlags != flags {
+			t.Errorf("TCP seq %d ack %d flags %#x, want %d %d %#x", p.TCPSeq(), p.TCPAck(), p.TCPFlags, seq, ack, flags)
+		}
+	}
+}
+
+func icmpIs(typ, code uint8) checker {
+	return func(t *testing.T, p *Parsed) {
+		t.Helper()
+		if !p.HasL4 || !p.IsICMP() {
+			t.Fatalf("not ICMP of its family: proto %d HasL4 %v", p.Proto, p.HasL4)
+		}
+		if p.ICMPType != typ || p.ICMPCode != code {
+			t.Errorf("ICMP %d/%d, want %d/%d", p.ICMPType, p.ICMPCode, typ, code)
+		}
+	}
+}
+
+func icmpRestIs(v uint32) checker {
+	return func(t *testing.T, p *Parsed) {
+		t.Helper()
+		if got := binary.BigEndian.Uint32(p.L4()[4:]); got != v {
+			t.Errorf("ICMP rest of header = %#x, want %#x", got, v)
+		}
+	}
+}
+
+func payloadIs(want []byte) checker {
+	return func(t *testing.T, p *Parsed) {
+		t.Helper()
+		if !bytes.Equal(p.Payload(), want) {
+			t.Errorf("payload = %q, want %q", p.Payload(), want)
+		}
+	}
+}
+
+func fragIs(frag, mf bool, off int) checker {
+	return func(t *testing.T, p *Parsed) {
+		t.Helper()
+		if p.Fragment != frag || p.MoreFragments != mf || p.FragOff != off {
+			t.Errorf("fragment %v MF %v off %d, want %v %v %d", p.Fragment, p.MoreFragments, p.FragOff, frag, mf, off)
+		}
+	}
+}
+
+// checksumsOK recomputes the IPv4 header checksum and the transport
+// checksum from scratch with sum16.
+func checksumsOK() checker {
+	return func(t *testing.T, p *Parsed) {
+		t.Helper()
+		if err := verifyChecksums(p); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func verifyChecksums(p *Parsed) error {
+	b := p.Bytes()
+	if p.Version == 4 {
+		if s := sum16(b[:p.IPHeaderLen()]); s != 0xffff {
+			return fmt.Errorf("IPv4 header checksum wrong (sum %#x)", s)
+		}
+	}
+	if p.Fragment || !p.HasL4 {
+		return nil
+	}
+	l4 := b[p.L4Off:]
+	var src, dst []byte
+	if p.Version == 4 {
+		src, dst = b[12:16], b[16:20]
+	} else {
+		src, dst = b[8:24], b[24:40]
+	}
+	var s uint16
+	switch p.Proto {
+	case ProtoTCP:
+		s = sum16(pseudo(p.Version == 6, src, dst, ProtoTCP, len(l4)), l4)
+	case ProtoUDP:
+		c := binary.BigEndian.Uint16(l4[6:])
+		if c == 0 {
+			if p.Version == 4 {
+				return nil
+			}
+			return fmt.Errorf("UDP/IPv6 checksum zero")
+		}
+		if ul := int(binary.BigEndian.Uint16(l4[4:])); ul != len(l4) {
+			return fmt.Errorf("UDP length %d, transport length %d", ul, len(l4))
+		}
+		s = sum16(pseudo(p.Version == 6, src, dst, ProtoUDP, len(l4)), l4)
+	case ProtoICMP:
+		s = sum16(l4)
+	case ProtoICMPv6:
+		s = sum16(pseudo(true, src, dst, ProtoICMPv6, len(l4)), l4)
+	default:
+		return nil
+	}
+	if s != 0xffff {
+		return fmt.Errorf("transport (proto %d) checksum wrong (sum %#x)", p.Proto, s)
+	}
+	return nil
+}
+
+// quoteIs checks the ICMP error quotes exactly want.
+func quoteIs(want []byte) checker {
+	return func(t *testing.T, p *Parsed) {
+		t.Helper()
+		if !bytes.Equal(p.ICMPQuote(), want) {
+			t.Errorf("quote (%d bytes) differs from the %d bytes expected", len(p.ICMPQuote()), len(want))
+		}
+	}
+}
+
+// inner decodes the quote of an ICMP error and runs checkers on it.
+func inner(cs ...checker) checker {
+	return func(t *testing.T, p *Parsed) {
+		t.Helper()
+		var q Parsed
+		if err := q.DecodeQuoted(p.ICMPQuote()); err != nil {
+			t.Fatalf("DecodeQuoted: %v", err)
+		}
+		for _, c := range cs {
+			c(t, &q)
+		}
+	}
+}
+
+// decode is Decode that fails the test.
+func decode(t testing.TB, b []byte) *Parsed {
+	t.Helper()
+	p := new(Parsed)
+	if err := p.Decode(b); err != nil {
+		t.Fatalf("Decode: %v\n% x", err, b)
+	}
+	return p
+}
+
+// seqPayload returns n bytes that differ at every position mod 251, so
+// misplaced data is visible.
+func seqPayload(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i % 251)
+	}
+	return b
+}
+
+// fragment6 cuts an IPv6 packet whose unfragmentable part is the first
+// unfrag bytes into fragments of at most mtu bytes, as a host would (the
+// package has no IPv6 fragmenter: routers never fragment IPv6).
+func fragment6(t testing.TB, pkt []byte, unfrag, mtu int, id uint32) [][]byte {
+	t.Helper()
+	// Find the next header field naming the first fragmentable header.
+	pos, off := 6, 40
+	for off < unfrag {
+		nh := pkt[pos]
+		pos = off
+		if nh == ProtoAH {
+			off += (int(pkt[off+1]) + 2) * 4
+		} else {
+			off += (int(pkt[off+1]) + 1) * 8
+		}
+	}
+	if off != unfrag {
+		t.Fatalf("unfrag %d is not a header boundary", unfrag)
+	}
+	nh := pkt[pos]
+	data := pkt[unfrag:]
+	per := (mtu - unfrag - 8) &^ 7
+	var out [][]byte
+	for o := 0; o < len(data); o += per {
+		end := min(o+per, len(data))
+		f := make([]byte, 0, unfrag+8+end-o)
+		f = append(f, pkt[:unfrag]...)
+		f[pos] = 44
+		fh := make([]byte, 8)
+		fh[0] = nh
+		fo := uint16(o)
+		if end < len(data) {
+			fo |= 1
+		}
+		binary.BigEndian.PutUint16(fh[2:], fo)
+		binary.BigEndian.PutUint32(fh[4:], id)
+		f = append(f, fh...)
+		f = append(f, data[o:end]...)
+		binary.BigEndian.PutUint16(f[4:], uint16(len(f)-40))
+		out = append(out, f)
+	}
+	return out
+}
