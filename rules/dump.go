@@ -1,0 +1,45 @@
+package rules
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// Dump writes every set and chain with its rules in an nft-like one-line
+// form, each rule with its index and counters, for `tungate rules`. The
+// counters are read live, so a dump taken under traffic is a consistent
+// view of each counter but not of the whole ruleset.
+func (rs *Ruleset) Dump(w io.Writer) error {
+	bw := bufio.NewWriter(w)
+	for _, s := range rs.sets {
+		if len(s.entries) <= 16 {
+			fmt.Fprintf(bw, "set %s { %s }\n", s.name, strings.Join(s.entries, ", "))
+		} else {
+			fmt.Fprintf(bw, "set %s { %s, ... } # %d elements\n", s.name, strings.Join(s.entries[:16], ", "), len(s.entries))
+		}
+	}
+	for i := range rs.chains {
+		c := &rs.chains[i]
+		table := "filter"
+		if c.hook == HookPrerouting && c.base {
+			table = "raw"
+		}
+		if c.base {
+			fmt.Fprintf(bw, "chain %s %s { type filter hook %s; policy %s; }\n", table, c.name, c.hook, c.policy)
+		} else {
+			fmt.Fprintf(bw, "chain %s %s {}\n", table, c.name)
+		}
+		for j := range c.rules {
+			t := &c.text[j]
+			fmt.Fprintf(bw, "  [%d] %scounter packets %d bytes %d", j, t.pre,
+				c.counters[j].packets.Load(), c.counters[j].bytes.Load())
+			if t.post != "" {
+				bw.WriteString(" " + t.post)
+			}
+			bw.WriteByte('\n')
+		}
+	}
+	return bw.Flush()
+}

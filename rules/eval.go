@@ -1,0 +1,278 @@
+package rules
+
+import (
+	"sync/atomic"
+
+	"go.uber.org/zap"
+
+	"tungate/conntrack"
+	"tungate/packet"
+)
+
+// Hook is where in the packet path a chain runs (netfilter's hooks).
+type Hook uint8
+
+// Hooks. HookPrerouting runs the raw table (before conntrack); the others
+// run the filter table.
+const (
+	HookPrerouting Hook = iota
+	HookInput
+	HookForward
+	HookOutput
+	numHooks
+)
+
+// Packet is what a rule sees of one packet. The gateway fills one per
+// packet (reusing it) and passes a pointer, so Eval copies nothing.
+type Packet struct {
+	// P is the decoded packet.
+	P *packet.Parsed
+	// In is the input interface index, -1 for none (locally generated).
+	In int
+	// Out is the output interface index, -1 when not known (input chain).
+	Out int
+	// Conn is the packet's connection; nil for INVALID/UNTRACKED.
+	Conn *conntrack.Conn
+	// Info is the packet's conntrack info; Info.State() is the ct_state bit.
+	Info conntrack.Info
+	// Mark is the packet mark; set_mark changes it.
+	Mark uint32
+	// Helper is set by a helper= rule on a NEW packet; the gateway assigns
+	// it to the new connection.
+	Helper string
+}
+
+// Verdict is the fate of a packet.
+type Verdict uint8
+
+// Verdicts. Accept is the zero value: a hook with no chain accepts.
+const (
+	Accept Verdict = iota
+	Drop
+	Reject
+)
+
+// RejectKind is how a rejected packet is answered.
+type RejectKind uint8
+
+// Reject kinds. RejectDefault answers TCP with a RST and everything else
+// with a port unreachable of the packet's family, as nft's plain reject.
+const (
+	RejectDefault RejectKind = iota
+	RejectTCPReset
+	RejectICMPPortUnreachable
+	RejectICMPHostUnreachable
+	RejectICMPAdminProhibited
+	RejectICMPv6PortUnreachable
+	RejectICMPv6AddrUnreachable
+	RejectICMPv6AdminProhibited
+)
+
+// Decision is the outcome of one hook's evaluation.
+type Decision struct {
+	Verdict Verdict
+	// Reject says how to answer when Verdict is Reject.
+	Reject RejectKind
+	// Notrack is set when a raw prerouting rule applied notrack: the
+	// packet skips connection tracking (it is UNTRACKED).
+	Notrack bool
+}
+
+// maxJumpDepth bounds nested jumps, like the kernel's NFT_JUMP_STACK_SIZE;
+// Compile rejects configurations that could go deeper, so Eval's fixed
+// stack never overflows.
+const maxJumpDepth = 16
+
+// counter is one rule's packet and byte count. Atomic adds: two cores
+// counting the same rule contend on the line, but the rule data itself
+// stays clean.
+type counter struct {
+	packets atomic.Uint64
+	bytes   atomic.Uint64
+}
+
+// chain is one compiled chain.
+type chain struct {
+	// path is the config path (filter.forward, filter.chains.NAME).
+	path string
+	// name is the short name: the hook's name or the user chain's.
+	name   string
+	base   bool
+	hook   Hook
+	policy Verdict
+
+	rules    []rule
+	counters []counter
+	// segs cover rules in order; an indexed segment consults its index
+	// for the rules that can match instead of trying each one.
+	segs []segment
+	// segOf maps a rule index to its segment, for resuming after a jump.
+	segOf []int32
+	// text is each rule's Dump form, split around its counter.
+	text []ruleText
+}
+
+type ruleText struct{ pre, post string }
+
+// segment is a run of rules [start, end) of a chain; idx is nil for a run
+// evaluated linearly.
+type segment struct {
+	start, end int32
+	idx        *inode
+}
+
+// Ruleset is a compiled configuration: immutable but for counters and rate
+// limiter state, safe for concurrent Eval from any number of goroutines.
+type Ruleset struct {
+	chains []chain
+	// hooks holds the chain index per hook, -1 for none.
+	hooks  [numHooks]int32
+	now    func() int64
+	logger *zap.Logger
+	ifaces []string
+	sets   []setInfo
+}
+
+type frame struct {
+	chain int32
+	pos   int32
+}
+
+// Eval runs the hook's chain over the packet. A hook with no chain
+// configured accepts. It may change pk.Mark, pk.Helper and the connection
+// mark (set_mark, helper, set_ct_mark).
+func (rs *Ruleset) Eval(h Hook, pk *Packet) Decision {
+	var d Decision
+	if h >= numHooks || pk == nil || pk.P == nil {
+		return d
+	}
+	ci := rs.hooks[h]
+	if ci < 0 {
+		return d
+	}
+	var stack [maxJumpDepth]frame
+	sp := 0
+	pos := 0
+	for {
+		c := &rs.chains[ci]
+		act, at := rs.run(c, pos, h, pk, &d)
+		switch act {
+		case actAccept:
+			d.Verdict = Accept
+			return d
+		case actDrop:
+			d.Verdict = Drop
+			return d
+		case actReject:
+			d.Verdict = Reject
+			d.Reject = c.rules[at].reject
+			return d
+		case actJump:
+			stack[sp] = frame{ci, int32(at + 1)}
+			sp++
+			ci, pos = c.rules[at].target, 0
+		case actGoto:
+			ci, pos = c.rules[at].target, 0
+		default: // return, or the end of the chain
+			if sp == 0 {
+				d.Verdict = rs.chains[rs.hooks[h]].policy
+				return d
+			}
+			sp--
+			ci, pos = stack[sp].chain, int(stack[sp].pos)
+		}
+	}
+}
+
+// run evaluates chain c from rule pos until a rule decides something, and
+// returns the action with the deciding rule's index.
+func (rs *Ruleset) run(c *chain, pos int, h Hook, pk *Packet, d *Decision) (action, int) {
+	if pos >= len(c.rules) {
+		return actEnd, pos
+	}
+	p := pk.P
+	for si := int(c.segOf[pos]); si < len(c.segs); si++ {
+		s := &c.segs[si]
+		if s.idx == nil {
+			for i := max(pos, int(s.start)); i < int(s.end); i++ {
+				if a := rs.try(c, i, h, pk, p, d); a != actNone {
+					return a, i
+				}
+			}
+			continue
+		}
+		for _, i := range s.idx.lookup(p) {
+			if int(i) < pos {
+				continue
+			}
+			if a := rs.try(c, int(i), h, pk, p, d); a != actNone {
+				return a, int(i)
+			}
+		}
+	}
+	return actEnd, len(c.rules)
+}
+
+// try runs rule i: its matches, then (when they all match) its counter,
+// statements and verdict.
+func (rs *Ruleset) try(c *chain, i int, h Hook, pk *Packet, p *packet.Parsed, d *Decision) action {
+	r := &c.rules[i]
+	if !r.match(pk, p) {
+		return actNone
+	}
+	if r.has&mLimit != 0 && !r.lim.match(rs.now()) {
+		return actNone
+	}
+	ctr := &c.counters[i]
+	ctr.packets.Add(1)
+	ctr.bytes.Add(uint64(p.Len()))
+	if r.do != 0 {
+		rs.statements(r, h, pk, d)
+	}
+	return r.verdict
+}
+
+// statements applies a matching rule's non-terminal statements, in the
+// order nft would print them: log, then the marks, helper and notrack.
+func (rs *Ruleset) statements(r *rule, h Hook, pk *Packet, d *Decision) {
+	if r.do&doLog != 0 {
+		r.log.write(rs, h, pk, rs.now())
+	}
+	if r.do&doSetMark != 0 {
+		pk.Mark = r.setMark
+	}
+	if r.do&doSetCtMark != 0 && pk.Conn != nil {
+		pk.Conn.SetMark(r.setCtMark)
+	}
+	if r.do&doHelper != 0 && pk.Info == conntrack.New {
+		// Like nft's ct helper set: only a connection not yet confirmed
+		// can get a helper.
+		pk.Helper = r.helperName
+	}
+	if r.do&doNotrack != 0 {
+		d.Notrack = true
+	}
+}
+
+// RuleCounter is one rule's packet and byte count.
+type RuleCounter struct {
+	Packets, Bytes uint64
+}
+
+// Counters returns the counters of the chain with the given config path
+// (filter.forward, filter.chains.NAME, raw.prerouting), one per rule in
+// order, or nil when there is no such chain. For metrics and tests.
+func (rs *Ruleset) Counters(path string) []RuleCounter {
+	for i := range rs.chains {
+		c := &rs.chains[i]
+		if c.path != path {
+			continue
+		}
+		out := make([]RuleCounter, len(c.counters))
+		for j := range c.counters {
+			out[j] = RuleCounter{c.counters[j].packets.Load(), c.counters[j].bytes.Load()}
+		}
+		return out
+	}
+	return nil
+}
