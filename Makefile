@@ -14,6 +14,8 @@ STATICCHECK  := $(TOOLS)/staticcheck
 TEST_TIMEOUT ?= 12m
 BENCH        ?= .
 PKG          ?= ./...
+VERSUS_CONFIG  ?= configs/masquerade.toml
+VERSUS_SECONDS ?= 5
 SUDO         := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: all build test test-deps bench lint demo conformance versus run clean help
@@ -68,8 +70,10 @@ conformance: build
 	$(SUDO) env H=mk$$$$ WORKDIR=$$w bash $(SHARED)/conformance/run.sh gateway $(CURDIR)/$(BIN); rc=$$?; \
 	if [ $$rc = 0 ]; then rm -rf $$w; else echo "conformance work directory (gateway log): $$w"; fi; exit $$rc
 
-versus: build
-	$(SUDO) scripts/versus.sh ./$(BIN)
+# The gateway side runs configs/masquerade.toml (the conformance setup);
+# VERSUS_SECONDS per measurement.
+versus: build test-deps
+	$(SUDO) bash $(SHARED)/bench/versus.sh $(CURDIR)/$(BIN) $(VERSUS_CONFIG) $(VERSUS_SECONDS)
 
 clean:
 	rm -rf bin

@@ -54,50 +54,11 @@ wait_for() {
   return 1
 }
 
-step "config ($WORK/gw.toml)"
-cat > "$WORK/gw.toml" <<TOML
-[log]
-level = "info"
-
-[admin]
-socket = "$WORK/admin.sock"
-metrics = ""
-
-[[interface]]
-name = "lan"
-tun = "$LAN"
-addresses = ["10.10.0.1/24", "fd10::1/64"]
-
-[[interface]]
-name = "wan"
-tun = "$WAN"
-addresses = ["198.18.0.1/24", "2001:db8:1::1/64"]
-
-[[route]]
-to = "10.10.0.0/24"
-interface = "lan"
-[[route]]
-to = "0.0.0.0/0"
-interface = "wan"
-[[route]]
-to = "::/0"
-interface = "wan"
-
-[[nat.masquerade]]
-out = "wan"
-src = ["10.10.0.0/24", "fd10::/64"]
-
-[helpers.ftp]
-ports = [21]
-
-[filter.forward]
-policy = "drop"
-rules = [
-  { ct_state = ["established", "related"], action = "accept" },
-  { ct_state = ["invalid"], action = "drop" },
-  { in = "lan", ct_state = ["new"], action = "accept" },
-]
-TOML
+step "config: configs/masquerade.toml with this run's device names and socket"
+sed -e "s|^tun = \"tglan\"|tun = \"$LAN\"|" -e "s|^tun = \"tgwan\"|tun = \"$WAN\"|" \
+    -e "s|^socket = .*|socket = \"$WORK/admin.sock\"|" "$HERE/../configs/masquerade.toml" > "$WORK/gw.toml"
+grep -q "tun = \"$LAN\"" "$WORK/gw.toml" && grep -q "tun = \"$WAN\"" "$WORK/gw.toml" &&
+  grep -q "$WORK/admin.sock" "$WORK/gw.toml" || { echo "configs/masquerade.toml changed shape: fix demo.sh"; exit 1; }
 cat "$WORK/gw.toml"
 show "$BIN" check -c "$WORK/gw.toml"
 
