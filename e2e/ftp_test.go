@@ -139,7 +139,6 @@ background=NO
 anonymous_enable=YES
 no_anon_password=YES
 anon_root=` + filepath.Join(dir, "pub") + `
-ftp_username=nobody
 local_enable=NO
 write_enable=NO
 pasv_enable=YES
