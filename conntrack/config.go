@@ -95,6 +95,9 @@ type Config struct {
 	Max int `toml:"max"`
 	// Buckets is the hash size; 0 picks one from Max.
 	Buckets int `toml:"buckets"`
+	// ExpectMax bounds the expectations of the whole table
+	// (nf_conntrack_expect_max); 0 means MaxExpectations.
+	ExpectMax int `toml:"expect_max"`
 	// Accounting keeps per-direction packet and byte counters
 	// (nf_conntrack_acct). Default true.
 	Accounting *bool `toml:"accounting"`
@@ -115,6 +118,11 @@ type Config struct {
 // DefaultMax is the default table limit.
 const DefaultMax = 262144
 
+// maxSize bounds Max and Buckets: the bucket array is allocated up front,
+// and a typo like max = 10000000000 must be a config error, not an
+// out-of-memory crash. 2^26 buckets are 512 MiB.
+const maxSize = 1 << 26
+
 func boolOr(p *bool, d bool) bool {
 	if p == nil {
 		return d
@@ -122,52 +130,66 @@ func boolOr(p *bool, d bool) bool {
 	return *p
 }
 
-// Validate checks the section and fills defaults.
+// timeoutFields lists the timeouts with their TOML names, for defaults and
+// error messages.
+func (t *Timeouts) fields() []struct {
+	name string
+	v    *Duration
+} {
+	return []struct {
+		name string
+		v    *Duration
+	}{
+		{"tcp_syn_sent", &t.TCPSynSent}, {"tcp_syn_recv", &t.TCPSynRecv},
+		{"tcp_established", &t.TCPEstablished}, {"tcp_fin_wait", &t.TCPFinWait},
+		{"tcp_close_wait", &t.TCPCloseWait}, {"tcp_last_ack", &t.TCPLastAck},
+		{"tcp_time_wait", &t.TCPTimeWait}, {"tcp_close", &t.TCPClose},
+		{"tcp_syn_sent2", &t.TCPSynSent2}, {"tcp_max_retrans", &t.TCPRetrans},
+		{"tcp_unacknowledged", &t.TCPUnack}, {"udp", &t.UDP}, {"udp_dns", &t.UDPDNS},
+		{"udp_stream", &t.UDPStream}, {"icmp", &t.ICMP}, {"icmpv6", &t.ICMPv6},
+		{"gre", &t.GRE}, {"gre_stream", &t.GREStream}, {"esp", &t.ESP},
+		{"esp_stream", &t.ESPStream}, {"generic", &t.Generic}, {"expect", &t.Expect},
+	}
+}
+
+// Validate checks the section and fills defaults. Errors name the key.
 func (c *Config) Validate() error {
-	if c.Max < 0 {
-		return fmt.Errorf("conntrack.max: %d must not be negative", c.Max)
+	if c.Max < 0 || c.Max > maxSize {
+		return fmt.Errorf("conntrack.max: %d out of range (0 for the default %d, at most %d)", c.Max, DefaultMax, maxSize)
 	}
 	if c.Max == 0 {
 		c.Max = DefaultMax
 	}
-	if c.Buckets < 0 {
-		return fmt.Errorf("conntrack.buckets: %d must not be negative", c.Buckets)
+	if c.Buckets < 0 || c.Buckets > maxSize {
+		return fmt.Errorf("conntrack.buckets: %d out of range (0 picks one from max, at most %d)", c.Buckets, maxSize)
 	}
-	if c.TCPMaxRetrans < 0 {
-		return fmt.Errorf("conntrack.tcp_max_retrans: %d must not be negative", c.TCPMaxRetrans)
+	if c.ExpectMax < 0 || c.ExpectMax > maxSize {
+		return fmt.Errorf("conntrack.expect_max: %d out of range (0 for the default %d, at most %d)", c.ExpectMax, MaxExpectations, maxSize)
+	}
+	if c.ExpectMax == 0 {
+		c.ExpectMax = MaxExpectations
+	}
+	if c.TCPMaxRetrans < 0 || c.TCPMaxRetrans > 255 {
+		return fmt.Errorf("conntrack.tcp_max_retrans: %d out of range (0 for the default 3, at most 255)", c.TCPMaxRetrans)
 	}
 	if c.TCPMaxRetrans == 0 {
 		c.TCPMaxRetrans = 3
 	}
+	return c.Timeouts.validate()
+}
+
+// validate fills zero timeouts with the defaults and refuses negative ones.
+func (t *Timeouts) validate() error {
 	def := DefaultTimeouts()
-	fill := func(v *Duration, d Duration) {
-		if *v == 0 {
-			*v = d
+	df := def.fields()
+	for i, f := range t.fields() {
+		switch {
+		case *f.v < 0:
+			return fmt.Errorf("conntrack.timeouts.%s: %v must be positive", f.name, time.Duration(*f.v))
+		case *f.v == 0:
+			*f.v = *df[i].v
 		}
 	}
-	t := &c.Timeouts
-	fill(&t.TCPSynSent, def.TCPSynSent)
-	fill(&t.TCPSynRecv, def.TCPSynRecv)
-	fill(&t.TCPEstablished, def.TCPEstablished)
-	fill(&t.TCPFinWait, def.TCPFinWait)
-	fill(&t.TCPCloseWait, def.TCPCloseWait)
-	fill(&t.TCPLastAck, def.TCPLastAck)
-	fill(&t.TCPTimeWait, def.TCPTimeWait)
-	fill(&t.TCPClose, def.TCPClose)
-	fill(&t.TCPSynSent2, def.TCPSynSent2)
-	fill(&t.TCPRetrans, def.TCPRetrans)
-	fill(&t.TCPUnack, def.TCPUnack)
-	fill(&t.UDP, def.UDP)
-	fill(&t.UDPDNS, def.UDPDNS)
-	fill(&t.UDPStream, def.UDPStream)
-	fill(&t.ICMP, def.ICMP)
-	fill(&t.ICMPv6, def.ICMPv6)
-	fill(&t.GRE, def.GRE)
-	fill(&t.GREStream, def.GREStream)
-	fill(&t.ESP, def.ESP)
-	fill(&t.ESPStream, def.ESPStream)
-	fill(&t.Generic, def.Generic)
-	fill(&t.Expect, def.Expect)
 	return nil
 }
 

@@ -3,6 +3,7 @@ package conntrack
 import (
 	"sync"
 	"sync/atomic"
+	"unsafe"
 )
 
 // Dir is a packet's direction relative to its connection.
@@ -108,19 +109,64 @@ const (
 	StatusFixedTO    Status = 1 << 10
 	StatusOffload    Status = 1 << 14
 	StatusNATMask           = StatusSrcNAT | StatusDstNAT
+
+	// statusExpecting marks a connection that is (or was) the master of an
+	// expectation, so Delete looks for expectations to remove only then.
+	// It is tungate's own bit, far above Linux's.
+	statusExpecting Status = 1 << 30
 )
 
 // hashNode links one direction of a connection into a hash chain. Readers
 // walk chains through atomic pointers with no lock (the garbage collector is
-// our RCU: a node unlinked under the bucket lock stays readable to anyone
-// still holding it).
+// our RCU: a node unlinked under the bucket lock stays readable, with its
+// next pointer intact, to anyone still holding it).
+//
+// A node has no pointer back to its connection: that would cost 16 bytes a
+// connection. The two nodes are the first field of Conn, so the connection
+// is found by offset (see conn); kind says which node this is.
 type hashNode struct {
 	next  atomic.Pointer[hashNode]
 	tuple Tuple
-	conn  *Conn
+	kind  nodeKind
+}
+
+// nodeKind says where a hashNode lives.
+type nodeKind uint8
+
+const (
+	nodeOriginal nodeKind = iota // Conn.node[DirOriginal]
+	nodeReply                    // Conn.node[DirReply]
+	nodeAlias                    // aliasNode.node: a second reply tuple
+)
+
+// aliasNode is an extra reply-direction tuple of a connection, learnt after
+// it was confirmed (ESP learns the peer's SPI from its first packet). It is
+// allocated only for such connections.
+type aliasNode struct {
+	node hashNode // first: hashNode.conn converts a *hashNode to *aliasNode
+	conn *Conn
+}
+
+// The conversions in hashNode.conn depend on these layouts.
+var (
+	_ = [1]struct{}{}[unsafe.Offsetof(Conn{}.node)]
+	_ = [1]struct{}{}[unsafe.Offsetof(aliasNode{}.node)]
+)
+
+// conn returns the connection n belongs to and the direction its tuple
+// matches.
+func (n *hashNode) conn() (*Conn, Dir) {
+	switch n.kind {
+	case nodeOriginal:
+		return (*Conn)(unsafe.Pointer(n)), DirOriginal
+	case nodeReply:
+		return (*Conn)(unsafe.Add(unsafe.Pointer(n), -int(unsafe.Sizeof(hashNode{})))), DirReply
+	}
+	return (*aliasNode)(unsafe.Pointer(n)).conn, DirReply
 }
 
 // Counters are one direction's packet and byte counts (nf_conntrack_acct).
+// Bytes are IP packet lengths, as Linux counts skb->len.
 type Counters struct {
 	Packets atomic.Uint64
 	Bytes   atomic.Uint64
@@ -129,11 +175,13 @@ type Counters struct {
 // Conn is one tracked connection. Its two tuples never change once it is
 // confirmed; NAT sets the reply tuple before confirmation.
 type Conn struct {
+	// node must stay the first field: hashNode.conn finds the Conn from
+	// the address of its nodes.
 	node [2]hashNode
 
 	status  atomic.Uint32
-	expires atomic.Int64 // monotonic nanoseconds (Table.Now)
 	mark    atomic.Uint32
+	expires atomic.Int64 // monotonic nanoseconds (Table.Now)
 
 	// mu guards proto and ext's mutable fields; lock order: bucket lock,
 	// then mu. Packet processing takes only mu.
@@ -160,6 +208,12 @@ type Ext struct {
 	NAT any
 	// SeqAdj are per-direction TCP sequence offsets after payload mangling.
 	SeqAdj [2]SeqAdj
+
+	// children counts the confirmed, live connections whose Master this
+	// is; conntrack -L shows it in use= as Linux's reference count does.
+	children atomic.Int32
+	// alias is the learnt second reply tuple, linked into the table.
+	alias atomic.Pointer[aliasNode]
 }
 
 // SeqAdj is Linux's nf_ct_seqadj: packets with seq after CorrectionPos get
@@ -174,8 +228,14 @@ type SeqAdj struct {
 func (c *Conn) Tuple(d Dir) *Tuple { return &c.node[d].tuple }
 
 // SetReplyTuple replaces the reply tuple. Only valid before confirmation
-// (NAT decides the reply tuple on the connection's first packet).
-func (c *Conn) SetReplyTuple(t Tuple) { c.node[DirReply].tuple = t }
+// (NAT decides the reply tuple on the connection's first packet); a
+// confirmed connection's tuples are read by lookups without a lock.
+func (c *Conn) SetReplyTuple(t Tuple) {
+	if c.Confirmed() {
+		return
+	}
+	c.node[DirReply].tuple = t
+}
 
 // Status returns the status bits.
 func (c *Conn) Status() Status { return Status(c.status.Load()) }

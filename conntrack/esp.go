@@ -16,12 +16,16 @@ import (
 //
 // Until then the reply tuple holds the original SPI as a placeholder (unique
 // per peer, since the peer chose it). A reply-direction packet that misses
-// the table is matched to the oldest connection still waiting for its peer's
-// first packet, and its SPI is remembered for the rest of the connection.
+// the table is matched to the oldest connection to that peer and reply
+// address still waiting for its peer's first packet; the SPI it carries is
+// then linked into the table as a second reply tuple (an alias node), so
+// every later packet of the peer is an ordinary lock-free hit. Two clients
+// whose first packets to one peer cross with the peer's first answers may be
+// paired the wrong way round; nothing in ESP's cleartext can tell them apart
+// (IKE negotiated the SPIs inside its encryption).
 type espTracker struct {
-	mu      sync.Mutex          // guards pending and learned
+	mu      sync.Mutex          // guards pending
 	pending map[peerKey][]*Conn // waiting for the peer's SPI, oldest first
-	learned map[Tuple]*Conn     // reply tuples with the learnt SPI
 }
 
 type peerKey struct {
@@ -34,7 +38,7 @@ type peerKey struct {
 const maxPendingPerPeer = 64
 
 func newESPTracker() *espTracker {
-	return &espTracker{pending: map[peerKey][]*Conn{}, learned: map[Tuple]*Conn{}}
+	return &espTracker{pending: map[peerKey][]*Conn{}}
 }
 
 func (*espTracker) Name() string { return "esp" }
@@ -51,8 +55,10 @@ func (*espTracker) Invert(orig, inv *Tuple) { inv.SrcPort, inv.DstPort = orig.Sr
 
 func (*espTracker) Error(p *packet.Parsed, cfg *Config) Check { return CheckOK }
 
+// New puts the connection on its peer's waiting list. It is not confirmed
+// yet: resolveMiss skips it until it is.
 func (e *espTracker) New(c *Conn, p *packet.Parsed, cfg *Config, now int64) bool {
-	k := peerKey{c.node[0].tuple.Dst, c.node[0].tuple.Family}
+	k := peerKey{c.node[DirOriginal].tuple.Dst, c.node[DirOriginal].tuple.Family}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	l := e.pending[k]
@@ -62,8 +68,10 @@ func (e *espTracker) New(c *Conn, p *packet.Parsed, cfg *Config, now int64) bool
 			keep = append(keep, o)
 		}
 	}
+	clear(l[len(keep):])
 	if len(keep) >= maxPendingPerPeer {
-		keep = keep[1:]
+		copy(keep, keep[1:])
+		keep = keep[:len(keep)-1]
 	}
 	e.pending[k] = append(keep, c)
 	return true
@@ -77,64 +85,57 @@ func (*espTracker) Packet(c *Conn, p *packet.Parsed, dir Dir, cfg *Config, now i
 	return Accept, time.Duration(cfg.Timeouts.ESP), false
 }
 
-func (e *espTracker) resolveMiss(t *Table, tu *Tuple, p *packet.Parsed) (*Conn, Dir) {
-	now := t.Now()
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if c := e.learned[*tu]; c != nil {
-		if c.Status()&StatusDying == 0 && !t.expired(c, now) {
-			return c, DirReply
-		}
-		delete(e.learned, *tu)
-	}
+// resolveMiss pairs a packet from a peer with the oldest confirmed
+// connection to that peer still waiting for the peer's SPI.
+func (e *espTracker) resolveMiss(t *Table, tu *Tuple, now int64) (*Conn, Dir) {
 	k := peerKey{tu.Src, tu.Family}
+	e.mu.Lock()
 	l := e.pending[k]
+	var found *Conn
 	for i, c := range l {
-		r := &c.node[DirReply].tuple
-		if !c.Confirmed() || c.Status()&StatusDying != 0 || t.expired(c, now) || r.Dst != tu.Dst {
+		if !c.Confirmed() || c.Status()&StatusDying != 0 || t.expired(c, now) || c.node[DirReply].tuple.Dst != tu.Dst {
 			continue
 		}
-		e.pending[k] = append(l[:i:i], l[i+1:]...)
-		if len(e.pending[k]) == 0 {
-			delete(e.pending, k)
-		}
-		e.learned[*tu] = c
-		c.mu.Lock()
-		c.proto.espPeerSPI = uint32(tu.SrcPort)<<16 | uint32(tu.DstPort)
-		c.proto.espLearned = true
-		c.mu.Unlock()
-		return c, DirReply
+		found = c
+		e.remove(k, l, i)
+		break
 	}
-	return nil, DirOriginal
+	e.mu.Unlock()
+	if found == nil || !t.addAlias(found, tu, now) {
+		return nil, DirOriginal
+	}
+	return found, DirReply
 }
 
+// destroy takes a connection that never learnt its peer's SPI off the
+// waiting list (the table unlinks a learnt alias itself).
 func (e *espTracker) destroy(c *Conn) {
+	k := peerKey{c.node[DirOriginal].tuple.Dst, c.node[DirOriginal].tuple.Family}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	c.mu.Lock()
-	learned, spi := c.proto.espLearned, c.proto.espPeerSPI
-	c.mu.Unlock()
-	if learned {
-		k := c.node[DirReply].tuple
-		k.SrcPort, k.DstPort = uint16(spi>>16), uint16(spi)
-		if e.learned[k] == c {
-			delete(e.learned, k)
-		}
-		return
-	}
-	k := peerKey{c.node[0].tuple.Dst, c.node[0].tuple.Family}
 	l := e.pending[k]
 	for i, o := range l {
 		if o == c {
-			e.pending[k] = append(l[:i:i], l[i+1:]...)
-			break
+			e.remove(k, l, i)
+			return
 		}
-	}
-	if len(e.pending[k]) == 0 {
-		delete(e.pending, k)
 	}
 }
 
+// remove deletes l[i] from k's waiting list l; e.mu is held.
+func (e *espTracker) remove(k peerKey, l []*Conn, i int) {
+	last := len(l) - 1
+	copy(l[i:], l[i+1:])
+	l[last] = nil // let the connection be collected
+	if last == 0 {
+		delete(e.pending, k)
+	} else {
+		e.pending[k] = l[:last]
+	}
+}
+
+// AppendPorts prints the SPI; Linux has no ESP tracker, so this is
+// tungate's own field.
 func (*espTracker) AppendPorts(b []byte, t *Tuple) []byte {
 	b = append(b, "spi=0x"...)
 	b = strconv.AppendUint(b, uint64(t.SrcPort)<<16|uint64(t.DstPort), 16)
@@ -142,3 +143,14 @@ func (*espTracker) AppendPorts(b []byte, t *Tuple) []byte {
 }
 
 func (*espTracker) AppendState(b []byte, c *Conn) []byte { return b }
+
+// learntReply returns the reply tuple a connection's packets from the peer
+// carry: the alias once learnt, else the reply tuple.
+func (c *Conn) learntReply() *Tuple {
+	if e := c.ext.Load(); e != nil {
+		if a := e.alias.Load(); a != nil {
+			return &a.node.tuple
+		}
+	}
+	return &c.node[DirReply].tuple
+}

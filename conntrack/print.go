@@ -4,12 +4,16 @@ import (
 	"strconv"
 )
 
-// AppendConn appends the connection in the `conntrack -L` line format:
+// AppendConn appends the connection in the `conntrack -L` line format of
+// conntrack-tools (libnetfilter_conntrack's default output), without a
+// newline:
 //
-//	tcp      6 431999 ESTABLISHED src=… dst=… sport=… dport=… [UNREPLIED] packets=… bytes=… src=… … [ASSURED] mark=0 helper=ftp use=1
+//	tcp      6 431999 ESTABLISHED src=… dst=… sport=… dport=… packets=… bytes=… [UNREPLIED] src=… … packets=… bytes=… [ASSURED] mark=0 helper=ftp use=1
+//
+// Counters appear when accounting is on, as with nf_conntrack_acct=1.
 func (t *Table) AppendConn(b []byte, c *Conn, now int64) []byte {
 	o := &c.node[DirOriginal].tuple
-	r := &c.node[DirReply].tuple
+	r := c.learntReply()
 	tr := t.trackers[o.Proto]
 	name := tr.Name()
 	b = append(b, name...)
@@ -27,7 +31,7 @@ func (t *Table) AppendConn(b []byte, c *Conn, now int64) []byte {
 	b = append(b, ' ')
 	b = tr.AppendState(b, c)
 	st := c.Status()
-	acct := t.cfg.accounting()
+	acct := t.cfg.Load().accounting()
 	b = o.appendAddrs(b)
 	b = tr.AppendPorts(b, o)
 	if acct {
@@ -52,7 +56,14 @@ func (t *Table) AppendConn(b []byte, c *Conn, now int64) []byte {
 		b = append(b, h...)
 		b = append(b, ' ')
 	}
-	return append(b, "use=1"...)
+	// use= is Linux's reference count as a dump sees it: one, plus one
+	// for each live connection this one is the master of.
+	use := int64(1)
+	if e := c.ext.Load(); e != nil {
+		use += int64(max(e.children.Load(), 0))
+	}
+	b = append(b, "use="...)
+	return strconv.AppendInt(b, use, 10)
 }
 
 func appendCounters(b []byte, a *Counters) []byte {

@@ -6,6 +6,10 @@
 // no lock (atomic pointers; the garbage collector stands in for RCU), and
 // writers change under striped locks, so an established flow's lookup never
 // takes a lock shared with other flows.
+//
+// Lock order: bucket stripe locks (lower index first), then Conn.mu; the
+// expectation lock and the ESP tracker's lock are never held while taking a
+// stripe lock.
 package conntrack
 
 import (
@@ -13,6 +17,7 @@ import (
 	"errors"
 	"math/bits"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,6 +29,9 @@ import (
 var (
 	ErrClash = errors.New("conntrack: tuple already in use")
 	ErrFull  = errors.New("conntrack: table full")
+	// ErrDead: the connection was deleted before it could be confirmed
+	// (a destroy hook, a flush, or a clash on a tracker's side table).
+	ErrDead = errors.New("conntrack: connection already deleted")
 )
 
 const numLocks = 1024
@@ -33,16 +41,22 @@ type paddedMutex struct {
 	_ [56]byte // one lock per cache line: stripes are hit by different cores
 }
 
-// Stats are the table counters, named like `conntrack -S`.
+// Stats are the table counters, named like `conntrack -S` and
+// /proc/net/stat/nf_conntrack. Only slow paths count: an established
+// packet's lookup touches no shared counter.
 type Stats struct {
+	// Found counts tuples found taken (Taken), as Linux counts in
+	// nf_conntrack_tuple_taken.
 	Found        atomic.Uint64
 	Invalid      atomic.Uint64
 	Ignore       atomic.Uint64
 	Insert       atomic.Uint64
 	InsertFailed atomic.Uint64
-	Drop         atomic.Uint64
-	EarlyDrop    atomic.Uint64
-	Error        atomic.Uint64
+	// Drop counts NEW packets dropped because the table was full.
+	Drop      atomic.Uint64
+	EarlyDrop atomic.Uint64
+	Error     atomic.Uint64
+	// ExpectNew counts connections created from an expectation.
 	ExpectNew    atomic.Uint64
 	ExpectCreate atomic.Uint64
 	ExpectDelete atomic.Uint64
@@ -52,11 +66,11 @@ type Stats struct {
 
 // Table is the connection table.
 type Table struct {
-	cfg      Config
+	cfg      atomic.Pointer[Config] // replaced whole by SetTimeouts
 	seed     uint64
 	buckets  []atomic.Pointer[hashNode]
 	mask     uint64
-	locks    [numLocks]paddedMutex
+	locks    [numLocks]paddedMutex // stripe i guards chains of buckets ≡ i mod numLocks
 	count    atomic.Int64
 	trackers [256]Tracker
 	epoch    time.Time
@@ -105,12 +119,12 @@ func NewTable(cfg Config) (*Table, error) {
 	}
 	n = 1 << bits.Len(uint(n-1))
 	t := &Table{
-		cfg:     cfg,
 		seed:    rand.Uint64(),
 		buckets: make([]atomic.Pointer[hashNode], n),
 		mask:    uint64(n - 1),
 		epoch:   time.Now(),
 	}
+	t.cfg.Store(&cfg)
 	registryMu.Lock()
 	for i, f := range registry {
 		if f != nil {
@@ -124,8 +138,22 @@ func NewTable(cfg Config) (*Table, error) {
 	return t, nil
 }
 
-// Config returns the table's configuration (defaults filled).
-func (t *Table) Config() *Config { return &t.cfg }
+// Config returns the table's configuration (defaults filled). It must not
+// be modified; SetTimeouts replaces it.
+func (t *Table) Config() *Config { return t.cfg.Load() }
+
+// SetTimeouts replaces the timeouts (a config reload), validated and with
+// defaults filled like Config.Validate. Connections keep their current
+// expiry; the new values apply from their next packet.
+func (t *Table) SetTimeouts(to Timeouts) error {
+	if err := to.validate(); err != nil {
+		return err
+	}
+	c := *t.cfg.Load()
+	c.Timeouts = to
+	t.cfg.Store(&c)
+	return nil
+}
 
 // Now returns the table's clock: monotonic nanoseconds since creation. The
 // datapath reads it once per batch and passes it down.
@@ -150,22 +178,26 @@ type Result struct {
 	Drop bool
 }
 
+func isGeneric(tr Tracker) bool {
+	_, ok := tr.(genericTracker)
+	return ok
+}
+
 // In tracks one packet arriving at the gateway (Linux's nf_conntrack_in at
 // PRE_ROUTING). p must be a whole packet (fragments reassembled).
 func (t *Table) In(p *packet.Parsed, now int64, res *Result) {
 	*res = Result{Info: Invalid}
+	cfg := t.cfg.Load()
 	if p.IsICMPError() {
-		t.icmpError(p, now, res)
+		t.icmpError(p, cfg, now, res)
 		return
 	}
 	tr := t.trackers[p.Proto]
-	if p.Fragment && !p.HasL4 {
-		if _, generic := tr.(genericTracker); !generic {
-			t.Stats.Invalid.Add(1)
-			return
-		}
+	if p.Fragment && !p.HasL4 && !isGeneric(tr) {
+		t.Stats.Invalid.Add(1)
+		return
 	}
-	switch tr.Error(p, &t.cfg) {
+	switch tr.Error(p, cfg) {
 	case CheckInvalid:
 		t.Stats.Invalid.Add(1)
 		return
@@ -183,11 +215,11 @@ func (t *Table) In(p *packet.Parsed, now int64, res *Result) {
 		c, dir := t.lookup(&tu, now)
 		if c == nil {
 			if r, ok := tr.(missResolver); ok {
-				c, dir = r.resolveMiss(t, &tu, p)
+				c, dir = r.resolveMiss(t, &tu, now)
 			}
 		}
 		if c == nil {
-			c = t.newConn(tr, &tu, p, now, res)
+			c = t.newConn(tr, cfg, &tu, p, now, res)
 			if c == nil {
 				return
 			}
@@ -205,7 +237,7 @@ func (t *Table) In(p *packet.Parsed, now int64, res *Result) {
 		default:
 			info = New
 		}
-		v, to, changed := tr.Packet(c, p, dir, &t.cfg, now)
+		v, to, changed := tr.Packet(c, p, dir, cfg, now)
 		switch v {
 		case InvalidPacket:
 			t.Stats.Invalid.Add(1)
@@ -217,7 +249,7 @@ func (t *Table) In(p *packet.Parsed, now int64, res *Result) {
 		if st&StatusFixedTO == 0 {
 			c.expires.Store(now + int64(to))
 		}
-		if t.cfg.accounting() {
+		if cfg.accounting() {
 			a := &c.acct[dir]
 			a.Packets.Add(1)
 			a.Bytes.Add(uint64(p.Len()))
@@ -234,29 +266,27 @@ func (t *Table) In(p *packet.Parsed, now int64, res *Result) {
 	t.Stats.Invalid.Add(1)
 }
 
-// newConn creates an unconfirmed connection for a packet that matched none.
-func (t *Table) newConn(tr Tracker, tu *Tuple, p *packet.Parsed, now int64, res *Result) *Conn {
-	if t.count.Load() >= int64(t.cfg.Max) && !t.earlyDrop(tu.hash(t.seed), now) {
+// newConn creates an unconfirmed connection for a packet that matched none
+// (Linux's init_conntrack).
+func (t *Table) newConn(tr Tracker, cfg *Config, tu *Tuple, p *packet.Parsed, now int64, res *Result) *Conn {
+	if t.count.Load() >= int64(cfg.Max) && !t.earlyDrop(tu.hash(t.seed), now) {
 		t.Stats.Drop.Add(1)
 		res.Drop = true
 		return nil
 	}
 	c := &Conn{}
-	c.node[0].tuple = *tu
-	c.node[0].conn = c
-	c.node[1].conn = c
-	invertAddrs(tu, &c.node[1].tuple)
-	tr.Invert(tu, &c.node[1].tuple)
-	if !tr.New(c, p, &t.cfg, now) {
+	c.initNodes(tu)
+	tr.Invert(tu, &c.node[DirReply].tuple)
+	if !tr.New(c, p, cfg, now) {
 		t.Stats.Invalid.Add(1)
 		return nil
 	}
 	if t.exp.count.Load() > 0 {
-		if e := t.exp.match(tu, now); e != nil {
+		if e := t.exp.match(tu, now, &t.Stats); e != nil {
 			t.Stats.ExpectNew.Add(1)
 			c.Master = e.Master
 			c.status.Store(uint32(StatusExpected))
-			if e.Helper != "" {
+			if e.HelperFollows && e.Helper != "" {
 				c.EnsureExt().Helper = e.Helper
 			}
 			if e.OnMatch != nil {
@@ -267,38 +297,46 @@ func (t *Table) newConn(tr Tracker, tu *Tuple, p *packet.Parsed, now int64, res 
 	return c
 }
 
+// initNodes sets up both nodes for original tuple tu: the reply tuple gets
+// the swapped addresses; the tracker fills its ports.
+func (c *Conn) initNodes(tu *Tuple) {
+	c.node[DirOriginal].tuple = *tu
+	c.node[DirOriginal].kind = nodeOriginal
+	c.node[DirReply].kind = nodeReply
+	invertAddrs(tu, &c.node[DirReply].tuple)
+}
+
 // NewUnconfirmed creates a connection from a tuple without a packet, for
 // tests and for helpers that predict connections. Its tracker's New is not
 // run.
 func (t *Table) NewUnconfirmed(tu Tuple, now int64, timeout time.Duration) *Conn {
 	c := &Conn{}
-	c.node[0].tuple = tu
-	c.node[0].conn = c
-	c.node[1].conn = c
-	invertAddrs(&tu, &c.node[1].tuple)
-	t.trackers[tu.Proto].Invert(&tu, &c.node[1].tuple)
+	c.initNodes(&tu)
+	t.trackers[tu.Proto].Invert(&tu, &c.node[DirReply].tuple)
 	c.expires.Store(now + int64(timeout))
 	return c
 }
 
 func (t *Table) expired(c *Conn, now int64) bool { return c.expires.Load() <= now }
 
-// lookup finds the connection holding tuple tu in either direction.
+// lookup finds the live connection holding tuple tu in either direction.
+// Expired entries it meets are deleted on the way, as Linux's
+// ____nf_conntrack_find reaps them.
 func (t *Table) lookup(tu *Tuple, now int64) (*Conn, Dir) {
 	h := tu.hash(t.seed)
 	for n := t.buckets[h&t.mask].Load(); n != nil; n = n.next.Load() {
 		if n.tuple != *tu {
 			continue
 		}
-		c := n.conn
+		c, dir := n.conn()
+		if c.Status()&StatusDying != 0 {
+			continue
+		}
 		if t.expired(c, now) {
 			t.Delete(c)
-			return nil, DirOriginal
+			continue
 		}
-		if n == &c.node[DirReply] {
-			return c, DirReply
-		}
-		return c, DirOriginal
+		return c, dir
 	}
 	return nil, DirOriginal
 }
@@ -310,11 +348,17 @@ func (t *Table) Lookup(tu *Tuple) (*Conn, Dir) { return t.lookup(tu, t.Now()) }
 // either tuple (Linux's nf_conntrack_tuple_taken, for NAT port choice).
 func (t *Table) Taken(tu *Tuple, ignore *Conn) bool {
 	c, _ := t.lookup(tu, t.Now())
-	return c != nil && c != ignore
+	if c != nil && c != ignore {
+		t.Stats.Found.Add(1)
+		return true
+	}
+	return false
 }
 
+func (t *Table) stripe(h uint64) int { return int(h & t.mask & (numLocks - 1)) }
+
 func (t *Table) lockPair(h0, h1 uint64) (a, b *paddedMutex) {
-	i, j := h0&t.mask&(numLocks-1), h1&t.mask&(numLocks-1)
+	i, j := t.stripe(h0), t.stripe(h1)
 	if i > j {
 		i, j = j, i
 	}
@@ -334,46 +378,29 @@ func unlockPair(a, b *paddedMutex) {
 	a.Unlock()
 }
 
+// findLocked looks for a live entry with tuple tu; its stripe is locked.
 func (t *Table) findLocked(h uint64, tu *Tuple, now int64) *Conn {
 	for n := t.buckets[h&t.mask].Load(); n != nil; n = n.next.Load() {
-		if n.tuple == *tu && n.conn.Status()&StatusDying == 0 && !t.expired(n.conn, now) {
-			return n.conn
+		if n.tuple != *tu {
+			continue
+		}
+		if c, _ := n.conn(); c.Status()&StatusDying == 0 && !t.expired(c, now) {
+			return c
 		}
 	}
 	return nil
 }
 
-// Confirm enters a new connection into the table, as Linux's
-// __nf_conntrack_confirm does once the packet was accepted. A clash with an
-// existing entry (another packet of the same flow won the race, or NAT chose
-// a tuple that became taken) is an error; the caller drops the packet.
-func (t *Table) Confirm(c *Conn, now int64) error {
-	if c.Confirmed() {
-		return nil
-	}
-	h0 := c.node[0].tuple.hash(t.seed)
-	h1 := c.node[1].tuple.hash(t.seed)
-	a, b := t.lockPair(h0, h1)
-	if t.findLocked(h0, &c.node[0].tuple, now) != nil || t.findLocked(h1, &c.node[1].tuple, now) != nil {
-		unlockPair(a, b)
-		t.Stats.InsertFailed.Add(1)
-		return ErrClash
-	}
-	c.SetStatus(StatusConfirmed)
-	b0 := &t.buckets[h0&t.mask]
-	c.node[0].next.Store(b0.Load())
-	b0.Store(&c.node[0])
-	b1 := &t.buckets[h1&t.mask]
-	c.node[1].next.Store(b1.Load())
-	b1.Store(&c.node[1])
-	unlockPair(a, b)
-	t.count.Add(1)
-	t.Stats.Insert.Add(1)
-	t.emit(EventNew, c)
-	return nil
+// link puts n at the head of its chain; its stripe is locked. The store
+// publishes n's tuple and c's fields written before it to lock-free readers.
+func (t *Table) link(h uint64, n *hashNode) {
+	b := &t.buckets[h&t.mask]
+	n.next.Store(b.Load())
+	b.Store(n)
 }
 
-// unlink removes n from its chain; the bucket's lock is held.
+// unlink removes n from its chain; its stripe is locked. n keeps its next
+// pointer so a reader standing on it walks on.
 func (t *Table) unlink(h uint64, n *hashNode) {
 	p := &t.buckets[h&t.mask]
 	for cur := p.Load(); cur != nil; cur = cur.next.Load() {
@@ -385,23 +412,107 @@ func (t *Table) unlink(h uint64, n *hashNode) {
 	}
 }
 
+// Confirm enters a new connection into the table, as Linux's
+// __nf_conntrack_confirm does once the packet was accepted. A clash with an
+// existing entry (another packet of the same flow won the race, or NAT chose
+// a tuple that became taken) is an error; the caller drops the packet.
+func (t *Table) Confirm(c *Conn, now int64) error {
+	st := c.Status()
+	if st&StatusConfirmed != 0 {
+		return nil
+	}
+	if st&StatusDying != 0 {
+		return ErrDead
+	}
+	o, r := &c.node[DirOriginal], &c.node[DirReply]
+	h0, h1 := o.tuple.hash(t.seed), r.tuple.hash(t.seed)
+	a, b := t.lockPair(h0, h1)
+	if t.findLocked(h0, &o.tuple, now) != nil || t.findLocked(h1, &r.tuple, now) != nil {
+		unlockPair(a, b)
+		t.Stats.InsertFailed.Add(1)
+		return ErrClash
+	}
+	// Confirmed and Dying are decided together: Delete sets Dying and then
+	// unlinks only if it saw Confirmed, so a connection is either linked
+	// here with Delete bound to find it, or refused here.
+	for {
+		old := c.status.Load()
+		if old&uint32(StatusDying) != 0 {
+			unlockPair(a, b)
+			return ErrDead
+		}
+		if c.status.CompareAndSwap(old, old|uint32(StatusConfirmed)) {
+			break
+		}
+	}
+	t.link(h0, o)
+	t.link(h1, r)
+	unlockPair(a, b)
+	t.count.Add(1)
+	t.Stats.Insert.Add(1)
+	if m := c.Master; m != nil {
+		m.EnsureExt().children.Add(1)
+	}
+	t.emit(EventNew, c)
+	return nil
+}
+
+// addAlias links a second reply tuple for confirmed connection c (ESP's
+// learnt SPI). It reports false when the tuple is in use or c is dying.
+func (t *Table) addAlias(c *Conn, tu *Tuple, now int64) bool {
+	e := c.EnsureExt()
+	a := &aliasNode{conn: c}
+	a.node.tuple = *tu
+	a.node.kind = nodeAlias
+	if !e.alias.CompareAndSwap(nil, a) {
+		return false
+	}
+	h := tu.hash(t.seed)
+	l := &t.locks[t.stripe(h)]
+	l.Lock()
+	defer l.Unlock()
+	// Delete sets Dying before it reads e.alias; reading Dying after
+	// storing e.alias means one of us sees the other.
+	if c.Status()&StatusDying != 0 || t.findLocked(h, tu, now) != nil {
+		e.alias.CompareAndSwap(a, nil)
+		return false
+	}
+	t.link(h, &a.node)
+	return true
+}
+
 // Delete removes a connection (it dies: expectations it is master of go
 // too). It reports whether this call killed it.
 func (t *Table) Delete(c *Conn) bool {
-	if !c.SetStatus(StatusDying) {
+	old := Status(c.status.Or(uint32(StatusDying)))
+	if old&StatusDying != 0 {
 		return false
 	}
-	if c.Confirmed() {
-		h0 := c.node[0].tuple.hash(t.seed)
-		h1 := c.node[1].tuple.hash(t.seed)
+	if old&StatusConfirmed != 0 {
+		o, r := &c.node[DirOriginal], &c.node[DirReply]
+		h0, h1 := o.tuple.hash(t.seed), r.tuple.hash(t.seed)
 		a, b := t.lockPair(h0, h1)
-		t.unlink(h0, &c.node[0])
-		t.unlink(h1, &c.node[1])
+		t.unlink(h0, o)
+		t.unlink(h1, r)
 		unlockPair(a, b)
+		if e := c.ext.Load(); e != nil {
+			if al := e.alias.Load(); al != nil {
+				h := al.node.tuple.hash(t.seed)
+				l := &t.locks[t.stripe(h)]
+				l.Lock()
+				t.unlink(h, &al.node)
+				l.Unlock()
+			}
+		}
 		t.count.Add(-1)
 		t.Stats.Delete.Add(1)
+		if m := c.Master; m != nil {
+			if e := m.ext.Load(); e != nil {
+				e.children.Add(-1)
+			}
+		}
 	}
-	if d, ok := t.trackers[c.node[0].tuple.Proto].(destroyer); ok {
+	if d, ok := t.trackers[c.node[DirOriginal].tuple.Proto].(destroyer); ok {
 		d.destroy(c)
 	}
 	if hs := t.destroyHooks.Load(); hs != nil {
@@ -409,55 +520,84 @@ func (t *Table) Delete(c *Conn) bool {
 			fn(c)
 		}
 	}
-	if t.exp.count.Load() > 0 {
+	if old&statusExpecting != 0 {
 		t.exp.removeMaster(c, &t.Stats)
 	}
-	if c.Confirmed() {
+	if old&StatusConfirmed != 0 {
 		t.emit(EventDestroy, c)
 	}
 	return true
 }
 
-// earlyDrop frees a slot by deleting an unassured connection near hash h,
-// as Linux's early_drop does when the table is full.
+// earlyDropRange is how many buckets from the new tuple's earlyDrop looks
+// at, Linux's NF_CT_EVICTION_RANGE.
+const earlyDropRange = 8
+
+// earlyDrop frees room for a new connection when the table is full, as
+// Linux's early_drop: in the buckets from the new tuple's on, expired
+// entries are reaped and unassured ones (or assured ones their tracker
+// gives up, like TCP in its closing states) are deleted, one bucket at a
+// time until something was freed. It reports whether anything was.
 func (t *Table) earlyDrop(h uint64, now int64) bool {
-	for i := range uint64(8) {
+	freed := false
+	for i := range uint64(earlyDropRange) {
 		for n := t.buckets[(h+i)&t.mask].Load(); n != nil; n = n.next.Load() {
-			c := n.conn
-			if t.expired(c, now) || c.Status()&(StatusAssured|StatusDying) == 0 {
+			c, dir := n.conn()
+			if dir != DirOriginal || n.kind != nodeOriginal {
+				continue
+			}
+			st := c.Status()
+			if st&StatusDying != 0 {
+				continue
+			}
+			if t.expired(c, now) {
 				if t.Delete(c) {
-					t.Stats.EarlyDrop.Add(1)
-					return true
+					freed = true
+				}
+				continue
+			}
+			if st&StatusAssured != 0 {
+				ed, ok := t.trackers[n.tuple.Proto].(earlyDropper)
+				if !ok || !ed.canEarlyDrop(c) {
+					continue
 				}
 			}
+			if t.Delete(c) {
+				t.Stats.EarlyDrop.Add(1)
+				freed = true
+			}
+		}
+		if freed {
+			return true
 		}
 	}
 	return false
 }
 
 // GC scans up to n buckets from where the last call stopped and deletes the
-// expired connections it finds. Calls are cheap and incremental, so a
-// million entries never cause a pause; RunGC calls it on a timer.
+// expired connections it finds, and lapsed expectations. Calls are cheap
+// and incremental (no lock is held across buckets), so a million entries
+// never cause a pause; RunGC calls it on a timer.
 func (t *Table) GC(now int64, n int) (removed int) {
 	t.gcMu.Lock()
 	start := t.gcCursor
 	if n > len(t.buckets) {
 		n = len(t.buckets)
 	}
-	t.gcCursor = (start + n) % len(t.buckets)
+	if n < 0 {
+		n = 0
+	}
+	t.gcCursor = (start + n) & int(t.mask)
 	t.gcMu.Unlock()
-	var dead [16]*Conn
 	for i := range n {
-		k := 0
-		b := &t.buckets[(start+i)%len(t.buckets)]
-		for nd := b.Load(); nd != nil && k < len(dead); nd = nd.next.Load() {
-			if t.expired(nd.conn, now) {
-				dead[k] = nd.conn
-				k++
+		b := &t.buckets[(start+i)&int(t.mask)]
+		// Deleting while walking is safe: an unlinked node keeps its next.
+		for nd := b.Load(); nd != nil; nd = nd.next.Load() {
+			if nd.kind != nodeOriginal {
+				continue
 			}
-		}
-		for _, c := range dead[:k] {
-			if t.Delete(c) {
+			c, _ := nd.conn()
+			if t.expired(c, now) && t.Delete(c) {
 				removed++
 			}
 		}
@@ -468,15 +608,21 @@ func (t *Table) GC(now int64, n int) (removed int) {
 	return removed
 }
 
+// gcInterval and gcSweep set RunGC's pace: a step every gcInterval, the
+// whole table every gcSweep.
+const (
+	gcInterval = 20 * time.Millisecond
+	gcSweep    = time.Second
+)
+
 // RunGC collects expired entries until ctx ends, sweeping the whole table
 // about once a second in small steps.
 func (t *Table) RunGC(ctx context.Context) {
-	const tick = 20 * time.Millisecond
-	step := len(t.buckets) / 50
+	step := len(t.buckets) / int(gcSweep/gcInterval)
 	if step < 256 {
 		step = 256
 	}
-	tk := time.NewTicker(tick)
+	tk := time.NewTicker(gcInterval)
 	defer tk.Stop()
 	for {
 		select {
@@ -494,8 +640,11 @@ func (t *Table) Range(fn func(c *Conn) bool) {
 	now := t.Now()
 	for i := range t.buckets {
 		for n := t.buckets[i].Load(); n != nil; n = n.next.Load() {
-			c := n.conn
-			if n != &c.node[DirOriginal] || c.Status()&StatusDying != 0 || t.expired(c, now) {
+			if n.kind != nodeOriginal {
+				continue
+			}
+			c, _ := n.conn()
+			if c.Status()&StatusDying != 0 || t.expired(c, now) {
 				continue
 			}
 			if !fn(c) {
@@ -505,18 +654,20 @@ func (t *Table) Range(fn func(c *Conn) bool) {
 	}
 }
 
-// Flush deletes every connection.
+// Flush deletes every connection (conntrack -F).
 func (t *Table) Flush() {
 	t.Range(func(c *Conn) bool { t.Delete(c); return true })
 }
 
 // icmpError finds the connection an ICMP error is about (Linux's
 // nf_conntrack_inet_error): the quoted packet's tuple, inverted, must be a
-// tracked connection, and the error must travel to that connection's
-// endpoint. The error is RELATED (reply-direction when it travels in the
-// connection's reply direction); otherwise INVALID.
-func (t *Table) icmpError(p *packet.Parsed, now int64, res *Result) {
-	if t.cfg.checksum() && !p.L4ChecksumValid() {
+// tracked connection, and the error must travel to the endpoint that sent
+// the quoted packet. The error is RELATED (RELATED_REPLY when it travels in
+// the connection's reply direction); otherwise INVALID. Like Linux, the
+// error is not counted in the connection's accounting and does not refresh
+// its timeout.
+func (t *Table) icmpError(p *packet.Parsed, cfg *Config, now int64, res *Result) {
+	if (cfg.checksum() && !p.L4ChecksumValid()) || (p.Version == 4 && p.ICMPType > maxICMPType) {
 		t.Stats.Invalid.Add(1)
 		return
 	}
@@ -528,28 +679,20 @@ func (t *Table) icmpError(p *packet.Parsed, now int64, res *Result) {
 	tr := t.trackers[inner.Proto]
 	var it, inv Tuple
 	tupleAddrs(&inner, &it)
-	if (!inner.HasL4 && inner.Proto != packet.ProtoESP) || !tr.Tuple(&inner, &it) {
-		if _, generic := tr.(genericTracker); !generic {
-			t.Stats.Invalid.Add(1)
-			return
-		}
+	if (!inner.HasL4 && !isGeneric(tr)) || !tr.Tuple(&inner, &it) {
+		t.Stats.Invalid.Add(1)
+		return
+	}
+	if ck, ok := tr.(inverter); ok && !ck.invertible(&it) {
+		t.Stats.Invalid.Add(1)
+		return
 	}
 	invertAddrs(&it, &inv)
 	tr.Invert(&it, &inv)
 	c, dir := t.lookup(&inv, now)
-	if c == nil {
+	if c == nil || c.node[dir].tuple.Dst != p.Dst {
 		t.Stats.Invalid.Add(1)
 		return
-	}
-	// The error goes to the endpoint that sent the quoted packet.
-	if c.node[dir].tuple.Dst != p.Dst {
-		t.Stats.Invalid.Add(1)
-		return
-	}
-	if t.cfg.accounting() {
-		a := &c.acct[dir]
-		a.Packets.Add(1)
-		a.Bytes.Add(uint64(p.Len()))
 	}
 	res.Conn, res.Dir = c, dir
 	if dir == DirReply {
@@ -557,4 +700,26 @@ func (t *Table) icmpError(p *packet.Parsed, now int64, res *Result) {
 	} else {
 		res.Info = Related
 	}
+}
+
+// AppendStats appends the counters in the `conntrack -S` line format (one
+// line for the whole table, as cpu=0), without a newline.
+func (t *Table) AppendStats(b []byte) []byte {
+	s := &t.Stats
+	b = append(b, "cpu=0   \t"...)
+	for _, f := range [...]struct {
+		name string
+		v    uint64
+	}{
+		{"found", s.Found.Load()}, {"invalid", s.Invalid.Load()}, {"insert", s.Insert.Load()},
+		{"insert_failed", s.InsertFailed.Load()}, {"drop", s.Drop.Load()},
+		{"early_drop", s.EarlyDrop.Load()}, {"error", s.Error.Load()},
+		{"search_restart", 0}, {"clash_resolve", 0}, {"chaintoolong", 0},
+	} {
+		b = append(b, f.name...)
+		b = append(b, '=')
+		b = strconv.AppendUint(b, f.v, 10)
+		b = append(b, ' ')
+	}
+	return b
 }

@@ -64,12 +64,27 @@ type Tracker interface {
 // missResolver is implemented by trackers that can find a connection for a
 // tuple the hash misses (ESP learning the peer's SPI).
 type missResolver interface {
-	resolveMiss(t *Table, tu *Tuple, p *packet.Parsed) (*Conn, Dir)
+	resolveMiss(t *Table, tu *Tuple, now int64) (*Conn, Dir)
 }
 
 // destroyer is implemented by trackers with state outside the connection.
 type destroyer interface {
 	destroy(c *Conn)
+}
+
+// inverter is implemented by trackers whose tuples do not all have a
+// reply form (Linux's invert_tuple returning false: an ICMP type without
+// a reply type). The table asks before inverting a tuple quoted in an
+// ICMP error, so a quoted router advertisement cannot pose as an echo.
+type inverter interface {
+	invertible(t *Tuple) bool
+}
+
+// earlyDropper is implemented by trackers that let a full table drop some
+// of their assured connections (Linux's can_early_drop: TCP in its closing
+// states). Unassured connections can always be dropped.
+type earlyDropper interface {
+	canEarlyDrop(c *Conn) bool
 }
 
 var (
@@ -222,11 +237,20 @@ func (i icmpTracker) Tuple(p *packet.Parsed, t *Tuple) bool {
 	return true
 }
 
+func (i icmpTracker) invertible(t *Tuple) bool {
+	_, ok := icmpInvert(i.v6, uint8(t.DstPort>>8))
+	return ok
+}
+
 func (i icmpTracker) Invert(orig, inv *Tuple) {
 	typ, _ := icmpInvert(i.v6, uint8(orig.DstPort>>8))
 	inv.SrcPort = orig.SrcPort
 	inv.DstPort = uint16(typ)<<8 | orig.DstPort&0xff
 }
+
+// maxICMPType is the highest ICMP type Linux knows (NR_ICMP_TYPES); higher
+// ones are INVALID (RFC 1122 3.2.2: unknown types are silently discarded).
+const maxICMPType = 18
 
 func (i icmpTracker) Error(p *packet.Parsed, cfg *Config) Check {
 	if cfg.checksum() && !p.L4ChecksumValid() {
@@ -234,10 +258,14 @@ func (i icmpTracker) Error(p *packet.Parsed, cfg *Config) Check {
 	}
 	if i.v6 {
 		switch p.ICMPType {
-		case 130, 131, 132, 133, 134, 135, 136, 137, 143:
-			// MLD and neighbour discovery: never tracked (Linux noct_valid_new).
+		case 130, 131, 132, 133, 134, 135, 136, 143:
+			// MLD and router/neighbour discovery: link-local chatter that
+			// is never tracked (Linux's noct_valid_new). Redirect (137)
+			// is not in that list: it is INVALID, as in Linux.
 			return CheckUntracked
 		}
+	} else if p.ICMPType > maxICMPType {
+		return CheckInvalid
 	}
 	return CheckOK
 }
@@ -275,14 +303,29 @@ func (icmpTracker) AppendState(b []byte, c *Conn) []byte { return b }
 
 // ---------------------------------------------------------------- GRE
 
-// greTracker follows Linux's nf_conntrack_proto_gre: keyed by the GRE key
-// (zero without one), 30 s unreplied, 180 s once replied (stream).
+// greTracker follows Linux's nf_conntrack_proto_gre: 30 s unreplied, 180 s
+// once replied (then ASSURED). Linux ignores the key of version 0 GRE
+// (RFC 2784/2890) and tracks it like the generic protocol; tungate keys it
+// by the RFC 2890 key when present (both halves of the 32-bit key in the
+// tuple's two ports, the same in both directions), so that two keyed
+// tunnels from behind one NAT address to the same peer stay apart. Unkeyed
+// GRE has key 0 and looks exactly like Linux's. PPTP's enhanced GRE
+// (version 1) is paired by call IDs only with the PPTP helper's key map,
+// which tungate has not; without it Linux never matches its replies, so
+// tungate tracks it by addresses alone (key 0), like version 0 in Linux.
 type greTracker struct{}
 
 func (greTracker) Name() string { return "gre" }
 func (greTracker) Tuple(p *packet.Parsed, t *Tuple) bool {
+	if !p.HasL4 {
+		return false
+	}
+	if l4 := p.L4(); len(l4) >= 2 && l4[1]&7 == 1 {
+		t.SrcPort, t.DstPort = 0, 0
+		return true
+	}
 	t.SrcPort, t.DstPort = p.SrcPort, p.DstPort
-	return p.HasL4
+	return true
 }
 func (greTracker) Invert(orig, inv *Tuple)                                    { inv.SrcPort, inv.DstPort = orig.SrcPort, orig.DstPort }
 func (greTracker) Error(p *packet.Parsed, cfg *Config) Check                  { return CheckOK }
@@ -294,6 +337,8 @@ func (greTracker) Packet(c *Conn, p *packet.Parsed, dir Dir, cfg *Config, now in
 	}
 	return Accept, time.Duration(cfg.Timeouts.GRE), false
 }
+
+// AppendPorts prints the key as Linux prints its two 16-bit GRE keys.
 func (greTracker) AppendPorts(b []byte, t *Tuple) []byte {
 	b = append(b, "srckey=0x"...)
 	b = strconv.AppendUint(b, uint64(t.SrcPort), 16)
