@@ -1,0 +1,141 @@
+package nat
+
+import (
+	"tungate/conntrack"
+	"tungate/packet"
+)
+
+// Bind sets the NAT of an unconfirmed connection explicitly, for helpers
+// (the FTP data connection an expectation predicted, a connection following
+// its master): ManipSrc makes its source appear as addr:port, ManipDst sends
+// it to addr:port. It sets the NAT and NAT-done status bits like a decision
+// would, so Prerouting/Postrouting leave that manip alone and just apply it.
+//
+// For ManipSrc the external port is held for the connection's life so no
+// mapping is given it; port 0 picks one (the original port when free). A
+// port an endpoint-independent mapping of the same internal endpoint holds
+// is shared with it; one held otherwise is ErrPortInUse. For ManipDst port 0
+// keeps the destination port, and the external port the connection arrives
+// on is held, when free, so no mapping is given it meanwhile. For ICMP echo
+// the port is the identifier.
+func (e *Engine) Bind(c *conntrack.Conn, m Manip, addr packet.Addr, port uint16) error {
+	if c.Confirmed() {
+		return ErrConfirmed
+	}
+	done, natBit := conntrack.StatusSrcNATDone, conntrack.StatusSrcNAT
+	if m == ManipDst {
+		done, natBit = conntrack.StatusDstNATDone, conntrack.StatusDstNAT
+	}
+	if c.Status()&done != 0 {
+		return ErrBound
+	}
+	cur := e.current(c)
+	if cur.Family == 4 && addr != (packet.Addr{addr[0], addr[1], addr[2], addr[3]}) {
+		return ErrFamily
+	}
+	kind := kindOf(&cur)
+	next := cur
+	b := e.bindingOf(c)
+	var l *link
+	if m == ManipSrc {
+		next.Src = addr
+		if kind != idNone {
+			p, err := e.holdSrc(b, c, &cur, kind, addr, port)
+			if err != nil {
+				return err
+			}
+			next.SrcPort, l = p, &b.src
+		}
+	} else {
+		next.Dst = addr
+		if port != 0 {
+			switch kind {
+			case idPort:
+				next.DstPort = port
+			case idEcho:
+				next.SrcPort = port
+			}
+		}
+		if kind == idPort && e.isOwn(cur.Dst, cur.Family) {
+			e.holdDst(b, c, &cur)
+			l = &b.dst
+		}
+	}
+	if !e.checkFree(&next, c) {
+		if l != nil {
+			e.mu.Lock()
+			e.detachLocked(l)
+			e.mu.Unlock()
+		}
+		return ErrClash
+	}
+	e.commit(c, &cur, &next, natBit, done)
+	return nil
+}
+
+// holdSrc holds the external port a ManipSrc Bind translates to and
+// returns it.
+func (e *Engine) holdSrc(b *binding, c *conntrack.Conn, cur *conntrack.Tuple, kind idKind, addr packet.Addr, port uint16) (uint16, error) {
+	sk := setKey{addr, cur.Family, cur.Proto}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ps := e.portSetLocked(sk)
+	if port == 0 {
+		lo, hi := portRangeFor(&e.hairpinRule, kind, cur.SrcPort)
+		pi := ps.find(cur.SrcPort, lo, hi)
+		if pi < 0 {
+			e.st.portExhausted.Add(1)
+			return 0, ErrPortInUse
+		}
+		port = uint16(pi)
+	} else if ps.has(port) {
+		m := e.byExt[setKey16{sk, port}]
+		if m == nil || m.intAddr != cur.Src || m.intPort != cur.SrcPort {
+			return 0, ErrPortInUse
+		}
+		e.attachLocked(&b.src, m, c)
+		return port, nil
+	}
+	ps.take(port)
+	m := e.newMappingLocked(sk, port, true)
+	m.intAddr, m.intPort = cur.Src, cur.SrcPort
+	e.attachLocked(&b.src, m, c)
+	return port, nil
+}
+
+// holdDst holds the gateway port a ManipDst-bound connection arrives on,
+// when it is free.
+func (e *Engine) holdDst(b *binding, c *conntrack.Conn, cur *conntrack.Tuple) {
+	sk := setKey{cur.Dst, cur.Family, cur.Proto}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ps := e.portSetLocked(sk)
+	if !ps.take(cur.DstPort) {
+		return
+	}
+	m := e.newMappingLocked(sk, cur.DstPort, true)
+	e.attachLocked(&b.dst, m, c)
+}
+
+// PortAvailable reports whether port on the external address addr is free
+// for proto: no mapping, port forward or bound connection holds it. Helpers
+// ask before announcing a port they will expect a connection on.
+func (e *Engine) PortAvailable(proto uint8, addr packet.Addr, port uint16) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	fams := [2]uint8{4, 6}
+	for _, fam := range fams {
+		if fam == 4 && addr != (packet.Addr{addr[0], addr[1], addr[2], addr[3]}) {
+			continue // not an IPv4 address
+		}
+		k := setKey{addr, fam, proto}
+		s := e.sets[k]
+		if s == nil && e.isOwn(addr, fam) {
+			s = e.portSetLocked(k)
+		}
+		if s != nil && s.has(port) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,501 @@
+package nat
+
+import (
+	"encoding/binary"
+	"math/rand/v2"
+	"net/netip"
+
+	"go.uber.org/zap"
+
+	"tungate/conntrack"
+	"tungate/packet"
+)
+
+// maxTakenRetries bounds how many ports a new mapping skips because the
+// translated tuple is already some other connection's (the gateway's own
+// sockets): past it the packet is dropped as a clash, never merged.
+const maxTakenRetries = 8
+
+// idKind says what part of a tuple NAT translates besides the address.
+type idKind uint8
+
+const (
+	idNone idKind = iota // address only (GRE, ESP, other queries, ...)
+	idPort               // TCP/UDP ports
+	idEcho               // ICMP/ICMPv6 echo identifier, SrcPort of the tuple
+)
+
+func kindOf(t *conntrack.Tuple) idKind {
+	switch t.Proto {
+	case packet.ProtoTCP, packet.ProtoUDP:
+		return idPort
+	case packet.ProtoICMP:
+		if typ := t.DstPort >> 8; t.Family == 4 && (typ == 8 || typ == 0) {
+			return idEcho
+		}
+	case packet.ProtoICMPv6:
+		if typ := t.DstPort >> 8; t.Family == 6 && (typ == 128 || typ == 129) {
+			return idEcho
+		}
+	}
+	return idNone
+}
+
+// invert returns the tuple a reply to t carries (conntrack's own rule:
+// addresses swapped, the tracker inverts the rest).
+func (e *Engine) invert(t *conntrack.Tuple) conntrack.Tuple {
+	var r conntrack.Tuple
+	r.Src, r.Dst = t.Dst, t.Src
+	r.Proto, r.Family = t.Proto, t.Family
+	e.table.Tracker(t.Proto).Invert(t, &r)
+	return r
+}
+
+// current returns the original-direction tuple as the manips decided so far
+// make it look (Linux's nf_ct_invert_tuple of the reply tuple in
+// nf_nat_setup_info).
+func (e *Engine) current(c *conntrack.Conn) conntrack.Tuple {
+	return e.invert(c.Tuple(conntrack.DirReply))
+}
+
+// commit stores the translated current tuple as the reply tuple and sets the
+// status bits: the NAT bit only when something changed, as Linux does.
+func (e *Engine) commit(c *conntrack.Conn, cur, next *conntrack.Tuple, natBit, doneBit conntrack.Status) {
+	if *cur != *next {
+		c.SetReplyTuple(e.invert(next))
+		c.SetStatus(natBit | doneBit)
+		return
+	}
+	c.SetStatus(doneBit)
+}
+
+// decideDst is the DNAT decision for a new connection (port forwards,
+// mappings reached from outside or by hairpin, netmap inbound). false: drop.
+func (e *Engine) decideDst(res *conntrack.Result, in int) bool {
+	c := res.Conn
+	cur := e.current(c)
+	dst := cur.Dst.NetIP(cur.Family)
+	kind := kindOf(&cur)
+
+	for _, r := range e.rules.dnat {
+		if !e.dnatMatch(r, &cur, dst, in) {
+			continue
+		}
+		f := 0
+		if cur.Family == 6 {
+			f = 1
+		}
+		ts := r.targets[f]
+		n := r.rr[f].n.Add(1) - 1
+		t := &ts[n%uint32(len(ts))]
+		next := cur
+		next.Dst = t.addr
+		if t.hasPort && kind == idPort {
+			if t.lo == t.hi {
+				next.DstPort = t.lo
+			} else {
+				next.DstPort = t.lo + (cur.DstPort - r.m.dport.lo)
+			}
+		}
+		if !e.checkFree(&next, c) {
+			return false
+		}
+		e.commit(c, &cur, &next, conntrack.StatusDstNAT, conntrack.StatusDstNATDone)
+		e.st.dnat.Add(1)
+		return true
+	}
+
+	if kind == idPort && e.mayBeMapped(cur.Dst, cur.Family) {
+		if ok, found := e.mappingDst(res, &cur, in); found {
+			return ok
+		}
+	}
+
+	for _, r := range e.rules.netmap {
+		if r.out != in || r.fam != cur.Family || !r.to.Contains(dst) {
+			continue
+		}
+		a, ok := mapPrefix(cur.Dst, r.fam, r.to, r.from)
+		if !ok {
+			e.st.netmapUntranslatable.Add(1)
+			return false
+		}
+		next := cur
+		next.Dst = a
+		if !e.checkFree(&next, c) {
+			return false
+		}
+		e.commit(c, &cur, &next, conntrack.StatusDstNAT, conntrack.StatusDstNATDone)
+		e.st.netmap.Add(1)
+		return true
+	}
+	c.SetStatus(conntrack.StatusDstNATDone)
+	return true
+}
+
+func (e *Engine) dnatMatch(r *dnatRule, cur *conntrack.Tuple, dst netip.Addr, in int) bool {
+	m := &r.m
+	if m.in >= 0 && m.in != in {
+		return false
+	}
+	if !m.protoMatch(cur.Proto) {
+		return false
+	}
+	if m.dport.set && !m.dport.contains(cur.DstPort) {
+		return false
+	}
+	f := 0
+	if cur.Family == 6 {
+		f = 1
+	}
+	if len(r.targets[f]) == 0 {
+		return false
+	}
+	if r.ownDst {
+		if !e.isOwn(cur.Dst, cur.Family) {
+			return false
+		}
+	} else if !prefixesMatch(m.dst, dst) {
+		return false
+	}
+	return prefixesMatch(m.src, cur.Src.NetIP(cur.Family))
+}
+
+// mayBeMapped reports whether a mapping can hold an endpoint on a: the
+// gateway's own addresses and the snat pools. It spares the NEW path a
+// lock for destinations that cannot be mappings.
+func (e *Engine) mayBeMapped(a packet.Addr, fam uint8) bool {
+	if e.isOwn(a, fam) {
+		return true
+	}
+	ip := a.NetIP(fam)
+	for _, r := range e.rules.snat {
+		if !r.masq && r.pool.contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkFree reports whether the reply tuple of next is free; it counts a
+// clash when it is not.
+func (e *Engine) checkFree(next *conntrack.Tuple, c *conntrack.Conn) bool {
+	reply := e.invert(next)
+	if e.table.Taken(&reply, c) {
+		e.st.clash.Add(1)
+		return false
+	}
+	return true
+}
+
+// mappingDst handles a new connection to an external endpoint some
+// endpoint-independent mapping holds: from inside it is hairpinned to the
+// mapping's internal endpoint (RFC 4787 REQ-9); from outside it is let in
+// only when the mapping's rule filters endpoint-independently, and then it
+// is RELATED to the mapping's connection. found false: no such mapping.
+func (e *Engine) mappingDst(res *conntrack.Result, cur *conntrack.Tuple, in int) (ok, found bool) {
+	c := res.Conn
+	external := e.IsExternal(in)
+	b := e.bindingOf(c)
+	e.mu.Lock()
+	m := e.byExt[setKey16{setKey{cur.Dst, cur.Family, cur.Proto}, cur.DstPort}]
+	if m == nil || (external && !m.eif) {
+		e.mu.Unlock()
+		return true, false
+	}
+	master := m.users.c
+	e.attachLocked(&b.dst, m, c)
+	next := *cur
+	next.Dst, next.DstPort = m.intAddr, m.intPort
+	e.mu.Unlock()
+	if !e.checkFree(&next, c) {
+		e.mu.Lock()
+		e.detachLocked(&b.dst)
+		e.mu.Unlock()
+		return false, true
+	}
+	e.commit(c, cur, &next, conntrack.StatusDstNAT, conntrack.StatusDstNATDone)
+	if external {
+		c.Master = master
+		c.SetStatus(conntrack.StatusExpected)
+		res.Info = conntrack.Related
+		e.st.eifAdmitted.Add(1)
+	}
+	return true, true
+}
+
+// decideSrc is the SNAT decision for a new connection: hairpin, netmap,
+// snat, masquerade. false: drop.
+func (e *Engine) decideSrc(res *conntrack.Result, in, out int) bool {
+	c := res.Conn
+	st := c.Status()
+	cur := e.current(c)
+
+	if st&conntrack.StatusDstNAT != 0 && !e.IsExternal(in) && !e.IsExternal(out) && (in == out || e.hasExternal) {
+		// A client inside reached a server inside through an external
+		// address: translate the client to its external mapping so the
+		// server's replies come back through the gateway (RFC 4787
+		// REQ-9a, RFC 5382 REQ-8a).
+		targeted := c.Tuple(conntrack.DirOriginal).Dst
+		r, idx := e.hairpinRuleFor(&cur, targeted)
+		if e.snatWith(r, idx, c, &cur, targeted, true) {
+			return true
+		}
+		return false
+	}
+
+	src := cur.Src.NetIP(cur.Family)
+	for _, r := range e.rules.netmap {
+		if r.out != out || r.fam != cur.Family || !r.from.Contains(src) {
+			continue
+		}
+		a, ok := mapPrefix(cur.Src, r.fam, r.from, r.to)
+		if !ok {
+			e.st.netmapUntranslatable.Add(1)
+			return false
+		}
+		next := cur
+		next.Src = a
+		if !e.checkFree(&next, c) {
+			return false
+		}
+		e.commit(c, &cur, &next, conntrack.StatusSrcNAT, conntrack.StatusSrcNATDone)
+		e.st.netmap.Add(1)
+		return true
+	}
+
+	for i, r := range e.rules.snat {
+		if r.m.out >= 0 && r.m.out != out {
+			continue
+		}
+		if !e.snatMatch(r, &cur, true) {
+			continue
+		}
+		return e.snatWith(r, int32(i), c, &cur, packet.Addr{}, false)
+	}
+	c.SetStatus(conntrack.StatusSrcNATDone)
+	return true
+}
+
+// snatMatch matches a rule's src/dst/proto/ports (not out) against cur;
+// withDst false ignores dst (a hairpinned client's destination is inside).
+func (e *Engine) snatMatch(r *snatRule, cur *conntrack.Tuple, withDst bool) bool {
+	m := &r.m
+	if !r.masq && r.pool.fam != cur.Family {
+		return false
+	}
+	if !m.protoMatch(cur.Proto) {
+		return false
+	}
+	if m.sport.set && !m.sport.contains(cur.SrcPort) {
+		return false
+	}
+	if withDst && m.dport.set && !m.dport.contains(cur.DstPort) {
+		return false
+	}
+	if !prefixesMatch(m.src, cur.Src.NetIP(cur.Family)) {
+		return false
+	}
+	return !withDst || prefixesMatch(m.dst, cur.Dst.NetIP(cur.Family))
+}
+
+// hairpinRuleFor picks the rule whose mapping a hairpinned client gets: the
+// first that matches the client and translates to the address it targeted,
+// else the first that matches the client at all, else a plain one that
+// uses the targeted address.
+func (e *Engine) hairpinRuleFor(cur *conntrack.Tuple, targeted packet.Addr) (*snatRule, int32) {
+	ip := targeted.NetIP(cur.Family)
+	first := int32(-1)
+	for i, r := range e.rules.snat {
+		if !e.snatMatch(r, cur, false) {
+			continue
+		}
+		if first < 0 {
+			first = int32(i)
+		}
+		if r.masq {
+			fi := &e.ifaces[r.m.out]
+			if (cur.Family == 4 && fi.has4 && fi.addr4 == targeted) || (cur.Family == 6 && fi.has6 && fi.addr6 == targeted) {
+				return r, int32(i)
+			}
+		} else if r.pool.contains(ip) {
+			return r, int32(i)
+		}
+	}
+	if first >= 0 {
+		return e.rules.snat[first], first
+	}
+	return &e.hairpinRule, -1
+}
+
+// pairHash spreads internal addresses over an SNAT pool; being a function
+// of the address alone, every flow of one host gets the same external
+// address (RFC 4787 REQ-2, "paired").
+func pairHash(a packet.Addr) uint64 {
+	h := binary.LittleEndian.Uint64(a[:8])*0x9e3779b97f4a7c15 ^ binary.LittleEndian.Uint64(a[8:])*0xbf58476d1ce4e5b9
+	return h ^ h>>31
+}
+
+// extAddr returns the external address rule r translates cur to.
+func (e *Engine) extAddr(r *snatRule, cur *conntrack.Tuple, targeted packet.Addr) (packet.Addr, bool) {
+	switch {
+	case r == &e.hairpinRule:
+		return targeted, true
+	case r.masq:
+		fi := &e.ifaces[r.m.out]
+		if cur.Family == 4 {
+			return fi.addr4, fi.has4
+		}
+		return fi.addr6, fi.has6
+	}
+	if r.pool.fam != cur.Family {
+		return packet.Addr{}, false
+	}
+	return r.pool.at(pairHash(cur.Src) % r.pool.size), true
+}
+
+// portRangeFor returns the range external ports come from: the rule's, or
+// the original port's class (RFC 4787 REQ-3 asks to keep ports below 1024
+// there); ICMP identifiers use all 65536 values.
+func portRangeFor(r *snatRule, kind idKind, p uint16) (lo, hi uint16) {
+	switch {
+	case kind == idEcho:
+		return 0, 65535
+	case r.ports.set:
+		return r.ports.lo, r.ports.hi
+	case p < 1024:
+		return 1, 1023
+	}
+	return 1024, 65535
+}
+
+// snatWith translates cur's source by rule r (index idx; -1 the hairpin
+// fallback). false: drop (no address, no port, clash).
+func (e *Engine) snatWith(r *snatRule, idx int32, c *conntrack.Conn, cur *conntrack.Tuple, targeted packet.Addr, hairpin bool) bool {
+	ext, ok := e.extAddr(r, cur, targeted)
+	if !ok {
+		e.st.noAddress.Add(1)
+		e.logLimited("nat: no address to masquerade to, dropping", zap.String("rule", r.name), zap.Uint8("family", cur.Family))
+		return false
+	}
+	next := *cur
+	next.Src = ext
+	kind := kindOf(cur)
+	if kind != idNone {
+		key := mapKey{rule: idx, fam: cur.Family, proto: cur.Proto, addr: cur.Src, port: cur.SrcPort}
+		if !r.eim {
+			key.raddr, key.rport = cur.Dst, cur.DstPort
+		}
+		m, ok := e.mapFor(key, r, kind, ext, cur, c)
+		if !ok {
+			return false
+		}
+		next.Src, next.SrcPort = m.ext.addr, m.port
+	} else if !e.checkFree(&next, c) {
+		return false
+	}
+	e.commit(c, cur, &next, conntrack.StatusSrcNAT, conntrack.StatusSrcNATDone)
+	if hairpin {
+		e.st.hairpin.Add(1)
+	} else {
+		e.st.snat.Add(1)
+	}
+	return true
+}
+
+// replyVia is the reply tuple cur gets when its source becomes addr:port.
+func (e *Engine) replyVia(cur *conntrack.Tuple, addr packet.Addr, port uint16) conntrack.Tuple {
+	next := *cur
+	next.Src, next.SrcPort = addr, port
+	return e.invert(&next)
+}
+
+// mapFor finds or makes the mapping key names and makes c a user of it.
+// A new mapping keeps the internal port when it is free (or, with random,
+// starts at a random one) and otherwise takes the next free port of the
+// range; ports whose tuple towards this destination is already some other
+// connection's are skipped. false: drop (counted and logged).
+func (e *Engine) mapFor(key mapKey, r *snatRule, kind idKind, ext packet.Addr, cur *conntrack.Tuple, c *conntrack.Conn) (*mapping, bool) {
+	b := e.bindingOf(c)
+	e.mu.Lock()
+	if m := e.maps[key]; m != nil {
+		e.attachLocked(&b.src, m, c)
+		e.mu.Unlock()
+		reply := e.replyVia(cur, m.ext.addr, m.port)
+		if e.table.Taken(&reply, c) {
+			e.mu.Lock()
+			e.detachLocked(&b.src)
+			e.mu.Unlock()
+			e.st.clash.Add(1)
+			return nil, false
+		}
+		return m, true
+	}
+	sk := setKey{ext, cur.Family, cur.Proto}
+	ps := e.portSetLocked(sk)
+	lo, hi := portRangeFor(r, kind, cur.SrcPort)
+	start := cur.SrcPort
+	if r.random {
+		start = lo + uint16(rand.IntN(int(hi)-int(lo)+1))
+	} else if start < lo || start > hi {
+		start = lo + start%(hi-lo+1)
+	}
+	var tried [maxTakenRetries]uint16
+	nt := 0
+	releaseTried := func() {
+		for _, p := range tried[:nt] {
+			ps.release(p)
+		}
+	}
+	var port uint16
+	for {
+		pi := ps.find(start, lo, hi)
+		if pi < 0 {
+			releaseTried()
+			e.mu.Unlock()
+			e.st.portExhausted.Add(1)
+			e.logLimited("nat: port range exhausted, dropping new connection",
+				zap.String("rule", r.name), zap.Stringer("addr", ext.NetIP(cur.Family)),
+				zap.Uint8("proto", cur.Proto), zap.Uint16("lo", lo), zap.Uint16("hi", hi))
+			return nil, false
+		}
+		port = uint16(pi)
+		ps.take(port)
+		e.mu.Unlock()
+		reply := e.replyVia(cur, ext, port)
+		taken := e.table.Taken(&reply, c)
+		e.mu.Lock()
+		if !taken {
+			break
+		}
+		if nt == len(tried) {
+			ps.release(port)
+			releaseTried()
+			e.mu.Unlock()
+			e.st.clash.Add(1)
+			return nil, false
+		}
+		tried[nt] = port
+		nt++
+		start = port + 1
+	}
+	releaseTried()
+	if m := e.maps[key]; m != nil {
+		// Another packet of the same endpoint made it meanwhile.
+		ps.release(port)
+		e.attachLocked(&b.src, m, c)
+		e.mu.Unlock()
+		return m, true
+	}
+	m := e.newMappingLocked(sk, port, true)
+	m.key, m.indexed = key, true
+	m.eim, m.eif = r.eim, r.eif
+	m.intAddr, m.intPort = cur.Src, cur.SrcPort
+	e.maps[key] = m
+	if m.eim && kind == idPort {
+		e.byExt[setKey16{sk, port}] = m
+	}
+	e.attachLocked(&b.src, m, c)
+	e.mu.Unlock()
+	return m, true
+}

@@ -1,0 +1,428 @@
+// Package nat is tungate's NAT engine: source NAT (masquerade, SNAT),
+// destination NAT (port forwards), 1:1 prefix mapping (NETMAP, NPTv6) and
+// hairpinning, for IPv4 and IPv6, in the shape of Linux's nf_nat.
+//
+// NAT is decided once per connection, on its first packet, and stored as the
+// connection's reply tuple: the translated addresses and ports are what the
+// reply carries, so conntrack finds replies by the reply tuple alone, and
+// every later packet is rewritten from the two tuples with no lookup and no
+// lock (Linux's nf_nat_packet/nf_nat_manip_pkt). Mapping state — which
+// external port an internal endpoint holds, RFC 4787's endpoint-independent
+// mappings — lives in the engine, refcounted by the connections using it and
+// released from a conntrack destroy hook; it is touched on the NEW path only.
+package nat
+
+import (
+	"errors"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"tungate/conntrack"
+	"tungate/packet"
+)
+
+// Iface is one of the gateway's interfaces as NAT sees it: its name and own
+// addresses. Interfaces are referred to by their index in the list New gets.
+type Iface struct {
+	Name  string
+	Addrs []netip.Prefix
+}
+
+// Manip is the kind of translation Bind sets: Linux's nf_nat_manip_type.
+type Manip uint8
+
+// Manip types.
+const (
+	// ManipSrc makes the connection's source appear as another address.
+	ManipSrc Manip = iota
+	// ManipDst sends the connection to another destination.
+	ManipDst
+)
+
+// Errors returned by Bind.
+var (
+	ErrConfirmed = errors.New("nat: connection already confirmed")
+	ErrBound     = errors.New("nat: NAT of this kind already decided for the connection")
+	ErrFamily    = errors.New("nat: address family differs from the connection's")
+	ErrPortInUse = errors.New("nat: port in use")
+	ErrClash     = errors.New("nat: translated tuple already in use")
+)
+
+// Stats are the engine's counters.
+type Stats struct {
+	// Mappings is the number of live port mappings (endpoint-independent
+	// or not, and explicit Bind reservations).
+	Mappings uint64
+	// MappingsCreated counts mappings ever made.
+	MappingsCreated uint64
+	// SNAT, DNAT and Netmap count connections translated by each kind of
+	// rule; Hairpin those whose source was translated for hairpinning.
+	SNAT, DNAT, Netmap, Hairpin uint64
+	// EIFAdmitted counts inbound connections let in to an existing mapping
+	// by endpoint-independent filtering.
+	EIFAdmitted uint64
+	// PortExhausted counts NEW packets dropped because no port was free.
+	PortExhausted uint64
+	// NoAddress counts NEW packets dropped because the masquerade
+	// interface had no address of the packet's family.
+	NoAddress uint64
+	// Clash counts NEW packets dropped because their translated tuple was
+	// taken by another connection and could not be chosen differently.
+	Clash uint64
+	// ICMPErrors counts ICMP errors translated; BadICMPErrors those dropped
+	// for a bad ICMP checksum or quoted IP header checksum (RFC 5508 REQ-3a).
+	ICMPErrors, BadICMPErrors uint64
+	// NetmapUntranslatable counts packets NPTv6 cannot map (RFC 6296: an
+	// adjustment word of 0xFFFF).
+	NetmapUntranslatable uint64
+}
+
+type counters struct {
+	mappings, mappingsCreated   atomic.Int64
+	snat, dnat, netmap, hairpin atomic.Uint64
+	eifAdmitted                 atomic.Uint64
+	portExhausted, noAddress    atomic.Uint64
+	clash                       atomic.Uint64
+	icmpErrors, badICMPErrors   atomic.Uint64
+	netmapUntranslatable        atomic.Uint64
+}
+
+// rrCounter is a round-robin position, padded so two rules' counters do
+// not share a cache line on the NEW path.
+type rrCounter struct {
+	n atomic.Uint32
+	_ [60]byte
+}
+
+// ifaceInfo is what the engine keeps per interface.
+type ifaceInfo struct {
+	name     string
+	addr4    packet.Addr // masquerade address, valid when has4
+	addr6    packet.Addr
+	has4     bool
+	has6     bool
+	external bool
+}
+
+// setKey names one port set: an external address of a family and protocol.
+type setKey struct {
+	addr  packet.Addr
+	fam   uint8
+	proto uint8
+}
+
+// mapKey names a mapping by rule and internal endpoint; for
+// address-and-port-dependent mappings the remote endpoint too.
+type mapKey struct {
+	rule  int32
+	fam   uint8
+	proto uint8
+	port  uint16
+	addr  packet.Addr
+	rport uint16
+	raddr packet.Addr
+}
+
+// mapping is one external address:port held for an internal endpoint (or
+// for one connection, for Bind reservations). Guarded by Engine.mu.
+type mapping struct {
+	key     mapKey
+	indexed bool // in Engine.maps (and, when eim, Engine.byExt)
+	eim     bool
+	eif     bool
+	ext     setKey // external address, family, protocol
+	port    uint16 // external port / ICMP identifier
+	hasPort bool   // port is held in the set
+	intAddr packet.Addr
+	intPort uint16
+	users   *link // connections using the mapping, oldest first
+	tail    *link
+	n       int
+}
+
+// link ties one connection to one mapping.
+type link struct {
+	m          *mapping
+	c          *conntrack.Conn
+	prev, next *link
+}
+
+// binding is the engine's per-connection state (conntrack Ext.NAT).
+type binding struct {
+	e   *Engine
+	src link // the mapping the source was translated to
+	dst link // the mapping the destination was translated by (EIM hairpin, EIF)
+}
+
+// Engine is the NAT engine. Its packet methods are safe for concurrent use.
+type Engine struct {
+	table  *conntrack.Table
+	log    *zap.Logger
+	rules  *compiled
+	ifaces []ifaceInfo
+	// own are the gateway's own addresses; the default DNAT destination
+	// and the only addresses mappings can be reached on.
+	own []netip.Addr
+	// hairpinRule is used for a hairpinned client no snat/masquerade rule
+	// matches: the address the client connected to, ports kept.
+	hairpinRule snatRule
+	// hasExternal: some interface is external. Without one, only a
+	// connection that leaves by the interface it came in on is hairpinned.
+	hasExternal bool
+
+	// mu guards sets, maps, byExt and every mapping's fields. It is taken
+	// on the NEW path only (decisions, Bind, PortAvailable) and in the
+	// destroy hook; never while calling into the conntrack table, whose
+	// lookups may delete an expired connection and so run the hook.
+	mu    sync.Mutex
+	sets  map[setKey]*portSet
+	maps  map[mapKey]*mapping
+	byExt map[setKey16]*mapping
+
+	st      counters
+	lastLog atomic.Int64 // Table.Now of the last rate-limited log line
+	quiet   atomic.Int64 // log lines suppressed since
+}
+
+// setKey16 is a setKey with a port: one external endpoint.
+type setKey16 struct {
+	setKey
+	port uint16
+}
+
+// New builds an engine for cfg over the gateway's interfaces and registers
+// its destroy hook on table.
+func New(cfg Config, ifaces []Iface, table *conntrack.Table, log *zap.Logger) (*Engine, error) {
+	names := make([]string, len(ifaces))
+	for i, f := range ifaces {
+		names[i] = f.Name
+	}
+	rules, err := compile(&cfg, names, ifaces)
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	e := &Engine{
+		table:  table,
+		log:    log,
+		rules:  rules,
+		ifaces: make([]ifaceInfo, len(ifaces)),
+		sets:   map[setKey]*portSet{},
+		maps:   map[mapKey]*mapping{},
+		byExt:  map[setKey16]*mapping{},
+	}
+	e.hairpinRule = snatRule{name: "hairpin", m: matcher{in: -1, out: -1, proto: protoAny}, eim: true, ownerIface: -1}
+	for i, f := range ifaces {
+		fi := &e.ifaces[i]
+		fi.name = f.Name
+		for _, p := range f.Addrs {
+			a := p.Addr().Unmap()
+			e.own = append(e.own, a)
+			if a.Is4() {
+				if !fi.has4 {
+					fi.addr4, fi.has4 = packet.AddrFrom(a), true
+				}
+				continue
+			}
+			// Prefer a global address for NAT66; a link-local one only
+			// when there is nothing else.
+			if !fi.has6 || (!a.IsLinkLocalUnicast() && fi.addr6.NetIP(6).IsLinkLocalUnicast()) {
+				fi.addr6, fi.has6 = packet.AddrFrom(a), true
+			}
+		}
+	}
+	for _, r := range rules.snat {
+		if r.ownerIface >= 0 {
+			e.ifaces[r.ownerIface].external = true
+		}
+	}
+	for _, r := range rules.netmap {
+		e.ifaces[r.out].external = true
+	}
+	for _, fi := range e.ifaces {
+		e.hasExternal = e.hasExternal || fi.external
+	}
+	table.AddDestroyHook(e.destroy)
+	return e, nil
+}
+
+// IsExternal reports whether interface i is one masquerade, snat or netmap
+// rules translate out of: its addresses are external addresses, and an
+// unsolicited connection to them that matched no mapping or forward should
+// get no answer (RFC 5382 REQ-4).
+func (e *Engine) IsExternal(i int) bool {
+	return i >= 0 && i < len(e.ifaces) && e.ifaces[i].external
+}
+
+// Stats returns a snapshot of the counters.
+func (e *Engine) Stats() Stats {
+	s := &e.st
+	return Stats{
+		Mappings:             uint64(s.mappings.Load()),
+		MappingsCreated:      uint64(s.mappingsCreated.Load()),
+		SNAT:                 s.snat.Load(),
+		DNAT:                 s.dnat.Load(),
+		Netmap:               s.netmap.Load(),
+		Hairpin:              s.hairpin.Load(),
+		EIFAdmitted:          s.eifAdmitted.Load(),
+		PortExhausted:        s.portExhausted.Load(),
+		NoAddress:            s.noAddress.Load(),
+		Clash:                s.clash.Load(),
+		ICMPErrors:           s.icmpErrors.Load(),
+		BadICMPErrors:        s.badICMPErrors.Load(),
+		NetmapUntranslatable: s.netmapUntranslatable.Load(),
+	}
+}
+
+// isOwn reports whether a is one of the gateway's own addresses.
+func (e *Engine) isOwn(a packet.Addr, fam uint8) bool {
+	ip := a.NetIP(fam)
+	for _, o := range e.own {
+		if o == ip {
+			return true
+		}
+	}
+	return false
+}
+
+// logLimited logs at most one line a second, saying how many were held back.
+func (e *Engine) logLimited(msg string, fields ...zap.Field) {
+	now := e.table.Now()
+	last := e.lastLog.Load()
+	if now-last < int64(time.Second) || !e.lastLog.CompareAndSwap(last, now) {
+		e.quiet.Add(1)
+		return
+	}
+	if q := e.quiet.Swap(0); q > 0 {
+		fields = append(fields, zap.Int64("suppressed", q))
+	}
+	e.log.Warn(msg, fields...)
+}
+
+// portSetLocked returns the port set of k, creating it with the ports of
+// the port forwards that serve k's address reserved, so no mapping can
+// ever shadow a forward. e.mu is held.
+func (e *Engine) portSetLocked(k setKey) *portSet {
+	if s := e.sets[k]; s != nil {
+		return s
+	}
+	s := &portSet{}
+	ip := k.addr.NetIP(k.fam)
+	for _, r := range e.rules.dnat {
+		if !r.m.dport.set || !r.m.protoMatch(k.proto) {
+			continue
+		}
+		if r.ownDst {
+			if !e.isOwn(k.addr, k.fam) {
+				continue
+			}
+		} else if !prefixesMatch(r.m.dst, ip) {
+			continue
+		}
+		s.takeRange(r.m.dport.lo, r.m.dport.hi)
+	}
+	e.sets[k] = s
+	return s
+}
+
+// newMappingLocked makes a mapping holding port on k (already taken in
+// its set) and counts it.
+func (e *Engine) newMappingLocked(k setKey, port uint16, hasPort bool) *mapping {
+	e.st.mappings.Add(1)
+	e.st.mappingsCreated.Add(1)
+	return &mapping{ext: k, port: port, hasPort: hasPort}
+}
+
+// attachLocked records that c uses m through l.
+func (e *Engine) attachLocked(l *link, m *mapping, c *conntrack.Conn) {
+	l.m, l.c = m, c
+	l.prev, l.next = m.tail, nil
+	if m.tail != nil {
+		m.tail.next = l
+	} else {
+		m.users = l
+	}
+	m.tail = l
+	m.n++
+}
+
+// detachLocked drops l's use of its mapping and frees the mapping when it
+// was the last.
+func (e *Engine) detachLocked(l *link) {
+	m := l.m
+	if m == nil {
+		return
+	}
+	if l.prev != nil {
+		l.prev.next = l.next
+	} else {
+		m.users = l.next
+	}
+	if l.next != nil {
+		l.next.prev = l.prev
+	} else {
+		m.tail = l.prev
+	}
+	l.m, l.c, l.prev, l.next = nil, nil, nil, nil
+	m.n--
+	if m.n == 0 {
+		e.freeLocked(m)
+	}
+}
+
+// freeLocked releases a mapping nobody uses.
+func (e *Engine) freeLocked(m *mapping) {
+	if m.indexed {
+		if e.maps[m.key] == m {
+			delete(e.maps, m.key)
+		}
+		if m.eim {
+			k := setKey16{m.ext, m.port}
+			if e.byExt[k] == m {
+				delete(e.byExt, k)
+			}
+		}
+		m.indexed = false
+	}
+	if m.hasPort {
+		if s := e.sets[m.ext]; s != nil {
+			s.release(m.port)
+		}
+		m.hasPort = false
+	}
+	e.st.mappings.Add(-1)
+}
+
+// bindingOf returns c's binding, creating it. Only before confirmation.
+func (e *Engine) bindingOf(c *conntrack.Conn) *binding {
+	x := c.EnsureExt()
+	if b, ok := x.NAT.(*binding); ok && b.e == e {
+		return b
+	}
+	b := &binding{e: e}
+	x.NAT = b
+	return b
+}
+
+// destroy is the conntrack destroy hook: a dying connection gives back its
+// uses of mappings.
+func (e *Engine) destroy(c *conntrack.Conn) {
+	x := c.Ext()
+	if x == nil {
+		return
+	}
+	b, ok := x.NAT.(*binding)
+	if !ok || b.e != e {
+		return
+	}
+	e.mu.Lock()
+	e.detachLocked(&b.src)
+	e.detachLocked(&b.dst)
+	e.mu.Unlock()
+}
