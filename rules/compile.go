@@ -122,7 +122,7 @@ func compile(filter FilterConfig, raw RawConfig, sets map[string][]string, env E
 				m:     m,
 				r:     &ch.rules[j],
 				meta:  &c.meta[i][j],
-				raw:   s.hook == HookPrerouting,
+				raw:   s.base && s.hook == HookPrerouting,
 			}
 			ch.text[j] = rp.parse()
 		}

@@ -96,15 +96,15 @@ type rule struct {
 
 	proto, icmpType, icmpCode byteSet
 
-	flags             []flagTest
-	in, out           ifaceSet
+	flags                []flagTest
+	in, out              ifaceSet
 	sport, dport, length portRanges
-	mark, ctMark      valueSet
-	helper            helperSet
-	src, dst          addrSet
-	lim               *limiter
-	log               *ruleLog
-	helperName        string
+	mark, ctMark         valueSet
+	helper               helperSet
+	src, dst             addrSet
+	lim                  *limiter
+	log                  *ruleLog
+	helperName           string
 }
 
 // byteSet is a set of 8-bit values (protocols, ICMP types and codes).
