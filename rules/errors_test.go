@@ -257,4 +257,3 @@ func TestJumpDepth(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
-
