@@ -20,9 +20,11 @@ import (
 // connection, reply direction of an SNATed one) and translates RELATED ICMP
 // errors (outer destination, quoted source).
 //
-// It sets res.Drop (and clears res.Conn, res.Info = Invalid) when the packet
-// must be dropped: an ICMP error with a bad checksum (RFC 5508 REQ-3a), a
-// forward whose translated tuple is taken, an address NPTv6 cannot map.
+// It sets res.Drop (and clears res.Conn, res.Info = Invalid, so nothing
+// later translates or confirms it) when the packet must be dropped: an ICMP
+// error with a bad checksum (RFC 5508 REQ-3a), a forward whose translated
+// tuple is taken, an address NPTv6 cannot map. A new connection refused so
+// is deleted here. Callers check res.Drop after Prerouting.
 func (e *Engine) Prerouting(p *packet.Parsed, res *conntrack.Result, in int) {
 	c := res.Conn
 	if c == nil {
@@ -31,6 +33,10 @@ func (e *Engine) Prerouting(p *packet.Parsed, res *conntrack.Result, in int) {
 	st := c.Status()
 	if st&(conntrack.StatusConfirmed|conntrack.StatusDstNATDone) == 0 && res.Dir == conntrack.DirOriginal {
 		if !e.decideDst(res, in) {
+			// Nothing was attached, but the table's trackers may hold
+			// state for the connection: it dies here, as the caller will
+			// not see it to delete it.
+			e.table.Delete(c)
 			dropResult(res)
 			return
 		}
