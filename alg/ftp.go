@@ -1,0 +1,221 @@
+package alg
+
+import (
+	"bytes"
+	"time"
+
+	"go.uber.org/zap"
+
+	"tungate/conntrack"
+	"tungate/packet"
+)
+
+// maxLine bounds the unfinished line kept per direction. Announcements are
+// far shorter; a longer line is not parsed, and the connection goes on.
+const maxLine = 1024
+
+// ftpHelper is the FTP helper: it follows the control connection's lines
+// and turns PORT/EPRT commands and 227/229 replies into expectations for
+// the data connection, rewriting them when the connection is NATed
+// (Linux's nf_conntrack_ftp with nf_nat_ftp).
+type ftpHelper struct {
+	loose   bool
+	max     int
+	timeout time.Duration
+}
+
+func newFTP(c FTPConfig) *ftpHelper {
+	return &ftpHelper{loose: c.Loose, max: c.MaxExpected, timeout: time.Duration(c.Timeout)}
+}
+
+func (*ftpHelper) Name() string { return "ftp" }
+
+func (*ftpHelper) Proto() uint8 { return packet.ProtoTCP }
+
+// ftpState is one control connection's parser state, per direction.
+type ftpState struct {
+	dir [2]ftpDir
+}
+
+type ftpDir struct {
+	// line holds the start of a line whose end has not arrived (already
+	// passed on); allocated at maxLine capacity the first time.
+	line []byte
+	// skip ignores everything up to the next line end: inside an
+	// over-long line, or after a gap in the stream.
+	skip bool
+}
+
+// rewrites reports whether what direction d sends must be rewritten: NAT
+// changed its sender's address as the peer sees it.
+func rewrites(c *conntrack.Conn, d conntrack.Dir) bool {
+	return c.Tuple(d).Src != c.Tuple(1-d).Dst
+}
+
+// Help splits the new bytes into lines. A line is parsed only once
+// complete (the start of one that continues is held in the buffer, never
+// guessed at), and only from its first byte, so text inside another line
+// is never taken for a command.
+func (f *ftpHelper) Help(x *Context) Verdict {
+	st, _ := x.State.(*ftpState)
+	if st == nil {
+		st = &ftpState{}
+		x.State = st
+	}
+	d := &st.dir[x.Dir]
+	rw := rewrites(x.Conn, x.Dir)
+	if x.OutOfOrder {
+		if rw {
+			return Drop
+		}
+		return Accept
+	}
+	if x.Gap {
+		d.line, d.skip = d.line[:0], true
+	}
+	for pos := 0; pos < len(x.Data); {
+		nl := bytes.IndexByte(x.Data[pos:], '\n')
+		if nl < 0 {
+			return f.partial(x, d, pos, rw)
+		}
+		end := pos + nl + 1
+		if d.skip {
+			d.skip = false
+			pos = end
+			continue
+		}
+		line, held := x.Data[pos:end], len(d.line)
+		if held+len(line) > maxLine {
+			x.Stats().LongLines.Add(1)
+			d.line = d.line[:0]
+			pos = end
+			continue
+		}
+		if held > 0 {
+			d.line = append(d.line, line...)
+			line = d.line
+		}
+		grown, v := f.line(x, line, held, pos, rw)
+		d.line = d.line[:0]
+		if v != Accept {
+			return v
+		}
+		pos = end + grown
+	}
+	return Accept
+}
+
+// partial deals with the unfinished line starting at Data[pos:]. It is
+// held for parsing when its end comes; but where the line will have to be
+// rewritten and part of its argument is here, this segment is dropped
+// before that part leaves, so the sender resends the line (hopefully
+// whole) — Linux drops such "partial matches" too.
+func (f *ftpHelper) partial(x *Context, d *ftpDir, pos int, rw bool) Verdict {
+	if d.skip {
+		return Accept
+	}
+	tail, held := x.Data[pos:], len(d.line)
+	if held+len(tail) > maxLine {
+		x.Stats().LongLines.Add(1)
+		d.line, d.skip = d.line[:0], true
+		return Accept
+	}
+	if d.line == nil {
+		d.line = make([]byte, 0, maxLine)
+	}
+	d.line = append(d.line, tail...)
+	if rw {
+		if s := argStart(d.line, x.Dir); s >= held {
+			d.line = d.line[:held]
+			x.StopAt(pos)
+			x.Stats().Held.Add(1)
+			return Drop
+		}
+	}
+	return Accept
+}
+
+// line handles one complete line; held of its bytes came in earlier
+// segments, the rest is Data[pos:]. It returns how much the packet grew.
+func (f *ftpHelper) line(x *Context, line []byte, held, pos int, rw bool) (int, Verdict) {
+	cmd, ok, bad := parseFTPLine(line, x.Dir)
+	if !ok {
+		if bad {
+			x.Stats().Ignored.Add(1)
+			x.Log().Info("ftp: ignoring malformed announcement", zap.ByteString("line", bytes.TrimSpace(line)))
+		}
+		return 0, Accept
+	}
+	c := x.Conn
+	sender, peer := c.Tuple(x.Dir), c.Tuple(1-x.Dir)
+	fam := sender.Family
+	if cmd.kind == ftpEPSV {
+		cmd.family, cmd.addr = fam, sender.Src
+	}
+	if cmd.family != fam {
+		x.Stats().Ignored.Add(1)
+		x.Log().Info("ftp: ignoring announcement of the other address family", zap.Stringer("cmd", cmd.kind))
+		return 0, Accept
+	}
+	ann := cmd.addr.NetIP(fam)
+	if ann.IsUnspecified() || ann.IsMulticast() || (fam == 4 && ann == broadcast4) {
+		x.Stats().Ignored.Add(1)
+		x.Log().Info("ftp: ignoring announced non-unicast address", zap.Stringer("cmd", cmd.kind), zap.Stringer("addr", ann))
+		return 0, Accept
+	}
+	own := cmd.addr == sender.Src
+	if !own && !f.loose {
+		// FTP bounce / NAT slipstreaming: a data connection to anyone but
+		// the announcing host is not opened without loose.
+		x.Stats().Ignored.Add(1)
+		x.Log().Warn("ftp: ignoring announced address that is not the sender's",
+			zap.Stringer("cmd", cmd.kind), zap.Stringer("announced", ann),
+			zap.Stringer("sender", sender.SrcAddr()), zap.Stringer("peer", sender.DstAddr()))
+		return 0, Accept
+	}
+	// The data connection comes from the peer, as it sends, to the sender
+	// as the peer knows it (translated); it may use any source port.
+	e := &conntrack.Expectation{
+		Tuple: conntrack.Tuple{
+			Src: peer.Src, Dst: cmd.addr, DstPort: cmd.port,
+			Proto: packet.ProtoTCP, Family: fam,
+		},
+		Mask:    conntrack.FullMask,
+		Master:  c,
+		Helper:  "ftp",
+		Expires: x.Table().Now() + int64(f.timeout),
+	}
+	e.Mask.SrcPort = 0
+	x.FollowMaster(e, sender.Dst, cmd.addr, cmd.port)
+	if !own || !rw {
+		if err := x.Expect(e, f.max); err != nil {
+			x.Log().Warn("ftp: cannot add expectation", zap.Error(err))
+			x.StopAt(pos)
+			return 0, Drop
+		}
+		return 0, Accept
+	}
+	if cmd.start < held {
+		// Part of the argument already left unrewritten: possible only
+		// after a mid-stream pickup. Do not open anything for it.
+		x.Stats().Unrewritable.Add(1)
+		x.Log().Warn("ftp: announcement split before its rewrite could start; ignored", zap.Stringer("cmd", cmd.kind))
+		return 0, Accept
+	}
+	e.Tuple.Dst = peer.Dst
+	port, err := x.ExpectPort(e, cmd.port, f.max)
+	if err != nil {
+		x.Log().Warn("ftp: no external port for the data connection", zap.Error(err))
+		x.StopAt(pos)
+		return 0, Drop
+	}
+	var buf [64]byte
+	arg := appendArg(buf[:0], &cmd, peer.Dst, port)
+	if err := x.Mangle(pos+cmd.start-held, cmd.end-cmd.start, arg); err != nil {
+		x.Table().Unexpect(e)
+		x.Log().Warn("ftp: cannot rewrite the announcement", zap.Error(err))
+		x.StopAt(pos)
+		return 0, Drop
+	}
+	return len(arg) - (cmd.end - cmd.start), Accept
+}

@@ -1,0 +1,319 @@
+package alg
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"testing"
+
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+
+	"tungate/conntrack"
+	"tungate/packet"
+)
+
+// headroom is the spare capacity every built packet has, as the gateway's
+// read buffers do, so rewrites can grow it.
+const headroom = 512
+
+func addr(s string) packet.Addr { return packet.AddrFrom(netip.MustParseAddr(s)) }
+
+func ap(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+
+// buildTCP builds a TCP segment with valid checksums and headroom.
+func buildTCP(src, dst netip.AddrPort, seq, ack uint32, flags uint8, opts, payload []byte) []byte {
+	for len(opts)%4 != 0 {
+		opts = append(opts, 1) // NOP padding
+	}
+	l4 := make([]byte, 20+len(opts)+len(payload))
+	binary.BigEndian.PutUint16(l4[0:], src.Port())
+	binary.BigEndian.PutUint16(l4[2:], dst.Port())
+	binary.BigEndian.PutUint32(l4[4:], seq)
+	binary.BigEndian.PutUint32(l4[8:], ack)
+	l4[12] = byte((20+len(opts))/4) << 4
+	l4[13] = flags
+	binary.BigEndian.PutUint16(l4[14:], 65535)
+	copy(l4[20:], opts)
+	copy(l4[20+len(opts):], payload)
+	return wrapL4(src.Addr(), dst.Addr(), packet.ProtoTCP, l4, 16)
+}
+
+// buildUDP builds a UDP datagram with valid checksums and headroom.
+func buildUDP(src, dst netip.AddrPort, payload []byte) []byte {
+	l4 := make([]byte, 8+len(payload))
+	binary.BigEndian.PutUint16(l4[0:], src.Port())
+	binary.BigEndian.PutUint16(l4[2:], dst.Port())
+	binary.BigEndian.PutUint16(l4[4:], uint16(len(l4)))
+	copy(l4[8:], payload)
+	return wrapL4(src.Addr(), dst.Addr(), packet.ProtoUDP, l4, 6)
+}
+
+func wrapL4(src, dst netip.Addr, proto uint8, l4 []byte, csumOff int) []byte {
+	var b []byte
+	if src.Is4() {
+		b = make([]byte, 20+len(l4), 20+len(l4)+headroom)
+		b[0] = 0x45
+		binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
+		b[6] = 0x40 // DF
+		b[8] = 64
+		b[9] = proto
+		s, d := src.As4(), dst.As4()
+		copy(b[12:], s[:])
+		copy(b[16:], d[:])
+		binary.BigEndian.PutUint16(b[10:], ^checksum.Checksum(b[:20], 0))
+		copy(b[20:], l4)
+	} else {
+		b = make([]byte, 40+len(l4), 40+len(l4)+headroom)
+		b[0] = 0x60
+		binary.BigEndian.PutUint16(b[4:], uint16(len(l4)))
+		b[6] = proto
+		b[7] = 64
+		s, d := src.As16(), dst.As16()
+		copy(b[8:], s[:])
+		copy(b[24:], d[:])
+		copy(b[40:], l4)
+	}
+	var p packet.Parsed
+	if err := p.Decode(b); err != nil {
+		panic(err)
+	}
+	l := p.L4()
+	binary.BigEndian.PutUint16(l[csumOff:], ^checksum.Checksum(l, p.PseudoHeaderSum(proto, len(l))))
+	return b
+}
+
+// bind is one call the fake NAT received.
+type bind struct {
+	src  bool
+	addr packet.Addr
+	port uint16
+}
+
+// fakeNAT implements NAT on connection tuples the way the engine does:
+// binding a manip rewrites the reply tuple and marks it done.
+type fakeNAT struct {
+	binds []bind
+	taken map[uint16]bool
+}
+
+func (n *fakeNAT) BindSource(c *conntrack.Conn, a packet.Addr, port uint16) error {
+	n.binds = append(n.binds, bind{src: true, addr: a, port: port})
+	rt := *c.Tuple(conntrack.DirReply)
+	rt.Dst, rt.DstPort = a, port
+	c.SetReplyTuple(rt)
+	c.SetStatus(conntrack.StatusSrcNAT | conntrack.StatusSrcNATDone)
+	return nil
+}
+
+func (n *fakeNAT) BindDestination(c *conntrack.Conn, a packet.Addr, port uint16) error {
+	n.binds = append(n.binds, bind{addr: a, port: port})
+	rt := *c.Tuple(conntrack.DirReply)
+	rt.Src, rt.SrcPort = a, port
+	c.SetReplyTuple(rt)
+	c.SetStatus(conntrack.StatusDstNAT | conntrack.StatusDstNATDone)
+	return nil
+}
+
+func (n *fakeNAT) PortAvailable(proto uint8, a packet.Addr, port uint16) bool { return !n.taken[port] }
+
+// gateway is a miniature datapath in netfilter order: conntrack, DNAT,
+// helper assignment, SNAT, translation, Process, confirm.
+type gateway struct {
+	t   testing.TB
+	tbl *conntrack.Table
+	m   *Manager
+	nat *fakeNAT
+	// masq: new connections from inside (prefix) leaving get their source
+	// rewritten to masqTo, keeping the port (the fake allocator).
+	inside netip.Prefix
+	masqTo map[uint8]packet.Addr // by family
+	// dnat: new connections to dnatFrom get their destination rewritten.
+	dnatFrom, dnatTo netip.AddrPort
+	// ruleHelper is what a rule's `helper =` would say for new connections.
+	ruleHelper string
+	p          packet.Parsed
+}
+
+func newGateway(t testing.TB, cfg Config) *gateway {
+	t.Helper()
+	tbl, err := conntrack.NewTable(conntrack.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &gateway{t: t, tbl: tbl, nat: &fakeNAT{taken: map[uint16]bool{}}, masqTo: map[uint8]packet.Addr{}}
+	g.m, err = New(cfg, tbl, g.nat, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// masquerade enables SNAT of connections from inside to the given
+// external addresses.
+func (g *gateway) masquerade(inside string, ext ...string) *gateway {
+	g.inside = netip.MustParsePrefix(inside)
+	for _, e := range ext {
+		a := netip.MustParseAddr(e)
+		fam := uint8(6)
+		if a.Is4() {
+			fam = 4
+		}
+		g.masqTo[fam] = packet.AddrFrom(a)
+	}
+	return g
+}
+
+// fwd runs one packet through the gateway. It returns the packet as sent
+// (a copy) and conntrack's result; out is nil when the packet was dropped.
+func (g *gateway) fwd(b []byte) (out []byte, res conntrack.Result) {
+	g.t.Helper()
+	p := &g.p
+	if err := p.Decode(b); err != nil {
+		g.t.Fatalf("decode: %v", err)
+	}
+	now := g.tbl.Now()
+	g.tbl.In(p, now, &res)
+	c := res.Conn
+	if c == nil {
+		g.t.Fatalf("conntrack: no connection (info %v)", res.Info)
+	}
+	if !c.Confirmed() {
+		ot := c.Tuple(conntrack.DirOriginal)
+		if c.Status()&conntrack.StatusDstNATDone == 0 && g.dnatFrom.IsValid() &&
+			ot.DstAddr() == g.dnatFrom.Addr() && ot.DstPort == g.dnatFrom.Port() {
+			rt := *c.Tuple(conntrack.DirReply)
+			rt.Src, rt.SrcPort = packet.AddrFrom(g.dnatTo.Addr()), g.dnatTo.Port()
+			c.SetReplyTuple(rt)
+			c.SetStatus(conntrack.StatusDstNAT | conntrack.StatusDstNATDone)
+		}
+		g.m.Assign(c, p, g.ruleHelper)
+		rt := *c.Tuple(conntrack.DirReply)
+		if to, ok := g.masqTo[ot.Family]; ok && c.Status()&conntrack.StatusSrcNATDone == 0 &&
+			g.inside.Contains(ot.SrcAddr()) && !g.inside.Contains(rt.SrcAddr()) {
+			rt.Dst = to
+			c.SetReplyTuple(rt)
+			c.SetStatus(conntrack.StatusSrcNAT | conntrack.StatusSrcNATDone)
+		}
+	}
+	other := c.Tuple(1 - res.Dir)
+	p.SetSrc(other.Dst)
+	p.SetSrcPort(other.DstPort)
+	p.SetDst(other.Src)
+	p.SetDstPort(other.SrcPort)
+	if Wanted(&res) && !g.m.Process(p, &res) {
+		return nil, res
+	}
+	if !c.Confirmed() {
+		if err := g.tbl.Confirm(c, now); err != nil {
+			g.t.Fatalf("confirm: %v", err)
+		}
+	}
+	var q packet.Parsed
+	if err := q.Decode(p.Bytes()); err != nil {
+		g.t.Fatalf("sent packet does not decode: %v", err)
+	}
+	if !q.L4ChecksumValid() {
+		g.t.Fatalf("sent packet has a bad transport checksum")
+	}
+	return append([]byte(nil), p.Bytes()...), res
+}
+
+// expectations returns the table's live expectations.
+func (g *gateway) expectations() []*conntrack.Expectation {
+	var es []*conntrack.Expectation
+	g.tbl.Expectations(func(e *conntrack.Expectation) bool { es = append(es, e); return true })
+	return es
+}
+
+// endpoint is one side of a TCP connection, in its own sequence space.
+type endpoint struct {
+	me, peer netip.AddrPort // as this side addresses packets
+	snd, rcv uint32         // next sequence to send / expected to receive
+	got      []byte         // the stream received
+}
+
+// session is a TCP connection through the gateway between a client and a
+// server, with every delivered segment checked for stream continuity and
+// acks checked against what the receiver really sent.
+type session struct {
+	g      *gateway
+	c, s   *endpoint
+	ctrl   *conntrack.Conn
+	lastIn conntrack.Result
+}
+
+// open runs the three-way handshake: client at cli talks to srv (the
+// address it uses); the server really is at real (equal to srv without
+// DNAT).
+func (g *gateway) open(cli, srv, real string) *session {
+	g.t.Helper()
+	x := &session{g: g,
+		c: &endpoint{me: ap(cli), peer: ap(srv), snd: 1000},
+		s: &endpoint{me: ap(real), snd: 0x7ffffff0}, // near a wrap of the sign bit
+	}
+	out, res := g.fwd(buildTCP(x.c.me, x.c.peer, x.c.snd, 0, packet.TCPSyn, nil, nil))
+	if out == nil {
+		g.t.Fatal("SYN dropped")
+	}
+	x.ctrl = res.Conn
+	var p packet.Parsed
+	_ = p.Decode(out)
+	x.s.peer = netip.AddrPortFrom(p.SrcIP(), p.SrcPort)
+	x.c.snd++
+	x.s.rcv = p.TCPSeq() + 1
+	out, _ = g.fwd(buildTCP(x.s.me, x.s.peer, x.s.snd, x.s.rcv, packet.TCPSyn|packet.TCPAck, nil, nil))
+	_ = p.Decode(out)
+	x.s.snd++
+	x.c.rcv = p.TCPSeq() + 1
+	if p.TCPAck() != x.c.snd {
+		g.t.Fatalf("SYN-ACK acks %d, client sent up to %d", p.TCPAck(), x.c.snd)
+	}
+	return x
+}
+
+// segment is one packet as the receiving side got it.
+type segment struct {
+	seq, ack uint32
+	payload  []byte
+	opts     []byte
+	dropped  bool
+}
+
+// send sends data from one endpoint to the other (fromClient picks the
+// side), acking everything received, and delivers it: the receiver checks
+// the segment continues its stream and the ack covers exactly what it
+// sent.
+func (x *session) send(fromClient bool, data string, opts ...byte) segment {
+	x.g.t.Helper()
+	from, to := x.s, x.c
+	if fromClient {
+		from, to = x.c, x.s
+	}
+	out, res := x.g.fwd(buildTCP(from.me, from.peer, from.snd, from.rcv, packet.TCPAck|packet.TCPPsh, opts, []byte(data)))
+	x.lastIn = res
+	from.snd += uint32(len(data))
+	if out == nil {
+		return segment{dropped: true}
+	}
+	return x.deliver(to, out)
+}
+
+func (x *session) deliver(to *endpoint, out []byte) segment {
+	x.g.t.Helper()
+	var p packet.Parsed
+	if err := p.Decode(out); err != nil {
+		x.g.t.Fatal(err)
+	}
+	sg := segment{seq: p.TCPSeq(), ack: p.TCPAck(), payload: append([]byte(nil), p.Payload()...), opts: append([]byte(nil), p.TCPOptions()...)}
+	if netip.AddrPortFrom(p.DstIP(), p.DstPort) != to.me {
+		x.g.t.Fatalf("delivered to %v:%d, want %v", p.DstIP(), p.DstPort, to.me)
+	}
+	if sg.seq != to.rcv {
+		x.g.t.Fatalf("stream hole or overlap: segment seq %d, receiver expects %d", sg.seq, to.rcv)
+	}
+	if sg.ack != to.snd {
+		x.g.t.Fatalf("ack %d does not match what the receiver sent (%d)", sg.ack, to.snd)
+	}
+	to.rcv += uint32(len(sg.payload))
+	to.got = append(to.got, sg.payload...)
+	return sg
+}

@@ -1,0 +1,185 @@
+package alg
+
+import (
+	"bytes"
+
+	"tungate/conntrack"
+	"tungate/packet"
+)
+
+const (
+	// maxRewrites bounds the rewrites remembered per direction for
+	// replaying onto retransmissions; acknowledged ones are forgotten
+	// first, so only a peer that never acknowledges hits the bound.
+	maxRewrites = 8
+	// maxAhead bounds how far beyond the stream position an out-of-order
+	// segment may lie and still be tracked as a skipped range; anything
+	// further is no plausible window and is merely passed on.
+	maxAhead = 1 << 20
+)
+
+// connState is the framework's per-connection state, kept in
+// conntrack.Ext.HelperData and guarded by the connection's lock.
+type connState struct {
+	reg *registered
+	// x is reused for every packet so Help gets a pointer without a heap
+	// allocation per packet; x.State persists the helper's own state.
+	x   Context
+	tcp [2]streamDir
+}
+
+// streamDir follows one direction of a helped TCP connection in the
+// sender's original sequence space.
+type streamDir struct {
+	// next is the sequence number of the next byte the helper has not seen.
+	next  uint32
+	known bool
+	// gap: bytes before next were never shown to the helper.
+	gap bool
+	// ooo marks [oooStart, oooEnd), segments passed on beyond a hole
+	// without being shown to the helper: the sender will not resend them,
+	// so the stream position jumps over them once the hole is filled.
+	ooo              bool
+	oooStart, oooEnd uint32
+	// rewrites are this direction's unacknowledged rewrites, in stream
+	// order.
+	rewrites []rewrite
+}
+
+// rewrite is one payload replacement, kept to repeat it on retransmission.
+type rewrite struct {
+	seq      uint32 // original sequence number of old[0]
+	old, new []byte
+}
+
+func (s *streamDir) remember(r rewrite) {
+	if len(s.rewrites) == maxRewrites {
+		s.rewrites = append(s.rewrites[:0], s.rewrites[1:]...)
+	}
+	s.rewrites = append(s.rewrites, r)
+}
+
+// forget drops the rewrites the peer acknowledged (ack in original space).
+func (s *streamDir) forget(ack uint32) {
+	i := 0
+	for i < len(s.rewrites) && !seqBefore(ack, s.rewrites[i].seq+uint32(len(s.rewrites[i].old))) {
+		i++
+	}
+	if i > 0 {
+		n := copy(s.rewrites, s.rewrites[i:])
+		clear(s.rewrites[n:])
+		s.rewrites = s.rewrites[:n]
+	}
+}
+
+func (s *streamDir) noteOutOfOrder(start, end uint32) {
+	if !s.ooo {
+		s.ooo, s.oooStart, s.oooEnd = true, start, end
+		return
+	}
+	if seqBefore(start, s.oooStart) {
+		s.oooStart = start
+	}
+	if seqBefore(s.oooEnd, end) {
+		s.oooEnd = end
+	}
+}
+
+// helpTCP shows the helper the new in-order bytes of a segment, replays
+// earlier rewrites onto retransmitted bytes, and records the sequence
+// adjustment of this segment's rewrites. The connection is locked.
+func (m *Manager) helpTCP(x *Context, cs *connState, ext *conntrack.Ext, p *packet.Parsed) bool {
+	d := x.Dir
+	s := &cs.tcp[d]
+	flags := p.TCPFlags
+	if flags&packet.TCPRst != 0 {
+		return true
+	}
+	if flags&packet.TCPAck != 0 {
+		if o := &cs.tcp[1-d]; len(o.rewrites) > 0 {
+			o.forget(ackToOrig(&ext.SeqAdj[1-d], p.TCPAck()))
+		}
+	}
+	seq := p.TCPSeq()
+	if flags&packet.TCPSyn != 0 {
+		seq++ // the SYN occupies one sequence number before the data
+		*s = streamDir{next: seq, known: true, rewrites: s.rewrites[:0]}
+	}
+	n := len(p.Payload())
+	if n == 0 {
+		return true
+	}
+	if !s.known {
+		// Picked up mid-stream: start here, but not at a message boundary.
+		s.next, s.known, s.gap = seq, true, true
+	}
+	rel := int64(int32(seq - s.next))
+	if rel > 0 {
+		x.OutOfOrder = true
+		if cs.reg.h.Help(x) != Accept {
+			return false
+		}
+		if rel < maxAhead {
+			s.noteOutOfOrder(seq, seq+uint32(n))
+		}
+		return true
+	}
+	skip := int(-rel)
+	grown := 0
+	if len(s.rewrites) > 0 && skip > 0 {
+		var ok bool
+		if grown, ok = m.replay(p, s, seq, min(skip, n)); !ok {
+			return false
+		}
+	}
+	if skip >= n {
+		return true // a retransmission: nothing new
+	}
+	x.dataOff = skip + grown
+	x.Data = p.Payload()[x.dataOff:]
+	x.seq = s.next
+	x.Gap, s.gap = s.gap, false
+	v := cs.reg.h.Help(x)
+	used := len(x.Data)
+	if x.stop >= 0 {
+		used = x.stop
+	}
+	s.next += uint32(used - x.delta)
+	if s.ooo && !seqBefore(s.next, s.oooStart) {
+		if seqBefore(s.next, s.oooEnd) {
+			s.next, s.gap = s.oooEnd, true
+		}
+		s.ooo = false
+	}
+	if x.adjSet && x.delta != 0 {
+		setSeqAdj(x.Conn, ext, d, x.adjPos, x.delta)
+	}
+	return v == Accept
+}
+
+// replay repeats remembered rewrites on the retransmitted first old bytes
+// of the payload. A segment that starts or ends inside a rewritten range
+// cannot be translated consistently and is dropped (the sender resends).
+func (m *Manager) replay(p *packet.Parsed, s *streamDir, seq uint32, old int) (grown int, ok bool) {
+	for i := range s.rewrites {
+		r := &s.rewrites[i]
+		start := int(int32(r.seq - seq))
+		end := start + len(r.old)
+		if end <= 0 || start >= old {
+			continue
+		}
+		if start < 0 || end > old {
+			return 0, false
+		}
+		off := start + grown
+		if !bytes.Equal(p.Payload()[off:off+len(r.old)], r.old) {
+			return 0, false // not the bytes first sent there
+		}
+		if replacePayload(p, off, len(r.old), r.new) != nil {
+			return 0, false
+		}
+		grown += len(r.new) - len(r.old)
+		m.Stats.Replayed.Add(1)
+	}
+	return grown, true
+}
