@@ -82,7 +82,7 @@ var modeCases = []modeCase{
 	},
 	{
 		name: "EPSV/v4/no-NAT", cli: "10.10.0.2:40000", srv: "10.20.0.2:21", real: "10.20.0.2:21",
-		cmd:      "229 Extended Passive Mode OK (!!!5001!)\r\n", want: "229 Extended Passive Mode OK (!!!5001!)\r\n",
+		cmd: "229 Extended Passive Mode OK (!!!5001!)\r\n", want: "229 Extended Passive Mode OK (!!!5001!)\r\n",
 		dataFrom: "10.10.0.2:40002", dataTo: "10.20.0.2:5001", wantDataAt: "10.20.0.2:5001",
 		wantExp: tup("10.10.0.2", "10.20.0.2", 5001, 4),
 	},
@@ -100,7 +100,7 @@ var modeCases = []modeCase{
 	},
 	{
 		name: "PASV/v4/DNAT-server", cli: "203.0.113.5:40000", srv: "198.18.0.1:21", real: "10.10.0.5:21", dnat: true,
-		cmd:      "227 Entering Passive Mode (10,10,0,5,19,137)\r\n", want: "227 Entering Passive Mode (198,18,0,1,19,137)\r\n",
+		cmd: "227 Entering Passive Mode (10,10,0,5,19,137)\r\n", want: "227 Entering Passive Mode (198,18,0,1,19,137)\r\n",
 		dataFrom: "203.0.113.5:40002", dataTo: "198.18.0.1:5001", wantDataAt: "10.10.0.5:5001",
 		wantExp:  tup("203.0.113.5", "198.18.0.1", 5001, 4),
 		wantBind: []bind{{addr: addr("10.10.0.5"), port: 5001}},
