@@ -74,7 +74,8 @@ type DNATRule struct {
 	DPort PortRange `toml:"dport"`
 	// To is one target or a list used round-robin: "10.10.0.2:80",
 	// "[fd10::2]:80", "10.10.0.3:9000-9009" (a range maps offset-wise
-	// from dport) or an address alone (port kept).
+	// from dport) or an address alone, "10.10.0.2" or "[fd10::2]" (port
+	// kept). IPv6 is always bracketed so a port cannot be misread.
 	To StringList `toml:"to"`
 }
 
@@ -359,6 +360,10 @@ func parseTarget(s string) (target, netip.Addr, bool) {
 		if ports == "" {
 			return t, netip.Addr{}, false
 		}
+	case strings.Contains(s, ":"):
+		// A bare IPv6 address: "fd10::2:80" could mean port 80, so IPv6
+		// targets are written in brackets, "[fd10::2]:80" or "[fd10::2]".
+		return t, netip.Addr{}, false
 	}
 	a, err := netip.ParseAddr(host)
 	if err != nil || a.Zone() != "" || a.Is4In6() {
