@@ -164,12 +164,10 @@ func (w *worker) packet(buf []byte, size int) {
 	pk := &w.pk
 	*pk = rules.Packet{P: p, In: w.in, Out: -1, Info: conntrack.Untracked}
 	notrack := false
-	if w.rs.HasRaw() {
-		d := w.rs.Eval(rules.HookPrerouting, pk)
-		if d.Verdict != rules.Accept {
-			w.drop(DropFilter)
-			return
-		}
+	if d := w.rs.Eval(rules.HookPrerouting, pk); d.Verdict != rules.Accept {
+		w.drop(DropFilter)
+		return
+	} else {
 		notrack = d.Notrack
 	}
 	res := &w.res
