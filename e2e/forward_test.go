@@ -108,10 +108,12 @@ func TestMasqueradeCurl(t *testing.T) {
 		t.Fatalf("tungate ct list: %v\n%s", err, list)
 	}
 	for _, f := range families {
-		// conntrack -L: original tuple, then the reply tuple, whose
-		// destination is the masquerade address.
+		// conntrack -L: original tuple (and its counters when accounting
+		// is on), then the reply tuple, whose destination is the
+		// masquerade address.
 		flow := regexp.MustCompile(`(?m)^(?:ipv[46]\s+\d+\s+)?tcp\s+6\s+\d+\s+(?:[A-Z_]+\s+)?` +
 			`src=` + regexp.QuoteMeta(f.client) + `\s+dst=` + regexp.QuoteMeta(f.server) + `\s+sport=\d+\s+dport=8080\s+` +
+			`(?:packets=\d+\s+bytes=\d+\s+)?` +
 			`src=` + regexp.QuoteMeta(f.server) + `\s+dst=` + regexp.QuoteMeta(f.wanGW) + `\s+sport=8080\s+dport=\d+`)
 		if !flow.MatchString(list) {
 			t.Errorf("tungate ct list has no %s HTTP flow %s -> %s masqueraded to %s:\n%s", f.name, f.client, f.server, f.wanGW, list)
