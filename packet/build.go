@@ -341,7 +341,7 @@ func writeIPv6Header(b []byte, payloadLen int, nh uint8, src, dst *Addr) {
 // setIPv4Checksum computes the header checksum of the IPv4 header h.
 func setIPv4Checksum(h []byte) {
 	h[10], h[11] = 0, 0
-	binary.BigEndian.PutUint16(h[10:], ^checksum.Checksum(h, 0))
+	binary.BigEndian.PutUint16(h[10:], ^headerSum(h))
 }
 
 // pseudoSum is the one's complement sum of the TCP/UDP/ICMPv6 pseudo-header.
