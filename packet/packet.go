@@ -5,6 +5,11 @@
 // them in place while fixing every checksum that covers the changed field
 // (RFC 1624 incremental update), the way gVisor's header views do. Nothing
 // here allocates; callers keep one Parsed per goroutine and reuse it.
+//
+// The packets the gateway originates are written into caller buffers by
+// BuildICMPError, BuildTCPReset and MakeEchoReply; Fragment4 and
+// Reassembler cut and join fragments; ReplacePayload makes the
+// length-changing edits ALGs need.
 package packet
 
 import (
