@@ -1056,3 +1056,77 @@ func FuzzTCPOptions(f *testing.F) {
 		}
 	})
 }
+
+// FuzzTCPTrack replays arbitrary segment sequences, both directions, any
+// flags and options, sequence numbers near the flow's own so that some
+// land in the window. Whatever comes, nothing panics, every state is a
+// named one, a packet with a connection is tracked, and an INVALID packet
+// leaves the connection's TCP state as it was.
+func FuzzTCPTrack(f *testing.F) {
+	f.Add([]byte{0, fSYN, 0, 0, 0, 0, 1, 0, 0, 0, 1, fSYN | fACK, 0, 0, 0, 1, 1, 0, 0, 0, 0, fACK, 0, 1, 0, 1, 1, 0, 0, 0}, false)
+	f.Add([]byte{0, fACK, 9, 9, 9, 9, 1, 0, 5, 1, 1, fACK, 0, 0, 0, 0, 0, 0, 0, 2, 0, fRST, 0, 0, 0, 0, 0, 0, 0, 0}, true)
+	f.Fuzz(func(t *testing.T, in []byte, v6 bool) {
+		const segLen = 10
+		if len(in) > 64*segLen {
+			in = in[:64*segLen]
+		}
+		fl := newTCPFlow(v6)
+		tbl, err := NewTable(Config{Max: 1024})
+		if err != nil {
+			t.Fatal(err)
+		}
+		isn := [2]uint32{cISN, sISN}
+		optChoices := [][]byte{nil, synOpts, synAckOpts, optTS(1, 2), optSACK([2]uint32{sISN, sISN + 100}), {tcpOptWindow, 3, 200, 1}}
+		now := int64(time.Second)
+		var cur *Conn
+		for ; len(in) >= segLen; in = in[segLen:] {
+			d := Dir(in[0] & 1)
+			seg := tcpSeg{
+				flags: in[1],
+				seq:   isn[d] + uint32(int32(int16(binary.BigEndian.Uint16(in[2:])))),
+				ack:   isn[d^1] + uint32(int32(int16(binary.BigEndian.Uint16(in[4:])))),
+				win:   uint16(in[6]) << 4,
+				data:  int(in[7] % 64),
+				opts:  optChoices[int(in[8])%len(optChoices)],
+			}
+			now += int64(in[9]) * int64(time.Second)
+			var p packet.Parsed
+			if err := p.Decode(fl.build(d, seg)); err != nil {
+				t.Fatal(err)
+			}
+			before := ""
+			if cur != nil {
+				before = cur.TCPStateName()
+			}
+			var res Result
+			tbl.In(&p, now, &res)
+			switch res.Info {
+			case Invalid:
+				if res.Conn != nil {
+					t.Fatal("INVALID with a connection")
+				}
+				if cur != nil && cur.Status()&StatusDying == 0 && cur.TCPStateName() != before {
+					t.Fatalf("INVALID packet moved %s to %s", before, cur.TCPStateName())
+				}
+			case New, Established, EstablishedReply:
+				if res.Conn == nil {
+					t.Fatalf("%v without a connection", res.Info)
+				}
+				if res.Info == New {
+					if err := tbl.Confirm(res.Conn, now); err != nil {
+						t.Fatal(err)
+					}
+				}
+				cur = res.Conn
+			default:
+				t.Fatalf("info %v for TCP", res.Info)
+			}
+			if cur != nil {
+				name := cur.TCPStateName()
+				if name == "" || name == "NONE" {
+					t.Fatalf("state %q", name)
+				}
+			}
+		}
+	})
+}
