@@ -20,6 +20,10 @@ import (
 //     just below the window); here they are Accept with the time left.
 //   - Linux kills a connection whose only reply is a RST; here it is
 //     Accept with a zero timeout, so it is gone at the next lookup.
+//   - Linux shortens the timer of an ASSURED connection on out-of-window
+//     FINs/RSTs from both sides while calling the packet INVALID; the
+//     table does not touch the expiry of INVALID packets, so the tracker
+//     stores it (invalidFINRST).
 
 // TCP connection states, Linux's enum tcp_conntrack. tcpMax (sIV) and
 // tcpIgnore (sIG) only appear in the transition table.
