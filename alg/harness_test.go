@@ -135,7 +135,12 @@ type gateway struct {
 
 func newGateway(t testing.TB, cfg Config) *gateway {
 	t.Helper()
-	tbl, err := conntrack.NewTable(conntrack.Config{})
+	return newGatewayCT(t, conntrack.Config{}, cfg)
+}
+
+func newGatewayCT(t testing.TB, ct conntrack.Config, cfg Config) *gateway {
+	t.Helper()
+	tbl, err := conntrack.NewTable(ct)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,4 +321,66 @@ func (x *session) deliver(to *endpoint, out []byte) segment {
 	to.rcv += uint32(len(sg.payload))
 	to.got = append(to.got, sg.payload...)
 	return sg
+}
+
+// sendRaw sends data at an explicit sequence number (a retransmission or a
+// segment after a hole), without delivering it; the sender's next sequence
+// number moves up to its end.
+func (x *session) sendRaw(fromClient bool, seq uint32, data string, opts ...byte) ([]byte, conntrack.Result) {
+	x.g.t.Helper()
+	from := x.s
+	if fromClient {
+		from = x.c
+	}
+	out, res := x.g.fwd(buildTCP(from.me, from.peer, seq, from.rcv, packet.TCPAck|packet.TCPPsh, opts, []byte(data)))
+	if end := seq + uint32(len(data)); seqAfter(end, from.snd) {
+		from.snd = end
+	}
+	return out, res
+}
+
+// retransmitted checks a retransmitted segment against what the receiver
+// already has: same place, same bytes (after the rewrites).
+func (x *session) retransmitted(toClient bool, out []byte) {
+	x.g.t.Helper()
+	to := x.s
+	if toClient {
+		to = x.c
+	}
+	var p packet.Parsed
+	if err := p.Decode(out); err != nil {
+		x.g.t.Fatal(err)
+	}
+	base := to.rcv - uint32(len(to.got))
+	off := int(int32(p.TCPSeq() - base))
+	pl := p.Payload()
+	if off < 0 || off+len(pl) > len(to.got) {
+		x.g.t.Fatalf("retransmission at stream offset %d+%d beyond the %d bytes received", off, len(pl), len(to.got))
+	}
+	if string(to.got[off:off+len(pl)]) != string(pl) {
+		x.g.t.Fatalf("retransmission differs from the bytes first delivered:\n got %q\nwant %q", pl, to.got[off:off+len(pl)])
+	}
+}
+
+// ack sends a pure ACK (with options, e.g. SACK) from one side and returns
+// the segment as delivered, checked like send.
+func (x *session) ack(fromClient bool, opts ...byte) segment {
+	x.g.t.Helper()
+	return x.send(fromClient, "", opts...)
+}
+
+// sackOpt builds a SACK option (kind 5) with the given edges, preceded by
+// two NOPs so the edges are 32-bit aligned, or by one to misalign them.
+func sackOpt(aligned bool, edges ...uint32) []byte {
+	var o []byte
+	if aligned {
+		o = append(o, 1, 1)
+	} else {
+		o = append(o, 1)
+	}
+	o = append(o, 5, byte(2+4*len(edges)))
+	for _, e := range edges {
+		o = append(o, byte(e>>24), byte(e>>16), byte(e>>8), byte(e))
+	}
+	return o
 }

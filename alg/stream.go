@@ -8,9 +8,10 @@ import (
 )
 
 const (
-	// maxRewrites bounds the rewrites remembered per direction for
-	// replaying onto retransmissions; acknowledged ones are forgotten
-	// first, so only a peer that never acknowledges hits the bound.
+	// maxRewrites bounds the rewrites remembered per direction, for
+	// replaying onto retransmissions and for exact sequence mapping; the
+	// oldest goes first. Retransmissions reach back at most a window, and
+	// a control connection has few rewrites in flight.
 	maxRewrites = 8
 	// maxAhead bounds how far beyond the stream position an out-of-order
 	// segment may lie and still be tracked as a skipped range; anything
@@ -41,8 +42,7 @@ type streamDir struct {
 	// so the stream position jumps over them once the hole is filled.
 	ooo              bool
 	oooStart, oooEnd uint32
-	// rewrites are this direction's unacknowledged rewrites, in stream
-	// order.
+	// rewrites are this direction's latest rewrites, in stream order.
 	rewrites []rewrite
 }
 
@@ -54,22 +54,10 @@ type rewrite struct {
 
 func (s *streamDir) remember(r rewrite) {
 	if len(s.rewrites) == maxRewrites {
-		s.rewrites = append(s.rewrites[:0], s.rewrites[1:]...)
+		copy(s.rewrites, s.rewrites[1:])
+		s.rewrites = s.rewrites[:maxRewrites-1]
 	}
 	s.rewrites = append(s.rewrites, r)
-}
-
-// forget drops the rewrites the peer acknowledged (ack in original space).
-func (s *streamDir) forget(ack uint32) {
-	i := 0
-	for i < len(s.rewrites) && !seqBefore(ack, s.rewrites[i].seq+uint32(len(s.rewrites[i].old))) {
-		i++
-	}
-	if i > 0 {
-		n := copy(s.rewrites, s.rewrites[i:])
-		clear(s.rewrites[n:])
-		s.rewrites = s.rewrites[:n]
-	}
 }
 
 func (s *streamDir) noteOutOfOrder(start, end uint32) {
@@ -94,11 +82,6 @@ func (m *Manager) helpTCP(x *Context, cs *connState, ext *conntrack.Ext, p *pack
 	flags := p.TCPFlags
 	if flags&packet.TCPRst != 0 {
 		return true
-	}
-	if flags&packet.TCPAck != 0 {
-		if o := &cs.tcp[1-d]; len(o.rewrites) > 0 {
-			o.forget(ackToOrig(&ext.SeqAdj[1-d], p.TCPAck()))
-		}
 	}
 	seq := p.TCPSeq()
 	if flags&packet.TCPSyn != 0 {
