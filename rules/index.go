@@ -2,6 +2,7 @@ package rules
 
 import (
 	"encoding/binary"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 
@@ -58,7 +59,13 @@ type inode struct {
 	miss int32
 	// rules is a leaf's candidate list, ascending rule indexes.
 	rules []int32
-	// tbl maps an address's longest matching prefix to a child.
+	// hosts maps host prefixes (/32, /128) to children: the longest
+	// possible match, found with one hash probe instead of a trie walk
+	// (generated rules are mostly hosts, and IPv6 hosts sharing a long
+	// prefix would cost a dozen trie levels).
+	hosts *hostTable
+	// tbl maps an address's longest matching shorter prefix to a child;
+	// nil when there are none.
 	tbl *bart.Table[int32]
 	// starts are the port intervals' first values (starts[0] == 0);
 	// ivKid[k] is the child for [starts[k], starts[k+1]).
@@ -78,7 +85,10 @@ func (n *inode) lookup(p *packet.Parsed) []int32 {
 			if n.dim == dimDst {
 				a = &p.Dst
 			}
-			k, ok := n.tbl.Lookup(addrIP(a, p.Version))
+			k, ok := n.hosts.lookup(a, p.Version)
+			if !ok && n.tbl != nil {
+				k, ok = n.tbl.Lookup(addrIP(a, p.Version))
+			}
 			if !ok {
 				k = n.miss
 			}
@@ -282,10 +292,20 @@ func (b *indexBuilder) split(rules []int32, used uint8) *inode {
 	}
 	switch bestDim {
 	case dimSrc, dimDst:
-		n.tbl = new(bart.Table[int32])
+		var hosts []netip.Prefix
+		var hostKids []int32
 		for i, p := range pt.pfx {
+			if p.IsSingleIP() {
+				hosts = append(hosts, p)
+				hostKids = append(hostKids, pt.pfxReg[i])
+				continue
+			}
+			if n.tbl == nil {
+				n.tbl = new(bart.Table[int32])
+			}
 			n.tbl.Insert(p, pt.pfxReg[i])
 		}
+		n.hosts = newHostTable(hosts, hostKids)
 	default:
 		n.starts, n.ivKid = pt.starts, pt.ivReg
 	}
@@ -474,4 +494,66 @@ func regionKey(l []int32, used uint8) string {
 		binary.LittleEndian.PutUint32(buf[1+4*i:], uint32(v))
 	}
 	return string(buf)
+}
+
+// hostTable is an open-addressing hash table from host addresses to
+// children. Linear probing at load factor <= 1/2 keeps probes short; the
+// per-table random seed keeps an attacker choosing packet addresses from
+// aiming at the longest probe sequence.
+type hostTable struct {
+	slots []hostSlot
+	mask  uint64
+	seed  uint64
+}
+
+type hostSlot struct {
+	hi, lo uint64
+	// fam is 4 or 6 (0: empty). An IPv4 address and an IPv6 address can
+	// have the same bytes in a packet.Addr; the family tells them apart.
+	fam uint8
+	kid int32
+}
+
+func newHostTable(hosts []netip.Prefix, kids []int32) *hostTable {
+	size := 8
+	for size < 2*len(hosts) {
+		size *= 2
+	}
+	t := &hostTable{slots: make([]hostSlot, size), mask: uint64(size - 1), seed: rand.Uint64() | 1}
+	for i, p := range hosts {
+		a := packet.AddrFrom(p.Addr())
+		fam := uint8(4)
+		if p.Addr().Is6() {
+			fam = 6
+		}
+		hi, lo := binary.BigEndian.Uint64(a[:8]), binary.BigEndian.Uint64(a[8:])
+		for j := t.hash(hi, lo, fam); ; j = (j + 1) & t.mask {
+			s := &t.slots[j]
+			if s.fam == 0 {
+				*s = hostSlot{hi: hi, lo: lo, fam: fam, kid: kids[i]}
+				break
+			}
+		}
+	}
+	return t
+}
+
+func (t *hostTable) hash(hi, lo uint64, fam uint8) uint64 {
+	h := (hi ^ t.seed) * 0x9e3779b97f4a7c15
+	h ^= (lo + uint64(fam)) * 0xc2b2ae3d27d4eb4f
+	h ^= h >> 32
+	return h & t.mask
+}
+
+func (t *hostTable) lookup(a *packet.Addr, version uint8) (int32, bool) {
+	hi, lo := binary.BigEndian.Uint64(a[:8]), binary.BigEndian.Uint64(a[8:])
+	for j := t.hash(hi, lo, version); ; j = (j + 1) & t.mask {
+		s := &t.slots[j]
+		if s.fam == 0 {
+			return 0, false
+		}
+		if s.hi == hi && s.lo == lo && s.fam == version {
+			return s.kid, true
+		}
+	}
 }
