@@ -49,7 +49,11 @@ type Verdict uint8
 const (
 	// Accept lets the packet pass.
 	Accept Verdict = iota
-	// Drop drops it; a TCP sender will retransmit it.
+	// Drop drops it. For TCP it leaves no trace in the stream state: the
+	// helper sees its bytes again when the sender resends them, so a
+	// helper returning Drop must leave its own state as it found it
+	// (expectations it created may stay: creating them again replaces
+	// them).
 	Drop
 )
 
@@ -81,6 +85,10 @@ var (
 	ErrNoPort = errors.New("alg: all ports in use")
 	// ErrFragment: fragments cannot be rewritten (reassemble first).
 	ErrFragment = errors.New("alg: cannot rewrite a fragment")
+	// ErrTooManyRewrites: more rewrites in one segment than can be
+	// remembered for retransmissions (no real client pipelines that many
+	// announcements).
+	ErrTooManyRewrites = errors.New("alg: too many rewrites in one segment")
 )
 
 // Stats are the helper counters; all count rare events, never packets.
@@ -314,7 +322,7 @@ func (m *Manager) help(c *conntrack.Conn, ext *conntrack.Ext, p *packet.Parsed, 
 		return true
 	}
 	x := &cs.x
-	*x = Context{Conn: c, Dir: res.Dir, Info: res.Info, Packet: p, State: x.State, m: m, cs: cs, ext: ext, stop: -1}
+	*x = Context{Conn: c, Dir: res.Dir, Info: res.Info, Packet: p, State: x.State, m: m, cs: cs, ext: ext}
 	if p.Proto != packet.ProtoTCP {
 		x.Data = p.Payload()
 		if len(x.Data) == 0 {

@@ -53,8 +53,9 @@ type Context struct {
 	// rewrite (the seqadj correction position).
 	adjPos uint32
 	adjSet bool
-	// stop is where the helper stopped consuming Data (-1: all of it).
-	stop int
+	// rewrites0 is how many rewrites the direction remembered before this
+	// packet; a dropped packet's own are taken back.
+	rewrites0 int
 }
 
 // Table returns the connection table.
@@ -69,30 +70,22 @@ func (x *Context) Log() *zap.Logger { return x.m.log }
 // Stats returns the manager's counters.
 func (x *Context) Stats() *Stats { return &x.m.Stats }
 
-// StopAt says the helper consumed Data only up to off: for TCP, the bytes
-// from off on will be shown again when they arrive again. Used with Drop
-// to have the sender resend an incomplete message whole.
-func (x *Context) StopAt(off int) {
-	if off < x.mangledTo {
-		off = x.mangledTo
-	}
-	if off > len(x.Data) {
-		off = len(x.Data)
-	}
-	x.stop = off
-}
-
 // Mangle replaces Data[off:off+oldLen] with repl in the packet, fixing
 // lengths and checksums; Data is updated. Rewrites of one packet must come
-// in ascending order. For TCP, a length change is recorded as a sequence
-// adjustment of the connection, and the rewrite is remembered so that
-// retransmissions of these bytes are rewritten the same way.
+// in ascending order, at most maxRewrites of them. For TCP, a length
+// change is recorded as a sequence adjustment of the connection, and the
+// rewrite is remembered so that retransmissions of these bytes are
+// rewritten the same way; if the helper then drops the packet, both are
+// taken back.
 func (x *Context) Mangle(off, oldLen int, repl []byte) error {
 	if off < x.mangledTo || oldLen < 0 || off+oldLen > len(x.Data) {
 		return ErrMangleRange
 	}
 	p := x.Packet
 	tcp := p.Proto == packet.ProtoTCP
+	if tcp && len(x.cs.tcp[x.Dir].rewrites)-x.rewrites0 >= maxRewrites {
+		return ErrTooManyRewrites
+	}
 	var old []byte
 	if tcp {
 		old = bytes.Clone(x.Data[off : off+oldLen])

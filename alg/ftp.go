@@ -73,10 +73,16 @@ func (f *ftpHelper) Help(x *Context) Verdict {
 	if x.Gap {
 		d.line, d.skip = d.line[:0], true
 	}
+	if rw && d.mustHold(x.Data, x.Dir) {
+		x.Stats().Held.Add(1)
+		return Drop
+	}
+	held0, skip0 := len(d.line), d.skip
 	for pos := 0; pos < len(x.Data); {
 		nl := bytes.IndexByte(x.Data[pos:], '\n')
 		if nl < 0 {
-			return f.partial(x, d, pos, rw)
+			d.hold(x, x.Data[pos:])
+			return Accept
 		}
 		end := pos + nl + 1
 		if d.skip {
@@ -98,6 +104,9 @@ func (f *ftpHelper) Help(x *Context) Verdict {
 		grown, v := f.line(x, line, held, pos, rw)
 		d.line = d.line[:0]
 		if v != Accept {
+			// Leave the state as it was: the packet comes again. Only
+			// the final partial line ever overwrites the held bytes.
+			d.line, d.skip = d.line[:held0], skip0
 			return v
 		}
 		pos = end + grown
@@ -105,34 +114,41 @@ func (f *ftpHelper) Help(x *Context) Verdict {
 	return Accept
 }
 
-// partial deals with the unfinished line starting at Data[pos:]. It is
-// held for parsing when its end comes; but where the line will have to be
-// rewritten and part of its argument is here, this segment is dropped
-// before that part leaves, so the sender resends the line (hopefully
-// whole) — Linux drops such "partial matches" too.
-func (f *ftpHelper) partial(x *Context, d *ftpDir, pos int, rw bool) Verdict {
-	if d.skip {
-		return Accept
+// mustHold reports whether the segment ends inside a line that will have
+// to be rewritten and whose argument has begun in this segment: those
+// bytes must not leave before the line is complete, so the segment is
+// dropped and the sender resends it (hopefully whole) — Linux drops such
+// "partial matches" too. The state is not changed.
+func (d *ftpDir) mustHold(data []byte, dir conntrack.Dir) bool {
+	if nl := bytes.LastIndexByte(data, '\n'); nl >= 0 {
+		tail := data[nl+1:]
+		return len(tail) <= maxLine && argStart(tail, dir) >= 0
 	}
-	tail, held := x.Data[pos:], len(d.line)
-	if held+len(tail) > maxLine {
+	held := len(d.line)
+	if d.skip || held+len(data) > maxLine {
+		return false
+	}
+	if d.line == nil {
+		d.line = make([]byte, 0, maxLine)
+	}
+	return argStart(append(d.line, data...), dir) >= held
+}
+
+// hold keeps the unfinished line at the end of the segment (already
+// passed on) for parsing when its end comes.
+func (d *ftpDir) hold(x *Context, tail []byte) {
+	if d.skip {
+		return
+	}
+	if len(d.line)+len(tail) > maxLine {
 		x.Stats().LongLines.Add(1)
 		d.line, d.skip = d.line[:0], true
-		return Accept
+		return
 	}
 	if d.line == nil {
 		d.line = make([]byte, 0, maxLine)
 	}
 	d.line = append(d.line, tail...)
-	if rw {
-		if s := argStart(d.line, x.Dir); s >= held {
-			d.line = d.line[:held]
-			x.StopAt(pos)
-			x.Stats().Held.Add(1)
-			return Drop
-		}
-	}
-	return Accept
 }
 
 // line handles one complete line; held of its bytes came in earlier
@@ -190,7 +206,6 @@ func (f *ftpHelper) line(x *Context, line []byte, held, pos int, rw bool) (int, 
 	if !own || !rw {
 		if err := x.Expect(e, f.max); err != nil {
 			x.Log().Warn("ftp: cannot add expectation", zap.Error(err))
-			x.StopAt(pos)
 			return 0, Drop
 		}
 		return 0, Accept
@@ -206,7 +221,6 @@ func (f *ftpHelper) line(x *Context, line []byte, held, pos int, rw bool) (int, 
 	port, err := x.ExpectPort(e, cmd.port, f.max)
 	if err != nil {
 		x.Log().Warn("ftp: no external port for the data connection", zap.Error(err))
-		x.StopAt(pos)
 		return 0, Drop
 	}
 	var buf [64]byte
@@ -214,7 +228,6 @@ func (f *ftpHelper) line(x *Context, line []byte, held, pos int, rw bool) (int, 
 	if err := x.Mangle(pos+cmd.start-held, cmd.end-cmd.start, arg); err != nil {
 		x.Table().Unexpect(e)
 		x.Log().Warn("ftp: cannot rewrite the announcement", zap.Error(err))
-		x.StopAt(pos)
 		return 0, Drop
 	}
 	return len(arg) - (cmd.end - cmd.start), Accept

@@ -52,12 +52,22 @@ type rewrite struct {
 	old, new []byte
 }
 
-func (s *streamDir) remember(r rewrite) {
-	if len(s.rewrites) == maxRewrites {
-		copy(s.rewrites, s.rewrites[1:])
-		s.rewrites = s.rewrites[:maxRewrites-1]
+func (s *streamDir) remember(r rewrite) { s.rewrites = append(s.rewrites, r) }
+
+// keep settles the rewrites after a packet: a dropped packet's own (those
+// after the first n0) are taken back; otherwise only the latest
+// maxRewrites stay.
+func (s *streamDir) keep(n0 int, accepted bool) {
+	n := len(s.rewrites)
+	switch {
+	case !accepted:
+		clear(s.rewrites[n0:])
+		s.rewrites = s.rewrites[:n0]
+	case n > maxRewrites:
+		copy(s.rewrites, s.rewrites[n-maxRewrites:])
+		clear(s.rewrites[maxRewrites:])
+		s.rewrites = s.rewrites[:maxRewrites]
 	}
-	s.rewrites = append(s.rewrites, r)
 }
 
 func (s *streamDir) noteOutOfOrder(start, end uint32) {
@@ -121,13 +131,15 @@ func (m *Manager) helpTCP(x *Context, cs *connState, ext *conntrack.Ext, p *pack
 	x.dataOff = skip + grown
 	x.Data = p.Payload()[x.dataOff:]
 	x.seq = s.next
-	x.Gap, s.gap = s.gap, false
+	x.Gap = s.gap
+	x.rewrites0 = len(s.rewrites)
 	v := cs.reg.h.Help(x)
-	used := len(x.Data)
-	if x.stop >= 0 {
-		used = x.stop
+	s.keep(x.rewrites0, v == Accept)
+	if v != Accept {
+		return false
 	}
-	s.next += uint32(used - x.delta)
+	s.gap = false
+	s.next += uint32(len(x.Data) - x.delta)
 	if s.ooo && !seqBefore(s.next, s.oooStart) {
 		if seqBefore(s.next, s.oooEnd) {
 			s.next, s.gap = s.oooEnd, true
@@ -137,7 +149,7 @@ func (m *Manager) helpTCP(x *Context, cs *connState, ext *conntrack.Ext, p *pack
 	if x.adjSet && x.delta != 0 {
 		setSeqAdj(x.Conn, ext, d, x.adjPos, x.delta)
 	}
-	return v == Accept
+	return true
 }
 
 // replay repeats remembered rewrites on the retransmitted first old bytes
