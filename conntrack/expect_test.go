@@ -18,7 +18,7 @@ type ftpSetup struct {
 	master *Conn
 }
 
-func newFTPSetup(t *testing.T, f ctFamily, cfg Config) *ftpSetup {
+func newFTPSetup(t testing.TB, f ctFamily, cfg Config) *ftpSetup {
 	t.Helper()
 	h := newCTHarness(t, cfg)
 	master := h.passNAT(build.UDP(f.cli, 45005, f.srv, 21, 0), f.nat).Conn

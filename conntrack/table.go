@@ -176,6 +176,11 @@ type Result struct {
 	Dir Dir
 	// Drop is set when the packet must be dropped (table full).
 	Drop bool
+
+	// tu is In's scratch tuple. It lives here, in memory the caller keeps
+	// per worker, because a tuple on In's stack would escape to the heap
+	// through the trackers' interface calls: one allocation a packet.
+	tu Tuple
 }
 
 func isGeneric(tr Tracker) bool {
@@ -185,8 +190,11 @@ func isGeneric(tr Tracker) bool {
 
 // In tracks one packet arriving at the gateway (Linux's nf_conntrack_in at
 // PRE_ROUTING). p must be a whole packet (fragments reassembled).
+//
+// Keep one Result per goroutine and pass it to every call: In then
+// allocates nothing for packets of known connections.
 func (t *Table) In(p *packet.Parsed, now int64, res *Result) {
-	*res = Result{Info: Invalid}
+	res.Conn, res.Info, res.Dir, res.Drop = nil, Invalid, DirOriginal, false
 	cfg := t.cfg.Load()
 	if p.IsICMPError() {
 		t.icmpError(p, cfg, now, res)
@@ -205,21 +213,21 @@ func (t *Table) In(p *packet.Parsed, now int64, res *Result) {
 		res.Info = Untracked
 		return
 	}
-	var tu Tuple
-	tupleAddrs(p, &tu)
-	if !tr.Tuple(p, &tu) {
+	tu := &res.tu
+	tupleAddrs(p, tu)
+	if !tr.Tuple(p, tu) {
 		t.Stats.Invalid.Add(1)
 		return
 	}
 	for range 2 {
-		c, dir := t.lookup(&tu, now)
+		c, dir := t.lookup(tu, now)
 		if c == nil {
 			if r, ok := tr.(missResolver); ok {
-				c, dir = r.resolveMiss(t, &tu, now)
+				c, dir = r.resolveMiss(t, tu, now)
 			}
 		}
 		if c == nil {
-			c = t.newConn(tr, cfg, &tu, p, now, res)
+			c = t.newConn(tr, cfg, tu, p, now, res)
 			if c == nil {
 				return
 			}
@@ -312,7 +320,7 @@ func (c *Conn) initNodes(tu *Tuple) {
 func (t *Table) NewUnconfirmed(tu Tuple, now int64, timeout time.Duration) *Conn {
 	c := &Conn{}
 	c.initNodes(&tu)
-	t.trackers[tu.Proto].Invert(&tu, &c.node[DirReply].tuple)
+	t.trackers[tu.Proto].Invert(&c.node[DirOriginal].tuple, &c.node[DirReply].tuple)
 	c.expires.Store(now + int64(timeout))
 	return c
 }
@@ -325,7 +333,7 @@ func (t *Table) expired(c *Conn, now int64) bool { return c.expires.Load() <= no
 func (t *Table) lookup(tu *Tuple, now int64) (*Conn, Dir) {
 	h := tu.hash(t.seed)
 	for n := t.buckets[h&t.mask].Load(); n != nil; n = n.next.Load() {
-		if n.tuple != *tu {
+		if !n.tuple.Equal(tu) {
 			continue
 		}
 		c, dir := n.conn()
@@ -381,7 +389,7 @@ func unlockPair(a, b *paddedMutex) {
 // findLocked looks for a live entry with tuple tu; its stripe is locked.
 func (t *Table) findLocked(h uint64, tu *Tuple, now int64) *Conn {
 	for n := t.buckets[h&t.mask].Load(); n != nil; n = n.next.Load() {
-		if n.tuple != *tu {
+		if !n.tuple.Equal(tu) {
 			continue
 		}
 		if c, _ := n.conn(); c.Status()&StatusDying == 0 && !t.expired(c, now) {
@@ -659,6 +667,16 @@ func (t *Table) Flush() {
 	t.Range(func(c *Conn) bool { t.Delete(c); return true })
 }
 
+// icmpScratch is icmpError's working space, pooled because the quoted
+// packet and tuples pass through tracker interfaces and would otherwise be
+// allocated for every ICMP error.
+type icmpScratch struct {
+	inner   packet.Parsed
+	it, inv Tuple
+}
+
+var icmpScratchPool = sync.Pool{New: func() any { return new(icmpScratch) }}
+
 // icmpError finds the connection an ICMP error is about (Linux's
 // nf_conntrack_inet_error): the quoted packet's tuple, inverted, must be a
 // tracked connection, and the error must travel to the endpoint that sent
@@ -671,25 +689,26 @@ func (t *Table) icmpError(p *packet.Parsed, cfg *Config, now int64, res *Result)
 		t.Stats.Invalid.Add(1)
 		return
 	}
-	var inner packet.Parsed
+	s := icmpScratchPool.Get().(*icmpScratch)
+	defer icmpScratchPool.Put(s)
+	inner, it, inv := &s.inner, &s.it, &s.inv
 	if inner.DecodeQuoted(p.ICMPQuote()) != nil || inner.Version != p.Version || inner.IsICMPError() {
 		t.Stats.Invalid.Add(1)
 		return
 	}
 	tr := t.trackers[inner.Proto]
-	var it, inv Tuple
-	tupleAddrs(&inner, &it)
-	if (!inner.HasL4 && !isGeneric(tr)) || !tr.Tuple(&inner, &it) {
+	tupleAddrs(inner, it)
+	if (!inner.HasL4 && !isGeneric(tr)) || !tr.Tuple(inner, it) {
 		t.Stats.Invalid.Add(1)
 		return
 	}
-	if ck, ok := tr.(inverter); ok && !ck.invertible(&it) {
+	if ck, ok := tr.(inverter); ok && !ck.invertible(it) {
 		t.Stats.Invalid.Add(1)
 		return
 	}
-	invertAddrs(&it, &inv)
-	tr.Invert(&it, &inv)
-	c, dir := t.lookup(&inv, now)
+	invertAddrs(it, inv)
+	tr.Invert(it, inv)
+	c, dir := t.lookup(inv, now)
 	if c == nil || c.node[dir].tuple.Dst != p.Dst {
 		t.Stats.Invalid.Add(1)
 		return

@@ -1,0 +1,292 @@
+package conntrack
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"runtime"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+	"unsafe"
+
+	"tungate/packet"
+)
+
+// benchFlows returns n distinct UDP flows of family f: parsed original
+// packets and their replies. Flows get client ports 1024 to 33791 and,
+// for every 32768, another client address.
+func benchFlows(tb testing.TB, f ctFamily, n int) (out, back []packet.Parsed) {
+	out = make([]packet.Parsed, n)
+	back = make([]packet.Parsed, n)
+	for i := range n {
+		cli := f.cli.AsSlice()
+		cli[len(cli)-2] = byte(i >> 15)
+		a, _ := netip.AddrFromSlice(cli)
+		port := uint16(1024 + i&0x7fff)
+		if err := out[i].Decode(build.UDP(a, port, f.srv, 443, 64)); err != nil {
+			tb.Fatal(err)
+		}
+		if err := back[i].Decode(build.UDP(f.srv, 443, a, port, 64)); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return out, back
+}
+
+// establish confirms every flow and answers it, so all are ESTABLISHED.
+func establish(tb testing.TB, tab *Table, now int64, out, back []packet.Parsed) {
+	var res Result
+	for i := range out {
+		tab.In(&out[i], now, &res)
+		if res.Conn == nil {
+			tb.Fatalf("flow %d: %+v", i, res)
+		}
+		if err := tab.Confirm(res.Conn, now); err != nil {
+			tb.Fatal(err)
+		}
+		tab.In(&back[i], now, &res)
+		if res.Info != EstablishedReply {
+			tb.Fatalf("flow %d reply: %v", i, res.Info)
+		}
+	}
+}
+
+// BenchmarkEstablishedUDP is the common case: a packet of a known flow,
+// looked up and its state, timeout and counters updated, in a table of
+// 100k flows. The packet is decoded once; In is what is measured.
+func BenchmarkEstablishedUDP(b *testing.B) {
+	for _, f := range ctFamilies {
+		b.Run(f.name, func(b *testing.B) {
+			tab, err := NewTable(Config{Max: 1 << 17})
+			if err != nil {
+				b.Fatal(err)
+			}
+			now := int64(time.Hour)
+			out, back := benchFlows(b, f, 100_000)
+			establish(b, tab, now, out, back)
+			p := &out[4242]
+			var res Result
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				tab.In(p, now, &res)
+			}
+			b.StopTimer()
+			if res.Info != Established {
+				b.Fatalf("info %v", res.Info)
+			}
+		})
+	}
+}
+
+func TestEstablishedNoAlloc(t *testing.T) {
+	for _, f := range ctFamilies {
+		tab, _ := NewTable(Config{})
+		out, back := benchFlows(t, f, 2)
+		establish(t, tab, int64(time.Hour), out, back)
+		var res Result
+		if n := testing.AllocsPerRun(1000, func() {
+			tab.In(&out[1], int64(time.Hour), &res)
+			tab.In(&back[1], int64(time.Hour), &res)
+		}); n != 0 {
+			t.Fatalf("%s: %v allocations per established packet pair", f.name, n)
+		}
+		// ICMP errors about a flow decode their quote on the stack.
+		var p packet.Parsed
+		if err := p.Decode(build.Unreachable(f.srv, f.cli, out[1].Bytes(), -1)); err != nil {
+			t.Fatal(err)
+		}
+		if n := testing.AllocsPerRun(1000, func() { tab.In(&p, int64(time.Hour), &res) }); n != 0 || res.Info != RelatedReply {
+			t.Fatalf("%s: ICMP error: %v allocations, info %v", f.name, n, res.Info)
+		}
+	}
+}
+
+// BenchmarkNewConn is a connection's whole life in the table: the lookup
+// misses, the connection is created, confirmed and (to keep the table's
+// size steady) deleted again.
+func BenchmarkNewConn(b *testing.B) {
+	for _, f := range ctFamilies {
+		b.Run(f.name, func(b *testing.B) {
+			tab, err := NewTable(Config{Max: 1 << 16})
+			if err != nil {
+				b.Fatal(err)
+			}
+			now := int64(time.Hour)
+			out, back := benchFlows(b, f, 100_000)
+			establish(b, tab, now, out[:50_000], back[:50_000]) // a table half full
+			fresh := out[50_000:]
+			var res Result
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				tab.In(&fresh[i%len(fresh)], now, &res)
+				if res.Info != New {
+					b.Fatalf("info %v", res.Info)
+				}
+				if err := tab.Confirm(res.Conn, now); err != nil {
+					b.Fatal(err)
+				}
+				tab.Delete(res.Conn)
+			}
+		})
+	}
+}
+
+// BenchmarkEstablishedParallel spreads established packets of 64k flows
+// over all goroutines; compare -cpu 1,2 for how lookups scale.
+func BenchmarkEstablishedParallel(b *testing.B) {
+	tab, err := NewTable(Config{Max: 1 << 17})
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := int64(time.Hour)
+	out, back := benchFlows(b, ctFamilies[0], 1<<16)
+	establish(b, tab, now, out, back)
+	var next atomic.Uint64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		// Each goroutine works through its own stretch of flows, in both
+		// directions, the way per-link readers do.
+		i := int(next.Add(1)*7919) % len(out)
+		var res Result
+		for pb.Next() {
+			tab.In(&out[i], now, &res)
+			tab.In(&back[i], now, &res)
+			if i++; i == len(out) {
+				i = 0
+			}
+		}
+	})
+	b.StopTimer()
+	// Two packets per iteration: report per packet too.
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(2*b.N), "ns/pkt")
+}
+
+// BenchmarkMemoryPerEntry fills a table sized for a million connections
+// with a million established UDP flows and reports the heap it took per
+// entry, bucket array included (B/entry), and the size of a Conn.
+func BenchmarkMemoryPerEntry(b *testing.B) {
+	const n = 1_000_000
+	for range b.N {
+		perEntry := memoryPerEntry(b, n)
+		b.ReportMetric(perEntry, "B/entry")
+	}
+	b.ReportMetric(float64(unsafe.Sizeof(Conn{})), "B/Conn")
+}
+
+// memoryPerEntry returns the heap growth per entry of a table of n
+// established connections created by In and Confirm.
+func memoryPerEntry(tb testing.TB, n int) float64 {
+	f := ctFamilies[0]
+	var ms runtime.MemStats
+	var p packet.Parsed
+	if err := p.Decode(build.UDP(f.cli, 1, f.srv, 443, 64)); err != nil {
+		tb.Fatal(err)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	before := ms.HeapAlloc
+	tab, err := NewTable(Config{Max: n})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	now := int64(time.Hour)
+	var res Result
+	for i := range n {
+		// A new client address and port per flow, rewritten in place.
+		var a packet.Addr
+		binary.BigEndian.PutUint32(a[:], 0x0a000000|uint32(i>>4))
+		p.SetSrc(a)
+		p.SetSrcPort(uint16(1024 + i&15))
+		tab.In(&p, now, &res)
+		if res.Conn == nil || tab.Confirm(res.Conn, now) != nil {
+			tb.Fatalf("flow %d not created: %+v", i, res)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	if tab.Count() != n {
+		tb.Fatalf("count %d", tab.Count())
+	}
+	per := float64(ms.HeapAlloc-before) / float64(n)
+	runtime.KeepAlive(tab)
+	return per
+}
+
+// TestMemoryPerEntry holds the table to its budget of 256 bytes an entry,
+// measured on 200k connections.
+func TestMemoryPerEntry(t *testing.T) {
+	if per := memoryPerEntry(t, 200_000); per > 256 {
+		t.Fatalf("%.1f bytes per entry (Conn is %d bytes), budget 256", per, unsafe.Sizeof(Conn{}))
+	} else {
+		t.Logf("%.1f bytes per entry, Conn %d bytes", per, unsafe.Sizeof(Conn{}))
+	}
+}
+
+// BenchmarkGCStep is one RunGC step (1/50 of the buckets) over a table of
+// a million connections: the longest the collector works at a time. With
+// "expired", every entry in those buckets is deleted.
+func BenchmarkGCStep(b *testing.B) {
+	for _, expire := range []bool{false, true} {
+		b.Run("expired="+strconv.FormatBool(expire), func(b *testing.B) {
+			const n = 1 << 20
+			tab, err := NewTable(Config{Max: n})
+			if err != nil {
+				b.Fatal(err)
+			}
+			now := int64(time.Hour)
+			for i := range n {
+				var tu Tuple
+				binary.BigEndian.PutUint32(tu.Src[:], 0x0a000000|uint32(i))
+				binary.BigEndian.PutUint32(tu.Dst[:], 0xc6120002)
+				tu.SrcPort, tu.DstPort, tu.Proto, tu.Family = 1024, 443, packet.ProtoUDP, 4
+				if err := tab.Confirm(tab.NewUnconfirmed(tu, now, time.Minute), now); err != nil {
+					b.Fatal(err)
+				}
+			}
+			step := len(tab.buckets) / int(gcSweep/gcInterval)
+			at := now
+			if expire {
+				at += int64(time.Hour)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			removed := 0
+			for range b.N {
+				removed += tab.GC(at, step)
+			}
+			b.StopTimer()
+			if expire && removed == 0 || !expire && removed != 0 {
+				b.Fatalf("removed %d", removed)
+			}
+		})
+	}
+}
+
+// BenchmarkExpectLookup is a new connection's lookup in the expectation
+// table with few and with thousands of expectations waiting (for other
+// destinations): it should not grow with their number.
+func BenchmarkExpectLookup(b *testing.B) {
+	for _, n := range []int{1, 4000} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			s := newFTPSetup(b, ctFamilies[0], Config{ExpectMax: n})
+			for p := range n {
+				if err := s.h.tab.Expect(s.expectation(s.master, uint16(10000+p), time.Hour), 0); err != nil {
+					b.Fatal(err)
+				}
+			}
+			tu := tupleOf(b, s.h.tab, s.data(1, 9999))
+			x := &s.h.tab.exp
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				if x.match(&tu, s.h.now, &s.h.tab.Stats) != nil {
+					b.Fatal("matched")
+				}
+			}
+		})
+	}
+}
