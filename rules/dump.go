@@ -20,7 +20,17 @@ func (rs *Ruleset) Dump(w io.Writer) error {
 			fmt.Fprintf(bw, "set %s { %s, ... } # %d elements\n", s.name, strings.Join(s.entries[:16], ", "), len(s.entries))
 		}
 	}
+	// The raw chain first: it runs first.
+	order := make([]int, 0, len(rs.chains))
+	if ci := rs.hooks[HookPrerouting]; ci >= 0 {
+		order = append(order, int(ci))
+	}
 	for i := range rs.chains {
+		if int32(i) != rs.hooks[HookPrerouting] {
+			order = append(order, i)
+		}
+	}
+	for _, i := range order {
 		c := &rs.chains[i]
 		table := "filter"
 		if c.hook == HookPrerouting && c.base {

@@ -42,6 +42,12 @@ rules = [ { src = "10.0.0.256" } ]`, `filter.output.rules[0].src: bad CIDR "10.0
 		{"cidr family mismatch", `
 [filter.forward]
 rules = [ { family = "ip6", src = "10.0.0.0/8" } ]`, `filter.forward.rules[0].src: 10.0.0.0/8 does not fit the rule's family`},
+		{"src and dst families disjoint", `
+[filter.forward]
+rules = [ { src = ["10.0.0.0/8", "192.0.2.1"], dst = "2001:db8::/32" } ]`, `filter.forward.rules[0].dst: no address family in common with src (the rule could never match)`},
+		{"reject family vs addresses", `
+[filter.forward]
+rules = [ { src = "2001:db8::/32", action = "reject", reject_with = "icmp-port-unreachable" } ]`, `filter.forward.rules[0].reject_with: icmp-port-unreachable does not fit the rule's family`},
 		{"unknown set", `
 [sets]
 blocked = ["192.0.2.0/24"]

@@ -46,6 +46,9 @@ type ruleParser struct {
 	protoPos []uint8
 	hasProto bool
 	badProto bool
+	// addrFam is the families the rule's literal src/dst prefixes allow
+	// (0: no literal prefixes).
+	addrFam uint8
 }
 
 func (rp *ruleParser) errf(key, format string, args ...any) {
@@ -305,6 +308,18 @@ func (rp *ruleParser) addrs(key string, v any) {
 	if !ok {
 		return
 	}
+	// The positive literal prefixes decide which families can match.
+	if posFam := prefixFams(pos); posFam != 0 && len(set.posSets) == 0 {
+		if rp.addrFam != 0 && rp.addrFam&posFam == 0 {
+			rp.errf(key, "no address family in common with src (the rule could never match)")
+			return
+		}
+		if rp.addrFam == 0 {
+			rp.addrFam = posFam
+		} else {
+			rp.addrFam &= posFam
+		}
+	}
 	// Many literal prefixes in one rule are an anonymous set: a bart
 	// table keeps their lookup cost flat too.
 	if len(set.pos) > 8 {
@@ -347,6 +362,18 @@ func (rp *ruleParser) addrs(key string, v any) {
 		rp.r.has |= mDst
 		rp.meta.dst = idx
 	}
+}
+
+func prefixFams(ps []netip.Prefix) uint8 {
+	var f uint8
+	for _, p := range ps {
+		if p.Addr().Is4() {
+			f |= famV4
+		} else {
+			f |= famV6
+		}
+	}
+	return f
 }
 
 // byteEntries parses a list of 8-bit values given by name or number into
@@ -1063,7 +1090,7 @@ func (rp *ruleParser) rejectWith(v any) {
 		if e.family == 6 {
 			want = famV6
 		}
-		if r.has&mFamily != 0 && r.family&want == 0 {
+		if r.has&mFamily != 0 && r.family&want == 0 || rp.addrFam != 0 && rp.addrFam&want == 0 {
 			rp.errf("reject_with", "%s does not fit the rule's family", s)
 			return
 		}
