@@ -47,15 +47,17 @@ type paddedMutex struct {
 type Stats struct {
 	// Found counts tuples found taken (Taken), as Linux counts in
 	// nf_conntrack_tuple_taken.
-	Found        atomic.Uint64
-	Invalid      atomic.Uint64
+	Found   atomic.Uint64
+	Invalid atomic.Uint64
+	// Ignore counts packets a tracker left untracked (neighbour discovery).
 	Ignore       atomic.Uint64
 	Insert       atomic.Uint64
 	InsertFailed atomic.Uint64
 	// Drop counts NEW packets dropped because the table was full.
 	Drop      atomic.Uint64
 	EarlyDrop atomic.Uint64
-	Error     atomic.Uint64
+	// Error counts ICMP errors about no known connection (also INVALID).
+	Error atomic.Uint64
 	// ExpectNew counts connections created from an expectation.
 	ExpectNew    atomic.Uint64
 	ExpectCreate atomic.Uint64
@@ -210,6 +212,7 @@ func (t *Table) In(p *packet.Parsed, now int64, res *Result) {
 		t.Stats.Invalid.Add(1)
 		return
 	case CheckUntracked:
+		t.Stats.Ignore.Add(1)
 		res.Info = Untracked
 		return
 	}
@@ -686,31 +689,31 @@ var icmpScratchPool = sync.Pool{New: func() any { return new(icmpScratch) }}
 // its timeout.
 func (t *Table) icmpError(p *packet.Parsed, cfg *Config, now int64, res *Result) {
 	if (cfg.checksum() && !p.L4ChecksumValid()) || (p.Version == 4 && p.ICMPType > maxICMPType) {
-		t.Stats.Invalid.Add(1)
+		t.icmpInvalid()
 		return
 	}
 	s := icmpScratchPool.Get().(*icmpScratch)
 	defer icmpScratchPool.Put(s)
 	inner, it, inv := &s.inner, &s.it, &s.inv
 	if inner.DecodeQuoted(p.ICMPQuote()) != nil || inner.Version != p.Version || inner.IsICMPError() {
-		t.Stats.Invalid.Add(1)
+		t.icmpInvalid()
 		return
 	}
 	tr := t.trackers[inner.Proto]
 	tupleAddrs(inner, it)
 	if (!inner.HasL4 && !isGeneric(tr)) || !tr.Tuple(inner, it) {
-		t.Stats.Invalid.Add(1)
+		t.icmpInvalid()
 		return
 	}
 	if ck, ok := tr.(inverter); ok && !ck.invertible(it) {
-		t.Stats.Invalid.Add(1)
+		t.icmpInvalid()
 		return
 	}
 	invertAddrs(it, inv)
 	tr.Invert(it, inv)
 	c, dir := t.lookup(inv, now)
 	if c == nil || c.node[dir].tuple.Dst != p.Dst {
-		t.Stats.Invalid.Add(1)
+		t.icmpInvalid()
 		return
 	}
 	res.Conn, res.Dir = c, dir
@@ -719,6 +722,13 @@ func (t *Table) icmpError(p *packet.Parsed, cfg *Config, now int64, res *Result)
 	} else {
 		res.Info = Related
 	}
+}
+
+// icmpInvalid counts an ICMP error that relates to no connection: INVALID,
+// and an error in Linux's sense (the error column of conntrack -S).
+func (t *Table) icmpInvalid() {
+	t.Stats.Invalid.Add(1)
+	t.Stats.Error.Add(1)
 }
 
 // AppendStats appends the counters in the `conntrack -S` line format (one

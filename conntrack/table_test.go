@@ -184,6 +184,9 @@ func TestICMPv6NDPUntracked(t *testing.T) {
 	for _, typ := range []uint8{130, 131, 132, 133, 134, 135, 136, 143} {
 		wantInfo(t, "type "+strconv.Itoa(int(typ)), h.in(build.ICMP(f.cli, f.srv, typ, 0, 0, 16)), Untracked)
 	}
+	if h.tab.Stats.Ignore.Load() != 8 {
+		t.Fatalf("ignore %d", h.tab.Stats.Ignore.Load())
+	}
 	// Redirect is not in Linux's untracked list: INVALID.
 	wantInfo(t, "redirect", h.in(build.ICMP(f.cli, f.srv, 137, 0, 0, 32)), Invalid)
 	if h.tab.Count() != 0 {
@@ -218,6 +221,9 @@ func TestICMPErrorRelated(t *testing.T) {
 				{"from client", build.Unreachable(f.cli, f.srv, back, -1), Related, conn},
 				{"quote cut after ports", build.Unreachable(f.srv, f.nat, asSent, ipLen(f)+4), RelatedReply, conn},
 				{"about an echo", build.Unreachable(f.srv, f.nat, echoSent, -1), RelatedReply, echo},
+				// A quoted type with no reply type has no inverse; inverting
+				// it anyway would make it pose as the echo's reply.
+				{"quoted type without a reply", build.Unreachable(f.srv, f.nat, build.ICMP(f.nat, f.srv, map[bool]uint8{false: 9, true: 133}[f.cli.Is6()], 0, 9, 8), -1), Invalid, nil},
 				{"unknown connection", build.Unreachable(f.srv, f.nat, build.UDP(f.nat, 40002, f.srv, 5353, 10), -1), Invalid, nil},
 				{"wrong outer destination", build.Unreachable(f.srv, f.x, asSent, -1), Invalid, nil},
 				{"quote without ports", build.Unreachable(f.srv, f.nat, asSent, ipLen(f)+2), Invalid, nil},
@@ -244,6 +250,9 @@ func TestICMPErrorRelated(t *testing.T) {
 			bad := build.Unreachable(f.srv, f.nat, asSent, -1)
 			bad[len(bad)-1] ^= 0xff // breaks the ICMP checksum
 			wantInfo(t, "bad checksum", h.in(bad), Invalid)
+			if n := h.tab.Stats.Error.Load(); n != 7 || h.tab.Stats.Invalid.Load() != n {
+				t.Fatalf("error %d invalid %d, want 7 each", n, h.tab.Stats.Invalid.Load())
+			}
 		})
 	}
 }
