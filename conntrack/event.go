@@ -31,7 +31,9 @@ type Event struct {
 
 // Subscribe returns a channel of events with room for buf; events that find
 // it full are counted (Stats.EventsLost) and dropped, so a slow subscriber
-// never stalls the datapath. cancel stops delivery.
+// never stalls the datapath. Events are sent synchronously by the call that
+// caused them (Confirm, In, Delete). cancel stops delivery; the channel is
+// never closed, because an event being sent at that moment could not know.
 func (t *Table) Subscribe(buf int) (events <-chan Event, cancel func()) {
 	ch := make(chan Event, buf)
 	t.subsMu.Lock()

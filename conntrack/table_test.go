@@ -1,6 +1,7 @@
 package conntrack
 
 import (
+	"context"
 	"errors"
 	"strconv"
 	"strings"
@@ -544,6 +545,42 @@ func TestGCIncremental(t *testing.T) {
 	}
 	if h.tab.Stats.Delete.Load() != uint64(len(short)) {
 		t.Fatalf("delete stat %d", h.tab.Stats.Delete.Load())
+	}
+}
+
+func TestRunGC(t *testing.T) {
+	tab, err := NewTable(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := tab.Now()
+	for i := range 100 {
+		tu := Tuple{SrcPort: uint16(i), DstPort: 53, Proto: packet.ProtoUDP, Family: 4}
+		tu.Src[0], tu.Dst[0] = 10, 198
+		life := time.Duration(0) // expired at once
+		if i%10 == 0 {
+			life = time.Hour
+		}
+		if err := tab.Confirm(tab.NewUnconfirmed(tu, now, life), now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { tab.RunGC(ctx); close(done) }()
+	// The sweeper covers the whole table about once a second.
+	deadline := time.Now().Add(10 * time.Second)
+	for tab.Count() != 10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("RunGC left %d entries, want the 10 live ones", tab.Count())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("RunGC did not return after its context ended")
 	}
 }
 
