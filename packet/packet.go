@@ -751,11 +751,11 @@ func (p *Parsed) L4ChecksumValid() bool {
 		return true
 	}
 	l4 := p.b[p.L4Off:]
-	if len(l4) < 8 {
-		return false // a quote cut inside the transport header
-	}
 	switch p.Proto {
 	case ProtoTCP, ProtoUDP:
+		if len(l4) < 8 {
+			return false // a quote cut inside the transport header
+		}
 		if p.Proto == ProtoUDP && p.Version == 4 && binary.BigEndian.Uint16(l4[6:]) == 0 {
 			return true
 		}
