@@ -140,6 +140,9 @@ func newGateway(t testing.TB, cfg Config) *gateway {
 
 func newGatewayCT(t testing.TB, ct conntrack.Config, cfg Config) *gateway {
 	t.Helper()
+	if ct.Max == 0 {
+		ct.Max = 4096 // small tables: the tests build hundreds
+	}
 	tbl, err := conntrack.NewTable(ct)
 	if err != nil {
 		t.Fatal(err)
