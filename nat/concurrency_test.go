@@ -127,6 +127,11 @@ to = "10.10.0.250:9999"
 			}
 			mu.Lock()
 			for _, k := range keep {
+				for e, o := range owner {
+					if o == k.int {
+						delete(owner, e)
+					}
+				}
 				r.tbl.Delete(k.c)
 			}
 			mu.Unlock()

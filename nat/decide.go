@@ -41,14 +41,59 @@ func kindOf(t *conntrack.Tuple) idKind {
 	return idNone
 }
 
-// invert returns the tuple a reply to t carries (conntrack's own rule:
-// addresses swapped, the tracker inverts the rest).
+// invert returns the tuple a reply to t carries: conntrack's rule
+// (addresses swapped, the tracker inverts the rest), done here for the
+// protocols NAT translates because calling Tracker.Invert through the
+// interface makes its result escape — an allocation per call.
 func (e *Engine) invert(t *conntrack.Tuple) conntrack.Tuple {
-	var r conntrack.Tuple
-	r.Src, r.Dst = t.Dst, t.Src
-	r.Proto, r.Family = t.Proto, t.Family
-	e.table.Tracker(t.Proto).Invert(t, &r)
+	r := conntrack.Tuple{Src: t.Dst, Dst: t.Src, Proto: t.Proto, Family: t.Family}
+	switch t.Proto {
+	case packet.ProtoTCP, packet.ProtoUDP:
+		r.SrcPort, r.DstPort = t.DstPort, t.SrcPort
+	case packet.ProtoICMP, packet.ProtoICMPv6:
+		r.SrcPort = t.SrcPort
+		r.DstPort = uint16(icmpReplyType(t.Proto == packet.ProtoICMPv6, uint8(t.DstPort>>8)))<<8 | t.DstPort&0xff
+	case packet.ProtoGRE, packet.ProtoESP:
+		r.SrcPort, r.DstPort = t.SrcPort, t.DstPort
+	default:
+		r = trackerInvert(e.table.Tracker(t.Proto), *t)
+	}
 	return r
+}
+
+// trackerInvert asks the protocol's tracker; kept apart so only its own
+// values escape.
+//
+//go:noinline
+func trackerInvert(tr conntrack.Tracker, t conntrack.Tuple) conntrack.Tuple {
+	r := conntrack.Tuple{Src: t.Dst, Dst: t.Src, Proto: t.Proto, Family: t.Family}
+	tr.Invert(&t, &r)
+	return r
+}
+
+// icmpReplyType maps an ICMP query type to its reply's and back (Linux's
+// invmap; 0 for types that have none, as conntrack's ICMP tracker does).
+func icmpReplyType(v6 bool, typ uint8) uint8 {
+	if v6 {
+		switch typ {
+		case 128, 139:
+			return typ + 1
+		case 129, 140:
+			return typ - 1
+		}
+		return 0
+	}
+	switch typ {
+	case 8:
+		return 0
+	case 0:
+		return 8
+	case 13, 15, 17:
+		return typ + 1
+	case 14, 16, 18:
+		return typ - 1
+	}
+	return 0
 }
 
 // current returns the original-direction tuple as the manips decided so far
@@ -416,9 +461,12 @@ func (e *Engine) replyVia(cur *conntrack.Tuple, addr packet.Addr, port uint16) c
 // range; ports whose tuple towards this destination is already some other
 // connection's are skipped. false: drop (counted and logged).
 func (e *Engine) mapFor(key mapKey, r *snatRule, kind idKind, ext packet.Addr, cur *conntrack.Tuple, c *conntrack.Conn) (*mapping, bool) {
-	b := e.bindingOf(c)
+	b := e.existingBinding(c)
 	e.mu.Lock()
 	if m := e.maps[key]; m != nil {
+		if b == nil {
+			b = e.bindingOf(c)
+		}
 		e.attachLocked(&b.src, m, c)
 		e.mu.Unlock()
 		reply := e.replyVia(cur, m.ext.addr, m.port)
@@ -483,6 +531,9 @@ func (e *Engine) mapFor(key mapKey, r *snatRule, kind idKind, ext packet.Addr, c
 	if m := e.maps[key]; m != nil {
 		// Another packet of the same endpoint made it meanwhile.
 		ps.release(port)
+		if b == nil {
+			b = e.bindingOf(c)
+		}
 		e.attachLocked(&b.src, m, c)
 		e.mu.Unlock()
 		return m, true
@@ -494,6 +545,11 @@ func (e *Engine) mapFor(key mapKey, r *snatRule, kind idKind, ext packet.Addr, c
 	e.maps[key] = m
 	if m.eim && kind == idPort {
 		e.byExt[setKey16{sk, port}] = m
+	}
+	if b == nil {
+		b = &m.first
+		b.e = e
+		c.EnsureExt().NAT = b
 	}
 	e.attachLocked(&b.src, m, c)
 	e.mu.Unlock()

@@ -142,6 +142,11 @@ type mapping struct {
 	users   *link // connections using the mapping, oldest first
 	tail    *link
 	n       int
+	// first is the binding of the connection that made the mapping, when
+	// it had none: one allocation serves both on the common path. It may
+	// outlive the mapping's use (the connection holds it), never its
+	// memory.
+	first binding
 }
 
 // link ties one connection to one mapping.
@@ -401,13 +406,22 @@ func (e *Engine) freeLocked(m *mapping) {
 
 // bindingOf returns c's binding, creating it. Only before confirmation.
 func (e *Engine) bindingOf(c *conntrack.Conn) *binding {
-	x := c.EnsureExt()
-	if b, ok := x.NAT.(*binding); ok && b.e == e {
+	if b := e.existingBinding(c); b != nil {
 		return b
 	}
 	b := &binding{e: e}
-	x.NAT = b
+	c.EnsureExt().NAT = b
 	return b
+}
+
+// existingBinding returns c's binding if it has one.
+func (e *Engine) existingBinding(c *conntrack.Conn) *binding {
+	if x := c.Ext(); x != nil {
+		if b, ok := x.NAT.(*binding); ok && b.e == e {
+			return b
+		}
+	}
+	return nil
 }
 
 // destroy is the conntrack destroy hook: a dying connection gives back its
