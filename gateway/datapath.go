@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"encoding/binary"
 	"errors"
 	"os"
 
@@ -47,6 +46,11 @@ type worker struct {
 	nscratch int
 	frags    [][]byte
 	gen      packet.Parsed
+
+	// fragMax is the largest fragment of the current packet when it was
+	// reassembled (0 otherwise); fragID its identification.
+	fragMax int
+	fragID  uint32
 }
 
 func newWorker(g *Gateway, l *Link) *worker {
@@ -147,19 +151,22 @@ func (w *worker) packet(buf []byte, size int) {
 	}
 	// Defragment first (Linux's nf_defrag runs before raw): conntrack and
 	// the rules need the transport header.
+	w.fragMax = 0
 	if p.Fragment {
-		n, done, err := g.reasm.Add(p, w.now, buf[headroom:])
+		w.fragID = p.FragID
+		r, err := g.reasm.Reassemble(p, w.now, buf[headroom:])
 		if err != nil {
 			w.drop(DropFragment)
 			return
 		}
-		if !done {
+		if !r.Done {
 			return // held until the datagram is complete
 		}
-		if err := p.Decode(buf[headroom : headroom+n]); err != nil {
+		if err := p.Decode(buf[headroom : headroom+r.N]); err != nil {
 			w.drop(DropFragment)
 			return
 		}
+		w.fragMax = r.MaxFragSize
 	}
 	pk := &w.pk
 	*pk = rules.Packet{P: p, In: w.in, Out: -1, Info: conntrack.Untracked}
@@ -201,7 +208,9 @@ func (w *worker) packet(buf []byte, size int) {
 		return
 	}
 	mtu := g.links[out].MTU
-	if p.Len() > mtu && p.DF() {
+	if (p.Len() > mtu && p.DF() && (p.Version == 4 || w.fragMax == 0)) || w.fragMax > mtu {
+		// A reassembled datagram is judged by its largest fragment, as
+		// Linux's ip_exceeds_mtu / ip6_pkt_too_big do.
 		w.icmpErrorMTU(p, mtu)
 		w.discard(DropMTU)
 		return
@@ -257,15 +266,20 @@ func (w *worker) finishConn() bool {
 // fragmenting an IPv4 packet without DF that is larger than the link MTU.
 func (w *worker) queue(out int, buf []byte, p *packet.Parsed) {
 	l := p.Len()
-	if l > w.g.links[out].MTU {
-		w.fragment(out, p)
+	size := w.g.links[out].MTU
+	if w.fragMax > 0 && w.fragMax < size {
+		// Send a reassembled datagram on in pieces no larger than it came
+		// in (Linux's frag_max_size), so defragmenting stays invisible.
+		size = w.fragMax
+	}
+	if l > size {
+		w.fragment(out, p, size)
 		return
 	}
 	w.out[out] = append(w.out[out], buf[:headroom+l])
 }
 
-func (w *worker) fragment(out int, p *packet.Parsed) {
-	mtu := w.g.links[out].MTU
+func (w *worker) fragment(out int, p *packet.Parsed, mtu int) {
 	avail := scratchCount - w.nscratch
 	if avail <= 0 {
 		w.drop(DropNoBuffer)
@@ -275,15 +289,20 @@ func (w *worker) fragment(out int, p *packet.Parsed) {
 	for i := range frags {
 		frags[i] = w.scratch[w.nscratch+i][headroom:]
 	}
-	n, err := packet.Fragment4(p, mtu, frags)
+	var n int
+	var err error
+	if p.Version == 4 {
+		n, err = packet.Fragment4(p, mtu, frags)
+	} else {
+		n, err = packet.Fragment6(p, mtu, w.fragID, frags)
+	}
 	if err != nil {
 		w.drop(DropMTU)
 		return
 	}
 	for i := 0; i < n; i++ {
 		b := w.scratch[w.nscratch+i]
-		fl := int(binary.BigEndian.Uint16(b[headroom+2:]))
-		w.out[out] = append(w.out[out], b[:headroom+fl])
+		w.out[out] = append(w.out[out], b[:headroom+len(frags[i])])
 	}
 	w.nscratch += n
 }

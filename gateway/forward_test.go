@@ -342,3 +342,51 @@ func TestMalformedCounted(t *testing.T) {
 		return g.Counters.Drops[DropIPChecksum].Load() == 1 && g.Counters.Drops[DropMalformed].Load() == 2
 	})
 }
+
+// Fragmented datagrams are reassembled for tracking and reach the server
+// in pieces no larger than they were sent in.
+func TestFragmentsForwarded(t *testing.T) {
+	client, server, _ := plainGateway(t, 1500, 1500, "")
+	for _, c := range []struct{ src, dst string }{{"10.10.0.2", "198.18.0.2"}, {"fd10::2", "2001:db8:1::2"}} {
+		ap := netip.AddrPortFrom(netip.MustParseAddr(c.dst), 6000)
+		sc, err := server.Net.ListenUDPAddrPort(ap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		payload := bytes.Repeat([]byte("fragment"), 300)
+		whole := udpPacket(c.src, c.dst, 6001, 6000, 64, false, payload)
+		var p packet.Parsed
+		if err := p.Decode(whole); err != nil {
+			t.Fatal(err)
+		}
+		out := make([][]byte, 4)
+		for i := range out {
+			out[i] = make([]byte, 1300)
+		}
+		var n int
+		if p.Version == 4 {
+			n, err = packet.Fragment4(&p, 1000, out)
+		} else {
+			n, err = packet.Fragment6(&p, 1000, 77, out)
+		}
+		if err != nil || n < 2 {
+			t.Fatalf("fragmenting: %d %v", n, err)
+		}
+		big := server.expect(func(b []byte) bool { return len(b) > 1000 })
+		for i := n - 1; i >= 0; i-- {
+			client.send(out[i])
+		}
+		sc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 4000)
+		k, _, err := sc.ReadFrom(buf)
+		if err != nil || !bytes.Equal(buf[:k], payload) {
+			t.Fatalf("%s: server got %d bytes, %v", c.dst, k, err)
+		}
+		select {
+		case b := <-big:
+			t.Fatalf("a %d-byte packet reached the server; fragments were at most 1000", len(b))
+		default:
+		}
+		sc.Close()
+	}
+}
