@@ -590,14 +590,17 @@ func (t *Table) earlyDrop(h uint64, now int64) bool {
 // and incremental (no lock is held across buckets), so a million entries
 // never cause a pause; RunGC calls it on a timer.
 func (t *Table) GC(now int64, n int) (removed int) {
+	removed, _, _ = t.gcStep(now, n)
+	return removed
+}
+
+// gcStep is GC, also reporting how many live connections it saw and the
+// sum of their remaining lifetimes (each capped at gcSweepMax), which
+// RunGC paces itself by.
+func (t *Table) gcStep(now int64, n int) (removed, live int, remaining int64) {
 	t.gcMu.Lock()
 	start := t.gcCursor
-	if n > len(t.buckets) {
-		n = len(t.buckets)
-	}
-	if n < 0 {
-		n = 0
-	}
+	n = min(max(n, 0), len(t.buckets))
 	t.gcCursor = (start + n) & int(t.mask)
 	t.gcMu.Unlock()
 	for i := range n {
@@ -608,41 +611,73 @@ func (t *Table) GC(now int64, n int) (removed int) {
 				continue
 			}
 			c, _ := nd.conn()
-			if t.expired(c, now) && t.Delete(c) {
-				removed++
+			left := c.expires.Load() - now
+			switch {
+			case left <= 0:
+				if t.Delete(c) {
+					removed++
+				}
+			case c.Status()&StatusDying == 0:
+				live++
+				remaining += min(left, int64(gcSweepMax))
 			}
 		}
 	}
 	if t.exp.count.Load() > 0 {
 		t.exp.expire(now, &t.Stats)
 	}
-	return removed
+	return removed, live, remaining
 }
 
-// gcInterval and gcSweep set RunGC's pace: a step every gcInterval, the
-// whole table every gcSweep.
+// RunGC's pace, after Linux's gc_worker: the whole table is swept in
+// gcStepsPerSweep steps, over as long as the connections it saw had left
+// to live on average, between gcSweepMin and gcSweepMax. Entries that
+// expire in between are reaped sooner by any lookup that meets them and
+// by early drop when the table is full, so a slow sweep costs only their
+// memory for a while. A sweep that found many expired entries, or a full
+// table, makes the next one fast.
 const (
-	gcInterval = 20 * time.Millisecond
-	gcSweep    = time.Second
+	gcStepsPerSweep = 64
+	gcSweepMin      = time.Second
+	gcSweepMax      = 60 * time.Second
 )
 
-// RunGC collects expired entries until ctx ends, sweeping the whole table
-// about once a second in small steps.
+// RunGC collects expired entries until ctx ends.
 func (t *Table) RunGC(ctx context.Context) {
-	step := len(t.buckets) / int(gcSweep/gcInterval)
-	if step < 256 {
-		step = 256
-	}
-	tk := time.NewTicker(gcInterval)
-	defer tk.Stop()
+	step := (len(t.buckets) + gcStepsPerSweep - 1) / gcStepsPerSweep
+	sweep := gcSweepMin
+	var removed, live, steps int
+	var remaining int64
+	tm := time.NewTimer(sweep / gcStepsPerSweep)
+	defer tm.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tk.C:
-			t.GC(t.Now(), step)
+		case <-tm.C:
 		}
+		r, l, rem := t.gcStep(t.Now(), step)
+		removed, live, remaining = removed+r, live+l, remaining+rem
+		if steps++; steps == gcStepsPerSweep {
+			full := t.count.Load() >= int64(t.cfg.Load().Max)*9/10
+			sweep = nextSweep(removed, live, remaining, full)
+			removed, live, steps, remaining = 0, 0, 0, 0
+		}
+		tm.Reset(sweep / gcStepsPerSweep)
 	}
+}
+
+// nextSweep is how long the next sweep should take after one that removed
+// and saw live connections with remaining lifetime in total.
+func nextSweep(removed, live int, remaining int64, full bool) time.Duration {
+	if full || removed*10 > removed+live {
+		return gcSweepMin
+	}
+	sweep := gcSweepMax
+	if live > 0 {
+		sweep = time.Duration(remaining / int64(live))
+	}
+	return min(max(sweep, gcSweepMin), gcSweepMax)
 }
 
 // Range calls fn for each live connection (once each) until fn returns

@@ -584,6 +584,26 @@ func TestRunGC(t *testing.T) {
 	}
 }
 
+func TestGCPace(t *testing.T) {
+	for _, tc := range []struct {
+		removed, live int
+		remaining     time.Duration
+		full          bool
+		want          time.Duration
+	}{
+		{0, 0, 0, false, gcSweepMax},                              // empty table: rarely
+		{0, 100, 100 * 30 * time.Second, false, 30 * time.Second}, // sweep as often as they expire
+		{0, 100, 100 * 5 * time.Hour, false, gcSweepMax},          // capped
+		{0, 100, 100 * time.Millisecond, false, gcSweepMin},       // floored
+		{50, 100, 100 * 30 * time.Second, false, gcSweepMin},      // a third had expired
+		{0, 100, 100 * 30 * time.Second, true, gcSweepMin},        // table nearly full
+	} {
+		if got := nextSweep(tc.removed, tc.live, int64(tc.remaining), tc.full); got != tc.want {
+			t.Errorf("%+v: %v, want %v", tc, got, tc.want)
+		}
+	}
+}
+
 // connDying reports whether c was deleted.
 func connDying(c *Conn) bool { return c.Status()&StatusDying != 0 }
 
