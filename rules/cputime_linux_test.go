@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // threadCPUNanos is the calling thread's CPU time (RUSAGE_THREAD).
@@ -32,4 +33,15 @@ func cpuLoop(b *testing.B, body func()) {
 	if n > 0 {
 		b.ReportMetric(float64(threadCPUNanos()-start)/float64(n), "cpu-ns/op")
 	}
+}
+
+// processCPU is the process's CPU time (RUSAGE_SELF: all threads, so GC
+// work counts), which unlike the wall clock does not grow when the machine
+// is shared.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -2,7 +2,10 @@
 
 package rules
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 // cpuLoop runs body in a b.Loop; thread CPU time is only measured on Linux.
 func cpuLoop(b *testing.B, body func()) {
@@ -11,3 +14,9 @@ func cpuLoop(b *testing.B, body func()) {
 		body()
 	}
 }
+
+var processStart = time.Now()
+
+// processCPU falls back to the wall clock where thread CPU time is not
+// measured.
+func processCPU() time.Duration { return time.Since(processStart) }

@@ -110,14 +110,11 @@ type rule struct {
 // byteSet is a set of 8-bit values (protocols, ICMP types and codes).
 type byteSet [4]uint64
 
-func (s *byteSet) add(v uint8)           { s[v>>6] |= 1 << (v & 63) }
-func (s *byteSet) has(v uint8) bool      { return s[v>>6]&(1<<(v&63)) != 0 }
-func (s *byteSet) remove(v uint8)        { s[v>>6] &^= 1 << (v & 63) }
-func (s *byteSet) fill()                 { *s = byteSet{^uint64(0), ^uint64(0), ^uint64(0), ^uint64(0)} }
-func (s *byteSet) intersect(o *byteSet)  { s[0] &= o[0]; s[1] &= o[1]; s[2] &= o[2]; s[3] &= o[3] }
-func (s *byteSet) empty() bool           { return s[0]|s[1]|s[2]|s[3] == 0 }
-func (s *byteSet) only(v uint8) bool     { t := byteSet{}; t.add(v); return *s == t }
-func (s *byteSet) hasAny(o byteSet) bool { return s[0]&o[0]|s[1]&o[1]|s[2]&o[2]|s[3]&o[3] != 0 }
+func (s *byteSet) add(v uint8)       { s[v>>6] |= 1 << (v & 63) }
+func (s *byteSet) has(v uint8) bool  { return s[v>>6]&(1<<(v&63)) != 0 }
+func (s *byteSet) remove(v uint8)    { s[v>>6] &^= 1 << (v & 63) }
+func (s *byteSet) fill()             { *s = byteSet{^uint64(0), ^uint64(0), ^uint64(0), ^uint64(0)} }
+func (s *byteSet) only(v uint8) bool { t := byteSet{}; t.add(v); return *s == t }
 
 // flagTest is one tcp_flags entry: the flags in mask must equal want.
 type flagTest struct{ mask, want uint8 }

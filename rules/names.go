@@ -92,15 +92,6 @@ func lookupByte(tab []namedByte, name string) (uint8, bool) {
 	return 0, false
 }
 
-func byteName(tab []namedByte, v uint8) (string, bool) {
-	for _, e := range tab {
-		if e.v == v {
-			return e.name, true
-		}
-	}
-	return "", false
-}
-
 func byteNames(tab []namedByte) []string {
 	s := make([]string, len(tab))
 	for i, e := range tab {
