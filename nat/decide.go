@@ -545,6 +545,7 @@ func (e *Engine) mapFor(key mapKey, r *snatRule, kind idKind, ext packet.Addr, c
 	e.maps[key] = m
 	if m.eim && kind == idPort {
 		e.byExt[setKey16{sk, port}] = m
+		m.inByExt = true
 	}
 	if b == nil {
 		b = &m.first

@@ -131,7 +131,8 @@ type mapKey struct {
 // for one connection, for Bind reservations). Guarded by Engine.mu.
 type mapping struct {
 	key     mapKey
-	indexed bool // in Engine.maps (and, when eim, Engine.byExt)
+	indexed bool // in Engine.maps
+	inByExt bool // in Engine.byExt (endpoint-independent, with ports)
 	eim     bool
 	eif     bool
 	ext     setKey // external address, family, protocol
@@ -171,7 +172,7 @@ type Engine struct {
 	ifaces []ifaceInfo
 	// own are the gateway's own addresses; the default DNAT destination
 	// and the only addresses mappings can be reached on.
-	own []netip.Addr
+	own []ownAddr
 	// hairpinRule is used for a hairpinned client no snat/masquerade rule
 	// matches: the address the client connected to, ports kept.
 	hairpinRule snatRule
@@ -228,7 +229,11 @@ func New(cfg Config, ifaces []Iface, table *conntrack.Table, log *zap.Logger) (*
 		fi.name = f.Name
 		for _, p := range f.Addrs {
 			a := p.Addr().Unmap()
-			e.own = append(e.own, a)
+			fam := uint8(6)
+			if a.Is4() {
+				fam = 4
+			}
+			e.own = append(e.own, ownAddr{packet.AddrFrom(a), fam})
 			if a.Is4() {
 				if !fi.has4 {
 					fi.addr4, fi.has4 = packet.AddrFrom(a), true
@@ -285,11 +290,16 @@ func (e *Engine) Stats() Stats {
 	}
 }
 
+// ownAddr is one of the gateway's addresses.
+type ownAddr struct {
+	addr packet.Addr
+	fam  uint8
+}
+
 // isOwn reports whether a is one of the gateway's own addresses.
 func (e *Engine) isOwn(a packet.Addr, fam uint8) bool {
-	ip := a.NetIP(fam)
-	for _, o := range e.own {
-		if o == ip {
+	for i := range e.own {
+		if e.own[i].addr == a && e.own[i].fam == fam {
 			return true
 		}
 	}
@@ -384,16 +394,13 @@ func (e *Engine) detachLocked(l *link) {
 // freeLocked releases a mapping nobody uses.
 func (e *Engine) freeLocked(m *mapping) {
 	if m.indexed {
-		if e.maps[m.key] == m {
-			delete(e.maps, m.key)
+		// Indexed mappings are unique per key and external endpoint
+		// (mapFor re-checks under the lock before publishing).
+		delete(e.maps, m.key)
+		if m.inByExt {
+			delete(e.byExt, setKey16{m.ext, m.port})
 		}
-		if m.eim {
-			k := setKey16{m.ext, m.port}
-			if e.byExt[k] == m {
-				delete(e.byExt, k)
-			}
-		}
-		m.indexed = false
+		m.indexed, m.inByExt = false, false
 	}
 	if m.hasPort {
 		if s := e.sets[m.ext]; s != nil {

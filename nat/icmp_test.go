@@ -216,3 +216,37 @@ func TestLocalICMPError(t *testing.T) {
 	}
 	expectAddrs(t, "quoted echo", quotedView(t, p.Bytes()), "[fd10::2]:5", "[2001:db8:2::5]:5")
 }
+
+func TestICMPErrorFromInsideAboutReply(t *testing.T) {
+	// The masqueraded host refuses a reply: its error leaves with the
+	// gateway's address, quoting the reply as the remote sent it.
+	r := newRig(t, masqConf)
+	r.must(udp("10.10.0.77:40000", "203.0.113.5:53", "q"), lan, wan)
+	s := r.must(udp("10.10.0.2:40000", "203.0.113.5:53", "query"), lan, wan)
+	rp := r.must(udp("203.0.113.5:53", s.v.src.String(), "answer"), wan, lan)
+	e := r.pass(icmpErr("10.10.0.2", "203.0.113.5", rp.b).bytes(), lan, wan)
+	if !e.ok || e.res.Info != conntrack.Related {
+		t.Fatalf("not forwarded as RELATED: %v", e.res.Info)
+	}
+	if e.v.src.Addr() != ap("198.18.0.1").Addr() || e.v.dst.Addr() != ap("203.0.113.5").Addr() {
+		t.Fatalf("outer %v -> %v", e.v.src, e.v.dst)
+	}
+	expectAddrs(t, "quoted", quotedView(t, e.b), "203.0.113.5:53", s.v.src.String())
+}
+
+func TestICMPErrorAboutHairpin(t *testing.T) {
+	r := newRig(t, fwdConf)
+	r.must(udp("10.10.0.9:41000", "203.0.113.5:53", "q"), lan, wan)
+	h := r.must(udp("10.10.0.9:41000", "198.18.0.1:8080", "hi"), lan, lan)
+	expectAddrs(t, "hairpin", h.v, "198.18.0.1:41000", "10.10.0.2:80")
+	// The server answers what it got with port unreachable, to the
+	// gateway's address it saw as the client.
+	e := r.pass(icmpErr("10.10.0.2", "198.18.0.1", h.b).bytes(), lan, lan)
+	if !e.ok || e.res.Info != conntrack.RelatedReply {
+		t.Fatalf("not forwarded: %v", e.res.Info)
+	}
+	if e.v.src.Addr() != ap("198.18.0.1").Addr() || e.v.dst.Addr() != ap("10.10.0.9").Addr() {
+		t.Fatalf("outer %v -> %v", e.v.src, e.v.dst)
+	}
+	expectAddrs(t, "quoted", quotedView(t, e.b), "10.10.0.9:41000", "198.18.0.1:8080")
+}

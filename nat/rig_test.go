@@ -2,7 +2,6 @@ package nat
 
 import (
 	"net/netip"
-	"strings"
 	"testing"
 
 	"github.com/BurntSushi/toml"
@@ -141,6 +140,5 @@ func (r *rig) tcpOpen(client, server string, cin, cout int) view {
 	return syn.v
 }
 
-func hasAll(s, sub string) bool { return strings.Contains(s, sub) }
 
 func addr(s string) packet.Addr { return packet.AddrFrom(netip.MustParseAddr(s)) }
