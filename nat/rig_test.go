@@ -140,5 +140,4 @@ func (r *rig) tcpOpen(client, server string, cin, cout int) view {
 	return syn.v
 }
 
-
 func addr(s string) packet.Addr { return packet.AddrFrom(netip.MustParseAddr(s)) }
