@@ -100,6 +100,9 @@ func (f *ftpHelper) Help(x *Context) Verdict {
 		if held > 0 {
 			d.line = append(d.line, line...)
 			line = d.line
+		} else if !mayAnnounce(line[0], x.Dir) {
+			pos = end // the common line: no parse
+			continue
 		}
 		grown, v := f.line(x, line, held, pos, rw)
 		d.line = d.line[:0]
@@ -112,6 +115,16 @@ func (f *ftpHelper) Help(x *Context) Verdict {
 		pos = end + grown
 	}
 	return Accept
+}
+
+// mayAnnounce reports whether a line starting with c can be an
+// announcement of direction d (PORT, EPRT; 227, 229).
+func mayAnnounce(c byte, d conntrack.Dir) bool {
+	if d == conntrack.DirOriginal {
+		c |= 0x20
+		return c == 'p' || c == 'e'
+	}
+	return c == '2'
 }
 
 // mustHold reports whether the segment ends inside a line that will have
