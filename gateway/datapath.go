@@ -51,6 +51,8 @@ type worker struct {
 	// reassembled (0 otherwise); fragID its identification.
 	fragMax int
 	fragID  uint32
+	// gso: the batch came from one GSO frame (checksums known good).
+	gso bool
 }
 
 func newWorker(g *Gateway, l *Link) *worker {
@@ -107,6 +109,10 @@ func (w *worker) batch(n int) {
 	w.now = w.g.ct.Now()
 	w.rs = w.g.rules.Load()
 	w.g.Counters.Received.Add(uint64(n))
+	// More than one packet from one read means the TUN split a GSO frame
+	// and computed every segment's checksum itself (wireguard-go's
+	// gsoSplit): conntrack need not sum them again.
+	w.gso = n > 1
 	for i := 0; i < n; i++ {
 		w.packet(w.bufs[i], w.sizes[i])
 	}
@@ -149,6 +155,7 @@ func (w *worker) packet(buf []byte, size int) {
 		w.drop(decodeDropReason(err))
 		return
 	}
+	p.ChecksumGood = w.gso
 	// Defragment first (Linux's nf_defrag runs before raw): conntrack and
 	// the rules need the transport header.
 	w.fragMax = 0

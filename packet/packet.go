@@ -117,6 +117,12 @@ type Parsed struct {
 	// identifier. For ESP they hold the two halves of the SPI, for GRE the
 	// key (zero when absent).
 	SrcPort, DstPort uint16
+
+	// ChecksumGood may be set by the caller after Decode when the transport
+	// checksum is known to be right without looking: wireguard-go's TUN
+	// computes it itself for every segment it splits from a GSO frame.
+	// L4ChecksumValid then skips the sum.
+	ChecksumGood bool
 }
 
 // Bytes returns the packet, trimmed to its IP length.
@@ -747,7 +753,7 @@ func (p *Parsed) PseudoHeaderSum(proto uint8, l4len int) uint16 {
 // checksum of zero is valid (none). Protocols without a checksum known here
 // are valid.
 func (p *Parsed) L4ChecksumValid() bool {
-	if p.Fragment || !p.HasL4 {
+	if p.Fragment || !p.HasL4 || p.ChecksumGood {
 		return true
 	}
 	l4 := p.b[p.L4Off:]
