@@ -258,6 +258,8 @@ func New(cfg Config, ifaces []Iface, table *conntrack.Table, log *zap.Logger) (*
 	for _, fi := range e.ifaces {
 		e.hasExternal = e.hasExternal || fi.external
 	}
+	// The table's clock starts near zero: let the first line through.
+	e.lastLog.Store(-int64(time.Hour))
 	table.AddDestroyHook(e.destroy)
 	return e, nil
 }

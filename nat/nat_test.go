@@ -2,7 +2,11 @@ package nat
 
 import (
 	"fmt"
+	"strings"
 	"testing"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"tungate/conntrack"
 	"tungate/packet"
@@ -579,4 +583,82 @@ func TestGenericProtocolAddressOnly(t *testing.T) {
 	if s := r.pass(p.bytes(), lan, wan); s.ok || r.e.Stats().Clash != 1 {
 		t.Fatalf("clash not refused: %+v", r.e.Stats())
 	}
+}
+
+func TestExhaustionLoggedRateLimited(t *testing.T) {
+	core, logs := observer.New(zap.WarnLevel)
+	tbl, err := conntrack.NewTable(conntrack.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(decodeConfig(t, `
+[[nat.snat]]
+out = "wan"
+to = "198.18.0.9"
+ports = "6000-6000"
+`), testIfaces, tbl, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &rig{t: t, tbl: tbl, e: e}
+	r.must(udp("10.10.0.2:7000", "203.0.113.1:53", "q"), lan, wan)
+	for i := range 5 {
+		if s := r.pass(udp(fmt.Sprintf("10.10.0.%d:7000", i+3), "203.0.113.1:53", "q").bytes(), lan, wan); s.ok {
+			t.Fatal("no port, yet forwarded")
+		}
+	}
+	if st := e.Stats(); st.PortExhausted != 5 {
+		t.Fatalf("stats %+v", st)
+	}
+	l := logs.All()
+	if len(l) != 1 || !strings.Contains(l[0].Message, "exhausted") || l[0].ContextMap()["rule"] != "nat.snat[0]" {
+		t.Fatalf("log lines %+v", l)
+	}
+}
+
+func TestConfirmClashIsNotMerged(t *testing.T) {
+	// Two packets of one new flow race through two readers: both get a
+	// connection and the same mapping; the second confirm fails and its
+	// connection dies, leaving the mapping to the first.
+	r := newRig(t, masqConf)
+	b1 := udp("10.10.0.2:5000", "203.0.113.5:53", "q").bytes()
+	b2 := udp("10.10.0.2:5000", "203.0.113.5:53", "q").bytes()
+	var p1, p2 packet.Parsed
+	if p1.Decode(b1) != nil || p2.Decode(b2) != nil {
+		t.Fatal("decode")
+	}
+	var r1, r2 conntrack.Result
+	now := r.tbl.Now()
+	r.tbl.In(&p1, now, &r1)
+	r.tbl.In(&p2, now, &r2)
+	if r1.Conn == r2.Conn {
+		t.Fatal("setup: one connection")
+	}
+	for _, x := range []struct {
+		p   *packet.Parsed
+		res *conntrack.Result
+	}{{&p1, &r1}, {&p2, &r2}} {
+		r.e.Prerouting(x.p, x.res, lan)
+		if !r.e.Postrouting(x.p, x.res, lan, wan) {
+			t.Fatal("dropped")
+		}
+	}
+	if *r1.Conn.Tuple(conntrack.DirReply) != *r2.Conn.Tuple(conntrack.DirReply) {
+		t.Fatal("one endpoint, one destination: the same translation")
+	}
+	if err := r.tbl.Confirm(r1.Conn, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.tbl.Confirm(r2.Conn, now); err == nil {
+		t.Fatal("second confirm merged")
+	}
+	r.tbl.Delete(r2.Conn)
+	if st := r.e.Stats(); st.Mappings != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	rp := r.must(udp("203.0.113.5:53", "198.18.0.1:5000", "a"), wan, lan)
+	if rp.res.Conn != r1.Conn {
+		t.Fatal("reply not on the confirmed connection")
+	}
+	expectAddrs(t, "reply", rp.v, "203.0.113.5:53", "10.10.0.2:5000")
 }
