@@ -76,15 +76,11 @@ type Helper interface {
 // Errors of the helper framework.
 var (
 	// ErrMangleRange: a rewrite outside Data or before an earlier one.
+	// (Packet-level failures come from packet.ReplacePayload: no room in
+	// the buffer, a fragment.)
 	ErrMangleRange = errors.New("alg: rewrite outside the new payload or out of order")
-	// ErrNoRoom: the packet buffer has no room for a longer payload.
-	ErrNoRoom = errors.New("alg: no room in the packet buffer for the rewrite")
-	// ErrTooBig: the rewritten packet would exceed the IP length limit.
-	ErrTooBig = errors.New("alg: rewritten packet too big")
 	// ErrNoPort: no external port could be found for an expectation.
 	ErrNoPort = errors.New("alg: all ports in use")
-	// ErrFragment: fragments cannot be rewritten (reassemble first).
-	ErrFragment = errors.New("alg: cannot rewrite a fragment")
 	// ErrTooManyRewrites: more rewrites in one segment than can be
 	// remembered for retransmissions (no real client pipelines that many
 	// announcements).

@@ -91,7 +91,7 @@ func (x *Context) Mangle(off, oldLen int, repl []byte) error {
 		old = bytes.Clone(x.Data[off : off+oldLen])
 	}
 	origSeq := x.seq + uint32(off-x.delta)
-	if err := replacePayload(p, x.dataOff+off, oldLen, repl); err != nil {
+	if err := p.ReplacePayload(x.dataOff+off, oldLen, repl); err != nil {
 		return err
 	}
 	x.Data = p.Payload()[x.dataOff:]

@@ -140,3 +140,25 @@ func sackAdjust(p *packet.Parsed, m seqMap) bool {
 	}
 	return true
 }
+
+// setL4u32 writes v at offset at of the TCP header (SACK edges, which
+// need not be 16-bit aligned) with an incremental checksum update over
+// the aligned words it touches (RFC 1624).
+func setL4u32(p *packet.Parsed, at int, v uint32) {
+	l4 := p.L4()
+	lo, hi := at&^1, (at+5)&^1
+	var acc uint32
+	for i := lo; i < hi; i += 2 {
+		acc += uint32(^binary.BigEndian.Uint16(l4[i:]))
+	}
+	binary.BigEndian.PutUint32(l4[at:], v)
+	for i := lo; i < hi; i += 2 {
+		acc += uint32(binary.BigEndian.Uint16(l4[i:]))
+	}
+	hc := binary.BigEndian.Uint16(l4[16:])
+	sum := uint32(^hc) + acc
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	binary.BigEndian.PutUint16(l4[16:], ^uint16(sum))
+}

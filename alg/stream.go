@@ -170,7 +170,7 @@ func (m *Manager) replay(p *packet.Parsed, s *streamDir, seq uint32, old int) (g
 		if !bytes.Equal(p.Payload()[off:off+len(r.old)], r.old) {
 			return 0, false // not the bytes first sent there
 		}
-		if replacePayload(p, off, len(r.old), r.new) != nil {
+		if p.ReplacePayload(off, len(r.old), r.new) != nil {
 			return 0, false
 		}
 		grown += len(r.new) - len(r.old)

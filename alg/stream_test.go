@@ -337,7 +337,7 @@ func truncatePayload(t *testing.T, b []byte, n int) []byte {
 	if err := p.Decode(b); err != nil {
 		t.Fatal(err)
 	}
-	if err := replacePayload(&p, n, len(p.Payload())-n, nil); err != nil {
+	if err := p.ReplacePayload(n, len(p.Payload())-n, nil); err != nil {
 		t.Fatal(err)
 	}
 	return p.Bytes()
