@@ -85,7 +85,9 @@ type DNATRule struct {
 // by Out for To reach the matching address of From. IPv6 mappings are
 // checksum-neutral (NPTv6, RFC 6296), IPv4 ones are Linux's NETMAP.
 type NetmapRule struct {
-	Out  string `toml:"out"`
+	// Out is the external interface.
+	Out string `toml:"out"`
+	// From is the internal prefix, To the external one.
 	From string `toml:"from"`
 	To   string `toml:"to"`
 }
@@ -201,10 +203,6 @@ func prefixesMatch(l []netip.Prefix, a netip.Addr) bool {
 	}
 	return false
 }
-
-// hasPorts reports whether a protocol's tuples carry ports NAT translates
-// as ports (ICMP identifiers are handled separately).
-func hasPorts(proto uint8) bool { return proto == packet.ProtoTCP || proto == packet.ProtoUDP }
 
 // snatRule is a compiled snat or masquerade rule.
 type snatRule struct {

@@ -283,10 +283,7 @@ func (e *Engine) decideSrc(res *conntrack.Result, in, out int) bool {
 		// REQ-9a, RFC 5382 REQ-8a).
 		targeted := c.Tuple(conntrack.DirOriginal).Dst
 		r, idx := e.hairpinRuleFor(&cur, targeted)
-		if e.snatWith(r, idx, c, &cur, targeted, true) {
-			return true
-		}
-		return false
+		return e.snatWith(r, idx, c, &cur, targeted, true)
 	}
 
 	src := cur.Src.NetIP(cur.Family)

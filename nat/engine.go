@@ -28,7 +28,10 @@ import (
 // Iface is one of the gateway's interfaces as NAT sees it: its name and own
 // addresses. Interfaces are referred to by their index in the list New gets.
 type Iface struct {
-	Name  string
+	// Name is the interface's name in the configuration.
+	Name string
+	// Addrs are its own addresses: the first IPv4 one and the first global
+	// IPv6 one are what masquerade translates to.
 	Addrs []netip.Prefix
 }
 
