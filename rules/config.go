@@ -1,17 +1,3 @@
-// Package rules is tungate's rule language: nftables-like filter and raw
-// chains written in TOML, compiled once into an evaluator that every packet
-// runs through.
-//
-// Compile validates the whole configuration up front (every error names its
-// key path and value) and produces an immutable Ruleset. The gateway swaps
-// Rulesets through an atomic pointer on reload; Compile touches no global
-// state, so two configurations can be compiled side by side.
-//
-// Evaluation follows nftables: rules run in order, a rule's matches are
-// ANDed, a verdict (accept, drop, reject) ends the hook, jump/goto/return move
-// between chains, and a base chain's policy decides when its rules run out.
-// Long runs of rules that differ only in addresses and ports are indexed
-// (see index.go) without changing which rule matches first.
 package rules
 
 import (
