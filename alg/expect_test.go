@@ -234,3 +234,32 @@ type namedTFTP struct {
 }
 
 func (n *namedTFTP) Name() string { return n.name }
+
+// TestConcurrentControlConnections: control connections of different
+// clients run in parallel through one masquerade address; all announce
+// the same port, and each gets its own external data port.
+func TestConcurrentControlConnections(t *testing.T) {
+	base := newGateway(t, Config{FTP: &FTPConfig{}}).masquerade("10.10.0.0/16", "198.18.0.1")
+	const clients = 8
+	t.Run("clients", func(t *testing.T) {
+		for i := range clients {
+			t.Run(itoa(i), func(t *testing.T) {
+				t.Parallel()
+				g := &gateway{t: t, tbl: base.tbl, m: base.m, nat: base.nat, inside: base.inside, masqTo: base.masqTo}
+				x := g.open("10.10."+itoa(i)+".2:"+itoa(40000+i), "198.18.0.2:21", "198.18.0.2:21")
+				for range 100 {
+					x.send(true, "PORT 10,10,"+itoa(i)+",2,156,65\r\n")
+					x.send(false, "200 PORT command successful\r\n")
+				}
+			})
+		}
+	})
+	es := base.expectations()
+	ports := map[uint16]bool{}
+	for _, e := range es {
+		ports[e.Tuple.DstPort] = true
+	}
+	if len(es) != clients || len(ports) != clients {
+		t.Fatalf("%d expectations on %d distinct ports, want %d and %d", len(es), len(ports), clients, clients)
+	}
+}

@@ -3,6 +3,7 @@ package alg
 import (
 	"encoding/binary"
 	"net/netip"
+	"sync"
 	"testing"
 
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
@@ -91,12 +92,15 @@ type bind struct {
 // fakeNAT implements NAT on connection tuples the way the engine does:
 // binding a manip rewrites the reply tuple and marks it done.
 type fakeNAT struct {
+	mu    sync.Mutex // guards binds (parallel tests share one)
 	binds []bind
-	taken map[uint16]bool
+	taken map[uint16]bool // read-only once traffic flows
 }
 
 func (n *fakeNAT) BindSource(c *conntrack.Conn, a packet.Addr, port uint16) error {
+	n.mu.Lock()
 	n.binds = append(n.binds, bind{src: true, addr: a, port: port})
+	n.mu.Unlock()
 	rt := *c.Tuple(conntrack.DirReply)
 	rt.Dst, rt.DstPort = a, port
 	c.SetReplyTuple(rt)
@@ -105,7 +109,9 @@ func (n *fakeNAT) BindSource(c *conntrack.Conn, a packet.Addr, port uint16) erro
 }
 
 func (n *fakeNAT) BindDestination(c *conntrack.Conn, a packet.Addr, port uint16) error {
+	n.mu.Lock()
 	n.binds = append(n.binds, bind{addr: a, port: port})
+	n.mu.Unlock()
 	rt := *c.Tuple(conntrack.DirReply)
 	rt.Src, rt.SrcPort = a, port
 	c.SetReplyTuple(rt)
@@ -130,7 +136,6 @@ type gateway struct {
 	dnatFrom, dnatTo netip.AddrPort
 	// ruleHelper is what a rule's `helper =` would say for new connections.
 	ruleHelper string
-	p          packet.Parsed
 }
 
 func newGateway(t testing.TB, cfg Config) *gateway {
@@ -174,7 +179,7 @@ func (g *gateway) masquerade(inside string, ext ...string) *gateway {
 // (a copy) and conntrack's result; out is nil when the packet was dropped.
 func (g *gateway) fwd(b []byte) (out []byte, res conntrack.Result) {
 	g.t.Helper()
-	p := &g.p
+	p := new(packet.Parsed)
 	if err := p.Decode(b); err != nil {
 		g.t.Fatalf("decode: %v", err)
 	}
