@@ -117,11 +117,11 @@ type Manager struct {
 	nat   NAT
 	log   *zap.Logger
 
-	helpers map[string]*registered
+	helpers map[string]Helper
 	names   []string
 	// byPort maps (proto, port) to the helper configured for it; read
 	// once per new connection.
-	byPort map[uint32]*registered
+	byPort map[uint32]Helper
 
 	// expMu serialises choosing a free external port and registering the
 	// expectation for it, so two commands cannot pick the same port. Lock
@@ -130,10 +130,6 @@ type Manager struct {
 
 	// Stats are the live counters.
 	Stats Stats
-}
-
-type registered struct {
-	h Helper
 }
 
 // New builds the manager with the built-in helpers (ftp, tftp) configured
@@ -158,8 +154,8 @@ func New(cfg Config, table *conntrack.Table, nat NAT, log *zap.Logger) (*Manager
 		table:   table,
 		nat:     nat,
 		log:     log,
-		helpers: map[string]*registered{},
-		byPort:  map[uint32]*registered{},
+		helpers: map[string]Helper{},
+		byPort:  map[uint32]Helper{},
 	}
 	ftp := FTPConfig{MaxExpected: DefaultMaxExpected, Timeout: DefaultTimeout}
 	if cfg.FTP != nil {
@@ -189,18 +185,18 @@ func (m *Manager) Register(h Helper, ports ...int) error {
 	if _, dup := m.helpers[name]; dup {
 		return errors.New("alg: helper " + name + " registered twice")
 	}
-	r := &registered{h: h}
 	for _, p := range ports {
 		if p < 1 || p > 65535 {
 			return errors.New("alg: helper " + name + ": port out of range")
 		}
-		k := portKey(h.Proto(), uint16(p))
-		if o, taken := m.byPort[k]; taken {
-			return errors.New("alg: helpers " + o.h.Name() + " and " + name + " both claim a port")
+		if o, taken := m.byPort[portKey(h.Proto(), uint16(p))]; taken {
+			return errors.New("alg: helpers " + o.Name() + " and " + name + " both claim a port")
 		}
-		m.byPort[k] = r
 	}
-	m.helpers[name] = r
+	for _, p := range ports {
+		m.byPort[portKey(h.Proto(), uint16(p))] = h
+	}
+	m.helpers[name] = h
 	m.names = append(m.names, name)
 	slices.Sort(m.names)
 	return nil
@@ -222,26 +218,25 @@ func (m *Manager) Assign(c *conntrack.Conn, p *packet.Parsed, helper string) {
 	if c == nil || c.Confirmed() {
 		return
 	}
-	r := m.pick(c, helper)
-	if r == nil {
+	h := m.pick(c, helper)
+	if h == nil {
 		return
 	}
 	e := c.EnsureExt()
-	if e.Helper == r.h.Name() {
-		return
+	if name := h.Name(); e.Helper != name {
+		e.Helper = name
+		e.HelperData = &connState{h: h, name: name}
 	}
-	e.Helper = r.h.Name()
-	e.HelperData = &connState{reg: r}
 }
 
-func (m *Manager) pick(c *conntrack.Conn, helper string) *registered {
+func (m *Manager) pick(c *conntrack.Conn, helper string) Helper {
 	rt := c.Tuple(conntrack.DirReply)
 	if helper != "" {
-		r := m.helpers[helper]
-		if r == nil || r.h.Proto() != rt.Proto {
+		h := m.helpers[helper]
+		if h == nil || h.Proto() != rt.Proto {
 			return nil
 		}
-		return r
+		return h
 	}
 	if c.Status()&conntrack.StatusExpected != 0 || len(m.byPort) == 0 {
 		return nil
@@ -300,14 +295,14 @@ func (m *Manager) Process(p *packet.Parsed, res *conntrack.Result) bool {
 // connection whose helper was set elsewhere (an expectation's
 // HelperFollows). The connection is locked.
 func (m *Manager) state(ext *conntrack.Ext) *connState {
-	if cs, ok := ext.HelperData.(*connState); ok && cs.reg.h.Name() == ext.Helper {
+	if cs, ok := ext.HelperData.(*connState); ok && cs.name == ext.Helper {
 		return cs
 	}
-	r := m.helpers[ext.Helper]
-	if r == nil {
+	h := m.helpers[ext.Helper]
+	if h == nil {
 		return nil
 	}
-	cs := &connState{reg: r}
+	cs := &connState{h: h, name: ext.Helper}
 	ext.HelperData = cs
 	return cs
 }
@@ -324,7 +319,7 @@ func (m *Manager) help(c *conntrack.Conn, ext *conntrack.Ext, p *packet.Parsed, 
 		if len(x.Data) == 0 {
 			return true
 		}
-		return cs.reg.h.Help(x) == Accept
+		return cs.h.Help(x) == Accept
 	}
 	return m.helpTCP(x, cs, ext, p)
 }

@@ -22,7 +22,8 @@ const (
 // connState is the framework's per-connection state, kept in
 // conntrack.Ext.HelperData and guarded by the connection's lock.
 type connState struct {
-	reg *registered
+	h    Helper
+	name string // h's name, to notice a changed Ext.Helper cheaply
 	// x is reused for every packet so Help gets a pointer without a heap
 	// allocation per packet; x.State persists the helper's own state.
 	x   Context
@@ -109,7 +110,7 @@ func (m *Manager) helpTCP(x *Context, cs *connState, ext *conntrack.Ext, p *pack
 	rel := int64(int32(seq - s.next))
 	if rel > 0 {
 		x.OutOfOrder = true
-		if cs.reg.h.Help(x) != Accept {
+		if cs.h.Help(x) != Accept {
 			return false
 		}
 		if rel < maxAhead {
@@ -133,7 +134,7 @@ func (m *Manager) helpTCP(x *Context, cs *connState, ext *conntrack.Ext, p *pack
 	x.seq = s.next
 	x.Gap = s.gap
 	x.rewrites0 = len(s.rewrites)
-	v := cs.reg.h.Help(x)
+	v := cs.h.Help(x)
 	s.keep(x.rewrites0, v == Accept)
 	if v != Accept {
 		return false
