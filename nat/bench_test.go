@@ -173,7 +173,7 @@ func BenchmarkPortAlloc(b *testing.B) {
 			b.ReportAllocs()
 			cpu := startCPU()
 			for b.Loop() {
-				p := s.find(starts[i&1023], 1024, 65535)
+				p := s.findPreferring(starts[i&1023], 1024, 65535, parityOf(starts[i&1023]))
 				if p < 0 {
 					b.Fatal("full")
 				}

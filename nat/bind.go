@@ -82,7 +82,11 @@ func (e *Engine) holdSrc(b *binding, c *conntrack.Conn, cur *conntrack.Tuple, ki
 	ps := e.portSetLocked(sk)
 	if port == 0 {
 		lo, hi := portRangeFor(&e.hairpinRule, kind, cur.SrcPort)
-		pi := ps.find(cur.SrcPort, lo, hi)
+		par := anyParity
+		if kind == idPort {
+			par = parityOf(cur.SrcPort)
+		}
+		pi := ps.findPreferring(cur.SrcPort, lo, hi, par)
 		if pi < 0 {
 			e.st.portExhausted.Add(1)
 			return 0, ErrPortInUse

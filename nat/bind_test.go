@@ -88,7 +88,7 @@ func TestBindErrors(t *testing.T) {
 	r := newRig(t, masqConf)
 	// An existing mapping of 10.10.0.2:5000.
 	r.must(udp("10.10.0.2:5000", "203.0.113.5:1", "q"), lan, wan)
-	// One of 10.10.0.3:5000 (port 5001).
+	// One of 10.10.0.3:5000 (port 5002, the next even one).
 	r.must(udp("10.10.0.3:5000", "203.0.113.5:1", "q"), lan, wan)
 	newConn := func(src, dst string) *conntrack.Conn {
 		var p packet.Parsed
@@ -104,7 +104,7 @@ func TestBindErrors(t *testing.T) {
 	}
 	g := addr("198.18.0.1")
 	c := newConn("10.10.0.2:5000", "203.0.113.7:9")
-	if err := r.e.Bind(c, ManipSrc, g, 5001); !errors.Is(err, ErrPortInUse) {
+	if err := r.e.Bind(c, ManipSrc, g, 5002); !errors.Is(err, ErrPortInUse) {
 		t.Fatalf("port of another endpoint: %v", err)
 	}
 	if err := r.e.Bind(c, ManipSrc, addr("2001:db8::1"), 5000); !errors.Is(err, ErrFamily) {

@@ -485,6 +485,12 @@ func (e *Engine) mapFor(key mapKey, r *snatRule, kind idKind, ext packet.Addr, c
 	} else if start < lo || start > hi {
 		start = lo + start%(hi-lo+1)
 	}
+	// Keep the port's parity when the port itself is taken (RFC 4787
+	// REQ-4), so RTP/RTCP pairs stay pairs.
+	par := anyParity
+	if kind == idPort {
+		par = parityOf(cur.SrcPort)
+	}
 	var tried [maxTakenRetries]uint16
 	nt := 0
 	releaseTried := func() {
@@ -494,7 +500,7 @@ func (e *Engine) mapFor(key mapKey, r *snatRule, kind idKind, ext packet.Addr, c
 	}
 	var port uint16
 	for {
-		pi := ps.find(start, lo, hi)
+		pi := ps.findPreferring(start, lo, hi, par)
 		if pi < 0 {
 			releaseTried()
 			e.mu.Unlock()

@@ -163,7 +163,7 @@ func TestLocalICMPError(t *testing.T) {
 	c := s.res.Conn
 	// A reply the gateway cannot deliver (too big, say): it was already
 	// translated to the LAN host when the gateway quotes it.
-	rp := r.must(udp("203.0.113.5:53", "198.18.0.1:40001", "answer"), wan, lan)
+	rp := r.must(udp("203.0.113.5:53", "198.18.0.1:40002", "answer"), wan, lan)
 	expectAddrs(t, "reply", rp.v, "203.0.113.5:53", "10.10.0.2:40000")
 	gen := icmpErr("10.10.0.1", "203.0.113.5", rp.b).bytes()
 	var p packet.Parsed
@@ -175,7 +175,7 @@ func TestLocalICMPError(t *testing.T) {
 	if v.src.Addr() != ap("198.18.0.1").Addr() || v.dst.Addr() != ap("203.0.113.5").Addr() {
 		t.Fatalf("outer %v -> %v", v.src, v.dst)
 	}
-	expectAddrs(t, "quoted as sent", quotedView(t, p.Bytes()), "203.0.113.5:53", "198.18.0.1:40001")
+	expectAddrs(t, "quoted as sent", quotedView(t, p.Bytes()), "203.0.113.5:53", "198.18.0.1:40002")
 
 	// Time exceeded for a forwarded packet, quoted after DNAT.
 	f := r.must(udp("203.0.113.7:5000", "198.18.0.1:8080", "hello"), wan, lan)

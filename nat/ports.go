@@ -3,8 +3,9 @@ package nat
 import "math/bits"
 
 // portSet is the set of held ports (or ICMP identifiers) of one external
-// address and protocol. A bit per port, plus a summary bit per 64-port word
-// that says the word is full, so finding the next free port skips full
+// address and protocol. A bit per port, plus summary bits per 64-port word
+// saying that all of its even, or all of its odd, ports are held, so finding
+// the next free port — of either parity or of a given one — skips full
 // stretches 4096 ports at a time: the cost of an allocation stays flat as the
 // range fills, where probing port by port (Linux's nf_nat_l4proto_unique_tuple
 // tries up to 128 random ports) degrades and then fails while ports remain.
@@ -12,8 +13,55 @@ import "math/bits"
 // A portSet is guarded by Engine.mu.
 type portSet struct {
 	words [1024]uint64 // bit p&63 of words[p>>6]: port p is held
-	full  [16]uint64   // bit w&63 of full[w>>6]: words[w] is all ones
+	fullE [16]uint64   // bit w&63 of fullE[w>>6]: every even port of words[w] is held
+	fullO [16]uint64   // the same for odd ports
 	held  int          // number of held ports
+}
+
+// parity restricts a search to even or odd ports (RFC 4787 REQ-4: an RTP
+// port and its RTCP neighbour keep their parity through the NAT).
+type parity uint8
+
+const (
+	anyParity parity = iota
+	evenParity
+	oddParity
+)
+
+// Bit masks of a word's even and odd ports: a word starts at a multiple of
+// 64, so bit parity is port parity.
+const (
+	evenBits = 0x5555555555555555
+	oddBits  = 0xaaaaaaaaaaaaaaaa
+)
+
+func parityOf(p uint16) parity {
+	if p&1 == 0 {
+		return evenParity
+	}
+	return oddParity
+}
+
+func (par parity) mask() uint64 {
+	switch par {
+	case evenParity:
+		return evenBits
+	case oddParity:
+		return oddBits
+	}
+	return ^uint64(0)
+}
+
+// fullWords returns the summary word sw for a search of parity par: bit set
+// where the word has no free port of that parity.
+func (s *portSet) fullWords(sw int, par parity) uint64 {
+	switch par {
+	case evenParity:
+		return s.fullE[sw]
+	case oddParity:
+		return s.fullO[sw]
+	}
+	return s.fullE[sw] & s.fullO[sw]
 }
 
 // has reports whether port p is held.
@@ -28,8 +76,13 @@ func (s *portSet) take(p uint16) bool {
 	}
 	s.words[w] |= bit
 	s.held++
-	if s.words[w] == ^uint64(0) {
-		s.full[w>>6] |= 1 << (w & 63)
+	sb := uint64(1) << (w & 63)
+	if p&1 == 0 {
+		if s.words[w]&evenBits == evenBits {
+			s.fullE[w>>6] |= sb
+		}
+	} else if s.words[w]&oddBits == oddBits {
+		s.fullO[w>>6] |= sb
 	}
 	return true
 }
@@ -43,7 +96,12 @@ func (s *portSet) release(p uint16) {
 	}
 	s.words[w] &^= bit
 	s.held--
-	s.full[w>>6] &^= 1 << (w & 63)
+	sb := uint64(1) << (w & 63)
+	if p&1 == 0 {
+		s.fullE[w>>6] &^= sb
+	} else {
+		s.fullO[w>>6] &^= sb
+	}
 }
 
 // takeRange marks lo..hi held (port forwards reserve their ports this way).
@@ -53,14 +111,15 @@ func (s *portSet) takeRange(lo, hi uint16) {
 	}
 }
 
-// nextFree returns the first free port in [from, hi], or -1.
-func (s *portSet) nextFree(from, hi uint16) int {
+// nextFree returns the first free port of parity par in [from, hi], or -1.
+func (s *portSet) nextFree(from, hi uint16, par parity) int {
 	if from > hi {
 		return -1
 	}
+	pm := par.mask()
 	w := int(from >> 6)
 	last := int(hi >> 6)
-	m := ^s.words[w] & (^uint64(0) << (from & 63))
+	m := ^s.words[w] & pm & (^uint64(0) << (from & 63))
 	for {
 		if m != 0 {
 			p := w<<6 | bits.TrailingZeros64(m)
@@ -69,14 +128,15 @@ func (s *portSet) nextFree(from, hi uint16) int {
 			}
 			return p
 		}
-		// Find the next word that is not full through the summary.
+		// Find the next word with a free port of the parity through the
+		// summary.
 		w++
 		if w > last {
 			return -1
 		}
 		for {
 			sw := w >> 6
-			f := ^s.full[sw] & (^uint64(0) << (w & 63))
+			f := ^s.fullWords(sw, par) & (^uint64(0) << (w & 63))
 			if f != 0 {
 				w = sw<<6 | bits.TrailingZeros64(f)
 				break
@@ -89,21 +149,29 @@ func (s *portSet) nextFree(from, hi uint16) int {
 		if w > last {
 			return -1
 		}
-		m = ^s.words[w]
+		m = ^s.words[w] & pm
 	}
 }
 
-// find returns a free port in [lo, hi], the first one at or after start and
-// wrapping around to lo, or -1 when the range is full.
-func (s *portSet) find(start, lo, hi uint16) int {
+// find returns a free port of parity par in [lo, hi], the first one at or
+// after start and wrapping around to lo, or -1 when there is none.
+func (s *portSet) find(start, lo, hi uint16, par parity) int {
 	if start < lo || start > hi {
 		start = lo
 	}
-	if p := s.nextFree(start, hi); p >= 0 {
+	if p := s.nextFree(start, hi, par); p >= 0 {
 		return p
 	}
 	if start > lo {
-		return s.nextFree(lo, start-1)
+		return s.nextFree(lo, start-1, par)
 	}
 	return -1
+}
+
+// findPreferring is find for parity par, falling back to any parity.
+func (s *portSet) findPreferring(start, lo, hi uint16, par parity) int {
+	if p := s.find(start, lo, hi, par); p >= 0 || par == anyParity {
+		return p
+	}
+	return s.find(start, lo, hi, anyParity)
 }
