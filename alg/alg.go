@@ -12,9 +12,21 @@
 // also replays each rewrite onto retransmissions of the same bytes, so the
 // receiver never sees two versions of the stream.
 //
+// Segmentation. The FTP helper parses a line only once it is complete and
+// only from a real line start (it follows line ends across segments), so
+// text in mid-line is never a command whatever the segment boundaries.
+// Where the sender's announcements must be rewritten (its address is
+// NATed), bytes of an announcement's argument must not leave before the
+// line is complete: a segment ending inside one is dropped, as Linux
+// drops "partial matches", and so is any segment beyond a hole in that
+// direction, since it cannot be parsed yet; the sender resends both. A
+// dropped segment leaves no trace in the helper state. Where no rewrite
+// is needed, nothing is ever dropped: segments beyond a hole pass
+// unparsed, and parsing resumes at the next line end after them.
+//
 // The datapath calls Process only for packets whose connection wants it
-// (Wanted: a helper or a sequence adjustment); everything else pays one
-// nil check.
+// (Wanted: a helper or a sequence adjustment; c.Ext() != nil is an equally
+// cheap coarser gate); everything else pays one nil check.
 package alg
 
 import (
