@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 
 	"tungate/conntrack"
@@ -227,5 +228,38 @@ func TestEvalAllocs(t *testing.T) {
 		if n := testing.AllocsPerRun(200, func() { tc.rs.Eval(HookForward, pk) }); n != 0 {
 			t.Errorf("%s: %v allocs per Eval", tc.name, n)
 		}
+	}
+}
+
+// BenchmarkEvalParallel runs two goroutines on one Ruleset: "same" has
+// both count on rule 0's counter, "adjacent" has one on rule 0 and one on
+// rule 1, whose counters share a cache line unless padded.
+func BenchmarkEvalParallel(b *testing.B) {
+	rs := mustCompile(b, `
+[filter.forward]
+rules = [
+  { ct_state = "established", action = "accept" },
+  { ct_state = "new", action = "accept" },
+]
+`)
+	for _, tc := range []struct {
+		name string
+		new  bool
+	}{{"same", false}, {"adjacent", true}} {
+		b.Run(tc.name, func(b *testing.B) {
+			var flip atomic.Uint32
+			b.ReportAllocs()
+			b.SetParallelism(1)
+			b.RunParallel(func(pb *testing.PB) {
+				c := newCtx()
+				if tc.new && flip.Add(1)%2 == 0 {
+					c.info = conntrack.New
+				}
+				pk := c.packet(decode(b, udp("10.0.0.1", "192.0.2.1", 1, 2)))
+				for pb.Next() {
+					rs.Eval(HookForward, pk)
+				}
+			})
+		})
 	}
 }
