@@ -440,6 +440,7 @@ func startGateway(t *testing.T, bin, dir string, spec gatewaySpec) *gateway {
 		}
 		select {
 		case <-g.exited:
+			g.stopped = true // said here; stop need not say it again
 			t.Fatalf("gateway exited before it was up (%v); it had not %s", g.waitErr, why)
 		case <-time.After(20 * time.Millisecond):
 		}
