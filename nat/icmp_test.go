@@ -250,3 +250,20 @@ func TestICMPErrorAboutHairpin(t *testing.T) {
 	}
 	expectAddrs(t, "quoted", quotedView(t, e.b), "10.10.0.9:41000", "198.18.0.1:8080")
 }
+
+func TestICMPErrorFromOutsideAboutForwardReply(t *testing.T) {
+	// A router on the WAN refuses the server's reply to a forwarded
+	// client: the error reaches the server, quoting the reply as it sent it.
+	r := newRig(t, fwdConf)
+	s := r.must(udp("203.0.113.7:5000", "198.18.0.1:8080", "hello"), wan, lan)
+	rp := r.must(udp("10.10.0.2:80", "203.0.113.7:5000", "answer"), lan, wan)
+	expectAddrs(t, "reply", rp.v, "198.18.0.1:8080", "203.0.113.7:5000")
+	e := r.pass(icmpErr("192.0.2.1", "198.18.0.1", rp.b).bytes(), wan, lan)
+	if !e.ok || e.res.Info != conntrack.Related || e.res.Conn != s.res.Conn {
+		t.Fatalf("not forwarded as RELATED: %v", e.res.Info)
+	}
+	if e.v.src.Addr() != ap("192.0.2.1").Addr() || e.v.dst.Addr() != ap("10.10.0.2").Addr() {
+		t.Fatalf("outer %v -> %v", e.v.src, e.v.dst)
+	}
+	expectAddrs(t, "quoted", quotedView(t, e.b), "10.10.0.2:80", "203.0.113.7:5000")
+}
