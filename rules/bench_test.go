@@ -250,6 +250,10 @@ rules = [
 			var flip atomic.Uint32
 			b.ReportAllocs()
 			b.SetParallelism(1)
+			start := processCPU()
+			defer func() {
+				b.ReportMetric(float64(processCPU()-start)/float64(b.N), "cpu-ns/op")
+			}()
 			b.RunParallel(func(pb *testing.PB) {
 				c := newCtx()
 				if tc.new && flip.Add(1)%2 == 0 {
