@@ -125,13 +125,15 @@ func TestConcurrentTable(t *testing.T) {
 		if p.Decode(fl.out) != nil {
 			return
 		}
-		var tu Tuple
-		tupleAddrs(&p, &tu)
-		tab.Tracker(p.Proto).Tuple(&p, &tu)
-		m, _ := tab.lookup(&tu, clock.Load())
-		if m == nil {
+		// The helper's packet on the control connection comes first; it
+		// may meet a full table or a clash, like anyone's.
+		var res Result
+		tab.In(&p, clock.Load(), &res)
+		m := res.Conn
+		if m == nil || (!m.Confirmed() && tab.Confirm(m, clock.Load()) != nil) {
 			return
 		}
+		tu := *m.Tuple(DirOriginal)
 		e := &Expectation{
 			Tuple:   Tuple{Src: tu.Dst, Dst: tu.Src, DstPort: uint16(6000 + i%64), Proto: packet.ProtoUDP, Family: tu.Family},
 			Mask:    Mask{Src: FullMask.Src, Dst: FullMask.Dst, DstPort: 0xffff},
@@ -142,7 +144,6 @@ func TestConcurrentTable(t *testing.T) {
 			t.Error(err)
 		}
 		data := build.UDP(p.DstIP(), 20, p.SrcIP(), e.Tuple.DstPort, 0)
-		var res Result
 		if p.Decode(data) == nil {
 			tab.In(&p, clock.Load(), &res)
 			if res.Conn != nil && !res.Conn.Confirmed() {

@@ -229,12 +229,13 @@ func (t *Table) In(p *packet.Parsed, now int64, res *Result) {
 				c, dir = r.resolveMiss(t, tu, now)
 			}
 		}
+		created := false
 		if c == nil {
 			c = t.newConn(tr, cfg, tu, p, now, res)
 			if c == nil {
 				return
 			}
-			dir = DirOriginal
+			dir, created = DirOriginal, true
 		}
 		var info Info
 		st := c.Status()
@@ -252,6 +253,11 @@ func (t *Table) In(p *packet.Parsed, now int64, res *Result) {
 		switch v {
 		case InvalidPacket:
 			t.Stats.Invalid.Add(1)
+			if created {
+				// Nobody will see it: let the destroy hooks release what
+				// an expectation's OnMatch may have bound to it.
+				t.Delete(c)
+			}
 			return
 		case Reopen:
 			t.Delete(c)
