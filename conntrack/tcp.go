@@ -388,6 +388,24 @@ func seqOffset(c *Conn, dir Dir, seq uint32) uint32 {
 	return uint32(a.OffsetBefore)
 }
 
+// ackOffset maps an acknowledgement, which the receiver sent in the
+// rewritten sequence space of dir's sender, back by the helper's offset.
+// Unlike Linux's tcp_in_window (which compares the rewritten ack with the
+// original-space correction point) it first undoes the offset in force
+// before the correction, as nf_ct_seq_adjust does: otherwise acks just past
+// a rewrite that shrank the stream are judged by the wrong offset.
+func ackOffset(c *Conn, dir Dir, ack uint32) uint32 {
+	e := c.ext.Load()
+	if e == nil {
+		return 0
+	}
+	a := &e.SeqAdj[dir]
+	if after(ack-1-uint32(a.OffsetBefore), a.CorrectionPos) {
+		return uint32(a.OffsetAfter)
+	}
+	return uint32(a.OffsetBefore)
+}
+
 // inWindow is Linux's tcp_in_window. With
 //
 //	end    = seq + len (the segment's sequence space),
@@ -415,7 +433,7 @@ func (s *tcpState) inWindow(c *Conn, p *packet.Parsed, dir Dir, class uint8, cfg
 	if s.flags[dir^1]&tcpFlagSACKPerm != 0 && p.TCPHeaderLen() > 20 {
 		sack = tcpSACK(p.TCPOptions(), ack)
 	}
-	if off := seqOffset(c, dir^1, ack-1); off != 0 {
+	if off := ackOffset(c, dir^1, ack); off != 0 {
 		ack -= off
 		sack -= off
 	}

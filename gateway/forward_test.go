@@ -175,22 +175,37 @@ func ping(t *testing.T, h *host, from, to string) {
 	}
 	copy(req[8:], "tungate!")
 	binary.BigEndian.PutUint16(req[6:], 7)
-	for try := 0; try < 3; try++ {
+	// netstack's PingConn registers for the reply only inside Read, so a
+	// reply that comes first wakes nobody: keep a reader waiting and send
+	// requests until one answer arrives.
+	replies := make(chan []byte, 1)
+	pc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	go func() {
+		buf := make([]byte, 1500)
+		n, err := pc.Read(buf)
+		if err == nil {
+			replies <- buf[:n]
+		}
+		close(replies)
+	}()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
 		if _, err := pc.Write(req); err != nil {
 			t.Fatal(err)
 		}
-		pc.SetReadDeadline(time.Now().Add(2 * time.Second))
-		buf := make([]byte, 1500)
-		n, err := pc.Read(buf)
-		if err != nil {
-			continue
+		select {
+		case r, ok := <-replies:
+			if !ok {
+				t.Fatalf("no echo reply from %s", to)
+			}
+			if len(r) < 16 || string(r[8:16]) != "tungate!" {
+				t.Fatalf("echo reply payload %x", r)
+			}
+			return
+		case <-tick.C:
 		}
-		if n < 16 || string(buf[8:16]) != "tungate!" {
-			t.Fatalf("echo reply payload %x", buf[:n])
-		}
-		return
 	}
-	t.Fatalf("no echo reply from %s", to)
 }
 
 func TestPing(t *testing.T) {
