@@ -29,7 +29,8 @@ const (
 	RelatedReply     Info = 4
 	// Invalid: the packet has no connection (the tracker refused it).
 	Invalid Info = 8
-	// Untracked: raw notrack exempted the packet.
+	// Untracked: raw notrack exempted the packet, or its tracker never
+	// tracks such packets (IPv6 neighbour discovery and MLD).
 	Untracked Info = 9
 )
 
