@@ -157,55 +157,61 @@ func TestForwardUDP(t *testing.T) {
 	}
 }
 
+// echoRequest builds an ICMP or ICMPv6 echo request with valid checksums.
+func echoRequest(src, dst string, id uint16) []byte {
+	s, d := netip.MustParseAddr(src), netip.MustParseAddr(dst)
+	msg := make([]byte, 8+8)
+	copy(msg[8:], "tungate!")
+	binary.BigEndian.PutUint16(msg[4:], id)
+	binary.BigEndian.PutUint16(msg[6:], 1)
+	var b []byte
+	if s.Is4() {
+		msg[0] = 8
+		b = make([]byte, header.IPv4MinimumSize+len(msg))
+		ip := header.IPv4(b)
+		ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(b)), TTL: 64, Protocol: 1,
+			SrcAddr: tcpip.AddrFrom4(s.As4()), DstAddr: tcpip.AddrFrom4(d.As4())})
+		ip.SetChecksum(^ip.CalculateChecksum())
+		copy(b[20:], msg)
+		binary.BigEndian.PutUint16(b[22:], ^checksum.Checksum(b[20:], 0))
+		return b
+	}
+	msg[0] = 128
+	b = make([]byte, header.IPv6MinimumSize+len(msg))
+	header.IPv6(b).Encode(&header.IPv6Fields{PayloadLength: uint16(len(msg)), TransportProtocol: 58, HopLimit: 64,
+		SrcAddr: tcpip.AddrFrom16(s.As16()), DstAddr: tcpip.AddrFrom16(d.As16())})
+	copy(b[40:], msg)
+	var p packet.Parsed
+	p.Decode(b)
+	binary.BigEndian.PutUint16(b[42:], ^checksum.Checksum(b[40:], p.PseudoHeaderSum(58, len(msg))))
+	return b
+}
+
+var pingID uint16 = 0x4000
+
+// ping sends an echo request as host h (from its address from) to to and
+// waits for the reply the gateway delivers back to h, with its identifier
+// and payload restored.
 func ping(t *testing.T, h *host, from, to string) {
 	t.Helper()
-	pc, err := h.Net.DialPingAddr(netip.MustParseAddr(from), netip.MustParseAddr(to))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	typ := header.ICMPv4Echo
-	var req []byte
-	if netip.MustParseAddr(to).Is4() {
-		req = make([]byte, header.ICMPv4MinimumSize+8)
-		header.ICMPv4(req).SetType(typ)
-	} else {
-		req = make([]byte, header.ICMPv6MinimumSize+8)
-		header.ICMPv6(req).SetType(header.ICMPv6EchoRequest)
-	}
-	copy(req[8:], "tungate!")
-	binary.BigEndian.PutUint16(req[6:], 7)
-	// netstack's PingConn registers for the reply only inside Read, so a
-	// reply that comes first wakes nobody: keep a reader waiting and send
-	// requests until one answer arrives.
-	replies := make(chan []byte, 1)
-	pc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	go func() {
-		buf := make([]byte, 1500)
-		n, err := pc.Read(buf)
-		if err == nil {
-			replies <- buf[:n]
-		}
-		close(replies)
-	}()
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if _, err := pc.Write(req); err != nil {
-			t.Fatal(err)
-		}
+	pingID++
+	id := pingID
+	dst := netip.MustParseAddr(to)
+	got := h.expect(func(b []byte) bool {
+		var p packet.Parsed
+		return p.Decode(b) == nil && p.IsEcho() && (p.ICMPType == 0 || p.ICMPType == 129) &&
+			p.SrcIP() == dst && p.SrcPort == id && bytes.HasSuffix(b, []byte("tungate!")) && p.L4ChecksumValid()
+	})
+	req := echoRequest(from, to, id)
+	for try := 0; try < 20; try++ {
+		h.send(req)
 		select {
-		case r, ok := <-replies:
-			if !ok {
-				t.Fatalf("no echo reply from %s", to)
-			}
-			if len(r) < 16 || string(r[8:16]) != "tungate!" {
-				t.Fatalf("echo reply payload %x", r)
-			}
+		case <-got:
 			return
-		case <-tick.C:
+		case <-time.After(500 * time.Millisecond):
 		}
 	}
+	t.Fatalf("no echo reply from %s", to)
 }
 
 func TestPing(t *testing.T) {
