@@ -94,15 +94,14 @@ func (e *Engine) holdSrc(b *binding, c *conntrack.Conn, cur *conntrack.Tuple, ki
 		port = uint16(pi)
 	} else if ps.has(port) {
 		m := e.byExt[setKey16{sk, port}]
-		if m == nil || m.intAddr != cur.Src || m.intPort != cur.SrcPort {
+		if m == nil || m.key.addr != cur.Src || m.key.port != cur.SrcPort {
 			return 0, ErrPortInUse
 		}
 		e.attachLocked(&b.src, m, c)
 		return port, nil
 	}
 	ps.take(port)
-	m := e.newMappingLocked(sk, port, true)
-	m.intAddr, m.intPort = cur.Src, cur.SrcPort
+	m := e.newMappingLocked(sk, ps, port, cur.Src, cur.SrcPort)
 	e.attachLocked(&b.src, m, c)
 	return port, nil
 }
@@ -117,7 +116,7 @@ func (e *Engine) holdDst(b *binding, c *conntrack.Conn, cur *conntrack.Tuple) {
 	if !ps.take(cur.DstPort) {
 		return
 	}
-	m := e.newMappingLocked(sk, cur.DstPort, true)
+	m := e.newMappingLocked(sk, ps, cur.DstPort, cur.Dst, cur.DstPort)
 	e.attachLocked(&b.dst, m, c)
 }
 

@@ -218,6 +218,10 @@ type snatRule struct {
 	// (masquerade: out), -1 when unknown; used to pick the rule for a
 	// hairpinned client.
 	ownerIface int
+	// sets caches the port sets of a rule with one external address per
+	// family (masquerade, a one-address snat) by family and protocol (TCP,
+	// UDP, ICMP), sparing the NEW path a map lookup. Guarded by Engine.mu.
+	sets [2][3]*portSet
 }
 
 // addrPool is an SNAT address range of one family, lo..lo+size-1.

@@ -251,7 +251,7 @@ func (e *Engine) mappingDst(res *conntrack.Result, cur *conntrack.Tuple, in int)
 	master := m.users.c
 	e.attachLocked(&b.dst, m, c)
 	next := *cur
-	next.Dst, next.DstPort = m.intAddr, m.intPort
+	next.Dst, next.DstPort = m.key.addr, m.key.port
 	e.mu.Unlock()
 	if !e.checkFree(&next, c) {
 		e.mu.Lock()
@@ -477,7 +477,7 @@ func (e *Engine) mapFor(key mapKey, r *snatRule, kind idKind, ext packet.Addr, c
 		return m, true
 	}
 	sk := setKey{ext, cur.Family, cur.Proto}
-	ps := e.portSetLocked(sk)
+	ps := e.ruleSetLocked(r, sk)
 	lo, hi := portRangeFor(r, kind, cur.SrcPort)
 	start := cur.SrcPort
 	if r.random {
@@ -491,60 +491,17 @@ func (e *Engine) mapFor(key mapKey, r *snatRule, kind idKind, ext packet.Addr, c
 	if kind == idPort {
 		par = parityOf(cur.SrcPort)
 	}
-	var tried [maxTakenRetries]uint16
-	nt := 0
-	releaseTried := func() {
-		for _, p := range tried[:nt] {
-			ps.release(p)
-		}
-	}
-	var port uint16
-	for {
-		pi := ps.findPreferring(start, lo, hi, par)
-		if pi < 0 {
-			releaseTried()
-			e.mu.Unlock()
-			e.st.portExhausted.Add(1)
-			e.logLimited("nat: port range exhausted, dropping new connection",
-				zap.String("rule", r.name), zap.Stringer("addr", ext.NetIP(cur.Family)),
-				zap.Uint8("proto", cur.Proto), zap.Uint16("lo", lo), zap.Uint16("hi", hi))
-			return nil, false
-		}
-		port = uint16(pi)
-		ps.take(port)
+	pi := ps.findPreferring(start, lo, hi, par)
+	if pi < 0 {
 		e.mu.Unlock()
-		reply := e.replyVia(cur, ext, port)
-		taken := e.table.Taken(&reply, c)
-		e.mu.Lock()
-		if !taken {
-			break
-		}
-		if nt == len(tried) {
-			ps.release(port)
-			releaseTried()
-			e.mu.Unlock()
-			e.st.clash.Add(1)
-			return nil, false
-		}
-		tried[nt] = port
-		nt++
-		start = port + 1
+		e.exhausted(r, ext, cur, lo, hi)
+		return nil, false
 	}
-	releaseTried()
-	if m := e.maps[key]; m != nil {
-		// Another packet of the same endpoint made it meanwhile.
-		ps.release(port)
-		if b == nil {
-			b = e.bindingOf(c)
-		}
-		e.attachLocked(&b.src, m, c)
-		e.mu.Unlock()
-		return m, true
-	}
-	m := e.newMappingLocked(sk, port, true)
+	port := uint16(pi)
+	ps.take(port)
+	m := e.newMappingLocked(sk, ps, port, cur.Src, cur.SrcPort)
 	m.key, m.indexed = key, true
 	m.eim, m.eif = r.eim, r.eif
-	m.intAddr, m.intPort = cur.Src, cur.SrcPort
 	e.maps[key] = m
 	if m.eim && kind == idPort {
 		e.byExt[setKey16{sk, port}] = m
@@ -557,5 +514,81 @@ func (e *Engine) mapFor(key mapKey, r *snatRule, kind idKind, ext packet.Addr, c
 	}
 	e.attachLocked(&b.src, m, c)
 	e.mu.Unlock()
-	return m, true
+
+	// The port is the mapping's alone, but the tuple towards this
+	// destination may be a connection's that NAT did not make (one of the
+	// gateway's own): then the mapping moves to another port, as long as
+	// no other connection uses it yet. The table is asked without e.mu
+	// held: its lookup may delete an expired connection and run our hook.
+	var tried [maxTakenRetries]uint16
+	nt := 0
+	for {
+		reply := e.replyVia(cur, ext, m.port)
+		if !e.table.Taken(&reply, c) {
+			if nt > 0 {
+				e.mu.Lock()
+				for _, p := range tried[:nt] {
+					ps.release(p)
+				}
+				e.mu.Unlock()
+			}
+			return m, true
+		}
+		e.mu.Lock()
+		pi := -1
+		if m.n == 1 && nt < len(tried) {
+			tried[nt] = m.port
+			nt++
+			pi = ps.findPreferring(m.port+1, lo, hi, par)
+		}
+		if pi < 0 {
+			e.detachLocked(&b.src)
+			for _, p := range tried[:nt] {
+				ps.release(p)
+			}
+			e.mu.Unlock()
+			e.st.clash.Add(1)
+			return nil, false
+		}
+		if m.inByExt {
+			delete(e.byExt, setKey16{sk, m.port})
+		}
+		m.port = uint16(pi)
+		ps.take(m.port)
+		if m.inByExt {
+			e.byExt[setKey16{sk, m.port}] = m
+		}
+		e.mu.Unlock()
+	}
+}
+
+// ruleSetLocked is portSetLocked through the rule's cache. e.mu is held.
+func (e *Engine) ruleSetLocked(r *snatRule, k setKey) *portSet {
+	if r == &e.hairpinRule || (!r.masq && r.pool.size != 1) {
+		return e.portSetLocked(k)
+	}
+	f, p := 0, 2
+	if k.fam == 6 {
+		f = 1
+	}
+	switch k.proto {
+	case packet.ProtoTCP:
+		p = 0
+	case packet.ProtoUDP:
+		p = 1
+	}
+	s := r.sets[f][p]
+	if s == nil {
+		s = e.portSetLocked(k)
+		r.sets[f][p] = s
+	}
+	return s
+}
+
+// exhausted counts and logs a new connection dropped for want of a port.
+func (e *Engine) exhausted(r *snatRule, ext packet.Addr, cur *conntrack.Tuple, lo, hi uint16) {
+	e.st.portExhausted.Add(1)
+	e.logLimited("nat: port range exhausted, dropping new connection",
+		zap.String("rule", r.name), zap.Stringer("addr", ext.NetIP(cur.Family)),
+		zap.Uint8("proto", cur.Proto), zap.Uint16("lo", lo), zap.Uint16("hi", hi))
 }

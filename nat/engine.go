@@ -131,18 +131,18 @@ type mapKey struct {
 }
 
 // mapping is one external address:port held for an internal endpoint (or
-// for one connection, for Bind reservations). Guarded by Engine.mu.
+// for one connection, for Bind reservations); key.addr:key.port is the
+// internal endpoint. Guarded by Engine.mu.
 type mapping struct {
 	key     mapKey
 	indexed bool // in Engine.maps
 	inByExt bool // in Engine.byExt (endpoint-independent, with ports)
 	eim     bool
 	eif     bool
-	ext     setKey // external address, family, protocol
-	port    uint16 // external port / ICMP identifier
-	hasPort bool   // port is held in the set
-	intAddr packet.Addr
-	intPort uint16
+	ext     setKey   // external address, family, protocol
+	ps      *portSet // the set of ext
+	port    uint16   // external port / ICMP identifier
+	hasPort bool     // port is held in ps
 	users   *link // connections using the mapping, oldest first
 	tail    *link
 	n       int
@@ -351,12 +351,12 @@ func (e *Engine) portSetLocked(k setKey) *portSet {
 	return s
 }
 
-// newMappingLocked makes a mapping holding port on k (already taken in
-// its set) and counts it.
-func (e *Engine) newMappingLocked(k setKey, port uint16, hasPort bool) *mapping {
+// newMappingLocked makes a mapping holding port in ps, the set of k
+// (already taken there), for the internal endpoint a:p, and counts it.
+func (e *Engine) newMappingLocked(k setKey, ps *portSet, port uint16, a packet.Addr, p uint16) *mapping {
 	e.st.mappings.Add(1)
 	e.st.mappingsCreated.Add(1)
-	return &mapping{ext: k, port: port, hasPort: hasPort}
+	return &mapping{ext: k, ps: ps, port: port, hasPort: true, key: mapKey{addr: a, port: p}}
 }
 
 // attachLocked records that c uses m through l.
@@ -408,9 +408,7 @@ func (e *Engine) freeLocked(m *mapping) {
 		m.indexed, m.inByExt = false, false
 	}
 	if m.hasPort {
-		if s := e.sets[m.ext]; s != nil {
-			s.release(m.port)
-		}
+		m.ps.release(m.port)
 		m.hasPort = false
 	}
 	e.st.mappings.Add(-1)
