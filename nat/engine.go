@@ -143,7 +143,7 @@ type mapping struct {
 	ps      *portSet // the set of ext
 	port    uint16   // external port / ICMP identifier
 	hasPort bool     // port is held in ps
-	users   *link // connections using the mapping, oldest first
+	users   *link    // connections using the mapping, oldest first
 	tail    *link
 	n       int
 	// first is the binding of the connection that made the mapping, when
