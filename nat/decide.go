@@ -241,13 +241,13 @@ func (e *Engine) checkFree(next *conntrack.Tuple, c *conntrack.Conn) bool {
 func (e *Engine) mappingDst(res *conntrack.Result, cur *conntrack.Tuple, in int) (ok, found bool) {
 	c := res.Conn
 	external := e.IsExternal(in)
-	b := e.bindingOf(c)
 	e.mu.Lock()
 	m := e.byExt[setKey16{setKey{cur.Dst, cur.Family, cur.Proto}, cur.DstPort}]
 	if m == nil || (external && !m.eif) {
 		e.mu.Unlock()
 		return true, false
 	}
+	b := e.bindingOf(c)
 	master := m.users.c
 	e.attachLocked(&b.dst, m, c)
 	next := *cur
