@@ -33,7 +33,6 @@ type tapDev struct {
 
 	mu      sync.Mutex // guards watch
 	watch   []func([]byte) bool
-	written chan struct{}
 }
 
 func newHost(t *testing.T, mtu int, addrs ...string) *host {
