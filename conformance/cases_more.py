@@ -1064,6 +1064,147 @@ def T29_tcp_invalid_reply_answered_locally():
     ct_expect(f.ct(), "ESTABLISHED")
     f.c_data(b"still fine")
 
+@case()
+def T30_tcp_window_right_edge():
+    "right window edge (window 1000): overrunning or slightly overshooting segments pass, far ones do not"
+    # Linux checks seq <= td_maxend only, and accepts an overshoot up to the
+    # receiver's max window (the "TCPs that send more than the window"
+    # workaround); more than that is INVALID.
+    for k, (off, n, want) in enumerate(((0, 1400, True), (1000, 100, True), (1500, 100, True),
+                                        (5000, 100, False))):
+        f = Tcp(port(k), 80)
+        f.syn()
+        f.synack(win=1000)
+        f.ack()
+        f.s_send("A", win=1000)
+        check(f.at_client(flags="A") is not None, "server ACK not forwarded")
+        f.c_send("PA", seq=f.cnxt + off, data=b"e" * n)
+        r = f.at_server(YES if want else NO)
+        if want:
+            check(r is not None, f"{n} bytes at window offset {off} (window 1000) dropped; Linux passes them")
+        else:
+            check(r is None, f"{n} bytes at window offset {off} (window 1000) forwarded; Linux drops them")
+
+
+@case()
+def T31_tcp_stale_ack_passes():
+    "an ACK far below the peer's sequence (stale, overly delayed) is ignored by Linux, i.e. let through"
+    # "ACK is under lower bound (possible overly delayed ACK)" -> NFCT_TCP_IGNORE
+    f = Tcp(port(), 80).handshake()
+    f.s_data(b"s" * 100)
+    f.c_send("A", ack=f.snxt - 2_000_000)
+    r = f.at_server(NO)
+    check(r is not None, "segment with an ACK 2 MB below the peer's data dropped (Linux: IGNORE, forwarded)")
+    ct_expect(f.ct(), "ESTABLISHED")
+
+
+@case()
+def T32_tcp_zero_window_timeout():
+    "a zero window from the server caps the ESTABLISHED timeout at 300 s; a window update restores it"
+    f = Tcp(port(), 80).handshake()
+    f.s_send("A", win=0)
+    check(f.at_client(flags="A") is not None, "zero-window ACK not forwarded")
+    ct_expect(f.ct(), "ESTABLISHED", (295, 300))
+    f.c_send("A", seq=f.cnxt)   # zero-window probe
+    check(f.at_server(flags="A") is not None, "zero-window probe not forwarded")
+    f.s_send("A", win=65535)
+    check(f.at_client(flags="A") is not None, "window update not forwarded")
+    ct_expect(f.ct(), "ESTABLISHED", (431990, 432000))
+
+
+@case()
+def T33_tcp_bare_ack_in_syn_sent():
+    "a bare ACK from the server in SYN_SENT is ignored by Linux (let through), the entry stays SYN_SENT"
+    f = Tcp(port(), 80)
+    f.syn()
+    f.s_send("A", seq=f.sisn, ack=f.cnxt)
+    r = f.at_client(NO, flags="A")
+    check(r is not None, "bare ACK in SYN_SENT dropped (Linux ignores it: NF_ACCEPT)")
+    ct_expect(f.ct(), "SYN_SENT")
+    f.synack()
+    f.ack()
+
+
+@case()
+def T34_tcp_syn_after_server_rst():
+    "after the server's RST (CLOSE) a new SYN on the same ports passes, the SYN/ACK resyncs the entry"
+    f = Tcp(port(), 80).handshake()
+    f.s_send("R", seq=f.snxt)
+    check(f.at_client(flags="R") is not None, "server RST not forwarded")
+    ct_expect(f.ct(), "CLOSE")
+    g = Tcp(f.cport, 80)
+    g.cisn = (f.cnxt + 50_000) & 0xffffffff
+    g.syn()
+    check(g.nat_port == f.nat_port, f"new SYN translated to port {g.nat_port}, first {f.nat_port}")
+    g.synack()
+    ct_expect(g.ct(), "SYN_RECV")
+    g.ack()
+    g.c_data(b"second life")
+    ct_expect(g.ct(), "ESTABLISHED")
+
+
+@case()
+def T35_tcp_sack_beyond_sent():
+    "with SACK permitted, a SACK block for data never sent is INVALID and dropped; a valid one passes"
+    f = Tcp(port(), 80)
+    f.syn(opts=[("SAckOK", b"")])
+    f.synack(opts=[("SAckOK", b"")])
+    f.ack()
+    f.s_data(b"s" * 300)
+    blk = [("SAck", (f.snxt + 1_000_000, f.snxt + 1_000_100))]
+    f.c_send("A", ack=f.snxt - 300, opts=blk)
+    r = f.leak_server()
+    check(r is None, f"SACK of 1 MB beyond the server's data forwarded: {summ(r)}")
+    f.c_send("A", ack=f.snxt - 300, opts=[("SAck", (f.snxt - 200, f.snxt))])
+    check(f.at_server(flags="A") is not None, "ACK with a valid SACK block dropped")
+
+
+@case()
+def T36_tcp_simultaneous_close():
+    "crossing FINs (simultaneous close) end in TIME_WAIT"
+    f = Tcp(port(), 80).handshake()
+    f.c_send("FA")
+    check(f.at_server(flags="FA") is not None, "client FIN not forwarded")
+    f.s_send("FA")          # acks the data before the client's FIN, not the FIN
+    check(f.at_client(flags="FA") is not None, "crossing server FIN not forwarded")
+    e1 = f.ct()
+    f.cnxt += 1
+    f.snxt += 1
+    f.c_send("A")
+    check(f.at_server(flags="A") is not None, "client ACK of the FIN not forwarded")
+    f.s_send("A")
+    check(f.at_client(flags="A") is not None, "server ACK of the FIN not forwarded")
+    e2 = f.ct()
+    check(e1.state == "LAST_ACK", f"after crossing FINs: {e1.line} (Linux: LAST_ACK)")
+    ct_expect(e2, "TIME_WAIT", (115, 120))
+
+
+@case()
+def T37_tcp_half_close():
+    "after the client's FIN the server may go on sending: data passes in CLOSE_WAIT"
+    f = Tcp(port(), 80).handshake()
+    f.c_send("FA")
+    check(f.at_server(flags="FA") is not None, "client FIN not forwarded")
+    f.cnxt += 1
+    f.s_ack()
+    f.s_data(b"rest of the response 1")
+    f.s_data(b"rest of the response 2")
+    cli.send(f.c_pkt("A"))
+    check(f.at_server(flags="A") is not None, "client ACK after its FIN not forwarded")
+    ct_expect(f.ct(), "CLOSE_WAIT")
+
+
+@case()
+def T38_tcp_port_collision():
+    "TCP: a second LAN host with the same source port to the same server gets another port"
+    a = Tcp(port(), 80).handshake()
+    b = Tcp(port(), 80, cip=C2_IP).handshake()
+    check(a.nat_port == a.cport, f"first host's port not preserved: {a.nat_port}")
+    check(b.nat_port != a.nat_port and b.nat_port >= 1024, f"second host mapped to {b.nat_port}")
+    b.s_data(b"to b")
+    a.s_data(b"to a")
+
+
 # ---------------------------------------------------------------- UDP
 
 
@@ -1186,6 +1327,131 @@ def U10_udp_to_gateway_closed_port():
     r = cli.recv(YES, m_icmp6(1, src=GW6_LAN, dst=C6), raw=True)
     check(r is not None, "no ICMPv6 port unreachable from fd10::1")
     IcmpErr(r).check("ICMPv6 port unreachable", GW6_LAN, C6, C6, GW6_LAN, 7777, port(), 1, 4)
+
+@case(only="kernel")
+def U11_udp_no_hairpin_kernel():
+    "[kernel-only] a LAN host sending to another host's external mapping reaches the router itself: port unreachable"
+    # tungate hairpins to endpoint-independent mappings (RFC 4787 REQ-9), see U12.
+    a = Udp(port(), 5000)
+    a.request()
+    cli.send(IP(src=C2_IP, dst=GW_WAN) / UDP(sport=port(1), dport=a.nat_port) / b"hairpin?")
+    r = cli.recv(YES, lambda p: m_icmp4(3, dst=C2_IP)(p) or m_l4(17, dport=a.cport, dst=C_IP)(p), raw=True)
+    check(r is not None and isinstance(r[1], IP) and r[1].proto == 1,
+          f"want port unreachable to {C2_IP}: {summ(r)}")
+    check(r[1].src == GW_WAN, f"port unreachable from {r[1].src}")
+
+
+@case(only="gateway")
+def U12_udp_hairpin_gateway():
+    "[gateway-only] a LAN host sending to another host's external mapping is hairpinned (RFC 4787 REQ-9)"
+    a = Udp(port(), 5000)
+    a.request()
+    cli.send(IP(src=C2_IP, dst=GW_WAN) / UDP(sport=port(1), dport=a.nat_port) / b"hairpin?")
+    r = cli.recv(YES, m_l4(17, dport=a.cport, dst=C_IP), raw=True)
+    check(r is not None, "hairpinned datagram not delivered to the mapping's owner")
+    check(r[1].src == GW_WAN, f"hairpinned source {r[1].src}, want the external address")
+    check_csum(r, "hairpinned datagram")
+
+
+@case()
+def U13_udp_privileged_port_collision():
+    "a colliding source port below 1024 is replaced by another port below 1024"
+    a = Udp(123, 123)
+    b = Udp(123, 123, cip=C2_IP)
+    a.request()
+    b.request()
+    check(a.nat_port == 123, f"first host's port 123 became {a.nat_port}")
+    check(b.nat_port != 123 and 1 <= b.nat_port < 1024, f"second host's port 123 became {b.nat_port}")
+    b.reply(b"to b")
+
+
+@case()
+def U14_generic_protocol():
+    "an unknown protocol (253) is masqueraded by address, tracked generically (600 s), replies restored"
+    cli.send(IP(src=C_IP, dst=S_IP, proto=253) / Raw(b"exp" * 10))
+    r = srv.recv(YES, lambda p: isinstance(p, IP) and p.proto == 253 and p.dst == S_IP, raw=True)
+    check(r is not None, "protocol 253 not forwarded")
+    check(r[1].src == GW_WAN, f"protocol 253 not masqueraded: src {r[1].src}")
+    check(checksum(bytes(r[0])[:20]) == 0, "IPv4 header checksum invalid")
+    srv.send(IP(src=S_IP, dst=GW_WAN, proto=253) / Raw(b"back"))
+    r = cli.recv(YES, lambda p: isinstance(p, IP) and p.proto == 253, raw=True)
+    check(r is not None and r[1].dst == C_IP, f"protocol 253 reply not restored: {summ(r)}")
+    l = [e for e in ct_all() if e.orig.get("src") == C_IP and e.orig.get("dst") == S_IP
+         and e.line.split()[1] == "253"]
+    check(l, "no ct entry for protocol 253")
+    ct_expect(l[0], None, (590, 600))
+    check(l[0].proto == "unknown", f"ct line proto name {l[0].proto!r}, conntrack says 'unknown': {l[0].line}")
+
+
+@case()
+def U15_gre_tracked():
+    "GRE (version 0) through masquerade: forwarded, reply restored, ct 'gre' with the 30 s timeout"
+    gre = b"\x00\x00\x08\x00" + bytes(IP(src="192.0.2.1", dst="192.0.2.2") / ICMP())
+    cli.send(IP(src=C_IP, dst=S_IP, proto=47) / Raw(gre))
+    r = srv.recv(YES, lambda p: isinstance(p, IP) and p.proto == 47 and p.dst == S_IP, raw=True)
+    check(r is not None, "GRE not forwarded")
+    check(r[1].src == GW_WAN, f"GRE not masqueraded: src {r[1].src}")
+    srv.send(IP(src=S_IP, dst=GW_WAN, proto=47) / Raw(gre))
+    r = cli.recv(YES, lambda p: isinstance(p, IP) and p.proto == 47, raw=True)
+    check(r is not None and r[1].dst == C_IP, f"GRE reply not restored: {summ(r)}")
+    l = [e for e in ct_all() if e.orig.get("src") == C_IP and e.proto == "gre"]
+    check(l, f"no 'gre' ct entry: {[e.line for e in ct_all() if e.orig.get('src') == C_IP]}")
+    ct_expect(l[0], None, (27, 30), noflags=["UNREPLIED", "ASSURED"])
+    check(l[0].orig.get("srckey") == "0x0" and l[0].orig.get("dstkey") == "0x0", f"GRE keys: {l[0].line}")
+    cli.send(IP(src=C_IP, dst=S_IP, proto=47) / Raw(gre))
+    check(srv.recv(YES, lambda p: isinstance(p, IP) and p.proto == 47) is not None, "second GRE not forwarded")
+    l = [e for e in ct_all() if e.orig.get("src") == C_IP and e.proto == "gre"]
+    ct_expect(l[0], None, (175, 180), flags=["ASSURED"])
+
+
+def esp_pair():
+    """ESP out and back through masquerade; the ct entry of the pair."""
+    esp = struct.pack("!II", 0x1000 + port(), 1) + b"\xaa" * 32
+    cli.send(IP(src=C_IP, dst=S_IP, proto=50) / Raw(esp))
+    r = srv.recv(YES, lambda p: isinstance(p, IP) and p.proto == 50 and p.dst == S_IP, raw=True)
+    check(r is not None, "ESP not forwarded")
+    check(r[1].src == GW_WAN, f"ESP not masqueraded: src {r[1].src}")
+    srv.send(IP(src=S_IP, dst=GW_WAN, proto=50) / Raw(struct.pack("!II", 0x2000 + port(), 1) + b"\xbb" * 32))
+    r = cli.recv(YES, lambda p: isinstance(p, IP) and p.proto == 50, raw=True)
+    check(r is not None and r[1].dst == C_IP, f"ESP reply not restored: {summ(r)}")
+    l = [e for e in ct_all() if e.orig.get("src") == C_IP and e.line.split()[1] == "50"]
+    check(l, "no ct entry for ESP")
+    return l[0]
+
+
+@case(only="kernel")
+def U16_esp_generic_kernel():
+    "[kernel-only] ESP through masquerade: Linux tracks it generically ('unknown 50', 600 s, no SPI)"
+    # tungate deliberately tracks ESP by SPI (conntrack/esp.go), see U18.
+    e = esp_pair()
+    check(e.proto == "unknown", f"ct line: {e.line}")
+    ct_expect(e, None, (590, 600))
+
+
+@case(only="gateway")
+def U18_esp_by_spi_gateway():
+    "[gateway-only] ESP through masquerade: tracked by SPI ('esp 50', spi= in both tuples)"
+    e = esp_pair()
+    check(e.proto == "esp" and e.orig.get("spi") == hex(0x1000 + port())
+          and e.reply.get("spi") == hex(0x2000 + port()), f"ct line: {e.line}")
+
+
+@case()
+def U17_sctp_tracked():
+    "SCTP INIT through masquerade: tracked by the SCTP tracker ('sctp 132', ports, CLOSED 10 s [UNREPLIED])"
+    from scapy.layers.sctp import SCTP, SCTPChunkInit
+    cli.send(IP(src=C_IP, dst=S_IP) / SCTP(sport=port(), dport=5000, tag=0) /
+             SCTPChunkInit(init_tag=0x1234, a_rwnd=65535, n_out_streams=1, n_in_streams=1, init_tsn=1))
+    r = srv.recv(YES, lambda p: isinstance(p, IP) and p.proto == 132 and p.dst == S_IP, raw=True)
+    check(r is not None, "SCTP INIT not forwarded")
+    check(r[1].src == GW_WAN, f"SCTP not masqueraded: src {r[1].src}")
+    l = [e for e in ct_all() if e.orig.get("src") == C_IP and e.line.split()[1] == "132"]
+    check(l, "no ct entry for SCTP")
+    e = l[0]
+    check(e.proto == "sctp" and e.orig.get("sport") == str(port()) and e.orig.get("dport") == "5000",
+          f"SCTP not tracked as sctp with ports: {e.line}")
+    ct_expect(e, "CLOSED", (8, 10), flags=["UNREPLIED"])
+
 
 # ---------------------------------------------------------------- ICMP
 
@@ -1314,7 +1580,8 @@ def I09_echo_to_gateway():
     "echo requests to the gateway's own addresses are answered from them (v4, v6, both sides)"
     for n, (side, src, dst, v6) in enumerate((
             (cli, C_IP, GW_LAN, False), (cli, C_IP, GW_WAN, False), (srv, S_IP, GW_WAN, False),
-            (cli, C6, GW6_LAN, True), (cli, C6, GW6_WAN, True), (srv, S6, GW6_WAN, True))):
+            (cli, C6, GW6_LAN, True), (cli, C6, GW6_WAN, True), (srv, S6, GW6_WAN, True),
+            (srv, S_IP, GW_LAN, False), (srv, S6, GW6_LAN, True))):
         ident = port(n)
         ping(side, src, dst, ident, seq=n, v6=v6)
         r = side.recv(YES, m_echo(129 if v6 else 0, src=dst, dst=src, ident=ident, v6=v6), raw=True)
@@ -1402,6 +1669,120 @@ def I16_icmp_time_exceeded_v6_udp():
     x = cli.recv(YES, m_icmp6(3), raw=True)
     check(x is not None, "ICMPv6 time exceeded not forwarded")
     IcmpErr(x).check("ICMPv6 time exceeded", S6_2, C6, C6, S6, u.cport, 33434, 3, 0, l4_csum=True)
+
+@case()
+def I17_icmp_parameter_problem():
+    "parameter problem for a UDP flow is RELATED: translated back, pointer preserved"
+    u = Udp(port(), 5000)
+    r = u.request()
+    srv.send(icmp4_pkt(S_IP, GW_WAN, 12, 0, r[0], rest=20 << 24))
+    x = cli.recv(YES, m_icmp4(12), raw=True)
+    check(x is not None, "parameter problem not forwarded")
+    IcmpErr(x).check("parameter problem", S_IP, C_IP, C_IP, S_IP, u.cport, 5000, 12, 0, rest=20 << 24)
+    u6 = Udp(port(1), 5000, v6=True)
+    r = u6.request()
+    srv.send(icmp6_pkt(S6, GW6_WAN, 4, 0, r[0], rest=40))
+    x = cli.recv(YES, m_icmp6(4), raw=True)
+    check(x is not None, "ICMPv6 parameter problem not forwarded")
+    IcmpErr(x).check("ICMPv6 parameter problem", S6, C6, C6, S6, u6.cport, 5000, 4, 0, rest=40)
+
+
+@case()
+def I18_unsolicited_echo_reply_from_lan():
+    "an echo reply from the LAN with no request is INVALID (not NEW) and dropped, IPv4 and IPv6"
+    cli.send(icmp4_pkt(C_IP, S_IP, 0, 0, b"pong", rest=(port() << 16) | 1))
+    cli.send(icmp6_pkt(C6, S6, 129, 0, b"pong", rest=(port() << 16) | 1))
+    r = srv.recv(NO, lambda p: m_echo(0)(p) or m_echo(129, v6=True)(p))
+    check(r is None, f"unsolicited echo reply from the LAN forwarded: {summ(r)}")
+    l = ct_find("icmp", src=C_IP, dst=S_IP) + ct_find("icmpv6", src=C6, dst=S6)
+    check(not l, f"entry created: {l}")
+    alive()
+
+
+@case()
+def I19_icmp_timestamp():
+    "ICMP timestamp request/reply (types 13/14) are tracked like echo and NATed"
+    ident = port()
+    cli.send(icmp4_pkt(C_IP, S_IP, 13, 0, b"\0" * 12, rest=(ident << 16) | 1))
+    r = srv.recv(YES, m_icmp4(13, dst=S_IP), raw=True)
+    check(r is not None, "timestamp request not forwarded")
+    check(r[1].src == GW_WAN, f"timestamp request not masqueraded: {r[1].src}")
+    check_csum(r, "forwarded timestamp request")
+    nid = struct.unpack("!H", bytes(r[0])[24:26])[0]
+    srv.send(icmp4_pkt(S_IP, GW_WAN, 14, 0, b"\0" * 12, rest=(nid << 16) | 1))
+    x = cli.recv(YES, m_icmp4(14), raw=True)
+    check(x is not None, "timestamp reply not forwarded")
+    check(x[1].dst == C_IP and struct.unpack("!H", bytes(x[0])[24:26])[0] == ident,
+          f"timestamp reply not restored: {summ(x)}")
+    check_csum(x, "timestamp reply")
+
+
+@case()
+def I20_echo_id_collision():
+    "two LAN hosts pinging one server with the same id get distinct ids outside; replies reach each"
+    ident = port()
+    ping(cli, C_IP, S_IP, ident)
+    a = srv.recv(YES, m_echo(8, dst=S_IP), raw=True)
+    ping(cli, C2_IP, S_IP, ident)
+    b = srv.recv(YES, m_echo(8, dst=S_IP), raw=True)
+    check(a is not None and b is not None, "echo requests not forwarded")
+    ida, idb = echo_fields(a[1])[1], echo_fields(b[1])[1]
+    check(ida == ident, f"first host's id {ident} became {ida}")
+    check(idb != ida, f"both hosts mapped to id {ida}")
+    for i, dst in ((idb, C2_IP), (ida, C_IP)):
+        srv.send(IP(src=S_IP, dst=GW_WAN) / ICMP(type=0, id=i, seq=1) / b"ping")
+        r = cli.recv(YES, m_echo(0, dst=dst), raw=True)
+        check(r is not None and echo_fields(r[1])[1] == ident, f"echo reply for {dst}: {summ(r)}")
+
+
+@case()
+def I21_icmp_error_about_icmp_error():
+    "an ICMP error quoting an ICMP error is dropped"
+    u = Udp(port(), 5000)
+    r = u.request()
+    first = bytes(icmp4_pkt(GW_WAN, S_IP, 3, 3, r[0]))
+    srv.send(icmp4_pkt(S_IP, GW_WAN, 3, 1, first))
+    x = cli.recv(NO, m_icmp4())
+    check(x is None, f"ICMP error about an ICMP error forwarded: {summ(x)}")
+    alive()
+
+
+@case()
+def I22_icmp_error_quote_too_short():
+    "an ICMP error quoting less than 8 bytes of the transport header is dropped"
+    u = Udp(port(), 5000)
+    r = u.request()
+    srv.send(icmp4_pkt(S_IP, GW_WAN, 3, 3, bytes(r[0])[:24]))
+    x = cli.recv(NO, m_icmp4())
+    check(x is None, f"ICMP error with a 4-byte quote forwarded: {summ(x)}")
+    alive()
+
+
+@case()
+def I23_ttl_expired_reply_direction():
+    "a reply with TTL 1 gets time exceeded from 198.18.0.1 quoting it as the server sent it (NAT undone)"
+    f = Tcp(port(), 80).handshake()
+    p = f.s_pkt("PA", data=b"ttl1")
+    p[IP].ttl = 1
+    srv.send(p)
+    r = srv.recv(YES, m_icmp4(11, dst=S_IP), raw=True)
+    check(r is not None, "no time exceeded for the TTL-1 reply")
+    IcmpErr(r).check("time exceeded", GW_WAN, S_IP, S_IP, GW_WAN, 80, f.nat_port, 11, 0)
+    check(f.leak_client() is None, "TTL-1 reply forwarded")
+
+
+@case()
+def I24_no_error_about_icmp_error():
+    "a TTL-1 ICMP error gets no time exceeded back (no ICMP error about an ICMP error)"
+    u = Udp(port(), 5000)
+    u.request()
+    r = u.reply(b"unwanted")
+    p = icmp4_pkt(C_IP, S_IP, 3, 3, r[0], ttl=1)
+    cli.send(p)
+    x = cli.recv(NO, m_icmp4(11))
+    check(x is None, f"time exceeded about an ICMP error: {summ(x)}")
+    check(srv.recv(NO, m_icmp4()) is None, "TTL-1 ICMP error forwarded")
+
 
 # ---------------------------------------------------------------- malformed
 
@@ -1628,6 +2009,64 @@ def M16_ipv4_bad_version():
     nothing_at_server("IP version 5")
     alive()
 
+@case()
+def M17_ipv4_martians():
+    "IPv4 with a martian source (127/8, 0/8, multicast) or a loopback destination is not forwarded"
+    for k, (src, dst) in enumerate((("127.0.0.1", S_IP), ("0.0.0.0", S_IP), ("224.0.0.5", S_IP),
+                                    (C_IP, "127.0.0.1"))):
+        cli.send(IP(src=src, dst=dst) / UDP(sport=port(k), dport=9) / b"martian")
+        r = srv.recv(NO, m_l4(17, dport=9))
+        check(r is None, f"martian {src} -> {dst} forwarded: {summ(r)}")
+    alive()
+
+
+@case()
+def M18_ipv6_martians():
+    "IPv6 from loopback or multicast sources, or to loopback, is not forwarded"
+    for k, (src, dst) in enumerate((("::1", S6), ("ff02::1", S6), (C6, "::1"))):
+        cli.send(IPv6(src=src, dst=dst) / UDP(sport=port(k), dport=9) / b"martian")
+        r = srv.recv(NO, m_l4(17, dport=9))
+        check(r is None, f"martian {src} -> {dst} forwarded: {summ(r)}")
+    alive6()
+
+
+@case()
+def M19_no_transport_header():
+    "IPv4/IPv6 saying TCP or UDP but carrying no transport bytes at all is dropped"
+    for proto in (6, 17):
+        cli.send(IP(src=C_IP, dst=S_IP, proto=proto))
+        cli.send(IPv6(src=C6, dst=S6, nh=proto))
+    nothing_at_server("empty TCP/UDP")
+    alive()
+
+
+@case()
+def M20_ipv4_overlapping_fragments():
+    "overlapping IPv4 fragments are dropped, nothing is forwarded"
+    data = b"A" * 64
+    p = IP(src=C_IP, dst=S_IP, id=port(), proto=17) / Raw(bytes(UDP(sport=port(), dport=5000, len=8 + 64)) + data)
+    b = bytes(p)
+    l4 = b[20:]
+    f1 = IP(src=C_IP, dst=S_IP, id=port(), proto=17, flags="MF", frag=0) / Raw(l4[:48])
+    f2 = IP(src=C_IP, dst=S_IP, id=port(), proto=17, frag=4) / Raw(l4[32:])   # overlaps 32..48
+    cli.send(f1)
+    cli.send(f2)
+    nothing_at_server("overlapping fragments")
+    alive()
+
+
+@case()
+def M21_ipv6_atomic_fragment():
+    "an IPv6 atomic fragment (offset 0, M=0) is forwarded and NATed"
+    cli.send(IPv6(src=C6, dst=S6) / IPv6ExtHdrFragment(id=port(), offset=0, m=0)
+             / UDP(sport=port(), dport=5000) / b"atomic")
+    r = srv.recv(YES, lambda p: isinstance(p, IPv6) and p.dst == S6, raw=True)
+    check(r is not None, "atomic fragment not forwarded")
+    l4 = reassemble6([r[0]])
+    check(l4 is not None and r[1].src == GW6_WAN, f"atomic fragment: {summ(r)}")
+    check(in6_chksum(17, IPv6(src=GW6_WAN, dst=S6), l4) == 0, "UDP checksum invalid after NAT")
+
+
 # ---------------------------------------------------------------- IPv6 / forwarding
 
 
@@ -1669,17 +2108,62 @@ def V03_ndp_not_forwarded():
 
 
 @case()
-def V04_ipv6_link_local_and_multicast_not_forwarded():
-    "IPv6 from a link-local source, or to a multicast group, is not forwarded"
+def V04_ipv6_link_local_source():
+    "IPv6 from a link-local source is not forwarded"
     cli.send(IPv6(src="fe80::2", dst=S6) / UDP(sport=port(), dport=9) / b"ll")
-    cli.send(IPv6(src=C6, dst="ff0e::1:3") / UDP(sport=port(1), dport=9) / b"mc")
     r = srv.recv(NO, m_l4(17, dport=9))
-    check(r is None, f"link-local / multicast forwarded: {summ(r)}")
-    cli.send(IP(src=C_IP, dst="239.1.2.3") / UDP(sport=port(2), dport=9) / b"mc4")
-    cli.send(IP(src=C_IP, dst="255.255.255.255") / UDP(sport=port(3), dport=9) / b"bc")
+    check(r is None, f"link-local source forwarded: {summ(r)}")
+    srv.send(IPv6(src="fe80::5", dst=C6) / UDP(sport=9, dport=port()) / b"ll")
+    r = cli.recv(NO, m_l4(17, dport=port()))
+    check(r is None, f"link-local source from the WAN forwarded: {summ(r)}")
+    alive6()
+
+
+@case()
+def V05_ipv6_multicast_not_forwarded():
+    "IPv6 to a multicast group is not forwarded"
+    cli.send(IPv6(src=C6, dst="ff0e::1:3") / UDP(sport=port(), dport=9) / b"mc")
+    cli.send(IPv6(src=C6, dst="ff02::1") / UDP(sport=port(1), dport=9) / b"mc")
+    r = srv.recv(NO, m_l4(17, dport=9))
+    check(r is None, f"IPv6 multicast forwarded: {summ(r)}")
+    alive6()
+
+
+@case()
+def V06_ipv4_multicast_broadcast_not_forwarded():
+    "IPv4 to multicast, limited broadcast or the LAN's broadcast address is not forwarded"
+    for k, dst in enumerate(("239.1.2.3", "255.255.255.255", "10.10.0.255")):
+        cli.send(IP(src=C_IP, dst=dst) / UDP(sport=port(k), dport=9) / b"mc4")
     r = srv.recv(NO, m_l4(17, dport=9))
     check(r is None, f"IPv4 multicast/broadcast forwarded: {summ(r)}")
-    alive6()
+    alive()
+
+
+@case()
+def V07_ttl1_to_gateway_answered():
+    "TTL / hop limit 1 to the gateway's own address is delivered (echo reply), not time exceeded"
+    cli.send(IP(src=C_IP, dst=GW_LAN, ttl=1) / ICMP(type=8, id=port(), seq=1) / b"x")
+    r = cli.recv(YES, lambda p: m_echo(0, src=GW_LAN)(p) or m_icmp4(11)(p), raw=True)
+    check(r is not None and r[1][ICMP].type == 0, f"want echo reply: {summ(r)}")
+    cli.send(IPv6(src=C6, dst=GW6_LAN, hlim=1) / ICMPv6EchoRequest(id=port(), seq=1))
+    r = cli.recv(YES, lambda p: m_echo(129, src=GW6_LAN, v6=True)(p) or m_icmp6(3)(p), raw=True)
+    check(r is not None and echo_fields(r[1])[0] == 129, f"want ICMPv6 echo reply: {summ(r)}")
+
+
+@case()
+def V08_unknown_protocol_to_gateway():
+    "an unknown protocol to the gateway: ICMP protocol unreachable (v4), parameter problem code 1 (v6)"
+    cli.send(IP(src=C_IP, dst=GW_LAN, proto=253) / Raw(b"what"))
+    r = cli.recv(YES, m_icmp4(3, src=GW_LAN), raw=True)
+    check(r is not None, "no protocol unreachable")
+    e = IcmpErr(r)
+    check((e.type, e.code) == (3, 2), f"type/code {e.type}/{e.code}, want 3/2")
+    cli.send(IPv6(src=C6, dst=GW6_LAN, nh=253) / Raw(b"what"))
+    r = cli.recv(YES, m_icmp6(4, src=GW6_LAN), raw=True)
+    check(r is not None, "no ICMPv6 parameter problem")
+    e = IcmpErr(r)
+    check((e.type, e.code, e.rest) == (4, 1, 6), f"type/code/pointer {e.type}/{e.code}/{e.rest}, want 4/1/6")
+
 
 # ---------------------------------------------------------------- group mtu
 
@@ -1719,6 +2203,47 @@ def P03_fragmented_on_output():
     check(l4 is not None, f"fragments do not reassemble: sizes {sizes}")
     check(l4[8:] == data and got[0][1].src == GW_WAN, "reassembled datagram differs or not NATed")
     check(in4_chksum(17, IP(src=GW_WAN, dst=S_IP, proto=17), l4) == 0, "UDP checksum invalid")
+
+@case("mtulan")
+def Q01_frag_needed_for_reply():
+    "a DF reply too big for the LAN (1280): frag needed from 198.18.0.1 quoting it as the server sent it"
+    f = Tcp(port(), 80).handshake()
+    p = f.s_pkt("PA", data=b"b" * 1300)
+    p[IP].flags = "DF"
+    srv.send(p)
+    r = srv.recv(YES, m_icmp4(3, dst=S_IP), raw=True)
+    check(r is not None, "no fragmentation needed for the oversized reply")
+    IcmpErr(r).check("frag needed", GW_WAN, S_IP, S_IP, GW_WAN, 80, f.nat_port, 3, 4, rest=1280)
+    check(f.leak_client() is None, "oversized DF reply forwarded")
+
+
+@case("mtulan")
+def Q02_packet_too_big_for_reply_v6():
+    "an IPv6 reply too big for the LAN (1280): packet too big from 2001:db8:1::1, NAT undone in the quote"
+    f = Tcp(port(), 80, v6=True).handshake()
+    srv.send(f.s_pkt("PA", data=b"b" * 1300))
+    r = srv.recv(YES, m_icmp6(2, dst=S6), raw=True)
+    check(r is not None, "no packet too big for the oversized reply")
+    IcmpErr(r).check("packet too big", GW6_WAN, S6, S6, GW6_WAN, 80, f.nat_port, 2, 0, rest=1280)
+    check(f.leak_client() is None, "oversized IPv6 reply forwarded")
+
+
+@case("mtulan")
+def Q03_fragmented_reply():
+    "a non-DF IPv4 reply too big for the LAN is fragmented (<= 1280) with NAT undone"
+    u = Udp(port(), 5000)
+    u.request()
+    data = bytes(range(256)) * 5
+    srv.send(IP(src=S_IP, dst=GW_WAN, id=port()) / UDP(sport=5000, dport=u.nat_port) / data)
+    got = cli.recv_all(YES, lambda q: isinstance(q, IP) and q.proto == 17 and q.dst == C_IP, raw=True)
+    check(got, "oversized reply not forwarded")
+    sizes = [len(g[0]) for g in got]
+    check(max(sizes) <= 1280, f"forwarded sizes {sizes} exceed the LAN MTU")
+    l4 = reassemble4([g[0] for g in got])
+    check(l4 is not None and l4[8:] == data, f"fragments do not reassemble: {sizes}")
+    check(struct.unpack("!H", l4[2:4])[0] == u.cport, "destination port not restored")
+    check(in4_chksum(17, IP(src=S_IP, dst=C_IP, proto=17), l4) == 0, "UDP checksum invalid")
+
 
 # ---------------------------------------------------------------- group dnat
 

@@ -69,6 +69,7 @@ QUIET='table inet quiet {
 # ---------------------------------------------------------------- groups
 # group_conf G sets, for group G:
 #   WAN_MTU      MTU of the wan link (gateway [[interface]] mtu, kernel link)
+#   LAN_MTU      MTU of the lan link
 #   GW_NAT       the gateway's [nat] part (masquerade by default)
 #   GW_FWD       extra gateway forward rules, before "lan new accept"
 #   GW_EXTRA     extra gateway TOML (conntrack settings, ...)
@@ -78,6 +79,7 @@ QUIET='table inet quiet {
 #   K_SYSCTL     kernel sysctls for the router namespace
 group_conf() {
   WAN_MTU=1500
+  LAN_MTU=1500
   GW_NAT='[[nat.masquerade]]
 out = "wan"'
   GW_FWD=''
@@ -90,6 +92,8 @@ out = "wan"'
   base) ;;
   mtu)     # a narrower WAN link: fragmentation needed / packet too big
     WAN_MTU=1400 ;;
+  mtulan)  # a narrower LAN link: ICMP errors about replies, NAT undone
+    LAN_MTU=1280 ;;
   dnat)    # port forwards from the WAN to the client
     GW_NAT='[[nat.masquerade]]
 out = "wan"
@@ -186,6 +190,8 @@ kernel_setup() {
   ip netns exec $RNS sysctl -qw net.ipv4.conf.lan.send_redirects=0 net.ipv4.conf.wan.send_redirects=0
   ip -n $RNS link set wan mtu $WAN_MTU
   ip -n $SNS link set tgwan mtu $WAN_MTU
+  ip -n $RNS link set lan mtu $LAN_MTU
+  ip -n $CNS link set tglan mtu $LAN_MTU
   ip -n $RNS link set lan up; ip -n $RNS link set wan up
   ip -n $CNS addr add 10.10.0.2/24 dev tglan; ip -n $CNS link set tglan up
   ip -n $CNS route add default via 10.10.0.1 dev tglan
@@ -243,6 +249,7 @@ metrics = ""
 name = "lan"
 tun = "tglan"
 addresses = ["10.10.0.1/24", "fd10::1/64"]
+mtu = $LAN_MTU
 
 [[interface]]
 name = "wan"
@@ -296,6 +303,7 @@ gateway_setup() {   # gateway_setup GROUP
   ip -n $CNS addr add 10.10.0.2/24 dev tglan; ip -n $CNS link set tglan up
   ip -n $CNS route add default via 10.10.0.1 dev tglan
   ip -n $SNS link set tgwan mtu $WAN_MTU
+  ip -n $CNS link set tglan mtu $LAN_MTU
   ip -n $SNS addr add 198.18.0.2/24 dev tgwan; ip -n $SNS link set tgwan up
   endpoints tglan tgwan
   for i in $(seq 50); do [ -S $WORKDIR/admin.sock ] && break; sleep 0.05; done
