@@ -12,19 +12,18 @@ import (
 
 // modeCase is one FTP mode through one NAT setup.
 type modeCase struct {
-	name            string
-	cli, srv, real  string // client, server as the client addresses it, server's real address
-	masq            []string
-	dnat            bool
-	fromClient      bool // the announcement is a client command
-	cmd, want       string
-	dataFrom        string // the data connection's first packet, as sent
-	dataTo          string
-	wantDataAt      string // where the gateway delivers it
-	wantExp         conntrack.Tuple
-	wantBind        []bind
-	takenPorts      []uint16
-	preconditionTxt string
+	name           string
+	cli, srv, real string // client, server as the client addresses it, server's real address
+	masq           []string
+	dnat           bool
+	fromClient     bool // the announcement is a client command
+	cmd, want      string
+	dataFrom       string // the data connection's first packet, as sent
+	dataTo         string
+	wantDataAt     string // where the gateway delivers it
+	wantExp        conntrack.Tuple
+	wantBind       []bind
+	takenPorts     []uint16
 }
 
 func tup(src, dst string, dport uint16, fam uint8) conntrack.Tuple {
