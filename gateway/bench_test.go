@@ -90,6 +90,8 @@ func tcpPacket(src, dst string, sport, dport uint16, seq, ack uint32, flags head
 func runPacket(w *worker, pkt []byte) {
 	n := copy(w.bufs[0][headroom:], pkt)
 	w.packet(w.bufs[0], n)
+	w.g.Counters.Forwarded.Add(w.forwarded)
+	w.forwarded = 0
 	for i := range w.out {
 		w.out[i] = w.out[i][:0]
 	}

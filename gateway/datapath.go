@@ -53,6 +53,8 @@ type worker struct {
 	fragID  uint32
 	// gso: the batch came from one GSO frame (checksums known good).
 	gso bool
+	// forwarded and local count this batch's packets.
+	forwarded, delivered uint64
 }
 
 func newWorker(g *Gateway, l *Link) *worker {
@@ -117,6 +119,16 @@ func (w *worker) batch(n int) {
 		w.packet(w.bufs[i], w.sizes[i])
 	}
 	w.flush()
+	// Shared counters once per batch, not per packet: both links' readers
+	// would otherwise bounce the same cache lines between cores.
+	if w.forwarded != 0 {
+		w.g.Counters.Forwarded.Add(w.forwarded)
+		w.forwarded = 0
+	}
+	if w.delivered != 0 {
+		w.g.Counters.Local.Add(w.delivered)
+		w.delivered = 0
+	}
 }
 
 // flush writes every link's queued packets with one Write per link.
@@ -242,7 +254,7 @@ func (w *worker) packet(buf []byte, size int) {
 			return
 		}
 	}
-	g.Counters.Forwarded.Add(1)
+	w.forwarded++
 	w.queue(out, buf, p)
 }
 

@@ -36,7 +36,7 @@ var icmpCodes = [...][2][2]uint8{
 func (w *worker) local(buf []byte) {
 	g := w.g
 	p, res, pk := &w.p, &w.res, &w.pk
-	g.Counters.Local.Add(1)
+	w.delivered++
 	switch d := w.rs.Eval(rules.HookInput, pk); d.Verdict {
 	case rules.Drop:
 		w.discard(DropFilter)
