@@ -31,8 +31,8 @@ type tapDev struct {
 	done   chan struct{}
 	once   sync.Once
 
-	mu      sync.Mutex // guards watch
-	watch   []func([]byte) bool
+	mu    sync.Mutex // guards watch
+	watch []func([]byte) bool
 }
 
 func newHost(t *testing.T, mtu int, addrs ...string) *host {
