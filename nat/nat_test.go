@@ -667,3 +667,46 @@ func TestConfirmClashIsNotMerged(t *testing.T) {
 	}
 	expectAddrs(t, "reply", rp.v, "203.0.113.5:53", "10.10.0.2:5000")
 }
+
+// TestExplicitForwardDestinations uses forwards with dst given, per family,
+// and a target without a port.
+func TestExplicitForwardDestinations(t *testing.T) {
+	r := newRig(t, `
+[[nat.masquerade]]
+out = "wan"
+
+[[nat.dnat]]
+in = "wan"
+proto = "tcp"
+dst = "198.18.0.1"
+dport = 8080
+to = "10.10.0.2:80"
+
+[[nat.dnat]]
+in = "wan"
+proto = "udp"
+dst = "198.18.0.1"
+dport = 5353
+to = "10.10.0.2"
+
+[[nat.dnat]]
+in = "wan"
+proto = "tcp"
+dst = "2001:db8:1::1"
+dport = 8080
+to = "[fd10::2]:80"
+`)
+	v := r.tcpOpen("203.0.113.7:5000", "198.18.0.1:8080", wan, lan)
+	expectAddrs(t, "tcp forward", v, "203.0.113.7:5000", "10.10.0.2:80")
+	s := r.must(udp("203.0.113.7:5001", "198.18.0.1:5353", "q"), wan, lan)
+	expectAddrs(t, "udp forward, port kept", s.v, "203.0.113.7:5001", "10.10.0.2:5353")
+	s = r.must(udp("10.10.0.2:5353", "203.0.113.7:5001", "a"), lan, wan)
+	expectAddrs(t, "udp reply", s.v, "198.18.0.1:5353", "203.0.113.7:5001")
+	v = r.tcpOpen("[2001:db8:2::7]:5000", "[2001:db8:1::1]:8080", wan, lan)
+	expectAddrs(t, "v6 forward", v, "[2001:db8:2::7]:5000", "[fd10::2]:80")
+	// Outbound is still masqueraded; the forwarded port is never a mapping.
+	s = r.must(udp("10.10.0.3:5353", "203.0.113.9:53", "q"), lan, wan)
+	if s.v.src.Addr() != ap("198.18.0.1").Addr() || s.v.src.Port() == 5353 {
+		t.Fatalf("outbound %v", s.v.src)
+	}
+}
