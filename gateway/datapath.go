@@ -118,7 +118,6 @@ func (w *worker) batch(n int) {
 	for i := 0; i < n; i++ {
 		w.packet(w.bufs[i], w.sizes[i])
 	}
-	w.flush()
 	// Shared counters once per batch, not per packet: both links' readers
 	// would otherwise bounce the same cache lines between cores.
 	if w.forwarded != 0 {
@@ -129,6 +128,7 @@ func (w *worker) batch(n int) {
 		w.g.Counters.Local.Add(w.delivered)
 		w.delivered = 0
 	}
+	w.flush()
 }
 
 // flush writes every link's queued packets with one Write per link.
