@@ -104,6 +104,9 @@ func (g *Gateway) adminCommand(w *bufio.Writer, args []string) error {
 	case cmd == "stats":
 		w.WriteString("ok\n")
 		m := g.Counters.Snapshot()
+		for k, v := range natStats(g.nat.Stats()) {
+			m["nat_"+k] = v
+		}
 		keys := make([]string, 0, len(m))
 		for k := range m {
 			keys = append(keys, k)

@@ -208,6 +208,12 @@ func (w *worker) packet(buf []byte, size int) {
 	}
 	if res.Conn != nil {
 		g.nat.Prerouting(p, res, w.in)
+		if res.Drop {
+			// NAT refused it (a bad ICMP error, a forward whose tuple is
+			// taken); it cleaned up the connection itself.
+			w.drop(DropNAT)
+			return
+		}
 	}
 	out, ok := g.route(p)
 	if !ok {

@@ -8,6 +8,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
+
+	"tungate/nat"
 )
 
 // collector exports the datapath and conntrack counters at scrape time, so
@@ -18,6 +20,7 @@ type collector struct {
 	packets *prometheus.Desc
 	entries *prometheus.Desc
 	ctStat  *prometheus.Desc
+	nat     *prometheus.Desc
 }
 
 func newCollector(g *Gateway) *collector {
@@ -27,6 +30,7 @@ func newCollector(g *Gateway) *collector {
 		packets: prometheus.NewDesc("tungate_packets_total", "Packets seen by the datapath, by stage.", []string{"stage"}, nil),
 		entries: prometheus.NewDesc("tungate_conntrack_entries", "Connections in the table.", nil, nil),
 		ctStat:  prometheus.NewDesc("tungate_conntrack_events_total", "Conntrack counters as conntrack -S names them.", []string{"counter"}, nil),
+		nat:     prometheus.NewDesc("tungate_nat", "NAT engine counters (mappings is a gauge of live mappings).", []string{"counter"}, nil),
 	}
 }
 
@@ -35,6 +39,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.packets
 	ch <- c.entries
 	ch <- c.ctStat
+	ch <- c.nat
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -49,6 +54,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.packets, prometheus.CounterValue, float64(v), name)
 	}
 	ch <- prometheus.MustNewConstMetric(c.entries, prometheus.GaugeValue, float64(c.g.ct.Count()))
+	for name, v := range natStats(c.g.nat.Stats()) {
+		ch <- prometheus.MustNewConstMetric(c.nat, prometheus.CounterValue, float64(v), name)
+	}
 	s := &c.g.ct.Stats
 	for name, v := range map[string]uint64{
 		"invalid": s.Invalid.Load(), "insert": s.Insert.Load(), "insert_failed": s.InsertFailed.Load(),
@@ -60,13 +68,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // ServeMetrics serves Prometheus metrics on addr (/metrics) until the
-// gateway closes.
-func (g *Gateway) ServeMetrics(addr string) error {
+// gateway closes, and returns the address it listens on.
+func (g *Gateway) ServeMetrics(addr string) (net.Addr, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(newCollector(g))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("admin.metrics: %w", err)
+		return nil, fmt.Errorf("admin.metrics: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -79,5 +87,15 @@ func (g *Gateway) ServeMetrics(addr string) error {
 			g.log.Warn("metrics server", zap.Error(err))
 		}
 	}()
-	return nil
+	return ln.Addr(), nil
+}
+
+// natStats flattens the NAT engine's counters for stats and metrics.
+func natStats(s nat.Stats) map[string]uint64 {
+	return map[string]uint64{
+		"mappings": s.Mappings, "mappings_created": s.MappingsCreated,
+		"snat": s.SNAT, "dnat": s.DNAT, "netmap": s.Netmap, "hairpin": s.Hairpin,
+		"eif_admitted": s.EIFAdmitted, "port_exhausted": s.PortExhausted,
+		"no_address": s.NoAddress, "clash": s.Clash,
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"io"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -283,4 +284,33 @@ func TestConntrackLiveAndTimeWait(t *testing.T) {
 	c.Close()
 	<-srvDone
 	eventually(t, 10*time.Second, "TIME_WAIT entry after close", func() bool { return find("TIME_WAIT") })
+}
+
+func TestMetricsAndStats(t *testing.T) {
+	client, _, g, _ := rulesGateway(t)
+	ping(t, client, "10.10.0.2", "198.18.0.2")
+	addr, err := g.ServeMetrics("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get("http://" + addr.String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`tungate_packets_total{stage="forwarded"}`, `tungate_dropped_packets_total{reason="no_route"} 0`,
+		"tungate_conntrack_entries 1", `tungate_nat{counter="snat"} 1`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q:\n%s", want, body)
+		}
+	}
+	sock := filepath.Join(t.TempDir(), "a.sock")
+	if err := g.ServeAdmin(sock); err != nil {
+		t.Fatal(err)
+	}
+	out, err := AdminRequest(sock, "stats")
+	if err != nil || !strings.Contains(out, "nat_snat 1\n") || !strings.Contains(out, "forwarded ") {
+		t.Fatalf("stats: %v\n%s", err, out)
+	}
 }

@@ -131,7 +131,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 		}
 	}
 	if cfg.Admin.Metrics != "" {
-		if err := g.ServeMetrics(cfg.Admin.Metrics); err != nil {
+		if _, err := g.ServeMetrics(cfg.Admin.Metrics); err != nil {
 			log.Error("metrics", zap.Error(err))
 			g.Close()
 			return 1
