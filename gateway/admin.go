@@ -93,11 +93,12 @@ func (g *Gateway) adminCommand(w *bufio.Writer, args []string) error {
 		})
 	case cmd == "ct stats":
 		w.WriteString("ok\n")
+		// The `conntrack -S` line, then what -S does not show.
+		w.Write(g.ct.AppendStats(nil))
 		s := &g.ct.Stats
-		fmt.Fprintf(w, "entries=%d found=%d invalid=%d ignore=%d insert=%d insert_failed=%d drop=%d early_drop=%d error=%d expect_new=%d expect_create=%d expect_delete=%d delete=%d events_lost=%d\n",
-			g.ct.Count(), s.Found.Load(), s.Invalid.Load(), s.Ignore.Load(), s.Insert.Load(), s.InsertFailed.Load(),
-			s.Drop.Load(), s.EarlyDrop.Load(), s.Error.Load(), s.ExpectNew.Load(), s.ExpectCreate.Load(),
-			s.ExpectDelete.Load(), s.Delete.Load(), s.EventsLost.Load())
+		fmt.Fprintf(w, "\nentries=%d expectations=%d expect_new=%d expect_create=%d expect_delete=%d delete=%d ignore=%d events_lost=%d\n",
+			g.ct.Count(), g.ct.ExpectationCount(), s.ExpectNew.Load(), s.ExpectCreate.Load(), s.ExpectDelete.Load(),
+			s.Delete.Load(), s.Ignore.Load(), s.EventsLost.Load())
 	case cmd == "ct flush":
 		g.ct.Flush()
 		w.WriteString("ok\n")

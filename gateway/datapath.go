@@ -45,7 +45,10 @@ type worker struct {
 	scratch  [][]byte
 	nscratch int
 	frags    [][]byte
-	gen      packet.Parsed
+	// gen, genRes and genPk serve packets the gateway generates.
+	gen    packet.Parsed
+	genRes conntrack.Result
+	genPk  rules.Packet
 
 	// fragMax is the largest fragment of the current packet when it was
 	// reassembled (0 otherwise); fragID its identification.

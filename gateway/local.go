@@ -179,9 +179,10 @@ func (w *worker) emit(b []byte, n int) {
 				if d == conntrack.DirReply {
 					rd, info = conntrack.DirOriginal, conntrack.Established
 				}
-				r := conntrack.Result{Conn: c, Info: info, Dir: rd}
-				g.nat.Prerouting(gp, &r, -1)
-				g.nat.Postrouting(gp, &r, -1, -1)
+				r := &w.genRes
+				*r = conntrack.Result{Conn: c, Info: info, Dir: rd}
+				g.nat.Prerouting(gp, r, -1)
+				g.nat.Postrouting(gp, r, -1, -1)
 			}
 		}
 	}
@@ -202,12 +203,13 @@ func (w *worker) output(b []byte, gp *packet.Parsed, c *conntrack.Conn, d conntr
 			info = conntrack.Related
 		}
 	} else if gp.IsEcho() {
-		var r conntrack.Result
-		g.ct.In(gp, w.now, &r)
+		r := &w.genRes
+		g.ct.In(gp, w.now, r)
 		c, info = r.Conn, r.Info
 	}
-	pk := rules.Packet{P: gp, In: -1, Out: out, Conn: c, Info: info}
-	if dd := w.rs.Eval(rules.HookOutput, &pk); dd.Verdict != rules.Accept {
+	pk := &w.genPk
+	*pk = rules.Packet{P: gp, In: -1, Out: out, Conn: c, Info: info}
+	if dd := w.rs.Eval(rules.HookOutput, pk); dd.Verdict != rules.Accept {
 		w.drop(DropFilter)
 		return
 	}
