@@ -126,7 +126,6 @@ func compile(filter FilterConfig, raw RawConfig, sets map[string][]string, env E
 			}
 			ch.text[j] = rp.parse()
 		}
-		ch.counters = make([]counter, len(ch.rules))
 	}
 	c.checkGraph()
 	if len(c.errs.errs) > 0 {
@@ -136,6 +135,7 @@ func compile(filter FilterConfig, raw RawConfig, sets map[string][]string, env E
 		buildSegments(&c.chains[i], c.meta[i], index)
 	}
 	rs.chains = c.chains
+	rs.allocCounters()
 	return rs, nil
 }
 

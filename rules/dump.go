@@ -43,8 +43,8 @@ func (rs *Ruleset) Dump(w io.Writer) error {
 		}
 		for j := range c.rules {
 			t := &c.text[j]
-			fmt.Fprintf(bw, "  [%d] %scounter packets %d bytes %d", j, t.pre,
-				c.counters[j].packets.Load(), c.counters[j].bytes.Load())
+			n := c.count(j)
+			fmt.Fprintf(bw, "  [%d] %scounter packets %d bytes %d", j, t.pre, n.Packets, n.Bytes)
 			if t.post != "" {
 				bw.WriteString(" " + t.post)
 			}

@@ -2,6 +2,7 @@ package rules
 
 import (
 	"sync/atomic"
+	"unsafe"
 
 	"go.uber.org/zap"
 
@@ -83,13 +84,24 @@ type Decision struct {
 // stack never overflows.
 const maxJumpDepth = 16
 
-// counter is one rule's packet and byte count. Atomic adds: two cores
-// counting the same rule contend on the line, but the rule data itself
-// stays clean.
+// counter is one rule's packet and byte count in one shard.
 type counter struct {
 	packets atomic.Uint64
 	bytes   atomic.Uint64
 }
+
+// maxCounterShards is how many copies of each counter a Ruleset keeps.
+// Two cores adding to one counter (the established rule, hit by every
+// packet) bounce its cache line between them: measured on 2 cores, Eval went
+// from 15 to 40-44 ns of CPU each, for the same counter and for adjacent
+// ones alike. Each worker instead counts in the shard its Packet's address
+// hashes to (the gateway keeps one Packet per worker), and readers sum the
+// shards.
+const maxCounterShards = 8
+
+// maxCounterEntries bounds shards*rules so huge rulesets do not pay 8x in
+// counter memory: past it, fewer shards.
+const maxCounterEntries = 1 << 20
 
 // chain is one compiled chain.
 type chain struct {
@@ -101,8 +113,13 @@ type chain struct {
 	hook   Hook
 	policy Verdict
 
-	rules    []rule
+	rules []rule
+	// counters holds one counter per rule per shard: shard s's counter
+	// of rule i is counters[s*stride+i]. stride is a whole number of
+	// cache lines and counters starts on one, so no two shards share a
+	// line.
 	counters []counter
+	stride   int
 	// segs cover rules in order; an indexed segment consults its index
 	// for the rules that can match instead of trying each one.
 	segs []segment
@@ -131,6 +148,8 @@ type Ruleset struct {
 	logger *zap.Logger
 	ifaces []string
 	sets   []setInfo
+	// shardShift turns a pointer hash into a shard index (64: one shard).
+	shardShift uint8
 }
 
 type frame struct {
@@ -153,9 +172,10 @@ func (rs *Ruleset) Eval(h Hook, pk *Packet) Decision {
 	var stack [maxJumpDepth]frame
 	sp := 0
 	pos := 0
+	shard := int((uint64(uintptr(unsafe.Pointer(pk))) * 0x9e3779b97f4a7c15) >> rs.shardShift)
 	for {
 		c := &rs.chains[ci]
-		act, at := rs.run(c, pos, h, pk, &d)
+		act, at := rs.run(c, pos, shard, h, pk, &d)
 		switch act {
 		case actAccept:
 			d.Verdict = Accept
@@ -186,7 +206,7 @@ func (rs *Ruleset) Eval(h Hook, pk *Packet) Decision {
 
 // run evaluates chain c from rule pos until a rule decides something, and
 // returns the action with the deciding rule's index.
-func (rs *Ruleset) run(c *chain, pos int, h Hook, pk *Packet, d *Decision) (action, int) {
+func (rs *Ruleset) run(c *chain, pos, shard int, h Hook, pk *Packet, d *Decision) (action, int) {
 	if pos >= len(c.rules) {
 		return actEnd, pos
 	}
@@ -195,7 +215,7 @@ func (rs *Ruleset) run(c *chain, pos int, h Hook, pk *Packet, d *Decision) (acti
 		s := &c.segs[si]
 		if s.idx == nil {
 			for i := max(pos, int(s.start)); i < int(s.end); i++ {
-				if a := rs.try(c, i, h, pk, p, d); a != actNone {
+				if a := rs.try(c, i, shard, h, pk, p, d); a != actNone {
 					return a, i
 				}
 			}
@@ -205,7 +225,7 @@ func (rs *Ruleset) run(c *chain, pos int, h Hook, pk *Packet, d *Decision) (acti
 			if int(i) < pos {
 				continue
 			}
-			if a := rs.try(c, int(i), h, pk, p, d); a != actNone {
+			if a := rs.try(c, int(i), shard, h, pk, p, d); a != actNone {
 				return a, int(i)
 			}
 		}
@@ -215,7 +235,7 @@ func (rs *Ruleset) run(c *chain, pos int, h Hook, pk *Packet, d *Decision) (acti
 
 // try runs rule i: its matches, then (when they all match) its counter,
 // statements and verdict.
-func (rs *Ruleset) try(c *chain, i int, h Hook, pk *Packet, p *packet.Parsed, d *Decision) action {
+func (rs *Ruleset) try(c *chain, i, shard int, h Hook, pk *Packet, p *packet.Parsed, d *Decision) action {
 	r := &c.rules[i]
 	if !r.match(pk, p) {
 		return actNone
@@ -223,7 +243,7 @@ func (rs *Ruleset) try(c *chain, i int, h Hook, pk *Packet, p *packet.Parsed, d 
 	if r.has&mLimit != 0 && !r.lim.match(rs.now()) {
 		return actNone
 	}
-	ctr := &c.counters[i]
+	ctr := &c.counters[shard*c.stride+i]
 	ctr.packets.Add(1)
 	ctr.bytes.Add(uint64(p.Len()))
 	if r.do != 0 {
@@ -268,11 +288,45 @@ func (rs *Ruleset) Counters(path string) []RuleCounter {
 		if c.path != path {
 			continue
 		}
-		out := make([]RuleCounter, len(c.counters))
-		for j := range c.counters {
-			out[j] = RuleCounter{c.counters[j].packets.Load(), c.counters[j].bytes.Load()}
+		out := make([]RuleCounter, len(c.rules))
+		for j := range c.rules {
+			out[j] = c.count(j)
 		}
 		return out
 	}
 	return nil
+}
+
+// count sums rule i's counter over the shards.
+func (c *chain) count(i int) RuleCounter {
+	var rc RuleCounter
+	for s := i; s < len(c.counters); s += c.stride {
+		rc.Packets += c.counters[s].packets.Load()
+		rc.Bytes += c.counters[s].bytes.Load()
+	}
+	return rc
+}
+
+// allocCounters gives every chain its sharded, cache-line aligned counters.
+func (rs *Ruleset) allocCounters() {
+	total := 0
+	for i := range rs.chains {
+		total += len(rs.chains[i].rules)
+	}
+	shards, shift := maxCounterShards, uint8(64-3)
+	for shards > 1 && total*shards > maxCounterEntries {
+		shards /= 2
+		shift++
+	}
+	rs.shardShift = shift
+	const perLine = 64 / int(unsafe.Sizeof(counter{}))
+	for i := range rs.chains {
+		c := &rs.chains[i]
+		c.stride = (len(c.rules) + perLine - 1) / perLine * perLine
+		buf := make([]counter, shards*c.stride+perLine)
+		// Allocations of 16-byte multiples are 16-byte aligned, so
+		// skipping whole counters reaches a line boundary.
+		off := int((64-uintptr(unsafe.Pointer(&buf[0]))%64)%64) / int(unsafe.Sizeof(counter{}))
+		c.counters = buf[off : off+shards*c.stride]
+	}
 }

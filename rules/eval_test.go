@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -493,5 +494,35 @@ func TestCompilePure(t *testing.T) {
 	rss[3].Dump(&b)
 	if a.String() != b.String() {
 		t.Fatal("same config, different dumps")
+	}
+}
+
+// TestCounterShards: packets counted through different Packet structs land
+// in different shards, and every reader sees the sum.
+func TestCounterShards(t *testing.T) {
+	rs := mustCompile(t, `
+[filter.forward]
+rules = [ { action = "accept" } ]
+`)
+	p := decode(t, udp("fd00::1", "2001:db8::1", 1, 2))
+	for range 64 {
+		pk := newCtx().packet(p)
+		rs.Eval(HookForward, pk)
+	}
+	c := &rs.chains[rs.hooks[HookForward]]
+	used := 0
+	for s := 0; s < len(c.counters); s += c.stride {
+		if c.counters[s].packets.Load() > 0 {
+			used++
+		}
+	}
+	if used < 2 {
+		t.Errorf("64 Packets used %d counter shards", used)
+	}
+	if got := rs.Counters("filter.forward")[0]; got != (RuleCounter{64, 64 * 48}) {
+		t.Errorf("counters %+v, want 64 packets, %d bytes", got, 64*48)
+	}
+	if uintptr(unsafe.Pointer(&c.counters[0]))%64 != 0 || c.stride%4 != 0 {
+		t.Errorf("shards not cache-line aligned")
 	}
 }
