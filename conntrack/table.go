@@ -742,6 +742,15 @@ func (t *Table) icmpError(p *packet.Parsed, cfg *Config, now int64, res *Result)
 	}
 	tr := t.trackers[inner.Proto]
 	tupleAddrs(inner, it)
+	switch inner.Proto {
+	case packet.ProtoTCP, packet.ProtoUDP, packet.ProtoICMP, packet.ProtoICMPv6:
+		// Linux reads 8 bytes of the quoted transport header for the
+		// tuple (RFC 792's minimum quote); a shorter quote is INVALID.
+		if inner.L4Off == 0 || len(inner.Bytes())-inner.L4Off < 8 {
+			t.icmpInvalid()
+			return
+		}
+	}
 	if (!inner.HasL4 && !isGeneric(tr)) || !tr.Tuple(inner, it) {
 		t.icmpInvalid()
 		return

@@ -749,7 +749,7 @@ func (p *Parsed) PseudoHeaderSum(proto uint8, l4len int) uint16 {
 }
 
 // L4ChecksumValid verifies the transport checksum of a whole (unfragmented)
-// packet, as Linux conntrack's nf_checksum does before tracking. A UDP/IPv4
+// packet, as Linux conntrack's nf_checksum does before tracking. A UDP
 // checksum of zero is valid (none). Protocols without a checksum known here
 // are valid.
 func (p *Parsed) L4ChecksumValid() bool {
@@ -762,7 +762,9 @@ func (p *Parsed) L4ChecksumValid() bool {
 		if len(l4) < 8 {
 			return false // a quote cut inside the transport header
 		}
-		if p.Proto == ProtoUDP && p.Version == 4 && binary.BigEndian.Uint16(l4[6:]) == 0 {
+		if p.Proto == ProtoUDP && binary.BigEndian.Uint16(l4[6:]) == 0 {
+			// No checksum. Linux conntrack's udp_error lets it pass in
+			// both families (IPv6 tunnels may omit it, RFC 6935).
 			return true
 		}
 		return checksum.Checksum(l4, p.PseudoHeaderSum(p.Proto, len(l4))) == 0xffff
