@@ -1205,6 +1205,60 @@ def T38_tcp_port_collision():
     a.s_data(b"to a")
 
 
+@case()
+def T39_tcp_v6_window_and_rst():
+    "TCP/IPv6: out-of-window data and RST are dropped, the exact RST passes and closes"
+    f = Tcp(port(), 80, v6=True).handshake()
+    f.c_send("PA", seq=f.cnxt + 10_000_000, data=b"far")
+    check(f.leak_server() is None, "out-of-window IPv6 data forwarded")
+    f.s_send("R", seq=f.snxt + 5_000_000)
+    check(f.leak_client() is None, "out-of-window IPv6 RST forwarded")
+    srv.drain()
+    f.c_data(b"in window")
+    f.s_send("R", seq=f.snxt)
+    r = f.at_client(flags="R")
+    check(r is not None, "exact IPv6 RST not forwarded")
+    check_csum(r, "IPv6 RST")
+    ct_expect(f.ct(), "CLOSE", (8, 10))
+
+
+@case()
+def T40_tcp_synack_retransmit_established():
+    "a retransmitted SYN/ACK after the handshake is ignored by Linux (let through), entry stays ESTABLISHED"
+    f = Tcp(port(), 80).handshake()
+    f.s_send("SA", seq=f.sisn, ack=f.cisn + 1)
+    r = f.at_client(NO, flags="SA")
+    check(r is not None, "retransmitted SYN/ACK dropped (Linux ignores it: NF_ACCEPT)")
+    ct_expect(f.ct(), "ESTABLISHED", flags=["ASSURED"])
+
+
+@case()
+def T41_tcp_ttl1_established_from_lan():
+    "TTL 1 on an established flow from the LAN: time exceeded from 10.10.0.1 quoting the untranslated packet"
+    f = Tcp(port(), 80).handshake()
+    p = f.c_pkt("PA", data=b"ttl1")
+    p[IP].ttl = 1
+    cli.send(p)
+    r = cli.recv(YES, m_icmp4(11), raw=True)
+    check(r is not None, "no time exceeded")
+    IcmpErr(r).check("time exceeded", GW_LAN, C_IP, C_IP, S_IP, f.cport, 80, 11, 0)
+    check(f.leak_server() is None, "TTL-1 segment forwarded")
+    f.c_data(b"ttl fine")
+
+
+@case()
+def T42_tcp_hop_limit1_reply_v6():
+    "hop limit 1 on an IPv6 reply: time exceeded from 2001:db8:1::1 quoting it as the server sent it"
+    f = Tcp(port(), 80, v6=True).handshake()
+    p = f.s_pkt("PA", data=b"hl1")
+    p[IPv6].hlim = 1
+    srv.send(p)
+    r = srv.recv(YES, m_icmp6(3, dst=S6), raw=True)
+    check(r is not None, "no ICMPv6 time exceeded for the hop-limit-1 reply")
+    IcmpErr(r).check("time exceeded", GW6_WAN, S6, S6, GW6_WAN, 80, f.nat_port, 3, 0)
+    check(f.leak_client() is None, "hop-limit-1 reply forwarded")
+
+
 # ---------------------------------------------------------------- UDP
 
 
@@ -1453,6 +1507,26 @@ def U17_sctp_tracked():
     ct_expect(e, "CLOSED", (8, 10), flags=["UNREPLIED"])
 
 
+@case()
+def V09_lan_to_lan_routed_back():
+    "a packet from the LAN to another LAN host via the gateway is routed back out the LAN, unNATed"
+    cli.send(IP(src=C_IP, dst=C2_IP, ttl=9) / UDP(sport=port(), dport=5000) / b"neighbour")
+    r = cli.recv(YES, m_l4(17, dport=5000, dst=C2_IP), raw=True)
+    check(r is not None, "LAN-to-LAN datagram not routed back to the LAN")
+    check(r[1].src == C_IP and r[1][UDP].sport == port() and r[1].ttl == 8,
+          f"routed back altered: {r[1].summary()} ttl={r[1].ttl}")
+    check_csum(r, "routed-back datagram")
+
+
+@case()
+def U19_udp_to_gateway_lan_closed_port():
+    "UDP to a closed port of the gateway's LAN address gets port unreachable from 10.10.0.1"
+    cli.send(IP(src=C_IP, dst=GW_LAN) / UDP(sport=7777, dport=port()) / b"hello?")
+    r = cli.recv(YES, m_icmp4(3, src=GW_LAN, dst=C_IP), raw=True)
+    check(r is not None, "no port unreachable from 10.10.0.1")
+    IcmpErr(r).check("port unreachable", GW_LAN, C_IP, C_IP, GW_LAN, 7777, port(), 3, 3)
+
+
 # ---------------------------------------------------------------- ICMP
 
 
@@ -1694,7 +1768,7 @@ def I18_unsolicited_echo_reply_from_lan():
     cli.send(icmp6_pkt(C6, S6, 129, 0, b"pong", rest=(port() << 16) | 1))
     r = srv.recv(NO, lambda p: m_echo(0)(p) or m_echo(129, v6=True)(p))
     check(r is None, f"unsolicited echo reply from the LAN forwarded: {summ(r)}")
-    l = ct_find("icmp", src=C_IP, dst=S_IP) + ct_find("icmpv6", src=C6, dst=S6)
+    l = ct_find("icmp", src=C_IP, dst=S_IP, id=port()) + ct_find("icmpv6", src=C6, dst=S6, id=port())
     check(not l, f"entry created: {l}")
     alive()
 
@@ -2009,24 +2083,37 @@ def M16_ipv4_bad_version():
     nothing_at_server("IP version 5")
     alive()
 
+def leaks(side, items, what):
+    """Send each (packet, label) and collect the labels of those that came
+    through (matched by a UDP destination port unique to each), so a case
+    reports every leak, not just the first."""
+    out = []
+    for pkt, label in items:
+        side.send(pkt)
+        other = srv if side is cli else cli
+        dport = l3l4(pkt)[2].dport
+        r = other.recv(NO, m_l4(17, dport=dport))
+        if r is not None:
+            out.append(f"{label} ({r.src} -> {r.dst})")
+    check(not out, f"{what} forwarded: " + "; ".join(out))
+
+
 @case()
 def M17_ipv4_martians():
-    "IPv4 with a martian source (127/8, 0/8, multicast) or a loopback destination is not forwarded"
-    for k, (src, dst) in enumerate((("127.0.0.1", S_IP), ("0.0.0.0", S_IP), ("224.0.0.5", S_IP),
-                                    (C_IP, "127.0.0.1"))):
-        cli.send(IP(src=src, dst=dst) / UDP(sport=port(k), dport=9) / b"martian")
-        r = srv.recv(NO, m_l4(17, dport=9))
-        check(r is None, f"martian {src} -> {dst} forwarded: {summ(r)}")
+    "IPv4 with a martian source (127/8, 0/8, multicast, limited broadcast) or a loopback destination is not forwarded"
+    leaks(cli, [(IP(src=src, dst=dst) / UDP(sport=5000, dport=port(k)) / b"martian", f"{src} -> {dst}")
+                for k, (src, dst) in enumerate((("127.0.0.1", S_IP), ("0.0.0.0", S_IP), ("224.0.0.5", S_IP),
+                                                ("255.255.255.255", S_IP), (C_IP, "127.0.0.1"),
+                                                (C_IP, "0.0.0.0")))], "martian")
     alive()
 
 
 @case()
 def M18_ipv6_martians():
-    "IPv6 from loopback or multicast sources, or to loopback, is not forwarded"
-    for k, (src, dst) in enumerate((("::1", S6), ("ff02::1", S6), (C6, "::1"))):
-        cli.send(IPv6(src=src, dst=dst) / UDP(sport=port(k), dport=9) / b"martian")
-        r = srv.recv(NO, m_l4(17, dport=9))
-        check(r is None, f"martian {src} -> {dst} forwarded: {summ(r)}")
+    "IPv6 from loopback, unspecified or multicast sources, or to loopback, is not forwarded"
+    leaks(cli, [(IPv6(src=src, dst=dst) / UDP(sport=5000, dport=port(k)) / b"martian", f"{src} -> {dst}")
+                for k, (src, dst) in enumerate((("::1", S6), ("::", S6), ("ff02::1", S6), ("ff0e::1", S6),
+                                                (C6, "::1")))], "martian")
     alive6()
 
 
@@ -2065,6 +2152,55 @@ def M21_ipv6_atomic_fragment():
     l4 = reassemble6([r[0]])
     check(l4 is not None and r[1].src == GW6_WAN, f"atomic fragment: {summ(r)}")
     check(in6_chksum(17, IPv6(src=GW6_WAN, dst=S6), l4) == 0, "UDP checksum invalid after NAT")
+
+
+@case()
+def M22_fragmented_reply():
+    "a fragmented UDP reply from the WAN is de-NATed and forwarded, fragments reassemble, none larger than sent"
+    u = Udp(port(), 5000)
+    u.request()
+    data = bytes(range(256)) * 4
+    p = IP(src=S_IP, dst=GW_WAN, id=port()) / UDP(sport=5000, dport=u.nat_port) / data
+    frags = fragment(p, fragsize=512)
+    biggest = max(len(bytes(f)) for f in frags)
+    for f in frags:
+        srv.send(f)
+    got = cli.recv_all(YES, lambda q: isinstance(q, IP) and q.proto == 17 and q.dst == C_IP, raw=True)
+    check(got, "fragmented reply not forwarded")
+    l4 = reassemble4([g[0] for g in got])
+    check(l4 is not None and l4[8:] == data, f"fragments do not reassemble: {[len(g[0]) for g in got]}")
+    check(struct.unpack("!H", l4[2:4])[0] == u.cport, "destination port not restored")
+    check(in4_chksum(17, IP(src=S_IP, dst=C_IP, proto=17), l4) == 0, "UDP checksum invalid after de-NAT")
+    sizes = [len(g[0]) for g in got]
+    check(max(sizes) <= biggest, f"forwarded sizes {sizes} larger than the largest fragment sent ({biggest})")
+
+
+@case()
+def M23_incomplete_fragments_held():
+    "an incomplete fragment train (first or last fragment alone) is not forwarded"
+    data = b"F" * 600
+    p = IP(src=C_IP, dst=S_IP, id=port()) / UDP(sport=port(), dport=5000) / data
+    frags = fragment(p, fragsize=304)
+    cli.send(frags[0])
+    p2 = IP(src=C_IP, dst=S_IP, id=port(1)) / UDP(sport=port(1), dport=5000) / data
+    cli.send(fragment(p2, fragsize=304)[-1])
+    p6 = IPv6(src=C6, dst=S6) / IPv6ExtHdrFragment(id=port()) / UDP(sport=port(), dport=5000) / data
+    cli.send(fragment6(p6, 400)[0])
+    r = srv.recv(NO, lambda q: isinstance(q, (IP, IPv6)) and q.dst in (S_IP, S6))
+    check(r is None, f"part of an incomplete fragment train forwarded: {summ(r)}")
+    alive()
+
+
+@case()
+def M24_ipv6_overlapping_fragments():
+    "overlapping IPv6 fragments are dropped (RFC 5722), nothing is forwarded"
+    l4 = bytes(UDP(sport=port(), dport=5000, len=8 + 64)) + b"B" * 64
+    f1 = IPv6(src=C6, dst=S6) / IPv6ExtHdrFragment(id=port(), nh=17, offset=0, m=1) / Raw(l4[:48])
+    f2 = IPv6(src=C6, dst=S6) / IPv6ExtHdrFragment(id=port(), nh=17, offset=4, m=0) / Raw(l4[32:])
+    cli.send(f1)
+    cli.send(f2)
+    nothing_at_server("overlapping IPv6 fragments")
+    alive6()
 
 
 # ---------------------------------------------------------------- IPv6 / forwarding
@@ -2109,33 +2245,34 @@ def V03_ndp_not_forwarded():
 
 @case()
 def V04_ipv6_link_local_source():
-    "IPv6 from a link-local source is not forwarded"
-    cli.send(IPv6(src="fe80::2", dst=S6) / UDP(sport=port(), dport=9) / b"ll")
-    r = srv.recv(NO, m_l4(17, dport=9))
-    check(r is None, f"link-local source forwarded: {summ(r)}")
-    srv.send(IPv6(src="fe80::5", dst=C6) / UDP(sport=9, dport=port()) / b"ll")
-    r = cli.recv(NO, m_l4(17, dport=port()))
-    check(r is None, f"link-local source from the WAN forwarded: {summ(r)}")
+    "IPv6 from a link-local source, or to a link-local destination, is not forwarded (either side)"
+    out = []
+    for side, pkt, label in (
+            (cli, IPv6(src="fe80::2", dst=S6) / UDP(sport=5000, dport=port(0)) / b"ll", "fe80::2 -> server"),
+            (cli, IPv6(src=C6, dst="fe80::99") / UDP(sport=5000, dport=port(1)) / b"ll", "fd10::2 -> fe80::99"),
+            (srv, IPv6(src="fe80::5", dst=C6) / UDP(sport=5000, dport=port(2)) / b"ll", "fe80::5 -> fd10::2")):
+        side.send(pkt)
+        r = (srv if side is cli else cli).recv(NO, m_l4(17, dport=l3l4(pkt)[2].dport))
+        if r is not None:
+            out.append(f"{label} (arrived as {r.src} -> {r.dst})")
+    check(not out, "link-local forwarded: " + "; ".join(out))
     alive6()
 
 
 @case()
 def V05_ipv6_multicast_not_forwarded():
-    "IPv6 to a multicast group is not forwarded"
-    cli.send(IPv6(src=C6, dst="ff0e::1:3") / UDP(sport=port(), dport=9) / b"mc")
-    cli.send(IPv6(src=C6, dst="ff02::1") / UDP(sport=port(1), dport=9) / b"mc")
-    r = srv.recv(NO, m_l4(17, dport=9))
-    check(r is None, f"IPv6 multicast forwarded: {summ(r)}")
+    "IPv6 to a multicast group (global or link scope) is not forwarded"
+    leaks(cli, [(IPv6(src=C6, dst=g) / UDP(sport=5000, dport=port(k)) / b"mc", g)
+                for k, g in enumerate(("ff0e::1:3", "ff05::2", "ff02::1"))], "IPv6 multicast")
     alive6()
 
 
 @case()
 def V06_ipv4_multicast_broadcast_not_forwarded():
     "IPv4 to multicast, limited broadcast or the LAN's broadcast address is not forwarded"
-    for k, dst in enumerate(("239.1.2.3", "255.255.255.255", "10.10.0.255")):
-        cli.send(IP(src=C_IP, dst=dst) / UDP(sport=port(k), dport=9) / b"mc4")
-    r = srv.recv(NO, m_l4(17, dport=9))
-    check(r is None, f"IPv4 multicast/broadcast forwarded: {summ(r)}")
+    leaks(cli, [(IP(src=C_IP, dst=d) / UDP(sport=5000, dport=port(k)) / b"mc4", d)
+                for k, d in enumerate(("239.1.2.3", "224.0.0.251", "255.255.255.255", "10.10.0.255"))],
+          "IPv4 multicast/broadcast")
     alive()
 
 
@@ -2478,6 +2615,39 @@ def R03_reject_icmpv6_admin():
     check(r is not None, "no ICMPv6 admin prohibited")
     IcmpErr(r).check("reject6", GW6_LAN, C6, C6, S6_2, port(), 5000, 1, 1)
     check(srv.recv(NO, m_l4(17, dport=5000)) is None, "rejected datagram forwarded")
+
+@case("reject")
+def R04_reject_default_tcp_is_icmp():
+    "plain reject without a TCP match answers a TCP SYN with ICMP port unreachable (nft: icmpx), not a RST"
+    f = Tcp(port(), 80, dst="198.18.0.4")
+    cli.send(f.c_pkt("S", seq=f.cisn))
+    r = cli.recv(YES, lambda p: m_icmp4(3)(p) or m_l4(6, sport=80, dport=f.cport)(p), raw=True)
+    check(r is not None, "no answer to the rejected SYN")
+    check(r[1].proto == 1, f"want ICMP port unreachable (nft inet plain reject = icmpx), got {summ(r)}")
+    IcmpErr(r).check("reject", GW_LAN, C_IP, C_IP, "198.18.0.4", f.cport, 80, 3, 3)
+
+
+@case("reject")
+def R05_reject_default_with_tcp_match():
+    "plain reject in a rule that matches TCP still answers with ICMP port unreachable (nft lists it so)"
+    # nft -f 'ip daddr 198.18.0.5 meta l4proto tcp reject' lists back as
+    # '... reject with icmp port-unreachable': a RST needs 'with tcp reset'.
+    f = Tcp(port(), 80, dst="198.18.0.5")
+    cli.send(f.c_pkt("S", seq=f.cisn))
+    r = cli.recv(YES, lambda p: m_icmp4(3)(p) or m_l4(6, sport=80, dport=f.cport)(p), raw=True)
+    check(r is not None, "no answer to the rejected SYN")
+    check(r[1].proto == 1, f"want ICMP port unreachable (nft plain reject), got {summ(r)}")
+    IcmpErr(r).check("reject", GW_LAN, C_IP, C_IP, "198.18.0.5", f.cport, 80, 3, 3)
+
+
+@case("reject")
+def R06_reject_default_udp_v6():
+    "plain reject of UDP/IPv6: ICMPv6 port unreachable from fd10::1"
+    cli.send(IPv6(src=C6, dst="2001:db8:1::4") / UDP(sport=port(), dport=5000) / b"rejected")
+    r = cli.recv(YES, m_icmp6(1), raw=True)
+    check(r is not None, "no ICMPv6 port unreachable")
+    IcmpErr(r).check("reject6", GW6_LAN, C6, C6, "2001:db8:1::4", port(), 5000, 1, 4)
+
 
 # ================================================================= main
 

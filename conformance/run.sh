@@ -151,10 +151,15 @@ tcp_time_wait = "3s"'
   reject)  # reject rules: TCP reset and ICMP port unreachable
     GW_FWD='{ dst = ["198.18.0.3"], proto = "tcp", action = "reject", reject_with = "tcp-reset" },
   { dst = ["198.18.0.3"], action = "reject", reject_with = "icmp-port-unreachable" },
-  { dst = ["2001:db8:1::3"], action = "reject", reject_with = "icmpv6-admin-prohibited" },'
+  { dst = ["2001:db8:1::3"], action = "reject", reject_with = "icmpv6-admin-prohibited" },
+  { dst = ["198.18.0.4", "2001:db8:1::4"], action = "reject" },
+  { dst = ["198.18.0.5"], proto = "tcp", action = "reject" },'
     K_FWD='ip daddr 198.18.0.3 meta l4proto tcp reject with tcp reset
     ip daddr 198.18.0.3 reject with icmp type port-unreachable
-    ip6 daddr 2001:db8:1::3 reject with icmpv6 type admin-prohibited' ;;
+    ip6 daddr 2001:db8:1::3 reject with icmpv6 type admin-prohibited
+    ip daddr 198.18.0.4 reject
+    ip6 daddr 2001:db8:1::4 reject
+    ip daddr 198.18.0.5 meta l4proto tcp reject' ;;
   *) echo "unknown group $1" >&2; return 1 ;;
   esac
 }
@@ -350,6 +355,11 @@ for g in $GROUPS_RUN; do
   fi
   if [ "$MODE" = gateway ]; then
     kill -0 $GWPID 2>/dev/null || echo "  gateway died during group $g: $(tail -3 $WORKDIR/gw-$g.log)"
+    # counters (drop reasons) and the final table, for explaining failures
+    timeout 5 "$BIN" stats --socket $WORKDIR/admin.sock > $WORKDIR/stats-$g.txt 2>&1
+    timeout 5 "$BIN" ct list --socket $WORKDIR/admin.sock > $WORKDIR/ct-$g.txt 2>&1
+  else
+    ip netns exec $RNS conntrack -L > $WORKDIR/ct-$g.txt 2>/dev/null
   fi
   ns_teardown
 done
