@@ -27,12 +27,13 @@ const (
 	DropLocal
 	DropNoBuffer
 	DropWrite
+	DropMartian
 	numDropReasons
 )
 
 var dropNames = [numDropReasons]string{
 	"malformed", "ip_checksum", "no_route", "ttl_exceeded", "mtu", "filter", "reject",
-	"conntrack_full", "conntrack_insert", "nat", "helper", "fragment", "local", "no_buffer", "write",
+	"conntrack_full", "conntrack_insert", "nat", "helper", "fragment", "local", "no_buffer", "write", "martian",
 }
 
 // String names the reason as metrics and `tungate stats` show it.

@@ -190,6 +190,10 @@ func (w *worker) packet(buf []byte, size int) {
 		}
 		w.fragMax = r.MaxFragSize
 	}
+	if g.martian(p) {
+		w.drop(DropMartian)
+		return
+	}
 	pk := &w.pk
 	*pk = rules.Packet{P: p, In: w.in, Out: -1, Info: conntrack.Untracked}
 	notrack := false

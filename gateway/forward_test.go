@@ -411,3 +411,26 @@ func TestFragmentsForwarded(t *testing.T) {
 		sc.Close()
 	}
 }
+
+func TestMartiansNotForwarded(t *testing.T) {
+	client, server, g := plainGateway(t, 1500, 1500, "")
+	leak := server.expect(func(b []byte) bool {
+		var p packet.Parsed
+		return p.Decode(b) == nil && p.Proto == 17 && p.DstPort == 9
+	})
+	for _, c := range [][2]string{
+		{"127.0.0.1", "198.18.0.2"}, {"0.0.0.0", "198.18.0.2"}, {"224.0.0.5", "198.18.0.2"},
+		{"255.255.255.255", "198.18.0.2"}, {"10.10.0.2", "127.0.0.1"}, {"10.10.0.2", "239.1.2.3"},
+		{"10.10.0.2", "255.255.255.255"}, {"10.10.0.2", "198.18.0.255"},
+		{"::1", "2001:db8:1::2"}, {"::", "2001:db8:1::2"}, {"ff02::1", "2001:db8:1::2"},
+		{"fe80::2", "2001:db8:1::2"}, {"fd10::2", "ff0e::1:3"}, {"fd10::2", "fe80::9"}, {"fd10::2", "::1"},
+	} {
+		client.send(udpPacket(c[0], c[1], 1234, 9, 64, false, []byte("martian")))
+	}
+	eventually(t, 5*time.Second, "15 martian drops", func() bool { return g.Counters.Drops[DropMartian].Load() == 15 })
+	select {
+	case b := <-leak:
+		t.Fatalf("a martian was forwarded: %x", b)
+	default:
+	}
+}

@@ -43,6 +43,8 @@ type Gateway struct {
 	routes *bart.Table[int]
 	// own[i] are interface i's own addresses (ICMP error sources).
 	own [][]netip.Addr
+	// bcast are the directed broadcast addresses of own IPv4 subnets.
+	bcast [][4]byte
 	// external[i]: interface i is one NAT translates out of; unsolicited
 	// SYNs to its addresses get no answer (RFC 5382 REQ-4).
 	external []bool
@@ -143,6 +145,9 @@ func (g *Gateway) buildRoutes(cfg *Config) error {
 	}
 	for _, r := range cfg.Route {
 		g.routes.Insert(r.prefix, r.iface)
+	}
+	for i := range cfg.Interface {
+		g.bcast = append(g.bcast, subnetBroadcasts(cfg.Interface[i].addrs)...)
 	}
 	// Own addresses last: a host route is the longest match there is.
 	for i := range cfg.Interface {
