@@ -1259,6 +1259,64 @@ def T42_tcp_hop_limit1_reply_v6():
     check(f.leak_client() is None, "hop-limit-1 reply forwarded")
 
 
+@case()
+def T43_tcp_duplicate_acks_retrans_timeout():
+    "four identical ACKs in a row count as retransmissions (tcp_max_retrans 3): timeout drops to 300 s"
+    f = Tcp(port(), 80).handshake()
+    f.c_data(b"q" * 10)
+    f.s_ack()
+    ct_expect(f.ct(), "ESTABLISHED", (431990, 432000))
+    for _ in range(3):
+        f.s_send("A")
+        check(f.at_client(flags="A") is not None, "duplicate ACK not forwarded")
+    ct_expect(f.ct(), "ESTABLISHED", (295, 300))
+    f.s_data(b"new")
+    ct_expect(f.ct(), "ESTABLISHED", (295, 300))   # the server's data is unacknowledged now
+    f.c_send("A")
+    check(f.at_server(flags="A") is not None, "client ACK not forwarded")
+    ct_expect(f.ct(), "ESTABLISHED", (431990, 432000))
+
+
+@case()
+def T44_tcp_rst_with_bad_ack():
+    "RST/ACK with the exact seq but acking unsent data is INVALID and dropped; the entry stays ESTABLISHED"
+    f = Tcp(port(), 80).handshake()
+    f.s_send("RA", seq=f.snxt, ack=f.cnxt + 5_000_000)
+    check(f.leak_client() is None, "RST/ACK acking unsent data forwarded")
+    ct_expect(f.ct(), "ESTABLISHED")
+    srv.drain()
+    f.c_data(b"still up")
+
+
+@case()
+def T45_tcp_sequence_wraparound():
+    "sequence numbers wrapping past 2^32 on both sides are tracked (mod 2^32)"
+    f = Tcp(port(), 80)
+    f.cisn, f.sisn = 0xffffffe0, 0xfffffff0
+    f.cnxt, f.snxt = f.cisn, f.sisn
+    f.handshake()
+    f.c_data(b"c" * 100)           # crosses 2^32
+    f.s_data(b"s" * 100)
+    f.c_data(b"c" * 100)
+    f.s_ack()
+    check(f.cnxt < 0x1000 and f.snxt < 0x1000, "test did not wrap")
+    f.c_send("PA", seq=f.cnxt + 10_000_000, data=b"far")
+    check(f.leak_server() is None, "out-of-window data after the wrap forwarded")
+    ct_expect(f.ct(), "ESTABLISHED", (431990, 432000))
+
+
+@case()
+def T46_tcp_malformed_options_forwarded():
+    "a SYN with a malformed option list (length 0, length past the header) is still tracked and forwarded"
+    for k, opts in enumerate((b"\x02\x00\x05\xb4", b"\x03\x09\x07\x00")):
+        seg = bytearray(bytes(TCP(sport=port(k), dport=80, flags=SYN, seq=1000, window=65535)))
+        seg = seg[:12] + bytes([(5 + len(opts) // 4) << 4]) + seg[13:] + opts
+        cli.send(l4_raw(C_IP, S_IP, 6, seg))
+        r = srv.recv(YES, m_l4(6, dport=80, dst=S_IP, flags=SYN), raw=True)
+        check(r is not None, f"SYN with options {opts.hex()} dropped (Linux forwards it)")
+        check_csum(r, "forwarded SYN")
+
+
 # ---------------------------------------------------------------- UDP
 
 
@@ -1858,6 +1916,33 @@ def I24_no_error_about_icmp_error():
     check(srv.recv(NO, m_icmp4()) is None, "TTL-1 ICMP error forwarded")
 
 
+@case()
+def I25_echo_id_kept_two_destinations():
+    "one echo id to two servers keeps the id for both"
+    ident = port()
+    ids = []
+    for dst in (S_IP, S2_IP):
+        ping(cli, C_IP, dst, ident)
+        r = srv.recv(YES, m_echo(8, dst=dst), raw=True)
+        check(r is not None, f"echo request to {dst} not forwarded")
+        ids.append(echo_fields(r[1])[1])
+    check(ids == [ident, ident], f"echo id {ident} became {ids}")
+
+
+@case()
+def I26_icmp_bad_checksum_echo():
+    "an echo request with a bad checksum is INVALID and dropped (IPv4 and IPv6)"
+    b = bytearray(bytes(IP(src=C_IP, dst=S_IP) / ICMP(type=8, id=port(), seq=1) / b"bad"))
+    b[22] ^= 0x11
+    cli.send(Raw(bytes(b)), proto=0x0800)
+    b6 = bytearray(bytes(IPv6(src=C6, dst=S6) / ICMPv6EchoRequest(id=port(), seq=1, data=b"bad")))
+    b6[42] ^= 0x11
+    cli.send(Raw(bytes(b6)), proto=0x86DD)
+    r = srv.recv(NO, lambda p: m_echo(8)(p) or m_echo(128, v6=True)(p))
+    check(r is None, f"echo request with a bad checksum forwarded: {summ(r)}")
+    alive()
+
+
 # ---------------------------------------------------------------- malformed
 
 
@@ -2203,6 +2288,50 @@ def M24_ipv6_overlapping_fragments():
     alive6()
 
 
+@case()
+def M25_ipv4_total_length_below_header():
+    "IPv4 whose total length is smaller than its header is dropped"
+    b = bytearray(bytes(IP(src=C_IP, dst=S_IP) / UDP(sport=port(), dport=9) / b"tot"))
+    b[2:4] = struct.pack("!H", 16)
+    b[10:12] = b"\0\0"
+    b[10:12] = struct.pack("!H", checksum(bytes(b[:20])))
+    cli.send(Raw(bytes(b)), proto=0x0800)
+    nothing_at_server("IPv4 with total length 16")
+    alive()
+
+
+@case()
+def M26_ipv6_trailing_bytes_trimmed():
+    "bytes after the IPv6 payload length are trimmed, the datagram is forwarded"
+    p = bytes(IPv6(src=C6, dst=S6) / UDP(sport=port(), dport=9) / b"payload6")
+    cli.send(Raw(p + b"\xde\xad" * 8), proto=0x86DD)
+    r = srv.recv(YES, m_l4(17, dport=9, dst=S6), raw=True)
+    check(r is not None, "padded IPv6 datagram not forwarded")
+    check(len(r[0]) == len(p), f"forwarded {len(r[0])} bytes, want the {len(p)} of the datagram")
+    check_csum(r, "forwarded padded IPv6 datagram")
+
+
+@case()
+def M27_ipv4_bad_option():
+    "IPv4 with a malformed option (length past the header) is dropped with parameter problem from 10.10.0.1"
+    # Linux: ip_options_compile fails -> ICMP parameter problem pointing at
+    # the option, packet dropped.
+    b = bytearray(bytes(IP(src=C_IP, dst=S_IP) / UDP(sport=port(), dport=9) / b"opt"))
+    hdr = bytearray(b[:20]) + b"\x07\x09\x04\x00"      # record route claiming 9 bytes in a 4-byte area
+    hdr[0] = 0x46
+    hdr[2:4] = struct.pack("!H", len(b) + 4)
+    hdr[10:12] = b"\0\0"
+    hdr[10:12] = struct.pack("!H", checksum(bytes(hdr)))
+    cli.send(Raw(bytes(hdr) + bytes(b[20:])), proto=0x0800)
+    nothing_at_server("IPv4 with a malformed option")
+    r = cli.recv(YES, m_icmp4(12), raw=True)
+    check(r is not None, "no parameter problem for the malformed option")
+    e = IcmpErr(r)
+    check(e.src == GW_LAN and e.code == 0 and e.rest >> 24 == 20,
+          f"parameter problem from {e.src} code {e.code} pointer {e.rest >> 24}, want 10.10.0.1 code 0 pointer 20 (the option)")
+    alive()
+
+
 # ---------------------------------------------------------------- IPv6 / forwarding
 
 
@@ -2238,6 +2367,7 @@ def V03_ndp_not_forwarded():
     check(r is None, f"NDP from the LAN forwarded: {summ(r)}")
     srv.send(IPv6(src="fe80::99", dst="ff02::1", hlim=255) / ICMPv6ND_RA())
     srv.send(IPv6(src=S6, dst=C6, hlim=255) / ICMPv6ND_NS(tgt=C6))
+    srv.send(IPv6(src="fe80::99", dst=C6, hlim=255) / Raw(bytes([137, 0, 0, 0]) + b"\0" * 4 + bytes(16 * 2)))
     r = cli.recv(NO, lambda p: m_icmp6()(p) and p.src in ("fe80::99", S6))
     check(r is None, f"NDP from the WAN forwarded: {summ(r)}")
     alive6()
@@ -2468,6 +2598,21 @@ def D06_dnat_outbound_still_masqueraded():
     check(f.nat_ip == GW_WAN, f"src {f.nat_ip}")
     f.c_data(b"hello")
 
+@case("dnat")
+def D07_dnat_icmp_error_from_wan_router():
+    "host unreachable from a WAN router about a forwarded connection's reply reaches the target host"
+    sp = port()
+    srv.send(IP(src=S_IP, dst=GW_WAN) / UDP(sport=sp, dport=5353) / b"query")
+    check(cli.recv(YES, m_l4(17, dport=5353, dst=C_IP)) is not None, "UDP forward did not reach the client")
+    cli.send(IP(src=C_IP, dst=S_IP) / UDP(sport=5353, dport=sp) / b"answer")
+    r = srv.recv(YES, m_l4(17, dport=sp), raw=True)
+    check(r is not None, "reply not forwarded")
+    srv.send(icmp4_pkt(S2_IP, GW_WAN, 3, 1, r[0]))
+    x = cli.recv(YES, m_icmp4(3), raw=True)
+    check(x is not None, "host unreachable about the reply not forwarded to the target")
+    IcmpErr(x).check("host unreachable", S2_IP, C_IP, C_IP, S_IP, 5353, sp, 3, 1, l4_csum=True)
+
+
 # ---------------------------------------------------------------- group snat
 
 
@@ -2618,12 +2763,12 @@ def R03_reject_icmpv6_admin():
 
 @case("reject")
 def R04_reject_default_tcp_is_icmp():
-    "plain reject without a TCP match answers a TCP SYN with ICMP port unreachable (nft: icmpx), not a RST"
+    "plain reject (no reject_with) answers a TCP SYN with ICMP port unreachable, not a RST"
     f = Tcp(port(), 80, dst="198.18.0.4")
     cli.send(f.c_pkt("S", seq=f.cisn))
     r = cli.recv(YES, lambda p: m_icmp4(3)(p) or m_l4(6, sport=80, dport=f.cport)(p), raw=True)
     check(r is not None, "no answer to the rejected SYN")
-    check(r[1].proto == 1, f"want ICMP port unreachable (nft inet plain reject = icmpx), got {summ(r)}")
+    check(r[1].proto == 1, f"want ICMP port unreachable (nft plain reject), got {summ(r)}")
     IcmpErr(r).check("reject", GW_LAN, C_IP, C_IP, "198.18.0.4", f.cport, 80, 3, 3)
 
 
