@@ -1943,6 +1943,31 @@ def I26_icmp_bad_checksum_echo():
     alive()
 
 
+@case()
+def I27_icmp_error_inner_options():
+    "ICMP errors quoting a packet with IPv4 options / IPv6 extension headers are matched and translated"
+    from scapy.layers.inet import IPOption_NOP
+    cli.send(IP(src=C_IP, dst=S_IP, options=[IPOption_NOP()] * 4) / UDP(sport=port(), dport=5000) / b"opts")
+    r = srv.recv(YES, m_l4(17, dport=5000, dst=S_IP), raw=True)
+    check(r is not None, "IPv4 with options not forwarded")
+    srv.send(icmp4_pkt(S_IP, GW_WAN, 3, 3, r[0]))
+    x = cli.recv(YES, m_icmp4(3), raw=True)
+    check(x is not None, "port unreachable quoting an IPv4 header with options not forwarded")
+    IcmpErr(x).check("port unreachable (inner options)", S_IP, C_IP, C_IP, S_IP, port(), 5000, 3, 3, l4_csum=True)
+    cli.send(IPv6(src=C6, dst=S6) / IPv6ExtHdrDestOpt() / UDP(sport=port(1), dport=5000) / b"ext")
+    r = srv.recv(YES, m_l4(17, dport=5000, dst=S6), raw=True)
+    check(r is not None, "IPv6 with a Destination Options header not forwarded")
+    srv.send(icmp6_pkt(S6, GW6_WAN, 1, 4, r[0]))
+    x = cli.recv(YES, m_icmp6(1), raw=True)
+    check(x is not None, "ICMPv6 error quoting a packet with an extension header not forwarded")
+    e = IcmpErr(x)
+    check(e.src == S6 and e.dst == C6 and IPv6(e.inner[:40]).src == C6,
+          f"not translated: outer {e.src}->{e.dst}, quoted src {IPv6(e.inner[:40]).src}")
+    check(e.outer_ok(), "ICMPv6 checksum invalid")
+    sport = struct.unpack("!H", e.inner[48:50])[0]   # UDP after the 8-byte Destination Options header
+    check(sport == port(1), f"quoted source port {sport} not restored to {port(1)}")
+
+
 # ---------------------------------------------------------------- malformed
 
 
@@ -2332,6 +2357,72 @@ def M27_ipv4_bad_option():
     alive()
 
 
+def ip4_with_options(opts, l4, src=C_IP, dst=S_IP, proto=17):
+    """Raw IPv4 bytes with the given option bytes (padded to 4) and L4 bytes."""
+    opts = opts + b"\0" * (-len(opts) % 4)
+    h = bytearray(bytes(IP(src=src, dst=dst, proto=proto))[:20]) + opts
+    h[0] = 0x40 | (len(h) // 4)
+    h[2:4] = struct.pack("!H", len(h) + len(l4))
+    h[10:12] = b"\0\0"
+    h[10:12] = struct.pack("!H", checksum(bytes(h)))
+    return bytes(h) + l4
+
+
+@case()
+def M28_ipv4_source_route_dropped():
+    "IPv4 with a loose source route option is dropped (accept_source_route=0)"
+    udp = bytes(l4_raw(C_IP, S_IP, 17, bytes(UDP(sport=port(), dport=9, len=11) / b"srr"))[Raw])
+    lsrr = b"\x83\x07\x04" + bytes([198, 18, 0, 3])
+    cli.send(Raw(ip4_with_options(lsrr, udp)), proto=0x0800)
+    nothing_at_server("IPv4 with a loose source route")
+    alive()
+
+
+@case()
+def M29_ipv4_record_route_filled():
+    "IPv4 Record Route: the router records its outgoing address (198.18.0.1) and forwards"
+    rr = b"\x07\x07\x04" + b"\0\0\0\0"   # room for one address, pointer at it
+    udp = bytes(IP(src=C_IP, dst=S_IP) / UDP(sport=port(), dport=5000) / b"rr")[20:]
+    raw = ip4_with_options(rr, udp)
+    cli.send(Raw(raw), proto=0x0800)
+    r = srv.recv(YES, m_l4(17, dport=5000, dst=S_IP), raw=True)
+    check(r is not None, "IPv4 with Record Route not forwarded")
+    b = bytes(r[0])
+    check((b[0] & 15) == 7, f"IHL changed to {b[0] & 15}")
+    check(b[20:23] == b"\x07\x07\x08" and b[23:27] == bytes([198, 18, 0, 1]),
+          f"Record Route option {b[20:27].hex()}, want 070708c6120001 (pointer 8, 198.18.0.1)")
+    check_csum(r, "forwarded Record Route datagram")
+
+
+@case()
+def M30_garbage_burst_survived():
+    "a burst of 3000 random and mangled packets from both sides leaves the gateway alive and forwarding"
+    g = random.Random(port())
+    seeds = [bytes(IP(src=C_IP, dst=S_IP) / UDP(sport=port(), dport=9) / b"seed"),
+             bytes(IP(src=C_IP, dst=S_IP) / TCP(sport=port(), dport=80, flags=SYN, options=[("MSS", 1460)])),
+             bytes(IPv6(src=C6, dst=S6) / IPv6ExtHdrHopByHop() / UDP(sport=port(), dport=9) / b"seed6"),
+             bytes(IP(src=S_IP, dst=GW_WAN) / ICMP(type=3, code=3) / bytes(IP(src=GW_WAN, dst=S_IP) / UDP(sport=1, dport=2))),
+             bytes(IPv6(src=S6, dst=GW6_WAN) / IPv6ExtHdrFragment(offset=0, m=1, id=7) / UDP(sport=1, dport=2) / (b"x" * 40))]
+    for i in range(3000):
+        b = bytearray(g.choice(seeds))
+        for _ in range(g.randrange(1, 5)):
+            k = g.randrange(len(b))
+            b[k] = g.randrange(256)
+        b = bytes(b[:g.randrange(1, len(b) + 1)])
+        if i % 7 == 0:
+            b = bytes([g.choice((0x45, 0x46, 0x4f, 0x60))]) + bytes(g.randrange(256) for _ in range(g.randrange(0, 80)))
+        side = cli if i % 2 else srv
+        try:
+            side.send(Raw(b), proto=0x86DD if b and b[0] >> 4 == 6 else 0x0800)
+        except OSError:
+            pass
+    time.sleep(0.3)
+    cli.drain(); srv.drain()
+    alive()
+    alive6()
+    ct_all()
+
+
 # ---------------------------------------------------------------- IPv6 / forwarding
 
 
@@ -2430,6 +2521,47 @@ def V08_unknown_protocol_to_gateway():
     check(r is not None, "no ICMPv6 parameter problem")
     e = IcmpErr(r)
     check((e.type, e.code, e.rest) == (4, 1, 6), f"type/code/pointer {e.type}/{e.code}/{e.rest}, want 4/1/6")
+
+
+@case()
+def V10_hbh_unknown_option_actions():
+    "Hop-by-Hop unknown options: action 00 is skipped (forwarded), action 10 discards with parameter problem code 2"
+    cli.send(IPv6(src=C6, dst=S6) / IPv6ExtHdrHopByHop(options=[PadN(otype=0x1e, optdata=b"\0\0\0\0")])
+             / UDP(sport=port(), dport=5000) / b"skip me")
+    r = srv.recv(YES, m_l4(17, dport=5000, dst=S6), raw=True)
+    check(r is not None, "Hop-by-Hop with an unknown skippable option not forwarded")
+    cli.send(IPv6(src=C6, dst=S6) / IPv6ExtHdrHopByHop(options=[PadN(otype=0x9e, optdata=b"\0\0\0\0")])
+             / UDP(sport=port(1), dport=5000) / b"discard me")
+    r = srv.recv(NO, m_l4(17, dport=5000, dst=S6))
+    check(r is None, f"Hop-by-Hop with an unknown discard option forwarded: {summ(r)}")
+    x = cli.recv(YES, m_icmp6(4), raw=True)
+    check(x is not None, "no parameter problem for the unknown Hop-by-Hop option")
+    e = IcmpErr(x)
+    check(e.src == GW6_LAN and e.code == 2 and e.rest == 42,
+          f"parameter problem from {e.src} code {e.code} pointer {e.rest}, want fd10::1 code 2 pointer 42")
+
+
+@case()
+def V11_ttl0_exceeded():
+    "an IPv4 packet arriving with TTL 0 gets time exceeded too, and is not forwarded"
+    cli.send(IP(src=C_IP, dst=S_IP, ttl=0) / UDP(sport=port(), dport=33434) / b"ttl0")
+    r = cli.recv(YES, m_icmp4(11), raw=True)
+    check(r is not None, "no time exceeded for TTL 0")
+    IcmpErr(r).check("time exceeded", GW_LAN, C_IP, C_IP, S_IP, port(), 33434, 11, 0)
+    check(srv.recv(NO, m_l4(17, dport=33434)) is None, "TTL 0 packet forwarded")
+
+
+@case()
+def V12_error_quote_length():
+    "ICMP errors from the gateway quote as much as fits: 576 bytes in all for IPv4, 1280 for IPv6"
+    cli.send(IP(src=C_IP, dst=S_IP, ttl=1) / UDP(sport=port(), dport=33434) / (b"q" * 1000))
+    r = cli.recv(YES, m_icmp4(11), raw=True)
+    check(r is not None, "no time exceeded")
+    check(len(r[0]) == 576, f"IPv4 time exceeded is {len(r[0])} bytes, Linux sends 576")
+    cli.send(IPv6(src=C6, dst=S6, hlim=1) / UDP(sport=port(), dport=33434) / (b"q" * 1400))
+    r = cli.recv(YES, m_icmp6(3), raw=True)
+    check(r is not None, "no ICMPv6 time exceeded")
+    check(len(r[0]) == 1280, f"ICMPv6 time exceeded is {len(r[0])} bytes, Linux sends 1280")
 
 
 # ---------------------------------------------------------------- group mtu
