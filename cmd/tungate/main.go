@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"go.uber.org/zap"
@@ -135,6 +136,14 @@ func cmdRun(args []string, stderr io.Writer) int {
 			log.Error("metrics", zap.Error(err))
 			g.Close()
 			return 1
+		}
+	}
+	// TUNGATE_CPUPROFILE=FILE profiles the whole run (for measuring the
+	// datapath under real traffic, e.g. ../shared/bench/versus.sh).
+	if f := os.Getenv("TUNGATE_CPUPROFILE"); f != "" {
+		if out, err := os.Create(f); err == nil {
+			pprof.StartCPUProfile(out)
+			defer pprof.StopCPUProfile()
 		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
