@@ -1317,6 +1317,50 @@ def T46_tcp_malformed_options_forwarded():
         check_csum(r, "forwarded SYN")
 
 
+@case()
+def T47_tcp_rst_in_syn_recv():
+    "client RST after the SYN/ACK (SYN_RECV) is forwarded; the entry goes to CLOSE (a reply was seen)"
+    f = Tcp(port(), 80)
+    f.syn()
+    f.synack()
+    f.c_send("R", seq=f.cnxt)
+    check(f.at_server(flags="R") is not None, "client RST in SYN_RECV not forwarded")
+    ct_expect(f.ct(), "CLOSE", (8, 10))
+
+
+@case()
+def T48_tcp_rst_in_time_wait():
+    "a RST in TIME_WAIT (exact seq) passes and turns the entry to CLOSE"
+    f = Tcp(port(), 80).handshake()
+    f.c_send("FA")
+    check(f.at_server(flags="FA") is not None, "client FIN not forwarded")
+    f.cnxt += 1
+    f.s_send("FA")
+    check(f.at_client(flags="FA") is not None, "server FIN/ACK not forwarded")
+    f.snxt += 1
+    f.c_send("A")
+    check(f.at_server(flags="A") is not None, "last ACK not forwarded")
+    ct_expect(f.ct(), "TIME_WAIT")
+    f.s_send("R", seq=f.snxt)
+    check(f.at_client(flags="R") is not None, "RST in TIME_WAIT not forwarded")
+    ct_expect(f.ct(), "CLOSE", (8, 10))
+
+
+@case()
+def T49_tcp_fin_retransmit():
+    "a retransmitted FIN (LAST_ACK) passes and keeps the state"
+    f = Tcp(port(), 80).handshake()
+    f.c_send("FA")
+    check(f.at_server(flags="FA") is not None, "client FIN not forwarded")
+    f.cnxt += 1
+    f.s_ack()
+    f.s_send("FA")
+    check(f.at_client(flags="FA") is not None, "server FIN not forwarded")
+    f.s_send("FA")
+    check(f.at_client(flags="FA") is not None, "retransmitted server FIN not forwarded")
+    ct_expect(f.ct(), "LAST_ACK")
+
+
 # ---------------------------------------------------------------- UDP
 
 
@@ -2856,6 +2900,19 @@ def E04_tcp_time_wait_expires():
     check(gone, "TIME_WAIT entry still listed 6 s later")
     g = Tcp(f.cport, 80).handshake()
     check(g.nat_port == f.cport, f"port not preserved for the new connection: {g.nat_port}")
+
+@case("timeouts")
+def E05_tcp_close_expires():
+    "after a RST the CLOSE entry (10 s) disappears and the same ports connect afresh"
+    f = Tcp(port(), 80).handshake()
+    f.c_send("RA")
+    check(f.at_server(flags="RA") is not None, "RST not forwarded")
+    ct_expect(f.ct(), "CLOSE", (8, 10))
+    gone = wait_until(lambda: not ct_find("tcp", src=C_IP, sport=f.cport), 13)
+    check(gone, f"CLOSE entry still listed 13 s later: {ct_find('tcp', src=C_IP, sport=f.cport)}")
+    g = Tcp(f.cport, 80).handshake()
+    check(g.nat_port == f.cport, f"port not preserved: {g.nat_port}")
+
 
 # ---------------------------------------------------------------- group reject
 
