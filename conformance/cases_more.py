@@ -1361,6 +1361,21 @@ def T49_tcp_fin_retransmit():
     ct_expect(f.ct(), "LAST_ACK")
 
 
+@case()
+def T50_tcp_invalid_fin_rst_both_ways():
+    "an out-of-window RST one way then an out-of-window FIN the other way shrink ESTABLISHED to 300 s"
+    # nf_tcp_handle_invalid: both sides seem to close but conntrack deems
+    # it out of window: do not hold the entry for days.
+    f = Tcp(port(), 80).handshake()
+    f.s_send("R", seq=f.snxt + 5_000_000)
+    check(f.leak_client() is None, "out-of-window RST forwarded")
+    srv.drain()
+    ct_expect(f.ct(), "ESTABLISHED", (431990, 432000))
+    f.c_send("FA", seq=f.cnxt + 5_000_000)
+    check(f.leak_server() is None, "out-of-window FIN forwarded")
+    ct_expect(f.ct(), "ESTABLISHED", (295, 300))
+
+
 # ---------------------------------------------------------------- UDP
 
 
@@ -1666,6 +1681,8 @@ def I02_icmp_port_unreachable_udp():
     check(r is not None, "port unreachable not forwarded to the client")
     IcmpErr(r).check("port unreachable", S_IP, C_IP, C_IP, S_IP, u.cport, 5000, 3, 3, l4_csum=True)
     check(srv.recv(NO, m_icmp4()) is None, "gateway answered the ICMP error itself")
+    l = [e for e in ct_all() if e.proto == "icmp" and e.orig.get("src") == S_IP]
+    check(not l, f"the RELATED ICMP error got an entry of its own: {l}")
 
 
 @case()

@@ -188,11 +188,9 @@ kernel_setup() {
   # no ICMP rate limits in the reference: tungate's default bucket (1000/s,
   # burst 1000 per destination) never limits a run of this suite either
   ip netns exec $RNS sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 \
-    net.ipv4.icmp_ratelimit=0 net.ipv6.icmp.ratelimit=0 \
-    net.ipv4.conf.all.send_redirects=0 net.ipv4.conf.default.send_redirects=0
+    net.ipv4.icmp_ratelimit=0 net.ipv6.icmp.ratelimit=0
   ip -n $RNS addr add 10.10.0.1/24 dev lan; ip -n $RNS -6 addr add fd10::1/64 dev lan nodad
   ip -n $RNS addr add 198.18.0.1/24 dev wan; ip -n $RNS -6 addr add 2001:db8:1::1/64 dev wan nodad
-  ip netns exec $RNS sysctl -qw net.ipv4.conf.lan.send_redirects=0 net.ipv4.conf.wan.send_redirects=0
   ip -n $RNS link set wan mtu $WAN_MTU
   ip -n $SNS link set tgwan mtu $WAN_MTU
   ip -n $RNS link set lan mtu $LAN_MTU
