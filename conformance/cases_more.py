@@ -2862,7 +2862,7 @@ def E01_udp_expires():
     u = Udp(port(), 5000)
     u.request()
     u.reply()
-    ct_expect(u.ct(), None, (2, 3))
+    ct_expect(u.ct(), None, (1, 3))
     gone = wait_until(lambda: not ct_find("udp", src=C_IP, sport=u.cport), 6)
     check(gone, f"entry still listed 6 s later: {ct_find('udp', src=C_IP, sport=u.cport)}")
     r = u.reply(b"late", expect=False)
@@ -2879,7 +2879,7 @@ def E02_icmp_expires():
     check(r is not None, "echo request not forwarded")
     nid = echo_fields(r[1])[1]
     e = ct_one("icmp", src=C_IP, id=ident)
-    ct_expect(e, None, (2, 3))
+    ct_expect(e, None, (1, 3))
     gone = wait_until(lambda: not ct_find("icmp", src=C_IP, id=ident), 6)
     check(gone, "echo entry still listed 6 s later")
     srv.send(IP(src=S_IP, dst=GW_WAN) / ICMP(type=0, id=nid, seq=1) / b"ping")
@@ -2892,7 +2892,7 @@ def E03_tcp_syn_sent_expires():
     "SYN_SENT (timeout 3 s) expires: a late SYN/ACK is not forwarded"
     f = Tcp(port(), 80)
     f.syn()
-    ct_expect(f.ct(), "SYN_SENT", (2, 3))
+    ct_expect(f.ct(), "SYN_SENT", (1, 3))
     gone = wait_until(lambda: not ct_find("tcp", src=C_IP, sport=f.cport), 6)
     check(gone, "SYN_SENT entry still listed 6 s later")
     f.s_send("SA", seq=f.sisn, ack=f.cnxt)
@@ -2912,7 +2912,7 @@ def E04_tcp_time_wait_expires():
     f.snxt += 1
     f.c_send("A")
     check(f.at_server(flags="A") is not None, "last ACK not forwarded")
-    ct_expect(f.ct(), "TIME_WAIT", (2, 3))
+    ct_expect(f.ct(), "TIME_WAIT", (1, 3))
     gone = wait_until(lambda: not ct_find("tcp", src=C_IP, sport=f.cport), 6)
     check(gone, "TIME_WAIT entry still listed 6 s later")
     g = Tcp(f.cport, 80).handshake()
@@ -2929,6 +2929,24 @@ def E05_tcp_close_expires():
     check(gone, f"CLOSE entry still listed 13 s later: {ct_find('tcp', src=C_IP, sport=f.cport)}")
     g = Tcp(f.cport, 80).handshake()
     check(g.nat_port == f.cport, f"port not preserved: {g.nat_port}")
+
+
+@case("timeouts")
+def E06_fresh_timeout_after_idle():
+    "an entry created after the links were idle for 2.5 s still gets its full timeout (3 s)"
+    # catches a clock read before blocking on the link instead of after
+    time.sleep(2.5)
+    u = Udp(port(), 5000)
+    t0 = time.time()
+    u.request()
+    e = u.ct()
+    check(e.timeout >= 2 or time.time() - t0 > 1, f"fresh entry shows {e.timeout} s of 3 s after an idle period: {e.line}")
+    ping(cli, C_IP, S_IP, port())
+    check(srv.recv(YES, m_echo(8, dst=S_IP)) is not None, "echo request not forwarded")
+    time.sleep(1.0)
+    u.reply()   # 1 s later: within the 3 s
+    e = ct_one("icmp", src=C_IP, id=port())
+    check(e.timeout >= 1, f"echo entry shows {e.timeout} s 1 s after creation: {e.line}")
 
 
 # ---------------------------------------------------------------- group reject
