@@ -28,12 +28,13 @@ const (
 	DropNoBuffer
 	DropWrite
 	DropMartian
+	DropOptions
 	numDropReasons
 )
 
 var dropNames = [numDropReasons]string{
 	"malformed", "ip_checksum", "no_route", "ttl_exceeded", "mtu", "filter", "reject",
-	"conntrack_full", "conntrack_insert", "nat", "helper", "fragment", "local", "no_buffer", "write", "martian",
+	"conntrack_full", "conntrack_insert", "nat", "helper", "fragment", "local", "no_buffer", "write", "martian", "ip_options",
 }
 
 // String names the reason as metrics and `tungate stats` show it.

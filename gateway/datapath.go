@@ -194,6 +194,19 @@ func (w *worker) packet(buf []byte, size int) {
 		w.drop(DropMartian)
 		return
 	}
+	res := &w.res
+	*res = conntrack.Result{Info: conntrack.Untracked}
+	if p.Version == 6 {
+		// Hop-by-hop options are every router's business, before any hook
+		// (Linux's ipv6_parse_hopopts in ip6_rcv_core).
+		if v, ptr, code := checkHopByHop6(p); v != optForward {
+			if v == optParamProblem {
+				w.paramProblem(p, code, ptr)
+			}
+			w.drop(DropOptions)
+			return
+		}
+	}
 	pk := &w.pk
 	*pk = rules.Packet{P: p, In: w.in, Out: -1, Info: conntrack.Untracked}
 	notrack := false
@@ -203,7 +216,6 @@ func (w *worker) packet(buf []byte, size int) {
 	} else {
 		notrack = d.Notrack
 	}
-	res := &w.res
 	if notrack {
 		*res = conntrack.Result{Info: conntrack.Untracked}
 	} else {
@@ -219,6 +231,16 @@ func (w *worker) packet(buf []byte, size int) {
 			// NAT refused it (a bad ICMP error, a forward whose tuple is
 			// taken); it cleaned up the connection itself.
 			w.drop(DropNAT)
+			return
+		}
+	}
+	if p.Version == 4 && p.IPHeaderLen() > 20 {
+		// Options are checked after prerouting, as in ip_rcv_finish.
+		if v, ptr := checkOptions4(p); v != optForward {
+			if v == optParamProblem {
+				w.paramProblem(p, 0, ptr)
+			}
+			w.discard(DropOptions)
 			return
 		}
 	}
@@ -265,6 +287,11 @@ func (w *worker) packet(buf []byte, size int) {
 		}
 		if !w.finishConn() {
 			return
+		}
+	}
+	if p.Version == 4 && p.IPHeaderLen() > 20 {
+		if a, ok := g.sourceFor(out, 4); ok {
+			forwardOptions4(p, a)
 		}
 	}
 	w.forwarded++
