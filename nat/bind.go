@@ -35,16 +35,15 @@ func (e *Engine) Bind(c *conntrack.Conn, m Manip, addr packet.Addr, port uint16)
 	}
 	kind := kindOf(&cur)
 	next := cur
-	b := e.bindingOf(c)
 	var l *link
 	if m == ManipSrc {
 		next.Src = addr
 		if kind != idNone {
-			p, err := e.holdSrc(b, c, &cur, kind, addr, port)
+			p, sl, err := e.holdSrc(c, &cur, kind, addr, port)
 			if err != nil {
 				return err
 			}
-			next.SrcPort, l = p, &b.src
+			next.SrcPort, l = p, sl
 		}
 	} else {
 		next.Dst = addr
@@ -57,11 +56,11 @@ func (e *Engine) Bind(c *conntrack.Conn, m Manip, addr packet.Addr, port uint16)
 			}
 		}
 		if kind == idPort && e.isOwn(cur.Dst, cur.Family) {
-			e.holdDst(b, c, &cur)
-			l = &b.dst
+			l = e.holdDst(c, &cur)
 		}
 	}
-	if !e.checkFree(&next, c) {
+	var reply conntrack.Tuple
+	if !e.checkFree(&next, c, &reply) {
 		if l != nil {
 			e.mu.Lock()
 			e.detachLocked(l)
@@ -69,13 +68,13 @@ func (e *Engine) Bind(c *conntrack.Conn, m Manip, addr packet.Addr, port uint16)
 		}
 		return ErrClash
 	}
-	e.commit(c, &cur, &next, natBit, done)
+	e.commit(c, &cur, &next, &reply, natBit, done)
 	return nil
 }
 
 // holdSrc holds the external port a ManipSrc Bind translates to and
-// returns it.
-func (e *Engine) holdSrc(b *binding, c *conntrack.Conn, cur *conntrack.Tuple, kind idKind, addr packet.Addr, port uint16) (uint16, error) {
+// returns it with the link that holds it.
+func (e *Engine) holdSrc(c *conntrack.Conn, cur *conntrack.Tuple, kind idKind, addr packet.Addr, port uint16) (uint16, *link, error) {
 	sk := setKey{addr, cur.Family, cur.Proto}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -89,35 +88,39 @@ func (e *Engine) holdSrc(b *binding, c *conntrack.Conn, cur *conntrack.Tuple, ki
 		pi := ps.findPreferring(cur.SrcPort, lo, hi, par)
 		if pi < 0 {
 			e.st.portExhausted.Add(1)
-			return 0, ErrPortInUse
+			return 0, nil, ErrPortInUse
 		}
 		port = uint16(pi)
 	} else if ps.has(port) {
-		m := e.byExt[setKey16{sk, port}]
+		m := e.byExt.findExt(sk, port, e.seed)
 		if m == nil || m.key.addr != cur.Src || m.key.port != cur.SrcPort {
-			return 0, ErrPortInUse
+			return 0, nil, ErrPortInUse
 		}
+		b := e.bindingLocked(c)
 		e.attachLocked(&b.src, m, c)
-		return port, nil
+		return port, &b.src, nil
 	}
 	ps.take(port)
 	m := e.newMappingLocked(sk, ps, port, cur.Src, cur.SrcPort)
+	b := e.bindingLocked(c)
 	e.attachLocked(&b.src, m, c)
-	return port, nil
+	return port, &b.src, nil
 }
 
 // holdDst holds the gateway port a ManipDst-bound connection arrives on,
-// when it is free.
-func (e *Engine) holdDst(b *binding, c *conntrack.Conn, cur *conntrack.Tuple) {
+// when it is free, and returns the link holding it (nil when not).
+func (e *Engine) holdDst(c *conntrack.Conn, cur *conntrack.Tuple) *link {
 	sk := setKey{cur.Dst, cur.Family, cur.Proto}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	ps := e.portSetLocked(sk)
 	if !ps.take(cur.DstPort) {
-		return
+		return nil
 	}
 	m := e.newMappingLocked(sk, ps, cur.DstPort, cur.Dst, cur.DstPort)
+	b := e.bindingLocked(c)
 	e.attachLocked(&b.dst, m, c)
+	return &b.dst
 }
 
 // PortAvailable reports whether port on the external address addr is free

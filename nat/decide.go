@@ -98,16 +98,24 @@ func icmpReplyType(v6 bool, typ uint8) uint8 {
 
 // current returns the original-direction tuple as the manips decided so far
 // make it look (Linux's nf_ct_invert_tuple of the reply tuple in
-// nf_nat_setup_info).
+// nf_nat_setup_info). Before any manip changed it, a TCP or UDP reply
+// tuple is the original's with addresses and ports swapped, so the
+// original is that answer, without inverting.
 func (e *Engine) current(c *conntrack.Conn) conntrack.Tuple {
+	if c.Status()&conntrack.StatusNATMask == 0 {
+		if o := c.Tuple(conntrack.DirOriginal); o.Proto == packet.ProtoTCP || o.Proto == packet.ProtoUDP {
+			return *o
+		}
+	}
 	return e.invert(c.Tuple(conntrack.DirReply))
 }
 
-// commit stores the translated current tuple as the reply tuple and sets the
-// status bits: the NAT bit only when something changed, as Linux does.
-func (e *Engine) commit(c *conntrack.Conn, cur, next *conntrack.Tuple, natBit, doneBit conntrack.Status) {
+// commit stores reply, the inverse of the translated current tuple next
+// (checkFree's), as the reply tuple and sets the status bits: the NAT bit
+// only when something changed, as Linux does.
+func (e *Engine) commit(c *conntrack.Conn, cur, next, reply *conntrack.Tuple, natBit, doneBit conntrack.Status) {
 	if *cur != *next {
-		c.SetReplyTuple(e.invert(next))
+		c.SetReplyTuple(*reply)
 		c.SetStatus(natBit | doneBit)
 		return
 	}
@@ -119,7 +127,10 @@ func (e *Engine) commit(c *conntrack.Conn, cur, next *conntrack.Tuple, natBit, d
 func (e *Engine) decideDst(res *conntrack.Result, in int) bool {
 	c := res.Conn
 	cur := e.current(c)
-	dst := cur.Dst.NetIP(cur.Family)
+	var dst netip.Addr
+	if len(e.rules.dnat) > 0 || len(e.rules.netmap) > 0 {
+		dst = cur.Dst.NetIP(cur.Family)
+	}
 	kind := kindOf(&cur)
 
 	for _, r := range e.rules.dnat {
@@ -142,10 +153,11 @@ func (e *Engine) decideDst(res *conntrack.Result, in int) bool {
 				next.DstPort = t.lo + (cur.DstPort - r.m.dport.lo)
 			}
 		}
-		if !e.checkFree(&next, c) {
+		var reply conntrack.Tuple
+		if !e.checkFree(&next, c, &reply) {
 			return false
 		}
-		e.commit(c, &cur, &next, conntrack.StatusDstNAT, conntrack.StatusDstNATDone)
+		e.commit(c, &cur, &next, &reply, conntrack.StatusDstNAT, conntrack.StatusDstNATDone)
 		e.st.dnat.Add(1)
 		return true
 	}
@@ -167,10 +179,11 @@ func (e *Engine) decideDst(res *conntrack.Result, in int) bool {
 		}
 		next := cur
 		next.Dst = a
-		if !e.checkFree(&next, c) {
+		var reply conntrack.Tuple
+		if !e.checkFree(&next, c, &reply) {
 			return false
 		}
-		e.commit(c, &cur, &next, conntrack.StatusDstNAT, conntrack.StatusDstNATDone)
+		e.commit(c, &cur, &next, &reply, conntrack.StatusDstNAT, conntrack.StatusDstNATDone)
 		e.st.netmap.Add(1)
 		return true
 	}
@@ -222,11 +235,11 @@ func (e *Engine) mayBeMapped(a packet.Addr, fam uint8) bool {
 	return false
 }
 
-// checkFree reports whether the reply tuple of next is free; it counts a
-// clash when it is not.
-func (e *Engine) checkFree(next *conntrack.Tuple, c *conntrack.Conn) bool {
-	reply := e.invert(next)
-	if e.table.Taken(&reply, c) {
+// checkFree reports whether the reply tuple of next, which it stores in
+// reply, is free; it counts a clash when it is not.
+func (e *Engine) checkFree(next *conntrack.Tuple, c *conntrack.Conn, reply *conntrack.Tuple) bool {
+	*reply = e.invert(next)
+	if e.table.Taken(reply, c) {
 		e.st.clash.Add(1)
 		return false
 	}
@@ -242,24 +255,25 @@ func (e *Engine) mappingDst(res *conntrack.Result, cur *conntrack.Tuple, in int)
 	c := res.Conn
 	external := e.IsExternal(in)
 	e.mu.Lock()
-	m := e.byExt[setKey16{setKey{cur.Dst, cur.Family, cur.Proto}, cur.DstPort}]
+	m := e.byExt.findExt(setKey{cur.Dst, cur.Family, cur.Proto}, cur.DstPort, e.seed)
 	if m == nil || (external && !m.eif) {
 		e.mu.Unlock()
 		return true, false
 	}
-	b := e.bindingOf(c)
+	b := e.bindingLocked(c)
 	master := m.users.c
 	e.attachLocked(&b.dst, m, c)
 	next := *cur
 	next.Dst, next.DstPort = m.key.addr, m.key.port
 	e.mu.Unlock()
-	if !e.checkFree(&next, c) {
+	var reply conntrack.Tuple
+	if !e.checkFree(&next, c, &reply) {
 		e.mu.Lock()
 		e.detachLocked(&b.dst)
 		e.mu.Unlock()
 		return false, true
 	}
-	e.commit(c, cur, &next, conntrack.StatusDstNAT, conntrack.StatusDstNATDone)
+	e.commit(c, cur, &next, &reply, conntrack.StatusDstNAT, conntrack.StatusDstNATDone)
 	if external {
 		c.Master = master
 		c.SetStatus(conntrack.StatusExpected)
@@ -286,9 +300,8 @@ func (e *Engine) decideSrc(res *conntrack.Result, in, out int) bool {
 		return e.snatWith(r, idx, c, &cur, targeted, true)
 	}
 
-	src := cur.Src.NetIP(cur.Family)
 	for _, r := range e.rules.netmap {
-		if r.out != out || r.fam != cur.Family || !r.from.Contains(src) {
+		if r.out != out || r.fam != cur.Family || !r.from.Contains(cur.Src.NetIP(cur.Family)) {
 			continue
 		}
 		a, ok := mapPrefix(cur.Src, r.fam, r.from, r.to)
@@ -298,10 +311,11 @@ func (e *Engine) decideSrc(res *conntrack.Result, in, out int) bool {
 		}
 		next := cur
 		next.Src = a
-		if !e.checkFree(&next, c) {
+		var reply conntrack.Tuple
+		if !e.checkFree(&next, c, &reply) {
 			return false
 		}
-		e.commit(c, &cur, &next, conntrack.StatusSrcNAT, conntrack.StatusSrcNATDone)
+		e.commit(c, &cur, &next, &reply, conntrack.StatusSrcNAT, conntrack.StatusSrcNATDone)
 		e.st.netmap.Add(1)
 		return true
 	}
@@ -335,10 +349,10 @@ func (e *Engine) snatMatch(r *snatRule, cur *conntrack.Tuple, withDst bool) bool
 	if withDst && m.dport.set && !m.dport.contains(cur.DstPort) {
 		return false
 	}
-	if !prefixesMatch(m.src, cur.Src.NetIP(cur.Family)) {
+	if len(m.src) > 0 && !prefixesMatch(m.src, cur.Src.NetIP(cur.Family)) {
 		return false
 	}
-	return !withDst || prefixesMatch(m.dst, cur.Dst.NetIP(cur.Family))
+	return !withDst || len(m.dst) == 0 || prefixesMatch(m.dst, cur.Dst.NetIP(cur.Family))
 }
 
 // hairpinRuleFor picks the rule whose mapping a hairpinned client gets: the
@@ -423,20 +437,21 @@ func (e *Engine) snatWith(r *snatRule, idx int32, c *conntrack.Conn, cur *conntr
 	next := *cur
 	next.Src = ext
 	kind := kindOf(cur)
+	var reply conntrack.Tuple
 	if kind != idNone {
 		key := mapKey{rule: idx, fam: cur.Family, proto: cur.Proto, addr: cur.Src, port: cur.SrcPort}
 		if !r.eim {
 			key.raddr, key.rport = cur.Dst, cur.DstPort
 		}
-		m, ok := e.mapFor(key, r, kind, ext, cur, c)
+		a, port, ok := e.mapFor(&key, r, kind, ext, cur, c, &reply)
 		if !ok {
 			return false
 		}
-		next.Src, next.SrcPort = m.ext.addr, m.port
-	} else if !e.checkFree(&next, c) {
+		next.Src, next.SrcPort = a, port
+	} else if !e.checkFree(&next, c, &reply) {
 		return false
 	}
-	e.commit(c, cur, &next, conntrack.StatusSrcNAT, conntrack.StatusSrcNATDone)
+	e.commit(c, cur, &next, &reply, conntrack.StatusSrcNAT, conntrack.StatusSrcNATDone)
 	if hairpin {
 		e.st.hairpin.Add(1)
 	} else {
@@ -445,36 +460,47 @@ func (e *Engine) snatWith(r *snatRule, idx int32, c *conntrack.Conn, cur *conntr
 	return true
 }
 
-// replyVia is the reply tuple cur gets when its source becomes addr:port.
-func (e *Engine) replyVia(cur *conntrack.Tuple, addr packet.Addr, port uint16) conntrack.Tuple {
+// replyVia stores in reply the reply tuple cur gets when its source
+// becomes addr:port; for TCP and UDP built in place, the NEW path's
+// common case.
+func (e *Engine) replyVia(cur *conntrack.Tuple, addr packet.Addr, port uint16, reply *conntrack.Tuple) {
+	if cur.Proto == packet.ProtoTCP || cur.Proto == packet.ProtoUDP {
+		*reply = conntrack.Tuple{Src: cur.Dst, Dst: addr, SrcPort: cur.DstPort, DstPort: port, Proto: cur.Proto, Family: cur.Family}
+		return
+	}
 	next := *cur
 	next.Src, next.SrcPort = addr, port
-	return e.invert(&next)
+	*reply = e.invert(&next)
 }
 
-// mapFor finds or makes the mapping key names and makes c a user of it.
-// A new mapping keeps the internal port when it is free (or, with random,
-// starts at a random one) and otherwise takes the next free port of the
-// range; ports whose tuple towards this destination is already some other
-// connection's are skipped. false: drop (counted and logged).
-func (e *Engine) mapFor(key mapKey, r *snatRule, kind idKind, ext packet.Addr, cur *conntrack.Tuple, c *conntrack.Conn) (*mapping, bool) {
-	b := e.existingBinding(c)
+// mapFor finds or makes the mapping key names, makes c a user of it and
+// returns its external address and port (an existing mapping's address may
+// differ from ext: a hairpin mapping keeps the address first targeted); it
+// stores the reply tuple they give cur in reply. A new mapping keeps the
+// internal port when it is free (or, with random, starts at a random one)
+// and otherwise takes the next free port of the range; ports whose tuple
+// towards this destination is already some other connection's are
+// skipped. false: drop (counted and logged).
+func (e *Engine) mapFor(key *mapKey, r *snatRule, kind idKind, ext packet.Addr, cur *conntrack.Tuple, c *conntrack.Conn, reply *conntrack.Tuple) (packet.Addr, uint16, bool) {
+	h := key.hash(e.seed)
+	// c gets a binding either way: make its Ext (an allocation) before
+	// taking the lock other readers' NEW packets wait for.
+	c.EnsureExt()
 	e.mu.Lock()
-	if m := e.maps[key]; m != nil {
-		if b == nil {
-			b = e.bindingOf(c)
-		}
+	if m := e.byKey.findKey(key, h); m != nil {
+		b := e.bindingLocked(c)
 		e.attachLocked(&b.src, m, c)
+		a, port := m.ext.addr, m.port
 		e.mu.Unlock()
-		reply := e.replyVia(cur, m.ext.addr, m.port)
-		if e.table.Taken(&reply, c) {
+		e.replyVia(cur, a, port, reply)
+		if e.table.Taken(reply, c) {
 			e.mu.Lock()
 			e.detachLocked(&b.src)
 			e.mu.Unlock()
 			e.st.clash.Add(1)
-			return nil, false
+			return packet.Addr{}, 0, false
 		}
-		return m, true
+		return a, port, true
 	}
 	sk := setKey{ext, cur.Family, cur.Proto}
 	ps := e.ruleSetLocked(r, sk)
@@ -495,23 +521,21 @@ func (e *Engine) mapFor(key mapKey, r *snatRule, kind idKind, ext packet.Addr, c
 	if pi < 0 {
 		e.mu.Unlock()
 		e.exhausted(r, ext, cur, lo, hi)
-		return nil, false
+		return packet.Addr{}, 0, false
 	}
 	port := uint16(pi)
 	ps.take(port)
 	m := e.newMappingLocked(sk, ps, port, cur.Src, cur.SrcPort)
-	m.key, m.indexed = key, true
+	m.key, m.indexed = *key, true
 	m.eim, m.eif = r.eim, r.eif
-	e.maps[key] = m
+	m.hash[byKeySlot] = h
+	e.byKey.insert(m)
 	if m.eim && kind == idPort {
-		e.byExt[setKey16{sk, port}] = m
+		m.hash[byExtSlot] = extHash(sk, port, e.seed)
+		e.byExt.insert(m)
 		m.inByExt = true
 	}
-	if b == nil {
-		b = &m.first
-		b.e = e
-		c.EnsureExt().NAT = b
-	}
+	b := e.bindingLocked(c)
 	e.attachLocked(&b.src, m, c)
 	e.mu.Unlock()
 
@@ -520,11 +544,13 @@ func (e *Engine) mapFor(key mapKey, r *snatRule, kind idKind, ext packet.Addr, c
 	// gateway's own): then the mapping moves to another port, as long as
 	// no other connection uses it yet. The table is asked without e.mu
 	// held: its lookup may delete an expired connection and run our hook.
+	// port is m.port, which only this loop changes (under e.mu, while c
+	// is m's one user).
 	var tried [maxTakenRetries]uint16
 	nt := 0
 	for {
-		reply := e.replyVia(cur, ext, m.port)
-		if !e.table.Taken(&reply, c) {
+		e.replyVia(cur, ext, port, reply)
+		if !e.table.Taken(reply, c) {
 			if nt > 0 {
 				e.mu.Lock()
 				for _, p := range tried[:nt] {
@@ -532,7 +558,7 @@ func (e *Engine) mapFor(key mapKey, r *snatRule, kind idKind, ext packet.Addr, c
 				}
 				e.mu.Unlock()
 			}
-			return m, true
+			return ext, port, true
 		}
 		e.mu.Lock()
 		pi := -1
@@ -548,15 +574,17 @@ func (e *Engine) mapFor(key mapKey, r *snatRule, kind idKind, ext packet.Addr, c
 			}
 			e.mu.Unlock()
 			e.st.clash.Add(1)
-			return nil, false
+			return packet.Addr{}, 0, false
 		}
 		if m.inByExt {
-			delete(e.byExt, setKey16{sk, m.port})
+			e.byExt.remove(m)
 		}
-		m.port = uint16(pi)
-		ps.take(m.port)
+		port = uint16(pi)
+		m.port = port
+		ps.take(port)
 		if m.inByExt {
-			e.byExt[setKey16{sk, m.port}] = m
+			m.hash[byExtSlot] = extHash(sk, port, e.seed)
+			e.byExt.insert(m)
 		}
 		e.mu.Unlock()
 	}

@@ -14,6 +14,7 @@ package nat
 
 import (
 	"errors"
+	"math/rand/v2"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -132,10 +133,12 @@ type mapKey struct {
 
 // mapping is one external address:port held for an internal endpoint (or
 // for one connection, for Bind reservations); key.addr:key.port is the
-// internal endpoint. Guarded by Engine.mu.
+// internal endpoint. Guarded by Engine.mu. Freed mappings go back to the
+// engine's pool (newMappingLocked): nothing may keep a pointer to one it
+// does not hold through a link.
 type mapping struct {
 	key     mapKey
-	indexed bool // in Engine.maps
+	indexed bool // in Engine.byKey
 	inByExt bool // in Engine.byExt (endpoint-independent, with ports)
 	eim     bool
 	eif     bool
@@ -146,11 +149,11 @@ type mapping struct {
 	users   *link    // connections using the mapping, oldest first
 	tail    *link
 	n       int
-	// first is the binding of the connection that made the mapping, when
-	// it had none: one allocation serves both on the common path. It may
-	// outlive the mapping's use (the connection holds it), never its
-	// memory.
-	first binding
+	// hash and next are the mapping's hash and chain link in byKey and
+	// byExt (indexed by byKeySlot, byExtSlot); next[0] also chains the
+	// free pool.
+	hash [2]uint64
+	next [2]*mapping
 }
 
 // link ties one connection to one mapping.
@@ -160,12 +163,22 @@ type link struct {
 	prev, next *link
 }
 
-// binding is the engine's per-connection state (conntrack Ext.NAT).
+// binding is the engine's per-connection state (conntrack Ext.NAT). It is
+// pooled like mappings: the destroy hook gives it back, and the dead
+// connection's Ext.NAT may still point at it, so it is c's only while c is
+// its owner (read and written under Engine.mu).
 type binding struct {
-	e   *Engine
-	src link // the mapping the source was translated to
-	dst link // the mapping the destination was translated by (EIM hairpin, EIF)
+	e    *Engine         // set once, when made
+	c    *conntrack.Conn // the owner; nil while pooled
+	src  link            // the mapping the source was translated to
+	dst  link            // the mapping the destination was translated by (EIM hairpin, EIF)
+	free *binding        // next in the pool
 }
+
+// maxPooled bounds each of the engine's pools of free mappings and
+// bindings: enough to absorb the churn of connections ending and starting,
+// while a burst's worth goes back to the garbage collector.
+const maxPooled = 1024
 
 // Engine is the NAT engine. Its packet methods are safe for concurrent use.
 type Engine struct {
@@ -183,24 +196,27 @@ type Engine struct {
 	// connection that leaves by the interface it came in on is hairpinned.
 	hasExternal bool
 
-	// mu guards sets, maps, byExt and every mapping's fields. It is taken
-	// on the NEW path only (decisions, Bind, PortAvailable) and in the
-	// destroy hook; never while calling into the conntrack table, whose
-	// lookups may delete an expired connection and so run the hook.
+	// mu guards sets, byKey, byExt, the pools, every mapping's fields and
+	// every binding's owner and links. It is taken on the NEW path only
+	// (decisions, Bind, PortAvailable) and in the destroy hook; never while
+	// calling into the conntrack table, whose lookups may delete an expired
+	// connection and so run the hook.
 	mu    sync.Mutex
 	sets  map[setKey]*portSet
-	maps  map[mapKey]*mapping
-	byExt map[setKey16]*mapping
+	byKey mapIndex // mappings by rule and internal endpoint (mapKey)
+	byExt mapIndex // endpoint-independent mappings by external endpoint
+	// seed keys the indexes' hashes, so internal hosts cannot pick
+	// endpoints that collide.
+	seed uint64
+	// freeMaps and freeBinds are the pools (chained through next[0] and
+	// free), nFreeMaps and nFreeBinds their lengths.
+	freeMaps              *mapping
+	freeBinds             *binding
+	nFreeMaps, nFreeBinds int
 
 	st      counters
 	lastLog atomic.Int64 // Table.Now of the last rate-limited log line
 	quiet   atomic.Int64 // log lines suppressed since
-}
-
-// setKey16 is a setKey with a port: one external endpoint.
-type setKey16 struct {
-	setKey
-	port uint16
 }
 
 // New builds an engine for cfg over the gateway's interfaces and registers
@@ -223,8 +239,9 @@ func New(cfg Config, ifaces []Iface, table *conntrack.Table, log *zap.Logger) (*
 		rules:  rules,
 		ifaces: make([]ifaceInfo, len(ifaces)),
 		sets:   map[setKey]*portSet{},
-		maps:   map[mapKey]*mapping{},
-		byExt:  map[setKey16]*mapping{},
+		byKey:  newMapIndex(byKeySlot),
+		byExt:  newMapIndex(byExtSlot),
+		seed:   rand.Uint64(),
 	}
 	e.hairpinRule = snatRule{name: "hairpin", m: matcher{in: -1, out: -1, proto: protoAny}, eim: true, ownerIface: -1}
 	for i, f := range ifaces {
@@ -356,7 +373,16 @@ func (e *Engine) portSetLocked(k setKey) *portSet {
 func (e *Engine) newMappingLocked(k setKey, ps *portSet, port uint16, a packet.Addr, p uint16) *mapping {
 	e.st.mappings.Add(1)
 	e.st.mappingsCreated.Add(1)
-	return &mapping{ext: k, ps: ps, port: port, hasPort: true, key: mapKey{addr: a, port: p}}
+	m := e.freeMaps
+	if m != nil {
+		e.freeMaps, m.next[0] = m.next[0], nil
+		e.nFreeMaps--
+	} else {
+		m = &mapping{}
+	}
+	m.ext, m.ps, m.port, m.hasPort = k, ps, port, true
+	m.key = mapKey{addr: a, port: p}
+	return m
 }
 
 // attachLocked records that c uses m through l.
@@ -396,38 +422,51 @@ func (e *Engine) detachLocked(l *link) {
 	}
 }
 
-// freeLocked releases a mapping nobody uses.
+// freeLocked releases a mapping nobody uses and pools it.
 func (e *Engine) freeLocked(m *mapping) {
 	if m.indexed {
 		// Indexed mappings are unique per key and external endpoint
 		// (mapFor re-checks under the lock before publishing).
-		delete(e.maps, m.key)
+		e.byKey.remove(m)
 		if m.inByExt {
-			delete(e.byExt, setKey16{m.ext, m.port})
+			e.byExt.remove(m)
 		}
-		m.indexed, m.inByExt = false, false
 	}
 	if m.hasPort {
 		m.ps.release(m.port)
-		m.hasPort = false
 	}
 	e.st.mappings.Add(-1)
+	*m = mapping{}
+	if e.nFreeMaps < maxPooled {
+		m.next[0] = e.freeMaps
+		e.freeMaps = m
+		e.nFreeMaps++
+	}
 }
 
-// bindingOf returns c's binding, creating it. Only before confirmation.
-func (e *Engine) bindingOf(c *conntrack.Conn) *binding {
-	if b := e.existingBinding(c); b != nil {
+// bindingLocked returns c's binding, making it. Only before confirmation;
+// e.mu is held.
+func (e *Engine) bindingLocked(c *conntrack.Conn) *binding {
+	if b := e.bindingOfLocked(c); b != nil {
 		return b
 	}
-	b := &binding{e: e}
+	b := e.freeBinds
+	if b != nil {
+		e.freeBinds, b.free = b.free, nil
+		e.nFreeBinds--
+	} else {
+		b = &binding{e: e}
+	}
+	b.c = c
 	c.EnsureExt().NAT = b
 	return b
 }
 
-// existingBinding returns c's binding if it has one.
-func (e *Engine) existingBinding(c *conntrack.Conn) *binding {
+// bindingOfLocked returns c's binding if it has one; e.mu is held.
+func (e *Engine) bindingOfLocked(c *conntrack.Conn) *binding {
 	if x := c.Ext(); x != nil {
-		if b, ok := x.NAT.(*binding); ok && b.e == e {
+		// b.e is written once, before b is first published.
+		if b, ok := x.NAT.(*binding); ok && b.e == e && b.c == c {
 			return b
 		}
 	}
@@ -435,18 +474,25 @@ func (e *Engine) existingBinding(c *conntrack.Conn) *binding {
 }
 
 // destroy is the conntrack destroy hook: a dying connection gives back its
-// uses of mappings.
+// uses of mappings, and its binding goes back to the pool.
 func (e *Engine) destroy(c *conntrack.Conn) {
 	x := c.Ext()
 	if x == nil {
 		return
 	}
-	b, ok := x.NAT.(*binding)
-	if !ok || b.e != e {
+	if b, ok := x.NAT.(*binding); !ok || b.e != e {
 		return
 	}
 	e.mu.Lock()
-	e.detachLocked(&b.src)
-	e.detachLocked(&b.dst)
+	if b := e.bindingOfLocked(c); b != nil {
+		e.detachLocked(&b.src)
+		e.detachLocked(&b.dst)
+		b.c = nil
+		if e.nFreeBinds < maxPooled {
+			b.free = e.freeBinds
+			e.freeBinds = b
+			e.nFreeBinds++
+		}
+	}
 	e.mu.Unlock()
 }
