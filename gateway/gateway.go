@@ -174,6 +174,15 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer cancel()
 	errc := make(chan error, len(g.links))
 	for _, l := range g.links {
+		// Drain the device's events (link up/down, MTU): wireguard-go's
+		// monitor blocks on a full channel otherwise.
+		if ev := l.Dev.Events(); ev != nil {
+			go func() {
+				for e := range ev {
+					g.log.Debug("link event", zap.String("interface", l.Name), zap.Int("event", int(e)))
+				}
+			}()
+		}
 		w := newWorker(g, l)
 		g.wg.Add(1)
 		go func() {
