@@ -271,13 +271,7 @@ func (w *worker) packet(buf []byte, size int) {
 	}
 	p.DecTTL()
 	pk.Out = out
-	switch d := w.rs.Eval(rules.HookForward, pk); d.Verdict {
-	case rules.Drop:
-		w.discard(DropFilter)
-		return
-	case rules.Reject:
-		w.reject(d.Reject)
-		w.discard(DropReject)
+	if !w.filter(rules.HookForward) {
 		return
 	}
 	if res.Conn != nil {
@@ -296,6 +290,21 @@ func (w *worker) packet(buf []byte, size int) {
 	}
 	w.forwarded++
 	w.queue(out, buf, p)
+}
+
+// filter runs a filter hook on the current packet; false: it was dropped
+// or rejected (and answered).
+func (w *worker) filter(h rules.Hook) bool {
+	switch d := w.rs.Eval(h, &w.pk); d.Verdict {
+	case rules.Drop:
+		w.discard(DropFilter)
+		return false
+	case rules.Reject:
+		w.reject(d.Reject)
+		w.discard(DropReject)
+		return false
+	}
+	return true
 }
 
 // finishConn runs the helpers and confirms a new connection; false: the

@@ -35,15 +35,9 @@ var icmpCodes = [...][2][2]uint8{
 // local handles a packet addressed to the gateway itself (the input hook).
 func (w *worker) local(buf []byte) {
 	g := w.g
-	p, res, pk := &w.p, &w.res, &w.pk
+	p, res := &w.p, &w.res
 	w.delivered++
-	switch d := w.rs.Eval(rules.HookInput, pk); d.Verdict {
-	case rules.Drop:
-		w.discard(DropFilter)
-		return
-	case rules.Reject:
-		w.reject(d.Reject)
-		w.discard(DropReject)
+	if !w.filter(rules.HookInput) {
 		return
 	}
 	if res.Conn != nil && !w.finishConn() {
