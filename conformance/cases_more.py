@@ -1376,6 +1376,22 @@ def T50_tcp_invalid_fin_rst_both_ways():
     ct_expect(f.ct(), "ESTABLISHED", (295, 300))
 
 
+@case()
+def T51_tcp_syn_with_data():
+    "a SYN carrying data (TCP Fast Open) and the SYN/ACK acknowledging that data pass"
+    f = Tcp(port(), 80)
+    cli.send(f.c_pkt("S", seq=f.cisn, data=b"GET / HTTP/1.0\r\n\r\n"))
+    r = srv.recv(YES, m_l4(6, dport=80, dst=S_IP, flags=SYN), raw=True)
+    check(r is not None, "SYN with data not forwarded")
+    check(bytes(l3l4(r[1])[2].payload) == b"GET / HTTP/1.0\r\n\r\n", "SYN payload altered")
+    f.learn(r)
+    f.cnxt = f.cisn + 1 + 18
+    f.synack()
+    f.ack()
+    f.s_data(b"HTTP/1.0 200 OK\r\n\r\n")
+    ct_expect(f.ct(), "ESTABLISHED", flags=["ASSURED"])
+
+
 # ---------------------------------------------------------------- UDP
 
 
@@ -2029,6 +2045,31 @@ def I27_icmp_error_inner_options():
     check(sport == port(1), f"quoted source port {sport} not restored to {port(1)}")
 
 
+@case()
+def I28_icmp_error_inner_seq_not_checked():
+    "an ICMP error quoting a TCP segment with an unrelated sequence number is still RELATED and translated"
+    f = Tcp(port(), 80).handshake()
+    quoted = IP(src=GW_WAN, dst=S_IP, ttl=63) / TCP(sport=f.nat_port, dport=80, flags=fl("PA"),
+                                                  seq=(f.cnxt + 123_456_789) & 0xffffffff, ack=f.snxt)
+    srv.send(icmp4_pkt(S2_IP, GW_WAN, 3, 1, bytes(quoted)))
+    x = cli.recv(YES, m_icmp4(3), raw=True)
+    check(x is not None, "ICMP error quoting an out-of-window segment dropped (Linux does not check the quoted seq)")
+    IcmpErr(x).check("host unreachable", S2_IP, C_IP, C_IP, S_IP, f.cport, 80, 3, 1)
+
+
+@case()
+def I29_icmpv6_error_for_echo():
+    "ICMPv6 destination unreachable quoting an echo request: RELATED, quoted id and address restored"
+    ident = port()
+    ping(cli, C6, S6, ident, data=b"q" * 20, v6=True)
+    r = srv.recv(YES, m_echo(128, dst=S6, v6=True), raw=True)
+    check(r is not None, "echo request not forwarded")
+    srv.send(icmp6_pkt(S6_2, GW6_WAN, 1, 3, r[0]))
+    x = cli.recv(YES, m_icmp6(1), raw=True)
+    check(x is not None, "ICMPv6 unreachable for the echo not forwarded")
+    IcmpErr(x).check("address unreachable", S6_2, C6, C6, S6, 128, ident, 1, 3, l4_csum=True)
+
+
 # ---------------------------------------------------------------- malformed
 
 
@@ -2484,6 +2525,61 @@ def M30_garbage_burst_survived():
     ct_all()
 
 
+@case()
+def M31_ipv6_fragmented_reply():
+    "a fragmented UDP/IPv6 reply from the WAN is de-NATed and forwarded, reassemblable, none larger than sent"
+    u = Udp(port(), 5000, v6=True)
+    u.request()
+    data = bytes(range(256)) * 4
+    p = IPv6(src=S6, dst=GW6_WAN) / IPv6ExtHdrFragment(id=port()) / UDP(sport=5000, dport=u.nat_port) / data
+    frags = fragment6(p, 500)
+    biggest = max(len(bytes(f)) for f in frags)
+    for f in frags:
+        srv.send(f)
+    got = cli.recv_all(YES, lambda q: isinstance(q, IPv6) and q.dst == C6, raw=True)
+    check(got, "fragmented IPv6 reply not forwarded")
+    l4 = reassemble6([g[0] for g in got])
+    check(l4 is not None and l4[8:] == data, f"fragments do not reassemble: {[len(g[0]) for g in got]}")
+    check(struct.unpack("!H", l4[2:4])[0] == u.cport, "destination port not restored")
+    check(in6_chksum(17, IPv6(src=S6, dst=C6), l4) == 0, "UDP checksum invalid after de-NAT")
+    sizes = [len(g[0]) for g in got]
+    check(max(sizes) <= biggest, f"forwarded sizes {sizes} larger than the largest fragment sent ({biggest})")
+
+
+@case()
+def M32_ipv6_first_fragment_without_l4_header():
+    "an IPv6 fragment train whose first fragment cuts the UDP header (RFC 7112) is dropped"
+    l4 = bytes(UDP(sport=port(), dport=5000, len=8 + 60)) + b"C" * 60
+    # a 1 KB Destination Options header fills the first fragment, so the
+    # UDP header only starts in the second one
+    opts = IPv6ExtHdrDestOpt(nh=17, options=[PadN(optdata=b"\0" * 250)] * 4)
+    chain = bytes(opts)
+    whole = chain + l4
+    cut = (len(chain) // 8) * 8
+    f1 = IPv6(src=C6, dst=S6) / IPv6ExtHdrFragment(id=port(), nh=60, offset=0, m=1) / Raw(whole[:cut])
+    f2 = IPv6(src=C6, dst=S6) / IPv6ExtHdrFragment(id=port(), nh=60, offset=cut // 8, m=0) / Raw(whole[cut:])
+    cli.send(f1)
+    cli.send(f2)
+    nothing_at_server("IPv6 first fragment without the UDP header")
+    alive6()
+
+
+@case()
+def M33_ipv4_tiny_first_fragment():
+    "an IPv4 TCP SYN split after 8 bytes of TCP header is reassembled, tracked and forwarded NATed"
+    seg = bytes(l4_raw(C_IP, S_IP, 6, bytes(TCP(sport=port(), dport=80, flags=SYN, seq=4242)))[Raw])
+    f1 = IP(src=C_IP, dst=S_IP, proto=6, id=port(), flags="MF", frag=0) / Raw(seg[:8])
+    f2 = IP(src=C_IP, dst=S_IP, proto=6, id=port(), frag=1) / Raw(seg[8:])
+    cli.send(f1)
+    cli.send(f2)
+    got = srv.recv_all(YES, lambda q: isinstance(q, IP) and q.proto == 6 and q.dst == S_IP, raw=True)
+    check(got, "tiny-fragmented SYN not forwarded")
+    l4 = reassemble4([g[0] for g in got])
+    check(l4 is not None and len(l4) == 20, f"forwarded fragments do not reassemble: {[summ(g) for g in got]}")
+    check(got[0][1].src == GW_WAN and struct.unpack("!H", l4[:2])[0] == port(), "SYN not NATed")
+    check(in4_chksum(6, IP(src=GW_WAN, dst=S_IP, proto=6), l4) == 0, "TCP checksum invalid after NAT")
+
+
 # ---------------------------------------------------------------- IPv6 / forwarding
 
 
@@ -2804,6 +2900,36 @@ def D07_dnat_icmp_error_from_wan_router():
     x = cli.recv(YES, m_icmp4(3), raw=True)
     check(x is not None, "host unreachable about the reply not forwarded to the target")
     IcmpErr(x).check("host unreachable", S2_IP, C_IP, C_IP, S_IP, 5353, sp, 3, 1, l4_csum=True)
+
+
+@case("dnat")
+def D08_dnat_ttl1_established():
+    "TTL 1 on a forwarded connection from the WAN: time exceeded from 198.18.0.1 quoting the packet as sent (198.18.0.1:8080)"
+    sp = port()
+    srv.send(IP(src=S_IP, dst=GW_WAN) / TCP(sport=sp, dport=8080, flags=SYN, seq=100))
+    check(cli.recv(YES, m_l4(6, dport=80, dst=C_IP, flags=SYN)) is not None, "SYN not forwarded")
+    cli.send(IP(src=C_IP, dst=S_IP) / TCP(sport=80, dport=sp, flags=fl("SA"), seq=500, ack=101))
+    check(srv.recv(YES, m_l4(6, dport=sp, flags=fl("SA"))) is not None, "SYN/ACK not forwarded")
+    srv.send(IP(src=S_IP, dst=GW_WAN, ttl=1) / TCP(sport=sp, dport=8080, flags=fl("A"), seq=101, ack=501))
+    r = srv.recv(YES, m_icmp4(11, dst=S_IP), raw=True)
+    check(r is not None, "no time exceeded for the TTL-1 segment")
+    IcmpErr(r).check("time exceeded", GW_WAN, S_IP, S_IP, GW_WAN, sp, 8080, 11, 0)
+
+
+@case("dnat")
+def D09_dnat_ttl1_new():
+    "TTL 1 on a new connection to a forward: time exceeded quotes it as sent, no internal address leaks"
+    # The connection is never confirmed, but icmp_send() attaches the
+    # offending packet's conntrack to the error (nf_ct_attach), so NAT
+    # undoes the DNAT in the quote all the same.
+    sp = port()
+    srv.send(IP(src=S_IP, dst=GW_WAN, ttl=1) / TCP(sport=sp, dport=8080, flags=SYN, seq=100))
+    r = srv.recv(YES, m_icmp4(11, dst=S_IP), raw=True)
+    check(r is not None, "no time exceeded for the TTL-1 SYN")
+    IcmpErr(r).check("time exceeded", GW_WAN, S_IP, S_IP, GW_WAN, sp, 8080, 11, 0)
+    check(cli.recv(NO, m_l4(6, dport=80)) is None, "TTL-1 SYN forwarded")
+    l = ct_find("tcp", src=S_IP, sport=sp)
+    check(not l, f"the dropped connection was confirmed: {l}")
 
 
 # ---------------------------------------------------------------- group snat
