@@ -243,6 +243,13 @@ func (c *Conn) Status() Status { return Status(c.status.Load()) }
 
 // SetStatus sets bits and reports whether any of them was new.
 func (c *Conn) SetStatus(s Status) bool {
+	// Most calls find the bits set already (ASSURED on every packet of an
+	// established flow): a plain load keeps the cache line shared between
+	// the cores handling the two directions, where an atomic OR would
+	// bounce it on every packet.
+	if Status(c.status.Load())&s == s {
+		return false
+	}
 	old := c.status.Or(uint32(s))
 	return Status(old)&s != s
 }
