@@ -1,0 +1,1081 @@
+#!/usr/bin/python3
+"""Differential conformance cases for the FTP and TFTP helpers.
+
+Same world as ../../shared/conformance/cases.py and ../cases_more.py: scapy
+probes play the client (10.10.0.2, 10.10.0.3, fd10::2) and the server side
+(198.18.0.2, 198.18.0.3, 2001:db8:1::2) with AF_PACKET sockets on the links
+of the client and server namespaces (probe.py of the shared sample, imported
+by path); the device under test sits in between: Linux netfilter with
+nf_conntrack_ftp/nf_nat_ftp and nf_conntrack_tftp/nf_nat_tftp (the
+reference; helpers assigned by `ct helper set` for tcp dport 21 and udp
+dport 69) or the tungate binary ([helpers.ftp] ports = [21],
+[helpers.tftp] ports = [69]). Forward policy drop, established/related
+accept, invalid drop, new from lan accept; masquerade on wan (IPv4 and IPv6,
+NAT66 to 2001:db8:1::1).
+
+Groups (run.sh's group_conf): ftp (that config), strict (new from lan only
+to tcp 21/2121 and udp, so a data connection passes only as RELATED; a rule
+assigns the ftp helper to tcp 2121), nonat (plain routing, no NAT).
+
+Every expectation encodes what Linux does and was checked with `run.sh
+kernel`; cases where tungate deliberately differs are kernel-only or
+gateway-only, with the reason. The FTP cases also read the expectation table
+(`conntrack -L expect`, or `tungate ct expect`) and compare its lines
+token for token.
+
+Each case prints "PASS Fnn name" or "FAIL Fnn name: why"; the last line is
+"N passed, M failed".
+"""
+import argparse, os, random, signal, struct, subprocess, sys, time, traceback
+sys.dont_write_bytecode = True
+HERE = os.path.dirname(os.path.abspath(__file__))
+SHARED = os.environ.get("CONF_SHARED") or "/work/shared/conformance"
+sys.path.insert(0, SHARED)
+from probe import Side  # noqa: E402  (the shared sample's probe, by path)
+from scapy.all import IP, IPv6, TCP, UDP, Raw  # noqa: E402
+from scapy.layers.inet import in4_chksum  # noqa: E402
+from scapy.layers.inet6 import in6_chksum  # noqa: E402
+from scapy.utils import checksum  # noqa: E402
+
+C_IP, C2_IP, GW_LAN, GW_WAN = "10.10.0.2", "10.10.0.3", "10.10.0.1", "198.18.0.1"
+S_IP, S2_IP = "198.18.0.2", "198.18.0.3"
+C6, GW6_WAN, S6, S6_2 = "fd10::2", "2001:db8:1::1", "2001:db8:1::2", "2001:db8:1::3"
+NO = 0.4    # wait for a packet that must NOT arrive
+YES = 2.0   # wait for a packet that must arrive (returns at once when it does)
+EXP_TIMEOUT = (290, 300)   # a fresh expectation: nf_conntrack_ftp/tftp's 5 min
+
+cli = srv = None
+CT_CMD = CTX_CMD = ""
+TARGET = ""
+CUR = 0     # index of the running case, for its ports
+rnd = random.Random(2121)
+
+FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+FLAGS = {"F": FIN, "S": SYN, "R": RST, "P": PSH, "A": ACK}
+
+
+def fl(s):
+    v = 0
+    for ch in s:
+        v |= FLAGS[ch]
+    return v
+
+
+class Fail(Exception):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise Fail(msg)
+
+
+def port(k=0):
+    """A port of the running case: every case has 20 of its own."""
+    return 41000 + CUR * 20 + k
+
+
+def summ(p):
+    if p is None:
+        return "none"
+    if isinstance(p, tuple):
+        p = p[1]
+    return p.summary()
+
+
+def wait_until(cond, timeout, step=0.1):
+    end = time.time() + timeout
+    while True:
+        v = cond()
+        if v or time.time() >= end:
+            return v
+        time.sleep(step)
+
+# ---------------------------------------------------------------- ct tables
+
+
+def run_lines(cmd, what):
+    p = subprocess.Popen(cmd, shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.communicate()
+        raise Fail(f"{what} timed out (10 s)")
+    if p.returncode != 0 and not out.strip():
+        raise Fail(f"{what} failed rc={p.returncode}: {(err or '').strip()[:160]}")
+    return [l.strip() for l in out.splitlines() if l.strip()]
+
+
+class Ct:
+    """One `conntrack -L` line: proto, timeout, state, orig/reply fields, flags."""
+
+    def __init__(self, line):
+        self.line = line.strip()
+        t = self.line.split()
+        i = 2 if t[0] in ("ipv4", "ipv6") else 0
+        self.proto, self.timeout = t[i], int(t[i + 2])
+        rest = t[i + 3:]
+        self.state = None
+        if rest and "=" not in rest[0] and not rest[0].startswith("["):
+            self.state = rest[0]
+            rest = rest[1:]
+        self.orig, self.reply, self.extra, self.flags = {}, {}, {}, set()
+        nsrc = 0
+        for tok in rest:
+            if tok.startswith("["):
+                self.flags.add(tok.strip("[]"))
+            elif "=" in tok:
+                k, v = tok.split("=", 1)
+                if k == "src":
+                    nsrc += 1
+                if k in ("src", "dst", "sport", "dport", "type", "code", "id"):
+                    d = self.orig if nsrc <= 1 else self.reply
+                    d.setdefault(k, v)
+                else:
+                    self.extra[k] = v
+
+    def __repr__(self):
+        return self.line
+
+
+def ct_all():
+    out = []
+    for l in run_lines(CT_CMD, "ct list"):
+        try:
+            out.append(Ct(l))
+        except (ValueError, IndexError):
+            pass
+    return out
+
+
+def ct_find(proto, **orig):
+    want = {k: str(v) for k, v in orig.items()}
+    return [e for e in ct_all() if e.proto == proto and all(e.orig.get(k) == v for k, v in want.items())]
+
+
+def ct_one(proto, **orig):
+    l = ct_find(proto, **orig)
+    check(l, f"no {proto} ct entry with {orig}")
+    check(len(l) == 1, f"{len(l)} {proto} ct entries with {orig}: {l}")
+    return l[0]
+
+
+def expects():
+    """The expectation table: [(timeout, rest of the line)]."""
+    out = []
+    for l in run_lines(CTX_CMD, "ct expect"):
+        t = l.split(None, 1)
+        if len(t) == 2 and t[0].isdigit():
+            out.append((int(t[0]), t[1]))
+    return out
+
+
+def exp_line(proto, src, dst, dport, msrc, mdst, msport, mdport, helper, v6=False):
+    """The `conntrack -L expect` line of a helper's expectation, without its
+    leading timeout: any source port, everything else exact."""
+    m = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff" if v6 else "255.255.255.255"
+    return (f"proto={proto} src={src} dst={dst} sport=0 dport={dport} "
+            f"mask-src={m} mask-dst={m} sport=0 dport=65535 "
+            f"master-src={msrc} master-dst={mdst} sport={msport} dport={mdport} "
+            f"class=0 helper={helper}")
+
+
+def exp_master_sport(l):
+    """The master's source port in an expectation line (the sport= after
+    master-src=), or None."""
+    t = l.split()
+    for i, tok in enumerate(t):
+        if tok.startswith("master-src="):
+            for x in t[i + 1:]:
+                if x.startswith("sport="):
+                    return x[6:]
+    return None
+
+
+def exp_of_master(msport):
+    """Expectations whose master's source port is msport."""
+    return [(t, l) for t, l in expects() if exp_master_sport(l) == str(msport)]
+
+
+def check_expect(want, msport):
+    """Exactly one expectation of this master, equal to want, fresh."""
+    got = exp_of_master(msport)
+    check(got, f"no expectation of the master with sport={msport}; want: {want}; table: {expects()}")
+    check(len(got) == 1, f"{len(got)} expectations of the master with sport={msport}: {got}")
+    t, l = got[0]
+    check(l == want, f"expectation line differs:\n    got:  {l}\n    want: {want}")
+    lo, hi = EXP_TIMEOUT
+    check(lo <= t <= hi, f"expectation timeout {t}, want {lo}..{hi}: {l}")
+
+
+def check_no_expect(msport, what):
+    got = exp_of_master(msport)
+    check(not got, f"{what}: expectation listed: {got}")
+
+# ---------------------------------------------------------------- packets
+
+
+def l3l4(p):
+    if isinstance(p, IP):
+        return p, p.proto, p.payload
+    if isinstance(p, IPv6):
+        return p, p.nh, p.payload
+    return None, None, None
+
+
+def raw_csum_problem(raw):
+    v = raw[0] >> 4
+    if v == 4:
+        ihl = (raw[0] & 15) * 4
+        if checksum(raw[:ihl]) != 0:
+            return "bad IPv4 header checksum"
+        tot = struct.unpack("!H", raw[2:4])[0]
+        proto, l4 = raw[9], raw[ihl:tot]
+        if proto == 17 and l4[6:8] == b"\0\0":
+            return None
+        if proto in (6, 17) and in4_chksum(proto, IP(raw[:tot]), l4) != 0:
+            return f"bad {'TCP' if proto == 6 else 'UDP'} checksum"
+        return None
+    if v == 6:
+        plen = struct.unpack("!H", raw[4:6])[0]
+        nh, l4 = raw[6], raw[40:40 + plen]
+        if nh in (6, 17) and in6_chksum(nh, IPv6(raw[:40]), l4) != 0:
+            return f"bad L4 checksum (nh {nh})"
+        return None
+    return "not IP"
+
+
+def check_csum(r, what):
+    raw = r[0]
+    if getattr(raw, "partial", False):
+        return
+    bad = raw_csum_problem(raw)
+    check(bad is None, f"{what}: {bad}")
+
+
+def m_l4(proto, sport=None, dport=None, src=None, dst=None, flags=None):
+    def m(p):
+        l3, pr, l4 = l3l4(p)
+        if l3 is None or pr != proto:
+            return False
+        return ((sport is None or l4.sport == sport) and (dport is None or l4.dport == dport)
+                and (src is None or l3.src == src) and (dst is None or l3.dst == dst)
+                and (flags is None or int(l4.flags) == flags))
+    return m
+
+
+def payload(r):
+    return bytes(l3l4(r[1])[2].payload)
+
+# ---------------------------------------------------------------- TCP flow
+
+
+class Tcp:
+    """One TCP connection the probes play, client on the lan link, server on
+    the wan link. cnxt/snxt are each side's own next sequence number; cd/sd
+    are how much the gateway has grown the client->server / server->client
+    byte stream so far (a rewritten PORT or 227), so the server sees the
+    client's sequence number cnxt+cd and the client sees the server's
+    snxt+sd. Every forwarded segment's seq and ack are checked against
+    that: the peer must see a consistent stream."""
+
+    def __init__(self, cport, sport=21, v6=False, dst=None, cip=None):
+        self.v6 = v6
+        self.cip = cip or (C6 if v6 else C_IP)
+        self.sip = dst or (S6 if v6 else S_IP)
+        self.cport, self.sport = cport, sport
+        self.cisn, self.sisn = rnd.randrange(1 << 30, 1 << 31), rnd.randrange(1 << 30, 1 << 31)
+        self.cnxt, self.snxt = self.cisn, self.sisn
+        self.cd = self.sd = 0
+        self.nat_ip, self.nat_port = None, None
+
+    def L3(self, src, dst):
+        return IPv6(src=src, dst=dst) if self.v6 else IP(src=src, dst=dst)
+
+    def c_pkt(self, flags, seq=None, ack=None, data=b"", opts=None):
+        a = (self.snxt + self.sd) if ack is None else ack
+        return self.L3(self.cip, self.sip) / TCP(
+            sport=self.cport, dport=self.sport, flags=fl(flags), window=65535, options=opts or [],
+            seq=(self.cnxt if seq is None else seq) & 0xffffffff,
+            ack=a & 0xffffffff if "A" in flags else 0) / data
+
+    def s_pkt(self, flags, seq=None, ack=None, data=b"", opts=None):
+        a = (self.cnxt + self.cd) if ack is None else ack
+        return self.L3(self.sip, self.nat_ip) / TCP(
+            sport=self.sport, dport=self.nat_port, flags=fl(flags), window=65535, options=opts or [],
+            seq=(self.snxt if seq is None else seq) & 0xffffffff,
+            ack=a & 0xffffffff if "A" in flags else 0) / data
+
+    def at_server(self, timeout=YES, flags=None):
+        return srv.recv(timeout, m_l4(6, sport=self.nat_port, dport=self.sport, src=self.nat_ip,
+                                      dst=self.sip, flags=None if flags is None else fl(flags)), raw=True)
+
+    def at_client(self, timeout=YES, flags=None):
+        return cli.recv(timeout, m_l4(6, sport=self.sport, dport=self.cport, src=self.sip, dst=self.cip,
+                                      flags=None if flags is None else fl(flags)), raw=True)
+
+    def handshake(self):
+        cli.send(self.c_pkt("S", seq=self.cisn))
+        r = srv.recv(YES, m_l4(6, dport=self.sport, dst=self.sip, flags=SYN), raw=True)
+        check(r is not None, f"client SYN to port {self.sport} not forwarded")
+        check_csum(r, "forwarded SYN")
+        self.nat_ip, self.nat_port = r[1].src, l3l4(r[1])[2].sport
+        self.cnxt = (self.cisn + 1) & 0xffffffff
+        srv.send(self.s_pkt("SA", seq=self.sisn, ack=self.cnxt))
+        r = self.at_client(flags="SA")
+        check(r is not None, "SYN/ACK not forwarded to the client")
+        self.snxt = (self.sisn + 1) & 0xffffffff
+        cli.send(self.c_pkt("A"))
+        check(self.at_server(flags="A") is not None, "handshake ACK not forwarded")
+        return self
+
+    def c_send(self, data, expect=True, what="client data"):
+        """The client sends data; returns the payload the server got (None
+        when not forwarded, which must be what expect says). The server's
+        view of seq and ack is checked."""
+        cli.send(self.c_pkt("PA", data=data))
+        r = self.at_server(YES if expect else NO)
+        if not expect:
+            check(r is None, f"{what} {data!r} forwarded: {summ(r)} {payload(r) if r else b''!r}")
+            return None
+        check(r is not None, f"{what} {data!r} (client seq {self.cnxt}) not forwarded")
+        check_csum(r, f"forwarded {what}")
+        t = l3l4(r[1])[2]
+        got = payload(r)
+        check(t.seq == (self.cnxt + self.cd) & 0xffffffff,
+              f"{what}: server sees seq {t.seq}, want {(self.cnxt + self.cd) & 0xffffffff} "
+              f"(client seq {self.cnxt} + {self.cd} bytes added by earlier rewrites)")
+        check(t.ack == self.snxt & 0xffffffff,
+              f"{what}: server sees ack {t.ack}, want {self.snxt} (client ack {self.snxt + self.sd} "
+              f"- {self.sd} bytes the gateway added to the server's stream)")
+        self.cnxt = (self.cnxt + len(data)) & 0xffffffff
+        self.cd += len(got) - len(data)
+        return got
+
+    def s_send(self, data, expect=True, what="server data"):
+        srv.send(self.s_pkt("PA", data=data))
+        r = self.at_client(YES if expect else NO)
+        if not expect:
+            check(r is None, f"{what} {data!r} forwarded: {summ(r)}")
+            return None
+        check(r is not None, f"{what} {data!r} (server seq {self.snxt}) not forwarded")
+        check_csum(r, f"forwarded {what}")
+        t = l3l4(r[1])[2]
+        got = payload(r)
+        check(t.seq == (self.snxt + self.sd) & 0xffffffff,
+              f"{what}: client sees seq {t.seq}, want {(self.snxt + self.sd) & 0xffffffff}")
+        check(t.ack == self.cnxt & 0xffffffff,
+              f"{what}: client sees ack {t.ack}, want {self.cnxt} (server ack {self.cnxt + self.cd} "
+              f"- {self.cd} bytes the gateway added to the client's stream)")
+        self.snxt = (self.snxt + len(data)) & 0xffffffff
+        self.sd += len(got) - len(data)
+        return got
+
+    def s_ack(self):
+        """The server acknowledges everything; the client must see the ack
+        mapped back to its own numbering."""
+        srv.send(self.s_pkt("A"))
+        r = self.at_client(flags="A")
+        check(r is not None, "server ACK not forwarded")
+        t = l3l4(r[1])[2]
+        check(t.ack == self.cnxt & 0xffffffff,
+              f"server ACK: client sees ack {t.ack}, want {self.cnxt} "
+              f"(server ack {(self.cnxt + self.cd) & 0xffffffff}, {self.cd} bytes added)")
+        return r
+
+    def c_ack(self):
+        cli.send(self.c_pkt("A"))
+        r = self.at_server(flags="A")
+        check(r is not None, "client ACK not forwarded")
+        t = l3l4(r[1])[2]
+        check(t.ack == self.snxt & 0xffffffff,
+              f"client ACK: server sees ack {t.ack}, want {self.snxt} ({self.sd} bytes added)")
+        return r
+
+    def login(self):
+        """Banner, USER, 331: each side's first line (Linux's helper parses a
+        segment only where it follows a complete line of the same
+        direction)."""
+        self.s_send(b"220 conformance FTP ready\r\n")
+        self.c_send(b"USER anonymous\r\n")
+        self.s_send(b"331 Guest login ok\r\n")
+        return self
+
+    def ct(self):
+        return ct_one("tcp", src=self.cip, sport=self.cport, dport=self.sport)
+
+
+def ftp(k=0, v6=False, sport=21, dst=None):
+    """A logged-in control connection."""
+    return Tcp(port(k), sport, v6=v6, dst=dst).handshake().login()
+
+
+def port_arg(ip, p):
+    return f"{ip.replace('.', ',')},{p >> 8},{p & 255}"
+
+
+def data_from_server(src, sport, dst, dport, v6=False, expect=True, cdst=None, cport=None):
+    """The server opens a data connection src:sport -> dst:dport (active
+    mode). With expect, the SYN must reach the client at cdst:cport (from
+    src:sport unchanged), the handshake completes through the gateway and a
+    byte of data passes; returns the data connection's client port."""
+    L3 = IPv6 if v6 else IP
+    sisn = rnd.randrange(1 << 30, 1 << 31)
+    srv.send(L3(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags="S", seq=sisn, window=65535))
+    r = cli.recv(YES if expect else NO, m_l4(6, sport=sport, src=src, flags=SYN), raw=True)
+    if not expect:
+        check(r is None, f"data SYN {src}:{sport} -> {dst}:{dport} forwarded to the client: {summ(r)}")
+        return None
+    check(r is not None, f"data SYN {src}:{sport} -> {dst}:{dport} not forwarded to the client")
+    check_csum(r, "forwarded data SYN")
+    l3, _, t = l3l4(r[1])
+    check(l3.dst == cdst and t.dport == cport,
+          f"data SYN reached the client as {l3.src}:{t.sport} -> {l3.dst}:{t.dport}, want -> {cdst}:{cport}")
+    cisn = rnd.randrange(1 << 30, 1 << 31)
+    cli.send(L3(src=cdst, dst=src) / TCP(sport=cport, dport=sport, flags="SA", seq=cisn, ack=sisn + 1, window=65535))
+    r = srv.recv(YES, m_l4(6, dport=sport, dst=src, flags=SYN | ACK), raw=True)
+    check(r is not None, "client's data SYN/ACK not forwarded to the server")
+    l3, _, t = l3l4(r[1])
+    check(l3.src == dst and t.sport == dport,
+          f"data SYN/ACK reached the server from {l3.src}:{t.sport}, want {dst}:{dport}")
+    srv.send(L3(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags="PA", seq=sisn + 1, ack=cisn + 1,
+                                        window=65535) / b"DATA")
+    r = cli.recv(YES, m_l4(6, sport=sport, dport=cport, flags=PSH | ACK), raw=True)
+    check(r is not None, "data on the data connection not forwarded")
+    check(payload(r) == b"DATA", "data connection payload altered")
+    return cport
+
+
+def data_from_client(cip, cport, dst, dport, v6=False, expect=True, nat_ip=None):
+    """The client opens a data connection (passive mode) cip:cport ->
+    dst:dport; with expect, it must reach the server from nat_ip, and the
+    handshake complete."""
+    L3 = IPv6 if v6 else IP
+    cisn = rnd.randrange(1 << 30, 1 << 31)
+    cli.send(L3(src=cip, dst=dst) / TCP(sport=cport, dport=dport, flags="S", seq=cisn, window=65535))
+    r = srv.recv(YES if expect else NO, m_l4(6, dport=dport, dst=dst, flags=SYN), raw=True)
+    if not expect:
+        check(r is None, f"data SYN {cip}:{cport} -> {dst}:{dport} forwarded: {summ(r)}")
+        return None
+    check(r is not None, f"data SYN {cip}:{cport} -> {dst}:{dport} not forwarded to the server")
+    check_csum(r, "forwarded data SYN")
+    l3, _, t = l3l4(r[1])
+    check(l3.src == nat_ip, f"data SYN reached the server from {l3.src}:{t.sport}, want {nat_ip}")
+    np = t.sport
+    sisn = rnd.randrange(1 << 30, 1 << 31)
+    srv.send(L3(src=dst, dst=nat_ip) / TCP(sport=dport, dport=np, flags="SA", seq=sisn, ack=cisn + 1, window=65535))
+    r = cli.recv(YES, m_l4(6, sport=dport, dport=cport, flags=SYN | ACK), raw=True)
+    check(r is not None, "server's data SYN/ACK not forwarded to the client")
+    return np
+
+# ---------------------------------------------------------------- UDP
+
+
+def udp_send(side, src, dst, sport, dport, data, v6=False):
+    L3 = IPv6 if v6 else IP
+    side.send(L3(src=src, dst=dst) / UDP(sport=sport, dport=dport) / data)
+
+# ================================================================= cases
+CASES = []
+
+
+def case(group="ftp", only=None):
+    """Register a case; only="kernel"/"gateway" for a documented deliberate
+    difference between Linux and tungate."""
+    def deco(fn):
+        fn.group, fn.only = group, only
+        fn.cid = fn.__name__.split("_")[0]
+        CASES.append(fn)
+        return fn
+    return deco
+
+
+def port_through(f, cport_data, cip=None):
+    """The client sends PORT for cip:cport_data; returns the port the server
+    was told (checked: the rewritten line announces 198.18.0.1)."""
+    cip = cip or C_IP
+    got = f.c_send(f"PORT {port_arg(cip, cport_data)}\r\n".encode(), what="PORT")
+    check(got.startswith(b"PORT 198,18,0,1,") and got.endswith(b"\r\n"),
+          f"PORT not rewritten to the masquerade address: server got {got!r}")
+    n = [int(x) for x in got[5:-2].split(b",")]
+    check(len(n) == 6, f"rewritten PORT malformed: {got!r}")
+    return n[4] * 256 + n[5]
+
+# ---------------------------------------------------------------- group ftp
+
+
+@case()
+def F01_port_masquerade():
+    "PORT is rewritten to 198,18,0,1; ct expect lists it; the data connection from port 20 is RELATED and DNATed"
+    f = ftp()
+    dp = port(5)
+    ext = port_through(f, dp)
+    check(ext == dp, f"announced port {dp} not kept (nothing else uses it): {ext}")
+    check(f.cd == 1, f"stream grew by {f.cd}, want 1 (10,10,0,2 -> 198,18,0,1)")
+    check_expect(exp_line(6, S_IP, GW_WAN, ext, C_IP, S_IP, f.cport, 21, "ftp"), f.cport)
+    f.s_send(b"200 PORT command successful\r\n")
+    e = f.ct()
+    check(e.extra.get("helper") == "ftp", f"control connection lacks helper=ftp: {e.line}")
+    check(e.state == "ESTABLISHED", f"control connection state {e.state}: {e.line}")
+    data_from_server(S_IP, 20, GW_WAN, ext, cdst=C_IP, cport=dp)
+    d = ct_one("tcp", src=S_IP, sport=20, dport=ext)
+    check(d.orig.get("dst") == GW_WAN and d.reply.get("src") == C_IP and d.reply.get("sport") == str(dp)
+          and d.reply.get("dst") == S_IP and d.reply.get("dport") == "20",
+          f"data connection entry: {d.line}")
+    check("helper" not in d.extra, f"the data connection has a helper: {d.line}")
+    e = f.ct()
+    check(e.line.endswith("[ASSURED] mark=0 helper=ftp use=2"),
+          f"master with one live child: want '... [ASSURED] mark=0 helper=ftp use=2', got {e.line}")
+    check_no_expect(f.cport, "after the data connection came")
+    f.s_send(b"150 Opening data connection\r\n")
+    f.c_send(b"QUIT\r\n")
+
+
+@case()
+def F02_eprt_v4():
+    "EPRT |1| is rewritten to |1|198.18.0.1|port|; expectation and data connection as for PORT"
+    f = ftp()
+    dp = port(5)
+    got = f.c_send(f"EPRT |1|{C_IP}|{dp}|\r\n".encode(), what="EPRT")
+    want = f"EPRT |1|{GW_WAN}|{dp}|\r\n".encode()
+    check(got == want, f"EPRT at the server: {got!r}, want {want!r}")
+    check_expect(exp_line(6, S_IP, GW_WAN, dp, C_IP, S_IP, f.cport, 21, "ftp"), f.cport)
+    f.s_send(b"200 EPRT command successful\r\n")
+    data_from_server(S_IP, 20, GW_WAN, dp, cdst=C_IP, cport=dp)
+    f.c_send(b"NOOP\r\n")
+    f.s_ack()
+
+
+@case()
+def F03_eprt_v6():
+    "EPRT |2| over IPv6 is rewritten to the NAT66 address 2001:db8:1::1; the data connection is DNATed to fd10::2"
+    f = ftp(v6=True)
+    check(f.nat_ip == GW6_WAN, f"control connection not masqueraded: {f.nat_ip}")
+    dp = port(5)
+    got = f.c_send(f"EPRT |2|{C6}|{dp}|\r\n".encode(), what="EPRT")
+    check(got.startswith(b"EPRT |2|") and got.endswith(f"|{dp}|\r\n".encode()),
+          f"EPRT at the server: {got!r}")
+    import ipaddress
+    a = got[8:].split(b"|")[0].decode()
+    check(ipaddress.ip_address(a) == ipaddress.ip_address(GW6_WAN),
+          f"EPRT announces {a}, want {GW6_WAN}: {got!r}")
+    check_expect(exp_line(6, S6, GW6_WAN, dp, C6, S6, f.cport, 21, "ftp", v6=True), f.cport)
+    f.s_send(b"200 EPRT command successful\r\n")
+    data_from_server(S6, 20, GW6_WAN, dp, v6=True, cdst=C6, cport=dp)
+    f.c_send(b"NOOP\r\n")
+    f.s_ack()
+
+
+@case()
+def F25_eprt_v6_text_form():
+    "EPRT |2| is rewritten with the address in Linux's %pI6 form: 2001:0db8:0001:0000:0000:0000:0000:0001"
+    # nf_nat_ftp formats "|2|%pI6|%u|": eight 4-digit groups, no "::".
+    # Any RFC 4291 text form is valid for a server; the bytes (and so the
+    # seq offset, here +21) are Linux's.
+    f = ftp(v6=True)
+    dp = port(5)
+    got = f.c_send(f"EPRT |2|{C6}|{dp}|\r\n".encode(), what="EPRT")
+    want = f"EPRT |2|2001:0db8:0001:0000:0000:0000:0000:0001|{dp}|\r\n".encode()
+    check(got == want, f"EPRT at the server: {got!r}, want {want!r}")
+    f.s_send(b"200 EPRT command successful\r\n")
+    f.c_send(b"NOOP\r\n")
+    f.s_ack()
+
+
+@case()
+def F04_pasv_227():
+    "227 reply: expectation from the client to the server's port; the client's data connection is SNATed"
+    f = ftp()
+    f.c_send(b"PASV\r\n")
+    sp = port(6)
+    got = f.s_send(f"227 Entering Passive Mode ({port_arg(S_IP, sp)}).\r\n".encode(), what="227")
+    check(got == f"227 Entering Passive Mode ({port_arg(S_IP, sp)}).\r\n".encode(),
+          f"227 altered on the way to the client: {got!r}")
+    check_expect(exp_line(6, C_IP, S_IP, sp, C_IP, S_IP, f.cport, 21, "ftp"), f.cport)
+    np = data_from_client(C_IP, port(7), S_IP, sp, nat_ip=GW_WAN)
+    d = ct_one("tcp", src=C_IP, sport=port(7), dport=sp)
+    check(d.reply.get("dst") == GW_WAN, f"data connection entry: {d.line}")
+    check_no_expect(f.cport, "after the data connection came")
+    f.c_send(b"RETR x\r\n")
+
+
+@case()
+def F05_epsv_229():
+    "229 reply (IPv4 and IPv6): expectation from the client to the server's announced port"
+    for v6 in (False, True):
+        f = ftp(k=10 if v6 else 0, v6=v6)
+        f.c_send(b"EPSV\r\n")
+        sp = port(16 if v6 else 6)
+        line = f"229 Entering Extended Passive Mode (|||{sp}|)\r\n".encode()
+        got = f.s_send(line, what="229")
+        check(got == line, f"229 altered: {got!r}")
+        c, s = (C6, S6) if v6 else (C_IP, S_IP)
+        check_expect(exp_line(6, c, s, sp, c, s, f.cport, 21, "ftp", v6=v6), f.cport)
+        data_from_client(c, port(17 if v6 else 7), s, sp, v6=v6, nat_ip=GW6_WAN if v6 else GW_WAN)
+        check_no_expect(f.cport, "after the data connection came")
+
+
+@case()
+def F06_seq_adjust_both_ways():
+    "after a PORT grows the stream, seq (client->server) and ack (server->client) are adjusted, also over a second rewrite"
+    f = ftp()
+    port_through(f, port(5))
+    check(f.cd == 1, f"first PORT grew the stream by {f.cd}, want 1")
+    f.s_ack()                               # ack mapped back by 1
+    f.s_send(b"200 PORT command successful\r\n")
+    f.c_send(b"LIST\r\n")                   # seq +1 at the server
+    f.s_send(b"150 Here comes the listing\r\n")
+    f.c_ack()
+    port_through(f, port(6))                # second rewrite: +2 in total
+    check(f.cd == 2, f"after two PORTs the stream grew by {f.cd}, want 2")
+    f.s_ack()
+    f.s_send(b"200 PORT command successful\r\n")
+    f.c_send(b"NLST\r\n")
+    f.s_ack()
+    # FIN both ways with the adjusted numbers
+    cli.send(f.c_pkt("FA"))
+    r = f.at_server(flags="FA")
+    check(r is not None, "client FIN not forwarded")
+    t = l3l4(r[1])[2]
+    check(t.seq == (f.cnxt + f.cd) & 0xffffffff, f"FIN seq at the server {t.seq}, want {f.cnxt + f.cd}")
+    f.cnxt += 1
+    srv.send(f.s_pkt("FA"))
+    r = f.at_client(flags="FA")
+    check(r is not None, "server FIN not forwarded")
+    t = l3l4(r[1])[2]
+    check(t.ack == f.cnxt & 0xffffffff, f"server FIN/ACK acks {t.ack} at the client, want {f.cnxt}")
+
+
+@case()
+def F07_sack_adjusted():
+    "a SACK block from the server over bytes after the rewrite is mapped back to the client's numbering"
+    f = ftp()
+    port_through(f, port(5))
+    f.s_send(b"200 PORT command successful\r\n")
+    s0 = f.cnxt
+    f.c_send(b"LIST\r\n")
+    f.c_send(b"NOOP\r\n")
+    # the server acks up to LIST and SACKs the NOOP (its numbering: +1)
+    le, re_ = (s0 + 6 + f.cd) & 0xffffffff, (s0 + 12 + f.cd) & 0xffffffff
+    srv.send(f.s_pkt("A", ack=(s0 + 6 + f.cd) & 0xffffffff, opts=[("NOP", None), ("NOP", None), ("SAck", (le, re_))]))
+    r = f.at_client(flags="A")
+    check(r is not None, "server ACK with SACK not forwarded")
+    t = l3l4(r[1])[2]
+    check(t.ack == (s0 + 6) & 0xffffffff, f"ack at the client {t.ack}, want {s0 + 6}")
+    sack = [o for o in t.options if o[0] == "SAck"]
+    check(sack, f"SACK option lost: {t.options}")
+    want = ((s0 + 6) & 0xffffffff, (s0 + 12) & 0xffffffff)
+    check(tuple(sack[0][1]) == want, f"SACK block at the client {sack[0][1]}, want {want} (server's {(le, re_)})")
+    check_csum(r, "forwarded SACK")
+
+
+@case()
+def F08_port_split_dropped():
+    "a PORT segment that ends inside the argument is dropped; the whole line resent passes rewritten"
+    f = ftp()
+    dp = port(5)
+    line = f"PORT {port_arg(C_IP, dp)}\r\n".encode()
+    f.c_send(line[:16], expect=False, what="first part of PORT")
+    ext = port_through(f, dp)
+    check_expect(exp_line(6, S_IP, GW_WAN, ext, C_IP, S_IP, f.cport, 21, "ftp"), f.cport)
+    f.s_send(b"200 PORT command successful\r\n")
+    f.c_send(b"NOOP\r\n")
+    f.s_ack()
+
+
+@case()
+def F09_port_split_cmd_word():
+    "a segment holding only the start of the word PORT is dropped as a partial match too"
+    f = ftp()
+    dp = port(5)
+    f.c_send(b"PO", expect=False, what="'PO'")
+    ext = port_through(f, dp)
+    check_expect(exp_line(6, S_IP, GW_WAN, ext, C_IP, S_IP, f.cport, 21, "ftp"), f.cport)
+
+
+@case()
+def F10_port_third_party():
+    "PORT announcing another address (10.10.0.3) is ignored: passed unchanged, no expectation"
+    f = ftp()
+    dp = port(5)
+    line = f"PORT {port_arg(C2_IP, dp)}\r\n".encode()
+    got = f.c_send(line, what="third-party PORT")
+    check(got == line, f"third-party PORT altered: {got!r}")
+    check_no_expect(f.cport, "third-party PORT")
+    f.s_send(b"200 PORT command successful\r\n")
+    data_from_server(S_IP, 20, GW_WAN, dp, expect=False)
+    f.c_send(b"NOOP\r\n")
+
+
+@case()
+def F11_pasv_third_party():
+    "227 announcing another server (198.18.0.3) is ignored: passed unchanged, no expectation"
+    f = ftp()
+    f.c_send(b"PASV\r\n")
+    sp = port(6)
+    line = f"227 Entering Passive Mode ({port_arg(S2_IP, sp)}).\r\n".encode()
+    got = f.s_send(line, what="227")
+    check(got == line, f"227 altered: {got!r}")
+    check_no_expect(f.cport, "third-party 227")
+
+
+@case()
+def F12_second_port_replaces():
+    "a second PORT replaces the first expectation (max_expected 1): only the second port opens"
+    f = ftp()
+    e1 = port_through(f, port(5))
+    f.s_send(b"200 PORT command successful\r\n")
+    e2 = port_through(f, port(6))
+    f.s_send(b"200 PORT command successful\r\n")
+    check_expect(exp_line(6, S_IP, GW_WAN, e2, C_IP, S_IP, f.cport, 21, "ftp"), f.cport)
+    data_from_server(S_IP, 20, GW_WAN, e1, expect=False)
+    data_from_server(S_IP, 20, GW_WAN, e2, cdst=C_IP, cport=port(6))
+
+
+@case()
+def F13_rst_expectation_lives_with_master():
+    "after a RST of the control connection the expectation lives (and matches) until the master's CLOSE entry goes"
+    # Linux removes a master's expectations only when the master itself is
+    # deleted (nf_ct_delete -> nf_ct_remove_expectations), not when a RST
+    # moves it to CLOSE (10 s): until then the data connection still opens.
+    f = ftp()
+    e1 = port_through(f, port(5))
+    f.s_send(b"200 PORT command successful\r\n")
+    e2 = port_through(f, port(6))
+    check_expect(exp_line(6, S_IP, GW_WAN, e2, C_IP, S_IP, f.cport, 21, "ftp"), f.cport)
+    cli.send(f.c_pkt("RA"))
+    check(f.at_server(flags="RA") is not None, "client RST not forwarded")
+    e = f.ct()
+    check(e.state == "CLOSE", f"control connection after the RST: {e.line}")
+    check_expect(exp_line(6, S_IP, GW_WAN, e2, C_IP, S_IP, f.cport, 21, "ftp"), f.cport)
+    data_from_server(S_IP, 20, GW_WAN, e2, cdst=C_IP, cport=port(6))
+    check_no_expect(f.cport, "after the data connection came")
+
+
+@case()
+def F24_expectation_dies_with_master():
+    "when the reset control connection's CLOSE entry expires (10 s), its expectation goes too: the data SYN is dropped"
+    f = ftp()
+    ext = port_through(f, port(5))
+    cli.send(f.c_pkt("RA"))
+    check(f.at_server(flags="RA") is not None, "client RST not forwarded")
+    # listing the table makes Linux reap expired entries (ctnetlink dump)
+    gone = wait_until(lambda: not ct_find("tcp", src=C_IP, sport=f.cport, dport=21), 14, 0.5)
+    check(gone, f"CLOSE entry still listed 14 s after the RST: {ct_find('tcp', src=C_IP, sport=f.cport)}")
+    check_no_expect(f.cport, "master gone")
+    data_from_server(S_IP, 20, GW_WAN, ext, expect=False)
+
+
+@case()
+def F14_data_wrong_source():
+    "a data connection from another address (198.18.0.3) or to another port does not match: dropped"
+    f = ftp()
+    dp = port(5)
+    ext = port_through(f, dp)
+    f.s_send(b"200 PORT command successful\r\n")
+    data_from_server(S2_IP, 20, GW_WAN, ext, expect=False)
+    data_from_server(S_IP, 20, GW_WAN, ext + 1, expect=False)
+    check_expect(exp_line(6, S_IP, GW_WAN, ext, C_IP, S_IP, f.cport, 21, "ftp"), f.cport)
+    data_from_server(S_IP, 20, GW_WAN, ext, cdst=C_IP, cport=dp)
+
+
+@case()
+def F15_no_helper_other_port():
+    "a control connection to port 2100 gets no helper: PORT passes unchanged, no expectation"
+    f = ftp(sport=2100)
+    dp = port(5)
+    line = f"PORT {port_arg(C_IP, dp)}\r\n".encode()
+    got = f.c_send(line, what="PORT")
+    check(got == line, f"PORT on port 2100 altered: {got!r}")
+    check_no_expect(f.cport, "PORT on port 2100")
+    e = f.ct()
+    check("helper" not in e.extra, f"connection to port 2100 has a helper: {e.line}")
+    data_from_server(S_IP, 20, GW_WAN, dp, expect=False)
+
+
+@case()
+def F16_port_retransmitted():
+    "a retransmitted PORT is rewritten the same, at the same seq, and the stream offset is not counted twice"
+    f = ftp()
+    dp = port(5)
+    line = f"PORT {port_arg(C_IP, dp)}\r\n".encode()
+    s0, d0 = f.cnxt, f.cd
+    got1 = f.c_send(line, what="PORT")
+    cli.send(f.c_pkt("PA", seq=s0, data=line))
+    r = f.at_server()
+    check(r is not None, "retransmitted PORT not forwarded")
+    t = l3l4(r[1])[2]
+    check(t.seq == (s0 + d0) & 0xffffffff, f"retransmitted PORT at seq {t.seq}, want {s0 + d0}")
+    check(payload(r) == got1, f"retransmission rewritten differently: {payload(r)!r} vs {got1!r}")
+    check_csum(r, "retransmitted PORT")
+    f.s_send(b"200 PORT command successful\r\n")
+    f.c_send(b"LIST\r\n")
+    f.s_ack()
+    check(len(exp_of_master(f.cport)) == 1, f"expectations after the retransmission: {exp_of_master(f.cport)}")
+
+
+@case()
+def F17_port_first_segment():
+    "a PORT in the client's first data segment (no complete line before it) is not parsed by Linux"
+    # nf_conntrack_ftp parses a segment only if its seq is just after a
+    # segment of the same direction that ended in a newline; the first
+    # data segment of a direction never is.
+    f = Tcp(port(), 21).handshake()
+    f.s_send(b"220 ready\r\n")
+    line = f"PORT {port_arg(C_IP, port(5))}\r\n".encode()
+    got = f.c_send(line, what="first-segment PORT")
+    check(got == line, f"first-segment PORT rewritten: {got!r}")
+    check_no_expect(f.cport, "first-segment PORT")
+
+
+@case()
+def F18_port_second_line():
+    "a PORT that is the second line of a segment is not parsed by Linux (it matches at the segment start only)"
+    f = ftp()
+    line = f"NOOP\r\nPORT {port_arg(C_IP, port(5))}\r\n".encode()
+    got = f.c_send(line, what="NOOP+PORT")
+    check(got == line, f"PORT after NOOP in one segment rewritten: {got!r}")
+    check_no_expect(f.cport, "PORT as a second line")
+
+
+@case()
+def F19_port_lowercase():
+    "a lowercase 'port' command is recognised and rewritten (the command word kept)"
+    f = ftp()
+    dp = port(5)
+    got = f.c_send(f"port {port_arg(C_IP, dp)}\r\n".encode(), what="port")
+    check(got == f"port {port_arg(GW_WAN, dp)}\r\n".encode(), f"lowercase port at the server: {got!r}")
+    check_expect(exp_line(6, S_IP, GW_WAN, dp, C_IP, S_IP, f.cport, 21, "ftp"), f.cport)
+
+
+@case()
+def F20_eprt_other_delimiter():
+    "EPRT with '!' as delimiter: what Linux does with it"
+    f = ftp()
+    dp = port(5)
+    got = f.c_send(f"EPRT !1!{C_IP}!{dp}!\r\n".encode(), what="EPRT")
+    verbose(f"EPRT ! -> {got!r} expect {exp_of_master(f.cport)}")
+    want = f"EPRT |1|{GW_WAN}|{dp}|\r\n".encode()
+    check(got == want, f"EPRT with ! at the server: {got!r}, want {want!r}")
+    check_expect(exp_line(6, S_IP, GW_WAN, dp, C_IP, S_IP, f.cport, 21, "ftp"), f.cport)
+
+
+@case()
+def F21_tftp_rrq():
+    "TFTP RRQ: expectation for the server's reply from any port; the reply (new port) reaches the client, RELATED"
+    cp = port()
+    udp_send(cli, C_IP, S_IP, cp, 69, b"\x00\x01file.txt\x00octet\x00")
+    r = srv.recv(YES, m_l4(17, dport=69, dst=S_IP), raw=True)
+    check(r is not None, "RRQ not forwarded")
+    check(r[1].src == GW_WAN, f"RRQ src {r[1].src}")
+    np = l3l4(r[1])[2].sport
+    got = [(t, l) for t, l in expects() if "proto=17" in l]
+    want = exp_line(17, S_IP, GW_WAN, np, C_IP, S_IP, cp, 69, "tftp")
+    check(len(got) == 1 and got[0][1] == want, f"tftp expectation {got}, want {want}")
+    udp_send(srv, S_IP, GW_WAN, 5001, np, b"\x00\x03\x00\x01hello")
+    r = cli.recv(YES, m_l4(17, sport=5001, dport=cp), raw=True)
+    check(r is not None, "TFTP DATA from the server's new port not forwarded")
+    check(r[1].src == S_IP and r[1].dst == C_IP, f"TFTP DATA at the client: {summ(r)}")
+    check_csum(r, "TFTP DATA")
+    udp_send(cli, C_IP, S_IP, cp, 5001, b"\x00\x04\x00\x01")
+    r = srv.recv(YES, m_l4(17, sport=np, dport=5001), raw=True)
+    check(r is not None, "TFTP ACK to the server's new port not forwarded")
+    check(r[1].src == GW_WAN, f"TFTP ACK src {r[1].src}")
+    check(not [l for t, l in expects() if "proto=17" in l], f"tftp expectation left: {expects()}")
+    e = ct_one("udp", src=S_IP, sport=5001)
+    check(e.orig.get("dst") == GW_WAN and e.reply.get("src") == C_IP, f"TFTP data flow entry: {e.line}")
+
+
+@case()
+def F22_tftp_v6():
+    "TFTP WRQ over IPv6 (NAT66): the server's answer from a new port reaches fd10::2"
+    cp = port()
+    udp_send(cli, C6, S6, cp, 69, b"\x00\x02up.bin\x00octet\x00", v6=True)
+    r = srv.recv(YES, m_l4(17, dport=69, dst=S6), raw=True)
+    check(r is not None, "WRQ not forwarded")
+    check(r[1].src == GW6_WAN, f"WRQ src {r[1].src}")
+    np = l3l4(r[1])[2].sport
+    got = [(t, l) for t, l in expects() if "proto=17" in l]
+    want = exp_line(17, S6, GW6_WAN, np, C6, S6, cp, 69, "tftp", v6=True)
+    check(len(got) == 1 and got[0][1] == want, f"tftp expectation {got}, want {want}")
+    udp_send(srv, S6, GW6_WAN, 5002, np, b"\x00\x04\x00\x00", v6=True)
+    r = cli.recv(YES, m_l4(17, sport=5002, dport=cp), raw=True)
+    check(r is not None, "TFTP ACK from the server's new port not forwarded")
+    check(r[1].src == S6 and r[1].dst == C6, f"TFTP ACK at the client: {summ(r)}")
+
+
+@case()
+def F23_tftp_other_opcode():
+    "a TFTP packet that is not RRQ/WRQ (DATA) makes no expectation; unsolicited answers are dropped"
+    cp = port()
+    udp_send(cli, C_IP, S_IP, cp, 69, b"\x00\x03\x00\x01junk")
+    r = srv.recv(YES, m_l4(17, dport=69, dst=S_IP), raw=True)
+    check(r is not None, "datagram to port 69 not forwarded")
+    np = l3l4(r[1])[2].sport
+    check(not [l for t, l in expects() if "proto=17" in l], f"expectation for a DATA packet: {expects()}")
+    udp_send(srv, S_IP, GW_WAN, 5003, np, b"\x00\x04\x00\x01")
+    check(cli.recv(NO, m_l4(17, sport=5003)) is None, "answer from a new port forwarded without expectation")
+
+# ---------------------------------------------------------------- group strict
+
+
+@case("strict")
+def S01_pasv_related():
+    "PASV: the client's data connection passes a policy that admits only ports 21/2121 as new: it is RELATED"
+    f = ftp()
+    sp = port(6)
+    data_from_client(C_IP, port(7), S_IP, sp, expect=False)     # not yet: no expectation
+    f.c_send(b"PASV\r\n")
+    f.s_send(f"227 Entering Passive Mode ({port_arg(S_IP, sp)}).\r\n".encode())
+    data_from_client(C_IP, port(8), S_IP, sp, nat_ip=GW_WAN)
+    data_from_client(C_IP, port(9), S_IP, sp, expect=False)     # used up
+
+
+@case("strict")
+def S02_epsv_v6_related():
+    "EPSV over IPv6: the client's data connection is RELATED (the policy would drop it as new)"
+    f = ftp(v6=True)
+    sp = port(6)
+    f.c_send(b"EPSV\r\n")
+    f.s_send(f"229 Entering Extended Passive Mode (|||{sp}|)\r\n".encode())
+    data_from_client(C6, port(8), S6, sp, v6=True, nat_ip=GW6_WAN)
+
+
+@case("strict")
+def S03_helper_by_rule():
+    "a rule assigns the ftp helper to port 2121: PORT rewritten, expectation, helper=ftp, data RELATED"
+    f = ftp(sport=2121)
+    dp = port(5)
+    ext = port_through(f, dp)
+    check_expect(exp_line(6, S_IP, GW_WAN, ext, C_IP, S_IP, f.cport, 2121, "ftp"), f.cport)
+    e = f.ct()
+    check(e.extra.get("helper") == "ftp", f"control connection on 2121 lacks helper=ftp: {e.line}")
+    data_from_server(S_IP, 20, GW_WAN, ext, cdst=C_IP, cport=dp)
+
+
+@case("strict")
+def S04_pasv_no_helper_port():
+    "without a helper (port 2100 is not even admitted): nothing; a 227-like reply opens nothing on port 21's peer"
+    f = ftp()
+    # the expectation is per master: a PASV data connection to another
+    # server port than announced stays unrelated
+    sp = port(6)
+    f.c_send(b"PASV\r\n")
+    f.s_send(f"227 Entering Passive Mode ({port_arg(S_IP, sp)}).\r\n".encode())
+    data_from_client(C_IP, port(8), S_IP, sp + 1, expect=False)
+    data_from_client(C_IP, port(9), S2_IP, sp, expect=False)
+
+# ---------------------------------------------------------------- group nonat
+
+
+@case("nonat")
+def N01_port_no_nat():
+    "without NAT PORT passes unchanged (no seq offset) and the expectation is for the client's own address"
+    f = ftp()
+    check(f.nat_ip == C_IP, f"control connection translated without NAT: {f.nat_ip}")
+    dp = port(5)
+    line = f"PORT {port_arg(C_IP, dp)}\r\n".encode()
+    got = f.c_send(line, what="PORT")
+    check(got == line, f"PORT altered without NAT: {got!r}")
+    check_expect(exp_line(6, S_IP, C_IP, dp, C_IP, S_IP, f.cport, 21, "ftp"), f.cport)
+    f.s_send(b"200 PORT command successful\r\n")
+    data_from_server(S_IP, 20, C_IP, dp, cdst=C_IP, cport=dp)
+
+
+@case("nonat")
+def N02_pasv_no_nat():
+    "without NAT a 227 makes the expectation client -> server port; the data connection passes"
+    f = ftp()
+    f.c_send(b"PASV\r\n")
+    sp = port(6)
+    f.s_send(f"227 Entering Passive Mode ({port_arg(S_IP, sp)}).\r\n".encode())
+    check_expect(exp_line(6, C_IP, S_IP, sp, C_IP, S_IP, f.cport, 21, "ftp"), f.cport)
+    data_from_client(C_IP, port(7), S_IP, sp, nat_ip=C_IP)
+
+
+@case("nonat")
+def N03_eprt_v6_no_nat():
+    "without NAT EPRT |2| over IPv6 passes unchanged and the server's data connection reaches fd10::2"
+    f = ftp(v6=True)
+    dp = port(5)
+    line = f"EPRT |2|{C6}|{dp}|\r\n".encode()
+    got = f.c_send(line, what="EPRT")
+    check(got == line, f"EPRT altered without NAT: {got!r}")
+    check_expect(exp_line(6, S6, C6, dp, C6, S6, f.cport, 21, "ftp", v6=True), f.cport)
+    data_from_server(S6, 20, C6, dp, v6=True, cdst=C6, cport=dp)
+
+
+def verbose(msg):
+    if os.environ.get("CT_VERBOSE"):
+        print("  " + msg, file=sys.stderr, flush=True)
+
+# ================================================================= main
+
+
+def main():
+    global cli, srv, CT_CMD, CTX_CMD, TARGET, CUR
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--list-groups", action="store_true")
+    ap.add_argument("--list", action="store_true")
+    ap.add_argument("--target", default="gateway")
+    ap.add_argument("--group", default="ftp")
+    ap.add_argument("--cns"); ap.add_argument("--sns")
+    ap.add_argument("--cif"); ap.add_argument("--sif")
+    ap.add_argument("--cmac"); ap.add_argument("--smac")
+    ap.add_argument("--ct"); ap.add_argument("--ctx")
+    ap.add_argument("--cases", nargs="*")
+    a = ap.parse_args()
+    sel = [fn for fn in CASES if not a.cases or fn.cid in a.cases]
+    if a.list_groups:
+        seen = []
+        for fn in sel:
+            if fn.group not in seen:
+                seen.append(fn.group)
+        print(" ".join(seen))
+        return
+    if a.list:
+        for fn in sel:
+            tag = f" [{fn.only}-only]" if fn.only else ""
+            print(f"{fn.cid} ({fn.group}){tag} {fn.__doc__.splitlines()[0]}")
+        return
+    CT_CMD, CTX_CMD, TARGET = a.ct, a.ctx, a.target
+    cli = Side(a.cns, a.cif, a.cmac)
+    srv = Side(a.sns, a.sif, a.smac)
+    npass = nfail = 0
+    for fn in sel:
+        if fn.group != a.group:
+            continue
+        name = fn.__doc__.split("\n")[0]
+        if fn.only and fn.only != TARGET:
+            print(f"SKIP {fn.cid} {name} ({fn.only}-only)", flush=True)
+            continue
+        CUR = CASES.index(fn)
+        cli.drain(); srv.drain()
+        t0 = time.time()
+        try:
+            fn()
+            print(f"PASS {fn.cid} {name}", flush=True); npass += 1
+        except Fail as e:
+            print(f"FAIL {fn.cid} {name}: {e}", flush=True); nfail += 1
+            if os.environ.get("CT_VERBOSE"):
+                try:
+                    verbose("ct list:\n    " + "\n    ".join(run_lines(CT_CMD, "ct list")))
+                    verbose("ct expect:\n    " + "\n    ".join(run_lines(CTX_CMD, "ct expect")))
+                except Fail:
+                    pass
+        except Exception as e:
+            tb = traceback.format_exc().strip().splitlines()[-3:]
+            print(f"FAIL {fn.cid} {name}: exception {e!r} {' | '.join(tb)}", flush=True); nfail += 1
+        if os.environ.get("CT_TIMES"):
+            print(f"  {fn.cid} {time.time() - t0:.2f}s", file=sys.stderr)
+    print(f"{npass} passed, {nfail} failed")
+    sys.exit(0 if nfail == 0 else 1)
+
+
+if __name__ == "__main__":
+    main()
