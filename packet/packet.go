@@ -113,9 +113,9 @@ type Parsed struct {
 
 	// Src and Dst are the IP addresses.
 	Src, Dst Addr
-	// SrcPort and DstPort are the TCP/UDP ports. For ICMP echo both hold the
-	// identifier. For ESP they hold the two halves of the SPI, for GRE the
-	// key (zero when absent).
+	// SrcPort and DstPort are the TCP/UDP/SCTP ports. For ICMP echo both
+	// hold the identifier. For ESP they hold the two halves of the SPI, for
+	// GRE the key (zero when absent).
 	SrcPort, DstPort uint16
 
 	// ChecksumGood may be set by the caller after Decode when the transport
@@ -364,6 +364,16 @@ func (p *Parsed) decodeL4(off int, quoted bool) error {
 	case ProtoESP:
 		if rest < 8 {
 			return ErrL4Header
+		}
+		p.SrcPort = binary.BigEndian.Uint16(b[off:])
+		p.DstPort = binary.BigEndian.Uint16(b[off+2:])
+	case ProtoSCTP:
+		// The ports and tag of a quote suffice (RFC 792's 8 bytes); a
+		// packet short of its common header is left without one, so
+		// conntrack calls it INVALID as Linux's sctp_error does.
+		if rest < SCTPHeaderLen && (!quoted || rest < 8) {
+			p.L4Off = off
+			return nil
 		}
 		p.SrcPort = binary.BigEndian.Uint16(b[off:])
 		p.DstPort = binary.BigEndian.Uint16(b[off+2:])
@@ -646,8 +656,8 @@ func (p *Parsed) setAddr(off4, off6 int, field *Addr, a Addr) {
 	}
 }
 
-// SetSrcPort rewrites the TCP/UDP source port (or ICMP echo identifier, or
-// nothing for other protocols) with checksum fix-up.
+// SetSrcPort rewrites the TCP/UDP/SCTP source port (or ICMP echo
+// identifier, or nothing for other protocols) with checksum fix-up.
 func (p *Parsed) SetSrcPort(v uint16) {
 	if p.Proto == ProtoICMP || p.Proto == ProtoICMPv6 {
 		p.SetICMPID(v)
@@ -656,7 +666,8 @@ func (p *Parsed) SetSrcPort(v uint16) {
 	p.setPort(0, &p.SrcPort, v)
 }
 
-// SetDstPort rewrites the TCP/UDP destination port (or ICMP echo identifier).
+// SetDstPort rewrites the TCP/UDP/SCTP destination port (or ICMP echo
+// identifier).
 func (p *Parsed) SetDstPort(v uint16) {
 	if p.Proto == ProtoICMP || p.Proto == ProtoICMPv6 {
 		p.SetICMPID(v)
@@ -666,6 +677,10 @@ func (p *Parsed) SetDstPort(v uint16) {
 }
 
 func (p *Parsed) setPort(at int, field *uint16, v uint16) {
+	if p.Proto == ProtoSCTP {
+		p.setSCTPPort(at, field, v)
+		return
+	}
 	if (p.Proto != ProtoTCP && p.Proto != ProtoUDP) || p.L4Off == 0 || *field == v {
 		return
 	}
@@ -749,9 +764,9 @@ func (p *Parsed) PseudoHeaderSum(proto uint8, l4len int) uint16 {
 }
 
 // L4ChecksumValid verifies the transport checksum of a whole (unfragmented)
-// packet, as Linux conntrack's nf_checksum does before tracking. A UDP
-// checksum of zero is valid (none). Protocols without a checksum known here
-// are valid.
+// packet, as Linux conntrack's nf_checksum does before tracking (for SCTP,
+// the CRC32c sctp_error checks). A UDP checksum of zero is valid (none).
+// Protocols without a checksum known here are valid.
 func (p *Parsed) L4ChecksumValid() bool {
 	if p.Fragment || !p.HasL4 || p.ChecksumGood {
 		return true
@@ -772,6 +787,8 @@ func (p *Parsed) L4ChecksumValid() bool {
 		return checksum.Checksum(l4, 0) == 0xffff
 	case ProtoICMPv6:
 		return checksum.Checksum(l4, p.PseudoHeaderSum(ProtoICMPv6, len(l4))) == 0xffff
+	case ProtoSCTP:
+		return p.sctpChecksumValid()
 	}
 	return true
 }
