@@ -57,6 +57,15 @@ type Timeouts struct {
 	Expect     Duration `toml:"expect"`
 	Unreplied  Duration `toml:"-"`
 	Unassigned Duration `toml:"-"`
+	// SCTP per-state timeouts (nf_conntrack_sctp_timeout_*).
+	SCTPClosed          Duration `toml:"sctp_closed"`
+	SCTPCookieWait      Duration `toml:"sctp_cookie_wait"`
+	SCTPCookieEchoed    Duration `toml:"sctp_cookie_echoed"`
+	SCTPEstablished     Duration `toml:"sctp_established"`
+	SCTPShutdownSent    Duration `toml:"sctp_shutdown_sent"`
+	SCTPShutdownRecd    Duration `toml:"sctp_shutdown_recd"`
+	SCTPShutdownAckSent Duration `toml:"sctp_shutdown_ack_sent"`
+	SCTPHeartbeatSent   Duration `toml:"sctp_heartbeat_sent"`
 }
 
 // DefaultTimeouts returns Linux's defaults, except where an RFC asks for
@@ -86,6 +95,15 @@ func DefaultTimeouts() Timeouts {
 		ESPStream:      s(600),
 		Generic:        s(600),
 		Expect:         s(300),
+
+		SCTPClosed:          s(10),
+		SCTPCookieWait:      s(3),
+		SCTPCookieEchoed:    s(3),
+		SCTPEstablished:     s(210),
+		SCTPShutdownSent:    s(3),
+		SCTPShutdownRecd:    s(3),
+		SCTPShutdownAckSent: s(3),
+		SCTPHeartbeatSent:   s(30),
 	}
 }
 
@@ -149,6 +167,10 @@ func (t *Timeouts) fields() []struct {
 		{"udp_stream", &t.UDPStream}, {"icmp", &t.ICMP}, {"icmpv6", &t.ICMPv6},
 		{"gre", &t.GRE}, {"gre_stream", &t.GREStream}, {"esp", &t.ESP},
 		{"esp_stream", &t.ESPStream}, {"generic", &t.Generic}, {"expect", &t.Expect},
+		{"sctp_closed", &t.SCTPClosed}, {"sctp_cookie_wait", &t.SCTPCookieWait},
+		{"sctp_cookie_echoed", &t.SCTPCookieEchoed}, {"sctp_established", &t.SCTPEstablished},
+		{"sctp_shutdown_sent", &t.SCTPShutdownSent}, {"sctp_shutdown_recd", &t.SCTPShutdownRecd},
+		{"sctp_shutdown_ack_sent", &t.SCTPShutdownAckSent}, {"sctp_heartbeat_sent", &t.SCTPHeartbeatSent},
 	}
 }
 

@@ -1,5 +1,7 @@
 package conntrack
 
+import "unsafe"
+
 // protoState is the per-connection state of its tracker; each tracker uses
 // its own part, guarded by Conn.mu (or written before confirmation and then
 // only read).
@@ -7,5 +9,20 @@ type protoState struct {
 	// streamTS: UDP becomes a stream when replied after this time (set
 	// before confirmation, then read-only).
 	streamTS int64
-	tcp      tcpState
+	// tcp is TCP's state; an SCTP connection keeps its sctpState in the
+	// same bytes (see sctp).
+	tcp tcpState
 }
+
+// sctp returns an SCTP connection's state. It shares tcp's memory, which
+// an SCTP connection never uses: Conn has no room for both (its budget is
+// 232 bytes, TestMemoryPerEntry), and Go has no unions. Neither type holds
+// pointers, so the garbage collector does not care which one is there.
+func (p *protoState) sctp() *sctpState { return (*sctpState)(unsafe.Pointer(&p.tcp)) }
+
+// sctpState must fit in tcpState and need no stricter alignment (each line
+// fails to compile otherwise).
+var (
+	_ = [unsafe.Sizeof(tcpState{}) - unsafe.Sizeof(sctpState{})]struct{}{}
+	_ = [unsafe.Alignof(tcpState{}) - unsafe.Alignof(sctpState{})]struct{}{}
+)

@@ -107,6 +107,7 @@ func init() {
 	Register(packet.ProtoTCP, func() Tracker { return &tcpTracker{} })
 	Register(packet.ProtoGRE, func() Tracker { return greTracker{} })
 	Register(packet.ProtoESP, func() Tracker { return newESPTracker() })
+	Register(packet.ProtoSCTP, func() Tracker { return &sctpTracker{} })
 }
 
 // ---------------------------------------------------------------- generic
