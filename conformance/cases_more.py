@@ -2566,18 +2566,58 @@ def M32_ipv6_first_fragment_without_l4_header():
 
 @case()
 def M33_ipv4_tiny_first_fragment():
-    "an IPv4 TCP SYN split after 8 bytes of TCP header is reassembled, tracked and forwarded NATed"
-    seg = bytes(l4_raw(C_IP, S_IP, 6, bytes(TCP(sport=port(), dport=80, flags=SYN, seq=4242)))[Raw])
-    f1 = IP(src=C_IP, dst=S_IP, proto=6, id=port(), flags="MF", frag=0) / Raw(seg[:8])
-    f2 = IP(src=C_IP, dst=S_IP, proto=6, id=port(), frag=1) / Raw(seg[8:])
-    cli.send(f1)
-    cli.send(f2)
-    got = srv.recv_all(YES, lambda q: isinstance(q, IP) and q.proto == 6 and q.dst == S_IP, raw=True)
-    check(got, "tiny-fragmented SYN not forwarded")
+    "an IPv4 TCP SYN split inside its TCP header (after 8 or 16 bytes) is reassembled, tracked and forwarded NATed"
+    bad = []
+    for k, cut in enumerate((8, 16, 24)):
+        seg = bytes(l4_raw(C_IP, S_IP, 6, bytes(TCP(sport=port(k), dport=80, flags=SYN, seq=4242) / (b"t" * 16)))[Raw])
+        cli.send(IP(src=C_IP, dst=S_IP, proto=6, id=port(k), flags="MF", frag=0) / Raw(seg[:cut]))
+        cli.send(IP(src=C_IP, dst=S_IP, proto=6, id=port(k), frag=cut // 8) / Raw(seg[cut:]))
+        got = srv.recv_all(YES if k == 0 else 1.0,
+                           lambda q: isinstance(q, IP) and q.proto == 6 and q.dst == S_IP, raw=True)
+        l4 = reassemble4([g[0] for g in got]) if got else None
+        if (l4 is None or len(l4) != 36 or got[0][1].src != GW_WAN
+                or struct.unpack("!H", l4[:2])[0] != port(k)
+                or in4_chksum(6, IP(src=GW_WAN, dst=S_IP, proto=6), l4) != 0):
+            bad.append(f"split after {cut} bytes: {[summ(g) for g in got] or 'nothing forwarded'}")
+    check(not bad, "; ".join(bad))
+
+
+@case()
+def M35_ipv4_tiny_fragments_forwarded():
+    "a UDP datagram in 24-byte fragments (44-byte packets) is forwarded NATed, refragmented no larger than received"
+    # Linux refragments at the largest fragment size seen (frag_max_size),
+    # even below the 68-byte minimum MTU.
+    data = bytes(range(64))
+    p = IP(src=C_IP, dst=S_IP, id=port()) / UDP(sport=port(), dport=5000) / data
+    frags = fragment(p, fragsize=24)
+    biggest = max(len(bytes(f)) for f in frags)
+    for f in frags:
+        cli.send(f)
+    got = srv.recv_all(YES, lambda q: isinstance(q, IP) and q.proto == 17 and q.dst == S_IP, raw=True)
+    check(got, f"datagram in {len(frags)} fragments of {biggest} bytes not forwarded")
     l4 = reassemble4([g[0] for g in got])
-    check(l4 is not None and len(l4) == 20, f"forwarded fragments do not reassemble: {[summ(g) for g in got]}")
-    check(got[0][1].src == GW_WAN and struct.unpack("!H", l4[:2])[0] == port(), "SYN not NATed")
-    check(in4_chksum(6, IP(src=GW_WAN, dst=S_IP, proto=6), l4) == 0, "TCP checksum invalid after NAT")
+    check(l4 is not None and l4[8:] == data and got[0][1].src == GW_WAN,
+          f"forwarded fragments do not reassemble to the NATed datagram: {[len(g[0]) for g in got]}")
+    sizes = [len(g[0]) for g in got]
+    check(max(sizes) <= biggest, f"forwarded sizes {sizes} larger than the largest fragment sent ({biggest})")
+
+
+@case()
+def M36_ipv6_small_fragments_forwarded():
+    "a UDP/IPv6 datagram in 64-byte fragments is forwarded NATed, fragments no larger than received"
+    data = bytes(range(200))
+    p = IPv6(src=C6, dst=S6) / IPv6ExtHdrFragment(id=port()) / UDP(sport=port(), dport=5000) / data
+    frags = fragment6(p, 112)
+    biggest = max(len(bytes(f)) for f in frags)
+    for f in frags:
+        cli.send(f)
+    got = srv.recv_all(YES, lambda q: isinstance(q, IPv6) and q.dst == S6, raw=True)
+    check(got, f"datagram in {len(frags)} IPv6 fragments of {biggest} bytes not forwarded")
+    l4 = reassemble6([g[0] for g in got])
+    check(l4 is not None and l4[8:] == data and got[0][1].src == GW6_WAN,
+          f"forwarded fragments do not reassemble to the NATed datagram: {[len(g[0]) for g in got]}")
+    sizes = [len(g[0]) for g in got]
+    check(max(sizes) <= biggest, f"forwarded sizes {sizes} larger than the largest fragment sent ({biggest})")
 
 
 # ---------------------------------------------------------------- IPv6 / forwarding
