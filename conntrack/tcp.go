@@ -374,20 +374,6 @@ func (s *tcpState) failed(dir Dir, cfg *Config, a tcpAction) tcpAction {
 	return a
 }
 
-// seqOffset is Linux's nf_ct_seq_offset: how far a helper's payload edits
-// moved the sequence space of dir's sender at seq.
-func seqOffset(c *Conn, dir Dir, seq uint32) uint32 {
-	e := c.ext.Load()
-	if e == nil {
-		return 0
-	}
-	a := &e.SeqAdj[dir]
-	if after(seq, a.CorrectionPos) {
-		return uint32(a.OffsetAfter)
-	}
-	return uint32(a.OffsetBefore)
-}
-
 // ackOffset maps an acknowledgement, which the receiver sent in the
 // rewritten sequence space of dir's sender, back by the helper's offset.
 // Unlike Linux's tcp_in_window (which compares the rewritten ack with the

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -11,7 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+
 	"tungate/conntrack"
+	"tungate/packet"
 )
 
 const natRules = `
@@ -284,4 +288,58 @@ func TestTranslatedPortUnreachable(t *testing.T) {
 		}
 	}
 	t.Fatalf("want connection refused, got %v", err)
+}
+
+// sctpInit builds an SCTP INIT (IPv4) with a valid CRC32c.
+func sctpInit(src, dst string, sport, dport uint16, tag uint32) []byte {
+	s, d := netip.MustParseAddr(src).As4(), netip.MustParseAddr(dst).As4()
+	chunk := make([]byte, 20)
+	chunk[0] = packet.SCTPChunkInit
+	binary.BigEndian.PutUint16(chunk[2:], 20)
+	binary.BigEndian.PutUint32(chunk[4:], tag)     // initiate tag
+	binary.BigEndian.PutUint32(chunk[8:], 65536)   // a_rwnd
+	binary.BigEndian.PutUint16(chunk[12:], 1)      // outbound streams
+	binary.BigEndian.PutUint16(chunk[14:], 1)      // inbound streams
+	binary.BigEndian.PutUint32(chunk[16:], tag+99) // initial TSN
+	b := make([]byte, 20+12+len(chunk))
+	b[0], b[8], b[9] = 0x45, 64, packet.ProtoSCTP
+	binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
+	copy(b[12:], s[:])
+	copy(b[16:], d[:])
+	binary.BigEndian.PutUint16(b[10:], ^checksum.Checksum(b[:20], 0))
+	l4 := b[20:]
+	binary.BigEndian.PutUint16(l4[0:], sport)
+	binary.BigEndian.PutUint16(l4[2:], dport)
+	copy(l4[12:], chunk)
+	binary.LittleEndian.PutUint32(l4[8:], packet.SCTPChecksum(l4))
+	return b
+}
+
+// Two LAN hosts using the same SCTP port towards one server get distinct
+// external ports, with valid CRC32c, as Linux's SCTP NAT does.
+func TestMasqueradeSCTPPorts(t *testing.T) {
+	client, server, _ := natGateway(t, "")
+	seen := make(chan []byte, 2)
+	n := 0
+	server.expect(func(b []byte) bool {
+		if len(b) > 20 && b[9] == packet.ProtoSCTP {
+			seen <- append([]byte(nil), b...)
+			n++
+		}
+		return n == 2
+	})
+	client.send(sctpInit("10.10.0.2", "198.18.0.2", 5000, 7000, 11))
+	client.send(sctpInit("10.10.0.3", "198.18.0.2", 5000, 7000, 22))
+	var ports []uint16
+	for range 2 {
+		b := wait(t, seen, "SCTP INIT at the server")
+		var p packet.Parsed
+		if err := p.Decode(b); err != nil || !p.L4ChecksumValid() || p.SrcIP().String() != "198.18.0.1" {
+			t.Fatalf("forwarded INIT: %v crc ok %v src %v", err, p.L4ChecksumValid(), p.SrcIP())
+		}
+		ports = append(ports, p.SrcPort)
+	}
+	if ports[0] == ports[1] {
+		t.Fatalf("both associations got external port %d", ports[0])
+	}
 }

@@ -27,7 +27,9 @@ const (
 
 func kindOf(t *conntrack.Tuple) idKind {
 	switch t.Proto {
-	case packet.ProtoTCP, packet.ProtoUDP:
+	case packet.ProtoTCP, packet.ProtoUDP, packet.ProtoSCTP:
+		// SCTP ports are translated like Linux's nf_nat_proto_sctp does;
+		// packet's port setters recompute the CRC32c.
 		return idPort
 	case packet.ProtoICMP:
 		if typ := t.DstPort >> 8; t.Family == 4 && (typ == 8 || typ == 0) {
@@ -48,7 +50,7 @@ func kindOf(t *conntrack.Tuple) idKind {
 func (e *Engine) invert(t *conntrack.Tuple) conntrack.Tuple {
 	r := conntrack.Tuple{Src: t.Dst, Dst: t.Src, Proto: t.Proto, Family: t.Family}
 	switch t.Proto {
-	case packet.ProtoTCP, packet.ProtoUDP:
+	case packet.ProtoTCP, packet.ProtoUDP, packet.ProtoSCTP:
 		r.SrcPort, r.DstPort = t.DstPort, t.SrcPort
 	case packet.ProtoICMP, packet.ProtoICMPv6:
 		r.SrcPort = t.SrcPort

@@ -482,10 +482,7 @@ func verifyChecksums(p *Parsed) error {
 	case ProtoUDP:
 		c := binary.BigEndian.Uint16(l4[6:])
 		if c == 0 {
-			if p.Version == 4 {
-				return nil
-			}
-			return fmt.Errorf("UDP/IPv6 checksum zero")
+			return nil // none: accepted in both families, as Linux conntrack does
 		}
 		if ul := int(binary.BigEndian.Uint16(l4[4:])); ul != len(l4) {
 			return fmt.Errorf("UDP length %d, transport length %d", ul, len(l4))
@@ -495,6 +492,11 @@ func verifyChecksums(p *Parsed) error {
 		s = sum16(l4)
 	case ProtoICMPv6:
 		s = sum16(pseudo(true, src, dst, ProtoICMPv6, len(l4)), l4)
+	case ProtoSCTP:
+		if !sctpCRCOK(l4) {
+			return fmt.Errorf("bad SCTP CRC32c")
+		}
+		return nil
 	default:
 		return nil
 	}
