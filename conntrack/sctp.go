@@ -425,7 +425,7 @@ func (*sctpTracker) Packet(c *Conn, p *packet.Parsed, dir Dir, cfg *Config, now 
 		}
 	}
 	if ignore {
-		return Accept, timeLeft(c, now), changed
+		return Ignore, 0, changed
 	}
 	return Accept, cfg.Timeouts.sctp(newState), changed
 }

@@ -263,13 +263,15 @@ func (t *Table) In(p *packet.Parsed, now int64, res *Result) {
 			t.Delete(c)
 			continue
 		}
-		if st&StatusFixedTO == 0 {
-			c.expires.Store(now + int64(to))
-		}
-		if cfg.accounting() {
-			a := &c.acct[dir]
-			a.Packets.Add(1)
-			a.Bytes.Add(uint64(p.Len()))
+		if v != Ignore {
+			if st&StatusFixedTO == 0 {
+				c.expires.Store(now + int64(to))
+			}
+			if cfg.accounting() {
+				a := &c.acct[dir]
+				a.Packets.Add(1)
+				a.Bytes.Add(uint64(p.Len()))
+			}
 		}
 		if dir == DirReply && st&StatusSeenReply == 0 {
 			changed = c.SetStatus(StatusSeenReply) || changed

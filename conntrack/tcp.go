@@ -15,9 +15,10 @@ import (
 //
 // Where tungate's Tracker interface has no word for a Linux outcome, the
 // tracker says it with the timeout:
-//   - Linux returns NF_ACCEPT without refreshing the timer for packets it
-//     "ignores" (IGNORE class, retransmitted SYNs before a reply, packets
-//     just below the window); here they are Accept with the time left.
+//   - Linux returns NF_ACCEPT without refreshing the timer or counting for
+//     packets it "ignores" (IGNORE class, packets just below the window):
+//     the Ignore verdict. A retransmitted SYN before a reply is counted
+//     but keeps its timer: Accept with the time left.
 //   - Linux kills a connection whose only reply is a RST; here it is
 //     Accept with a zero timeout, so it is gone at the next lookup.
 //   - Linux shortens the timer of an ASSURED connection on out-of-window
@@ -717,9 +718,8 @@ func (*tcpTracker) Packet(c *Conn, p *packet.Parsed, dir Dir, cfg *Config, now i
 			break
 		}
 		s.ignore(p, dir, class, oldState)
-		left := timeLeft(c, now)
 		c.mu.Unlock()
-		return Accept, left, false
+		return Ignore, 0, false
 	case tcpMax:
 		c.mu.Unlock()
 		return InvalidPacket, 0, false
@@ -729,9 +729,8 @@ func (*tcpTracker) Packet(c *Conn, p *packet.Parsed, dir Dir, cfg *Config, now i
 			// An RFC 5961 challenge ACK to the ignored SYN, not the ACK
 			// of the last FIN: no state change.
 			s.lastFlags &^= tcpExpChallengeAck
-			left := timeLeft(c, now)
 			c.mu.Unlock()
-			return Accept, left, false
+			return Ignore, 0, false
 		}
 	case tcpSynSent2:
 		s.lastFlags |= tcpSimultaneousOpen
@@ -766,9 +765,8 @@ func (*tcpTracker) Packet(c *Conn, p *packet.Parsed, dir Dir, cfg *Config, now i
 		}
 		switch s.inWindow(c, p, dir, class, cfg) {
 		case tcpIgnorePkt:
-			left := timeLeft(c, now)
 			c.mu.Unlock()
-			return Accept, left, false
+			return Ignore, 0, false
 		case tcpInvalidPkt:
 			s.invalidFINRST(c, dir, class, cfg, now)
 			c.mu.Unlock()

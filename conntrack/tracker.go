@@ -21,6 +21,11 @@ const (
 	// Reopen: the old connection is over (e.g. a SYN in TIME_WAIT); delete
 	// it and track the packet as a new connection (Linux's -NF_REPEAT).
 	Reopen
+	// Ignore: the packet belongs to the connection but neither refreshes
+	// its timer nor counts in its accounting (Linux returning NF_ACCEPT
+	// before nf_ct_refresh_acct: TCP's IGNORE class, SCTP's ignored
+	// chunks). The returned timeout is not used.
+	Ignore
 )
 
 // Check is the outcome of a tracker's pre-lookup sanity check.
