@@ -23,8 +23,8 @@ import (
 //
 // Linux accepts some packets without refreshing the timer (an INIT
 // retransmitted while CLOSED, so a client's port reuse cannot keep a
-// mapping alive; a HEARTBEAT with an unknown tag); here they are Accept
-// with the time left, as in the TCP tracker.
+// mapping alive; a HEARTBEAT with an unknown tag), nor counting them: the
+// Ignore verdict, as in the TCP tracker.
 
 // SCTP conntrack states, Linux's enum sctp_conntrack. sctpInvalid (sIV)
 // only appears in the transition table.
