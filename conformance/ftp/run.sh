@@ -72,6 +72,8 @@ QUIET='table inet quiet {
 #   K_HELPER    kernel prerouting rules assigning helpers
 #   K_NEW       the kernel's "new from lan" rule(s)
 #   K_POST      kernel nat postrouting chain body
+#   K_PRE       kernel nat prerouting chain body (port forwards)
+#   K_FWD/GW_FWD  extra forward accepts before the "new from lan" ones
 group_conf() {
   GW_NAT='[[nat.masquerade]]
 out = "wan"'
@@ -86,6 +88,9 @@ ports = [69]'
     udp dport 69 ct helper set "tftp-std"'
   K_NEW='iifname "lan" ct state new accept'
   K_POST='oifname "wan" masquerade'
+  K_PRE=''
+  K_FWD=''
+  GW_FWD=''
   case $1 in
   ftp) ;;   # the README's config with the helpers on their standard ports
   strict)   # new from lan only to the control ports (and UDP): data
@@ -101,6 +106,37 @@ ports = [69]'
   nonat)    # plain routing: nothing to rewrite, expectations still made
     GW_NAT=''
     K_POST='' ;;
+  dnat)     # port forwards to an FTP server on the lan: 198.18.0.1:21 and
+            # :2121 -> 10.10.0.2:21, [2001:db8:1::1]:21 -> [fd10::2]:21; new
+            # from the wan only to port 21 with ct status dnat
+    GW_NAT='[[nat.masquerade]]
+out = "wan"
+
+[[nat.dnat]]
+in = "wan"
+proto = "tcp"
+dst = "198.18.0.1"
+dport = 21
+to = "10.10.0.2:21"
+
+[[nat.dnat]]
+in = "wan"
+proto = "tcp"
+dst = "198.18.0.1"
+dport = 2121
+to = "10.10.0.2:21"
+
+[[nat.dnat]]
+in = "wan"
+proto = "tcp"
+dst = "2001:db8:1::1"
+dport = 21
+to = "[fd10::2]:21"'
+    GW_FWD='{ in = "wan", proto = "tcp", dport = 21, ct_status = ["dnat"], ct_state = ["new"], action = "accept" },'
+    K_PRE='iifname "wan" ip daddr 198.18.0.1 tcp dport 21 dnat ip to 10.10.0.2:21
+    iifname "wan" ip daddr 198.18.0.1 tcp dport 2121 dnat ip to 10.10.0.2:21
+    iifname "wan" ip6 daddr 2001:db8:1::1 tcp dport 21 dnat ip6 to [fd10::2]:21'
+    K_FWD='iifname "wan" tcp dport 21 ct status dnat ct state new accept' ;;
   *) echo "unknown group $1" >&2; return 1 ;;
   esac
 }
@@ -149,6 +185,10 @@ kernel_setup() {
 table inet gw {
   ct helper ftp-std { type "ftp" protocol tcp; }
   ct helper tftp-std { type "tftp" protocol udp; }
+  chain nat_pre {
+    type nat hook prerouting priority -100;
+    $K_PRE
+  }
   chain pre_helper {
     type filter hook prerouting priority 0;
     $K_HELPER
@@ -157,6 +197,7 @@ table inet gw {
     type filter hook forward priority 0; policy drop;
     ct state established,related accept
     ct state invalid drop
+    $K_FWD
     $K_NEW
   }
   chain nat_post {
@@ -210,6 +251,7 @@ rules = [
   $GW_PRE
   { ct_state = ["established", "related"], action = "accept" },
   { ct_state = ["invalid"], action = "drop" },
+  $GW_FWD
   $GW_NEW
 ]
 TOML
