@@ -8,7 +8,7 @@ import (
 // Errors returned by Fragment4.
 var (
 	ErrDontFragment     = errors.New("packet: DF set, may not fragment")
-	ErrMTU              = errors.New("packet: MTU below the IPv4 minimum of 68")
+	ErrMTU              = errors.New("packet: MTU too small to fragment into")
 	ErrTooManyFragments = errors.New("packet: more fragments than output buffers")
 	ErrIPOptions        = errors.New("packet: malformed IPv4 options")
 )
@@ -29,13 +29,18 @@ const MinMTU4 = 68
 // piece keeps its MF flag. The buffers in out must not overlap p.
 //
 // It returns ErrDontFragment for a packet with DF set (the caller answers
-// with fragmentation needed), ErrMTU for mtu < MinMTU4, ErrTooManyFragments
+// with fragmentation needed), ErrMTU for an mtu that leaves no room for 8
+// bytes of data after the header, ErrTooManyFragments
 // when out is too short, ErrNoRoom when a buffer is too small.
 func Fragment4(p *Parsed, mtu int, out [][]byte) (n int, err error) {
 	if p.Version != 4 {
 		return 0, ErrUnsupported
 	}
-	if mtu < MinMTU4 {
+	// Below MinMTU4 is allowed: the gateway sends a reassembled datagram
+	// on in the sizes it came in, as Linux does with frag_max_size, and
+	// a sender may have used smaller fragments. One 8-byte unit of data
+	// per fragment is the least that works.
+	if mtu < p.IPHeaderLen()+8 {
 		return 0, ErrMTU
 	}
 	b := p.b

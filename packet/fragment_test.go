@@ -125,7 +125,7 @@ func TestFragment4Errors(t *testing.T) {
 		want error
 	}{
 		{"df", df, 1500, fragBufs(4, 1500), ErrDontFragment},
-		{"mtu 67", big, 67, fragBufs(64, 1500), ErrMTU},
+		{"mtu below header plus 8", big, 27, fragBufs(64, 1500), ErrMTU},
 		{"too many", big, 576, fragBufs(3, 1500), ErrTooManyFragments},
 		{"no buffers", big, 1500, nil, ErrTooManyFragments},
 		{"small buffer", big, 1500, fragBufs(4, 1000), ErrNoRoom},

@@ -309,6 +309,19 @@ func (p *Parsed) decode6(b []byte, quoted bool) error {
 }
 
 func (p *Parsed) decodeL4(off int, quoted bool) error {
+	err := p.decodeL4Header(off, quoted)
+	if err != nil && p.Fragment && !quoted {
+		// A first fragment may end inside its transport header (RFC 1858's
+		// tiny fragments): Linux reassembles and judges the whole datagram,
+		// so the header is read after reassembly, not refused here.
+		p.HasL4, p.L4Off = false, off
+		p.SrcPort, p.DstPort, p.TCPFlags, p.ICMPType, p.ICMPCode = 0, 0, 0, 0, 0
+		return nil
+	}
+	return err
+}
+
+func (p *Parsed) decodeL4Header(off int, quoted bool) error {
 	b := p.b
 	rest := len(b) - off
 	switch p.Proto {

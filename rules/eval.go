@@ -57,7 +57,9 @@ const (
 type RejectKind uint8
 
 // Reject kinds. RejectDefault answers TCP with a RST and everything else
-// with a port unreachable of the packet's family, as nft's plain reject.
+// with a port unreachable of the packet's family, as the issue that
+// specified the rule language asks. (nft's plain reject differs: it sends
+// port unreachable to TCP too; the conformance suite's R04/R05 record it.)
 const (
 	RejectDefault RejectKind = iota
 	RejectTCPReset
