@@ -3151,7 +3151,11 @@ def R03_reject_icmpv6_admin():
     IcmpErr(r).check("reject6", GW6_LAN, C6, C6, S6_2, port(), 5000, 1, 1)
     check(srv.recv(NO, m_l4(17, dport=5000)) is None, "rejected datagram forwarded")
 
-@case("reject")
+# Deliberate difference: the rule language's plain reject answers TCP with a
+# RST (issue "Rule engine": "default: a TCP RST for TCP, port unreachable
+# otherwise"); nft's plain reject sends port unreachable (R04, R05). R07 is
+# tungate's side of the pair.
+@case("reject", only="kernel")
 def R04_reject_default_tcp_is_icmp():
     "plain reject (no reject_with) answers a TCP SYN with ICMP port unreachable, not a RST"
     f = Tcp(port(), 80, dst="198.18.0.4")
@@ -3162,7 +3166,7 @@ def R04_reject_default_tcp_is_icmp():
     IcmpErr(r).check("reject", GW_LAN, C_IP, C_IP, "198.18.0.4", f.cport, 80, 3, 3)
 
 
-@case("reject")
+@case("reject", only="kernel")
 def R05_reject_default_with_tcp_match():
     "plain reject in a rule that matches TCP still answers with ICMP port unreachable (nft lists it so)"
     # nft -f 'ip daddr 198.18.0.5 meta l4proto tcp reject' lists back as
@@ -3173,6 +3177,18 @@ def R05_reject_default_with_tcp_match():
     check(r is not None, "no answer to the rejected SYN")
     check(r[1].proto == 1, f"want ICMP port unreachable (nft plain reject), got {summ(r)}")
     IcmpErr(r).check("reject", GW_LAN, C_IP, C_IP, "198.18.0.5", f.cport, 80, 3, 3)
+
+
+@case("reject", only="gateway")
+def R07_reject_default_tcp_is_rst():
+    "plain reject answers a TCP SYN with a RST/ACK from the SYN's destination (tungate's documented default)"
+    f = Tcp(port(), 80, dst="198.18.0.4")
+    cli.send(f.c_pkt("S", seq=f.cisn))
+    r = cli.recv(YES, lambda p: m_icmp4(3)(p) or m_l4(6, sport=80, dport=f.cport)(p), raw=True)
+    check(r is not None, "no answer to the rejected SYN")
+    check(r[1].proto == 6 and "R" in str(r[1][TCP].flags), f"want a RST, got {summ(r)}")
+    check(r[1][TCP].ack == f.cisn + 1, f"RST ack {r[1][TCP].ack}, want {f.cisn + 1}")
+    check_csum(r, "RST")
 
 
 @case("reject")
