@@ -18,7 +18,7 @@ VERSUS_CONFIG  ?= configs/masquerade.toml
 VERSUS_SECONDS ?= 5
 SUDO         := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: all build test test-deps bench lint demo conformance versus run clean help
+.PHONY: all build test test-deps bench lint demo conformance differential versus run clean help
 
 all: build
 
@@ -30,6 +30,7 @@ help:
 	@echo "make lint         gofmt, go vet, staticcheck"
 	@echo "make demo         curl, ping and ct list through the gateway between two namespaces (root)"
 	@echo "make conformance  ../shared/conformance/run.sh against bin/tungate (root)"
+	@echo "make differential our 170+ case suite, Linux netfilter first, then bin/tungate (root)"
 	@echo "make versus       iperf3 through the gateway vs the bare TUN copy loop (root)"
 
 build:
@@ -69,6 +70,12 @@ conformance: build
 	@w=/tmp/tungate-conformance-$$$$; \
 	$(SUDO) env H=mk$$$$ WORKDIR=$$w bash $(SHARED)/conformance/run.sh gateway $(CURDIR)/$(BIN); rc=$$?; \
 	if [ $$rc = 0 ]; then rm -rf $$w; else echo "conformance work directory (gateway log): $$w"; fi; exit $$rc
+
+# The differential suite: every case against the kernel reference, then
+# against the gateway (conformance/README.md). About three minutes.
+differential: build test-deps
+	$(SUDO) bash conformance/run.sh kernel
+	$(SUDO) bash conformance/run.sh gateway $(CURDIR)/$(BIN)
 
 # The gateway side runs configs/masquerade.toml (the conformance setup);
 # VERSUS_SECONDS per measurement.
