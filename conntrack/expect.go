@@ -141,15 +141,23 @@ func (x *expectTable) init() {
 	x.nextExpiry.Store(math.MaxInt64)
 }
 
+// usable reports whether e may still be matched or listed: it has not
+// lapsed and its master is alive. An expired master counts as dead even
+// before the collector deletes it (Linux deletes expired entries as soon
+// as anything looks at them, taking their expectations along).
+func (e *Expectation) usable(now int64) bool {
+	return e.Expires > now && e.Master.Status()&StatusDying == 0 && e.Master.expires.Load() > now
+}
+
 // find returns the oldest live expectation tu matches; mu is held.
 func (x *expectTable) find(tu *Tuple, now int64) *Expectation {
 	for _, e := range x.byDst[keyOf(tu)] {
-		if e.Expires > now && e.Master.Status()&StatusDying == 0 && e.Mask.matches(&e.Tuple, tu) {
+		if e.usable(now) && e.Mask.matches(&e.Tuple, tu) {
 			return e
 		}
 	}
 	for _, e := range x.wild {
-		if e.Expires > now && e.Master.Status()&StatusDying == 0 && e.Mask.matches(&e.Tuple, tu) {
+		if e.usable(now) && e.Mask.matches(&e.Tuple, tu) {
 			return e
 		}
 	}
@@ -382,7 +390,7 @@ func (t *Table) Expectations(fn func(e *Expectation) bool) {
 	t.exp.mu.RUnlock()
 	slices.SortFunc(snap, func(a, b entry) int { return cmp.Compare(a.seq, b.seq) })
 	for _, s := range snap {
-		if s.expires <= now {
+		if s.expires <= now || !s.e.usable(now) {
 			continue
 		}
 		if !fn(s.e) {

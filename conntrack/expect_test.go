@@ -271,3 +271,33 @@ func TestExpectationIndexScales(t *testing.T) {
 	}
 	wantInfo(t, "hit", h.in(s.data(1, 12345)), Related)
 }
+
+// An expectation dies with its master when the master expires, before the
+// collector gets to it (conformance F24: a reset FTP control connection).
+func TestExpectationDiesWithExpiredMaster(t *testing.T) {
+	tab, err := NewTable(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := tab.Now()
+	m := tab.NewUnconfirmed(Tuple{Src: packet.Addr{10, 10, 0, 2}, Dst: packet.Addr{198, 18, 0, 2}, SrcPort: 40000, DstPort: 21, Proto: 6, Family: 4}, now, 10*time.Second)
+	if err := tab.Confirm(m, now); err != nil {
+		t.Fatal(err)
+	}
+	e := &Expectation{Tuple: Tuple{Src: packet.Addr{198, 18, 0, 2}, Dst: packet.Addr{198, 18, 0, 1}, DstPort: 41285, Proto: 6, Family: 4},
+		Mask: Mask{Src: FullMask.Src, Dst: FullMask.Dst, DstPort: 0xffff}, Master: m, Helper: "ftp", Expires: now + int64(300*time.Second)}
+	if err := tab.Expect(e, 1); err != nil {
+		t.Fatal(err)
+	}
+	data := Tuple{Src: packet.Addr{198, 18, 0, 2}, Dst: packet.Addr{198, 18, 0, 1}, SrcPort: 20, DstPort: 41285, Proto: 6, Family: 4}
+	if got := tab.exp.match(&data, now+int64(time.Second), &tab.Stats); got != e {
+		t.Fatalf("live master: match %v", got)
+	}
+	if err := tab.Expect(e, 1); err != nil {
+		t.Fatal(err)
+	}
+	later := now + int64(11*time.Second) // the master has expired, not yet collected
+	if got := tab.exp.match(&data, later, &tab.Stats); got != nil {
+		t.Fatal("an expectation of an expired master still matched")
+	}
+}
