@@ -15,14 +15,20 @@
 // Segmentation. The FTP helper parses a line only once it is complete and
 // only from a real line start (it follows line ends across segments), so
 // text in mid-line is never a command whatever the segment boundaries.
-// Where the sender's announcements must be rewritten (its address is
-// NATed), bytes of an announcement's argument must not leave before the
-// line is complete: a segment ending inside one is dropped, as Linux
-// drops "partial matches", and so is any segment beyond a hole in that
-// direction, since it cannot be parsed yet; the sender resends both. A
-// dropped segment leaves no trace in the helper state. Where no rewrite
-// is needed, nothing is ever dropped: segments beyond a hole pass
+// Where the sender's announcements must never leave unrewritten (its
+// address is NATed), bytes of an announcement's argument must not leave
+// before the line is complete: a segment ending inside one is dropped, as
+// Linux drops "partial matches", and so is a segment at a line start that
+// holds only the start of an announcement's word ("PO"), and any segment
+// beyond a hole in that direction, since it cannot be parsed yet; the
+// sender resends them. A dropped segment leaves no trace in the helper
+// state. Elsewhere nothing is ever dropped: segments beyond a hole pass
 // unparsed, and parsing resumes at the next line end after them.
+//
+// Rewrites are byte-identical to Linux's nf_nat_ftp: on a connection with
+// any NAT every announcement parsed whole in one segment is rewritten,
+// also one whose sender's address NAT left alone (it is written in normal
+// form: no leading zeros, '|' delimiters, IPv6 as eight 4-digit groups).
 //
 // The datapath calls Process only for packets whose connection wants it
 // (Wanted: a helper or a sequence adjustment; c.Ext() != nil is an equally

@@ -46,10 +46,21 @@ type ftpDir struct {
 	skip bool
 }
 
-// rewrites reports whether what direction d sends must be rewritten: NAT
-// changed its sender's address as the peer sees it.
-func rewrites(c *conntrack.Conn, d conntrack.Dir) bool {
+// translated reports whether NAT changed the address direction d's sender
+// has as the peer sees it. Only then must its announcements never leave
+// unrewritten, so only then are partial lines held back and segments
+// beyond a hole dropped.
+func translated(c *conntrack.Conn, d conntrack.Dir) bool {
 	return c.Tuple(d).Src != c.Tuple(1-d).Dst
+}
+
+// natted reports whether the connection has any NAT. Linux's nf_nat_ftp
+// then rewrites every announcement it parses, both ways, also those of a
+// sender whose own address was not translated (the address written is the
+// one the receiver should use, which for such a sender is its own, in
+// normal form), so tungate does too: the receiver sees the same bytes.
+func natted(c *conntrack.Conn) bool {
+	return c.Status()&conntrack.StatusNATMask != 0
 }
 
 // Help splits the new bytes into lines. A line is parsed only once
@@ -63,9 +74,9 @@ func (f *ftpHelper) Help(x *Context) Verdict {
 		x.State = st
 	}
 	d := &st.dir[x.Dir]
-	rw := rewrites(x.Conn, x.Dir)
+	hold := translated(x.Conn, x.Dir)
 	if x.OutOfOrder {
-		if rw {
+		if hold {
 			return Drop
 		}
 		return Accept
@@ -73,7 +84,7 @@ func (f *ftpHelper) Help(x *Context) Verdict {
 	if x.Gap {
 		d.line, d.skip = d.line[:0], true
 	}
-	if rw && d.mustHold(x.Data, x.Dir) {
+	if hold && d.mustHold(x.Data, x.Dir) {
 		x.Stats().Held.Add(1)
 		return Drop
 	}
@@ -104,7 +115,7 @@ func (f *ftpHelper) Help(x *Context) Verdict {
 			pos = end // the common line: no parse
 			continue
 		}
-		grown, v := f.line(x, line, held, pos, rw)
+		grown, v := f.line(x, line, held, pos, hold)
 		d.line = d.line[:0]
 		if v != Accept {
 			// Leave the state as it was: the packet comes again. Only
@@ -131,7 +142,9 @@ func mayAnnounce(c byte, d conntrack.Dir) bool {
 // to be rewritten and whose argument has begun in this segment: those
 // bytes must not leave before the line is complete, so the segment is
 // dropped and the sender resends it (hopefully whole) — Linux drops such
-// "partial matches" too. The state is not changed.
+// "partial matches" too. So is a segment that starts a line and holds no
+// more than the start of an announcement's word (Linux's find_pattern
+// returns -1 for it, "PO" or "PORT "). The state is not changed.
 func (d *ftpDir) mustHold(data []byte, dir conntrack.Dir) bool {
 	if nl := bytes.LastIndexByte(data, '\n'); nl >= 0 {
 		tail := data[nl+1:]
@@ -140,6 +153,9 @@ func (d *ftpDir) mustHold(data []byte, dir conntrack.Dir) bool {
 	held := len(d.line)
 	if d.skip || held+len(data) > maxLine {
 		return false
+	}
+	if held == 0 && partialWord(data, dir) {
+		return true
 	}
 	if d.line == nil {
 		d.line = make([]byte, 0, maxLine)
@@ -165,8 +181,10 @@ func (d *ftpDir) hold(x *Context, tail []byte) {
 }
 
 // line handles one complete line; held of its bytes came in earlier
-// segments, the rest is Data[pos:]. It returns how much the packet grew.
-func (f *ftpHelper) line(x *Context, line []byte, held, pos int, rw bool) (int, Verdict) {
+// segments, the rest is Data[pos:]. hold says the sender is translated
+// (its announcements never leave unrewritten). It returns how much the
+// packet grew.
+func (f *ftpHelper) line(x *Context, line []byte, held, pos int, hold bool) (int, Verdict) {
 	cmd, ok, bad := parseFTPLine(line, x.Dir)
 	if !ok {
 		if bad {
@@ -216,7 +234,11 @@ func (f *ftpHelper) line(x *Context, line []byte, held, pos int, rw bool) (int, 
 	}
 	e.Mask.SrcPort = 0
 	x.FollowMaster(e, sender.Dst, cmd.addr, cmd.port)
-	if !own || !rw {
+	if !own || !natted(c) || (cmd.start < held && !hold) {
+		// No rewrite: none is needed, or (an untranslated sender's line
+		// that came in parts, see G31 in the conformance suite) the
+		// argument already left as the sender wrote it, which names the
+		// right address.
 		if err := x.Expect(e, f.max); err != nil {
 			x.Log().Warn("ftp: cannot add expectation", zap.Error(err))
 			return 0, Drop

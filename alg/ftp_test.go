@@ -58,7 +58,7 @@ var modeCases = []modeCase{
 	{
 		name: "EPRT2/v6/masquerade", cli: "[fd10::2]:40000", srv: "[2001:db8:1::2]:21", real: "[2001:db8:1::2]:21",
 		masq: []string{"2001:db8:1::1"}, fromClient: true,
-		cmd: "EPRT |2|fd10::2|40001|\r\n", want: "EPRT |2|2001:db8:1::1|40001|\r\n",
+		cmd: "EPRT |2|fd10::2|40001|\r\n", want: "EPRT |2|2001:0db8:0001:0000:0000:0000:0000:0001|40001|\r\n",
 		dataFrom: "[2001:db8:1::2]:20", dataTo: "[2001:db8:1::1]:40001", wantDataAt: "[fd10::2]:40001",
 		wantExp:  tup("2001:db8:1::2", "2001:db8:1::1", 40001, 6),
 		wantBind: []bind{{addr: addr("fd10::2"), port: 40001}},

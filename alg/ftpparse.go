@@ -31,10 +31,10 @@ type ftpCmd struct {
 	addr   packet.Addr
 	port   uint16
 	// start and end delimit, in the line, the text a NAT rewrite
-	// replaces: the numbers of PORT and 227, the |…| part of EPRT and 229.
+	// replaces: the numbers of PORT and 227, the |…| part of EPRT and 229
+	// (whatever its delimiter: the rewrite always writes '|', as Linux's
+	// nf_nat_ftp does).
 	start, end int
-	// delim is the EPRT/EPSV delimiter, kept in the rewrite.
-	delim byte
 }
 
 // parseFTPLine parses one complete line (with its line end) of the given
@@ -93,6 +93,35 @@ func argStart(line []byte, d conntrack.Dir) int {
 		}
 	}
 	return -1
+}
+
+// partialWord reports whether b, the start of a line without its end, is
+// no more than the beginning of an announcement's word of direction d: a
+// case-insensitive prefix of "PORT " or "EPRT " (of "227 " or "229 "),
+// perhaps followed by spaces. Linux's find_pattern calls that a partial
+// match, and its helper drops the segment.
+func partialWord(b []byte, d conntrack.Dir) bool {
+	words := [2]string{"PORT ", "EPRT "}
+	if d != conntrack.DirOriginal {
+		words = [2]string{"227 ", "229 "}
+	}
+	for _, w := range words {
+		n := min(len(b), len(w))
+		if n > 0 && prefixFold(b[:n], w) && onlySpaces(b[n:]) {
+			return true
+		}
+	}
+	return false
+}
+
+// prefixFold reports whether b is an ASCII case-insensitive prefix of w.
+func prefixFold(b []byte, w string) bool {
+	for i, c := range b {
+		if c|0x20 != w[i]|0x20 {
+			return false
+		}
+	}
+	return true
 }
 
 func trimEOL(b []byte) []byte {
@@ -245,7 +274,7 @@ func parseEPRT(body []byte) (ftpCmd, bool) {
 	if !ok {
 		return ftpCmd{}, false
 	}
-	cmd := ftpCmd{kind: ftpEPRT, port: port, start: i, end: pe + 1, delim: d}
+	cmd := ftpCmd{kind: ftpEPRT, port: port, start: i, end: pe + 1}
 	switch body[i+1] {
 	case '1':
 		var o [4]byte
@@ -331,13 +360,16 @@ func parse229(body []byte) (ftpCmd, bool) {
 		if !ok {
 			continue
 		}
-		return ftpCmd{kind: ftpEPSV, port: port, start: i, end: e + 1, delim: d}, true
+		return ftpCmd{kind: ftpEPSV, port: port, start: i, end: e + 1}, true
 	}
 	return ftpCmd{}, false
 }
 
-// appendArg formats the rewritten argument of cmd for addr:port, in the
-// form of the original (Linux's nf_nat_ftp_fmt_cmd).
+// appendArg formats the rewritten argument of cmd for addr:port exactly as
+// Linux's nf_nat_ftp_fmt_cmd does, so the receiver gets the same bytes
+// through tungate as through Linux: decimal numbers without leading zeros,
+// '|' as the EPRT/EPSV delimiter whatever the sender used, and an IPv6
+// address as eight 4-digit hex groups without "::" (printk's %pI6).
 func appendArg(b []byte, cmd *ftpCmd, addr packet.Addr, port uint16) []byte {
 	switch cmd.kind {
 	case ftpPORT, ftpPASV:
@@ -349,20 +381,34 @@ func appendArg(b []byte, cmd *ftpCmd, addr packet.Addr, port uint16) []byte {
 		b = append(b, ',')
 		return strconv.AppendUint(b, uint64(port&0xff), 10)
 	case ftpEPRT:
-		b = append(b, cmd.delim)
 		if cmd.family == 4 {
-			b = append(b, '1', cmd.delim)
+			b = append(b, "|1|"...)
+			b = addr.NetIP(4).AppendTo(b)
 		} else {
-			b = append(b, '2', cmd.delim)
+			b = append(b, "|2|"...)
+			b = appendIPv6Full(b, addr)
 		}
-		b = addr.NetIP(cmd.family).AppendTo(b)
-		b = append(b, cmd.delim)
+		b = append(b, '|')
 		b = strconv.AppendUint(b, uint64(port), 10)
-		return append(b, cmd.delim)
+		return append(b, '|')
 	case ftpEPSV:
-		b = append(b, cmd.delim, cmd.delim, cmd.delim)
+		b = append(b, "|||"...)
 		b = strconv.AppendUint(b, uint64(port), 10)
-		return append(b, cmd.delim)
+		return append(b, '|')
+	}
+	return b
+}
+
+// appendIPv6Full appends a as eight colon-separated groups of four
+// lowercase hex digits, no "::" compression (printk's %pI6; %pI6c would
+// compress).
+func appendIPv6Full(b []byte, a packet.Addr) []byte {
+	const hex = "0123456789abcdef"
+	for i := 0; i < 16; i += 2 {
+		if i > 0 {
+			b = append(b, ':')
+		}
+		b = append(b, hex[a[i]>>4], hex[a[i]&0xf], hex[a[i+1]>>4], hex[a[i+1]&0xf])
 	}
 	return b
 }
