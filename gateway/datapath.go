@@ -58,6 +58,13 @@ type worker struct {
 	gso bool
 	// forwarded and local count this batch's packets.
 	forwarded, delivered uint64
+
+	// The route cache: the last destination looked up and its answer.
+	rcDst   packet.Addr
+	rcVer   uint8
+	rcOut   int
+	rcOK    bool
+	rcValid bool
 }
 
 func newWorker(g *Gateway, l *Link) *worker {
@@ -244,7 +251,7 @@ func (w *worker) packet(buf []byte, size int) {
 			return
 		}
 	}
-	out, ok := g.route(p)
+	out, ok := w.route(p)
 	if !ok {
 		w.icmpError(p, icmpNetUnreachable)
 		w.discard(DropNoRoute)
@@ -394,4 +401,16 @@ func (w *worker) flushKeep() { w.flush() }
 // route looks up the output interface for the packet's destination.
 func (g *Gateway) route(p *packet.Parsed) (int, bool) {
 	return g.routes.Lookup(p.DstIP())
+}
+
+// route looks up the output interface through a one-entry cache: the
+// packets of a batch mostly belong to one flow (a GSO frame is split into
+// dozens of segments), and the routing table never changes while running.
+func (w *worker) route(p *packet.Parsed) (int, bool) {
+	if w.rcValid && w.rcDst == p.Dst && w.rcVer == p.Version {
+		return w.rcOut, w.rcOK
+	}
+	out, ok := w.g.route(p)
+	w.rcDst, w.rcVer, w.rcOut, w.rcOK, w.rcValid = p.Dst, p.Version, out, ok, true
+	return out, ok
 }

@@ -208,7 +208,7 @@ func (w *worker) emit(b []byte, n int) {
 // output routes a locally generated packet through the output hook.
 func (w *worker) output(b []byte, gp *packet.Parsed, c *conntrack.Conn, d conntrack.Dir) {
 	g := w.g
-	out, ok := g.route(gp)
+	out, ok := w.route(gp)
 	if !ok || out == routeLocal {
 		return
 	}
