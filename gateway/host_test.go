@@ -46,6 +46,9 @@ func newHost(t *testing.T, mtu int, addrs ...string) *host {
 		t.Fatal(err)
 	}
 	d := &tapDev{Device: dev, from: make(chan []byte, 256), inject: make(chan []byte, 16), done: make(chan struct{})}
+	// The pump outlives the test on purpose: wireguard-go's netstack TUN
+	// panics when its stack writes after Close (timers still fire), so the
+	// stack is never closed and its output is drained for good.
 	go func() {
 		bufs := [][]byte{make([]byte, 65535)}
 		sizes := []int{0}
@@ -58,7 +61,6 @@ func newHost(t *testing.T, mtu int, addrs ...string) *host {
 				select {
 				case d.from <- append([]byte(nil), bufs[0][:sizes[0]]...):
 				case <-d.done:
-					return
 				}
 			}
 		}
@@ -98,7 +100,7 @@ func (d *tapDev) BatchSize() int { return 1 }
 
 func (d *tapDev) Close() error {
 	d.once.Do(func() { close(d.done) })
-	return d.Device.Close()
+	return nil
 }
 
 // expect returns a channel that receives a copy of the first packet the
