@@ -310,10 +310,12 @@ func (p *Parsed) decode6(b []byte, quoted bool) error {
 
 func (p *Parsed) decodeL4(off int, quoted bool) error {
 	err := p.decodeL4Header(off, quoted)
-	if err != nil && p.Fragment && !quoted {
-		// A first fragment may end inside its transport header (RFC 1858's
-		// tiny fragments): Linux reassembles and judges the whole datagram,
-		// so the header is read after reassembly, not refused here.
+	if err != nil && p.Fragment && !quoted && p.Version == 4 {
+		// An IPv4 first fragment may end inside its transport header (RFC
+		// 1858's tiny fragments): Linux reassembles and judges the whole
+		// datagram, so the header is read after reassembly, not refused
+		// here. IPv6 forbids it (RFC 7112: the first fragment carries the
+		// whole header chain), so there it stays an error.
 		p.HasL4, p.L4Off = false, off
 		p.SrcPort, p.DstPort, p.TCPFlags, p.ICMPType, p.ICMPCode = 0, 0, 0, 0, 0
 		return nil
