@@ -216,16 +216,12 @@ func (w *worker) packet(buf []byte, size int) {
 	}
 	pk := &w.pk
 	*pk = rules.Packet{P: p, In: w.in, Out: -1, Info: conntrack.Untracked}
-	notrack := false
-	if d := w.rs.Eval(rules.HookPrerouting, pk); d.Verdict != rules.Accept {
+	d := w.rs.Eval(rules.HookPrerouting, pk)
+	if d.Verdict != rules.Accept {
 		w.drop(DropFilter)
 		return
-	} else {
-		notrack = d.Notrack
 	}
-	if notrack {
-		*res = conntrack.Result{Info: conntrack.Untracked}
-	} else {
+	if !d.Notrack { // notrack leaves res UNTRACKED
 		g.ct.In(p, w.now, res)
 		if res.Drop {
 			w.drop(DropCtFull)
