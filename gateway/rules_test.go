@@ -314,3 +314,35 @@ func TestMetricsAndStats(t *testing.T) {
 		t.Fatalf("stats: %v\n%s", err, out)
 	}
 }
+
+// raw notrack: the packet is UNTRACKED (no entry), and forward rules see it
+// as such.
+func TestNotrackUntracked(t *testing.T) {
+	client := newHost(t, 1500, "10.10.0.2")
+	server := newHost(t, 1500, "198.18.0.2")
+	conf := strings.Replace(twoLinks, "mtu = %d\n", "", 2) + `
+[raw.prerouting]
+rules = [ { proto = "udp", dport = 4789, action = "notrack" } ]
+[filter.forward]
+policy = "drop"
+rules = [ { ct_state = ["untracked"], action = "accept" } ]
+`
+	g := testGateway(t, conf, client, server)
+	// A listener, so the server answers no port unreachable (which, about
+	// an untracked packet, would be INVALID and dropped too).
+	sc, err := server.Net.ListenUDPAddrPort(netip.MustParseAddrPort("198.18.0.2:4789"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	got := server.expect(func(b []byte) bool { return len(b) > 23 && b[9] == 17 && b[22] == 0x12 && b[23] == 0xb5 })
+	client.send(udpPacket("10.10.0.2", "198.18.0.2", 5555, 4789, 64, false, []byte("vxlan")))
+	wait(t, got, "the untracked datagram at the server")
+	if n := g.ct.Count(); n != 0 {
+		t.Fatalf("%d connections tracked for an untracked packet: %v", n, ctLines(g))
+	}
+	client.send(udpPacket("10.10.0.2", "198.18.0.2", 5555, 53, 64, false, []byte("dns")))
+	eventually(t, 5*time.Second, "the tracked datagram dropped by the policy", func() bool {
+		return g.Counters.Drops[DropFilter].Load() == 1
+	})
+}
