@@ -33,6 +33,12 @@ func (d *nullDev) Events() <-chan tun.Event                     { return nil }
 func (d *nullDev) Close() error                                 { return nil }
 func (d *nullDev) BatchSize() int                               { return 128 }
 
+func nopLogger() *zap.Logger { return zap.NewNop() }
+
+func nullOpen(*InterfaceConfig, *zap.Logger) (tun.Device, error) {
+	return &nullDev{done: make(chan struct{})}, nil
+}
+
 func benchGateway(b *testing.B, extra string) *Gateway {
 	cfg, err := ParseConfig([]byte(`
 [[interface]]
