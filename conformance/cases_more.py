@@ -20,13 +20,11 @@ gateway-only with the reason.
 Each case prints "PASS Xnn name" or "FAIL Xnn name: why"; the last line is
 "N passed, M failed".
 """
-import argparse, os, random, signal, struct, subprocess, sys, time, traceback
+import os, random, struct, sys, time
 sys.dont_write_bytecode = True
-HERE = os.path.dirname(os.path.abspath(__file__))
-SHARED = os.environ.get("CONF_SHARED") or os.path.normpath(
-    os.path.join(HERE, "..", "..", "shared", "conformance"))
-sys.path.insert(0, SHARED)
-from probe import Side, parse  # noqa: E402  (the shared sample's probe, by path)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+from common import *  # noqa: E402,F403  (helpers shared with ftp/cases_ftp.py)
 from scapy.all import IP, IPv6, TCP, UDP, ICMP, Raw  # noqa: E402
 from scapy.layers.inet import in4_chksum, fragment  # noqa: E402
 from scapy.layers.inet6 import (in6_chksum, fragment6, IPv6ExtHdrDestOpt,  # noqa: E402
@@ -37,128 +35,8 @@ from scapy.utils import checksum  # noqa: E402
 C_IP, C2_IP, GW_LAN, GW_WAN = "10.10.0.2", "10.10.0.3", "10.10.0.1", "198.18.0.1"
 S_IP, S2_IP, SNAT_IP = "198.18.0.2", "198.18.0.3", "198.18.0.10"
 C6, GW6_LAN, GW6_WAN, S6, S6_2 = "fd10::2", "fd10::1", "2001:db8:1::1", "2001:db8:1::2", "2001:db8:1::3"
-NO = 0.4    # wait for a packet that must NOT arrive
-YES = 2.0   # wait for a packet that must arrive (returns at once when it does)
 
-cli = srv = None
-CT_CMD = ""
-TARGET = ""
-CUR = 0     # index of the running case, for its ports
 rnd = random.Random(5382)
-
-FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
-FLAGS = {"F": FIN, "S": SYN, "R": RST, "P": PSH, "A": ACK, "U": URG, "E": 0x40, "C": 0x80}
-
-
-def fl(s):
-    """"SA" -> SYN|ACK."""
-    v = 0
-    for ch in s:
-        v |= FLAGS[ch]
-    return v
-
-
-class Fail(Exception):
-    pass
-
-
-def check(cond, msg):
-    if not cond:
-        raise Fail(msg)
-
-
-def port(k=0):
-    """A port of the running case: every case has 20 of its own."""
-    return 40000 + CUR * 20 + k
-
-
-def summ(p):
-    if p is None:
-        return "none"
-    if isinstance(p, tuple):
-        p = p[1]
-    return p.summary()
-
-
-def wait_until(cond, timeout, step=0.1):
-    """Poll cond until it returns a true value or timeout passes."""
-    end = time.time() + timeout
-    while True:
-        v = cond()
-        if v or time.time() >= end:
-            return v
-        time.sleep(step)
-
-# ---------------------------------------------------------------- ct list
-
-
-def ct_raw():
-    p = subprocess.Popen(CT_CMD, shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, start_new_session=True)
-    try:
-        out, err = p.communicate(timeout=10)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        p.communicate()
-        raise Fail("ct list timed out (10 s)")
-    if p.returncode != 0 and not out.strip():
-        raise Fail(f"ct list failed rc={p.returncode}: {(err or '').strip()[:160]}")
-    return [l for l in out.splitlines() if l.strip()]
-
-
-class Ct:
-    """One `conntrack -L` line: proto, timeout, state, orig/reply fields, flags."""
-
-    def __init__(self, line):
-        self.line = line.strip()
-        t = self.line.split()
-        i = 2 if t[0] in ("ipv4", "ipv6") else 0
-        self.proto, self.timeout = t[i], int(t[i + 2])
-        rest = t[i + 3:]
-        self.state = None
-        if rest and "=" not in rest[0] and not rest[0].startswith("["):
-            self.state = rest[0]
-            rest = rest[1:]
-        self.orig, self.reply, self.flags = {}, {}, set()
-        nsrc = 0
-        for tok in rest:
-            if tok.startswith("["):
-                self.flags.add(tok.strip("[]"))
-            elif "=" in tok:
-                k, v = tok.split("=", 1)
-                if k == "src":
-                    nsrc += 1
-                d = self.orig if nsrc <= 1 else self.reply
-                d.setdefault(k, v)
-
-    def __repr__(self):
-        return self.line
-
-
-def ct_all():
-    out = []
-    for l in ct_raw():
-        try:
-            out.append(Ct(l))
-        except (ValueError, IndexError):
-            pass
-    return out
-
-
-def ct_find(proto, **orig):
-    """Entries of proto whose original tuple has the given fields."""
-    want = {k: str(v) for k, v in orig.items()}
-    return [e for e in ct_all() if e.proto == proto and all(e.orig.get(k) == v for k, v in want.items())]
-
-
-def ct_one(proto, **orig):
-    l = ct_find(proto, **orig)
-    check(l, f"no {proto} ct entry with {orig}")
-    check(len(l) == 1, f"{len(l)} {proto} ct entries with {orig}: {l}")
-    return l[0]
 
 
 def ct_expect(e, state=None, timeout=None, flags=(), noflags=()):
@@ -174,74 +52,6 @@ def ct_expect(e, state=None, timeout=None, flags=(), noflags=()):
         check(f not in e.flags, f"ct entry has [{f}]: {e.line}")
 
 # ---------------------------------------------------------------- packets
-
-
-def l3l4(p):
-    """(l3, proto, l4) of a parsed packet; IPv6 extension headers skipped."""
-    if isinstance(p, IP):
-        return p, p.proto, p.payload
-    if isinstance(p, IPv6):
-        nh, pl = p.nh, p.payload
-        while nh in (0, 43, 60) and hasattr(pl, "nh"):
-            nh, pl = pl.nh, pl.payload
-        return p, nh, pl
-    return None, None, None
-
-
-def raw_csum_problem(raw):
-    """None if the IPv4/IPv6 packet's IP and L4 checksums are valid, else text."""
-    v = raw[0] >> 4
-    if v == 4:
-        ihl = (raw[0] & 15) * 4
-        if checksum(raw[:ihl]) != 0:
-            return "bad IPv4 header checksum"
-        tot = struct.unpack("!H", raw[2:4])[0]
-        if struct.unpack("!H", raw[6:8])[0] & 0x3fff:
-            return None  # a fragment: no L4 checksum to check alone
-        proto, l4 = raw[9], raw[ihl:tot]
-        ip = IP(raw[:tot])
-        if proto == 17 and l4[6:8] == b"\0\0":
-            return None
-        if proto in (6, 17) and in4_chksum(proto, ip, l4) != 0:
-            return f"bad {'TCP' if proto == 6 else 'UDP'} checksum"
-        if proto == 1 and checksum(l4) != 0:
-            return "bad ICMP checksum"
-        return None
-    if v == 6:
-        plen = struct.unpack("!H", raw[4:6])[0]
-        nh, off = raw[6], 40
-        while nh in (0, 43, 60) and off + 2 <= len(raw):
-            nh, off = raw[off], off + (raw[off + 1] + 1) * 8
-        if nh == 44:
-            return None
-        l4 = raw[off:40 + plen]
-        if nh in (6, 17, 58):
-            cs = in6_chksum(nh, IPv6(raw[:40]), l4)
-            if cs != 0:
-                return f"bad L4 checksum (nh {nh})"
-        return None
-    return "not IP"
-
-
-def check_csum(r, what):
-    raw = r[0]
-    if getattr(raw, "partial", False):
-        return  # CHECKSUM_PARTIAL: completed by offload later
-    bad = raw_csum_problem(raw)
-    check(bad is None, f"{what}: {bad}")
-
-
-def m_l4(proto, sport=None, dport=None, src=None, dst=None, flags=None):
-    def m(p):
-        l3, pr, l4 = l3l4(p)
-        if l3 is None or pr != proto:
-            return False
-        if isinstance(p, IP) and p.frag != 0:
-            return False
-        return ((sport is None or l4.sport == sport) and (dport is None or l4.dport == dport)
-                and (src is None or l3.src == src) and (dst is None or l3.dst == dst)
-                and (flags is None or int(l4.flags) == flags))
-    return m
 
 
 def m_icmp4(typ=None, src=None, dst=None):
@@ -602,18 +412,7 @@ def reassemble6(frags):
     return out
 
 # ================================================================= cases
-CASES = []
-
-
-def case(group="base", only=None):
-    """Register a case; only="kernel"/"gateway" for a documented deliberate
-    difference between Linux and tungate."""
-    def deco(fn):
-        fn.group, fn.only = group, only
-        fn.cid = fn.__name__.split("_")[0]
-        CASES.append(fn)
-        return fn
-    return deco
+CASES, case = registry("base")
 
 # ---------------------------------------------------------------- TCP
 
@@ -2180,15 +1979,21 @@ def M08_ipv6_truncated_ext_header():
     alive6()
 
 
+def padded_trimmed(pkt, pad, ethertype, what, csum_what):
+    """pkt sent with pad after its IP length arrives at the server without it."""
+    p = bytes(pkt)
+    cli.send(Raw(p + pad), proto=ethertype)
+    r = srv.recv(YES, m_l4(17, dport=pkt[UDP].dport, dst=pkt.dst), raw=True)
+    check(r is not None, f"{what} not forwarded")
+    check(len(r[0]) == len(p), f"forwarded {len(r[0])} bytes, want the {len(p)} of the datagram")
+    check_csum(r, csum_what)
+
+
 @case()
 def M09_ipv4_trailing_bytes_trimmed():
     "bytes after the IPv4 total length (link padding) are trimmed, the datagram is forwarded"
-    p = bytes(IP(src=C_IP, dst=S_IP) / UDP(sport=port(), dport=9) / b"payload")
-    cli.send(Raw(p + b"\xde\xad\xbe\xef" * 4), proto=0x0800)
-    r = srv.recv(YES, m_l4(17, dport=9, dst=S_IP), raw=True)
-    check(r is not None, "padded IPv4 datagram not forwarded")
-    check(len(r[0]) == len(p), f"forwarded {len(r[0])} bytes, want the {len(p)} of the datagram")
-    check_csum(r, "forwarded padded datagram")
+    padded_trimmed(IP(src=C_IP, dst=S_IP) / UDP(sport=port(), dport=9) / b"payload",
+                   b"\xde\xad\xbe\xef" * 4, 0x0800, "padded IPv4 datagram", "forwarded padded datagram")
 
 
 @case()
@@ -2430,12 +2235,8 @@ def M25_ipv4_total_length_below_header():
 @case()
 def M26_ipv6_trailing_bytes_trimmed():
     "bytes after the IPv6 payload length are trimmed, the datagram is forwarded"
-    p = bytes(IPv6(src=C6, dst=S6) / UDP(sport=port(), dport=9) / b"payload6")
-    cli.send(Raw(p + b"\xde\xad" * 8), proto=0x86DD)
-    r = srv.recv(YES, m_l4(17, dport=9, dst=S6), raw=True)
-    check(r is not None, "padded IPv6 datagram not forwarded")
-    check(len(r[0]) == len(p), f"forwarded {len(r[0])} bytes, want the {len(p)} of the datagram")
-    check_csum(r, "forwarded padded IPv6 datagram")
+    padded_trimmed(IPv6(src=C6, dst=S6) / UDP(sport=port(), dport=9) / b"payload6",
+                   b"\xde\xad" * 8, 0x86DD, "padded IPv6 datagram", "forwarded padded IPv6 datagram")
 
 
 @case()
@@ -3151,6 +2952,22 @@ def R03_reject_icmpv6_admin():
     IcmpErr(r).check("reject6", GW6_LAN, C6, C6, S6_2, port(), 5000, 1, 1)
     check(srv.recv(NO, m_l4(17, dport=5000)) is None, "rejected datagram forwarded")
 
+def rejected_syn(dst):
+    """A client SYN to dst:80 and the reject rule's answer (ICMP or TCP)."""
+    f = Tcp(port(), 80, dst=dst)
+    cli.send(f.c_pkt("S", seq=f.cisn))
+    r = cli.recv(YES, lambda p: m_icmp4(3)(p) or m_l4(6, sport=80, dport=f.cport)(p), raw=True)
+    check(r is not None, "no answer to the rejected SYN")
+    return f, r
+
+
+def syn_port_unreachable(dst):
+    """nft's plain reject answers a SYN to dst with ICMP port unreachable."""
+    f, r = rejected_syn(dst)
+    check(r[1].proto == 1, f"want ICMP port unreachable (nft plain reject), got {summ(r)}")
+    IcmpErr(r).check("reject", GW_LAN, C_IP, C_IP, dst, f.cport, 80, 3, 3)
+
+
 # Deliberate difference: the rule language's plain reject answers TCP with a
 # RST (issue "Rule engine": "default: a TCP RST for TCP, port unreachable
 # otherwise"); nft's plain reject sends port unreachable (R04, R05). R07 is
@@ -3158,12 +2975,7 @@ def R03_reject_icmpv6_admin():
 @case("reject", only="kernel")
 def R04_reject_default_tcp_is_icmp():
     "plain reject (no reject_with) answers a TCP SYN with ICMP port unreachable, not a RST"
-    f = Tcp(port(), 80, dst="198.18.0.4")
-    cli.send(f.c_pkt("S", seq=f.cisn))
-    r = cli.recv(YES, lambda p: m_icmp4(3)(p) or m_l4(6, sport=80, dport=f.cport)(p), raw=True)
-    check(r is not None, "no answer to the rejected SYN")
-    check(r[1].proto == 1, f"want ICMP port unreachable (nft plain reject), got {summ(r)}")
-    IcmpErr(r).check("reject", GW_LAN, C_IP, C_IP, "198.18.0.4", f.cport, 80, 3, 3)
+    syn_port_unreachable("198.18.0.4")
 
 
 @case("reject", only="kernel")
@@ -3171,21 +2983,13 @@ def R05_reject_default_with_tcp_match():
     "plain reject in a rule that matches TCP still answers with ICMP port unreachable (nft lists it so)"
     # nft -f 'ip daddr 198.18.0.5 meta l4proto tcp reject' lists back as
     # '... reject with icmp port-unreachable': a RST needs 'with tcp reset'.
-    f = Tcp(port(), 80, dst="198.18.0.5")
-    cli.send(f.c_pkt("S", seq=f.cisn))
-    r = cli.recv(YES, lambda p: m_icmp4(3)(p) or m_l4(6, sport=80, dport=f.cport)(p), raw=True)
-    check(r is not None, "no answer to the rejected SYN")
-    check(r[1].proto == 1, f"want ICMP port unreachable (nft plain reject), got {summ(r)}")
-    IcmpErr(r).check("reject", GW_LAN, C_IP, C_IP, "198.18.0.5", f.cport, 80, 3, 3)
+    syn_port_unreachable("198.18.0.5")
 
 
 @case("reject", only="gateway")
 def R07_reject_default_tcp_is_rst():
     "plain reject answers a TCP SYN with a RST/ACK from the SYN's destination (tungate's documented default)"
-    f = Tcp(port(), 80, dst="198.18.0.4")
-    cli.send(f.c_pkt("S", seq=f.cisn))
-    r = cli.recv(YES, lambda p: m_icmp4(3)(p) or m_l4(6, sport=80, dport=f.cport)(p), raw=True)
-    check(r is not None, "no answer to the rejected SYN")
+    f, r = rejected_syn("198.18.0.4")
     check(r[1].proto == 6 and "R" in str(r[1][TCP].flags), f"want a RST, got {summ(r)}")
     check(r[1][TCP].ack == f.cisn + 1, f"RST ack {r[1][TCP].ack}, want {f.cisn + 1}")
     check_csum(r, "RST")
@@ -3203,59 +3007,5 @@ def R06_reject_default_udp_v6():
 # ================================================================= main
 
 
-def main():
-    global cli, srv, CT_CMD, TARGET, CUR
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--list-groups", action="store_true")
-    ap.add_argument("--list", action="store_true")
-    ap.add_argument("--target", default="gateway")
-    ap.add_argument("--group", default="base")
-    ap.add_argument("--cns"); ap.add_argument("--sns")
-    ap.add_argument("--cif"); ap.add_argument("--sif")
-    ap.add_argument("--cmac"); ap.add_argument("--smac")
-    ap.add_argument("--ct")
-    ap.add_argument("--cases", nargs="*")
-    a = ap.parse_args()
-    sel = [fn for fn in CASES if not a.cases or fn.cid in a.cases]
-    if a.list_groups:
-        seen = []
-        for fn in sel:
-            if fn.group not in seen:
-                seen.append(fn.group)
-        print(" ".join(seen))
-        return
-    if a.list:
-        for fn in sel:
-            tag = f" [{fn.only}-only]" if fn.only else ""
-            print(f"{fn.cid} ({fn.group}){tag} {fn.__doc__.splitlines()[0]}")
-        return
-    CT_CMD, TARGET = a.ct, a.target
-    cli = Side(a.cns, a.cif, a.cmac)
-    srv = Side(a.sns, a.sif, a.smac)
-    npass = nfail = 0
-    for fn in sel:
-        if fn.group != a.group:
-            continue
-        name = fn.__doc__.split("\n")[0]
-        if fn.only and fn.only != TARGET:
-            print(f"SKIP {fn.cid} {name} ({fn.only}-only)", flush=True)
-            continue
-        CUR = CASES.index(fn)
-        cli.drain(); srv.drain()
-        t0 = time.time()
-        try:
-            fn()
-            print(f"PASS {fn.cid} {name}", flush=True); npass += 1
-        except Fail as e:
-            print(f"FAIL {fn.cid} {name}: {e}", flush=True); nfail += 1
-        except Exception as e:
-            tb = traceback.format_exc().strip().splitlines()[-3:]
-            print(f"FAIL {fn.cid} {name}: exception {e!r} {' | '.join(tb)}", flush=True); nfail += 1
-        if os.environ.get("CT_TIMES"):
-            print(f"  {fn.cid} {time.time() - t0:.2f}s", file=sys.stderr)
-    print(f"{npass} passed, {nfail} failed")
-    sys.exit(0 if nfail == 0 else 1)
-
-
 if __name__ == "__main__":
-    main()
+    common.main(CASES, globals(), "base")

@@ -26,143 +26,24 @@ token for token.
 Each case prints "PASS Fnn name" or "FAIL Fnn name: why"; the last line is
 "N passed, M failed".
 """
-import argparse, os, random, signal, struct, subprocess, sys, time, traceback
+import os, random, sys
 sys.dont_write_bytecode = True
-HERE = os.path.dirname(os.path.abspath(__file__))
-SHARED = os.environ.get("CONF_SHARED") or "/work/shared/conformance"
-sys.path.insert(0, SHARED)
-from probe import Side  # noqa: E402  (the shared sample's probe, by path)
-from scapy.all import IP, IPv6, TCP, UDP, Raw  # noqa: E402
-from scapy.layers.inet import in4_chksum  # noqa: E402
-from scapy.layers.inet6 import in6_chksum  # noqa: E402
-from scapy.utils import checksum  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import common  # noqa: E402
+from common import *  # noqa: E402,F403  (helpers shared with ../cases_more.py)
+from scapy.all import IP, IPv6, TCP, UDP  # noqa: E402
 
 C_IP, C2_IP, GW_LAN, GW_WAN = "10.10.0.2", "10.10.0.3", "10.10.0.1", "198.18.0.1"
 S_IP, S2_IP = "198.18.0.2", "198.18.0.3"
 C6, GW6_WAN, S6, S6_2 = "fd10::2", "2001:db8:1::1", "2001:db8:1::2", "2001:db8:1::3"
-NO = 0.4    # wait for a packet that must NOT arrive
-YES = 2.0   # wait for a packet that must arrive (returns at once when it does)
 EXP_TIMEOUT = (290, 300)   # a fresh expectation: nf_conntrack_ftp/tftp's 5 min
 
-cli = srv = None
-CT_CMD = CTX_CMD = ""
-TARGET = ""
-CUR = 0     # index of the running case, for its ports
+common.PORT_BASE = 41000
+Ct.TUPLE_KEYS = ("src", "dst", "sport", "dport", "type", "code", "id")  # helper= goes to extra
+CTX_CMD = ""   # the expectation table's command (--ctx), set by common.main
 rnd = random.Random(2121)
 
-FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
-FLAGS = {"F": FIN, "S": SYN, "R": RST, "P": PSH, "A": ACK}
-
-
-def fl(s):
-    v = 0
-    for ch in s:
-        v |= FLAGS[ch]
-    return v
-
-
-class Fail(Exception):
-    pass
-
-
-def check(cond, msg):
-    if not cond:
-        raise Fail(msg)
-
-
-def port(k=0):
-    """A port of the running case: every case has 20 of its own."""
-    return 41000 + CUR * 20 + k
-
-
-def summ(p):
-    if p is None:
-        return "none"
-    if isinstance(p, tuple):
-        p = p[1]
-    return p.summary()
-
-
-def wait_until(cond, timeout, step=0.1):
-    end = time.time() + timeout
-    while True:
-        v = cond()
-        if v or time.time() >= end:
-            return v
-        time.sleep(step)
-
 # ---------------------------------------------------------------- ct tables
-
-
-def run_lines(cmd, what):
-    p = subprocess.Popen(cmd, shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, start_new_session=True)
-    try:
-        out, err = p.communicate(timeout=10)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        p.communicate()
-        raise Fail(f"{what} timed out (10 s)")
-    if p.returncode != 0 and not out.strip():
-        raise Fail(f"{what} failed rc={p.returncode}: {(err or '').strip()[:160]}")
-    return [l.strip() for l in out.splitlines() if l.strip()]
-
-
-class Ct:
-    """One `conntrack -L` line: proto, timeout, state, orig/reply fields, flags."""
-
-    def __init__(self, line):
-        self.line = line.strip()
-        t = self.line.split()
-        i = 2 if t[0] in ("ipv4", "ipv6") else 0
-        self.proto, self.timeout = t[i], int(t[i + 2])
-        rest = t[i + 3:]
-        self.state = None
-        if rest and "=" not in rest[0] and not rest[0].startswith("["):
-            self.state = rest[0]
-            rest = rest[1:]
-        self.orig, self.reply, self.extra, self.flags = {}, {}, {}, set()
-        nsrc = 0
-        for tok in rest:
-            if tok.startswith("["):
-                self.flags.add(tok.strip("[]"))
-            elif "=" in tok:
-                k, v = tok.split("=", 1)
-                if k == "src":
-                    nsrc += 1
-                if k in ("src", "dst", "sport", "dport", "type", "code", "id"):
-                    d = self.orig if nsrc <= 1 else self.reply
-                    d.setdefault(k, v)
-                else:
-                    self.extra[k] = v
-
-    def __repr__(self):
-        return self.line
-
-
-def ct_all():
-    out = []
-    for l in run_lines(CT_CMD, "ct list"):
-        try:
-            out.append(Ct(l))
-        except (ValueError, IndexError):
-            pass
-    return out
-
-
-def ct_find(proto, **orig):
-    want = {k: str(v) for k, v in orig.items()}
-    return [e for e in ct_all() if e.proto == proto and all(e.orig.get(k) == v for k, v in want.items())]
-
-
-def ct_one(proto, **orig):
-    l = ct_find(proto, **orig)
-    check(l, f"no {proto} ct entry with {orig}")
-    check(len(l) == 1, f"{len(l)} {proto} ct entries with {orig}: {l}")
-    return l[0]
 
 
 def expects():
@@ -219,58 +100,6 @@ def check_no_expect(msport, what):
 
 # ---------------------------------------------------------------- packets
 
-
-def l3l4(p):
-    if isinstance(p, IP):
-        return p, p.proto, p.payload
-    if isinstance(p, IPv6):
-        return p, p.nh, p.payload
-    return None, None, None
-
-
-def raw_csum_problem(raw):
-    v = raw[0] >> 4
-    if v == 4:
-        ihl = (raw[0] & 15) * 4
-        if checksum(raw[:ihl]) != 0:
-            return "bad IPv4 header checksum"
-        tot = struct.unpack("!H", raw[2:4])[0]
-        proto, l4 = raw[9], raw[ihl:tot]
-        if proto == 17 and l4[6:8] == b"\0\0":
-            return None
-        if proto in (6, 17) and in4_chksum(proto, IP(raw[:tot]), l4) != 0:
-            return f"bad {'TCP' if proto == 6 else 'UDP'} checksum"
-        return None
-    if v == 6:
-        plen = struct.unpack("!H", raw[4:6])[0]
-        nh, l4 = raw[6], raw[40:40 + plen]
-        if nh in (6, 17) and in6_chksum(nh, IPv6(raw[:40]), l4) != 0:
-            return f"bad L4 checksum (nh {nh})"
-        return None
-    return "not IP"
-
-
-def check_csum(r, what):
-    raw = r[0]
-    if getattr(raw, "partial", False):
-        return
-    bad = raw_csum_problem(raw)
-    check(bad is None, f"{what}: {bad}")
-
-
-def m_l4(proto, sport=None, dport=None, src=None, dst=None, flags=None):
-    def m(p):
-        l3, pr, l4 = l3l4(p)
-        if l3 is None or pr != proto:
-            return False
-        return ((sport is None or l4.sport == sport) and (dport is None or l4.dport == dport)
-                and (src is None or l3.src == src) and (dst is None or l3.dst == dst)
-                and (flags is None or int(l4.flags) == flags))
-    return m
-
-
-def payload(r):
-    return bytes(l3l4(r[1])[2].payload)
 
 # ---------------------------------------------------------------- TCP flow
 
@@ -354,43 +183,39 @@ class Tcp:
         """The client sends data; returns the payload the server got (None
         when not forwarded, which must be what expect says). The server's
         view of seq and ack is checked."""
-        self.c_raw("PA", data=data)
-        r = self.at_server(YES if expect else NO)
+        return self._send(True, data, expect, what)
+
+    def s_send(self, data, expect=True, what="server data"):
+        """The same from the server: the client's view is checked."""
+        return self._send(False, data, expect, what)
+
+    def _send(self, from_client, data, expect, what):
+        if from_client:
+            self.c_raw("PA", data=data)
+            r = self.at_server(YES if expect else NO)
+            me, peer, nxt, d, pnxt, pd = "client", "server", self.cnxt, self.cd, self.snxt, self.sd
+        else:
+            self.s_raw("PA", data=data)
+            r = self.at_client(YES if expect else NO)
+            me, peer, nxt, d, pnxt, pd = "server", "client", self.snxt, self.sd, self.cnxt, self.cd
         if not expect:
             check(r is None, f"{what} {data!r} forwarded: {summ(r)} {payload(r) if r else b''!r}")
             return None
-        check(r is not None, f"{what} {data!r} (client seq {self.cnxt}) not forwarded")
+        check(r is not None, f"{what} {data!r} ({me} seq {nxt}) not forwarded")
         check_csum(r, f"forwarded {what}")
         t = l3l4(r[1])[2]
         got = payload(r)
-        check(t.seq == (self.cnxt + self.cd) & 0xffffffff,
-              f"{what}: server sees seq {t.seq}, want {(self.cnxt + self.cd) & 0xffffffff} "
-              f"(client seq {self.cnxt} + {self.cd} bytes added by earlier rewrites)")
-        check(t.ack == self.snxt & 0xffffffff,
-              f"{what}: server sees ack {t.ack}, want {self.snxt} (client ack {self.snxt + self.sd} "
-              f"- {self.sd} bytes the gateway added to the server's stream)")
-        self.cnxt = (self.cnxt + len(data)) & 0xffffffff
-        self.cd += len(got) - len(data)
-        return got
-
-    def s_send(self, data, expect=True, what="server data"):
-        self.s_raw("PA", data=data)
-        r = self.at_client(YES if expect else NO)
-        if not expect:
-            check(r is None, f"{what} {data!r} forwarded: {summ(r)}")
-            return None
-        check(r is not None, f"{what} {data!r} (server seq {self.snxt}) not forwarded")
-        check_csum(r, f"forwarded {what}")
-        t = l3l4(r[1])[2]
-        got = payload(r)
-        check(t.seq == (self.snxt + self.sd) & 0xffffffff,
-              f"{what}: client sees seq {t.seq}, want {(self.snxt + self.sd) & 0xffffffff} "
-              f"(server seq {self.snxt} + {self.sd} bytes added by earlier rewrites)")
-        check(t.ack == self.cnxt & 0xffffffff,
-              f"{what}: client sees ack {t.ack}, want {self.cnxt} (server ack {self.cnxt + self.cd} "
-              f"- {self.cd} bytes the gateway added to the client's stream)")
-        self.snxt = (self.snxt + len(data)) & 0xffffffff
-        self.sd += len(got) - len(data)
+        check(t.seq == (nxt + d) & 0xffffffff,
+              f"{what}: {peer} sees seq {t.seq}, want {(nxt + d) & 0xffffffff} "
+              f"({me} seq {nxt} + {d} bytes added by earlier rewrites)")
+        check(t.ack == pnxt & 0xffffffff,
+              f"{what}: {peer} sees ack {t.ack}, want {pnxt} ({me} ack {pnxt + pd} "
+              f"- {pd} bytes the gateway added to the {peer}'s stream)")
+        nxt, d = (nxt + len(data)) & 0xffffffff, d + len(got) - len(data)
+        if from_client:
+            self.cnxt, self.cd = nxt, d
+        else:
+            self.snxt, self.sd = nxt, d
         return got
 
     def s_ack(self):
@@ -497,18 +322,7 @@ def udp_send(side, src, dst, sport, dport, data, v6=False):
     side.send(L3(src=src, dst=dst) / UDP(sport=sport, dport=dport) / data)
 
 # ================================================================= cases
-CASES = []
-
-
-def case(group="ftp", only=None):
-    """Register a case; only="kernel"/"gateway" for a documented deliberate
-    difference between Linux and tungate."""
-    def deco(fn):
-        fn.group, fn.only = group, only
-        fn.cid = fn.__name__.split("_")[0]
-        CASES.append(fn)
-        return fn
-    return deco
+CASES, case = registry("ftp")
 
 
 def port_through(f, cport_data, cip=None):
@@ -984,6 +798,18 @@ def F28_epsv_other_delimiter():
     check_expect(exp_line(6, C_IP, S_IP, sp, C_IP, S_IP, f.cport, 21, "ftp"), f.cport)
 
 
+def beyond_hole():
+    """A control connection whose client sends "LIST" one PORT line ahead of
+    its stream (the PORT segment missing): (f, PORT's port, the hole's seq,
+    the PORT line)."""
+    f = ftp()
+    dp = port(5)
+    line = f"PORT {port_arg(C_IP, dp)}\r\n".encode()
+    s0 = f.cnxt
+    f.c_raw("PA", seq=s0 + len(line), data=b"LIST\r\n")
+    return f, dp, s0, line
+
+
 @case(only="kernel")
 def F29_segment_beyond_hole():
     "on a masqueraded control connection a segment beyond a hole passes (unparsed); the missing one then is parsed"
@@ -991,11 +817,7 @@ def F29_segment_beyond_hole():
     # is not parsed, but it is in the window and forwarded. tungate
     # documents dropping such segments where it must rewrite (alg package
     # doc, "Segmentation"): the sender resends them.
-    f = ftp()
-    dp = port(5)
-    line = f"PORT {port_arg(C_IP, dp)}\r\n".encode()
-    s0 = f.cnxt
-    f.c_raw("PA", seq=s0 + len(line), data=b"LIST\r\n")
+    f, dp, s0, line = beyond_hole()
     r = f.at_server(NO + 0.6)
     check(r is not None, "segment beyond a hole not forwarded (Linux forwards it)")
     t = l3l4(r[1])[2]
@@ -1021,11 +843,7 @@ def F30_port_number_over_255():
 @case(only="gateway")
 def G29_segment_beyond_hole_gw():
     "tungate: a segment beyond a hole of a rewritten direction is dropped; resent after the hole is filled, it passes adjusted"
-    f = ftp()
-    dp = port(5)
-    line = f"PORT {port_arg(C_IP, dp)}\r\n".encode()
-    s0 = f.cnxt
-    f.c_raw("PA", seq=s0 + len(line), data=b"LIST\r\n")
+    f, dp, _, _ = beyond_hole()
     r = f.at_server(NO)
     check(r is None, f"segment beyond a hole forwarded: {summ(r)}")
     ext = port_through(f, dp)
@@ -1343,65 +1161,15 @@ def verbose(msg):
 # ================================================================= main
 
 
-def main():
-    global cli, srv, CT_CMD, CTX_CMD, TARGET, CUR
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--list-groups", action="store_true")
-    ap.add_argument("--list", action="store_true")
-    ap.add_argument("--target", default="gateway")
-    ap.add_argument("--group", default="ftp")
-    ap.add_argument("--cns"); ap.add_argument("--sns")
-    ap.add_argument("--cif"); ap.add_argument("--sif")
-    ap.add_argument("--cmac"); ap.add_argument("--smac")
-    ap.add_argument("--ct"); ap.add_argument("--ctx")
-    ap.add_argument("--cases", nargs="*")
-    a = ap.parse_args()
-    sel = [fn for fn in CASES if not a.cases or fn.cid in a.cases]
-    if a.list_groups:
-        seen = []
-        for fn in sel:
-            if fn.group not in seen:
-                seen.append(fn.group)
-        print(" ".join(seen))
-        return
-    if a.list:
-        for fn in sel:
-            tag = f" [{fn.only}-only]" if fn.only else ""
-            print(f"{fn.cid} ({fn.group}){tag} {fn.__doc__.splitlines()[0]}")
-        return
-    CT_CMD, CTX_CMD, TARGET = a.ct, a.ctx, a.target
-    cli = Side(a.cns, a.cif, a.cmac)
-    srv = Side(a.sns, a.sif, a.smac)
-    npass = nfail = 0
-    for fn in sel:
-        if fn.group != a.group:
-            continue
-        name = fn.__doc__.split("\n")[0]
-        if fn.only and fn.only != TARGET:
-            print(f"SKIP {fn.cid} {name} ({fn.only}-only)", flush=True)
-            continue
-        CUR = CASES.index(fn)
-        cli.drain(); srv.drain()
-        t0 = time.time()
+def show_tables():
+    """CT_VERBOSE: both tables after a failed case."""
+    if os.environ.get("CT_VERBOSE"):
         try:
-            fn()
-            print(f"PASS {fn.cid} {name}", flush=True); npass += 1
-        except Fail as e:
-            print(f"FAIL {fn.cid} {name}: {e}", flush=True); nfail += 1
-            if os.environ.get("CT_VERBOSE"):
-                try:
-                    verbose("ct list:\n    " + "\n    ".join(run_lines(CT_CMD, "ct list")))
-                    verbose("ct expect:\n    " + "\n    ".join(run_lines(CTX_CMD, "ct expect")))
-                except Fail:
-                    pass
-        except Exception as e:
-            tb = traceback.format_exc().strip().splitlines()[-3:]
-            print(f"FAIL {fn.cid} {name}: exception {e!r} {' | '.join(tb)}", flush=True); nfail += 1
-        if os.environ.get("CT_TIMES"):
-            print(f"  {fn.cid} {time.time() - t0:.2f}s", file=sys.stderr)
-    print(f"{npass} passed, {nfail} failed")
-    sys.exit(0 if nfail == 0 else 1)
+            verbose("ct list:\n    " + "\n    ".join(run_lines(CT_CMD, "ct list")))
+            verbose("ct expect:\n    " + "\n    ".join(run_lines(CTX_CMD, "ct expect")))
+        except Fail:
+            pass
 
 
 if __name__ == "__main__":
-    main()
+    common.main(CASES, globals(), "ftp", extra_cmds={"--ctx": "CTX_CMD"}, on_fail=show_tables)
