@@ -41,7 +41,16 @@ func (t *Tuple) hash(seed uint64) uint64 {
 	e := uint64(t.SrcPort) | uint64(t.DstPort)<<16 | uint64(t.Proto)<<32 | uint64(t.Family)<<40
 	h := mix(a^seed, b^0x9e3779b97f4a7c15)
 	h = mix(h^c, d^0xbf58476d1ce4e5b9)
-	return mix(h^e, seed^0x94d049bb133111eb)
+	h = mix(h^e, seed^0x94d049bb133111eb)
+	// Finish with splitmix64's avalanche: the bucket index is the low bits,
+	// and without it tuples that differ only in a sequential port left runs
+	// of buckets empty (early drop, which looks at eight neighbouring
+	// buckets, then found nothing to drop).
+	h ^= h >> 30
+	h *= 0xbf58476d1ce4e5b9
+	h ^= h >> 27
+	h *= 0x94d049bb133111eb
+	return h ^ h>>31
 }
 
 func mix(a, b uint64) uint64 {
