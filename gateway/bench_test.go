@@ -39,31 +39,16 @@ func nullOpen(*InterfaceConfig, *zap.Logger) (tun.Device, error) {
 	return &nullDev{done: make(chan struct{})}, nil
 }
 
-func benchGateway(b *testing.B, extra string) *Gateway {
-	cfg, err := ParseConfig([]byte(`
-[[interface]]
-name = "lan"
-tun = "lan0"
-addresses = ["10.10.0.1/24", "fd10::1/64"]
-[[interface]]
-name = "wan"
-tun = "wan0"
-addresses = ["198.18.0.1/24", "2001:db8:1::1/64"]
-[[route]]
-to = "0.0.0.0/0"
-interface = "wan"
-[[route]]
-to = "::/0"
-interface = "wan"
-` + extra))
+// nullGateway builds a gateway on the two standard links, with devices that
+// never deliver, for benchmarks and fuzzing that drive workers directly.
+func nullGateway(tb testing.TB, extra string) *Gateway {
+	cfg, err := ParseConfig([]byte(linksConf + extra))
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	g, err := New(cfg, Options{Logger: zap.NewNop(), Open: func(*InterfaceConfig, *zap.Logger) (tun.Device, error) {
-		return &nullDev{done: make(chan struct{})}, nil
-	}})
+	g, err := New(cfg, Options{Logger: nopLogger(), Open: nullOpen})
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	return g
 }
@@ -132,7 +117,7 @@ func benchForward(b *testing.B, g *Gateway, fwd, rev []byte) {
 // established flow with the default (accept) policy.
 func BenchmarkForward(b *testing.B) {
 	b.Run("ipv4-tcp", func(b *testing.B) {
-		g := benchGateway(b, "")
+		g := nullGateway(b, "")
 		syn := tcpPacket("10.10.0.2", "198.18.0.2", 40000, 80, 1000, 0, header.TCPFlagSyn, 0)
 		synack := tcpPacket("198.18.0.2", "10.10.0.2", 80, 40000, 5000, 1001, header.TCPFlagSyn|header.TCPFlagAck, 0)
 		lan := newWorker(g, g.links[0])
@@ -145,7 +130,7 @@ func BenchmarkForward(b *testing.B) {
 		benchForward(b, g, ack, nil)
 	})
 	b.Run("ipv6-udp", func(b *testing.B) {
-		g := benchGateway(b, "")
+		g := nullGateway(b, "")
 		out := udpPacket("fd10::2", "2001:db8:1::2", 40000, 5000, 64, false, make([]byte, 64))
 		back := udpPacket("2001:db8:1::2", "fd10::2", 5000, 40000, 64, false, make([]byte, 64))
 		benchForward(b, g, out, back)
@@ -166,7 +151,7 @@ rules = [
   { in = "lan", ct_state = ["new"], action = "accept" },
 ]
 `
-	g := benchGateway(b, conf)
+	g := nullGateway(b, conf)
 	lan := newWorker(g, g.links[0])
 	wan := newWorker(g, g.links[1])
 	lan.rs, wan.rs = g.rules.Load(), g.rules.Load()
@@ -212,9 +197,7 @@ rules = [
 	if err != nil {
 		b.Fatal(err)
 	}
-	g, err := New(cfg, Options{Logger: zap.NewNop(), Open: func(*InterfaceConfig, *zap.Logger) (tun.Device, error) {
-		return &nullDev{done: make(chan struct{})}, nil
-	}})
+	g, err := New(cfg, Options{Logger: nopLogger(), Open: nullOpen})
 	if err != nil {
 		b.Fatal(err)
 	}

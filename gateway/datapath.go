@@ -382,17 +382,14 @@ func (w *worker) fragment(out int, p *packet.Parsed, mtu int) {
 // headroom), flushing the batch when all are in use.
 func (w *worker) scratchBuf() []byte {
 	if w.nscratch >= scratchCount {
-		w.flushKeep()
+		// The read buffers queued so far are not reused before the batch
+		// ends, so writing mid-batch to free the scratch buffers is safe.
+		w.flush()
 	}
 	b := w.scratch[w.nscratch]
 	w.nscratch++
 	return b
 }
-
-// flushKeep writes the queued packets mid-batch so scratch buffers can be
-// reused; the read buffers they may point to are not reused before the
-// batch ends, so this is safe.
-func (w *worker) flushKeep() { w.flush() }
 
 // route looks up the output interface for the packet's destination.
 func (g *Gateway) route(p *packet.Parsed) (int, bool) {

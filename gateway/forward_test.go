@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,6 +40,10 @@ interface = "wan"
 to = "::/0"
 interface = "wan"
 `
+
+// linksConf is twoLinks with the default MTUs: the two links most tests
+// and benchmarks run on.
+var linksConf = strings.Replace(twoLinks, "mtu = %d\n", "", 2)
 
 func plainGateway(t *testing.T, lanMTU, wanMTU int, extra string) (client, server *host, g *Gateway) {
 	client = newHost(t, lanMTU, "10.10.0.2", "fd10::2")

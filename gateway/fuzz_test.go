@@ -43,21 +43,7 @@ func FuzzPipeline(f *testing.F) {
 }
 
 func fuzzGateway(f *testing.F) *Gateway {
-	cfg, err := ParseConfig([]byte(`
-[[interface]]
-name = "lan"
-tun = "lan0"
-addresses = ["10.10.0.1/24", "fd10::1/64"]
-[[interface]]
-name = "wan"
-tun = "wan0"
-addresses = ["198.18.0.1/24", "2001:db8:1::1/64"]
-[[route]]
-to = "0.0.0.0/0"
-interface = "wan"
-[[route]]
-to = "::/0"
-interface = "wan"
+	return nullGateway(f, `
 [[nat.masquerade]]
 out = "wan"
 [[nat.dnat]]
@@ -77,13 +63,5 @@ rules = [
   { in = "lan", ct_state = ["new"], action = "accept" },
   { in = "wan", ct_status = ["dnat"], action = "accept" },
 ]
-`))
-	if err != nil {
-		f.Fatal(err)
-	}
-	g, err := New(cfg, Options{Logger: nopLogger(), Open: nullOpen})
-	if err != nil {
-		f.Fatal(err)
-	}
-	return g
+`)
 }

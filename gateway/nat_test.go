@@ -44,7 +44,7 @@ rules = [
 func natGateway(t *testing.T, masq string) (client, server *host, g *Gateway) {
 	client = newHost(t, 1500, "10.10.0.2", "10.10.0.3", "fd10::2")
 	server = newHost(t, 1500, "198.18.0.2", "198.18.0.3", "2001:db8:1::2")
-	conf := strings.Replace(twoLinks, "mtu = %d\n", "", 2) + "[[nat.masquerade]]\nout = \"wan\"\n" + masq + natRules
+	conf := linksConf + "[[nat.masquerade]]\nout = \"wan\"\n" + masq + natRules
 	g = testGateway(t, conf, client, server)
 	return client, server, g
 }

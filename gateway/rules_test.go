@@ -77,7 +77,7 @@ func fileGateway(t *testing.T, conf string, hosts ...*host) (*Gateway, string) {
 func rulesGateway(t *testing.T) (client, server *host, g *Gateway, path string) {
 	client = newHost(t, 1500, "10.10.0.2", "fd10::2")
 	server = newHost(t, 1500, "198.18.0.2", "2001:db8:1::2")
-	conf := strings.Replace(twoLinks, "mtu = %d\n", "", 2) + filterRules
+	conf := linksConf + filterRules
 	g, path = fileGateway(t, conf, client, server)
 	return client, server, g, path
 }
@@ -196,7 +196,7 @@ loop:
 	}
 	// A broken config is refused and the running rules stay.
 	running := g.Rules()
-	os.WriteFile(path, []byte(strings.Replace(twoLinks, "mtu = %d\n", "", 2)+
+	os.WriteFile(path, []byte(linksConf+
 		"[filter.forward]\nrules = [ { ct_state = [\"establised\"], action = \"accept\" } ]\n"), 0o600)
 	err = g.Reload()
 	if err == nil || !strings.Contains(err.Error(), `unknown state "establised"`) {
@@ -320,7 +320,7 @@ func TestMetricsAndStats(t *testing.T) {
 func TestNotrackUntracked(t *testing.T) {
 	client := newHost(t, 1500, "10.10.0.2")
 	server := newHost(t, 1500, "198.18.0.2")
-	conf := strings.Replace(twoLinks, "mtu = %d\n", "", 2) + `
+	conf := linksConf + `
 [raw.prerouting]
 rules = [ { proto = "udp", dport = 4789, action = "notrack" } ]
 [filter.forward]
