@@ -120,6 +120,30 @@ func (w *worker) icmpErrorMTU(p *packet.Parsed, mtu int) {
 }
 
 func (w *worker) icmpErrorParam(p *packet.Parsed, k icmpKind, param uint32) {
+	fam := 0
+	if p.Version == 6 {
+		fam = 1
+	}
+	tc := icmpCodes[k][fam]
+	if k == icmpProtoUnreachable && p.Version == 6 {
+		param = 6 // parameter problem pointer: the next header field
+	}
+	w.sendICMPError(p, tc[0], tc[1], param)
+}
+
+// paramProblem answers p with a parameter problem pointing at byte ptr of
+// its header (IPv4: type 12 code 0; IPv6: type 4 with the given code).
+func (w *worker) paramProblem(p *packet.Parsed, code uint8, ptr int) {
+	if p.Version == 4 {
+		w.sendICMPError(p, 12, 0, uint32(ptr)<<24)
+		return
+	}
+	w.sendICMPError(p, 4, code, uint32(ptr))
+}
+
+// sendICMPError answers p with an ICMP error from the gateway's address on
+// the link p came in on, rate-limited per destination.
+func (w *worker) sendICMPError(p *packet.Parsed, typ, code uint8, param uint32) {
 	if p.IsICMPError() {
 		return // never an error about an error (RFC 1122 3.2.2)
 	}
@@ -131,36 +155,6 @@ func (w *worker) icmpErrorParam(p *packet.Parsed, k icmpKind, param uint32) {
 		w.g.Counters.ICMPLimit.Add(1)
 		return
 	}
-	fam := 0
-	if p.Version == 6 {
-		fam = 1
-	}
-	tc := icmpCodes[k][fam]
-	if k == icmpProtoUnreachable && p.Version == 6 {
-		param = 6 // parameter problem pointer: the next header field
-	}
-	w.sendICMPError(p, src, tc[0], tc[1], param)
-}
-
-// paramProblem answers p with a parameter problem pointing at byte ptr of
-// its header (IPv4: type 12 code 0; IPv6: type 4 with the given code).
-func (w *worker) paramProblem(p *packet.Parsed, code uint8, ptr int) {
-	src, ok := w.g.sourceFor(w.in, p.Version)
-	if !ok {
-		return
-	}
-	if !w.g.limiter.allow(p.Src, w.now) {
-		w.g.Counters.ICMPLimit.Add(1)
-		return
-	}
-	if p.Version == 4 {
-		w.sendICMPError(p, src, 12, 0, uint32(ptr)<<24)
-		return
-	}
-	w.sendICMPError(p, src, 4, code, uint32(ptr))
-}
-
-func (w *worker) sendICMPError(p *packet.Parsed, src packet.Addr, typ, code uint8, param uint32) {
 	b := w.scratchBuf()
 	n, err := packet.BuildICMPError(b[headroom:], p, src, typ, code, param)
 	if err != nil {
