@@ -1,7 +1,14 @@
 # tungate: build, test, lint, run, demo. Targets need only Go and, for the
 # ones that touch the network, root (they use sudo when not run as root).
 
-GO           ?= go
+# The Go the README names: the one on PATH, else /usr/local/go (a fresh
+# login shell on these machines does not have it on PATH).
+GO           ?= $(or $(shell command -v go 2>/dev/null),$(wildcard /usr/local/go/bin/go),go)
+# Tools the recipes start (go vet's helpers, the e2e tests' go build) find
+# the same Go.
+ifneq ($(filter /%,$(GO)),)
+export PATH  := $(patsubst %/,%,$(dir $(GO))):$(PATH)
+endif
 BIN          := bin/tungate
 CONFIG       ?= configs/gateway.toml
 SHARED       ?= ../shared
