@@ -8,6 +8,7 @@ package tun
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 
 	"go.uber.org/zap"
@@ -70,8 +71,10 @@ func open(cfg Config, log *zap.Logger) (wgtun.Device, string, error) {
 		checkMTU(dev, cfg.MTU, log)
 		return dev, name, nil
 	}
-	_, statErr := os.Stat("/sys/class/net/" + cfg.Name)
-	existed := statErr == nil
+	// Asked of the kernel, not of /sys/class/net: sysfs lists the devices
+	// of the namespace it was mounted in, which need not be ours.
+	_, lookupErr := net.InterfaceByName(cfg.Name)
+	existed := lookupErr == nil
 	if !existed || (os.Geteuid() == 0 && hasNetAdmin()) {
 		dev, err := wgtun.CreateTUN(cfg.Name, cfg.MTU)
 		if err == nil {
