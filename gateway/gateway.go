@@ -1,4 +1,4 @@
-// Package gateway assembles tungate: links (TUN devices), routing, the
+// Package gateway assembles tungate: links (package link), routing, the
 // datapath loop that runs every packet through conntrack, NAT, the rules and
 // the helpers in netfilter order, the gateway's own ICMP, config reload and
 // the admin socket.
