@@ -1,4 +1,4 @@
-// Package gateway assembles tungate: links (TUN devices), routing, the
+// Package gateway assembles tungate: links (package link), routing, the
 // datapath loop that runs every packet through conntrack, NAT, the rules and
 // the helpers in netfilter order, the gateway's own ICMP, config reload and
 // the admin socket.
@@ -63,7 +63,7 @@ type Gateway struct {
 
 // Options change how a Gateway is built, for tests and embedding.
 type Options struct {
-	// Open opens an interface's device; nil opens kernel TUNs.
+	// Open opens an interface's link; nil opens what the config says.
 	Open OpenFunc
 	// Logger; nil builds one from the config's [log].
 	Logger *zap.Logger
@@ -111,7 +111,7 @@ func New(cfg *Config, opt Options) (*Gateway, error) {
 
 	open := opt.Open
 	if open == nil {
-		open = openKernelTUN
+		open = openLink
 	}
 	for i := range cfg.Interface {
 		ic := &cfg.Interface[i]
@@ -174,15 +174,6 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer cancel()
 	errc := make(chan error, len(g.links))
 	for _, l := range g.links {
-		// Drain the device's events (link up/down, MTU): wireguard-go's
-		// monitor blocks on a full channel otherwise.
-		if ev := l.Dev.Events(); ev != nil {
-			go func() {
-				for e := range ev {
-					g.log.Debug("link event", zap.String("interface", l.Name), zap.Int("event", int(e)))
-				}
-			}()
-		}
 		w := newWorker(g, l)
 		g.wg.Add(1)
 		go func() {

@@ -18,8 +18,9 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
-	"golang.zx2c4.com/wireguard/tun"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"tungate/link"
 )
 
 const filterRules = `
@@ -51,10 +52,10 @@ func fileGateway(t *testing.T, conf string, hosts ...*host) (*Gateway, string) {
 	i := 0
 	g, err := New(cfg, Options{
 		Logger: zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel+1)),
-		Open: func(*InterfaceConfig, *zap.Logger) (tun.Device, error) {
+		Open: func(*InterfaceConfig, *zap.Logger) (link.Link, error) {
 			d := hosts[i].dev
 			i++
-			return d, nil
+			return link.FromTUN(d), nil
 		},
 	})
 	if err != nil {
