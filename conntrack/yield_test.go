@@ -3,6 +3,8 @@ package conntrack
 import (
 	"errors"
 	"testing"
+
+	"tungate/packet"
 )
 
 // A local connection (the gateway's own, StatusLocal) gives its tuple up to
@@ -108,5 +110,80 @@ func TestLocalYieldsBothTuples(t *testing.T) {
 	}
 	if !connDying(a.Conn) || !connDying(b.Conn) || h.tab.Count() != 1 {
 		t.Fatalf("dying %v %v, count %d", connDying(a.Conn), connDying(b.Conn), h.tab.Count())
+	}
+}
+
+// Local connections re-created by a racing reader while a forwarded one
+// takes their tuple: every Confirm of the forwarded connection either wins
+// (and then holds the tuple, no local connection does) or reports a clash
+// with a live local one; the table never holds the tuple twice.
+func TestLocalYieldsUnderRace(t *testing.T) {
+	f := ctFamilies[0]
+	h := newCTHarness(t, Config{})
+	stranger := build.UDP(f.x, 5000, f.nat, 7000, 4)
+	flowPkt := build.UDP(f.cli, 7000, f.x, 5000, 4)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var p packet.Parsed
+		var r Result
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := p.Decode(stranger); err != nil {
+				t.Error(err)
+				return
+			}
+			h.tab.In(&p, h.now, &r)
+			if c := r.Conn; c != nil && !c.Confirmed() {
+				c.SetStatus(StatusLocal)
+				if h.tab.Confirm(c, h.now) != nil {
+					h.tab.Delete(c)
+				}
+			}
+		}
+	}()
+	var p packet.Parsed
+	won := 0
+	for range 200 {
+		if err := p.Decode(flowPkt); err != nil {
+			t.Fatal(err)
+		}
+		var r Result
+		h.tab.In(&p, h.now, &r)
+		if r.Conn == nil || r.Info != New {
+			t.Fatalf("flow: %v", r.Info)
+		}
+		rt := *r.Conn.Tuple(DirReply)
+		rt.Dst = packet.AddrFrom(f.nat)
+		r.Conn.SetReplyTuple(rt)
+		err := h.tab.Confirm(r.Conn, h.now)
+		holder, _ := h.tab.Lookup(&rt)
+		switch {
+		case err == nil:
+			won++
+			if holder != r.Conn {
+				t.Fatal("confirmed flow does not hold its reply tuple")
+			}
+			h.tab.Delete(r.Conn)
+		case errors.Is(err, ErrClash):
+			h.tab.Delete(r.Conn)
+		default:
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	<-done
+	n := 0
+	h.tab.Range(func(*Conn) bool { n++; return true })
+	if n > 1 || n != h.tab.Count() {
+		t.Fatalf("%d connections in the table (count %d), want at most the one local", n, h.tab.Count())
+	}
+	if won == 0 {
+		t.Fatal("the forwarded connection never won its tuple")
 	}
 }
