@@ -366,8 +366,8 @@ func (t *Table) Lookup(tu *Tuple) (*Conn, Dir) { return t.lookup(tu, t.Now()) }
 // Taken reports whether a confirmed connection other than ignore uses tu as
 // either tuple (Linux's nf_conntrack_tuple_taken, for NAT port choice). A
 // local connection (StatusLocal) does not count: it yields the tuple when
-// ignore is confirmed (see Confirm). Asking for a local connection itself
-// is not done: the gateway marks one only after NAT decided.
+// ignore is confirmed (see Confirm). The gateway marks a connection local
+// only after NAT decided, so ignore is never one.
 func (t *Table) Taken(tu *Tuple, ignore *Conn) bool {
 	c, _ := t.lookup(tu, t.Now())
 	if c != nil && c != ignore && c.Status()&StatusLocal == 0 {
@@ -442,8 +442,8 @@ const maxYield = 4
 // __nf_conntrack_confirm does once the packet was accepted. A clash with an
 // existing entry (another packet of the same flow won the race, or NAT chose
 // a tuple that became taken) is an error; the caller drops the packet —
-// except that a local connection (StatusLocal) yields to one that is not:
-// it is deleted and c takes its place.
+// except that a local connection (StatusLocal) yields to a c that is not
+// local: it is deleted (a DESTROY event) and c takes its place.
 func (t *Table) Confirm(c *Conn, now int64) error {
 	st := c.Status()
 	if st&StatusConfirmed != 0 {

@@ -76,8 +76,7 @@ type punchRig struct {
 
 func newPunchRig(t *testing.T, conf string) *punchRig {
 	g := nullGateway(t, conf)
-	r := &punchRig{t: t, g: g, lan: newWorker(g, g.links[0]), wan: newWorker(g, g.links[1])}
-	return r
+	return &punchRig{t: t, g: g, lan: newWorker(g, g.links[0]), wan: newWorker(g, g.links[1])}
 }
 
 // run passes pkt through the worker and returns copies of the packets
@@ -134,7 +133,7 @@ func (r *punchRig) none(list [][]byte, proto uint8, what string) {
 	}
 }
 
-// from checks p's source and destination.
+// check checks p's source and destination.
 func (r *punchRig) check(p *packet.Parsed, src, dst netip.AddrPort, what string) {
 	r.t.Helper()
 	if s, d := netip.AddrPortFrom(p.SrcIP(), p.SrcPort), netip.AddrPortFrom(p.DstIP(), p.DstPort); s != src || d != dst {
