@@ -364,10 +364,13 @@ func (t *Table) lookup(tu *Tuple, now int64) (*Conn, Dir) {
 func (t *Table) Lookup(tu *Tuple) (*Conn, Dir) { return t.lookup(tu, t.Now()) }
 
 // Taken reports whether a confirmed connection other than ignore uses tu as
-// either tuple (Linux's nf_conntrack_tuple_taken, for NAT port choice).
+// either tuple (Linux's nf_conntrack_tuple_taken, for NAT port choice). A
+// local connection (StatusLocal) does not count: it yields the tuple when
+// ignore is confirmed (see Confirm). The gateway marks a connection local
+// only after NAT decided, so ignore is never one.
 func (t *Table) Taken(tu *Tuple, ignore *Conn) bool {
 	c, _ := t.lookup(tu, t.Now())
-	if c != nil && c != ignore {
+	if c != nil && c != ignore && c.Status()&StatusLocal == 0 {
 		t.Stats.Found.Add(1)
 		return true
 	}
@@ -431,10 +434,16 @@ func (t *Table) unlink(h uint64, n *hashNode) {
 	}
 }
 
+// maxYield bounds how many local connections one Confirm deletes: one per
+// tuple, and once more for each that a racing packet re-created meanwhile.
+const maxYield = 4
+
 // Confirm enters a new connection into the table, as Linux's
 // __nf_conntrack_confirm does once the packet was accepted. A clash with an
 // existing entry (another packet of the same flow won the race, or NAT chose
-// a tuple that became taken) is an error; the caller drops the packet.
+// a tuple that became taken) is an error; the caller drops the packet —
+// except that a local connection (StatusLocal) yields to a c that is not
+// local: it is deleted (a DESTROY event) and c takes its place.
 func (t *Table) Confirm(c *Conn, now int64) error {
 	st := c.Status()
 	if st&StatusConfirmed != 0 {
@@ -446,10 +455,25 @@ func (t *Table) Confirm(c *Conn, now int64) error {
 	o, r := &c.node[DirOriginal], &c.node[DirReply]
 	h0, h1 := o.tuple.hash(t.seed), r.tuple.hash(t.seed)
 	a, b := t.lockPair(h0, h1)
-	if t.findLocked(h0, &o.tuple, now) != nil || t.findLocked(h1, &r.tuple, now) != nil {
+	for yields := 0; ; yields++ {
+		x, y := t.findLocked(h0, &o.tuple, now), t.findLocked(h1, &r.tuple, now)
+		if x == nil && y == nil {
+			break
+		}
+		if yields == maxYield || st&StatusLocal != 0 || !yielding(x) || !yielding(y) {
+			unlockPair(a, b)
+			t.Stats.InsertFailed.Add(1)
+			return ErrClash
+		}
+		// Delete locks the stripes of the local connection's own tuples.
 		unlockPair(a, b)
-		t.Stats.InsertFailed.Add(1)
-		return ErrClash
+		if x != nil {
+			t.Delete(x)
+		}
+		if y != nil && y != x {
+			t.Delete(y)
+		}
+		a, b = t.lockPair(h0, h1)
 	}
 	// Confirmed and Dying are decided together: Delete sets Dying and then
 	// unlinks only if it saw Confirmed, so a connection is either linked
@@ -475,6 +499,10 @@ func (t *Table) Confirm(c *Conn, now int64) error {
 	t.emit(EventNew, c)
 	return nil
 }
+
+// yielding reports whether c (nil: none) gives its tuples up to a
+// connection being confirmed.
+func yielding(c *Conn) bool { return c == nil || c.Status()&StatusLocal != 0 }
 
 // addAlias links a second reply tuple for confirmed connection c (ESP's
 // learnt SPI). It reports false when the tuple is in use or c is dying.
