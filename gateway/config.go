@@ -128,21 +128,33 @@ func ParseConfig(b []byte) (*Config, error) {
 func (c *Config) Warnings() []string { return c.warnings }
 
 func parseConfig(b []byte, file string) (*Config, error) {
+	c, l, err := decodeConfig(b, file)
+	if err != nil {
+		return nil, err
+	}
+	if l.Len() > 0 {
+		return nil, c.locate(l.Errors())
+	}
+	return c, nil
+}
+
+// decodeConfig decodes and validates b. err is a decoding error, which
+// stops everything; the list holds every error found after decoding, with
+// c still usable for further checks (tungate check compiles the rules of a
+// config with errors too, to report them all at once).
+func decodeConfig(b []byte, file string) (*Config, *confdiag.List, error) {
 	var c Config
 	md, err := toml.NewDecoder(bytes.NewReader(b)).Decode(&c)
 	ix := confdiag.Scan(b)
 	if err != nil {
-		return nil, decodeError(err, ix, file)
+		return nil, nil, decodeError(err, ix, file)
 	}
 	c.index, c.file = ix, file
 	var l confdiag.List
 	unknownKeys(&l, md, ix)
 	c.warnings = deprecations(md, ix, file)
 	c.validate(&l)
-	if l.Len() > 0 {
-		return nil, c.locate(l.Errors())
-	}
-	return &c, nil
+	return &c, &l, nil
 }
 
 // deprecations lists the deprecated keys the file uses.
@@ -165,14 +177,17 @@ func deprecations(md toml.MetaData, ix *confdiag.Index, file string) []string {
 func (c *Config) locate(errs []error) error {
 	seen := map[string]bool{}
 	out := make([]error, 0, len(errs))
+	var other []error
 	for _, err := range errs {
 		var ce *confdiag.Error
 		if !errors.As(err, &ce) {
-			out = append(out, err)
+			other = append(other, err)
 			continue
 		}
-		if ce.Line == 0 {
+		if ce.File == "" {
 			ce.File = c.file
+		}
+		if ce.Line == 0 {
 			pos, _, ok := c.index.Lookup(ce.Path)
 			if k, found := strings.CutPrefix(ce.Msg, "unknown key "); found {
 				if name, err := strconv.Unquote(strings.Fields(k)[0]); err == nil {
@@ -185,15 +200,27 @@ func (c *Config) locate(errs []error) error {
 				ce.Line, ce.Col = pos.Line, pos.Col
 			}
 		}
-		// Two checks of one value (the gateway's and a section's
-		// compiler) report it once.
-		if seen[ce.Path] && ce.Path != "" && !strings.HasPrefix(ce.Msg, "unknown key ") {
+		// A value checked twice reports once: the gateway and the rules
+		// compiler both parse [sets], in words of their own.
+		key := ce.Path + "\x00" + ce.Msg
+		if strings.HasPrefix(ce.Path, "sets.") {
+			key = ce.Path
+		}
+		if seen[key] {
 			continue
 		}
-		seen[ce.Path] = true
+		seen[key] = true
 		out = append(out, ce)
 	}
-	return errors.Join(out...)
+	// Top to bottom, like the file.
+	slices.SortStableFunc(out, func(a, b error) int {
+		pa, pb := a.(*confdiag.Error), b.(*confdiag.Error)
+		if pa.Line != pb.Line {
+			return pa.Line - pb.Line
+		}
+		return pa.Col - pb.Col
+	})
+	return errors.Join(append(out, other...)...)
 }
 
 // typeError matches BurntSushi/toml's errors that carry a line but no
@@ -210,11 +237,12 @@ func decodeError(err error, ix *confdiag.Index, file string) error {
 	var pe toml.ParseError
 	if errors.As(err, &pe) {
 		e := &confdiag.Error{File: file, Line: pe.Position.Line, Col: pe.Position.Col, Msg: pe.Message}
-		// A value's own parser (UnmarshalText) failed: the decoder points
-		// at the key, the index gives the indexed path and the value.
+		// A syntax error or a value's own parser (UnmarshalText) failing:
+		// the decoder gives the position and the index-free key, the
+		// source index the indexed path.
 		for _, ent := range ix.ByPlain(pe.LastKey) {
-			if ent.Key == (confdiag.Pos{Line: e.Line, Col: e.Col}) {
-				e.Path, e.Line, e.Col = ent.Path, ent.Value.Line, ent.Value.Col
+			if ent.Key.Line == e.Line || ent.Value.Line == e.Line {
+				e.Path = ent.Path
 				break
 			}
 		}
@@ -297,7 +325,7 @@ func knownKeys(t reflect.Type, path toml.Key) []string {
 			if !f.IsExported() || name == "-" || name == "" {
 				continue
 			}
-			if f.Tag.Get("toml") != "" && strings.HasPrefix(f.Name, "TCPRetransOld") {
+			if f.Name == "TCPRetransOld" {
 				continue // deprecated spellings are not suggested
 			}
 			keys = append(keys, name)
