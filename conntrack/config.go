@@ -48,7 +48,7 @@ type Timeouts struct {
 	//
 	// Deprecated: use TCPRetrans (tcp_retrans).
 	TCPRetransOld Duration `toml:"tcp_max_retrans"`
-	TCPUnack       Duration `toml:"tcp_unacknowledged"`
+	TCPUnack      Duration `toml:"tcp_unacknowledged"`
 	// UDP is the timeout of a UDP connection until it is a stream. The
 	// default is 120 s, not Linux's 30 s: RFC 4787 REQ-5 asks that a NAT
 	// mapping live at least two minutes after the last outbound packet.

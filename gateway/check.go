@@ -29,7 +29,7 @@ func CheckRules(cfg *Config) error {
 	if _, err := nat.New(cfg.NAT, cfg.natIfaces(), ct, zap.NewNop()); err != nil {
 		l.Add(err)
 	}
-	_, err = cfg.compileRules(ct)
+	_, err = cfg.compileForCheck(ct)
 	l.Add(err)
 	if l.Len() == 0 {
 		return nil
@@ -40,8 +40,8 @@ func CheckRules(cfg *Config) error {
 	return cfg.locate(l.Errors())
 }
 
-// compileRules compiles the helpers and the rule set the way New does.
-func (c *Config) compileRules(ct *conntrack.Table) (*rules.Ruleset, error) {
+// compileForCheck compiles the helpers and the rule set the way New does.
+func (c *Config) compileForCheck(ct *conntrack.Table) (*rules.Ruleset, error) {
 	var helpers []string
 	m, err := alg.New(c.Helpers, ct, nil, zap.NewNop())
 	if err != nil {
@@ -80,7 +80,7 @@ func Check(path string) (*Config, error) {
 	// anyway, against what is known, so their errors come in the same
 	// report.
 	if ct, err := conntrack.NewTable(conntrack.Config{Max: 1024}); err == nil {
-		if _, err := c.compileRules(ct); err != nil {
+		if _, err := c.compileForCheck(ct); err != nil {
 			l.Add(err)
 		}
 	}
@@ -153,7 +153,7 @@ func (c *Config) Describe(w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	rs, err := c.compileRules(ct)
+	rs, err := c.compileForCheck(ct)
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+	"go.uber.org/zap"
 
 	"tungate/alg"
 	"tungate/confdiag"
@@ -127,6 +128,13 @@ func ParseConfig(b []byte) (*Config, error) {
 // deprecated key, located like errors.
 func (c *Config) Warnings() []string { return c.warnings }
 
+// logWarnings logs what the config loaded with but should change.
+func logWarnings(log *zap.Logger, c *Config) {
+	for _, w := range c.warnings {
+		log.Warn("config: " + w)
+	}
+}
+
 func parseConfig(b []byte, file string) (*Config, error) {
 	c, l, err := decodeConfig(b, file)
 	if err != nil {
@@ -147,7 +155,7 @@ func decodeConfig(b []byte, file string) (*Config, *confdiag.List, error) {
 	md, err := toml.NewDecoder(bytes.NewReader(b)).Decode(&c)
 	ix := confdiag.Scan(b)
 	if err != nil {
-		return nil, nil, decodeError(err, ix, file)
+		return nil, nil, decodeError(err, b, ix, file)
 	}
 	c.index, c.file = ix, file
 	var l confdiag.List
@@ -233,10 +241,16 @@ var wrongType = regexp.MustCompile(`incompatible types: TOML value has type (\S+
 // decodeError turns a decoding error into a located *confdiag.Error: the
 // decoder knows the line (and for syntax errors the column) but loses the
 // array indexes of the key path, which the source index gives back.
-func decodeError(err error, ix *confdiag.Index, file string) error {
+func decodeError(err error, src []byte, ix *confdiag.Index, file string) error {
 	var pe toml.ParseError
 	if errors.As(err, &pe) {
 		e := &confdiag.Error{File: file, Line: pe.Position.Line, Col: pe.Position.Col, Msg: pe.Message}
+		// The lexer's line is one too far when the error is at a newline
+		// ("got '\n'"); the byte offset is exact.
+		if st := pe.Position.Start; st > 0 && st <= len(src) {
+			e.Line = 1 + bytes.Count(src[:st], []byte("\n"))
+			e.Col = st - bytes.LastIndexByte(src[:st], '\n')
+		}
 		// A syntax error or a value's own parser (UnmarshalText) failing:
 		// the decoder gives the position and the index-free key, the
 		// source index the indexed path.

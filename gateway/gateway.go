@@ -80,6 +80,7 @@ func New(cfg *Config, opt Options) (*Gateway, error) {
 		}
 	}
 	g := &Gateway{log: log}
+	logWarnings(log, cfg)
 	g.cfg.Store(cfg)
 	ct, err := conntrack.NewTable(cfg.Conntrack)
 	if err != nil {
@@ -243,6 +244,7 @@ func (g *Gateway) Reload() error {
 		g.log.Error("reload failed; keeping the running config", zap.Error(err))
 		return err
 	}
+	logWarnings(g.log, cfg)
 	return g.ReloadConfig(cfg)
 }
 
