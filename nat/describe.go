@@ -68,8 +68,8 @@ func (c *Config) Describe(w io.Writer, ifaces []Iface) error {
 			}
 		}
 		how := ""
-		if len(ts) > 1 {
-			how = " (round-robin per family)"
+		if len(r.targets[0]) > 1 || len(r.targets[1]) > 1 {
+			how = " (round-robin)"
 		}
 		fmt.Fprintf(bw, " -> dnat %s%s\n", strings.Join(ts, ", "), how)
 	}
