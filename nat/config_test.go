@@ -198,3 +198,44 @@ func TestPoolAddresses(t *testing.T) {
 		t.Fatal("contains")
 	}
 }
+
+// Every error of the section is reported, in rule order, each with its
+// key path; a rule with an error is not compiled but the others are
+// checked.
+func TestConfigReportsEveryError(t *testing.T) {
+	cfg := decodeConfig(t, `[[nat.snat]]
+to = "198.18.0.300"
+ports = "5-1"
+[[nat.masquerade]]
+out = "wna"
+src = ["10.0.0.0/8", "10.0.0.0/33"]
+[[nat.dnat]]
+dport = 80
+to = ["10.10.0.2:80", "[fd10::2]:x"]
+[[nat.netmap]]
+out = "wan"
+from = "fd00::/48"
+to = "2001:db8:::/48"
+`)
+	err := cfg.Validate(testIfaceNames())
+	if err == nil {
+		t.Fatal("no error")
+	}
+	want := []string{
+		`nat.snat[0].to: invalid address or range "198.18.0.300": IPv4 field has value >255`,
+		`nat.snat[0].ports: invalid port or range "5-1"`,
+		`nat.masquerade[0].src: invalid prefix "10.0.0.0/33": prefix length out of range`,
+		`nat.masquerade[0].out: unknown interface "wna" (did you mean "wan"?)`,
+		`nat.dnat[0].to: invalid address:port "[fd10::2]:x": bad port or range "x"`,
+		`nat.netmap[0].to: invalid prefix "2001:db8:::/48": ParseAddr("2001:db8:::")`,
+	}
+	got := strings.Split(err.Error(), "\n")
+	if len(got) != len(want) {
+		t.Fatalf("%d errors, want %d:\n%v", len(got), len(want), err)
+	}
+	for i := range want {
+		if !strings.HasPrefix(got[i], want[i]) {
+			t.Errorf("error %d: %s\nwant %s…", i, got[i], want[i])
+		}
+	}
+}
