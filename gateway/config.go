@@ -268,17 +268,56 @@ func decodeError(err error, src []byte, ix *confdiag.Index, file string) error {
 	}
 	line, _ := strconv.Atoi(m[1])
 	e := &confdiag.Error{File: file, Line: line, Col: 1, Path: m[2], Msg: m[3]}
+	kind := ""
 	if t := wrongType.FindStringSubmatch(m[3]); t != nil {
-		e.Msg = fmt.Sprintf("wrong type: a TOML %s where %s is wanted", t[1], article(t[2]))
+		var name string
+		kind, name = tomlKind(t[1])
+		e.Msg = fmt.Sprintf("wrong type: a TOML %s where %s is wanted", name, article(t[2]))
 	}
-	for _, ent := range ix.ByPlain(m[2]) {
-		if ent.Key.Line == line {
-			e.Path, e.Col = ent.Path, ent.Value.Col
-			e.Line = ent.Value.Line
+	// The decoder's line is that of the key's last occurrence: in an
+	// array of tables the culprit may be an earlier element, the first
+	// whose value has the wrong kind.
+	ents := ix.ByPlain(m[2])
+	best := -1
+	for i, ent := range ents {
+		if kind != "" && ent.Kind != kind {
+			continue
+		}
+		if best < 0 || ent.Key.Line == line {
+			best = i
+		}
+		if kind != "" {
 			break
 		}
 	}
+	if best >= 0 {
+		ent := ents[best]
+		e.Path, e.Line, e.Col = ent.Path, ent.Value.Line, ent.Value.Col
+	}
 	return e
+}
+
+// tomlKind maps the Go type the decoder names in a type mismatch to the
+// index's kind of value and to the TOML word for it.
+func tomlKind(goType string) (kind, name string) {
+	switch goType {
+	case "string":
+		return "string", "string"
+	case "int64":
+		return "number", "integer"
+	case "float64":
+		return "number", "float"
+	case "time.Time":
+		return "number", "date-time"
+	case "bool":
+		return "boolean", "boolean"
+	case "map[string]any":
+		return "table", "table"
+	}
+	if strings.HasPrefix(goType, "[]") {
+		return "array", "array"
+	}
+	return "", goType
 }
 
 func article(s string) string {

@@ -59,7 +59,7 @@ func (c *Config) Describe(w io.Writer, ifaces []Iface) error {
 	for _, r := range comp.dnat {
 		fmt.Fprintf(bw, "%s: %s", r.name, describeMatch(&r.m, ifname))
 		if r.ownDst {
-			bw.WriteString(" dst gateway's own addresses")
+			fmt.Fprintf(bw, " dst own addresses (%s)", strings.Join(ownAddrs(ifaces), ", "))
 		}
 		var ts []string
 		for f, fam := range [2]uint8{4, 6} {
@@ -107,6 +107,21 @@ func masqAddrs(f Iface) []string {
 	}
 	if len(out) == 0 {
 		return []string{"(no address on " + f.Name + ")"}
+	}
+	return out
+}
+
+// ownAddrs lists every interface's own addresses: what a DNAT rule with no
+// dst matches.
+func ownAddrs(ifaces []Iface) []string {
+	var out []string
+	for _, f := range ifaces {
+		for _, p := range f.Addrs {
+			out = append(out, p.Addr().Unmap().String())
+		}
+	}
+	if len(out) == 0 {
+		return []string{"none"}
 	}
 	return out
 }
