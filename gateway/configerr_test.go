@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+
 	"tungate/confdiag"
 )
 
@@ -217,5 +219,22 @@ func TestDeprecatedTimeoutName(t *testing.T) {
 	_, _, err = checkFile(t, twoIfaces+"[conntrack.timeouts]\ntcp_retrans = 5\n")
 	if err == nil || !strings.Contains(err.Error(), "conntrack.timeouts.tcp_retrans") {
 		t.Fatalf("count given as timeout: %v", err)
+	}
+}
+
+// run and reload compile the rules after LoadConfig: their errors are
+// located too.
+func TestRunRuleErrorsLocated(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "x.toml")
+	os.WriteFile(f, []byte(twoIfaces+"[filter.forward]\nrules = [ { ct_state = [\"establised\"] } ]\n"), 0o600)
+	cfg, err := LoadConfig(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The rules are compiled before any device is opened.
+	_, err = New(cfg, Options{Logger: zap.NewNop()})
+	want := f + `:11:24: filter.forward.rules[0].ct_state: unknown state "establised" (did you mean "established"?)`
+	if err == nil || err.Error() != want {
+		t.Fatalf("got  %v\nwant %s", err, want)
 	}
 }
