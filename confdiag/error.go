@@ -107,10 +107,9 @@ func (l *List) Err() error {
 // Flatten returns the leaves of an error joined with errors.Join (or any
 // error with Unwrap() []error), in order.
 func Flatten(err error) []error {
-	var l List
-	l.errs = nil
-	flatten(err, &l.errs)
-	return l.errs
+	var out []error
+	flatten(err, &out)
+	return out
 }
 
 func flatten(err error, out *[]error) {
