@@ -347,6 +347,11 @@ func unknownKeys(l *confdiag.List, md toml.MetaData, ix *confdiag.Index) {
 			l.Add(&confdiag.Error{Path: k.String(), Msg: msg})
 			continue
 		}
+		// A misnamed [[table]] is one mistake, reported at its first
+		// header; a misnamed key, at each place it is set.
+		if ents[0].Path == ents[0].Plain && ents[0].Kind == "array" && len(ents) > 1 && ents[1].Key == ents[0].Key {
+			ents = ents[:1]
+		}
 		for _, e := range ents {
 			l.Add(&confdiag.Error{Line: e.Key.Line, Col: e.Key.Col, Path: e.Path, Msg: msg})
 		}

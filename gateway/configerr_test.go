@@ -53,6 +53,10 @@ func TestConfigErrorClasses(t *testing.T) {
 			`unknown key "max_entries"`},
 		{"unknown key in rule", twoIfaces + "[filter.forward]\nrules = [\n  { action = \"accept\" },\n  { in = \"lan\", acton = \"drop\" },\n]\n",
 			"13:17", "filter.forward.rules[1]", `unknown key "acton" (did you mean "action"?)`},
+		{"unknown array of tables", twoIfaces + "[[nat.snta]]\nout = \"wan\"\n[[nat.snta]]\nout = \"lan\"\n", "10:1", "nat.snta",
+			`unknown key "snta" (did you mean "snat"?)`},
+		{"unknown key in user chain", twoIfaces + "[filter.chains.x]\npolcy = \"drop\"\n", "11:1", "filter.chains.x.polcy",
+			`unknown key "polcy" (did you mean "policy"?)`},
 		{"wrong type", twoIfaces + "mtu = \"big\"\n", "10:7", "interface[1].mtu",
 			"wrong type: a TOML string where an integer is wanted"},
 		{"wrong type, earlier element", strings.Replace(twoIfaces, `tun = "t0"`, "tun = \"t0\"\nmtu = \"big\"", 1) + "mtu = 1500\n",
@@ -95,9 +99,10 @@ func TestConfigErrorClasses(t *testing.T) {
 			if tc.path != "" {
 				want += tc.path + ": "
 			}
-			if got := err.Error(); !strings.HasPrefix(got, want) || !strings.Contains(got, tc.reason) {
+			if got := err.Error(); !strings.HasPrefix(got, want) || !strings.Contains(got, tc.reason) || strings.Contains(got, "\n") {
 				t.Errorf("got  %s\nwant %s…%s", got, want, tc.reason)
 			}
+			// Each case has one mistake, reported once.
 			var ce *confdiag.Error
 			if !errors.As(err, &ce) || ce.File != f || ce.Path != tc.path {
 				t.Errorf("not a located *confdiag.Error for %s: %#v", tc.path, ce)
