@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"tungate/alg"
+	"tungate/confdiag"
 	"tungate/conntrack"
 	"tungate/nat"
 	"tungate/packet"
@@ -80,6 +81,7 @@ func New(cfg *Config, opt Options) (*Gateway, error) {
 		}
 	}
 	g := &Gateway{log: log}
+	logWarnings(log, cfg)
 	g.cfg.Store(cfg)
 	ct, err := conntrack.NewTable(cfg.Conntrack)
 	if err != nil {
@@ -127,11 +129,15 @@ func New(cfg *Config, opt Options) (*Gateway, error) {
 }
 
 func (g *Gateway) compileRules(cfg *Config) (*rules.Ruleset, error) {
-	return rules.Compile(cfg.Filter, cfg.Raw, cfg.Sets, rules.Env{
+	rs, err := rules.Compile(cfg.Filter, cfg.Raw, cfg.Sets, rules.Env{
 		Interfaces: cfg.InterfaceNames(),
 		Helpers:    g.alg.Names(),
 		Logger:     g.log.Named("rules"),
 	})
+	if err != nil && cfg.index != nil {
+		return nil, cfg.locate(confdiag.Flatten(err))
+	}
+	return rs, err
 }
 
 func (g *Gateway) buildRoutes(cfg *Config) error {
@@ -234,6 +240,7 @@ func (g *Gateway) Reload() error {
 		g.log.Error("reload failed; keeping the running config", zap.Error(err))
 		return err
 	}
+	logWarnings(g.log, cfg)
 	return g.ReloadConfig(cfg)
 }
 

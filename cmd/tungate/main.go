@@ -1,7 +1,7 @@
 // Command tungate is the userspace stateful firewall and NAT gateway.
 //
 //	tungate run -c FILE         run the gateway in the foreground
-//	tungate check -c FILE       validate a config, start nothing
+//	tungate check [-q] -c FILE  validate a config and print what it does, start nothing
 //	tungate ct list|expect|stats|flush [-o json] (--socket PATH | -c FILE)
 //	tungate reload|rules|stats (--socket PATH | -c FILE)
 //	tungate version
@@ -32,7 +32,7 @@ func main() {
 
 const usage = `usage:
   tungate run -c FILE
-  tungate check -c FILE
+  tungate check [-q] -c FILE
   tungate ct list [-o json] (--socket PATH | -c FILE)
   tungate ct expect|stats|flush (--socket PATH | -c FILE)
   tungate reload|rules|stats (--socket PATH | -c FILE)
@@ -83,6 +83,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := configFlag(fs)
+	quiet := fs.Bool("q", false, "print only errors, warnings and \"ok\"")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -90,13 +91,19 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "tungate check: -c FILE is required")
 		return 2
 	}
-	cfg, err := gateway.LoadConfig(*path)
-	if err == nil {
-		err = gateway.CheckRules(cfg)
-	}
+	cfg, err := gateway.Check(*path)
 	if err != nil {
 		fmt.Fprintf(stderr, "%v\n", err)
 		return 1
+	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(stderr, "warning: %s\n", w)
+	}
+	if !*quiet {
+		if err := cfg.Describe(stdout); err != nil {
+			fmt.Fprintf(stderr, "%v\n", err)
+			return 1
+		}
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", *path)
 	return 0
