@@ -242,3 +242,5 @@ func sum(b []byte) uint16 {
 	}
 	return uint16(s)
 }
+
+func timeAfterWait() <-chan time.Time { return time.After(wait) }

@@ -141,7 +141,7 @@ func (l *Link) route(pkt []byte) bool {
 		l.malformed.Add(1)
 		return false
 	}
-	if _, ok := l.peers.Load().routes.Lookup(dst); !ok {
+	if _, ok := l.peers.Load().lookup(dst); !ok {
 		l.noPeer.Add(1)
 		return false
 	}
@@ -228,21 +228,68 @@ func (t *memTUN) BatchSize() int { return batchSize }
 
 // peerTable is one generation of the peer list, never changed once
 // published.
+//
+// Most allowed IPs of a WireGuard peer are single hosts, and a host route
+// is always the longest match, so those are looked up by exact address in
+// a map first. A multibit trie walks one level per byte: a /128 among
+// peers sharing a /64 or more is 15 levels deep, several times the cost of
+// a hash probe. The other prefixes (a site behind a peer) go to bart's
+// trie, which is only consulted when the family has any.
 type peerTable struct {
-	// routes maps the peers' allowed IPs to their index in names.
-	routes *bart.Table[int]
-	names  []string
+	hosts4 map[[4]byte]int
+	hosts6 map[[16]byte]int
+	// nets holds the prefixes shorter than a host route.
+	nets         *bart.Fast[int]
+	nets4, nets6 bool
+	names        []string
 }
 
 func newPeerTable(peers []peerSpec) *peerTable {
-	t := &peerTable{routes: new(bart.Table[int]), names: make([]string, len(peers))}
+	t := &peerTable{
+		hosts4: make(map[[4]byte]int),
+		hosts6: make(map[[16]byte]int),
+		nets:   new(bart.Fast[int]),
+		names:  make([]string, len(peers)),
+	}
 	for i := range peers {
 		t.names[i] = peers[i].name
 		for _, p := range peers[i].allowed {
-			t.routes.Insert(p, i)
+			a := p.Addr()
+			switch {
+			case p.IsSingleIP() && a.Is4():
+				t.hosts4[a.As4()] = i
+			case p.IsSingleIP():
+				t.hosts6[a.As16()] = i
+			default:
+				t.nets.Insert(p, i)
+				t.nets4 = t.nets4 || a.Is4()
+				t.nets6 = t.nets6 || a.Is6()
+			}
 		}
 	}
 	return t
+}
+
+// lookup finds the peer for addr by longest prefix.
+func (t *peerTable) lookup(addr netip.Addr) (int, bool) {
+	if addr.Is4() {
+		if i, ok := t.hosts4[addr.As4()]; ok {
+			return i, true
+		}
+		if !t.nets4 {
+			return 0, false
+		}
+	} else if addr.IsValid() {
+		if i, ok := t.hosts6[addr.As16()]; ok {
+			return i, true
+		}
+		if !t.nets6 {
+			return 0, false
+		}
+	} else {
+		return 0, false
+	}
+	return t.nets.Lookup(addr)
 }
 
 // PeerFor returns the index of the peer whose allowed IPs hold addr by
@@ -250,7 +297,7 @@ func newPeerTable(peers []peerSpec) *peerTable {
 // decrypted packet from addr came from. Indexes are positions in the peer
 // list of the config or of the last UpdatePeers.
 func (l *Link) PeerFor(addr netip.Addr) (index int, ok bool) {
-	return l.peers.Load().routes.Lookup(addr)
+	return l.peers.Load().lookup(addr)
 }
 
 // PeerName returns the name of peer i, or "" if there is no such peer.
