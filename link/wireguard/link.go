@@ -8,6 +8,23 @@
 // datapath can name the peer behind an address (PeerFor) and packets that
 // no peer would take are dropped and counted on Write rather than
 // vanishing inside the device.
+//
+// In the gateway's TOML an interface is configured as
+//
+//	[[interface]]
+//	private_key_file = "/etc/tungate/wg0.key"   # mode 0600
+//	listen_port = 51820
+//
+//	[[interface.peer]]
+//	name = "branch"
+//	public_key = "base64..."
+//	endpoint = "[2001:db8::7]:51820"
+//	allowed_ips = ["10.20.0.0/16", "fd20::/48"]
+//	persistent_keepalive = 25
+//
+// Packets cross between the gateway and the device without a queue of
+// their own: whoever reads lends its buffers and the writer copies into
+// them, once (see pipe).
 package wireguard
 
 import (

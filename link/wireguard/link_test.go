@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/conn/bindtest"
 
 	"tungate/link"
@@ -334,5 +333,20 @@ func TestDefaultBindOpensHostSocket(t *testing.T) {
 	if s.port == 0 {
 		t.Error("no listening port")
 	}
-	var _ conn.Bind = conn.NewDefaultBind()
+	// A named endpoint is looked up when the peers are applied.
+	_, pub := mustKey(t)
+	if err := l.UpdatePeers([]PeerConfig{{Name: "named", PublicKey: pub, Endpoint: "localhost:4321"}}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := l.PeerStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st) != 1 || (st[0].Endpoint != "127.0.0.1:4321" && st[0].Endpoint != "[::1]:4321") {
+		t.Errorf("PeerStats = %+v, want localhost:4321 resolved", st)
+	}
+	err = l.UpdatePeers([]PeerConfig{{Name: "bad", PublicKey: pub, Endpoint: "no-such-host.invalid:4321"}})
+	if err == nil || !strings.HasPrefix(err.Error(), `peer[0].endpoint: "no-such-host.invalid:4321": `) {
+		t.Errorf("unresolvable endpoint: %v", err)
+	}
 }
