@@ -29,6 +29,7 @@ package wireguard
 
 import (
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -47,6 +48,10 @@ import (
 // batchSize is the most packets one Read returns and the device reads at
 // once; wireguard-go's own ideal batch.
 const batchSize = conn.IdealBatchSize
+
+// errBadBatch reports a Read or Write call that breaks the link.Link
+// contract (a negative offset, fewer sizes than buffers).
+var errBadBatch = errors.New("wireguard: invalid batch (negative offset or fewer sizes than buffers)")
 
 // Options are the parts of a Link that are not configuration.
 type Options struct {
@@ -135,6 +140,9 @@ func New(name string, cfg Config, opts Options) (*Link, error) {
 // at least one. Their sources are within the sending peer's allowed IPs
 // (the device drops the rest); PeerFor on the source names the peer.
 func (l *Link) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	if offset < 0 || len(sizes) < len(bufs) {
+		return 0, errBadBatch
+	}
 	return l.in.read(bufs, sizes, offset)
 }
 
@@ -143,6 +151,9 @@ func (l *Link) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 // dropped and counted in Stats; Write waits while the device is busy
 // rather than queueing without bound.
 func (l *Link) Write(bufs [][]byte, offset int) (int, error) {
+	if offset < 0 {
+		return 0, errBadBatch
+	}
 	return l.out.write(bufs, offset, l.routable)
 }
 

@@ -125,6 +125,21 @@ func TestWriteWithoutPeerDroppedAndCounted(t *testing.T) {
 	// Only the routable packet came through, and it was the first.
 	expect(t, p.r.received, good, "routable packet")
 
+	// Contract violations are errors, not panics; a buffer shorter than
+	// the offset is a malformed packet.
+	if _, err := p.l.Write([][]byte{good}, -1); err == nil {
+		t.Error("Write with a negative offset accepted")
+	}
+	if _, err := p.l.Read([][]byte{good}, nil, 0); err == nil {
+		t.Error("Read with no sizes accepted")
+	}
+	if n, err := p.l.Write([][]byte{make([]byte, 4)}, link.Headroom); n != 1 || err != nil {
+		t.Errorf("Write of a buffer shorter than the offset = %d, %v", n, err)
+	}
+	if s := p.l.Stats(); s.Malformed != 3 {
+		t.Errorf("Malformed = %d, want 3", s.Malformed)
+	}
+
 	// A batch with nothing routable neither blocks nor reaches the device.
 	writeLink(t, p.l, noPeer4)
 	if s := p.l.Stats(); s.NoPeer != 3 {
@@ -333,6 +348,15 @@ func TestDefaultBindOpensHostSocket(t *testing.T) {
 	if s.port == 0 {
 		t.Error("no listening port")
 	}
+	// A port in use is an error from New, not a link without a socket.
+	priv2, _ := mustKey(t)
+	if l2, err := New("wgbusy", Config{PrivateKey: priv2, AllowInlineKey: true, ListenPort: s.port}, Options{}); err == nil {
+		l2.Close()
+		t.Errorf("second link on port %d came up", s.port)
+	} else if !strings.Contains(err.Error(), fmt.Sprintf("listen_port %d", s.port)) {
+		t.Errorf("port in use: %v", err)
+	}
+
 	// A named endpoint is looked up when the peers are applied.
 	_, pub := mustKey(t)
 	if err := l.UpdatePeers([]PeerConfig{{Name: "named", PublicKey: pub, Endpoint: "localhost:4321"}}); err != nil {

@@ -102,7 +102,7 @@ func (p *pipe) write(pkts [][]byte, off int, keep func([]byte) bool) (int, error
 		if keep != nil {
 			// Filter before taking an offer so a batch with nothing to
 			// send never wakes the consumer.
-			for i < len(pkts) && !keep(pkts[i][off:]) {
+			for i < len(pkts) && !keep(payload(pkts[i], off)) {
 				i++
 			}
 			if i == len(pkts) {
@@ -117,7 +117,7 @@ func (p *pipe) write(pkts [][]byte, off int, keep func([]byte) bool) (int, error
 		}
 		n := 0
 		for n < len(p.offerBufs) && i < len(pkts) {
-			pkt := pkts[i][off:]
+			pkt := payload(pkts[i], off)
 			i++
 			if keep != nil && !kept && !keep(pkt) {
 				continue
@@ -134,4 +134,13 @@ func (p *pipe) write(pkts [][]byte, off int, keep func([]byte) bool) (int, error
 		p.filled <- n
 	}
 	return len(pkts), nil
+}
+
+// payload is b[off:], or nil when b is shorter than off: a malformed
+// batch is the writer's mistake, not a reason to panic.
+func payload(b []byte, off int) []byte {
+	if off > len(b) {
+		return nil
+	}
+	return b[off:]
 }
