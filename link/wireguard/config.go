@@ -293,7 +293,8 @@ func (p *peerSpec) parseEndpoint(s string, lookup resolver) error {
 	if err != nil || n == 0 {
 		return fmt.Errorf("%q: port %q is not 1-65535", s, port)
 	}
-	if _, err := netip.ParseAddr(host); err == nil || host == "" || strings.ContainsAny(host, " /[]%") {
+	bad := func(r rune) bool { return r <= ' ' || r == 0x7f || strings.ContainsRune("/[]%", r) }
+	if _, err := netip.ParseAddr(host); err == nil || host == "" || strings.ContainsFunc(host, bad) {
 		return fmt.Errorf("%q: invalid host %q", s, host)
 	}
 	p.host = s

@@ -186,3 +186,40 @@ persistent_keepalive = "1m"
 		}
 	}
 }
+
+// FuzzPeerConfig feeds arbitrary peer values through validation: it must
+// answer with an error or a peer, never panic, and what it accepts must be
+// what the UAPI takes.
+func FuzzPeerConfig(f *testing.F) {
+	f.Add("a", "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo=", "192.0.2.1:51820", "10.0.0.0/8", int64(25))
+	f.Add("b", "AAAA", "[fe80::1%eth0]:1", "::ffff:1.2.3.4", int64(-1))
+	f.Add("", "", "host:", "1.2.3.4/33", int64(1<<40))
+	f.Fuzz(func(t *testing.T, name, pub, endpoint, allowed string, keepalive int64) {
+		pcs := []PeerConfig{{
+			Name:                name,
+			PublicKey:           pub,
+			Endpoint:            endpoint,
+			AllowedIPs:          []string{allowed},
+			PersistentKeepalive: Keepalive(keepalive),
+		}}
+		peers, err := resolvePeers(pcs, key{}, nil)
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "peer[0].") {
+				t.Fatalf("error without key path: %v", err)
+			}
+			return
+		}
+		p := peers[0]
+		if !p.allowed[0].IsValid() || p.allowed[0] != p.allowed[0].Masked() {
+			t.Fatalf("accepted prefix %v", p.allowed[0])
+		}
+		if p.endpoint.IsValid() && p.endpoint.Addr().Zone() != "" {
+			t.Fatalf("accepted zoned endpoint %v", p.endpoint)
+		}
+		var b strings.Builder
+		writePeer(&b, &p, nil)
+		if strings.Count(b.String(), "\n") != strings.Count(b.String(), "=") {
+			t.Fatalf("UAPI lines broken by the input:\n%s", b.String())
+		}
+	})
+}
