@@ -28,6 +28,7 @@
 package wireguard
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -257,41 +258,59 @@ func (t *memTUN) BatchSize() int { return batchSize }
 // peerTable is one generation of the peer list, never changed once
 // published.
 //
-// Most allowed IPs of a WireGuard peer are single hosts, and a host route
-// is always the longest match, so those are looked up by exact address in
-// a map first. A multibit trie walks one level per byte: a /128 among
-// peers sharing a /64 or more is 15 levels deep, several times the cost of
-// a hash probe. The other prefixes (a site behind a peer) go to bart's
-// trie, which is only consulted when the family has any.
+// A multibit trie walks one level per byte: a /128 among peers sharing a
+// /64 sits 15 levels down bart's trie, a /64 eight, several times the cost
+// of a hash probe. WireGuard's allowed IPs are mostly hosts and, for IPv6,
+// /64 sites, so those are answered by exact-match maps, longest first,
+// and bart holds the rest. This is exact: a host route is the longest
+// possible match, and a /64 the longest left unless some prefix between
+// /65 and /127 exists, in which case bart answers every IPv6 lookup.
 type peerTable struct {
-	hosts4 map[[4]byte]int
-	hosts6 map[[16]byte]int
-	// nets holds the prefixes shorter than a host route.
+	hosts4 map[uint32]int   // IPv4 /32 routes
+	hosts6 map[[16]byte]int // IPv6 /128 routes, unless all6
+	nets64 map[uint64]int   // IPv6 /64 routes by upper half, unless all6
+	// nets holds every other prefix: IPv4 shorter than /32, IPv6 shorter
+	// than /64, or all of IPv6 when all6.
 	nets         *bart.Fast[int]
 	nets4, nets6 bool
+	all6         bool
 	names        []string
 }
 
 func newPeerTable(peers []peerSpec) *peerTable {
 	t := &peerTable{
-		hosts4: make(map[[4]byte]int),
+		hosts4: make(map[uint32]int),
 		hosts6: make(map[[16]byte]int),
+		nets64: make(map[uint64]int),
 		nets:   new(bart.Fast[int]),
 		names:  make([]string, len(peers)),
+	}
+	for i := range peers {
+		for _, p := range peers[i].allowed {
+			if p.Addr().Is6() && p.Bits() > 64 && p.Bits() < 128 {
+				t.all6 = true
+			}
+		}
 	}
 	for i := range peers {
 		t.names[i] = peers[i].name
 		for _, p := range peers[i].allowed {
 			a := p.Addr()
 			switch {
-			case p.IsSingleIP() && a.Is4():
-				t.hosts4[a.As4()] = i
-			case p.IsSingleIP():
+			case a.Is4() && p.Bits() == 32:
+				b := a.As4()
+				t.hosts4[binary.BigEndian.Uint32(b[:])] = i
+			case a.Is4():
+				t.nets.Insert(p, i)
+				t.nets4 = true
+			case !t.all6 && p.Bits() == 128:
 				t.hosts6[a.As16()] = i
+			case !t.all6 && p.Bits() == 64:
+				b := a.As16()
+				t.nets64[binary.BigEndian.Uint64(b[:8])] = i
 			default:
 				t.nets.Insert(p, i)
-				t.nets4 = t.nets4 || a.Is4()
-				t.nets6 = t.nets6 || a.Is6()
+				t.nets6 = true
 			}
 		}
 	}
@@ -300,22 +319,28 @@ func newPeerTable(peers []peerSpec) *peerTable {
 
 // lookup finds the peer for addr by longest prefix.
 func (t *peerTable) lookup(addr netip.Addr) (int, bool) {
-	if addr.Is4() {
-		if i, ok := t.hosts4[addr.As4()]; ok {
+	switch {
+	case addr.Is4():
+		b := addr.As4()
+		if i, ok := t.hosts4[binary.BigEndian.Uint32(b[:])]; ok {
 			return i, true
 		}
 		if !t.nets4 {
 			return 0, false
 		}
-	} else if addr.IsValid() {
-		if i, ok := t.hosts6[addr.As16()]; ok {
+	case !addr.IsValid():
+		return 0, false
+	case !t.all6:
+		b := addr.As16()
+		if i, ok := t.hosts6[b]; ok {
+			return i, true
+		}
+		if i, ok := t.nets64[binary.BigEndian.Uint64(b[:8])]; ok {
 			return i, true
 		}
 		if !t.nets6 {
 			return 0, false
 		}
-	} else {
-		return 0, false
 	}
 	return t.nets.Lookup(addr)
 }

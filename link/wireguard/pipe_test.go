@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"testing"
+
+	"github.com/gaissmai/bart"
 
 	"tungate/link"
 )
@@ -284,4 +287,53 @@ func BenchmarkRead(b *testing.B) {
 	}
 	b.StopTimer()
 	l.in.close()
+}
+
+// TestPeerTableMatchesBart checks the table's exact-match shortcuts
+// against a plain bart table holding the same prefixes, on random tables
+// with and without IPv6 prefixes between /65 and /127.
+func TestPeerTableMatchesBart(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	v4len := []int{8, 16, 20, 24, 28, 31, 32, 32, 32}
+	v6len := []int{16, 32, 48, 56, 64, 64, 128, 128, 128}
+	randAddr := func(v6 bool) netip.Addr {
+		// Few distinct upper bytes, so prefixes nest and overlap.
+		if v6 {
+			var b [16]byte
+			b[0], b[1] = 0xfd, byte(rng.IntN(2))
+			b[7] = byte(rng.IntN(4))
+			b[15] = byte(rng.IntN(8))
+			return netip.AddrFrom16(b)
+		}
+		return netip.AddrFrom4([4]byte{10, byte(rng.IntN(2)), byte(rng.IntN(4)), byte(rng.IntN(8))})
+	}
+	for round := 0; round < 200; round++ {
+		mid := round%3 == 0
+		specs := make([]peerSpec, 1+rng.IntN(6))
+		ref := new(bart.Table[int])
+		for i := range specs {
+			for range 1 + rng.IntN(6) {
+				v6 := rng.IntN(2) == 0
+				bits := v4len[rng.IntN(len(v4len))]
+				if v6 {
+					bits = v6len[rng.IntN(len(v6len))]
+					if mid && rng.IntN(4) == 0 {
+						bits = 96 + rng.IntN(31)
+					}
+				}
+				p := netip.PrefixFrom(randAddr(v6), bits).Masked()
+				specs[i].allowed = append(specs[i].allowed, p)
+				ref.Insert(p, i)
+			}
+		}
+		tbl := newPeerTable(specs)
+		for range 200 {
+			a := randAddr(rng.IntN(2) == 0)
+			gi, gok := tbl.lookup(a)
+			wi, wok := ref.Lookup(a)
+			if gi != wi || gok != wok {
+				t.Fatalf("round %d: lookup(%v) = %d, %v; bart says %d, %v\ntable: %v", round, a, gi, gok, wi, wok, specs)
+			}
+		}
+	}
 }
