@@ -26,12 +26,18 @@ type pair struct {
 }
 
 func newPair(t *testing.T) *pair {
+	return newPairWith(t, "", nil)
+}
+
+// newPairWith adds remoteExtra to the remote's UAPI peer section and lets
+// mutate change the link's config.
+func newPairWith(t *testing.T, remoteExtra string, mutate func(*Config)) *pair {
 	t.Helper()
 	binds := bindtest.NewChannelBinds()
 	priv, pub := mustKey(t)
 	// The remote learns the link's endpoint from its first handshake;
 	// bindtest endpoint 2 is the link's bind seen from the remote.
-	r := newRemote(t, binds[1], peerUAPI(t, pub, "127.0.0.1:2", "10.9.0.1/32", "fd09::1/128"))
+	r := newRemote(t, binds[1], peerUAPI(t, pub, "127.0.0.1:2", "10.9.0.1/32", "fd09::1/128")+remoteExtra)
 	cfg := Config{
 		PrivateKey:     priv,
 		AllowInlineKey: true,
@@ -41,6 +47,9 @@ func newPair(t *testing.T) *pair {
 			Endpoint:   "127.0.0.1:1", // the remote's bind, seen from the link
 			AllowedIPs: []string{"10.9.0.2", "fd09::2/128", "10.9.2.0/24"},
 		}},
+	}
+	if mutate != nil {
+		mutate(&cfg)
 	}
 	l, err := New("wgtest", cfg, Options{Bind: binds[0]})
 	if err != nil {
@@ -372,5 +381,34 @@ func TestDefaultBindOpensHostSocket(t *testing.T) {
 	err = l.UpdatePeers([]PeerConfig{{Name: "bad", PublicKey: pub, Endpoint: "no-such-host.invalid:4321"}})
 	if err == nil || !strings.HasPrefix(err.Error(), `peer[0].endpoint: "no-such-host.invalid:4321": `) {
 		t.Errorf("unresolvable endpoint: %v", err)
+	}
+}
+
+func TestPresharedKeyKeepaliveMTU(t *testing.T) {
+	psk, _ := mustKey(t) // a psk is any 32 random bytes
+	pskFile := writeFile(t, psk, 0o600)
+	p := newPairWith(t, "preshared_key="+b64hex(t, psk)+"\n", func(c *Config) {
+		c.Peers[0].PresharedKeyFile = pskFile
+		c.Peers[0].PersistentKeepalive = Keepalive(25 * time.Second)
+		c.MTU = 1380
+	})
+	// The handshake only completes if both ends mix in the same psk.
+	out := udp("10.9.0.1", "10.9.0.2", "with psk")
+	writeLink(t, p.l, out)
+	expect(t, p.r.received, out, "link→remote with a preshared key")
+	in := udp("10.9.0.2", "10.9.0.1", "back with psk")
+	p.r.send(t, in)
+	expect(t, p.recv, in, "remote→link with a preshared key")
+	var b bytes.Buffer
+	if err := p.l.Show(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"\n  preshared key: (hidden)\n", "\n  persistent keepalive: every 25 seconds\n"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("Show lacks %q:\n%s", want, b.String())
+		}
+	}
+	if mtu, _ := p.l.MTU(); mtu != 1380 {
+		t.Errorf("MTU = %d, want 1380", mtu)
 	}
 }
