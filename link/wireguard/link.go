@@ -22,9 +22,13 @@
 //	allowed_ips = ["10.20.0.0/16", "fd20::/48"]
 //	persistent_keepalive = 25
 //
-// Packets cross between the gateway and the device without a queue of
+// Packets cross between the gateway and the device without a buffer of
 // their own: whoever reads lends its buffers and the writer copies into
-// them, once (see pipe).
+// them, once. A writer waits for a reader; past 16 waiting batches a
+// batch is dropped and counted (Stats). So Read must be called without
+// pause, as the gateway's per-link worker does: while nobody reads,
+// wireguard-go's receive path, handshakes included, stalls once its own
+// queues fill.
 package wireguard
 
 import (
