@@ -1,5 +1,7 @@
 package conntrack
 
+import "sync/atomic"
+
 // EventType is a kind of connection event (Linux's IPCT_NEW, …).
 type EventType uint8
 
@@ -8,6 +10,9 @@ const (
 	EventNew EventType = 1 << iota
 	EventUpdate
 	EventDestroy
+
+	// EventAll selects every event type.
+	EventAll = EventNew | EventUpdate | EventDestroy
 )
 
 // String names the event like `conntrack -E`.
@@ -29,38 +34,72 @@ type Event struct {
 	Conn *Conn
 }
 
-// Subscribe returns a channel of events with room for buf; events that find
-// it full are counted (Stats.EventsLost) and dropped, so a slow subscriber
-// never stalls the datapath. Events are sent synchronously by the call that
-// caused them (Confirm, In, Delete). cancel stops delivery; the channel is
-// never closed, because an event being sent at that moment could not know.
-func (t *Table) Subscribe(buf int) (events <-chan Event, cancel func()) {
-	ch := make(chan Event, buf)
+// Subscription is one subscriber's feed of events. Events that find its
+// channel full are dropped and counted, both here (Lost) and in the
+// table's Stats.EventsLost, so a slow subscriber never stalls the datapath
+// and still learns how much it missed.
+type Subscription struct {
+	// C delivers the events.
+	C <-chan Event
+
+	ch    chan Event
+	types EventType
+	lost  atomic.Uint64
+	t     *Table
+}
+
+// Lost returns how many events this subscriber missed because its channel
+// was full.
+func (s *Subscription) Lost() uint64 { return s.lost.Load() }
+
+// Cancel stops delivery. The channel is never closed, because an event
+// being sent at that moment could not know.
+func (s *Subscription) Cancel() {
+	t := s.t
 	t.subsMu.Lock()
-	var cur []chan Event
+	defer t.subsMu.Unlock()
+	var keep []*Subscription
+	if p := t.subs.Load(); p != nil {
+		for _, o := range *p {
+			if o != s {
+				keep = append(keep, o)
+			}
+		}
+	}
+	if len(keep) == 0 {
+		t.subs.Store(nil)
+	} else {
+		t.subs.Store(&keep)
+	}
+}
+
+// SubscribeEvents returns a subscription to the event types in types (a
+// mask of EventNew, EventUpdate, EventDestroy; 0 means all) with room for
+// buf events. Events are sent synchronously by the call that caused them
+// (Confirm, In, Delete), which never waits for a subscriber; types the
+// subscriber did not ask for are not sent, so they cannot fill its channel.
+func (t *Table) SubscribeEvents(buf int, types EventType) *Subscription {
+	if types == 0 {
+		types = EventAll
+	}
+	ch := make(chan Event, buf)
+	s := &Subscription{C: ch, ch: ch, types: types, t: t}
+	t.subsMu.Lock()
+	var cur []*Subscription
 	if p := t.subs.Load(); p != nil {
 		cur = *p
 	}
-	next := append(append([]chan Event(nil), cur...), ch)
+	next := append(append([]*Subscription(nil), cur...), s)
 	t.subs.Store(&next)
 	t.subsMu.Unlock()
-	return ch, func() {
-		t.subsMu.Lock()
-		defer t.subsMu.Unlock()
-		var keep []chan Event
-		if p := t.subs.Load(); p != nil {
-			for _, c := range *p {
-				if c != ch {
-					keep = append(keep, c)
-				}
-			}
-		}
-		if len(keep) == 0 {
-			t.subs.Store(nil)
-		} else {
-			t.subs.Store(&keep)
-		}
-	}
+	return s
+}
+
+// Subscribe returns a channel of every event with room for buf, and the
+// function that stops delivery (SubscribeEvents, without the lost count).
+func (t *Table) Subscribe(buf int) (events <-chan Event, cancel func()) {
+	s := t.SubscribeEvents(buf, EventAll)
+	return s.C, s.Cancel
 }
 
 func (t *Table) emit(typ EventType, c *Conn) {
@@ -68,10 +107,14 @@ func (t *Table) emit(typ EventType, c *Conn) {
 	if p == nil {
 		return
 	}
-	for _, ch := range *p {
+	for _, s := range *p {
+		if s.types&typ == 0 {
+			continue
+		}
 		select {
-		case ch <- Event{Type: typ, Conn: c}:
+		case s.ch <- Event{Type: typ, Conn: c}:
 		default:
+			s.lost.Add(1)
 			t.Stats.EventsLost.Add(1)
 		}
 	}

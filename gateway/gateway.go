@@ -52,6 +52,8 @@ type Gateway struct {
 	limiter *icmpLimiter
 	// Counters are the datapath counters (drops by reason and more).
 	Counters Counters
+	// linkCtr[i] are interface i's packet and byte counts.
+	linkCtr []linkCounters
 
 	adminMu sync.Mutex // guards adminLn
 	adminLn []net.Listener
@@ -79,7 +81,7 @@ func New(cfg *Config, opt Options) (*Gateway, error) {
 			return nil, err
 		}
 	}
-	g := &Gateway{log: log}
+	g := &Gateway{log: log, linkCtr: make([]linkCounters, len(cfg.Interface))}
 	g.cfg.Store(cfg)
 	ct, err := conntrack.NewTable(cfg.Conntrack)
 	if err != nil {
