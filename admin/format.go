@@ -132,9 +132,10 @@ func appendTupleJSON(b []byte, tu *conntrack.Tuple, k *conntrack.Counters, acct 
 	return append(b, '}')
 }
 
-// appendConnJSON appends c as one ConnJSON object, without a newline.
+// appendConnJSON appends c as one ConnJSON object, without a newline; with
+// ev, the status, timeout and state are the event's (none for DESTROY).
 // It is written by hand so a million entries cost no reflection.
-func appendConnJSON(b []byte, t *conntrack.Table, c *conntrack.Conn, now int64, scratch []byte) ([]byte, []byte) {
+func appendConnJSON(b []byte, t *conntrack.Table, c *conntrack.Conn, now int64, scratch []byte, ev *conntrack.Event) ([]byte, []byte) {
 	o := c.Tuple(conntrack.DirOriginal)
 	b = append(b, '{')
 	b = appendUintField(b, "id", uint64(conntrack.ConnID(c)))
@@ -149,14 +150,24 @@ func appendConnJSON(b []byte, t *conntrack.Table, c *conntrack.Conn, now int64, 
 	b = appendKey(b, "proto")
 	b = appendJSONString(b, t.Tracker(o.Proto).Name())
 	b = appendUintField(append(b, ','), "protonum", uint64(o.Proto))
-	left := (c.Expires() - now) / 1e9
+	expires, st := c.Expires(), c.Status()
+	if ev != nil {
+		expires, st = ev.Expires, ev.Status
+	}
+	left := (expires - now) / 1e9
 	if left < 0 {
 		left = 0
 	}
-	b = append(b, ',')
-	b = appendKey(b, "timeout")
-	b = strconv.AppendInt(b, left, 10)
-	scratch = t.AppendState(scratch[:0], c)
+	if ev == nil || ev.Type != conntrack.EventDestroy {
+		b = append(b, ',')
+		b = appendKey(b, "timeout")
+		b = strconv.AppendInt(b, left, 10)
+	}
+	if ev != nil {
+		scratch = ev.AppendState(scratch[:0])
+	} else {
+		scratch = t.AppendState(scratch[:0], c)
+	}
 	if len(scratch) > 0 {
 		b = append(b, ',')
 		b = appendKey(b, "state")
@@ -174,7 +185,6 @@ func appendConnJSON(b []byte, t *conntrack.Table, c *conntrack.Conn, now int64, 
 	b = append(b, ',')
 	b = appendKey(b, "status")
 	b = append(b, '[')
-	st := c.Status()
 	first := true
 	for _, s := range statusNames {
 		if st&s.bit != 0 {
@@ -207,53 +217,15 @@ func appendConnText(b []byte, t *conntrack.Table, c *conntrack.Conn, now int64, 
 	return b
 }
 
-// eventTags are `conntrack -E`'s event prefixes, right-aligned to 9
-// columns as libnetfilter_conntrack prints them.
-var eventTags = map[conntrack.EventType]string{
-	conntrack.EventNew:     "    [NEW] ",
-	conntrack.EventUpdate:  " [UPDATE] ",
-	conntrack.EventDestroy: "[DESTROY] ",
-}
-
-// appendEventText appends one event line as `conntrack -E` prints it: a
-// DESTROY event carries no timeout or protocol state, like Linux's.
-func appendEventText(b []byte, t *conntrack.Table, ev conntrack.Event, now int64, withID bool) []byte {
-	b = append(b, eventTags[ev.Type]...)
-	n := len(b)
-	b = appendConnText(b, t, ev.Conn, now, withID)
-	if ev.Type == conntrack.EventDestroy {
-		b = stripTimeoutAndState(b, n)
+// appendEventText appends one event line as `conntrack -E` prints it;
+// withID adds the id= field.
+func appendEventText(b []byte, t *conntrack.Table, ev *conntrack.Event, now int64, withID bool) []byte {
+	b = t.AppendEvent(b, ev, now)
+	if withID {
+		b = append(b, " id="...)
+		b = strconv.AppendUint(b, uint64(conntrack.ConnID(ev.Conn)), 10)
 	}
 	return b
-}
-
-// stripTimeoutAndState removes what lies between the protocol number and
-// the first "src=" of the conntrack line that starts at b[n:].
-func stripTimeoutAndState(b []byte, n int) []byte {
-	line := b[n:]
-	// name (padded) number ' '
-	i := 0
-	for i < len(line) && line[i] != ' ' {
-		i++
-	}
-	for i < len(line) && line[i] == ' ' {
-		i++
-	}
-	for i < len(line) && line[i] != ' ' {
-		i++
-	}
-	if i >= len(line) {
-		return b
-	}
-	i++ // keep one space after the number
-	j := i
-	for j+4 <= len(line) && string(line[j:j+4]) != "src=" {
-		j++
-	}
-	if j+4 > len(line) {
-		return b
-	}
-	return append(b[:n+i], line[j:]...)
 }
 
 // appendExpectJSON appends e as one ExpectJSON object.

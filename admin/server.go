@@ -160,6 +160,16 @@ func peerUID(c net.Conn) (uint32, error) {
 // serve runs one session: one request, one streamed answer.
 func (s *Server) serve(c net.Conn) {
 	fw := newFrameWriter(c)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReaderSize(io.LimitReader(c, requestLimit), 4096)
+	line, err := br.ReadString('\n')
+	if err != nil && line == "" {
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+	// The request is read before the credentials are checked, so a
+	// refused client is sure to read the refusal rather than a broken
+	// pipe.
 	uid, err := peerUID(c)
 	if err != nil {
 		fw.end(frameError, "admin: cannot tell who is asking: "+err.Error())
@@ -170,13 +180,6 @@ func (s *Server) serve(c net.Conn) {
 		fw.end(frameError, fmt.Sprintf("admin: permission denied: uid %d is neither root nor the gateway's uid %d", uid, s.uid))
 		return
 	}
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	br := bufio.NewReaderSize(io.LimitReader(c, requestLimit), 4096)
-	line, err := br.ReadString('\n')
-	if err != nil && line == "" {
-		return
-	}
-	c.SetReadDeadline(time.Time{})
 	req, err := parseRequest(line)
 	if err != nil {
 		fw.end(frameError, err.Error())
@@ -352,7 +355,7 @@ func ctList(w *frameWriter, t *conntrack.Table, m *matcher, output string, del b
 				b = append(b, ',')
 			}
 			b = append(b, '\n')
-			b, scratch = appendConnJSON(b, t, c, now, scratch)
+			b, scratch = appendConnJSON(b, t, c, now, scratch, nil)
 		} else {
 			b = appendConnText(b, t, c, now, output == "id")
 			b = append(b, '\n')
@@ -463,10 +466,10 @@ func (s *Server) ctEvents(c net.Conn, w *frameWriter, t *conntrack.Table, m *mat
 			b = append(b, `{"type":"`...)
 			b = append(b, ev.Type.String()...)
 			b = append(b, `","conn":`...)
-			b, scratch = appendConnJSON(b, t, ev.Conn, t.Now(), scratch)
+			b, scratch = appendConnJSON(b, t, ev.Conn, t.Now(), scratch, &ev)
 			b = append(b, "}\n"...)
 		} else {
-			b = appendEventText(b, t, ev, t.Now(), output == "id")
+			b = appendEventText(b, t, &ev, t.Now(), output == "id")
 			b = append(b, '\n')
 		}
 		w.Write(b)

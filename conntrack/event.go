@@ -1,6 +1,10 @@
 package conntrack
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"tungate/packet"
+)
 
 // EventType is a kind of connection event (Linux's IPCT_NEW, …).
 type EventType uint8
@@ -28,10 +32,41 @@ func (e EventType) String() string {
 	return "?"
 }
 
-// Event is one connection event.
+// Event is one connection event. Besides the connection it holds what a
+// subscriber formatting it later must see as it was when the event
+// happened: the status bits, the expiry and the protocol state (a NEW
+// event shows SYN_SENT even if the subscriber reads it after the
+// handshake). Packet and byte counters are read live.
 type Event struct {
 	Type EventType
 	Conn *Conn
+	// Status and Expires are the connection's at the event.
+	Status  Status
+	Expires int64
+	// state is the TCP or SCTP state at the event; hasState says there
+	// is one.
+	state    uint8
+	hasState bool
+}
+
+// AppendState appends the protocol state at the event (as Table's
+// AppendState does for the present), nothing for DESTROY events and
+// protocols without state.
+func (e *Event) AppendState(b []byte) []byte {
+	if !e.hasState {
+		return b
+	}
+	switch e.Conn.node[DirOriginal].tuple.Proto {
+	case packet.ProtoTCP:
+		if int(e.state) < len(tcpStateNames) {
+			return append(b, tcpStateNames[e.state]...)
+		}
+	case packet.ProtoSCTP:
+		if int(e.state) < len(sctpStateNames) {
+			return append(b, sctpStateNames[e.state]...)
+		}
+	}
+	return b
 }
 
 // Subscription is one subscriber's feed of events. Events that find its
@@ -102,17 +137,39 @@ func (t *Table) Subscribe(buf int) (events <-chan Event, cancel func()) {
 	return s.C, s.Cancel
 }
 
+// emit hands the event to every subscriber that wants its type, never
+// waiting. Callers hold no connection lock (the snapshot takes it).
 func (t *Table) emit(typ EventType, c *Conn) {
 	p := t.subs.Load()
 	if p == nil {
 		return
+	}
+	want := false
+	for _, s := range *p {
+		want = want || s.types&typ != 0
+	}
+	if !want {
+		return
+	}
+	ev := Event{Type: typ, Conn: c, Status: c.Status(), Expires: c.expires.Load()}
+	if typ != EventDestroy {
+		switch c.node[DirOriginal].tuple.Proto {
+		case packet.ProtoTCP:
+			c.mu.Lock()
+			ev.state, ev.hasState = c.proto.tcp.state, true
+			c.mu.Unlock()
+		case packet.ProtoSCTP:
+			c.mu.Lock()
+			ev.state, ev.hasState = c.proto.sctp().state, true
+			c.mu.Unlock()
+		}
 	}
 	for _, s := range *p {
 		if s.types&typ == 0 {
 			continue
 		}
 		select {
-		case s.ch <- Event{Type: typ, Conn: c}:
+		case s.ch <- ev:
 		default:
 			s.lost.Add(1)
 			t.Stats.EventsLost.Add(1)
