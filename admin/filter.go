@@ -71,7 +71,7 @@ var statusBits = map[string]conntrack.Status{
 	"EXPECTED": conntrack.StatusExpected, "CONFIRMED": conntrack.StatusConfirmed,
 	"FIXED_TIMEOUT": conntrack.StatusFixedTO, "SEQ_ADJUST": conntrack.StatusSeqAdjust,
 	"OFFLOAD": conntrack.StatusOffload,
-	"SNAT": conntrack.StatusSrcNAT, "SRC_NAT": conntrack.StatusSrcNAT,
+	"SNAT":    conntrack.StatusSrcNAT, "SRC_NAT": conntrack.StatusSrcNAT,
 	"DNAT": conntrack.StatusDstNAT, "DST_NAT": conntrack.StatusDstNAT,
 }
 

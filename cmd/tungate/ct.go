@@ -14,12 +14,12 @@ import (
 
 // filterFlags are conntrack(8)'s filter parameters.
 type filterFlags struct {
-	family, proto                      string
-	src, dst, replySrc, replyDst       string
-	sport, dport, replySport, replyDst_ string
-	state, status                      []string
-	srcNAT, dstNAT, anyNAT             bool
-	mark, helper, id                   string
+	family, proto                        string
+	src, dst, replySrc, replyDst         string
+	sport, dport, replySport, replyDport string
+	state, status                        []string
+	srcNAT, dstNAT, anyNAT               bool
+	mark, helper, id                     string
 }
 
 // alias adds a hidden second long name for a flag (conntrack's synonyms).
@@ -63,7 +63,7 @@ func (f *filterFlags) add(cmd *cobra.Command, expect bool) {
 		fs.StringVar(&f.dport, "dport", "", "original destination port")
 		alias(fs, "orig-port-dst", "dport")
 		fs.StringVar(&f.replySport, "reply-port-src", "", "reply source port")
-		fs.StringVar(&f.replyDst_, "reply-port-dst", "", "reply destination port")
+		fs.StringVar(&f.replyDport, "reply-port-dst", "", "reply destination port")
 		fs.StringSliceVar(&f.state, "state", nil, "protocol state(s), e.g. ESTABLISHED")
 		fs.StringSliceVarP(&f.status, "status", "u", nil, "status bits that must be set: "+strings.Join(admin.StatusNames(), ","))
 		fs.BoolVarP(&f.srcNAT, "src-nat", "n", false, "source-NATed connections")
@@ -105,7 +105,7 @@ func (f *filterFlags) filter() (*admin.Filter, error) {
 		s    string
 		dst  **uint16
 	}{{"sport", f.sport, &out.Sport}, {"dport", f.dport, &out.Dport},
-		{"reply-port-src", f.replySport, &out.ReplySport}, {"reply-port-dst", f.replyDst_, &out.ReplyDport}} {
+		{"reply-port-src", f.replySport, &out.ReplySport}, {"reply-port-dst", f.replyDport, &out.ReplyDport}} {
 		if *p.dst, err = parsePort(p.name, p.s); err != nil {
 			return nil, err
 		}

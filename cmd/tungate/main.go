@@ -54,7 +54,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return ee.code
 	case strings.HasPrefix(err.Error(), "unknown command"), strings.HasPrefix(err.Error(), "unknown flag"),
-		strings.HasPrefix(err.Error(), "unknown shorthand flag"), strings.Contains(err.Error(), "arg(s)"):
+		strings.HasPrefix(err.Error(), "unknown shorthand flag"), strings.HasPrefix(err.Error(), "invalid argument"),
+		strings.Contains(err.Error(), "arg(s)"):
 		fmt.Fprintf(stderr, "tungate: %v\nRun 'tungate --help' for usage.\n", err)
 		return 2
 	}
