@@ -35,7 +35,7 @@ Filters (as conntrack(8); all given must match; addresses take CIDR prefixes):
   -s, --src ADDR  -d, --dst ADDR            original direction
   -r, --reply-src ADDR  -q, --reply-dst ADDR  reply direction
   --sport, --dport, --reply-port-src, --reply-port-dst PORT
-  --state STATE[,…]          (TCP/SCTP state, e.g. ESTABLISHED,TIME_WAIT)
+  --state STATE,…            TCP/SCTP state: ESTABLISHED, TIME_WAIT, …
   -u, --status STATUS[,…]    ASSURED SEEN_REPLY UNREPLIED EXPECTED SNAT DNAT …
   -n, --src-nat  -g, --dst-nat  -j, --any-nat
   -m, --mark MARK[/MASK]     --helper NAME     --id ID`
