@@ -379,17 +379,28 @@ func TestEventsLive(t *testing.T) {
 	// Both streams are subscribed once a probe connection's NEW reaches
 	// them (the request is asynchronous).
 	var seen, jseen []string
-	for subscribed := false; !subscribed; {
+	deadline := time.Now().Add(10 * time.Second)
+	for textOn, jsOn := false, false; !textOn || !jsOn; {
+		if time.Now().After(deadline) {
+			t.Fatalf("event streams not subscribed (text %v, json %v)", textOn, jsOn)
+		}
 		p := admintest.Insert(t, g.Table(), admintest.Conn{Src: "10.99.0.1", Dst: "10.99.0.2", Sport: 1, Dport: 7000, Proto: 6})
 		g.Table().Delete(p)
-		select {
-		case l := <-text:
-			seen = append(seen, l)
-			subscribed = strings.Contains(l, "src=10.99.0.1")
-		case <-time.After(10 * time.Millisecond):
+		for wait := time.After(10 * time.Millisecond); ; {
+			select {
+			case l := <-text:
+				seen = append(seen, l)
+				textOn = textOn || strings.Contains(l, "src=10.99.0.1")
+				continue
+			case l := <-js:
+				jseen = append(jseen, l)
+				jsOn = jsOn || strings.Contains(l, "10.99.0.1")
+				continue
+			case <-wait:
+			}
+			break
 		}
 	}
-	waitLine(t, js, &jseen, "10.99.0.1")
 	ln, err := server.Net.ListenTCPAddrPort(netip.MustParseAddrPort("198.18.0.2:7000"))
 	if err != nil {
 		t.Fatal(err)
@@ -458,12 +469,16 @@ func TestEventsStuckReader(t *testing.T) {
 	defer c.Close()
 	c.Write([]byte(`{"cmd":"ct events"}` + "\n"))
 	tab := g.Table()
-	// Wait until the stream is subscribed: its first event arrives.
-	udpEcho(t, client, server, 9000)
-	first := make([]byte, 5)
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.ReadFull(c, first); err != nil {
-		t.Fatal(err)
+	// Wait until the stream is subscribed: a probe's event arrives (the
+	// bufio.Reader keeps what Peek saw for the frame reader below).
+	br := bufio.NewReader(c)
+	for {
+		p := admintest.Insert(t, tab, admintest.Conn{Src: "10.99.0.1", Dst: "10.99.0.2", Sport: 1, Dport: 2, Proto: 17})
+		tab.Delete(p)
+		c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		if _, err := br.Peek(5); err == nil {
+			break
+		}
 	}
 	c.SetReadDeadline(time.Time{})
 	// Now read nothing while 40000 events happen.
@@ -489,7 +504,6 @@ func TestEventsStuckReader(t *testing.T) {
 	// The reader resumes and learns what it missed.
 	c.SetReadDeadline(time.Now().Add(20 * time.Second))
 	var got uint64
-	br := bufio.NewReader(io.MultiReader(bytes.NewReader(first), c))
 	framed, fw := io.Pipe()
 	go func() { _, err := readFrames(br, fw); fw.CloseWithError(err) }()
 	sc := bufio.NewScanner(framed)
