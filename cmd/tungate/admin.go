@@ -42,8 +42,8 @@ type target struct {
 // subcommands.
 func addTargetFlags(cmd *cobra.Command, t *target) {
 	f := cmd.PersistentFlags()
-	f.StringVar(&t.socket, "socket", "", "admin socket path (default: the config's admin.socket)")
-	f.StringVarP(&t.config, "config", "c", "", "config file whose admin.socket to use (default $TUNGATE_CONFIG or "+defaultConfig+")")
+	f.StringVar(&t.socket, "socket", "", "admin socket `path` (default: the config's admin.socket)")
+	f.StringVarP(&t.config, "config", "c", "", "config `file` whose admin.socket to use (default $TUNGATE_CONFIG or "+defaultConfig+")")
 	cmd.MarkPersistentFlagFilename("socket", "sock")
 	cmd.MarkPersistentFlagFilename("config", "toml")
 }
@@ -97,7 +97,7 @@ func (t *target) do(req *admin.Request, stdout, msgOut io.Writer) error {
 
 // outputFlag adds -o.
 func outputFlag(cmd *cobra.Command, out *string, formats ...string) {
-	cmd.Flags().StringVarP(out, "output", "o", "", "output format: "+joinOr(formats))
+	cmd.Flags().StringVarP(out, "output", "o", "", "output `format`: "+joinOr(formats))
 	cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(formats, cobra.ShellCompDirectiveNoFileComp))
 }
 

@@ -41,7 +41,7 @@ Environment:
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&path, "config", "c", "", "config file")
+	cmd.Flags().StringVarP(&path, "config", "c", "", "config `file`")
 	cmd.MarkFlagFilename("config", "toml")
 	return cmd
 }
