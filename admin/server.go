@@ -58,11 +58,11 @@ func Listen(g *gateway.Gateway, path string) (*Server, error) {
 		return nil, fmt.Errorf("admin.socket: %s is in use by a running gateway", path)
 	}
 	os.Remove(path)
-	// The socket is created 0600 from the start: no window in which
-	// another user could connect.
-	old := unix.Umask(0o177)
+	// Until the chmod below the socket has the umask's mode (no write
+	// permission for others under the usual 022); the process-wide umask
+	// is not changed for it. Whoever connects in that moment still meets
+	// the SO_PEERCRED check.
 	ln, err := net.Listen("unix", path)
-	unix.Umask(old)
 	if err != nil {
 		return nil, fmt.Errorf("admin.socket: %w", err)
 	}
