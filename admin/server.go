@@ -103,6 +103,13 @@ func (s *Server) accept() {
 	defer s.wg.Done()
 	for {
 		c, err := s.ln.Accept()
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			// Out of descriptors or the like: the next connection may
+			// well succeed.
+			s.log.Warn("admin accept", zap.Error(err))
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
 		if err != nil {
 			// The listener is closed (by Close or the gateway's Close):
 			// end the sessions still open.
