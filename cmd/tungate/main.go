@@ -92,7 +92,7 @@ config at $TUNGATE_CONFIG or ` + defaultConfig + `, and
 	root.SetErr(stderr)
 	root.SetVersionTemplate("tungate {{.Version}}\n")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return &exitError{code: 2, err: fmt.Errorf("%s: %w\nRun '%s --help' for usage", c.CommandPath(), err, c.CommandPath())}
+		return &exitError{code: 2, err: fmt.Errorf("%w\nRun '%s --help' for usage", err, c.CommandPath())}
 	})
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.AddGroup(&cobra.Group{ID: "gateway", Title: "Gateway:"}, &cobra.Group{ID: "admin", Title: "Running gateway (admin socket):"})
