@@ -83,7 +83,7 @@ type Table struct {
 	exp expectTable
 
 	subsMu sync.Mutex // guards changes to subs
-	subs   atomic.Pointer[[]chan Event]
+	subs   atomic.Pointer[[]*Subscription]
 
 	gcMu     sync.Mutex // guards gcCursor
 	gcCursor int

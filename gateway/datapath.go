@@ -128,9 +128,14 @@ func (w *worker) batch(n int) {
 	w.now = w.g.ct.Now()
 	w.rs = w.g.rules.Load()
 	w.g.Counters.Received.Add(uint64(n))
+	var bytes uint64
 	for i := 0; i < n; i++ {
+		bytes += uint64(w.sizes[i])
 		w.packet(w.bufs[i], w.sizes[i])
 	}
+	lc := &w.g.linkCtr[w.in]
+	lc.rxPackets.Add(uint64(n))
+	lc.rxBytes.Add(bytes)
 	// Shared counters once per batch, not per packet: both links' readers
 	// would otherwise bounce the same cache lines between cores.
 	if w.forwarded != 0 {
@@ -155,6 +160,13 @@ func (w *worker) flush() {
 			w.g.log.Debug("write", zap.String("interface", w.g.links[i].Name), zap.Error(err))
 		} else {
 			w.g.Counters.Sent.Add(uint64(len(q)))
+			var bytes uint64
+			for _, b := range q {
+				bytes += uint64(len(b) - headroom)
+			}
+			lc := &w.g.linkCtr[i]
+			lc.txPackets.Add(uint64(len(q)))
+			lc.txBytes.Add(bytes)
 		}
 		w.out[i] = q[:0]
 	}

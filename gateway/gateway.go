@@ -53,6 +53,8 @@ type Gateway struct {
 	limiter *icmpLimiter
 	// Counters are the datapath counters (drops by reason and more).
 	Counters Counters
+	// linkCtr[i] are interface i's packet and byte counts.
+	linkCtr []linkCounters
 
 	adminMu sync.Mutex // guards adminLn
 	adminLn []net.Listener
@@ -80,7 +82,7 @@ func New(cfg *Config, opt Options) (*Gateway, error) {
 			return nil, err
 		}
 	}
-	g := &Gateway{log: log}
+	g := &Gateway{log: log, linkCtr: make([]linkCounters, len(cfg.Interface))}
 	logWarnings(log, cfg)
 	g.cfg.Store(cfg)
 	ct, err := conntrack.NewTable(cfg.Conntrack)
