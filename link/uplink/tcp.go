@@ -73,8 +73,13 @@ type tcpStack struct {
 }
 
 func newTCPStack(l *Link) (*tcpStack, error) {
+	// Loopback destinations must reach the forwarder, which decides
+	// about them (allow_host_loopback), instead of being martians.
 	s := stack.New(stack.Options{
-		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+		NetworkProtocols: []stack.NetworkProtocolFactory{
+			ipv4.NewProtocolWithOptions(ipv4.Options{AllowExternalLoopbackTraffic: true}),
+			ipv6.NewProtocolWithOptions(ipv6.Options{AllowExternalLoopbackTraffic: true}),
+		},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol},
 	})
 	// No checksum offload flags: gVisor then computes every checksum, and

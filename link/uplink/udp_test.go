@@ -1,0 +1,295 @@
+package uplink
+
+import (
+	"bytes"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"tungate/packet"
+)
+
+// udpServer is a loopback UDP server that echoes and reports each
+// datagram's source.
+func udpServer(t testing.TB, v6 bool) (netip.AddrPort, <-chan netip.AddrPort) {
+	t.Helper()
+	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(loAddr(v6), 0)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	from := make(chan netip.AddrPort, 64)
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			n, a, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			select {
+			case from <- a:
+			default:
+			}
+			c.WriteToUDPAddrPort(buf[:n], a)
+		}
+	}()
+	return c.LocalAddr().(*net.UDPAddr).AddrPort(), from
+}
+
+func isUDP(src, dst netip.AddrPort) func(p *packet.Parsed) bool {
+	return func(p *packet.Parsed) bool {
+		return p.Proto == packet.ProtoUDP && p.SrcIP() == src.Addr() && p.SrcPort == src.Port() &&
+			p.DstIP() == dst.Addr() && p.DstPort == dst.Port()
+	}
+}
+
+func TestUDPEcho(t *testing.T) {
+	families(t, func(t *testing.T, v6 bool) {
+		l := openLink(t, Config{AllowHostLoopback: true})
+		r := readPackets(t, l)
+		srv, _ := udpServer(t, v6)
+		ctr := netip.AddrPortFrom(ctrAddr(v6), 40000)
+		for _, size := range []int{0, 1, 1400, 9000, 60000} {
+			payload := bytes.Repeat([]byte{byte(size)}, size)
+			write(t, l, udpPkt(ctr, srv, payload))
+			p := r.expect(t, 2*time.Second, "echo reply", isUDP(srv, ctr))
+			if got := p.L4()[8:]; !bytes.Equal(got, payload) {
+				t.Fatalf("size %d: reply payload differs (%d bytes)", size, len(got))
+			}
+		}
+		if got := l.Stats()[UDPSockets]; got != 1 {
+			t.Errorf("udp_sockets = %d, want 1 (one endpoint)", got)
+		}
+	})
+}
+
+// TestUDPMapping: one container endpoint talking to three destinations
+// leaves from one host port (endpoint-independent mapping, RFC 4787 4.1).
+func TestUDPMapping(t *testing.T) {
+	families(t, func(t *testing.T, v6 bool) {
+		l := openLink(t, Config{AllowHostLoopback: true})
+		r := readPackets(t, l)
+		ctr := netip.AddrPortFrom(ctrAddr(v6), 40001)
+		var ports []uint16
+		for i := range 3 {
+			srv, from := udpServer(t, v6)
+			write(t, l, udpPkt(ctr, srv, []byte{byte(i)}))
+			select {
+			case a := <-from:
+				ports = append(ports, a.Port())
+			case <-time.After(2 * time.Second):
+				t.Fatal("server got nothing")
+			}
+			r.expect(t, 2*time.Second, "reply", isUDP(srv, ctr))
+		}
+		if ports[0] != ports[1] || ports[1] != ports[2] {
+			t.Fatalf("host source ports %v: want one port for every destination", ports)
+		}
+		// A second container endpoint gets a port of its own.
+		srv, from := udpServer(t, v6)
+		write(t, l, udpPkt(netip.AddrPortFrom(ctrAddr(v6), 40002), srv, []byte("x")))
+		select {
+		case a := <-from:
+			if a.Port() == ports[0] {
+				t.Fatalf("two container endpoints share host port %d", a.Port())
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatal("server got nothing")
+		}
+	})
+}
+
+// TestUDPPortUnreachable: the host's ICMP error (through IP_RECVERR) comes
+// back as an ICMP error quoting the container's datagram.
+func TestUDPPortUnreachable(t *testing.T) {
+	families(t, func(t *testing.T, v6 bool) {
+		l := openLink(t, Config{AllowHostLoopback: true})
+		r := readPackets(t, l)
+		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(loAddr(v6), 0)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		closed := c.LocalAddr().(*net.UDPAddr).AddrPort()
+		c.Close()
+		ctr := netip.AddrPortFrom(ctrAddr(v6), 40003)
+		write(t, l, udpPkt(ctr, closed, []byte("anyone?")))
+		p := r.expect(t, 2*time.Second, "port unreachable", func(p *packet.Parsed) bool { return isUnreach(p, 3, 4) })
+		if p.SrcIP() != loAddr(v6) || p.DstIP() != ctr.Addr() {
+			t.Errorf("error %v → %v, want %v → %v", p.SrcIP(), p.DstIP(), loAddr(v6), ctr.Addr())
+		}
+		q := quoted(t, p)
+		if q.Proto != packet.ProtoUDP || q.SrcIP() != ctr.Addr() || q.SrcPort != ctr.Port() ||
+			q.DstIP() != closed.Addr() || q.DstPort != closed.Port() {
+			t.Errorf("quote %v:%d → %v:%d is not the datagram sent", q.SrcIP(), q.SrcPort, q.DstIP(), q.DstPort)
+		}
+	})
+}
+
+func TestUDPIdleTimeout(t *testing.T) {
+	l := openLink(t, Config{AllowHostLoopback: true, UDPTimeout: Duration(time.Second)})
+	r := readPackets(t, l)
+	srv, _ := udpServer(t, false)
+	ctr := netip.AddrPortFrom(ctr4, 40004)
+	write(t, l, udpPkt(ctr, srv, []byte("x")))
+	r.expect(t, 2*time.Second, "reply", isUDP(srv, ctr))
+	if l.Stats()[UDPSockets] != 1 || l.Flows() != 1 {
+		t.Fatalf("after one datagram: %d sockets, %d flows", l.Stats()[UDPSockets], l.Flows())
+	}
+	waitFor(t, 5*time.Second, "the idle socket to close", func() bool { return l.Stats()[UDPSockets] == 0 })
+	if l.Flows() != 0 {
+		t.Errorf("flows = %d after the socket closed", l.Flows())
+	}
+	// A new datagram opens a new socket and still gets its reply.
+	write(t, l, udpPkt(ctr, srv, []byte("y")))
+	r.expect(t, 2*time.Second, "reply", isUDP(srv, ctr))
+}
+
+// TestLoopbackRefused: without allow_host_loopback, the host's loopback
+// answers "administratively prohibited" (TCP: RST) and nothing is sent.
+func TestLoopbackRefused(t *testing.T) {
+	families(t, func(t *testing.T, v6 bool) {
+		l := openLink(t, Config{})
+		r := readPackets(t, l)
+		srv, from := udpServer(t, v6)
+		ctr := netip.AddrPortFrom(ctrAddr(v6), 40005)
+		write(t, l, udpPkt(ctr, srv, []byte("x")))
+		p := r.expect(t, 2*time.Second, "admin prohibited", func(p *packet.Parsed) bool { return isUnreach(p, 13, 1) })
+		if q := quoted(t, p); q.DstPort != srv.Port() {
+			t.Errorf("quote to port %d, want %d", q.DstPort, srv.Port())
+		}
+		write(t, l, echoPkt(ctr.Addr(), loAddr(v6), 7, 1, []byte("ping")))
+		r.expect(t, 2*time.Second, "admin prohibited for ping", func(p *packet.Parsed) bool { return isUnreach(p, 13, 1) })
+
+		ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(loAddr(v6), 0)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		dst := ln.Addr().(*net.TCPAddr).AddrPort()
+		write(t, l, tcpPkt(ctr, dst, 1000, 0, synFlag, nil))
+		p = r.expect(t, 2*time.Second, "RST", isTCPFrom(dst, ctr))
+		if p.TCPFlags&packet.TCPRst == 0 {
+			t.Fatalf("first answer to a SYN to loopback has flags %#x, want RST", p.TCPFlags)
+		}
+		select {
+		case a := <-from:
+			t.Fatalf("the loopback server got a datagram from %v", a)
+		default:
+		}
+		if got := l.Stats()[DropLoopback]; got != 3 {
+			t.Errorf("drop_loopback = %d, want 3", got)
+		}
+		if l.Flows() != 0 {
+			t.Errorf("flows = %d, want 0", l.Flows())
+		}
+	})
+}
+
+// TestBudget: max_flows caps host sockets; the next endpoint is dropped
+// and counted, a SYN is reset.
+func TestBudget(t *testing.T) {
+	l := openLink(t, Config{AllowHostLoopback: true, MaxFlows: 2})
+	r := readPackets(t, l)
+	srv, _ := udpServer(t, false)
+	for i := range 3 {
+		write(t, l, udpPkt(netip.AddrPortFrom(ctr4, uint16(41000+i)), srv, []byte("x")))
+	}
+	for i := range 2 {
+		r.expect(t, 2*time.Second, "reply", isUDP(srv, netip.AddrPortFrom(ctr4, uint16(41000+i))))
+	}
+	if s := l.Stats(); s[DropBudget] != 1 || s[UDPSockets] != 2 {
+		t.Fatalf("drop_budget %d, udp_sockets %d; want 1, 2", s[DropBudget], s[UDPSockets])
+	}
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	dst := ln.Addr().(*net.TCPAddr).AddrPort()
+	ctr := netip.AddrPortFrom(ctr4, 41010)
+	write(t, l, tcpPkt(ctr, dst, 5, 0, synFlag, nil))
+	p := r.expect(t, 2*time.Second, "RST", isTCPFrom(dst, ctr))
+	if p.TCPFlags&packet.TCPRst == 0 {
+		t.Fatalf("SYN over budget answered with flags %#x, want RST", p.TCPFlags)
+	}
+}
+
+func TestDNS(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	// A fake resolver on a loopback address, as systemd-resolved's
+	// 127.0.0.53, and the container's virtual resolver 10.0.2.3.
+	resolver := netip.MustParseAddrPort("127.0.0.53:53")
+	uc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(resolver))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			n, a, err := uc.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			uc.WriteToUDPAddrPort(append([]byte("answer:"), buf[:n]...), a)
+		}
+	}()
+	tl, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(resolver))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tl.Close()
+	go func() {
+		for {
+			c, err := tl.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 512)
+				n, _ := c.Read(buf)
+				c.Write(append([]byte("tcp answer:"), buf[:n]...))
+			}()
+		}
+	}()
+	rc := t.TempDir() + "/resolv.conf"
+	if err := writeFile(rc, "# test\nsearch example\nnameserver 127.0.0.53\n"); err != nil {
+		t.Fatal(err)
+	}
+	// Host loopback stays refused: the resolver is reached anyway.
+	l := openLink(t, Config{DNS: []string{"10.0.2.3"}, ResolvConf: rc})
+	r := readPackets(t, l)
+	vdns := netip.MustParseAddrPort("10.0.2.3:53")
+	ctr := netip.AddrPortFrom(ctr4, 40006)
+	write(t, l, udpPkt(ctr, vdns, []byte("query")))
+	p := r.expect(t, 2*time.Second, "DNS answer from the virtual resolver", isUDP(vdns, ctr))
+	if got := string(p.L4()[8:]); got != "answer:query" {
+		t.Fatalf("answer %q", got)
+	}
+	// Another port of the virtual address is refused.
+	write(t, l, udpPkt(ctr, netip.MustParseAddrPort("10.0.2.3:54"), []byte("x")))
+	r.expect(t, 2*time.Second, "admin prohibited", func(p *packet.Parsed) bool { return isUnreach(p, 13, 1) })
+	// The host's loopback itself is not reachable.
+	write(t, l, udpPkt(ctr, resolver, []byte("query")))
+	r.expect(t, 2*time.Second, "admin prohibited", func(p *packet.Parsed) bool { return isUnreach(p, 13, 1) })
+
+	// TCP to the virtual resolver, through the stack.
+	ctrT := netip.AddrPortFrom(ctr4, 40007)
+	write(t, l, tcpPkt(ctrT, vdns, 100, 0, synFlag, nil))
+	sa := r.expect(t, 2*time.Second, "SYN-ACK", isTCPFrom(vdns, ctrT))
+	if sa.TCPFlags != packet.TCPSyn|packet.TCPAck {
+		t.Fatalf("flags %#x, want SYN-ACK", sa.TCPFlags)
+	}
+	iss := tcpSeq(sa)
+	write(t, l, tcpPkt(ctrT, vdns, 101, iss+1, ackFlag|pshFlag, []byte("q")))
+	data := r.expect(t, 2*time.Second, "TCP answer", func(p *packet.Parsed) bool {
+		return isTCPFrom(vdns, ctrT)(p) && len(tcpPayload(p)) > 0
+	})
+	if got := string(tcpPayload(data)); got != "tcp answer:q" {
+		t.Fatalf("TCP answer %q", got)
+	}
+}
