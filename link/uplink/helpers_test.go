@@ -323,7 +323,9 @@ func newContainer(t testing.TB, l *Link) *container {
 func inNetns(t *testing.T) bool {
 	t.Helper()
 	if os.Getenv("UPLINK_NETNS") == t.Name() {
-		run(t, "ip", "link", "set", "lo", "up")
+		if os.Getenv("UPLINK_PREPARED") == "" {
+			run(t, "ip", "link", "set", "lo", "up")
+		}
 		return true
 	}
 	cmd := exec.Command("unshare", "-n", "--", os.Args[0], "-test.run=^"+t.Name()+"$", "-test.v", "-test.count=1")
