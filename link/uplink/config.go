@@ -79,9 +79,9 @@ type Config struct {
 	HostLoopback []string `toml:"host_loopback"`
 	// DNS are virtual resolver addresses (one IPv4, one IPv6 at most);
 	// UDP and TCP port 53 to them go to the first nameserver of
-	// ResolvConf of the same family (or the first of any family), a
-	// loopback one (systemd-resolved's 127.0.0.53) included whatever
-	// AllowHostLoopback says.
+	// ResolvConf of the same family, a loopback one (systemd-resolved's
+	// 127.0.0.53) included whatever AllowHostLoopback says. Other ports,
+	// and a family ResolvConf names no nameserver of, are refused.
 	DNS []string `toml:"dns"`
 	// ResolvConf is read once at New. Default /etc/resolv.conf.
 	ResolvConf string `toml:"resolv_conf"`

@@ -48,9 +48,9 @@ func (l *Link) hostDest(dst netip.AddrPort) (host netip.AddrPort, v via, ok bool
 }
 
 // loadResolvers picks the host resolvers behind the virtual DNS addresses
-// from resolv.conf: the first nameserver of each family, and the first of
-// any family for a family that has none (an IPv6 socket cannot reach an
-// IPv4 resolver, so that one is only used by the IPv4 address).
+// from resolv.conf: the first nameserver of each family. The endpoint
+// sockets are of the container packet's family, so an IPv6 query cannot
+// go to an IPv4 resolver.
 func (l *Link) loadResolvers() error {
 	f, err := os.Open(l.cfg.ResolvConf)
 	if err != nil {

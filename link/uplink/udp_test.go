@@ -293,3 +293,38 @@ func TestDNS(t *testing.T) {
 		t.Fatalf("TCP answer %q", got)
 	}
 }
+
+// TestHostLoopbackAddress: the virtual address stands for the host's
+// loopback (slirp4netns's 10.0.2.2); replies come from it, not from
+// 127.0.0.1, which a Linux container would drop as a martian.
+func TestHostLoopbackAddress(t *testing.T) {
+	virt := map[bool]netip.Addr{false: netip.MustParseAddr("10.0.2.2"), true: netip.MustParseAddr("fd00::2")}
+	families(t, func(t *testing.T, v6 bool) {
+		cfg := Config{AllowHostLoopback: true, HostLoopback: []string{"10.0.2.2", "fd00::2"}}
+		l := openLink(t, cfg)
+		r := readPackets(t, l)
+		srv, _ := udpServer(t, v6)
+		vsrv := netip.AddrPortFrom(virt[v6], srv.Port())
+		ctr := netip.AddrPortFrom(ctrAddr(v6), 40010)
+		write(t, l, udpPkt(ctr, vsrv, []byte("via gateway")))
+		p := r.expect(t, 2*time.Second, "reply from the virtual address", isUDP(vsrv, ctr))
+		if string(p.L4()[8:]) != "via gateway" {
+			t.Fatalf("payload %q", p.L4()[8:])
+		}
+		ln := listenLoopback(t, v6)
+		vdst := netip.AddrPortFrom(virt[v6], ln.Addr().(*net.TCPAddr).AddrPort().Port())
+		ctrT := netip.AddrPortFrom(ctrAddr(v6), 40011)
+		write(t, l, tcpPkt(ctrT, vdst, 9, 0, synFlag, nil))
+		sa := r.expect(t, 2*time.Second, "SYN-ACK from the virtual address", isTCPFrom(vdst, ctrT))
+		if sa.TCPFlags != packet.TCPSyn|packet.TCPAck {
+			t.Fatalf("flags %#x", sa.TCPFlags)
+		}
+
+		// Without allow_host_loopback the virtual address is refused too.
+		cfg.AllowHostLoopback = false
+		l2 := openLink(t, cfg)
+		r2 := readPackets(t, l2)
+		write(t, l2, udpPkt(ctr, vsrv, []byte("x")))
+		r2.expect(t, 2*time.Second, "admin prohibited", func(p *packet.Parsed) bool { return isUnreach(p, 13, 1) })
+	})
+}
