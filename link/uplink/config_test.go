@@ -79,3 +79,17 @@ func TestResolvConfErrors(t *testing.T) {
 		t.Errorf("resolv.conf without a usable nameserver: %v", err)
 	}
 }
+
+func TestCounterNames(t *testing.T) {
+	seen := map[string]bool{}
+	for c := range NumCounters {
+		n := c.String()
+		if n == "" || n == "unknown" || seen[n] {
+			t.Errorf("counter %d has name %q", c, n)
+		}
+		seen[n] = true
+	}
+	if NumCounters.String() != "unknown" {
+		t.Error("out-of-range counter has a name")
+	}
+}

@@ -300,9 +300,15 @@ func (s *socketTable) queueUDP(w *writeScratch, p *packet.Parsed, now int64) {
 		l.count(DropMalformed)
 		return
 	}
+	if d := p.DstIP(); d.IsMulticast() || d == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		// A host socket would send it on the host's networks, which are
+		// not the container's; and no ICMP error answers multicast.
+		l.count(DropMulticast)
+		return
+	}
 	dst, via, ok := l.hostDest(netip.AddrPortFrom(p.DstIP(), p.DstPort))
 	if !ok {
-		l.refuse(p)
+		l.refuse(p, via)
 		return
 	}
 	key := epKey{addr: netip.AddrPortFrom(p.SrcIP(), p.SrcPort), proto: packet.ProtoUDP}
@@ -421,7 +427,7 @@ func (s *socketTable) sendEcho(w *writeScratch, p *packet.Parsed, now int64) {
 	}
 	dst, via, ok := l.hostDest(netip.AddrPortFrom(p.DstIP(), 0))
 	if !ok || via == viaDNS {
-		l.refuse(p)
+		l.refuse(p, via)
 		return
 	}
 	s.flush(w)

@@ -203,9 +203,9 @@ func (t *tcpStack) handle(r *tcp.ForwarderRequest) {
 	delete(t.synSeq, synKey{src, dst})
 	t.mu.Unlock()
 
-	host, _, ok := l.hostDest(dst)
+	host, via, ok := l.hostDest(dst)
 	if !ok {
-		l.count(DropLoopback)
+		l.count(refusedCounter(via))
 		r.Complete(true)
 		return
 	}

@@ -273,6 +273,9 @@ func TestDNS(t *testing.T) {
 	// Another port of the virtual address is refused.
 	write(t, l, udpPkt(ctr, netip.MustParseAddrPort("10.0.2.3:54"), []byte("x")))
 	r.expect(t, 2*time.Second, "admin prohibited", func(p *packet.Parsed) bool { return isUnreach(p, 13, 1) })
+	if got := l.Stats()[DropVirtualPort]; got != 1 {
+		t.Errorf("drop_virtual_port = %d, want 1", got)
+	}
 	// The host's loopback itself is not reachable.
 	write(t, l, udpPkt(ctr, resolver, []byte("query")))
 	r.expect(t, 2*time.Second, "admin prohibited", func(p *packet.Parsed) bool { return isUnreach(p, 13, 1) })

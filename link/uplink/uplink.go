@@ -270,13 +270,21 @@ func (l *Link) sendICMPError(orig *packet.Parsed, src netip.Addr, typ, code uint
 
 // refuse answers a packet to a destination the config forbids with
 // "communication administratively prohibited".
-func (l *Link) refuse(p *packet.Parsed) {
-	l.count(DropLoopback)
+func (l *Link) refuse(p *packet.Parsed, v via) {
+	l.count(refusedCounter(v))
 	if p.Version == 4 {
 		l.sendICMPError(p, netip.Addr{}, 3, 13, 0)
 	} else {
 		l.sendICMPError(p, netip.Addr{}, 1, 1, 0)
 	}
+}
+
+// refusedCounter is the drop reason for a destination hostDest refused.
+func refusedCounter(v via) Counter {
+	if v == viaDNS {
+		return DropVirtualPort
+	}
+	return DropLoopback
 }
 
 // warnLimited logs at most one warning per counter every ten seconds.
