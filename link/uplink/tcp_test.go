@@ -273,8 +273,8 @@ func TestDialBound(t *testing.T) {
 		s := l.Stats()
 		return s[DialsPending] == 0 && s[DialsFailed] == perHost
 	})
-	// The container could retry now, and would get a slot.
-	if l.Flows() != 2 {
-		t.Errorf("flows = %d, want the 2 live connections", l.Flows())
+	// Only the three live connections hold host sockets now.
+	if l.Flows() != 3 {
+		t.Errorf("flows = %d, want the 3 live connections", l.Flows())
 	}
 }
