@@ -278,3 +278,73 @@ func TestDialBound(t *testing.T) {
 		t.Errorf("flows = %d, want the 3 live connections", l.Flows())
 	}
 }
+
+// TestUnreachable: where the host has no route, a SYN gets ICMP network
+// unreachable (not a RST, not a SYN-ACK) and so does a datagram.
+func TestUnreachable(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	// The namespace has only lo: nothing else is routed.
+	families(t, func(t *testing.T, v6 bool) {
+		l := openLink(t, Config{})
+		r := readPackets(t, l)
+		dst := netip.MustParseAddrPort("203.0.113.1:80")
+		if v6 {
+			dst = netip.MustParseAddrPort("[2001:db8::1]:80")
+		}
+		ctr := netip.AddrPortFrom(ctrAddr(v6), 45000)
+		write(t, l, tcpPkt(ctr, dst, 4242, 0, synFlag, nil))
+		p := r.expect(t, 2*time.Second, "answer to the SYN", func(p *packet.Parsed) bool {
+			return isTCPFrom(dst, ctr)(p) || p.IsICMPError()
+		})
+		if !isUnreach(p, 0, 0) {
+			t.Fatalf("SYN answered with proto %d type %d code %d flags %#x, want network unreachable",
+				p.Proto, p.ICMPType, p.ICMPCode, p.TCPFlags)
+		}
+		if q := quoted(t, p); q.SrcPort != ctr.Port() || binary.BigEndian.Uint32(q.L4()[4:]) != 4242 {
+			t.Errorf("quote from port %d seq %d, want %d seq 4242", q.SrcPort, binary.BigEndian.Uint32(q.L4()[4:]), ctr.Port())
+		}
+		write(t, l, udpPkt(ctr, dst, []byte("x")))
+		r.expect(t, 2*time.Second, "network unreachable for UDP", func(p *packet.Parsed) bool {
+			return isUnreach(p, 0, 0) && quoted(t, p).Proto == packet.ProtoUDP
+		})
+		if s := l.Stats(); s[DialsFailed] != 1 || s[DropSendError] != 1 || l.Flows() != 1 {
+			t.Errorf("dials_failed %d, drop_send_error %d, flows %d (the UDP endpoint)", s[DialsFailed], s[DropSendError], l.Flows())
+		}
+	})
+}
+
+// BenchmarkTCPUpload streams from the container's stack to a loopback
+// sink through the uplink: the throughput of the splice, both stacks
+// and the packet copies in between on one machine.
+func BenchmarkTCPUpload(b *testing.B) {
+	l := openLink(b, Config{AllowHostLoopback: true})
+	c := newContainer(b, l)
+	ln := listenLoopback(b, false)
+	done := make(chan int64, 1)
+	go func() {
+		hc, err := ln.Accept()
+		if err != nil {
+			done <- -1
+			return
+		}
+		n, _ := io.Copy(io.Discard, hc)
+		hc.Close()
+		done <- n
+	}()
+	conn := c.dial(b, ln.Addr().(*net.TCPAddr).AddrPort())
+	chunk := make([]byte, 64<<10)
+	b.SetBytes(int64(len(chunk)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := conn.Write(chunk); err != nil {
+			b.Fatal(err)
+		}
+	}
+	conn.CloseWrite()
+	if n := <-done; n != int64(b.N*len(chunk)) {
+		b.Fatalf("sink got %d bytes, want %d", n, b.N*len(chunk))
+	}
+}

@@ -2,11 +2,14 @@ package uplink
 
 import (
 	"bytes"
+	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 
+	"tungate/link"
 	"tungate/packet"
 )
 
@@ -330,4 +333,55 @@ func TestHostLoopbackAddress(t *testing.T) {
 		write(t, l2, udpPkt(ctr, vsrv, []byte("x")))
 		r2.expect(t, 2*time.Second, "admin prohibited", func(p *packet.Parsed) bool { return isUnreach(p, 13, 1) })
 	})
+}
+
+func TestClose(t *testing.T) {
+	l, err := New(Config{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := make(chan error, 1)
+	go func() {
+		bufs := [][]byte{make([]byte, 2048)}
+		_, err := l.Read(bufs, []int{0}, link.Headroom)
+		res <- err
+	}()
+	l.Close()
+	select {
+	case err := <-res:
+		if !errors.Is(err, os.ErrClosed) {
+			t.Fatalf("Read after Close: %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Read still blocked after Close")
+	}
+	if _, err := l.Write([][]byte{udpPkt(netip.AddrPortFrom(ctr4, 1), netip.MustParseAddrPort("192.0.2.1:9"), nil)}, link.Headroom); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("Write after Close: %v", err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
+
+// TestICMPErrorsFromContainer: an error about a TCP connection goes to the
+// stack; errors about anything else have no socket to go to.
+func TestICMPErrorsFromContainer(t *testing.T) {
+	l := openLink(t, Config{})
+	ctr := netip.AddrPortFrom(ctr4, 46000)
+	remote := netip.MustParseAddrPort("192.0.2.1:9")
+	for _, orig := range [][]byte{
+		udpPkt(remote, ctr, []byte("x"))[link.Headroom:],
+		tcpPkt(remote, ctr, 1, 1, ackFlag, nil)[link.Headroom:],
+	} {
+		var q packet.Parsed
+		if err := q.Decode(orig); err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, link.Headroom+maxICMPError4)
+		n := buildICMPError(b[link.Headroom:], orig, ctr4, remote.Addr(), 3, 3, 0)
+		write(t, l, b[:link.Headroom+n])
+	}
+	if s := l.Stats(); s[DropProto] != 1 || s[DropMalformed] != 0 {
+		t.Fatalf("drop_proto %d (the UDP one), drop_malformed %d", s[DropProto], s[DropMalformed])
+	}
 }
