@@ -350,13 +350,25 @@ func (t *tcpStack) hostToStack(hc *net.TCPConn, gc *gonet.TCPConn, ep tcpip.Endp
 		ep.Abort()
 		return
 	}
+	// ready waits for data, EOF or an error without holding a buffer. The
+	// peek reports a pending socket error only once (the kernel clears
+	// it), so it is kept here: a reset must reach the container as one.
+	var peekErr unix.Errno
 	ready := func(fd uintptr) bool {
 		_, _, e := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&peekByte[0])), 1,
 			unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
-		return e != unix.EAGAIN
+		for e == unix.EINTR {
+			_, _, e = unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&peekByte[0])), 1,
+				unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+		}
+		if e == unix.EAGAIN {
+			return false
+		}
+		peekErr = e
+		return true
 	}
 	for {
-		if err := rc.Read(ready); err != nil {
+		if err := rc.Read(ready); err != nil || peekErr != 0 {
 			ep.Abort()
 			return
 		}

@@ -5,10 +5,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
+	"syscall"
 	"testing"
 	"time"
 
@@ -348,5 +350,73 @@ func BenchmarkTCPUpload(b *testing.B) {
 	conn.CloseWrite()
 	if n := <-done; n != int64(b.N*len(chunk)) {
 		b.Fatalf("sink got %d bytes, want %d", n, b.N*len(chunk))
+	}
+}
+
+// TestTCPReset: a reset on the host side reaches the container as a reset,
+// not as an orderly end of data.
+func TestTCPReset(t *testing.T) {
+	l := openLink(t, Config{AllowHostLoopback: true})
+	c := newContainer(t, l)
+	ln := listenLoopback(t, false)
+	go func() {
+		hc, err := ln.AcceptTCP()
+		if err != nil {
+			return
+		}
+		// Reset only once the container is surely established: before,
+		// the container's handshake itself would fail (refused).
+		buf := make([]byte, 2)
+		io.ReadFull(hc, buf)
+		hc.Write([]byte("bye"))
+		hc.SetLinger(0)
+		hc.Close()
+	}()
+	conn := c.dial(t, ln.Addr().(*net.TCPAddr).AddrPort())
+	if _, err := conn.Write([]byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(conn)
+	if err == nil {
+		t.Fatalf("container read %q and a clean EOF; want a reset", got)
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("no reset within 5s: %v", err)
+	}
+	waitFor(t, 5*time.Second, "the connection to end", func() bool { return l.Stats()[TCPConns] == 0 && l.Flows() == 0 })
+
+	// And the other way: the container's RST resets the host socket.
+	// (A link of its own: the container stack reads the first one.)
+	l = openLink(t, Config{AllowHostLoopback: true})
+	r := readPackets(t, l)
+	ln2 := listenLoopback(t, false)
+	res := make(chan error, 1)
+	go func() {
+		hc, err := ln2.AcceptTCP()
+		if err != nil {
+			res <- err
+			return
+		}
+		defer hc.Close()
+		hc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = io.ReadAll(hc)
+		res <- err
+	}()
+	dst := ln2.Addr().(*net.TCPAddr).AddrPort()
+	ctr := netip.AddrPortFrom(ctr4, 47000)
+	write(t, l, tcpPkt(ctr, dst, 100, 0, synFlag, nil))
+	sa := r.expect(t, 2*time.Second, "SYN-ACK", isTCPFrom(dst, ctr))
+	write(t, l, tcpPkt(ctr, dst, 101, tcpSeq(sa)+1, ackFlag, nil))
+	waitFor(t, 2*time.Second, "the connection to be spliced", func() bool { return l.Stats()[TCPConns] == 1 })
+	write(t, l, tcpPkt(ctr, dst, 101, tcpSeq(sa)+1, rstFlag|ackFlag, nil))
+	select {
+	case err := <-res:
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("host side ended with %v, want a reset", err)
+		}
+	case <-time.After(6 * time.Second):
+		t.Fatal("host side did not end")
 	}
 }
