@@ -218,10 +218,16 @@ func TestDialBound(t *testing.T) {
 	run(t, "ip", "link", "set", "bh0", "up")
 	run(t, "ip", "link", "set", "bh1", "up")
 	run(t, "ip", "neigh", "add", "198.51.100.1", "lladdr", "02:00:00:00:00:01", "dev", "bh0", "nud", "permanent")
+	run(t, "ip", "-6", "addr", "add", "2001:db8:1::2/64", "dev", "bh0", "nodad")
+	run(t, "ip", "-6", "neigh", "add", "2001:db8:1::1", "lladdr", "02:00:00:00:00:01", "dev", "bh0", "nud", "permanent")
+	families(t, func(t *testing.T, v6 bool) { testDialBound(t, v6) })
+}
+
+func testDialBound(t *testing.T, v6 bool) {
 	const perHost, syns = 8, 40
 	l := openLink(t, Config{AllowHostLoopback: true, MaxPendingDialsPerHost: perHost, DialTimeout: Duration(2 * time.Second)})
 	r := readPackets(t, l)
-	ln := listenLoopback(t, false)
+	ln := listenLoopback(t, v6)
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -233,7 +239,7 @@ func TestDialBound(t *testing.T) {
 	}()
 	live := ln.Addr().(*net.TCPAddr).AddrPort()
 	handshake := func(port uint16) time.Duration {
-		ctr := netip.AddrPortFrom(ctr4, port)
+		ctr := netip.AddrPortFrom(ctrAddr(v6), port)
 		start := time.Now()
 		write(t, l, tcpPkt(ctr, live, 1, 0, synFlag, nil))
 		p := r.expect(t, time.Second, "SYN-ACK from the live listener", isTCPFrom(live, ctr))
@@ -246,9 +252,12 @@ func TestDialBound(t *testing.T) {
 	normal := handshake(43000)
 
 	hole := netip.MustParseAddrPort("198.51.100.1:80")
+	if v6 {
+		hole = netip.MustParseAddrPort("[2001:db8:1::1]:80")
+	}
 	pkts := make([][]byte, syns)
 	for i := range pkts {
-		pkts[i] = tcpPkt(netip.AddrPortFrom(ctr4, uint16(44000+i)), hole, uint32(1000*i), 0, synFlag, nil)
+		pkts[i] = tcpPkt(netip.AddrPortFrom(ctrAddr(v6), uint16(44000+i)), hole, uint32(1000*i), 0, synFlag, nil)
 	}
 	write(t, l, pkts...)
 	waitFor(t, time.Second, "the black-holed dials to take their slots", func() bool {

@@ -223,54 +223,29 @@ func TestDNS(t *testing.T) {
 		return
 	}
 	// A fake resolver on a loopback address, as systemd-resolved's
-	// 127.0.0.53, and the container's virtual resolver 10.0.2.3.
+	// 127.0.0.53, and one on ::1.
 	resolver := netip.MustParseAddrPort("127.0.0.53:53")
-	uc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(resolver))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer uc.Close()
-	go func() {
-		buf := make([]byte, 512)
-		for {
-			n, a, err := uc.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			uc.WriteToUDPAddrPort(append([]byte("answer:"), buf[:n]...), a)
-		}
-	}()
-	tl, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(resolver))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tl.Close()
-	go func() {
-		for {
-			c, err := tl.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 512)
-				n, _ := c.Read(buf)
-				c.Write(append([]byte("tcp answer:"), buf[:n]...))
-			}()
-		}
-	}()
+	fakeResolver(t, resolver)
+	fakeResolver(t, netip.MustParseAddrPort("[::1]:53"))
 	rc := t.TempDir() + "/resolv.conf"
-	if err := writeFile(rc, "# test\nsearch example\nnameserver 127.0.0.53\n"); err != nil {
+	if err := writeFile(rc, "# test\nsearch example\nnameserver 127.0.0.53\nnameserver ::1\n"); err != nil {
 		t.Fatal(err)
 	}
 	// Host loopback stays refused: the resolver is reached anyway.
-	l := openLink(t, Config{DNS: []string{"10.0.2.3"}, ResolvConf: rc})
+	l := openLink(t, Config{DNS: []string{"10.0.2.3", "fd00::3"}, ResolvConf: rc})
 	r := readPackets(t, l)
 	vdns := netip.MustParseAddrPort("10.0.2.3:53")
 	ctr := netip.AddrPortFrom(ctr4, 40006)
 	write(t, l, udpPkt(ctr, vdns, []byte("query")))
 	p := r.expect(t, 2*time.Second, "DNS answer from the virtual resolver", isUDP(vdns, ctr))
 	if got := string(p.L4()[8:]); got != "answer:query" {
+		t.Fatalf("answer %q", got)
+	}
+	vdns6 := netip.MustParseAddrPort("[fd00::3]:53")
+	ctr6p := netip.AddrPortFrom(ctr6, 40006)
+	write(t, l, udpPkt(ctr6p, vdns6, []byte("query6")))
+	p = r.expect(t, 2*time.Second, "DNS answer from the virtual IPv6 resolver", isUDP(vdns6, ctr6p))
+	if got := string(p.L4()[8:]); got != "answer:query6" {
 		t.Fatalf("answer %q", got)
 	}
 	// Another port of the virtual address is refused.
@@ -384,4 +359,43 @@ func TestICMPErrorsFromContainer(t *testing.T) {
 	if s := l.Stats(); s[DropProto] != 1 || s[DropMalformed] != 0 {
 		t.Fatalf("drop_proto %d (the UDP one), drop_malformed %d", s[DropProto], s[DropMalformed])
 	}
+}
+
+// fakeResolver answers UDP and TCP on a: "answer:" or "tcp answer:" and
+// the query.
+func fakeResolver(t *testing.T, a netip.AddrPort) {
+	uc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { uc.Close() })
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			n, from, err := uc.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			uc.WriteToUDPAddrPort(append([]byte("answer:"), buf[:n]...), from)
+		}
+	}()
+	tl, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tl.Close() })
+	go func() {
+		for {
+			c, err := tl.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 512)
+				n, _ := c.Read(buf)
+				c.Write(append([]byte("tcp answer:"), buf[:n]...))
+			}()
+		}
+	}()
 }
