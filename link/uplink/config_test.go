@@ -93,3 +93,11 @@ func TestCounterNames(t *testing.T) {
 		t.Error("out-of-range counter has a name")
 	}
 }
+
+func TestCounterGauges(t *testing.T) {
+	for c, want := range map[Counter]bool{UDPSockets: true, DialsPending: true, DialsRefused: false, ICMPErrorsSent: false} {
+		if c.IsGauge() != want {
+			t.Errorf("%v.IsGauge() = %v", c, !want)
+		}
+	}
+}

@@ -56,3 +56,7 @@ func (l *Link) Stats() Stats {
 }
 
 func (l *Link) gauge(c Counter, d int64) { l.stats[c].Add(uint64(d)) }
+
+// IsGauge reports whether the counter goes down as well as up (a level,
+// not a total), for exporters that type their metrics.
+func (c Counter) IsGauge() bool { return c <= DialsPending }

@@ -19,6 +19,19 @@
 //     first and only then completes the container's handshake, so a
 //     refused or unreachable destination is answered by a RST or an ICMP
 //     error, never by "connected, then reset".
+//
+// The host's loopback is refused unless allow_host_loopback is set; a
+// virtual address (host_loopback, slirp4netns's 10.0.2.2) stands for it,
+// which is what a Linux container needs: it drops packets from
+// 127.0.0.0/8 arriving on its interface. A virtual resolver address (dns)
+// forwards port 53 to the host's resolver. In a config file:
+//
+//	[uplink]
+//	mtu = 65520
+//	allow_host_loopback = true
+//	host_loopback = ["10.0.2.2", "fd00::2"]
+//	dns = ["10.0.2.3", "fd00::3"]
+//	udp_timeout = "180s"
 package uplink
 
 import (
