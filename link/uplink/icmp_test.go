@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
 	"tungate/packet"
 )
 
@@ -64,11 +67,20 @@ func TestICMPEchoDenied(t *testing.T) {
 		return
 	}
 	setPingRange(t, "1 0")
-	l := openLink(t, Config{AllowHostLoopback: true})
+	core, logs := observer.New(zap.WarnLevel)
+	l, err := New(Config{AllowHostLoopback: true}, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
 	r := readPackets(t, l)
 	write(t, l, echoPkt(ctr4, lo4, 1, 1, []byte("x")))
 	r.none(t, 200*time.Millisecond, "echo reply", isEchoReply(lo4, ctr4))
 	if s := l.Stats(); s[DropPingDenied] != 1 || s[PingSockets] != 0 || l.Flows() != 0 {
 		t.Fatalf("drop_ping_denied %d, ping_sockets %d, flows %d", s[DropPingDenied], s[PingSockets], l.Flows())
+	}
+	// Once at start, once (rate-limited) at the drop.
+	if n := logs.FilterMessageSnippet(`sysctl -w net.ipv4.ping_group_range="0 2147483647"`).Len(); n != 2 {
+		t.Errorf("%d warnings name the sysctl, want 2: %v", n, logs.All())
 	}
 }

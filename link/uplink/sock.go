@@ -365,7 +365,7 @@ func (s *socketTable) flush(w *writeScratch) {
 		if e == unix.EINTR {
 			continue
 		}
-		if e != 0 {
+		if e != 0 || r == 0 {
 			// The first message of the rest failed; sendmmsg stops there.
 			s.sendFailed(w, w.origs[i], e)
 			i++
@@ -726,3 +726,14 @@ func (s *socketTable) icmpFromErr(ep *endpoint, ee *unix.SockExtendedErr, offend
 // sizeofSockExtendedErr is sizeof(struct sock_extended_err); the offender's
 // sockaddr follows it (SO_EE_OFFENDER).
 const sizeofSockExtendedErr = int(unsafe.Sizeof(unix.SockExtendedErr{}))
+
+// pingAllowed probes whether this process may open ping sockets, to say
+// so at start rather than at the first echo.
+func pingAllowed() bool {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
+	if err != nil {
+		return false
+	}
+	unix.Close(fd)
+	return true
+}

@@ -110,6 +110,10 @@ func New(cfg Config, log *zap.Logger) (*Link, error) {
 		l.socks.close()
 		return nil, err
 	}
+	if !pingAllowed() {
+		log.Warn("uplink: ICMP echo from the container will be dropped; " + errPingDenied.Error(),
+			zap.Int("gid", os.Getegid()))
+	}
 	l.wg.Add(2)
 	go l.socks.poll()
 	go l.tcp.readOutbound()
@@ -159,13 +163,14 @@ func (l *Link) ReadFlags() link.Flags { return link.ChecksumsVerified }
 // packet the uplink cannot carry is dropped and counted (and answered
 // where the protocol has an answer); it is never an error.
 func (l *Link) Write(bufs [][]byte, offset int) (int, error) {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
 	select {
 	case <-l.closed:
+		// Checked under wmu: Close takes it before closing the sockets.
 		return 0, os.ErrClosed
 	default:
 	}
-	l.wmu.Lock()
-	defer l.wmu.Unlock()
 	now := time.Now().UnixNano()
 	for _, b := range bufs {
 		l.writeOne(b[offset:], now)
@@ -220,7 +225,9 @@ func (l *Link) Close() error {
 		l.socks.wake()
 		l.tcp.close()
 		l.wg.Wait()
+		l.wmu.Lock() // a Write in progress ends before its sockets close
 		l.socks.close()
+		l.wmu.Unlock()
 	})
 	return nil
 }
