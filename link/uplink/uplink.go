@@ -111,7 +111,7 @@ func New(cfg Config, log *zap.Logger) (*Link, error) {
 		return nil, err
 	}
 	if !pingAllowed() {
-		log.Warn("uplink: ICMP echo from the container will be dropped; " + errPingDenied.Error(),
+		log.Warn("uplink: ICMP echo from the container will be dropped; "+errPingDenied.Error(),
 			zap.Int("gid", os.Getegid()))
 	}
 	l.wg.Add(2)
