@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"golang.org/x/sys/unix"
 )
 
 func TestConfigDecode(t *testing.T) {
@@ -99,5 +100,11 @@ func TestCounterGauges(t *testing.T) {
 		if c.IsGauge() != want {
 			t.Errorf("%v.IsGauge() = %v", c, !want)
 		}
+	}
+}
+
+func TestTTLCmsgSpace(t *testing.T) {
+	if got := unix.CmsgSpace(4); got != ttlCmsgSpace {
+		t.Fatalf("CmsgSpace(4) = %d, ttlCmsgSpace = %d", got, ttlCmsgSpace)
 	}
 }

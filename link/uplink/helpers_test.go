@@ -328,7 +328,7 @@ func inNetns(t *testing.T) bool {
 		}
 		return true
 	}
-	cmd := exec.Command("unshare", "-n", "--", os.Args[0], "-test.run=^"+t.Name()+"$", "-test.v", "-test.count=1")
+	cmd := exec.Command("unshare", "-n", "-m", "--", os.Args[0], "-test.run=^"+t.Name()+"$", "-test.v", "-test.count=1")
 	cmd.Env = append(os.Environ(), "UPLINK_NETNS="+t.Name())
 	out, err := cmd.CombinedOutput()
 	t.Logf("in a network namespace of its own:\n%s", out)

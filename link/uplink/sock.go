@@ -242,8 +242,13 @@ type writeScratch struct {
 	hdrs  [batchSize]mmsghdr
 	iovs  [batchSize]unix.Iovec
 	names [batchSize]unix.RawSockaddrInet6
-	origs [batchSize][]byte // the packets queued, to answer send errors
+	ctrl  [batchSize][ttlCmsgSpace]byte // IP_TTL / IPV6_HOPLIMIT of each datagram
+	origs [batchSize][]byte             // the packets queued, to answer send errors
 }
+
+// ttlCmsgSpace holds one control message carrying an int: CmsgSpace(4) on
+// 64-bit Linux (TestTTLCmsgSpace checks), a constant for the array size.
+const ttlCmsgSpace = 24
 
 func (w *writeScratch) init(int) {
 	for i := range w.hdrs {
@@ -251,7 +256,24 @@ func (w *writeScratch) init(int) {
 		h.Name = (*byte)(unsafe.Pointer(&w.names[i]))
 		h.Iov = &w.iovs[i]
 		h.SetIovlen(1)
+		h.Control = &w.ctrl[i][0]
+		h.SetControllen(ttlCmsgSpace)
 	}
+}
+
+// putTTL writes the control message that sends a datagram with the TTL
+// (hop limit) the container's packet has after the datapath's decrement:
+// the host socket forwards it as a router would, so a router's time
+// exceeded comes back through IP_RECVERR and traceroute works.
+func putTTL(c []byte, v6 bool, ttl uint8) {
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&c[0]))
+	h.SetLen(unix.CmsgLen(4))
+	if v6 {
+		h.Level, h.Type = unix.IPPROTO_IPV6, unix.IPV6_HOPLIMIT
+	} else {
+		h.Level, h.Type = unix.IPPROTO_IP, unix.IP_TTL
+	}
+	binary.NativeEndian.PutUint32(c[unix.CmsgLen(0):], uint32(ttl))
 }
 
 // putSockaddr writes a as a sockaddr_in or sockaddr_in6 into sa and
@@ -333,6 +355,7 @@ func (s *socketTable) queueUDP(w *writeScratch, p *packet.Parsed, now int64) {
 	i := w.n
 	h := &w.hdrs[i].hdr
 	h.Namelen = putSockaddr(&w.names[i], dst)
+	putTTL(w.ctrl[i][:], ep.v6, p.TTL())
 	data := l4[header.UDPMinimumSize:ulen]
 	if len(data) > 0 {
 		w.iovs[i].Base = &data[0]

@@ -3,11 +3,15 @@ package uplink
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"testing"
 	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"tungate/link"
 	"tungate/packet"
@@ -398,4 +402,83 @@ func fakeResolver(t *testing.T, a netip.AddrPort) {
 			}()
 		}
 	}()
+}
+
+// setTTL rewrites the TTL (hop limit) of a packet built with headroom.
+func setTTL(b []byte, ttl uint8) []byte {
+	p := b[link.Headroom:]
+	if p[0]>>4 == 6 {
+		p[7] = ttl
+		return b
+	}
+	p[8] = ttl
+	ip := header.IPv4(p)
+	ip.SetChecksum(0)
+	ip.SetChecksum(^ip.CalculateChecksum())
+	return b
+}
+
+// TestTimeExceeded: a datagram leaves with the container's TTL, so the
+// first router's time exceeded comes back to the container, quoting it
+// (traceroute through the uplink). The router is a namespace of its own.
+func TestTimeExceeded(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	rt := fmt.Sprintf("uplinkrt%d", os.Getpid())
+	run(t, "ip", "netns", "add", rt)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", rt).Run() })
+	for _, c := range [][]string{
+		{"link", "add", "v0", "type", "veth", "peer", "name", "v1", "netns", rt},
+		{"addr", "add", "10.9.0.1/24", "dev", "v0"},
+		{"-6", "addr", "add", "fd09::1/64", "dev", "v0", "nodad"},
+		{"link", "set", "v0", "up"},
+		{"route", "add", "10.10.0.0/24", "via", "10.9.0.2"},
+		{"-6", "route", "add", "fd10::/64", "via", "fd09::2"},
+		{"-n", rt, "addr", "add", "10.9.0.2/24", "dev", "v1"},
+		{"-n", rt, "-6", "addr", "add", "fd09::2/64", "dev", "v1", "nodad"},
+		{"-n", rt, "link", "set", "v1", "up"},
+		{"-n", rt, "route", "add", "10.10.0.0/24", "via", "10.9.0.1"},
+		{"-n", rt, "-6", "route", "add", "fd10::/64", "via", "fd09::1"},
+	} {
+		run(t, "ip", c...)
+	}
+	run(t, "ip", "netns", "exec", rt, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+	families(t, func(t *testing.T, v6 bool) {
+		l := openLink(t, Config{})
+		r := readPackets(t, l)
+		dst, router := netip.MustParseAddrPort("10.10.0.5:33434"), netip.MustParseAddr("10.9.0.2")
+		if v6 {
+			dst, router = netip.MustParseAddrPort("[fd10::5]:33434"), netip.MustParseAddr("fd09::2")
+		}
+		ctr := netip.AddrPortFrom(ctrAddr(v6), 40020)
+		isTimeExceeded := func(p *packet.Parsed) bool {
+			return p.IsICMPError() && (p.Version == 4 && p.ICMPType == 11 || p.Version == 6 && p.ICMPType == 3)
+		}
+		// The router may still be resolving our neighbour address for
+		// the first probe; traceroute sends several too.
+		var p *packet.Parsed
+		deadline := time.Now().Add(5 * time.Second)
+		for p == nil && time.Now().Before(deadline) {
+			write(t, l, setTTL(udpPkt(ctr, dst, []byte("probe")), 1))
+			select {
+			case b := <-r.c:
+				q := new(packet.Parsed)
+				if q.Decode(b) == nil && isTimeExceeded(q) {
+					checkSums(t, q)
+					p = q
+				}
+			case <-time.After(300 * time.Millisecond):
+			}
+		}
+		if p == nil {
+			t.Fatal("no time exceeded from the router")
+		}
+		if p.SrcIP() != router || p.DstIP() != ctr.Addr() {
+			t.Errorf("time exceeded %v → %v, want %v → %v", p.SrcIP(), p.DstIP(), router, ctr.Addr())
+		}
+		if q := quoted(t, p); q.Proto != packet.ProtoUDP || q.SrcPort != ctr.Port() || q.DstIP() != dst.Addr() || q.DstPort != dst.Port() {
+			t.Errorf("quote %v:%d → %v:%d is not the probe", q.SrcIP(), q.SrcPort, q.DstIP(), q.DstPort)
+		}
+	})
 }
