@@ -126,7 +126,7 @@ func (n *fakeNAT) PortAvailable(proto uint8, a packet.Addr, port uint16) bool { 
 type gateway struct {
 	t   testing.TB
 	tbl *conntrack.Table
-	m   *Manager
+	m   *Registry
 	nat *fakeNAT
 	// masq: new connections from inside (prefix) leaving get their source
 	// rewritten to masqTo, keeping the port (the fake allocator).
