@@ -346,3 +346,18 @@ func Build(ip IP, t L4, payload []byte) []byte {
 	}
 	return b
 }
+
+// Bytes is a transport given whole as bytes, whose checksum field at
+// CsumOff (-1: none) the builder fills like TCP's or UDP's (it must be
+// zero): for tests that lay out a header themselves.
+type Bytes struct {
+	Proto   uint8
+	B       []byte
+	CsumOff int
+}
+
+// ProtoNum implements L4.
+func (h Bytes) ProtoNum(bool) uint8 { return h.Proto }
+
+// Put implements L4.
+func (h Bytes) Put(int) ([]byte, int) { return bytes.Clone(h.B), h.CsumOff }
