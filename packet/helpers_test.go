@@ -15,111 +15,25 @@ import (
 	"tungate/internal/packettest"
 )
 
-// ipHdr describes the IP layer of a packet to build.
-type ipHdr struct {
-	v6       bool
-	src, dst string
-	ttl      uint8 // 0: 64
-	tos      uint8 // IPv4 TOS or IPv6 traffic class
-	id       uint32
-	df, mf   bool
-	fragOff  int      // bytes; with v6, adds a fragment header (see frag)
-	frag     bool     // IPv6: add a fragment header even with fragOff 0 and !mf
-	opts     []byte   // IPv4 options, padded to a multiple of 4
-	ext      []extHdr // IPv6 extension headers before the fragment header
-	extAfter []extHdr // IPv6 extension headers after the fragment header
-	proto    uint8    // overrides the transport's protocol number
-	totalLen int      // overrides the IPv4 total length / IPv6 payload length (+40)
-	badCsum  bool     // IPv4: corrupt the header checksum
-	version  uint8    // overrides the version nibble
-	ihl      int      // overrides the IPv4 IHL (bytes)
-	hdrOnly  bool     // emit nothing after the IP headers
-	trunc    int      // cut the result to this many bytes (0: none)
-	extRaw   []byte   // IPv6: raw bytes appended after ext headers (for malformed chains)
-	extFirst uint8    // IPv6: next header of the fixed header when extRaw is used
-	l4csum   *uint16  // force a transport checksum value
-	padAfter []byte   // bytes after the IP length (link padding)
-	nhOver   *uint8   // overrides the next header naming the transport
-}
-
-// extHdr is an IPv6 extension header: typ 0, 43, 60 or 51 (AH). body is
-// padded so the header's length is a multiple of 8 (4 for AH).
-type extHdr struct {
-	typ  uint8
-	body []byte
-}
-
-// l4 is a transport header to build.
-type l4 interface{ pt() packettest.L4 }
-
-type tcpHdr struct {
-	sport, dport uint16
-	seq, ack     uint32
-	flags        uint8
-	win          uint16
-	opts         []byte
-}
-
-func (h tcpHdr) pt() packettest.L4 {
-	return packettest.TCP{SPort: h.sport, DPort: h.dport, Seq: h.seq, Ack: h.ack, Flags: h.flags, Win: h.win, Opts: h.opts}
-}
-
-type udpHdr struct {
-	sport, dport uint16
-	noCsum       bool
-	length       int // overrides the UDP length
-}
-
-func (h udpHdr) pt() packettest.L4 {
-	return packettest.UDP{SPort: h.sport, DPort: h.dport, NoCsum: h.noCsum, Length: h.length}
-}
-
-type icmpHdr struct {
-	typ, code uint8
-	rest      uint32
-}
-
-func (h icmpHdr) pt() packettest.L4 { return packettest.ICMP{Type: h.typ, Code: h.code, Rest: h.rest} }
-
-// rawL4 is a transport the builder does not checksum.
-type rawL4 struct {
-	proto uint8
-	b     []byte
-}
-
-func (h rawL4) pt() packettest.L4 { return packettest.Raw{Proto: h.proto, B: h.b} }
+// The builder's types and sums under this package's short names.
+type (
+	ipHdr   = packettest.IP
+	extHdr  = packettest.Ext
+	l4      = packettest.L4
+	tcpHdr  = packettest.TCP
+	udpHdr  = packettest.UDP
+	icmpHdr = packettest.ICMP
+	rawL4   = packettest.Raw
+)
 
 var (
+	build  = packettest.Build
 	pad    = packettest.Pad
 	sum16  = packettest.Sum16
 	pseudo = packettest.Pseudo
 )
 
 func addr(s string) Addr { return AddrFrom(netip.MustParseAddr(s)) }
-
-// build returns the packet described by ip, t and payload
-// (packettest.Build, with this package's short field names).
-func build(ip ipHdr, t l4, payload []byte) []byte {
-	var pt packettest.L4
-	if t != nil {
-		pt = t.pt()
-	}
-	ext := func(es []extHdr) []packettest.Ext {
-		var r []packettest.Ext
-		for _, e := range es {
-			r = append(r, packettest.Ext{Type: e.typ, Body: e.body})
-		}
-		return r
-	}
-	return packettest.Build(packettest.IP{
-		V6: ip.v6, Src: ip.src, Dst: ip.dst, TTL: ip.ttl, TOS: ip.tos, ID: ip.id,
-		DF: ip.df, MF: ip.mf, FragOff: ip.fragOff, Frag: ip.frag, Opts: ip.opts,
-		Ext: ext(ip.ext), ExtAfter: ext(ip.extAfter), Proto: ip.proto, TotalLen: ip.totalLen,
-		BadCsum: ip.badCsum, Version: ip.version, IHL: ip.ihl, HdrOnly: ip.hdrOnly,
-		Trunc: ip.trunc, ExtRaw: ip.extRaw, ExtFirst: ip.extFirst, L4Csum: ip.l4csum,
-		PadAfter: ip.padAfter, NHOver: ip.nhOver,
-	}, pt, payload)
-}
 
 // checker asserts one property of a decoded packet.
 type checker func(t *testing.T, p *Parsed)
