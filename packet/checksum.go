@@ -26,8 +26,9 @@ func fold(acc uint32) uint16 {
 // 16-bit words of old and new (equal, even lengths): the "~m + m'" of
 // RFC 1624 eqn. 3 for replacing old by new anywhere a checksum covers.
 func ChecksumDelta(old, new []byte) uint16 {
+	new = new[:len(old)]
 	var acc uint32
-	for i := 0; i+1 < len(old) && i+1 < len(new); i += 2 {
+	for i := 0; i+1 < len(old); i += 2 {
 		acc += uint32(^binary.BigEndian.Uint16(old[i:])) + uint32(binary.BigEndian.Uint16(new[i:]))
 	}
 	return fold(acc)
