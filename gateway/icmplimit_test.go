@@ -25,8 +25,10 @@ func TestICMPLimiterPerDestination(t *testing.T) {
 		t.Fatal("ten IPv6 addresses all share the IPv4 one's slot")
 	}
 	for i, dst := range []packet.Addr{a, b} {
-		if !l.allow(dst, 0) || !l.allow(dst, 0) {
-			t.Fatalf("destination %d: burst of 2 refused", i)
+		for n := range 2 {
+			if !l.allow(dst, 0) {
+				t.Fatalf("destination %d: error %d of the burst of 2 refused", i, n+1)
+			}
 		}
 	}
 	if l.allow(a, 0) {
