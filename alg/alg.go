@@ -129,8 +129,9 @@ type Stats struct {
 	Unrewritable atomic.Uint64
 }
 
-// Manager owns the registered helpers and runs them.
-type Manager struct {
+// Registry holds the helpers by name and by server port, attaches them to
+// new connections and runs them on their packets.
+type Registry struct {
 	table *conntrack.Table
 	nat   NAT
 	log   *zap.Logger
@@ -150,10 +151,10 @@ type Manager struct {
 	Stats Stats
 }
 
-// New builds the manager with the built-in helpers (ftp, tftp) configured
+// New builds the registry with the built-in helpers (ftp, tftp) configured
 // from cfg (validated here, defaults filled). nat may be nil (no NAT
 // configured); a nil log discards.
-func New(cfg Config, table *conntrack.Table, nat NAT, log *zap.Logger) (*Manager, error) {
+func New(cfg Config, table *conntrack.Table, nat NAT, log *zap.Logger) (*Registry, error) {
 	if table == nil {
 		return nil, errors.New("alg: nil conntrack table")
 	}
@@ -168,7 +169,7 @@ func New(cfg Config, table *conntrack.Table, nat NAT, log *zap.Logger) (*Manager
 	log = log.Named("alg").WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
 		return zapcore.NewSamplerWithOptions(c, time.Second, 10, 100)
 	}))
-	m := &Manager{
+	m := &Registry{
 		table:   table,
 		nat:     nat,
 		log:     log,
@@ -195,7 +196,7 @@ func New(cfg Config, table *conntrack.Table, nat NAT, log *zap.Logger) (*Manager
 // Register adds a helper under its name, attached automatically to new
 // connections of its protocol to the given server ports. Register before
 // the datapath starts: the registry is read without locks.
-func (m *Manager) Register(h Helper, ports ...int) error {
+func (m *Registry) Register(h Helper, ports ...int) error {
 	name := h.Name()
 	if name == "" {
 		return errors.New("alg: helper without a name")
@@ -224,7 +225,7 @@ func portKey(proto uint8, port uint16) uint32 { return uint32(proto)<<16 | uint3
 
 // Names returns the registered helper names, sorted, for the rule
 // compiler to check `helper = "…"` against.
-func (m *Manager) Names() []string { return slices.Clone(m.names) }
+func (m *Registry) Names() []string { return slices.Clone(m.names) }
 
 // Assign runs for a NEW (unconfirmed) connection after the filter: helper
 // is the name a rule set ("" none); otherwise the configured ports decide,
@@ -232,7 +233,7 @@ func (m *Manager) Names() []string { return slices.Clone(m.names) }
 // Linux looks helpers up by the reply tuple. A connection an expectation
 // created is not given a helper by port (Linux assigns none either). A
 // helper whose protocol differs from the connection's is not attached.
-func (m *Manager) Assign(c *conntrack.Conn, p *packet.Parsed, helper string) {
+func (m *Registry) Assign(c *conntrack.Conn, p *packet.Parsed, helper string) {
 	if c == nil || c.Confirmed() {
 		return
 	}
@@ -247,7 +248,7 @@ func (m *Manager) Assign(c *conntrack.Conn, p *packet.Parsed, helper string) {
 	}
 }
 
-func (m *Manager) pick(c *conntrack.Conn, helper string) Helper {
+func (m *Registry) pick(c *conntrack.Conn, helper string) Helper {
 	rt := c.Tuple(conntrack.DirReply)
 	if helper != "" {
 		h := m.helpers[helper]
@@ -281,7 +282,7 @@ func Wanted(res *conntrack.Result) bool {
 // means drop. The packet is fully translated for its direction; a rewrite
 // may change its length within cap(p.Bytes()), so the caller must send
 // p.Bytes() afterwards, not the slice it decoded.
-func (m *Manager) Process(p *packet.Parsed, res *conntrack.Result) bool {
+func (m *Registry) Process(p *packet.Parsed, res *conntrack.Result) bool {
 	c := res.Conn
 	if c == nil {
 		return true
@@ -312,7 +313,7 @@ func (m *Manager) Process(p *packet.Parsed, res *conntrack.Result) bool {
 // state returns the connection's framework state, creating it for a
 // connection whose helper was set elsewhere (an expectation's
 // HelperFollows). The connection is locked.
-func (m *Manager) state(ext *conntrack.Ext) *connState {
+func (m *Registry) state(ext *conntrack.Ext) *connState {
 	if cs, ok := ext.HelperData.(*connState); ok && cs.name == ext.Helper {
 		return cs
 	}
@@ -325,7 +326,7 @@ func (m *Manager) state(ext *conntrack.Ext) *connState {
 	return cs
 }
 
-func (m *Manager) help(c *conntrack.Conn, ext *conntrack.Ext, p *packet.Parsed, res *conntrack.Result) bool {
+func (m *Registry) help(c *conntrack.Conn, ext *conntrack.Ext, p *packet.Parsed, res *conntrack.Result) bool {
 	cs := m.state(ext)
 	if cs == nil {
 		return true

@@ -38,7 +38,7 @@ type Context struct {
 	// packets of the connection and dies with it.
 	State any
 
-	m   *Manager
+	m   *Registry
 	cs  *connState
 	ext *conntrack.Ext
 	// dataOff is Data's offset in the payload; seq is the original
@@ -67,7 +67,7 @@ func (x *Context) NAT() NAT { return x.m.nat }
 // Log returns the (rate-limited) logger.
 func (x *Context) Log() *zap.Logger { return x.m.log }
 
-// Stats returns the manager's counters.
+// Stats returns the registry's counters.
 func (x *Context) Stats() *Stats { return &x.m.Stats }
 
 // Mangle replaces Data[off:off+oldLen] with repl in the packet, fixing

@@ -1,14 +1,12 @@
 package alg
 
 import (
-	"encoding/binary"
 	"net/netip"
 	"sync"
 	"testing"
 
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
-
 	"tungate/conntrack"
+	"tungate/internal/packettest"
 	"tungate/packet"
 )
 
@@ -25,61 +23,21 @@ func buildTCP(src, dst netip.AddrPort, seq, ack uint32, flags uint8, opts, paylo
 	for len(opts)%4 != 0 {
 		opts = append(opts, 1) // NOP padding
 	}
-	l4 := make([]byte, 20+len(opts)+len(payload))
-	binary.BigEndian.PutUint16(l4[0:], src.Port())
-	binary.BigEndian.PutUint16(l4[2:], dst.Port())
-	binary.BigEndian.PutUint32(l4[4:], seq)
-	binary.BigEndian.PutUint32(l4[8:], ack)
-	l4[12] = byte((20+len(opts))/4) << 4
-	l4[13] = flags
-	binary.BigEndian.PutUint16(l4[14:], 65535)
-	copy(l4[20:], opts)
-	copy(l4[20+len(opts):], payload)
-	return wrapL4(src.Addr(), dst.Addr(), packet.ProtoTCP, l4, 16)
+	return withHeadroom(packettest.Build(ipOf(src, dst),
+		packettest.TCP{SPort: src.Port(), DPort: dst.Port(), Seq: seq, Ack: ack, Flags: flags, Win: 65535, Opts: opts}, payload))
 }
 
 // buildUDP builds a UDP datagram with valid checksums and headroom.
 func buildUDP(src, dst netip.AddrPort, payload []byte) []byte {
-	l4 := make([]byte, 8+len(payload))
-	binary.BigEndian.PutUint16(l4[0:], src.Port())
-	binary.BigEndian.PutUint16(l4[2:], dst.Port())
-	binary.BigEndian.PutUint16(l4[4:], uint16(len(l4)))
-	copy(l4[8:], payload)
-	return wrapL4(src.Addr(), dst.Addr(), packet.ProtoUDP, l4, 6)
+	return withHeadroom(packettest.Build(ipOf(src, dst), packettest.UDP{SPort: src.Port(), DPort: dst.Port()}, payload))
 }
 
-func wrapL4(src, dst netip.Addr, proto uint8, l4 []byte, csumOff int) []byte {
-	var b []byte
-	if src.Is4() {
-		b = make([]byte, 20+len(l4), 20+len(l4)+headroom)
-		b[0] = 0x45
-		binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
-		b[6] = 0x40 // DF
-		b[8] = 64
-		b[9] = proto
-		s, d := src.As4(), dst.As4()
-		copy(b[12:], s[:])
-		copy(b[16:], d[:])
-		binary.BigEndian.PutUint16(b[10:], ^checksum.Checksum(b[:20], 0))
-		copy(b[20:], l4)
-	} else {
-		b = make([]byte, 40+len(l4), 40+len(l4)+headroom)
-		b[0] = 0x60
-		binary.BigEndian.PutUint16(b[4:], uint16(len(l4)))
-		b[6] = proto
-		b[7] = 64
-		s, d := src.As16(), dst.As16()
-		copy(b[8:], s[:])
-		copy(b[24:], d[:])
-		copy(b[40:], l4)
-	}
-	var p packet.Parsed
-	if err := p.Decode(b); err != nil {
-		panic(err)
-	}
-	l := p.L4()
-	binary.BigEndian.PutUint16(l[csumOff:], ^checksum.Checksum(l, p.PseudoHeaderSum(proto, len(l))))
-	return b
+func ipOf(src, dst netip.AddrPort) packettest.IP {
+	return packettest.IP{V6: src.Addr().Is6(), Src: src.Addr().String(), Dst: dst.Addr().String(), DF: true}
+}
+
+func withHeadroom(b []byte) []byte {
+	return append(make([]byte, 0, len(b)+headroom), b...)
 }
 
 // bind is one call the fake NAT received.
@@ -126,7 +84,7 @@ func (n *fakeNAT) PortAvailable(proto uint8, a packet.Addr, port uint16) bool { 
 type gateway struct {
 	t   testing.TB
 	tbl *conntrack.Table
-	m   *Manager
+	m   *Registry
 	nat *fakeNAT
 	// masq: new connections from inside (prefix) leaving get their source
 	// rewritten to masqTo, keeping the port (the fake allocator).

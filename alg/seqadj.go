@@ -147,18 +147,9 @@ func sackAdjust(p *packet.Parsed, m seqMap) bool {
 func setL4u32(p *packet.Parsed, at int, v uint32) {
 	l4 := p.L4()
 	lo, hi := at&^1, (at+5)&^1
-	var acc uint32
-	for i := lo; i < hi; i += 2 {
-		acc += uint32(^binary.BigEndian.Uint16(l4[i:]))
-	}
+	var old [6]byte
+	copy(old[:], l4[lo:hi])
 	binary.BigEndian.PutUint32(l4[at:], v)
-	for i := lo; i < hi; i += 2 {
-		acc += uint32(binary.BigEndian.Uint16(l4[i:]))
-	}
-	hc := binary.BigEndian.Uint16(l4[16:])
-	sum := uint32(^hc) + acc
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	binary.BigEndian.PutUint16(l4[16:], ^uint16(sum))
+	delta := packet.ChecksumDelta(old[:hi-lo], l4[lo:hi])
+	binary.BigEndian.PutUint16(l4[16:], packet.UpdateChecksum(binary.BigEndian.Uint16(l4[16:]), delta))
 }

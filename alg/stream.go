@@ -87,7 +87,7 @@ func (s *streamDir) noteOutOfOrder(start, end uint32) {
 // helpTCP shows the helper the new in-order bytes of a segment, replays
 // earlier rewrites onto retransmitted bytes, and records the sequence
 // adjustment of this segment's rewrites. The connection is locked.
-func (m *Manager) helpTCP(x *Context, cs *connState, ext *conntrack.Ext, p *packet.Parsed) bool {
+func (m *Registry) helpTCP(x *Context, cs *connState, ext *conntrack.Ext, p *packet.Parsed) bool {
 	d := x.Dir
 	s := &cs.tcp[d]
 	flags := p.TCPFlags
@@ -156,7 +156,7 @@ func (m *Manager) helpTCP(x *Context, cs *connState, ext *conntrack.Ext, p *pack
 // replay repeats remembered rewrites on the retransmitted first old bytes
 // of the payload. A segment that starts or ends inside a rewritten range
 // cannot be translated consistently and is dropped (the sender resends).
-func (m *Manager) replay(p *packet.Parsed, s *streamDir, seq uint32, old int) (grown int, ok bool) {
+func (m *Registry) replay(p *packet.Parsed, s *streamDir, seq uint32, old int) (grown int, ok bool) {
 	for i := range s.rewrites {
 		r := &s.rewrites[i]
 		start := int(int32(r.seq - seq))

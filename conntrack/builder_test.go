@@ -6,8 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
-
+	"tungate/internal/packettest"
 	"tungate/packet"
 )
 
@@ -34,94 +33,44 @@ var ctFamilies = []ctFamily{
 	{"ipv6", netip.MustParseAddr("fd10::2"), netip.MustParseAddr("fd10::3"), netip.MustParseAddr("fd18::2"), netip.MustParseAddr("fd18::1"), netip.MustParseAddr("2001:db8::9")},
 }
 
+// ip is the IP layer every packet here has (IPv4 with DF set).
+func ip(src, dst netip.Addr) packettest.IP {
+	return packettest.IP{V6: src.Is6(), Src: src.String(), Dst: dst.String(), ID: 0x1234, DF: true}
+}
+
 // IP wraps an L4 payload in an IPv4 or IPv6 header and fills the transport
 // checksum of TCP, UDP, ICMP and ICMPv6 (the checksum field must be zero).
 func (pktBuilder) IP(src, dst netip.Addr, proto uint8, l4 []byte) []byte {
-	var b []byte
-	if src.Is4() {
-		b = make([]byte, 20+len(l4))
-		b[0] = 0x45
-		binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
-		binary.BigEndian.PutUint16(b[4:], 0x1234)
-		b[6] = 0x40 // DF
-		b[8] = 64
-		b[9] = proto
-		s, d := src.As4(), dst.As4()
-		copy(b[12:], s[:])
-		copy(b[16:], d[:])
-		binary.BigEndian.PutUint16(b[10:], ^checksum.Checksum(b[:20], 0))
-		copy(b[20:], l4)
-	} else {
-		b = make([]byte, 40+len(l4))
-		b[0] = 0x60
-		binary.BigEndian.PutUint16(b[4:], uint16(len(l4)))
-		b[6] = proto
-		b[7] = 64
-		s, d := src.As16(), dst.As16()
-		copy(b[8:], s[:])
-		copy(b[24:], d[:])
-		copy(b[40:], l4)
-	}
-	off := len(b) - len(l4)
-	l := b[off:]
-	pseudo := func() uint16 {
-		s := checksum.Checksum(src.AsSlice(), 0)
-		s = checksum.Checksum(dst.AsSlice(), s)
-		return checksum.Combine(s, checksum.Combine(uint16(proto), uint16(len(l))))
-	}
+	off := -1
 	switch {
-	case proto == packet.ProtoUDP && len(l) >= 8:
-		c := ^checksum.Checksum(l, pseudo())
-		if c == 0 {
-			c = 0xffff
-		}
-		binary.BigEndian.PutUint16(l[6:], c)
-	case proto == packet.ProtoTCP && len(l) >= 20:
-		binary.BigEndian.PutUint16(l[16:], ^checksum.Checksum(l, pseudo()))
-	case proto == packet.ProtoICMP && len(l) >= 4:
-		binary.BigEndian.PutUint16(l[2:], ^checksum.Checksum(l, 0))
-	case proto == packet.ProtoICMPv6 && len(l) >= 4:
-		binary.BigEndian.PutUint16(l[2:], ^checksum.Checksum(l, pseudo()))
+	case proto == packet.ProtoUDP && len(l4) >= 8:
+		off = 6
+	case proto == packet.ProtoTCP && len(l4) >= 20:
+		off = 16
+	case (proto == packet.ProtoICMP || proto == packet.ProtoICMPv6) && len(l4) >= 4:
+		off = 2
 	}
-	return b
+	return packettest.Build(ip(src, dst), packettest.Bytes{Proto: proto, B: l4, CsumOff: off}, nil)
 }
 
 // UDP builds a UDP datagram with n payload bytes.
-func (pb pktBuilder) UDP(src netip.Addr, sport uint16, dst netip.Addr, dport uint16, n int) []byte {
-	l4 := make([]byte, 8+n)
-	binary.BigEndian.PutUint16(l4[0:], sport)
-	binary.BigEndian.PutUint16(l4[2:], dport)
-	binary.BigEndian.PutUint16(l4[4:], uint16(len(l4)))
+func (pktBuilder) UDP(src netip.Addr, sport uint16, dst netip.Addr, dport uint16, n int) []byte {
+	payload := make([]byte, n)
 	for i := range n {
-		l4[8+i] = byte('a' + i%26)
+		payload[i] = byte('a' + i%26)
 	}
-	return pb.IP(src, dst, packet.ProtoUDP, l4)
+	return packettest.Build(ip(src, dst), packettest.UDP{SPort: sport, DPort: dport}, payload)
 }
 
 // TCP builds a TCP segment with the given flags and no payload.
-func (pb pktBuilder) TCP(src netip.Addr, sport uint16, dst netip.Addr, dport uint16, flags uint8) []byte {
-	l4 := make([]byte, 20)
-	binary.BigEndian.PutUint16(l4[0:], sport)
-	binary.BigEndian.PutUint16(l4[2:], dport)
-	binary.BigEndian.PutUint32(l4[4:], 1000)
-	l4[12] = 5 << 4
-	l4[13] = flags
-	binary.BigEndian.PutUint16(l4[14:], 65535)
-	return pb.IP(src, dst, packet.ProtoTCP, l4)
+func (pktBuilder) TCP(src netip.Addr, sport uint16, dst netip.Addr, dport uint16, flags uint8) []byte {
+	return packettest.Build(ip(src, dst), packettest.TCP{SPort: sport, DPort: dport, Seq: 1000, Flags: flags, Win: 65535}, nil)
 }
 
 // ICMP builds an ICMP (IPv4) or ICMPv6 message of the source's family
 // with the given type, identifier and n data bytes.
-func (pb pktBuilder) ICMP(src, dst netip.Addr, typ, code uint8, id uint16, n int) []byte {
-	l4 := make([]byte, 8+n)
-	l4[0], l4[1] = typ, code
-	binary.BigEndian.PutUint16(l4[4:], id)
-	binary.BigEndian.PutUint16(l4[6:], 1)
-	proto := uint8(packet.ProtoICMP)
-	if src.Is6() {
-		proto = packet.ProtoICMPv6
-	}
-	return pb.IP(src, dst, proto, l4)
+func (pktBuilder) ICMP(src, dst netip.Addr, typ, code uint8, id uint16, n int) []byte {
+	return packettest.Build(ip(src, dst), packettest.ICMP{Type: typ, Code: code, Rest: uint32(id)<<16 | 1}, make([]byte, n))
 }
 
 // Echo builds an echo request (or reply) with n data bytes in the
@@ -134,19 +83,15 @@ func (pb pktBuilder) Echo(src, dst netip.Addr, reply bool, id uint16, n int) []b
 // Unreachable builds a destination-unreachable error from src to dst that
 // quotes the first n bytes of quoted (all of it when n < 0): port
 // unreachable in ICMP, port unreachable in ICMPv6.
-func (pb pktBuilder) Unreachable(src, dst netip.Addr, quoted []byte, n int) []byte {
+func (pktBuilder) Unreachable(src, dst netip.Addr, quoted []byte, n int) []byte {
 	if n >= 0 && n < len(quoted) {
 		quoted = quoted[:n]
 	}
-	l4 := make([]byte, 8+len(quoted))
-	proto := uint8(packet.ProtoICMP)
-	l4[0], l4[1] = 3, 3
+	h := packettest.ICMP{Type: 3, Code: 3}
 	if src.Is6() {
-		proto = packet.ProtoICMPv6
-		l4[0], l4[1] = 1, 4
+		h = packettest.ICMP{Type: 1, Code: 4}
 	}
-	copy(l4[8:], quoted)
-	return pb.IP(src, dst, proto, l4)
+	return packettest.Build(ip(src, dst), h, quoted)
 }
 
 // GRE builds a GRE packet (protocol 0x0800) with n payload bytes; with

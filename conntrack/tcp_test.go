@@ -8,8 +8,7 @@ import (
 	"time"
 	"unsafe"
 
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
-
+	"tungate/internal/packettest"
 	"tungate/packet"
 )
 
@@ -78,49 +77,13 @@ func (f tcpFlow) build(d Dir, s tcpSeg) []byte {
 	if d == DirReply {
 		src, dst, sp, dp = dst, src, dp, sp
 	}
-	o := append([]byte(nil), s.opts...)
-	for len(o)%4 != 0 {
-		o = append(o, tcpOptEOL)
+	data := make([]byte, s.data)
+	for i := range data {
+		data[i] = byte(i)
 	}
-	tcp := make([]byte, 20+len(o)+s.data)
-	binary.BigEndian.PutUint16(tcp[0:], sp)
-	binary.BigEndian.PutUint16(tcp[2:], dp)
-	binary.BigEndian.PutUint32(tcp[4:], s.seq)
-	binary.BigEndian.PutUint32(tcp[8:], s.ack)
-	tcp[12] = byte((20+len(o))/4) << 4
-	tcp[13] = s.flags
-	binary.BigEndian.PutUint16(tcp[14:], s.win)
-	copy(tcp[20:], o)
-	for i := range s.data {
-		tcp[20+len(o)+i] = byte(i)
-	}
-	sa, da := src.AsSlice(), dst.AsSlice()
-	ps := checksum.Checksum(sa, 0)
-	ps = checksum.Checksum(da, ps)
-	ps = checksum.Combine(ps, packet.ProtoTCP)
-	ps = checksum.Combine(ps, uint16(len(tcp)))
-	binary.BigEndian.PutUint16(tcp[16:], ^checksum.Checksum(tcp, ps))
-
-	if src.Is4() {
-		ip := make([]byte, 20, 20+len(tcp))
-		ip[0] = 0x45
-		binary.BigEndian.PutUint16(ip[2:], uint16(20+len(tcp)))
-		ip[6] = 0x40 // DF
-		ip[8] = 64
-		ip[9] = packet.ProtoTCP
-		copy(ip[12:], sa)
-		copy(ip[16:], da)
-		binary.BigEndian.PutUint16(ip[10:], ^checksum.Checksum(ip, 0))
-		return append(ip, tcp...)
-	}
-	ip := make([]byte, 40, 40+len(tcp))
-	ip[0] = 0x60
-	binary.BigEndian.PutUint16(ip[4:], uint16(len(tcp)))
-	ip[6] = packet.ProtoTCP
-	ip[7] = 64
-	copy(ip[8:], sa)
-	copy(ip[24:], da)
-	return append(ip, tcp...)
+	// Options are padded with zeros: tcpOptEOL.
+	return packettest.Build(packettest.IP{V6: src.Is6(), Src: src.String(), Dst: dst.String(), DF: true},
+		packettest.TCP{SPort: sp, DPort: dp, Seq: s.seq, Ack: s.ack, Flags: s.flags, Win: s.win, Opts: s.opts}, data)
 }
 
 // tcpStep is one packet of a replayed sequence and what conntrack must say.
@@ -951,11 +914,7 @@ func tableBaselineAllocs(t *testing.T) float64 {
 		t.Fatal(err)
 	}
 	mk := func(src, dst string) *packet.Parsed {
-		b := make([]byte, 28)
-		b[0], b[3], b[8], b[9] = 0x45, 28, 64, 253
-		copy(b[12:], netip.MustParseAddr(src).AsSlice())
-		copy(b[16:], netip.MustParseAddr(dst).AsSlice())
-		binary.BigEndian.PutUint16(b[10:], ^checksum.Checksum(b[:20], 0))
+		b := packettest.Build(packettest.IP{Src: src, Dst: dst}, packettest.Raw{Proto: 253}, make([]byte, 8))
 		p := new(packet.Parsed)
 		if err := p.Decode(b); err != nil {
 			t.Fatal(err)

@@ -2,19 +2,16 @@ package gateway
 
 import (
 	"fmt"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"go.uber.org/zap"
-	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
+	"tungate/internal/packettest"
 	"tungate/link"
-	"tungate/packet"
 )
 
 // nullDev is a device that never delivers and discards writes: the
@@ -50,30 +47,11 @@ func nullGateway(tb testing.TB, extra string) *Gateway {
 	return g
 }
 
-// tcpPacket builds a TCP segment with valid checksums.
+// tcpPacket builds a TCP segment with valid checksums (DF set on IPv4)
+// and payload zero bytes.
 func tcpPacket(src, dst string, sport, dport uint16, seq, ack uint32, flags header.TCPFlags, payload int) []byte {
-	s, d := netip.MustParseAddr(src), netip.MustParseAddr(dst)
-	tl := header.TCPMinimumSize + payload
-	var b, l4 []byte
-	if s.Is4() {
-		b = make([]byte, header.IPv4MinimumSize+tl)
-		ip := header.IPv4(b)
-		ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(b)), TTL: 64, Protocol: 6, Flags: header.IPv4FlagDontFragment,
-			SrcAddr: tcpip.AddrFrom4(s.As4()), DstAddr: tcpip.AddrFrom4(d.As4())})
-		ip.SetChecksum(^ip.CalculateChecksum())
-		l4 = b[header.IPv4MinimumSize:]
-	} else {
-		b = make([]byte, header.IPv6MinimumSize+tl)
-		header.IPv6(b).Encode(&header.IPv6Fields{PayloadLength: uint16(tl), TransportProtocol: 6, HopLimit: 64,
-			SrcAddr: tcpip.AddrFrom16(s.As16()), DstAddr: tcpip.AddrFrom16(d.As16())})
-		l4 = b[header.IPv6MinimumSize:]
-	}
-	header.TCP(l4).Encode(&header.TCPFields{SrcPort: sport, DstPort: dport, SeqNum: seq, AckNum: ack,
-		DataOffset: header.TCPMinimumSize, Flags: flags, WindowSize: 65535})
-	var p packet.Parsed
-	p.Decode(b)
-	header.TCP(l4).SetChecksum(^checksum.Checksum(l4, p.PseudoHeaderSum(6, tl)))
-	return b
+	return packettest.Build(packettest.IP{V6: strings.Contains(src, ":"), Src: src, Dst: dst, DF: true},
+		packettest.TCP{SPort: sport, DPort: dport, Seq: seq, Ack: ack, Flags: uint8(flags), Win: 65535}, make([]byte, payload))
 }
 
 // runPacket copies pkt into the worker's first buffer and runs it through

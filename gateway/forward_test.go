@@ -13,10 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
-	"gvisor.dev/gvisor/pkg/tcpip/header"
-
+	"tungate/internal/packettest"
 	"tungate/packet"
 )
 
@@ -164,32 +161,12 @@ func TestForwardUDP(t *testing.T) {
 
 // echoRequest builds an ICMP or ICMPv6 echo request with valid checksums.
 func echoRequest(src, dst string, id uint16) []byte {
-	s, d := netip.MustParseAddr(src), netip.MustParseAddr(dst)
-	msg := make([]byte, 8+8)
-	copy(msg[8:], "tungate!")
-	binary.BigEndian.PutUint16(msg[4:], id)
-	binary.BigEndian.PutUint16(msg[6:], 1)
-	var b []byte
-	if s.Is4() {
-		msg[0] = 8
-		b = make([]byte, header.IPv4MinimumSize+len(msg))
-		ip := header.IPv4(b)
-		ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(b)), TTL: 64, Protocol: 1,
-			SrcAddr: tcpip.AddrFrom4(s.As4()), DstAddr: tcpip.AddrFrom4(d.As4())})
-		ip.SetChecksum(^ip.CalculateChecksum())
-		copy(b[20:], msg)
-		binary.BigEndian.PutUint16(b[22:], ^checksum.Checksum(b[20:], 0))
-		return b
+	typ := uint8(8)
+	if strings.Contains(src, ":") {
+		typ = 128
 	}
-	msg[0] = 128
-	b = make([]byte, header.IPv6MinimumSize+len(msg))
-	header.IPv6(b).Encode(&header.IPv6Fields{PayloadLength: uint16(len(msg)), TransportProtocol: 58, HopLimit: 64,
-		SrcAddr: tcpip.AddrFrom16(s.As16()), DstAddr: tcpip.AddrFrom16(d.As16())})
-	copy(b[40:], msg)
-	var p packet.Parsed
-	p.Decode(b)
-	binary.BigEndian.PutUint16(b[42:], ^checksum.Checksum(b[40:], p.PseudoHeaderSum(58, len(msg))))
-	return b
+	return packettest.Build(packettest.IP{V6: typ == 128, Src: src, Dst: dst},
+		packettest.ICMP{Type: typ, Rest: uint32(id)<<16 | 1}, []byte("tungate!"))
 }
 
 var pingID uint16 = 0x4000
@@ -230,34 +207,8 @@ func TestPing(t *testing.T) {
 
 // udpPacket builds an IPv4 or IPv6 UDP packet with valid checksums.
 func udpPacket(src, dst string, sport, dport uint16, ttl uint8, df bool, payload []byte) []byte {
-	s, d := netip.MustParseAddr(src), netip.MustParseAddr(dst)
-	ul := header.UDPMinimumSize + len(payload)
-	var b []byte
-	var l4 []byte
-	if s.Is4() {
-		b = make([]byte, header.IPv4MinimumSize+ul)
-		ip := header.IPv4(b)
-		var flags uint8
-		if df {
-			flags = header.IPv4FlagDontFragment
-		}
-		ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(b)), TTL: ttl, Protocol: 17, Flags: flags,
-			SrcAddr: tcpip.AddrFrom4(s.As4()), DstAddr: tcpip.AddrFrom4(d.As4())})
-		ip.SetChecksum(^ip.CalculateChecksum())
-		l4 = b[header.IPv4MinimumSize:]
-	} else {
-		b = make([]byte, header.IPv6MinimumSize+ul)
-		header.IPv6(b).Encode(&header.IPv6Fields{PayloadLength: uint16(ul), TransportProtocol: 17, HopLimit: ttl,
-			SrcAddr: tcpip.AddrFrom16(s.As16()), DstAddr: tcpip.AddrFrom16(d.As16())})
-		l4 = b[header.IPv6MinimumSize:]
-	}
-	u := header.UDP(l4)
-	u.Encode(&header.UDPFields{SrcPort: sport, DstPort: dport, Length: uint16(ul)})
-	copy(l4[8:], payload)
-	var p packet.Parsed
-	p.Decode(b)
-	u.SetChecksum(^checksum.Checksum(l4, p.PseudoHeaderSum(17, ul)))
-	return b
+	return packettest.Build(packettest.IP{V6: strings.Contains(src, ":"), Src: src, Dst: dst, TTL: ttl, DF: df},
+		packettest.UDP{SPort: sport, DPort: dport}, payload)
 }
 
 func icmpMatch(version, typ, code uint8) func([]byte) bool {

@@ -35,7 +35,7 @@ type Gateway struct {
 
 	ct    *conntrack.Table
 	nat   *nat.Engine
-	alg   *alg.Manager
+	alg   *alg.Registry
 	rules atomic.Pointer[rules.Ruleset]
 	reasm *packet.Reassembler
 

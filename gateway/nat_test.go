@@ -12,9 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
-
 	"tungate/conntrack"
+	"tungate/internal/packettest"
 	"tungate/packet"
 )
 
@@ -292,7 +291,6 @@ func TestTranslatedPortUnreachable(t *testing.T) {
 
 // sctpInit builds an SCTP INIT (IPv4) with a valid CRC32c.
 func sctpInit(src, dst string, sport, dport uint16, tag uint32) []byte {
-	s, d := netip.MustParseAddr(src).As4(), netip.MustParseAddr(dst).As4()
 	chunk := make([]byte, 20)
 	chunk[0] = packet.SCTPChunkInit
 	binary.BigEndian.PutUint16(chunk[2:], 20)
@@ -301,18 +299,12 @@ func sctpInit(src, dst string, sport, dport uint16, tag uint32) []byte {
 	binary.BigEndian.PutUint16(chunk[12:], 1)      // outbound streams
 	binary.BigEndian.PutUint16(chunk[14:], 1)      // inbound streams
 	binary.BigEndian.PutUint32(chunk[16:], tag+99) // initial TSN
-	b := make([]byte, 20+12+len(chunk))
-	b[0], b[8], b[9] = 0x45, 64, packet.ProtoSCTP
-	binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
-	copy(b[12:], s[:])
-	copy(b[16:], d[:])
-	binary.BigEndian.PutUint16(b[10:], ^checksum.Checksum(b[:20], 0))
-	l4 := b[20:]
+	l4 := make([]byte, 12, 12+len(chunk))
 	binary.BigEndian.PutUint16(l4[0:], sport)
 	binary.BigEndian.PutUint16(l4[2:], dport)
-	copy(l4[12:], chunk)
+	l4 = append(l4, chunk...)
 	binary.LittleEndian.PutUint32(l4[8:], packet.SCTPChecksum(l4))
-	return b
+	return packettest.Build(packettest.IP{Src: src, Dst: dst}, packettest.Raw{Proto: packet.ProtoSCTP, B: l4}, nil)
 }
 
 // Two LAN hosts using the same SCTP port towards one server get distinct

@@ -4,8 +4,6 @@ import (
 	"encoding/binary"
 	"time"
 
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
-
 	"tungate/packet"
 )
 
@@ -142,8 +140,7 @@ func forwardOptions4(p *packet.Parsed, out packet.Addr) {
 		off += l
 	}
 	if changed {
-		binary.BigEndian.PutUint16(b[10:], 0)
-		binary.BigEndian.PutUint16(b[10:], ^checksum.Checksum(b[:hl], 0))
+		packet.SetIPv4Checksum(b[:hl])
 	}
 }
 

@@ -7,22 +7,15 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 
+	"tungate/internal/packettest"
 	"tungate/packet"
 )
 
 // withOptions4 returns a UDP/IPv4 packet whose header carries opts.
 func withOptions4(t *testing.T, opts []byte) *packet.Parsed {
 	t.Helper()
-	base := udpPacket("10.10.0.2", "198.18.0.2", 1, 9, 64, false, []byte("x"))
-	hl := 20 + len(opts)
-	b := make([]byte, len(base)+len(opts))
-	copy(b, base[:20])
-	copy(b[20:], opts)
-	copy(b[hl:], base[20:])
-	b[0] = 0x40 | byte(hl/4)
-	binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
-	binary.BigEndian.PutUint16(b[10:], 0)
-	binary.BigEndian.PutUint16(b[10:], ^checksum.Checksum(b[:hl], 0))
+	b := packettest.Build(packettest.IP{Src: "10.10.0.2", Dst: "198.18.0.2", Opts: opts},
+		packettest.UDP{SPort: 1, DPort: 9}, []byte("x"))
 	p := new(packet.Parsed)
 	if err := p.Decode(b); err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 
+	"tungate/internal/packettest"
 	"tungate/packet"
 )
 
@@ -82,86 +83,27 @@ func pseudo(src, dst netip.Addr, proto uint8, n int) uint16 {
 	return sum(x[:], s)
 }
 
+// bytes builds p through the shared test builder (internal/packettest).
 func (p pkt) bytes() []byte {
-	var l4 []byte
-	switch p.proto {
-	case packet.ProtoTCP:
-		l4 = make([]byte, 20+len(p.payload))
-		binary.BigEndian.PutUint16(l4[0:], p.src.Port())
-		binary.BigEndian.PutUint16(l4[2:], p.dst.Port())
-		binary.BigEndian.PutUint32(l4[4:], p.seq)
-		binary.BigEndian.PutUint32(l4[8:], p.ack)
-		l4[12] = 5 << 4
-		l4[13] = p.flags
-		binary.BigEndian.PutUint16(l4[14:], 65535)
-		copy(l4[20:], p.payload)
-	case packet.ProtoUDP:
-		l4 = make([]byte, 8+len(p.payload))
-		binary.BigEndian.PutUint16(l4[0:], p.src.Port())
-		binary.BigEndian.PutUint16(l4[2:], p.dst.Port())
-		binary.BigEndian.PutUint16(l4[4:], uint16(len(l4)))
-		copy(l4[8:], p.payload)
-	case packet.ProtoICMP, packet.ProtoICMPv6:
-		body := p.payload
-		if p.quote != nil {
-			body = p.quote
-		}
-		l4 = make([]byte, 8+len(body))
-		l4[0], l4[1] = p.typ, p.code
-		if p.quote == nil {
-			binary.BigEndian.PutUint16(l4[4:], p.id)
-			binary.BigEndian.PutUint16(l4[6:], 1)
-		}
-		copy(l4[8:], body)
-	default:
-		l4 = append([]byte(nil), p.payload...)
-	}
 	src, dst := p.src.Addr(), p.dst.Addr()
+	ip := packettest.IP{V6: src.Is6(), Src: src.String(), Dst: dst.String(), ID: 0x1234, DF: true, TTL: p.ttl, Proto: p.proto}
+	var l4 packettest.L4
+	body := p.payload
 	switch p.proto {
 	case packet.ProtoTCP:
-		binary.BigEndian.PutUint16(l4[16:], ^sum(l4, pseudo(src, dst, p.proto, len(l4))))
+		l4 = packettest.TCP{SPort: p.src.Port(), DPort: p.dst.Port(), Seq: p.seq, Ack: p.ack, Flags: p.flags, Win: 65535}
 	case packet.ProtoUDP:
-		if !p.noUDPSum {
-			c := ^sum(l4, pseudo(src, dst, p.proto, len(l4)))
-			if c == 0 {
-				c = 0xffff
-			}
-			binary.BigEndian.PutUint16(l4[6:], c)
+		l4 = packettest.UDP{SPort: p.src.Port(), DPort: p.dst.Port(), NoCsum: p.noUDPSum}
+	case packet.ProtoICMP, packet.ProtoICMPv6:
+		h := packettest.ICMP{Type: p.typ, Code: p.code, Rest: uint32(p.id)<<16 | 1}
+		if p.quote != nil {
+			h.Rest, body = 0, p.quote
 		}
-	case packet.ProtoICMP:
-		binary.BigEndian.PutUint16(l4[2:], ^sum(l4, 0))
-	case packet.ProtoICMPv6:
-		binary.BigEndian.PutUint16(l4[2:], ^sum(l4, pseudo(src, dst, p.proto, len(l4))))
+		l4 = h
+	default:
+		l4 = packettest.Raw{Proto: p.proto}
 	}
-	ttl := p.ttl
-	if ttl == 0 {
-		ttl = 64
-	}
-	if src.Is4() {
-		b := make([]byte, 20+len(l4))
-		b[0] = 0x45
-		binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
-		binary.BigEndian.PutUint16(b[4:], 0x1234)
-		b[6] = 0x40
-		b[8] = ttl
-		b[9] = p.proto
-		s4, d4 := src.As4(), dst.As4()
-		copy(b[12:], s4[:])
-		copy(b[16:], d4[:])
-		binary.BigEndian.PutUint16(b[10:], ^sum(b[:20], 0))
-		copy(b[20:], l4)
-		return b
-	}
-	b := make([]byte, 40+len(l4))
-	b[0] = 0x60
-	binary.BigEndian.PutUint16(b[4:], uint16(len(l4)))
-	b[6] = p.proto
-	b[7] = ttl
-	s16, d16 := src.As16(), dst.As16()
-	copy(b[8:], s16[:])
-	copy(b[24:], d16[:])
-	copy(b[40:], l4)
-	return b
+	return packettest.Build(ip, l4, body)
 }
 
 // view is what a checker reads back from a packet.

@@ -38,6 +38,7 @@ import (
 	"go.uber.org/zap"
 
 	"tungate/conntrack"
+	"tungate/internal/ratelimit"
 	"tungate/packet"
 )
 
@@ -229,9 +230,9 @@ type Engine struct {
 	freeBinds             *binding
 	nFreeMaps, nFreeBinds int
 
-	st      counters
-	lastLog atomic.Int64 // Table.Now of the last rate-limited log line
-	quiet   atomic.Int64 // log lines suppressed since
+	st     counters
+	logTAT atomic.Int64 // logLimited's bucket (ratelimit.Rate.Allow)
+	quiet  atomic.Int64 // log lines suppressed since the last one
 }
 
 // New builds an engine for cfg over the gateway's interfaces and registers
@@ -293,8 +294,6 @@ func New(cfg Config, ifaces []Iface, table *conntrack.Table, log *zap.Logger) (*
 	for _, fi := range e.ifaces {
 		e.hasExternal = e.hasExternal || fi.external
 	}
-	// The table's clock starts near zero: let the first line through.
-	e.lastLog.Store(-int64(time.Hour))
 	table.AddDestroyHook(e.destroy)
 	return e, nil
 }
@@ -343,11 +342,13 @@ func (e *Engine) isOwn(a packet.Addr, fam uint8) bool {
 	return false
 }
 
+// logRate is one warning line a second: a flood of new connections that
+// cannot be translated must not become a flood of log lines.
+var logRate = ratelimit.Every(int64(time.Second), 1)
+
 // logLimited logs at most one line a second, saying how many were held back.
 func (e *Engine) logLimited(msg string, fields ...zap.Field) {
-	now := e.table.Now()
-	last := e.lastLog.Load()
-	if now-last < int64(time.Second) || !e.lastLog.CompareAndSwap(last, now) {
+	if !logRate.Allow(&e.logTAT, e.table.Now()) {
 		e.quiet.Add(1)
 		return
 	}

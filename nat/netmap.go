@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"net/netip"
 
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+
 	"tungate/packet"
 )
 
@@ -52,29 +54,12 @@ func mapPrefix(a packet.Addr, fam uint8, from, to netip.Prefix) (packet.Addr, bo
 	if word == 0xffff {
 		return a, false
 	}
-	// word' = word + sum(a) - sum(out), one's complement.
-	adj := onesAdd(sum16(a), ^sum16(out))
-	nw := onesAdd(word, adj)
+	// word' = word + sum(a) - sum(out), one's complement: the inverse of
+	// the delta that rewriting a to out adds to any covering checksum.
+	nw := checksum.Combine(word, packet.ChecksumDelta(out[:], a[:]))
 	if nw == 0xffff {
 		nw = 0
 	}
 	binary.BigEndian.PutUint16(out[2*w:], nw)
 	return out, true
-}
-
-// sum16 is the one's complement sum of an IPv6 address's eight words.
-func sum16(a packet.Addr) uint16 {
-	var s uint32
-	for i := 0; i < 16; i += 2 {
-		s += uint32(binary.BigEndian.Uint16(a[i:]))
-	}
-	return fold32(s)
-}
-
-func onesAdd(a, b uint16) uint16 { return fold32(uint32(a) + uint32(b)) }
-
-func fold32(s uint32) uint16 {
-	s = s&0xffff + s>>16
-	s = s&0xffff + s>>16
-	return uint16(s)
 }

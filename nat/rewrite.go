@@ -1,10 +1,6 @@
 package nat
 
 import (
-	"encoding/binary"
-
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
-
 	"tungate/conntrack"
 	"tungate/packet"
 )
@@ -127,7 +123,7 @@ func (e *Engine) translateError(p *packet.Parsed, c *conntrack.Conn, dir conntra
 	var q packet.Parsed
 	quote := p.ICMPQuote()
 	if !p.L4ChecksumValid() || q.DecodeQuoted(quote) != nil || q.Version != p.Version ||
-		(q.Version == 4 && checksum.Checksum(quote[:q.IPHeaderLen()], 0) != 0xffff) {
+		(q.Version == 4 && !packet.IPv4HeaderValid(quote[:q.IPHeaderLen()])) {
 		e.st.badICMPErrors.Add(1)
 		return false
 	}
@@ -146,22 +142,9 @@ func (e *Engine) translateError(p *packet.Parsed, c *conntrack.Conn, dir conntra
 		}
 		p.SetSrc(t.Dst)
 	}
-	fixICMPChecksum(p)
+	p.SetL4Checksum() // the quote changed: every word of it would need a delta
 	e.st.icmpErrors.Add(1)
 	return true
-}
-
-// fixICMPChecksum recomputes an ICMP/ICMPv6 checksum over the whole message
-// (the quoted bytes changed, so an incremental update would need every
-// changed word).
-func fixICMPChecksum(p *packet.Parsed) {
-	l4 := p.L4()
-	l4[2], l4[3] = 0, 0
-	var s uint16
-	if p.Version == 6 {
-		s = p.PseudoHeaderSum(packet.ProtoICMPv6, len(l4))
-	}
-	binary.BigEndian.PutUint16(l4[2:], ^checksum.Checksum(l4, s))
 }
 
 // LocalICMPError rewrites an ICMP error the gateway built about a packet of
@@ -203,5 +186,5 @@ func (e *Engine) LocalICMPError(errPkt *packet.Parsed, c *conntrack.Conn, d conn
 	if st&dstNAT != 0 {
 		errPkt.SetSrc(t.Dst)
 	}
-	fixICMPChecksum(errPkt)
+	errPkt.SetL4Checksum()
 }

@@ -14,21 +14,21 @@ func benchDecode(b *testing.B, pkt []byte) {
 }
 
 func BenchmarkDecodeTCP4(b *testing.B) {
-	benchDecode(b, build(v4, tcpHdr{sport: 40000, dport: 443, seq: 1, ack: 2, flags: TCPAck}, make([]byte, 1400)))
+	benchDecode(b, build(v4, tcpHdr{SPort: 40000, DPort: 443, Seq: 1, Ack: 2, Flags: TCPAck}, make([]byte, 1400)))
 }
 
 func BenchmarkDecodeUDP6(b *testing.B) {
-	benchDecode(b, build(v6, udpHdr{sport: 40000, dport: 53}, make([]byte, 512)))
+	benchDecode(b, build(v6, udpHdr{SPort: 40000, DPort: 53}, make([]byte, 512)))
 }
 
 func BenchmarkDecodeTCP6Ext(b *testing.B) {
-	benchDecode(b, build(with(v6, func(h *ipHdr) { h.ext = []extHdr{hop, dstOpt, rtHdr} }), tcpSyn, nil))
+	benchDecode(b, build(with(v6, func(h *ipHdr) { h.Ext = []extHdr{hop, dstOpt, rtHdr} }), tcpSyn, nil))
 }
 
 // BenchmarkRewriteNAT4 is the SNAT rewrite of every forwarded packet of a
 // masqueraded connection: source address and port, three checksums.
 func BenchmarkRewriteNAT4(b *testing.B) {
-	pkt := build(v4, tcpHdr{sport: 40000, dport: 443, flags: TCPAck}, make([]byte, 1400))
+	pkt := build(v4, tcpHdr{SPort: 40000, DPort: 443, Flags: TCPAck}, make([]byte, 1400))
 	var p Parsed
 	if err := p.Decode(pkt); err != nil {
 		b.Fatal(err)
@@ -45,7 +45,7 @@ func BenchmarkRewriteNAT4(b *testing.B) {
 }
 
 func BenchmarkRewriteNAT6(b *testing.B) {
-	pkt := build(v6, udpHdr{sport: 40000, dport: 443}, make([]byte, 1200))
+	pkt := build(v6, udpHdr{SPort: 40000, DPort: 443}, make([]byte, 1200))
 	var p Parsed
 	if err := p.Decode(pkt); err != nil {
 		b.Fatal(err)
@@ -92,7 +92,7 @@ func BenchmarkBuildTCPReset(b *testing.B) {
 		name string
 		pkt  []byte
 	}{
-		{"v4", build(v4, tcpHdr{sport: 1, dport: 2, seq: 3, ack: 4, flags: TCPAck}, make([]byte, 100))},
+		{"v4", build(v4, tcpHdr{SPort: 1, DPort: 2, Seq: 3, Ack: 4, Flags: TCPAck}, make([]byte, 100))},
 		{"v6", build(v6, tcpSyn, nil)},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
@@ -112,7 +112,7 @@ func BenchmarkBuildTCPReset(b *testing.B) {
 }
 
 func BenchmarkMakeEchoReply(b *testing.B) {
-	pkt := build(v4, icmpHdr{typ: ICMPEchoRequest, rest: 0x10001}, make([]byte, 56))
+	pkt := build(v4, icmpHdr{Type: ICMPEchoRequest, Rest: 0x10001}, make([]byte, 56))
 	buf := make([]byte, len(pkt))
 	var p Parsed
 	b.ReportAllocs()
@@ -128,7 +128,7 @@ func BenchmarkMakeEchoReply(b *testing.B) {
 }
 
 func BenchmarkFragment4(b *testing.B) {
-	pkt := build(v4, udpHdr{sport: 1, dport: 2}, make([]byte, 8000))
+	pkt := build(v4, udpHdr{SPort: 1, DPort: 2}, make([]byte, 8000))
 	var p Parsed
 	if err := p.Decode(pkt); err != nil {
 		b.Fatal(err)
@@ -146,7 +146,7 @@ func BenchmarkFragment4(b *testing.B) {
 // BenchmarkReassemble4 puts a 4000-byte datagram back together from three
 // fragments per iteration.
 func BenchmarkReassemble4(b *testing.B) {
-	pkt := build(v4, udpHdr{sport: 1, dport: 2}, make([]byte, 4000))
+	pkt := build(v4, udpHdr{SPort: 1, DPort: 2}, make([]byte, 4000))
 	var p Parsed
 	if err := p.Decode(pkt); err != nil {
 		b.Fatal(err)
@@ -174,7 +174,7 @@ func BenchmarkReassemble4(b *testing.B) {
 }
 
 func BenchmarkReplacePayload(b *testing.B) {
-	pkt := withRoom(build(v4, tcpHdr{sport: 21, dport: 1, flags: TCPAck}, []byte("227 Entering Passive Mode (10,0,0,1,4,1).\r\n")), 64)
+	pkt := withRoom(build(v4, tcpHdr{SPort: 21, DPort: 1, Flags: TCPAck}, []byte("227 Entering Passive Mode (10,0,0,1,4,1).\r\n")), 64)
 	var p Parsed
 	if err := p.Decode(pkt); err != nil {
 		b.Fatal(err)

@@ -143,7 +143,7 @@ func buildICMPError4(dst []byte, orig *Parsed, src Addr, typ, code uint8, param 
 	b[9] = ProtoICMP
 	copy(b[12:16], src[:4])
 	copy(b[16:20], orig.Src[:4])
-	setIPv4Checksum(b[:20])
+	SetIPv4Checksum(b[:20])
 
 	b[20], b[21] = typ, code
 	b[22], b[23] = 0, 0
@@ -179,7 +179,7 @@ func buildICMPError6(dst []byte, orig *Parsed, src Addr, typ, code uint8, param 
 	b[40], b[41] = typ, code
 	b[42], b[43] = 0, 0
 	binary.BigEndian.PutUint32(b[44:], param)
-	sum := pseudoSum(6, src[:], orig.Src[:], ProtoICMPv6, n-40)
+	sum := PseudoSum(6, src[:], orig.Src[:], ProtoICMPv6, n-40)
 	binary.BigEndian.PutUint16(b[42:], ^checksum.Checksum(b[40:], sum))
 	return n, nil
 }
@@ -233,7 +233,7 @@ func BuildTCPReset(dst []byte, orig *Parsed) (int, error) {
 		b[9] = ProtoTCP
 		copy(b[12:16], orig.Dst[:4])
 		copy(b[16:20], orig.Src[:4])
-		setIPv4Checksum(b[:20])
+		SetIPv4Checksum(b[:20])
 	} else {
 		writeIPv6Header(b, 20, ProtoTCP, &orig.Dst, &orig.Src)
 	}
@@ -259,7 +259,7 @@ func BuildTCPReset(dst []byte, orig *Parsed) (int, error) {
 	}
 	t[12] = 5 << 4
 	clear(t[14:20]) // window, checksum, urgent pointer
-	sum := pseudoSum(orig.Version, orig.Dst[:], orig.Src[:], ProtoTCP, 20)
+	sum := PseudoSum(orig.Version, orig.Dst[:], orig.Src[:], ProtoTCP, 20)
 	binary.BigEndian.PutUint16(t[16:], ^checksum.Checksum(t, sum))
 	return n, nil
 }
@@ -309,7 +309,7 @@ func MakeEchoReply(p *Parsed) error {
 		b[8] = DefaultTTL
 		copy(b[12:16], p.Dst[:4])
 		copy(b[16:20], p.Src[:4])
-		setIPv4Checksum(b[:20])
+		SetIPv4Checksum(b[:20])
 		l4[0] = ICMPEchoReply
 		l4[2], l4[3] = 0, 0
 		binary.BigEndian.PutUint16(l4[2:], ^checksum.Checksum(l4, 0))
@@ -321,7 +321,7 @@ func MakeEchoReply(p *Parsed) error {
 		b[1] = tc << 4
 		l4[0] = ICMPv6EchoReply
 		l4[2], l4[3] = 0, 0
-		sum := pseudoSum(6, src[:], dst[:], ProtoICMPv6, len(l4))
+		sum := PseudoSum(6, src[:], dst[:], ProtoICMPv6, len(l4))
 		binary.BigEndian.PutUint16(l4[2:], ^checksum.Checksum(l4, sum))
 	}
 	return p.decode(b, false)
@@ -336,23 +336,6 @@ func writeIPv6Header(b []byte, payloadLen int, nh uint8, src, dst *Addr) {
 	b[7] = DefaultTTL
 	copy(b[8:24], src[:])
 	copy(b[24:40], dst[:])
-}
-
-// setIPv4Checksum computes the header checksum of the IPv4 header h.
-func setIPv4Checksum(h []byte) {
-	h[10], h[11] = 0, 0
-	binary.BigEndian.PutUint16(h[10:], ^headerSum(h))
-}
-
-// pseudoSum is the one's complement sum of the TCP/UDP/ICMPv6 pseudo-header.
-func pseudoSum(version uint8, src, dst []byte, proto uint8, l4len int) uint16 {
-	n := 4
-	if version == 6 {
-		n = 16
-	}
-	s := checksum.Checksum(src[:n], 0)
-	s = checksum.Checksum(dst[:n], s)
-	return checksum.Combine(s, checksum.Combine(uint16(proto), uint16(l4len)))
 }
 
 func isUnspecified(a []byte) bool {

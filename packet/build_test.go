@@ -13,8 +13,8 @@ const (
 )
 
 func TestBuildICMPError(t *testing.T) {
-	orig4 := build(with(v4, func(h *ipHdr) { h.tos = 0x2b }), udpHdr{sport: 4000, dport: 53}, []byte("query"))
-	orig6 := build(v6, tcpHdr{sport: 4000, dport: 22, seq: 1, flags: TCPSyn}, nil)
+	orig4 := build(with(v4, func(h *ipHdr) { h.TOS = 0x2b }), udpHdr{SPort: 4000, DPort: 53}, []byte("query"))
+	orig6 := build(v6, tcpHdr{SPort: 4000, DPort: 22, Seq: 1, Flags: TCPSyn}, nil)
 	tests := []struct {
 		name      string
 		orig      []byte
@@ -71,10 +71,10 @@ func TestBuildICMPError(t *testing.T) {
 }
 
 func TestBuildICMPErrorQuoteLimits(t *testing.T) {
-	big4 := build(v4, udpHdr{sport: 1, dport: 2}, seqPayload(1472))
-	big6 := build(v6, udpHdr{sport: 1, dport: 2}, seqPayload(1452))
-	opts4 := build(with(v4, func(h *ipHdr) { h.opts = make([]byte, 40) }), udpHdr{sport: 1, dport: 2}, seqPayload(100))
-	tiny4 := build(v4, rawL4{200, []byte{1, 2}}, nil)
+	big4 := build(v4, udpHdr{SPort: 1, DPort: 2}, seqPayload(1472))
+	big6 := build(v6, udpHdr{SPort: 1, DPort: 2}, seqPayload(1452))
+	opts4 := build(with(v4, func(h *ipHdr) { h.Opts = make([]byte, 40) }), udpHdr{SPort: 1, DPort: 2}, seqPayload(100))
+	tiny4 := build(v4, rawL4{Proto: 200, B: []byte{1, 2}}, nil)
 	tests := []struct {
 		name    string
 		orig    []byte
@@ -116,8 +116,8 @@ func TestBuildICMPErrorQuoteLimits(t *testing.T) {
 }
 
 func TestBuildICMPErrorRefused(t *testing.T) {
-	at := func(ip ipHdr, src, dst string) ipHdr { ip.src, ip.dst = src, dst; return ip }
-	udp := udpHdr{sport: 1, dport: 2}
+	at := func(ip ipHdr, src, dst string) ipHdr { ip.Src, ip.Dst = src, dst; return ip }
+	udp := udpHdr{SPort: 1, DPort: 2}
 	tests := []struct {
 		name      string
 		orig      []byte
@@ -125,14 +125,14 @@ func TestBuildICMPErrorRefused(t *testing.T) {
 		typ, code uint8
 		want      error // nil: allowed
 	}{
-		{"about dest unreachable", build(v4, icmpHdr{typ: 3}, build(v4, udp, nil)), gw4, 11, 0, ErrNoICMPError},
-		{"about time exceeded", build(v4, icmpHdr{typ: 11}, build(v4, udp, nil)), gw4, 3, 1, ErrNoICMPError},
-		{"about param problem", build(v4, icmpHdr{typ: 12}, build(v4, udp, nil)), gw4, 3, 1, ErrNoICMPError},
-		{"about redirect", build(v4, icmpHdr{typ: 5}, build(v4, udp, nil)), gw4, 3, 1, ErrNoICMPError},
-		{"about source quench", build(v4, icmpHdr{typ: 4}, build(v4, udp, nil)), gw4, 3, 1, ErrNoICMPError},
-		{"about echo request", build(v4, icmpHdr{typ: 8}, nil), gw4, 11, 0, nil},
-		{"about first fragment", build(with(v4, func(h *ipHdr) { h.mf = true }), udpHdr{length: 3000}, make([]byte, 32)), gw4, 11, 1, nil},
-		{"about non-first fragment", build(with(v4, func(h *ipHdr) { h.fragOff = 8 }), rawL4{ProtoUDP, make([]byte, 16)}, nil), gw4, 11, 0, ErrNoICMPError},
+		{"about dest unreachable", build(v4, icmpHdr{Type: 3}, build(v4, udp, nil)), gw4, 11, 0, ErrNoICMPError},
+		{"about time exceeded", build(v4, icmpHdr{Type: 11}, build(v4, udp, nil)), gw4, 3, 1, ErrNoICMPError},
+		{"about param problem", build(v4, icmpHdr{Type: 12}, build(v4, udp, nil)), gw4, 3, 1, ErrNoICMPError},
+		{"about redirect", build(v4, icmpHdr{Type: 5}, build(v4, udp, nil)), gw4, 3, 1, ErrNoICMPError},
+		{"about source quench", build(v4, icmpHdr{Type: 4}, build(v4, udp, nil)), gw4, 3, 1, ErrNoICMPError},
+		{"about echo request", build(v4, icmpHdr{Type: 8}, nil), gw4, 11, 0, nil},
+		{"about first fragment", build(with(v4, func(h *ipHdr) { h.MF = true }), udpHdr{Length: 3000}, make([]byte, 32)), gw4, 11, 1, nil},
+		{"about non-first fragment", build(with(v4, func(h *ipHdr) { h.FragOff = 8 }), rawL4{Proto: ProtoUDP, B: make([]byte, 16)}, nil), gw4, 11, 0, ErrNoICMPError},
 		{"to broadcast", build(at(v4, "10.0.0.1", "255.255.255.255"), udp, nil), gw4, 3, 3, ErrNoICMPError},
 		{"to multicast", build(at(v4, "10.0.0.1", "224.0.0.251"), udp, nil), gw4, 3, 3, ErrNoICMPError},
 		{"to multicast 239", build(at(v4, "10.0.0.1", "239.255.255.250"), udp, nil), gw4, 3, 3, ErrNoICMPError},
@@ -147,15 +147,15 @@ func TestBuildICMPErrorRefused(t *testing.T) {
 		{"sent from multicast", build(v4, udp, nil), "224.0.0.1", 3, 3, ErrNoICMPError},
 		{"echo is no error type", build(v4, udp, nil), gw4, 8, 0, ErrICMPType},
 
-		{"v6 about dest unreachable", build(v6, icmpHdr{typ: 1}, build(v6, udp, nil)), gw6, 3, 0, ErrNoICMPError},
-		{"v6 about packet too big", build(v6, icmpHdr{typ: 2}, build(v6, udp, nil)), gw6, 3, 0, ErrNoICMPError},
-		{"v6 about time exceeded", build(v6, icmpHdr{typ: 3}, build(v6, udp, nil)), gw6, 1, 0, ErrNoICMPError},
-		{"v6 about param problem", build(v6, icmpHdr{typ: 4}, build(v6, udp, nil)), gw6, 1, 0, ErrNoICMPError},
-		{"v6 about unknown error type", build(v6, icmpHdr{typ: 100}, nil), gw6, 1, 0, ErrNoICMPError},
-		{"v6 about echo request", build(v6, icmpHdr{typ: 128}, nil), gw6, 3, 0, nil},
-		{"v6 about error behind headers", build(with(v6, func(h *ipHdr) { h.ext = []extHdr{dstOpt} }), icmpHdr{typ: 1}, nil), gw6, 1, 0, ErrNoICMPError},
-		{"v6 non-first fragment", build(with(v6, func(h *ipHdr) { h.fragOff = 8 }), rawL4{ProtoUDP, make([]byte, 16)}, nil), gw6, 3, 0, ErrNoICMPError},
-		{"v6 non-first fragment too big", build(with(v6, func(h *ipHdr) { h.fragOff = 8 }), rawL4{ProtoUDP, make([]byte, 16)}, nil), gw6, 2, 0, nil},
+		{"v6 about dest unreachable", build(v6, icmpHdr{Type: 1}, build(v6, udp, nil)), gw6, 3, 0, ErrNoICMPError},
+		{"v6 about packet too big", build(v6, icmpHdr{Type: 2}, build(v6, udp, nil)), gw6, 3, 0, ErrNoICMPError},
+		{"v6 about time exceeded", build(v6, icmpHdr{Type: 3}, build(v6, udp, nil)), gw6, 1, 0, ErrNoICMPError},
+		{"v6 about param problem", build(v6, icmpHdr{Type: 4}, build(v6, udp, nil)), gw6, 1, 0, ErrNoICMPError},
+		{"v6 about unknown error type", build(v6, icmpHdr{Type: 100}, nil), gw6, 1, 0, ErrNoICMPError},
+		{"v6 about echo request", build(v6, icmpHdr{Type: 128}, nil), gw6, 3, 0, nil},
+		{"v6 about error behind headers", build(with(v6, func(h *ipHdr) { h.Ext = []extHdr{dstOpt} }), icmpHdr{Type: 1}, nil), gw6, 1, 0, ErrNoICMPError},
+		{"v6 non-first fragment", build(with(v6, func(h *ipHdr) { h.FragOff = 8 }), rawL4{Proto: ProtoUDP, B: make([]byte, 16)}, nil), gw6, 3, 0, ErrNoICMPError},
+		{"v6 non-first fragment too big", build(with(v6, func(h *ipHdr) { h.FragOff = 8 }), rawL4{Proto: ProtoUDP, B: make([]byte, 16)}, nil), gw6, 2, 0, nil},
 		{"v6 to multicast", build(at(v6, "2001:db8::1", "ff02::1"), udp, nil), gw6, 1, 4, ErrNoICMPError},
 		{"v6 to multicast too big", build(at(v6, "2001:db8::1", "ff0e::1"), udp, nil), gw6, 2, 0, nil},
 		{"v6 to multicast option", build(at(v6, "2001:db8::1", "ff02::1"), udp, nil), gw6, 4, 2, nil},
@@ -196,21 +196,21 @@ func TestBuildTCPReset(t *testing.T) {
 		seq, ack uint32
 		flags    uint8
 	}{
-		{"syn", tcpHdr{seq: 1000, flags: TCPSyn}, 0, 0, 1001, TCPRst | TCPAck},
-		{"syn/ack", tcpHdr{seq: 5000, ack: 1001, flags: TCPSyn | TCPAck}, 0, 1001, 0, TCPRst},
-		{"data with ack", tcpHdr{seq: 10, ack: 20, flags: TCPAck | TCPPsh}, 100, 20, 0, TCPRst},
-		{"fin", tcpHdr{seq: 50, flags: TCPFin}, 10, 0, 61, TCPRst | TCPAck},
-		{"fin/ack", tcpHdr{seq: 50, ack: 70, flags: TCPFin | TCPAck}, 0, 70, 0, TCPRst},
-		{"syn+fin wraps", tcpHdr{seq: 0xffffffff, flags: TCPSyn | TCPFin}, 3, 0, 4, TCPRst | TCPAck},
-		{"data without ack", tcpHdr{seq: 7, flags: TCPPsh}, 5, 0, 12, TCPRst | TCPAck},
-		{"no flags", tcpHdr{seq: 7}, 0, 0, 7, TCPRst | TCPAck},
+		{"syn", tcpHdr{Seq: 1000, Flags: TCPSyn}, 0, 0, 1001, TCPRst | TCPAck},
+		{"syn/ack", tcpHdr{Seq: 5000, Ack: 1001, Flags: TCPSyn | TCPAck}, 0, 1001, 0, TCPRst},
+		{"data with ack", tcpHdr{Seq: 10, Ack: 20, Flags: TCPAck | TCPPsh}, 100, 20, 0, TCPRst},
+		{"fin", tcpHdr{Seq: 50, Flags: TCPFin}, 10, 0, 61, TCPRst | TCPAck},
+		{"fin/ack", tcpHdr{Seq: 50, Ack: 70, Flags: TCPFin | TCPAck}, 0, 70, 0, TCPRst},
+		{"syn+fin wraps", tcpHdr{Seq: 0xffffffff, Flags: TCPSyn | TCPFin}, 3, 0, 4, TCPRst | TCPAck},
+		{"data without ack", tcpHdr{Seq: 7, Flags: TCPPsh}, 5, 0, 12, TCPRst | TCPAck},
+		{"no flags", tcpHdr{Seq: 7}, 0, 0, 7, TCPRst | TCPAck},
 	}
-	for _, fam := range []ipHdr{v4, with(v6, func(h *ipHdr) { h.ext = []extHdr{dstOpt} })} {
+	for _, fam := range []ipHdr{v4, with(v6, func(h *ipHdr) { h.Ext = []extHdr{dstOpt} })} {
 		for _, tt := range tests {
-			t.Run(fam.src+"/"+tt.name, func(t *testing.T) {
+			t.Run(fam.Src+"/"+tt.name, func(t *testing.T) {
 				seg := tt.seg
-				seg.sport, seg.dport = 33000, 443
-				seg.opts = []byte{2, 4, 5, 0xb4}
+				seg.SPort, seg.DPort = 33000, 443
+				seg.Opts = []byte{2, 4, 5, 0xb4}
 				p := decode(t, build(fam, seg, seqPayload(tt.payload)))
 				dst := make([]byte, 100)
 				n, err := BuildTCPReset(dst, p)
@@ -218,10 +218,10 @@ func TestBuildTCPReset(t *testing.T) {
 					t.Fatal(err)
 				}
 				want := 40
-				if fam.v6 {
+				if fam.V6 {
 					want = 60
 				}
-				check(t, dst[:n], lenIs(want), srcIs(fam.dst), dstIs(fam.src), portsAre(443, 33000), ttlIs(DefaultTTL),
+				check(t, dst[:n], lenIs(want), srcIs(fam.Dst), dstIs(fam.Src), portsAre(443, 33000), ttlIs(DefaultTTL),
 					tcpIs(tt.seq, tt.ack, tt.flags), payloadIs([]byte{}), checksumsOK(), func(t *testing.T, r *Parsed) {
 						if r.TCPWindow() != 0 || r.TCPHeaderLen() != 20 || !r.DF() {
 							t.Errorf("window %d header %d DF %v", r.TCPWindow(), r.TCPHeaderLen(), r.DF())
@@ -242,16 +242,16 @@ func TestBuildTCPResetRefused(t *testing.T) {
 		dstLen int
 		want   error
 	}{
-		{"rst", build(v4, tcpHdr{seq: 1, flags: TCPRst}, nil), 100, ErrNoReset},
-		{"rst/ack", build(v6, tcpHdr{seq: 1, ack: 2, flags: TCPRst | TCPAck}, nil), 100, ErrNoReset},
-		{"udp", build(v4, udpHdr{sport: 1, dport: 2}, nil), 100, ErrNoReset},
-		{"first fragment", build(with(v4, func(h *ipHdr) { h.mf = true }), tcpSyn, nil), 100, ErrNoReset},
-		{"non-first fragment", build(with(v4, func(h *ipHdr) { h.fragOff = 16 }), rawL4{ProtoTCP, make([]byte, 20)}, nil), 100, ErrNoReset},
-		{"to multicast", build(with(v4, func(h *ipHdr) { h.dst = "224.0.0.9" }), tcpSyn, nil), 100, ErrNoReset},
-		{"to broadcast", build(with(v4, func(h *ipHdr) { h.dst = "255.255.255.255" }), tcpSyn, nil), 100, ErrNoReset},
-		{"from 0.0.0.0", build(with(v4, func(h *ipHdr) { h.src = "0.0.0.0" }), tcpSyn, nil), 100, ErrNoReset},
-		{"v6 to multicast", build(with(v6, func(h *ipHdr) { h.dst = "ff02::1" }), tcpSyn, nil), 100, ErrNoReset},
-		{"v6 from unspecified", build(with(v6, func(h *ipHdr) { h.src = "::" }), tcpSyn, nil), 100, ErrNoReset},
+		{"rst", build(v4, tcpHdr{Seq: 1, Flags: TCPRst}, nil), 100, ErrNoReset},
+		{"rst/ack", build(v6, tcpHdr{Seq: 1, Ack: 2, Flags: TCPRst | TCPAck}, nil), 100, ErrNoReset},
+		{"udp", build(v4, udpHdr{SPort: 1, DPort: 2}, nil), 100, ErrNoReset},
+		{"first fragment", build(with(v4, func(h *ipHdr) { h.MF = true }), tcpSyn, nil), 100, ErrNoReset},
+		{"non-first fragment", build(with(v4, func(h *ipHdr) { h.FragOff = 16 }), rawL4{Proto: ProtoTCP, B: make([]byte, 20)}, nil), 100, ErrNoReset},
+		{"to multicast", build(with(v4, func(h *ipHdr) { h.Dst = "224.0.0.9" }), tcpSyn, nil), 100, ErrNoReset},
+		{"to broadcast", build(with(v4, func(h *ipHdr) { h.Dst = "255.255.255.255" }), tcpSyn, nil), 100, ErrNoReset},
+		{"from 0.0.0.0", build(with(v4, func(h *ipHdr) { h.Src = "0.0.0.0" }), tcpSyn, nil), 100, ErrNoReset},
+		{"v6 to multicast", build(with(v6, func(h *ipHdr) { h.Dst = "ff02::1" }), tcpSyn, nil), 100, ErrNoReset},
+		{"v6 from unspecified", build(with(v6, func(h *ipHdr) { h.Src = "::" }), tcpSyn, nil), 100, ErrNoReset},
 		{"bad checksum", badCsum, 100, ErrL4Checksum},
 		{"v4 buffer", good, 39, ErrNoRoom},
 		{"v6 buffer", build(v6, tcpSyn, nil), 59, ErrNoRoom},
@@ -271,47 +271,47 @@ func TestMakeEchoReply(t *testing.T) {
 		name string
 		ip   ipHdr
 	}{
-		{"v4", with(v4, func(h *ipHdr) { h.ttl = 3; h.tos = 0x10 })},
-		{"v4 options", with(v4, func(h *ipHdr) { h.opts = []byte{7, 7, 4, 0, 0, 0, 0} })}, // record route
-		{"v6", with(v6, func(h *ipHdr) { h.ttl = 1; h.tos = 0xb8 })},
-		{"v6 ext headers", with(v6, func(h *ipHdr) { h.ext = []extHdr{hop, dstOpt}; h.tos = 0x28 })},
+		{"v4", with(v4, func(h *ipHdr) { h.TTL = 3; h.TOS = 0x10 })},
+		{"v4 options", with(v4, func(h *ipHdr) { h.Opts = []byte{7, 7, 4, 0, 0, 0, 0} })}, // record route
+		{"v6", with(v6, func(h *ipHdr) { h.TTL = 1; h.TOS = 0xb8 })},
+		{"v6 ext headers", with(v6, func(h *ipHdr) { h.Ext = []extHdr{hop, dstOpt}; h.TOS = 0x28 })},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			typ, reply := uint8(ICMPEchoRequest), uint8(ICMPEchoReply)
 			hl := 28
-			if tt.ip.v6 {
+			if tt.ip.V6 {
 				typ, reply, hl = ICMPv6EchoRequest, ICMPv6EchoReply, 48
 			}
 			data := seqPayload(57)
-			b := build(tt.ip, icmpHdr{typ: typ, code: 0, rest: 0x77770009}, data)
-			if tt.ip.v6 {
+			b := build(tt.ip, icmpHdr{Type: typ, Code: 0, Rest: 0x77770009}, data)
+			if tt.ip.V6 {
 				b[1] |= 0x0a // a flow label the reply must not copy
 			}
 			p := decode(t, b)
 			if err := MakeEchoReply(p); err != nil {
 				t.Fatal(err)
 			}
-			check(t, p.Bytes(), srcIs(tt.ip.dst), dstIs(tt.ip.src), ttlIs(DefaultTTL), lenIs(hl+len(data)), icmpIs(reply, 0),
+			check(t, p.Bytes(), srcIs(tt.ip.Dst), dstIs(tt.ip.Src), ttlIs(DefaultTTL), lenIs(hl+len(data)), icmpIs(reply, 0),
 				icmpRestIs(0x77770009), portsAre(0x7777, 0x7777), payloadIs(data), checksumsOK())
 			// p itself was decoded again.
-			srcIs(tt.ip.dst)(t, p)
+			srcIs(tt.ip.Dst)(t, p)
 			icmpIs(reply, 0)(t, p)
-			if tt.ip.v6 {
+			if tt.ip.V6 {
 				tc := p.Bytes()[0]<<4 | p.Bytes()[1]>>4
-				if tc != tt.ip.tos || p.Bytes()[1]&0x0f != 0 || p.Bytes()[2] != 0 || p.Bytes()[3] != 0 {
-					t.Errorf("traffic class %#x (want %#x) or flow label kept: % x", tc, tt.ip.tos, p.Bytes()[:4])
+				if tc != tt.ip.TOS || p.Bytes()[1]&0x0f != 0 || p.Bytes()[2] != 0 || p.Bytes()[3] != 0 {
+					t.Errorf("traffic class %#x (want %#x) or flow label kept: % x", tc, tt.ip.TOS, p.Bytes()[:4])
 				}
-			} else if p.Bytes()[1] != tt.ip.tos {
-				t.Errorf("TOS %#x, want %#x", p.Bytes()[1], tt.ip.tos)
+			} else if p.Bytes()[1] != tt.ip.TOS {
+				t.Errorf("TOS %#x, want %#x", p.Bytes()[1], tt.ip.TOS)
 			}
 		})
 	}
 }
 
 func TestMakeEchoReplyRefused(t *testing.T) {
-	echo := icmpHdr{typ: ICMPEchoRequest}
-	echo6 := icmpHdr{typ: ICMPv6EchoRequest}
+	echo := icmpHdr{Type: ICMPEchoRequest}
+	echo6 := icmpHdr{Type: ICMPv6EchoRequest}
 	bad := build(v4, echo, []byte("x"))
 	bad[len(bad)-1] ^= 0xff
 	tests := []struct {
@@ -319,16 +319,16 @@ func TestMakeEchoReplyRefused(t *testing.T) {
 		pkt  []byte
 		want error
 	}{
-		{"echo reply", build(v4, icmpHdr{typ: ICMPEchoReply}, nil), ErrNoEchoReply},
-		{"v6 echo reply", build(v6, icmpHdr{typ: ICMPv6EchoReply}, nil), ErrNoEchoReply},
+		{"echo reply", build(v4, icmpHdr{Type: ICMPEchoReply}, nil), ErrNoEchoReply},
+		{"v6 echo reply", build(v6, icmpHdr{Type: ICMPv6EchoReply}, nil), ErrNoEchoReply},
 		{"tcp", build(v4, tcpSyn, nil), ErrNoEchoReply},
-		{"error", build(v4, icmpHdr{typ: 3}, build(v4, tcpSyn, nil)), ErrNoEchoReply},
-		{"to broadcast", build(with(v4, func(h *ipHdr) { h.dst = "255.255.255.255" }), echo, nil), ErrNoEchoReply},
-		{"to multicast", build(with(v4, func(h *ipHdr) { h.dst = "224.0.0.1" }), echo, nil), ErrNoEchoReply},
-		{"from 0.0.0.0", build(with(v4, func(h *ipHdr) { h.src = "0.0.0.0" }), echo, nil), ErrNoEchoReply},
-		{"v6 to multicast", build(with(v6, func(h *ipHdr) { h.dst = "ff02::1" }), echo6, nil), ErrNoEchoReply},
-		{"v6 from unspecified", build(with(v6, func(h *ipHdr) { h.src = "::" }), echo6, nil), ErrNoEchoReply},
-		{"fragment", build(with(v4, func(h *ipHdr) { h.mf = true }), echo, make([]byte, 8)), ErrNoEchoReply},
+		{"error", build(v4, icmpHdr{Type: 3}, build(v4, tcpSyn, nil)), ErrNoEchoReply},
+		{"to broadcast", build(with(v4, func(h *ipHdr) { h.Dst = "255.255.255.255" }), echo, nil), ErrNoEchoReply},
+		{"to multicast", build(with(v4, func(h *ipHdr) { h.Dst = "224.0.0.1" }), echo, nil), ErrNoEchoReply},
+		{"from 0.0.0.0", build(with(v4, func(h *ipHdr) { h.Src = "0.0.0.0" }), echo, nil), ErrNoEchoReply},
+		{"v6 to multicast", build(with(v6, func(h *ipHdr) { h.Dst = "ff02::1" }), echo6, nil), ErrNoEchoReply},
+		{"v6 from unspecified", build(with(v6, func(h *ipHdr) { h.Src = "::" }), echo6, nil), ErrNoEchoReply},
+		{"fragment", build(with(v4, func(h *ipHdr) { h.MF = true }), echo, make([]byte, 8)), ErrNoEchoReply},
 		{"bad checksum", bad, ErrL4Checksum},
 	}
 	for _, tt := range tests {
@@ -349,7 +349,7 @@ func TestBuildersAllocs(t *testing.T) {
 	orig := decode(t, build(v6, tcpSyn, seqPayload(100)))
 	dst := make([]byte, 1500)
 	src := addr(gw6)
-	echo := build(v4, icmpHdr{typ: ICMPEchoRequest}, seqPayload(56))
+	echo := build(v4, icmpHdr{Type: ICMPEchoRequest}, seqPayload(56))
 	buf := make([]byte, len(echo))
 	var p Parsed
 	if n := testing.AllocsPerRun(100, func() {

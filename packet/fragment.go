@@ -106,7 +106,7 @@ func Fragment4(p *Parsed, mtu int, out [][]byte) (n int, err error) {
 			ff |= 0x2000
 		}
 		binary.BigEndian.PutUint16(f[6:], ff)
-		setIPv4Checksum(f[:h])
+		SetIPv4Checksum(f[:h])
 		off += size
 	}
 	return count, nil

@@ -37,8 +37,8 @@ func TestFragment4(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ip := with(v4, func(h *ipHdr) { h.id = 0x1234; h.opts = tt.opts; h.tos = 0x20; h.ttl = 17 })
-			orig := build(ip, udpHdr{sport: 1, dport: 2}, seqPayload(tt.payload-8))
+			ip := with(v4, func(h *ipHdr) { h.ID = 0x1234; h.Opts = tt.opts; h.TOS = 0x20; h.TTL = 17 })
+			orig := build(ip, udpHdr{SPort: 1, DPort: 2}, seqPayload(tt.payload-8))
 			p := decode(t, orig)
 			out := fragBufs(16, 1500)
 			n, err := Fragment4(p, tt.mtu, out)
@@ -51,7 +51,7 @@ func TestFragment4(t *testing.T) {
 			var data []byte
 			for i, f := range out[:n] {
 				last := i == n-1
-				check(t, f, lenIs(tt.sizes[i]), fragIs(true, !last, len(data)), checksumsOK(), srcIs(ip.src), dstIs(ip.dst),
+				check(t, f, lenIs(tt.sizes[i]), fragIs(true, !last, len(data)), checksumsOK(), srcIs(ip.Src), dstIs(ip.Dst),
 					ttlIs(17), protoIs(ProtoUDP), func(t *testing.T, q *Parsed) {
 						if q.IPHeaderLen() != tt.hdrs[i] || q.FragID != 0x1234 || q.Bytes()[1] != 0x20 || q.DF() {
 							t.Errorf("fragment %d: header %d ID %#x TOS %#x DF %v", i, q.IPHeaderLen(), q.FragID, q.Bytes()[1], q.DF())
@@ -82,7 +82,7 @@ func TestFragment4(t *testing.T) {
 }
 
 func TestFragment4Refragment(t *testing.T) {
-	orig := build(with(v4, func(h *ipHdr) { h.id = 9 }), udpHdr{sport: 1, dport: 2}, seqPayload(3992))
+	orig := build(with(v4, func(h *ipHdr) { h.ID = 9 }), udpHdr{SPort: 1, DPort: 2}, seqPayload(3992))
 	first := fragBufs(8, 1500)
 	n, err := Fragment4(decode(t, orig), 1500, first)
 	if err != nil || n != 3 {
@@ -112,11 +112,11 @@ func TestFragment4Refragment(t *testing.T) {
 }
 
 func TestFragment4Errors(t *testing.T) {
-	big := build(v4, udpHdr{sport: 1, dport: 2}, seqPayload(2000))
-	df := build(with(v4, func(h *ipHdr) { h.df = true }), udpHdr{sport: 1, dport: 2}, seqPayload(2000))
-	badOpts := build(with(v4, func(h *ipHdr) { h.opts = []byte{130, 9, 0, 0} }), udpHdr{sport: 1, dport: 2}, seqPayload(2000))
-	shortOpt := build(with(v4, func(h *ipHdr) { h.opts = []byte{1, 1, 1, 130} }), udpHdr{sport: 1, dport: 2}, seqPayload(2000))
-	lenOne := build(with(v4, func(h *ipHdr) { h.opts = []byte{130, 1, 0, 0} }), udpHdr{sport: 1, dport: 2}, seqPayload(2000))
+	big := build(v4, udpHdr{SPort: 1, DPort: 2}, seqPayload(2000))
+	df := build(with(v4, func(h *ipHdr) { h.DF = true }), udpHdr{SPort: 1, DPort: 2}, seqPayload(2000))
+	badOpts := build(with(v4, func(h *ipHdr) { h.Opts = []byte{130, 9, 0, 0} }), udpHdr{SPort: 1, DPort: 2}, seqPayload(2000))
+	shortOpt := build(with(v4, func(h *ipHdr) { h.Opts = []byte{1, 1, 1, 130} }), udpHdr{SPort: 1, DPort: 2}, seqPayload(2000))
+	lenOne := build(with(v4, func(h *ipHdr) { h.Opts = []byte{130, 1, 0, 0} }), udpHdr{SPort: 1, DPort: 2}, seqPayload(2000))
 	tests := []struct {
 		name string
 		pkt  []byte
@@ -163,8 +163,8 @@ func TestFragmentRoundTrip(t *testing.T) {
 		if rng.IntN(2) == 0 {
 			opts = testOpts
 		}
-		ip := with(v4, func(h *ipHdr) { h.id = uint32(iter); h.opts = opts })
-		orig := build(ip, udpHdr{sport: 1, dport: uint16(iter)}, seqPayload(size))
+		ip := with(v4, func(h *ipHdr) { h.ID = uint32(iter); h.Opts = opts })
+		orig := build(ip, udpHdr{SPort: 1, DPort: uint16(iter)}, seqPayload(size))
 		frags := fragBufs(1+size/8, mtu)
 		n, err := Fragment4(decode(t, orig), mtu, frags)
 		if err != nil {
@@ -220,7 +220,7 @@ func feed(t testing.TB, r *Reassembler, frags [][]byte, now int64, out []byte) (
 // first fragment, whose checksum covers data in later fragments: the
 // datagram reassembled afterwards must be valid.
 func TestSetterOnFirstFragment(t *testing.T) {
-	for _, tr := range []l4{udpHdr{sport: 1, dport: 2}, tcpHdr{sport: 1, dport: 2, seq: 5, flags: TCPAck}} {
+	for _, tr := range []l4{udpHdr{SPort: 1, DPort: 2}, tcpHdr{SPort: 1, DPort: 2, Seq: 5, Flags: TCPAck}} {
 		orig := build(v4, tr, seqPayload(3000))
 		frags := fragBufs(4, 1500)
 		n, err := Fragment4(decode(t, orig), 1500, frags)
@@ -239,7 +239,7 @@ func TestSetterOnFirstFragment(t *testing.T) {
 }
 
 func TestFragment4Allocs(t *testing.T) {
-	p := decode(t, build(with(v4, func(h *ipHdr) { h.opts = testOpts }), udpHdr{sport: 1, dport: 2}, seqPayload(8000)))
+	p := decode(t, build(with(v4, func(h *ipHdr) { h.Opts = testOpts }), udpHdr{SPort: 1, DPort: 2}, seqPayload(8000)))
 	out := fragBufs(16, 1500)
 	if n := testing.AllocsPerRun(100, func() {
 		if _, err := Fragment4(p, 1500, out); err != nil {

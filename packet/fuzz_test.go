@@ -10,13 +10,13 @@ import (
 // fuzzSeeds are well-formed packets of every shape the tests know.
 func fuzzSeeds() [][]byte {
 	seeds := [][]byte{
-		build(with(v6, func(h *ipHdr) { h.ext = []extHdr{hop, dstOpt, rtHdr, ahHdr} }), tcpSyn, []byte("x")),
-		build(with(v6, func(h *ipHdr) { h.mf = true; h.extAfter = []extHdr{dstOpt} }), udpHdr{sport: 1, dport: 2, length: 100}, nil),
-		build(with(v6, func(h *ipHdr) { h.fragOff = 64 }), rawL4{ProtoUDP, make([]byte, 16)}, nil),
-		build(with(v4, func(h *ipHdr) { h.fragOff = 64; h.id = 3 }), rawL4{ProtoUDP, make([]byte, 16)}, nil),
-		build(v4, icmpHdr{typ: 3, code: 4, rest: 1400}, build(v4, tcpSyn, []byte("quoted"))),
-		build(v6, icmpHdr{typ: 1, code: 4}, build(v6, udpHdr{sport: 1, dport: 2}, nil)),
-		build(with(v4, func(h *ipHdr) { h.opts = testOpts }), tcpHdr{sport: 1, dport: 2, seq: 9, ack: 8, flags: TCPAck | TCPFin}, []byte("data")),
+		build(with(v6, func(h *ipHdr) { h.Ext = []extHdr{hop, dstOpt, rtHdr, ahHdr} }), tcpSyn, []byte("x")),
+		build(with(v6, func(h *ipHdr) { h.MF = true; h.ExtAfter = []extHdr{dstOpt} }), udpHdr{SPort: 1, DPort: 2, Length: 100}, nil),
+		build(with(v6, func(h *ipHdr) { h.FragOff = 64 }), rawL4{Proto: ProtoUDP, B: make([]byte, 16)}, nil),
+		build(with(v4, func(h *ipHdr) { h.FragOff = 64; h.ID = 3 }), rawL4{Proto: ProtoUDP, B: make([]byte, 16)}, nil),
+		build(v4, icmpHdr{Type: 3, Code: 4, Rest: 1400}, build(v4, tcpSyn, []byte("quoted"))),
+		build(v6, icmpHdr{Type: 1, Code: 4}, build(v6, udpHdr{SPort: 1, DPort: 2}, nil)),
+		build(with(v4, func(h *ipHdr) { h.Opts = testOpts }), tcpHdr{SPort: 1, DPort: 2, Seq: 9, Ack: 8, Flags: TCPAck | TCPFin}, []byte("data")),
 	}
 	for _, b := range setterCases() {
 		seeds = append(seeds, b)
@@ -132,7 +132,7 @@ func mutate(p *Parsed, v uint32, w uint16) {
 
 func FuzzReassemble(f *testing.F) {
 	// Seeds: length-prefixed fragment sequences.
-	orig := build(v4, udpHdr{sport: 1, dport: 2}, seqPayload(300))
+	orig := build(v4, udpHdr{SPort: 1, DPort: 2}, seqPayload(300))
 	bufs := fragBufs(8, 100)
 	n, _ := Fragment4(decode(f, orig), 100, bufs)
 	var seq []byte
@@ -142,7 +142,7 @@ func FuzzReassemble(f *testing.F) {
 	}
 	f.Add(seq, uint64(1))
 	seq = nil
-	for _, b := range fragment6(f, build(with(v6, func(h *ipHdr) { h.ext = []extHdr{hop} }), udpHdr{}, seqPayload(300)), 48, 120, 5) {
+	for _, b := range fragment6(f, build(with(v6, func(h *ipHdr) { h.Ext = []extHdr{hop} }), udpHdr{}, seqPayload(300)), 48, 120, 5) {
 		seq = binary.BigEndian.AppendUint16(seq, uint16(len(b)))
 		seq = append(seq, b...)
 	}
@@ -190,7 +190,7 @@ func FuzzReassemble(f *testing.F) {
 		var frags [][]byte
 		var want []byte
 		if seed&1 == 0 {
-			want = build(with(v4, func(h *ipHdr) { h.id = uint32(seed) }), udpHdr{sport: 1, dport: 2}, data)
+			want = build(with(v4, func(h *ipHdr) { h.ID = uint32(seed) }), udpHdr{SPort: 1, DPort: 2}, data)
 			mtu := 300 + int(seed>>8)%1200
 			bufs := fragBufs(1+len(want)/(mtu-28), mtu)
 			n, err := Fragment4(decode(t, want), mtu, bufs)
@@ -199,7 +199,7 @@ func FuzzReassemble(f *testing.F) {
 			}
 			frags = bufs[:n]
 		} else {
-			want = build(with(v6, func(h *ipHdr) { h.ext = []extHdr{rtHdr} }), udpHdr{sport: 1, dport: 2}, data)
+			want = build(with(v6, func(h *ipHdr) { h.Ext = []extHdr{rtHdr} }), udpHdr{SPort: 1, DPort: 2}, data)
 			frags = fragment6(t, want, 48, 300+int(seed>>8)%1200, uint32(seed))
 		}
 		if len(frags) < 2 {

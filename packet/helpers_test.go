@@ -1,9 +1,9 @@
 package packet
 
-// A small packet builder and composable checkers, in the spirit of gVisor's
-// checker package. The builder computes every length and checksum with its
-// own RFC 1071 code (sum16 below), not the package's, so tests compare two
-// independent implementations.
+// Composable checkers, in the spirit of gVisor's checker package, over
+// packets from the shared test builder (internal/packettest), which
+// computes every length and checksum with its own RFC 1071 code, not the
+// package's, so tests compare two independent implementations.
 
 import (
 	"bytes"
@@ -11,309 +11,29 @@ import (
 	"fmt"
 	"net/netip"
 	"testing"
+
+	"tungate/internal/packettest"
 )
 
-// ipHdr describes the IP layer of a packet to build.
-type ipHdr struct {
-	v6       bool
-	src, dst string
-	ttl      uint8 // 0: 64
-	tos      uint8 // IPv4 TOS or IPv6 traffic class
-	id       uint32
-	df, mf   bool
-	fragOff  int      // bytes; with v6, adds a fragment header (see frag)
-	frag     bool     // IPv6: add a fragment header even with fragOff 0 and !mf
-	opts     []byte   // IPv4 options, padded to a multiple of 4
-	ext      []extHdr // IPv6 extension headers before the fragment header
-	extAfter []extHdr // IPv6 extension headers after the fragment header
-	proto    uint8    // overrides the transport's protocol number
-	totalLen int      // overrides the IPv4 total length / IPv6 payload length (+40)
-	badCsum  bool     // IPv4: corrupt the header checksum
-	version  uint8    // overrides the version nibble
-	ihl      int      // overrides the IPv4 IHL (bytes)
-	hdrOnly  bool     // emit nothing after the IP headers
-	trunc    int      // cut the result to this many bytes (0: none)
-	extRaw   []byte   // IPv6: raw bytes appended after ext headers (for malformed chains)
-	extFirst uint8    // IPv6: next header of the fixed header when extRaw is used
-	l4csum   *uint16  // force a transport checksum value
-	padAfter []byte   // bytes after the IP length (link padding)
-	nhOver   *uint8   // overrides the next header naming the transport
-}
+// The builder's types and sums under this package's short names.
+type (
+	ipHdr   = packettest.IP
+	extHdr  = packettest.Ext
+	l4      = packettest.L4
+	tcpHdr  = packettest.TCP
+	udpHdr  = packettest.UDP
+	icmpHdr = packettest.ICMP
+	rawL4   = packettest.Raw
+)
 
-// extHdr is an IPv6 extension header: typ 0, 43, 60 or 51 (AH). body is
-// padded so the header's length is a multiple of 8 (4 for AH).
-type extHdr struct {
-	typ  uint8
-	body []byte
-}
-
-// l4 builds a transport header.
-type l4 interface {
-	protoNum(v6 bool) uint8
-	// put returns the header bytes with the checksum field zero and the
-	// offset of the checksum field (-1: none).
-	put(payloadLen int) (hdr []byte, csumOff int)
-}
-
-type tcpHdr struct {
-	sport, dport uint16
-	seq, ack     uint32
-	flags        uint8
-	win          uint16
-	opts         []byte
-}
-
-func (h tcpHdr) protoNum(bool) uint8 { return ProtoTCP }
-func (h tcpHdr) put(int) ([]byte, int) {
-	opts := pad(h.opts, 4)
-	b := make([]byte, 20+len(opts))
-	binary.BigEndian.PutUint16(b[0:], h.sport)
-	binary.BigEndian.PutUint16(b[2:], h.dport)
-	binary.BigEndian.PutUint32(b[4:], h.seq)
-	binary.BigEndian.PutUint32(b[8:], h.ack)
-	b[12] = uint8(len(b)/4) << 4
-	b[13] = h.flags
-	binary.BigEndian.PutUint16(b[14:], h.win)
-	copy(b[20:], opts)
-	return b, 16
-}
-
-type udpHdr struct {
-	sport, dport uint16
-	noCsum       bool
-	length       int // overrides the UDP length
-}
-
-func (h udpHdr) protoNum(bool) uint8 { return ProtoUDP }
-func (h udpHdr) put(n int) ([]byte, int) {
-	b := make([]byte, 8)
-	binary.BigEndian.PutUint16(b[0:], h.sport)
-	binary.BigEndian.PutUint16(b[2:], h.dport)
-	l := 8 + n
-	if h.length != 0 {
-		l = h.length
-	}
-	binary.BigEndian.PutUint16(b[4:], uint16(l))
-	if h.noCsum {
-		return b, -1
-	}
-	return b, 6
-}
-
-type icmpHdr struct {
-	typ, code uint8
-	rest      uint32
-}
-
-func (h icmpHdr) protoNum(v6 bool) uint8 {
-	if v6 {
-		return ProtoICMPv6
-	}
-	return ProtoICMP
-}
-func (h icmpHdr) put(int) ([]byte, int) {
-	b := make([]byte, 8)
-	b[0], b[1] = h.typ, h.code
-	binary.BigEndian.PutUint32(b[4:], h.rest)
-	return b, 2
-}
-
-// rawL4 is a transport the builder does not checksum.
-type rawL4 struct {
-	proto uint8
-	b     []byte
-}
-
-func (h rawL4) protoNum(bool) uint8   { return h.proto }
-func (h rawL4) put(int) ([]byte, int) { return bytes.Clone(h.b), -1 }
-
-func pad(b []byte, m int) []byte {
-	if len(b)%m == 0 {
-		return b
-	}
-	return append(bytes.Clone(b), make([]byte, m-len(b)%m)...)
-}
+var (
+	build  = packettest.Build
+	pad    = packettest.Pad
+	sum16  = packettest.Sum16
+	pseudo = packettest.Pseudo
+)
 
 func addr(s string) Addr { return AddrFrom(netip.MustParseAddr(s)) }
-
-// sum16 is an independent RFC 1071 sum of the concatenation of parts.
-func sum16(parts ...[]byte) uint16 {
-	var all []byte
-	for _, p := range parts {
-		all = append(all, p...)
-	}
-	var s uint32
-	for i := 0; i+1 < len(all); i += 2 {
-		s += uint32(all[i])<<8 | uint32(all[i+1])
-	}
-	if len(all)%2 == 1 {
-		s += uint32(all[len(all)-1]) << 8
-	}
-	for s > 0xffff {
-		s = s&0xffff + s>>16
-	}
-	return uint16(s)
-}
-
-func pseudo(v6 bool, src, dst []byte, proto uint8, l int) []byte {
-	if v6 {
-		b := make([]byte, 40)
-		copy(b, src)
-		copy(b[16:], dst)
-		binary.BigEndian.PutUint32(b[32:], uint32(l))
-		b[39] = proto
-		return b
-	}
-	b := make([]byte, 12)
-	copy(b, src)
-	copy(b[4:], dst)
-	b[9] = proto
-	binary.BigEndian.PutUint16(b[10:], uint16(l))
-	return b
-}
-
-// build returns the packet described by ip, t and payload.
-func build(ip ipHdr, t l4, payload []byte) []byte {
-	var l4b []byte
-	csumOff := -1
-	proto := uint8(59)
-	if t != nil {
-		l4b, csumOff = t.put(len(payload))
-		proto = t.protoNum(ip.v6)
-	}
-	if ip.proto != 0 {
-		proto = ip.proto
-	}
-	seg := append(l4b, payload...)
-	src, dst := netip.MustParseAddr(ip.src), netip.MustParseAddr(ip.dst)
-	ttl := ip.ttl
-	if ttl == 0 {
-		ttl = 64
-	}
-	if csumOff >= 0 && !(ip.fragOff != 0) {
-		var s uint16
-		withPseudo := proto != ProtoICMP
-		if withPseudo {
-			s = sum16(pseudo(ip.v6, src.AsSlice(), dst.AsSlice(), proto, len(seg)), seg)
-		} else {
-			s = sum16(seg)
-		}
-		c := ^s
-		if c == 0 && proto == ProtoUDP {
-			c = 0xffff
-		}
-		if ip.l4csum != nil {
-			c = *ip.l4csum
-		}
-		binary.BigEndian.PutUint16(seg[csumOff:], c)
-	}
-	if ip.hdrOnly {
-		seg = nil
-	}
-	var b []byte
-	if !ip.v6 {
-		opts := pad(ip.opts, 4)
-		hl := 20 + len(opts)
-		b = make([]byte, hl, hl+len(seg))
-		ihl := hl
-		if ip.ihl != 0 {
-			ihl = ip.ihl
-		}
-		b[0] = 0x40 | uint8(ihl/4)
-		b[1] = ip.tos
-		tot := hl + len(seg)
-		if ip.totalLen != 0 {
-			tot = ip.totalLen
-		}
-		binary.BigEndian.PutUint16(b[2:], uint16(tot))
-		binary.BigEndian.PutUint16(b[4:], uint16(ip.id))
-		ff := uint16(ip.fragOff / 8)
-		if ip.df {
-			ff |= 0x4000
-		}
-		if ip.mf {
-			ff |= 0x2000
-		}
-		binary.BigEndian.PutUint16(b[6:], ff)
-		b[8] = ttl
-		b[9] = proto
-		copy(b[12:], src.AsSlice())
-		copy(b[16:], dst.AsSlice())
-		copy(b[20:], opts)
-		c := ^sum16(b[:hl])
-		if ip.badCsum {
-			c ^= 0x5555
-		}
-		binary.BigEndian.PutUint16(b[10:], c)
-		b = append(b, seg...)
-	} else {
-		b = make([]byte, 40)
-		b[0] = 0x60 | ip.tos>>4
-		b[1] = ip.tos << 4
-		b[7] = ttl
-		copy(b[8:], src.AsSlice())
-		copy(b[24:], dst.AsSlice())
-		// exts[0] stands for the fixed header's next header field; nh is
-		// the index in exts of the field naming the next header to add.
-		exts := []byte{0}
-		nh := 0
-		addExt := func(e extHdr) {
-			exts[nh] = e.typ
-			var body []byte
-			if e.typ == ProtoAH {
-				body = pad(append([]byte{0, 0}, e.body...), 8) // 8-aligned as IPv6 wants
-				body[1] = uint8(len(body)/4 - 2)
-			} else {
-				body = pad(append([]byte{0, 0}, e.body...), 8)
-				body[1] = uint8(len(body)/8 - 1)
-			}
-			nh = len(exts)
-			exts = append(exts, body...)
-		}
-		for _, e := range ip.ext {
-			addExt(e)
-		}
-		if ip.fragOff != 0 || ip.mf || ip.frag {
-			exts[nh] = 44
-			fh := make([]byte, 8)
-			fo := uint16(ip.fragOff) &^ 7
-			if ip.mf {
-				fo |= 1
-			}
-			binary.BigEndian.PutUint16(fh[2:], fo)
-			binary.BigEndian.PutUint32(fh[4:], ip.id)
-			nh = len(exts)
-			exts = append(exts, fh...)
-		}
-		for _, e := range ip.extAfter {
-			addExt(e)
-		}
-		exts[nh] = proto
-		if ip.nhOver != nil {
-			exts[nh] = *ip.nhOver
-		}
-		b[6] = exts[0]
-		b = append(b, exts[1:]...)
-		b = append(b, ip.extRaw...)
-		if ip.extRaw != nil {
-			b[6] = ip.extFirst
-		}
-		b = append(b, seg...)
-		pl := len(b) - 40
-		if ip.totalLen != 0 {
-			pl = ip.totalLen - 40
-		}
-		binary.BigEndian.PutUint16(b[4:], uint16(pl))
-	}
-	if ip.version != 0 {
-		b[0] = b[0]&0x0f | ip.version<<4
-	}
-	b = append(b, ip.padAfter...)
-	if ip.trunc != 0 {
-		b = b[:ip.trunc]
-	}
-	return b
-}
 
 // checker asserts one property of a decoded packet.
 type checker func(t *testing.T, p *Parsed)

@@ -201,7 +201,7 @@ func (p *Parsed) decode4(b []byte, quoted bool) error {
 		}
 		tot = len(b)
 	}
-	if !quoted && headerSum(b[:ihl]) != 0xffff {
+	if !quoted && !IPv4HeaderValid(b[:ihl]) {
 		return ErrIPChecksum
 	}
 	b = b[:tot]
@@ -654,11 +654,7 @@ func (p *Parsed) setAddr(off4, off6 int, field *Addr, a Addr) {
 	if *field == a {
 		return
 	}
-	var acc uint32
-	for i := 0; i < n; i += 2 {
-		acc += uint32(^binary.BigEndian.Uint16(field[i:])) + uint32(binary.BigEndian.Uint16(a[i:]))
-	}
-	delta := fold(acc)
+	delta := ChecksumDelta(field[:n], a[:n])
 	copy(p.b[off:off+n], a[:n])
 	*field = a
 	if p.Version == 4 {
@@ -719,18 +715,17 @@ func (p *Parsed) SetICMPID(v uint16) {
 }
 
 func (p *Parsed) fixIPCsum16(old, new uint16) {
-	p.applyDelta(10, fold(uint32(^old)+uint32(new)), false)
+	p.applyDelta(10, ChecksumDelta16(old, new), false)
 }
 
 func (p *Parsed) fixL4Csum16(old, new uint16) {
 	if c := p.l4CsumOff(); c >= 0 {
-		p.applyDelta(c, fold(uint32(^old)+uint32(new)), p.Proto == ProtoUDP)
+		p.applyDelta(c, ChecksumDelta16(old, new), p.Proto == ProtoUDP)
 	}
 }
 
-// applyDelta adds delta (one's complement sum of ~old + new words) to the
-// checksum at off, per RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'). A UDP
-// checksum of zero means "none" (IPv4, and IPv6 tunnels under RFC 6935) and
+// applyDelta applies delta (from ChecksumDelta) to the checksum at off. A
+// UDP checksum of zero means "none" (IPv4, and IPv6 tunnels under RFC 6935) and
 // stays zero; a computed zero is sent as 0xffff (RFC 768, RFC 8200 8.1).
 func (p *Parsed) applyDelta(off int, delta uint16, udp bool) {
 	if len(p.b) < off+2 {
@@ -740,42 +735,17 @@ func (p *Parsed) applyDelta(off int, delta uint16, udp bool) {
 	if udp && hc == 0 {
 		return
 	}
-	n := ^fold(uint32(^hc) + uint32(delta))
+	n := UpdateChecksum(hc, delta)
 	if udp && n == 0 {
 		n = 0xffff
 	}
 	binary.BigEndian.PutUint16(p.b[off:], n)
 }
 
-// headerSum is the one's complement sum of an IPv4 header (a multiple of 4
-// bytes, at most 60). It runs on every packet, where a word loop beats the
-// general checksum routine's setup cost.
-func headerSum(h []byte) uint16 {
-	var acc uint64
-	for ; len(h) >= 4; h = h[4:] {
-		acc += uint64(binary.BigEndian.Uint32(h))
-	}
-	acc = acc&0xffffffff + acc>>32
-	acc = acc&0xffffffff + acc>>32
-	return fold(uint32(acc&0xffff) + uint32(acc>>16))
-}
-
-func fold(v uint32) uint16 {
-	v = (v & 0xffff) + (v >> 16)
-	v = (v & 0xffff) + (v >> 16)
-	return uint16(v)
-}
-
 // PseudoHeaderSum returns the one's complement sum of the pseudo-header for
 // this packet's transport protocol and the given transport length.
 func (p *Parsed) PseudoHeaderSum(proto uint8, l4len int) uint16 {
-	n := 4
-	if p.Version == 6 {
-		n = 16
-	}
-	s := checksum.Checksum(p.Src[:n], 0)
-	s = checksum.Checksum(p.Dst[:n], s)
-	return checksum.Combine(s, checksum.Combine(uint16(proto), uint16(l4len)))
+	return PseudoSum(p.Version, p.Src[:], p.Dst[:], proto, l4len)
 }
 
 // L4ChecksumValid verifies the transport checksum of a whole (unfragmented)

@@ -42,7 +42,7 @@ func (p *Parsed) ReplacePayload(off, oldLen int, repl []byte) error {
 
 	if p.Version == 4 {
 		binary.BigEndian.PutUint16(b[2:], uint16(newLen))
-		setIPv4Checksum(b[:p.IPHeaderLen()])
+		SetIPv4Checksum(b[:p.IPHeaderLen()])
 	} else {
 		binary.BigEndian.PutUint16(b[4:], uint16(newLen-40))
 	}
@@ -54,12 +54,15 @@ func (p *Parsed) ReplacePayload(off, oldLen int, repl []byte) error {
 		}
 	}
 	p.b = b
-	p.setL4Checksum()
+	p.SetL4Checksum()
 	return p.decode(b, false)
 }
 
-// setL4Checksum computes the transport checksum of a whole packet afresh.
-func (p *Parsed) setL4Checksum() {
+// SetL4Checksum computes the transport checksum of a whole packet afresh,
+// for edits too wide for an incremental update (a changed payload, or the
+// quote inside an ICMP error). Packets whose checksum must not be touched
+// (non-first fragments, no transport header) are left alone.
+func (p *Parsed) SetL4Checksum() {
 	c := p.l4CsumOff()
 	if c < 0 {
 		return

@@ -36,12 +36,12 @@ func TestReplacePayload(t *testing.T) {
 		ip   ipHdr
 		tr   l4
 	}{
-		{"tcp4", v4, tcpHdr{sport: 21, dport: 40000, seq: 77, ack: 88, flags: TCPAck | TCPPsh, opts: []byte{1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2}}},
-		{"tcp4 options", with(v4, func(h *ipHdr) { h.opts = []byte{0x94, 4, 0, 0} }), tcpHdr{sport: 21, dport: 40000, flags: TCPAck}},
-		{"udp4", v4, udpHdr{sport: 5060, dport: 5060}},
-		{"udp4 no csum", v4, udpHdr{sport: 5060, dport: 5060, noCsum: true}},
-		{"tcp6 ext", with(v6, func(h *ipHdr) { h.ext = []extHdr{hop, dstOpt} }), tcpHdr{sport: 21, dport: 40000, seq: 77, flags: TCPAck}},
-		{"udp6", v6, udpHdr{sport: 5060, dport: 5060}},
+		{"tcp4", v4, tcpHdr{SPort: 21, DPort: 40000, Seq: 77, Ack: 88, Flags: TCPAck | TCPPsh, Opts: []byte{1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2}}},
+		{"tcp4 options", with(v4, func(h *ipHdr) { h.Opts = []byte{0x94, 4, 0, 0} }), tcpHdr{SPort: 21, DPort: 40000, Flags: TCPAck}},
+		{"udp4", v4, udpHdr{SPort: 5060, DPort: 5060}},
+		{"udp4 no csum", v4, udpHdr{SPort: 5060, DPort: 5060, NoCsum: true}},
+		{"tcp6 ext", with(v6, func(h *ipHdr) { h.Ext = []extHdr{hop, dstOpt} }), tcpHdr{SPort: 21, DPort: 40000, Seq: 77, Flags: TCPAck}},
+		{"udp6", v6, udpHdr{SPort: 5060, DPort: 5060}},
 	}
 	for _, f := range families {
 		for _, e := range edits {
@@ -79,8 +79,8 @@ func TestReplacePayload(t *testing.T) {
 }
 
 func TestReplacePayloadErrors(t *testing.T) {
-	tcp := build(v4, tcpHdr{sport: 1, dport: 2, flags: TCPAck}, []byte("0123456789"))
-	huge := build(v4, udpHdr{sport: 1, dport: 2}, make([]byte, 0xffff-28))
+	tcp := build(v4, tcpHdr{SPort: 1, DPort: 2, Flags: TCPAck}, []byte("0123456789"))
+	huge := build(v4, udpHdr{SPort: 1, DPort: 2}, make([]byte, 0xffff-28))
 	tests := []struct {
 		name   string
 		pkt    []byte
@@ -95,9 +95,9 @@ func TestReplacePayloadErrors(t *testing.T) {
 		{"offset past the end", tcp, 10, 11, 0, "x", ErrPayloadRange},
 		{"no room", tcp, 2, 0, 1, "abcd", ErrNoRoom},
 		{"over 65535", huge, 10, 0, 0, "x", ErrNoRoom},
-		{"fragment", build(with(v4, func(h *ipHdr) { h.mf = true }), tcpHdr{sport: 1, dport: 2}, []byte("01234567")), 10, 0, 1, "x", ErrUnsupported},
-		{"icmp", build(v4, icmpHdr{typ: 8}, []byte("abc")), 10, 0, 1, "x", ErrUnsupported},
-		{"esp", build(v4, rawL4{ProtoESP, make([]byte, 16)}, nil), 10, 0, 1, "x", ErrUnsupported},
+		{"fragment", build(with(v4, func(h *ipHdr) { h.MF = true }), tcpHdr{SPort: 1, DPort: 2}, []byte("01234567")), 10, 0, 1, "x", ErrUnsupported},
+		{"icmp", build(v4, icmpHdr{Type: 8}, []byte("abc")), 10, 0, 1, "x", ErrUnsupported},
+		{"esp", build(v4, rawL4{Proto: ProtoESP, B: make([]byte, 16)}, nil), 10, 0, 1, "x", ErrUnsupported},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -120,7 +120,7 @@ func TestReplacePayloadErrors(t *testing.T) {
 }
 
 func TestReplacePayloadAllocs(t *testing.T) {
-	b := withRoom(build(v4, tcpHdr{sport: 21, dport: 1, flags: TCPAck}, []byte("PORT 10,0,0,1,4,1\r\n")), 64)
+	b := withRoom(build(v4, tcpHdr{SPort: 21, DPort: 1, Flags: TCPAck}, []byte("PORT 10,0,0,1,4,1\r\n")), 64)
 	var p Parsed
 	long, short := []byte("198,51,100,200"), []byte("10,0,0,1")
 	if n := testing.AllocsPerRun(100, func() {

@@ -423,7 +423,7 @@ func (r *Reassembler) complete(q *fragQueue, out []byte) (ReassemblyResult, erro
 		if q.ecn&ce != 0 {
 			out[1] |= 3
 		}
-		setIPv4Checksum(out[:q.hdrLen])
+		SetIPv4Checksum(out[:q.hdrLen])
 	} else {
 		binary.BigEndian.PutUint16(out[4:], uint16(total-40))
 		out[q.nhPos] = q.nh

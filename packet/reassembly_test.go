@@ -22,9 +22,9 @@ func piece(fam6 bool, id uint32, off int, mf bool, data []byte) []byte {
 	if fam6 {
 		ip = v6
 	}
-	ip.id, ip.fragOff, ip.mf = id, off, mf
-	ip.frag = fam6
-	return build(ip, rawL4{200, data}, nil)
+	ip.ID, ip.FragOff, ip.MF = id, off, mf
+	ip.Frag = fam6
+	return build(ip, rawL4{Proto: 200, B: data}, nil)
 }
 
 // add decodes and adds one fragment.
@@ -55,13 +55,13 @@ func TestReassemble6RoundTrip(t *testing.T) {
 		case 0:
 			ip = v6
 		case 1: // unfragmentable headers before, a destination option after
-			ip = with(v6, func(h *ipHdr) { h.ext = []extHdr{hop, rtHdr, dstOpt} })
+			ip = with(v6, func(h *ipHdr) { h.Ext = []extHdr{hop, rtHdr, dstOpt} })
 			unfrag = 40 + 8 + 8
 		case 2:
-			ip = with(v6, func(h *ipHdr) { h.ext = []extHdr{hop} })
+			ip = with(v6, func(h *ipHdr) { h.Ext = []extHdr{hop} })
 			unfrag = 48
 		}
-		orig := build(ip, udpHdr{sport: 1, dport: uint16(iter)}, seqPayload(rng.IntN(12000)+200))
+		orig := build(ip, udpHdr{SPort: 1, DPort: uint16(iter)}, seqPayload(rng.IntN(12000)+200))
 		mtu := 200 + rng.IntN(1400)
 		frags := fragment6(t, orig, unfrag, mtu, uint32(iter))
 		if len(frags) < 2 || len(frags) > DefaultReassemblyMaxFragments {
@@ -99,7 +99,7 @@ func TestReassemble6RoundTrip(t *testing.T) {
 // refuses one byte more.
 func TestReassembleMaxSize(t *testing.T) {
 	out := make([]byte, 70000)
-	orig := build(v4, udpHdr{sport: 1, dport: 2}, seqPayload(65535-28))
+	orig := build(v4, udpHdr{SPort: 1, DPort: 2}, seqPayload(65535-28))
 	frags := fragBufs(64, 1500)
 	n, err := Fragment4(decode(t, orig), 1500, frags)
 	if err != nil {
@@ -110,7 +110,7 @@ func TestReassembleMaxSize(t *testing.T) {
 		t.Fatalf("65535-byte IPv4 datagram: %v", err)
 	}
 
-	orig6 := build(v6, udpHdr{sport: 1, dport: 2}, seqPayload(65535-8))
+	orig6 := build(v6, udpHdr{SPort: 1, DPort: 2}, seqPayload(65535-8))
 	got, err = feed(t, NewReassembler(ReassemblyConfig{}), fragment6(t, orig6, 40, 1500, 7), 0, out)
 	if err != nil || !bytes.Equal(got, orig6) {
 		t.Fatalf("65535-byte IPv6 payload: %v", err)
@@ -388,7 +388,7 @@ func TestReassembleECN(t *testing.T) {
 }
 
 func TestReassembleOut(t *testing.T) {
-	orig := build(v4, udpHdr{sport: 1, dport: 2}, seqPayload(3000))
+	orig := build(v4, udpHdr{SPort: 1, DPort: 2}, seqPayload(3000))
 	frags := fragBufs(4, 1500)
 	n, err := Fragment4(decode(t, orig), 1500, frags)
 	if err != nil {
@@ -416,7 +416,7 @@ func TestReassembleOut(t *testing.T) {
 
 func TestReassembleNotFragment(t *testing.T) {
 	r := NewReassembler(ReassemblyConfig{})
-	for _, b := range [][]byte{build(v4, tcpSyn, nil), build(with(v6, func(h *ipHdr) { h.frag = true }), tcpSyn, nil)} {
+	for _, b := range [][]byte{build(v4, tcpSyn, nil), build(with(v6, func(h *ipHdr) { h.Frag = true }), tcpSyn, nil)} {
 		if _, err := add(t, r, b, 0, make([]byte, 100)); !errors.Is(err, ErrNotFragment) {
 			t.Errorf("err = %v, want ErrNotFragment", err)
 		}
@@ -433,18 +433,18 @@ func TestReassembleNotFragment(t *testing.T) {
 func TestReassembleKeys(t *testing.T) {
 	variants := []ipHdr{
 		v4,
-		with(v4, func(h *ipHdr) { h.src = "10.0.0.2" }),
-		with(v4, func(h *ipHdr) { h.dst = "192.0.2.2" }),
-		with(v4, func(h *ipHdr) { h.proto = 201 }),
+		with(v4, func(h *ipHdr) { h.Src = "10.0.0.2" }),
+		with(v4, func(h *ipHdr) { h.Dst = "192.0.2.2" }),
+		with(v4, func(h *ipHdr) { h.Proto = 201 }),
 		v6,
-		with(v6, func(h *ipHdr) { h.proto = 201 }),
+		with(v6, func(h *ipHdr) { h.Proto = 201 }),
 	}
 	r := NewReassembler(ReassemblyConfig{})
 	out := make([]byte, 200)
 	for half := range 2 {
 		for i, ip := range variants {
-			ip.id, ip.frag, ip.fragOff, ip.mf = 42, ip.v6, half*16, half == 0
-			res, err := add(t, r, build(ip, rawL4{200, seqPayload(16)}, nil), 0, out)
+			ip.ID, ip.Frag, ip.FragOff, ip.MF = 42, ip.V6, half*16, half == 0
+			res, err := add(t, r, build(ip, rawL4{Proto: 200, B: seqPayload(16)}, nil), 0, out)
 			if err != nil || res.Done != (half == 1) {
 				t.Fatalf("variant %d half %d: %+v %v", i, half, res, err)
 			}
@@ -467,8 +467,8 @@ func TestReassembleConcurrent(t *testing.T) {
 			bufs := fragBufs(16, 600)
 			var p Parsed
 			for i := range 50 {
-				ip := with(v4, func(h *ipHdr) { h.id = uint32(g<<8 | i) })
-				orig := build(ip, udpHdr{sport: uint16(g), dport: uint16(i)}, seqPayload(1000+rng.IntN(3000)))
+				ip := with(v4, func(h *ipHdr) { h.ID = uint32(g<<8 | i) })
+				orig := build(ip, udpHdr{SPort: uint16(g), DPort: uint16(i)}, seqPayload(1000+rng.IntN(3000)))
 				n, err := Fragment4(decode(t, orig), 600, bufs)
 				if err != nil {
 					t.Error(err)
@@ -535,14 +535,14 @@ func TestReassembleAllocs(t *testing.T) {
 	r := NewReassembler(ReassemblyConfig{})
 	out := make([]byte, 65535+40)
 	var frags [][]byte
-	orig := build(v4, udpHdr{sport: 1, dport: 2}, seqPayload(4000))
+	orig := build(v4, udpHdr{SPort: 1, DPort: 2}, seqPayload(4000))
 	bufs := fragBufs(8, 1500)
 	n, err := Fragment4(decode(t, orig), 1500, bufs)
 	if err != nil {
 		t.Fatal(err)
 	}
 	frags = append(frags, bufs[:n]...)
-	orig6 := build(with(v6, func(h *ipHdr) { h.ext = []extHdr{hop} }), udpHdr{sport: 1, dport: 2}, seqPayload(4000))
+	orig6 := build(with(v6, func(h *ipHdr) { h.Ext = []extHdr{hop} }), udpHdr{SPort: 1, DPort: 2}, seqPayload(4000))
 	frags6 := fragment6(t, orig6, 48, 1280, 1)
 	var p Parsed
 	run := func() {

@@ -73,8 +73,8 @@ const (
 )
 
 var (
-	sctpV4 = ipHdr{src: "10.10.0.2", dst: "198.18.0.2"}
-	sctpV6 = ipHdr{v6: true, src: "fd10::2", dst: "fd18::2"}
+	sctpV4 = ipHdr{Src: "10.10.0.2", Dst: "198.18.0.2"}
+	sctpV6 = ipHdr{V6: true, Src: "fd10::2", Dst: "fd18::2"}
 )
 
 func TestSCTPChecksumKnownVectors(t *testing.T) {
@@ -94,20 +94,20 @@ func TestSCTPChecksumKnownVectors(t *testing.T) {
 		t.Fatal("checksum of a cut header")
 	}
 	for _, v := range []ipHdr{sctpV4, sctpV6} {
-		p := decode(t, build(v, rawL4{ProtoSCTP, init}, nil))
+		p := decode(t, build(v, rawL4{Proto: ProtoSCTP, B: init}, nil))
 		if !p.L4ChecksumValid() {
-			t.Fatalf("v6=%v: kernel's INIT has a bad checksum", v.v6)
+			t.Fatalf("v6=%v: kernel's INIT has a bad checksum", v.V6)
 		}
 	}
 }
 
 func TestSCTPDecode(t *testing.T) {
 	seg := sctpSeg(40000, 5000, 0xdeadbeef, []byte{SCTPChunkData, 3, 0, 21, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 'h', 'e', 'l', 'l', 'o'})
-	for _, v := range []ipHdr{sctpV4, sctpV6, with(sctpV6, func(h *ipHdr) { h.ext = []extHdr{hop, dstOpt} })} {
-		b := build(v, rawL4{ProtoSCTP, seg}, nil)
+	for _, v := range []ipHdr{sctpV4, sctpV6, with(sctpV6, func(h *ipHdr) { h.Ext = []extHdr{hop, dstOpt} })} {
+		b := build(v, rawL4{Proto: ProtoSCTP, B: seg}, nil)
 		p := decode(t, b)
 		if !p.HasL4 || p.Proto != ProtoSCTP || p.SrcPort != 40000 || p.DstPort != 5000 || p.Len()-p.L4Off != len(seg) {
-			t.Fatalf("v6=%v: HasL4 %v proto %d ports %d>%d l4 %d", v.v6, p.HasL4, p.Proto, p.SrcPort, p.DstPort, p.Len()-p.L4Off)
+			t.Fatalf("v6=%v: HasL4 %v proto %d ports %d>%d l4 %d", v.V6, p.HasL4, p.Proto, p.SrcPort, p.DstPort, p.Len()-p.L4Off)
 		}
 		if p.SCTPVerificationTag() != 0xdeadbeef {
 			t.Fatalf("vtag %#x", p.SCTPVerificationTag())
@@ -133,16 +133,16 @@ func TestSCTPTruncated(t *testing.T) {
 	seg := unhex(t, kernelInit)
 	for _, v := range []ipHdr{sctpV4, sctpV6} {
 		for _, n := range []int{0, 4, 8, 11} {
-			p := decode(t, build(v, rawL4{ProtoSCTP, seg[:n]}, nil))
+			p := decode(t, build(v, rawL4{Proto: ProtoSCTP, B: seg[:n]}, nil))
 			if p.HasL4 || p.SrcPort != 0 || p.SCTPVerificationTag() != 0 || !p.L4ChecksumValid() {
-				t.Fatalf("v6=%v n=%d: HasL4 %v ports %d", v.v6, n, p.HasL4, p.SrcPort)
+				t.Fatalf("v6=%v n=%d: HasL4 %v ports %d", v.V6, n, p.HasL4, p.SrcPort)
 			}
 			p.SetSrcPort(1) // must not touch a header that is not there
 			if p.SrcPort != 0 {
 				t.Fatal("port set on a packet without header")
 			}
 		}
-		whole := build(v, rawL4{ProtoSCTP, seg}, nil)
+		whole := build(v, rawL4{Proto: ProtoSCTP, B: seg}, nil)
 		hl := len(whole) - len(seg)
 		for _, n := range []int{7, 8, 11, 12} {
 			var q Parsed
@@ -161,7 +161,7 @@ func TestSCTPTruncated(t *testing.T) {
 		}
 	}
 	// A first fragment short of the header is still reassembled.
-	p := decode(t, build(with(sctpV4, func(h *ipHdr) { h.mf = true }), rawL4{ProtoSCTP, seg[:8]}, nil))
+	p := decode(t, build(with(sctpV4, func(h *ipHdr) { h.MF = true }), rawL4{Proto: ProtoSCTP, B: seg[:8]}, nil))
 	if !p.Fragment || p.HasL4 {
 		t.Fatalf("first fragment: Fragment %v HasL4 %v", p.Fragment, p.HasL4)
 	}
@@ -179,13 +179,13 @@ func TestSCTPSetPorts(t *testing.T) {
 		{sctpV4, 50008, kernelInitNAT4},
 		{sctpV6, 50001, kernelInitNAT6},
 	} {
-		b := build(tc.v, rawL4{ProtoSCTP, unhex(t, kernelInit)}, nil)
+		b := build(tc.v, rawL4{Proto: ProtoSCTP, B: unhex(t, kernelInit)}, nil)
 		orig := bytes.Clone(b)
 		p := decode(t, b)
-		p.SetSrc(addr(map[bool]string{false: "198.18.0.1", true: "fd18::1"}[tc.v.v6]))
+		p.SetSrc(addr(map[bool]string{false: "198.18.0.1", true: "fd18::1"}[tc.v.V6]))
 		p.SetSrcPort(tc.port)
 		if got := hex.EncodeToString(p.L4()); got != tc.want {
-			t.Fatalf("v6=%v: after NAT\n got %s\nwant %s (Linux)", tc.v.v6, got, tc.want)
+			t.Fatalf("v6=%v: after NAT\n got %s\nwant %s (Linux)", tc.v.V6, got, tc.want)
 		}
 		if p.SrcPort != tc.port || !p.L4ChecksumValid() || !sctpCRCOK(p.L4()) {
 			t.Fatal("view or CRC wrong after SetSrcPort")
@@ -223,7 +223,7 @@ func TestSCTPSetPortQuoted(t *testing.T) {
 		{kernelInitNAT4, kernelInit},
 	} {
 		qb := unhex(t, tc.quote)
-		ip := build(with(ipHdr{src: "198.18.0.1", dst: "198.18.0.2"}, func(h *ipHdr) { h.totalLen = 20 + 32 }), rawL4{ProtoSCTP, qb}, nil)
+		ip := build(with(ipHdr{Src: "198.18.0.1", Dst: "198.18.0.2"}, func(h *ipHdr) { h.TotalLen = 20 + 32 }), rawL4{Proto: ProtoSCTP, B: qb}, nil)
 		var q Parsed
 		if err := q.DecodeQuoted(ip); err != nil {
 			t.Fatal(err)
@@ -236,7 +236,7 @@ func TestSCTPSetPortQuoted(t *testing.T) {
 }
 
 func TestSCTPSetPortAllocs(t *testing.T) {
-	b := build(sctpV4, rawL4{ProtoSCTP, sctpSeg(1, 2, 3, make([]byte, 1400))}, nil)
+	b := build(sctpV4, rawL4{Proto: ProtoSCTP, B: sctpSeg(1, 2, 3, make([]byte, 1400))}, nil)
 	p := decode(t, b)
 	port := uint16(0)
 	if n := testing.AllocsPerRun(100, func() {
@@ -254,7 +254,7 @@ func TestSCTPSetPortAllocs(t *testing.T) {
 // BenchmarkSCTPSetPort is one NAT port rewrite of a full-size SCTP packet
 // (the CRC over 1480 bytes) and the checksum check conntrack does.
 func BenchmarkSCTPSetPort(b *testing.B) {
-	pkt := build(sctpV4, rawL4{ProtoSCTP, sctpSeg(1, 2, 3, make([]byte, 1464))}, nil)
+	pkt := build(sctpV4, rawL4{Proto: ProtoSCTP, B: sctpSeg(1, 2, 3, make([]byte, 1464))}, nil)
 	p := decode(b, pkt)
 	b.SetBytes(int64(p.Len() - p.L4Off))
 	b.ReportAllocs()
@@ -267,7 +267,7 @@ func BenchmarkSCTPSetPort(b *testing.B) {
 }
 
 func BenchmarkSCTPChecksumValid(b *testing.B) {
-	pkt := build(sctpV4, rawL4{ProtoSCTP, sctpSeg(1, 2, 3, make([]byte, 1464))}, nil)
+	pkt := build(sctpV4, rawL4{Proto: ProtoSCTP, B: sctpSeg(1, 2, 3, make([]byte, 1464))}, nil)
 	p := decode(b, pkt)
 	b.SetBytes(int64(p.Len() - p.L4Off))
 	b.ReportAllocs()
@@ -291,7 +291,7 @@ func FuzzSCTP(f *testing.F) {
 		if v6 {
 			ip = sctpV6
 		}
-		b := build(ip, rawL4{ProtoSCTP, seg}, nil)
+		b := build(ip, rawL4{Proto: ProtoSCTP, B: seg}, nil)
 		var p Parsed
 		if err := p.Decode(b); err != nil {
 			t.Fatalf("Decode: %v", err)

@@ -1,14 +1,13 @@
 package rules
 
 import (
-	"encoding/binary"
-	"net/netip"
 	"strings"
 	"testing"
 
 	"github.com/BurntSushi/toml"
 
 	"tungate/conntrack"
+	"tungate/internal/packettest"
 	"tungate/packet"
 )
 
@@ -26,73 +25,23 @@ type pkt struct {
 }
 
 func (s pkt) bytes() []byte {
-	src := netip.MustParseAddr(s.src)
-	dst := netip.MustParseAddr(s.dst)
-	var l4 []byte
+	ip := packettest.IP{V6: strings.Contains(s.src, ":"), Src: s.src, Dst: s.dst}
+	payload := make([]byte, s.payload)
+	var l4 packettest.L4
 	switch {
 	case s.nonFirstFrag:
-		l4 = make([]byte, 8+s.payload)
+		ip.FragOff = 8
+		l4 = packettest.Raw{Proto: s.proto, B: make([]byte, 8)}
 	case s.proto == packet.ProtoTCP:
-		l4 = make([]byte, 20+s.payload)
-		binary.BigEndian.PutUint16(l4[0:], s.sport)
-		binary.BigEndian.PutUint16(l4[2:], s.dport)
-		l4[12] = 5 << 4
-		l4[13] = s.flags
-		binary.BigEndian.PutUint16(l4[14:], 65535)
+		l4 = packettest.TCP{SPort: s.sport, DPort: s.dport, Flags: s.flags, Win: 65535}
 	case s.proto == packet.ProtoUDP:
-		l4 = make([]byte, 8+s.payload)
-		binary.BigEndian.PutUint16(l4[0:], s.sport)
-		binary.BigEndian.PutUint16(l4[2:], s.dport)
-		binary.BigEndian.PutUint16(l4[4:], uint16(len(l4)))
+		l4 = packettest.UDP{SPort: s.sport, DPort: s.dport}
 	case s.proto == packet.ProtoICMP || s.proto == packet.ProtoICMPv6:
-		l4 = make([]byte, 8+s.payload)
-		l4[0], l4[1] = s.itype, s.icode
-		binary.BigEndian.PutUint16(l4[4:], s.sport)
+		l4 = packettest.ICMP{Type: s.itype, Code: s.icode, Rest: uint32(s.sport) << 16}
 	default:
-		l4 = make([]byte, s.payload)
+		l4 = packettest.Raw{Proto: s.proto}
 	}
-	if src.Is4() {
-		b := make([]byte, 20+len(l4))
-		b[0] = 0x45
-		binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
-		if s.nonFirstFrag {
-			binary.BigEndian.PutUint16(b[6:], 1) // offset 8 bytes
-		}
-		b[8] = 64
-		b[9] = s.proto
-		a4, d4 := src.As4(), dst.As4()
-		copy(b[12:], a4[:])
-		copy(b[16:], d4[:])
-		var sum uint32
-		for i := 0; i < 20; i += 2 {
-			sum += uint32(binary.BigEndian.Uint16(b[i:]))
-		}
-		for sum > 0xffff {
-			sum = sum&0xffff + sum>>16
-		}
-		binary.BigEndian.PutUint16(b[10:], ^uint16(sum))
-		copy(b[20:], l4)
-		return b
-	}
-	nh := s.proto
-	var ext []byte
-	if s.nonFirstFrag {
-		ext = make([]byte, 8)
-		ext[0] = s.proto
-		binary.BigEndian.PutUint16(ext[2:], 8) // offset 8, M=0
-		nh = 44
-	}
-	b := make([]byte, 40+len(ext)+len(l4))
-	b[0] = 0x60
-	binary.BigEndian.PutUint16(b[4:], uint16(len(ext)+len(l4)))
-	b[6] = nh
-	b[7] = 64
-	a16, d16 := src.As16(), dst.As16()
-	copy(b[8:], a16[:])
-	copy(b[24:], d16[:])
-	copy(b[40:], ext)
-	copy(b[40+len(ext):], l4)
-	return b
+	return packettest.Build(ip, l4, payload)
 }
 
 func decode(t testing.TB, s pkt) *packet.Parsed {
