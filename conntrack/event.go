@@ -65,9 +65,11 @@ func (t *Table) Subscribe(buf int) (events <-chan Event, cancel func()) {
 
 func (t *Table) emit(typ EventType, c *Conn) {
 	p := t.subs.Load()
-	if p == nil {
+	if p == nil || len(*p) == 0 {
 		return
 	}
+	// A subscriber keeps c for as long as it likes: never reuse it.
+	c.SetStatus(statusPinned)
 	for _, ch := range *p {
 		select {
 		case ch <- Event{Type: typ, Conn: c}:

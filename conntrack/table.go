@@ -90,6 +90,9 @@ type Table struct {
 
 	hooksMu      sync.Mutex // guards changes to destroyHooks
 	destroyHooks atomic.Pointer[[]func(*Conn)]
+
+	_  [64]byte // rc.epoch is read by every packet: keep it off written lines
+	rc reclaim
 }
 
 // AddDestroyHook registers fn to run synchronously whenever a connection
@@ -127,6 +130,7 @@ func NewTable(cfg Config) (*Table, error) {
 		epoch:   time.Now(),
 	}
 	t.cfg.Store(&cfg)
+	t.rc.init(cfg.Max)
 	registryMu.Lock()
 	for i, f := range registry {
 		if f != nil {
@@ -183,6 +187,9 @@ type Result struct {
 	// per worker, because a tuple on In's stack would escape to the heap
 	// through the trackers' interface calls: one allocation a packet.
 	tu Tuple
+	// rd is this Result's reader slot in the table (see reclaim). Zeroing
+	// a Result loses it: the next In registers a new one (an allocation).
+	rd *reader
 }
 
 func isGeneric(tr Tracker) bool {
@@ -194,9 +201,12 @@ func isGeneric(tr Tracker) bool {
 // PRE_ROUTING). p must be a whole packet (fragments reassembled).
 //
 // Keep one Result per goroutine and pass it to every call: In then
-// allocates nothing for packets of known connections.
+// allocates nothing for packets of known connections. res.Conn is valid
+// until the next call with res or res.Release: then the entry of a
+// connection that died meanwhile may be reused for another (see reclaim).
 func (t *Table) In(p *packet.Parsed, now int64, res *Result) {
 	res.Conn, res.Info, res.Dir, res.Drop = nil, Invalid, DirOriginal, false
+	t.enter(res)
 	cfg := t.cfg.Load()
 	if p.IsICMPError() {
 		t.icmpError(p, cfg, now, res)
@@ -293,11 +303,12 @@ func (t *Table) newConn(tr Tracker, cfg *Config, tu *Tuple, p *packet.Parsed, no
 		res.Drop = true
 		return nil
 	}
-	c := &Conn{}
+	c := t.newEntry()
 	c.initNodes(tu)
 	tr.Invert(tu, &c.node[DirReply].tuple)
 	if !tr.New(c, p, cfg, now) {
 		t.Stats.Invalid.Add(1)
+		t.retire(c, 0)
 		return nil
 	}
 	if t.exp.count.Load() > 0 {
@@ -327,9 +338,10 @@ func (c *Conn) initNodes(tu *Tuple) {
 
 // NewUnconfirmed creates a connection from a tuple without a packet, for
 // tests and for helpers that predict connections. Its tracker's New is not
-// run.
+// run. Its entry is never reused: the caller may keep it.
 func (t *Table) NewUnconfirmed(tu Tuple, now int64, timeout time.Duration) *Conn {
 	c := &Conn{}
+	c.status.Store(uint32(statusPinned))
 	c.initNodes(&tu)
 	t.trackers[tu.Proto].Invert(&c.node[DirOriginal].tuple, &c.node[DirReply].tuple)
 	c.expires.Store(now + int64(timeout))
@@ -360,13 +372,24 @@ func (t *Table) lookup(tu *Tuple, now int64) (*Conn, Dir) {
 	return nil, DirOriginal
 }
 
-// Lookup finds a live connection by either of its tuples.
-func (t *Table) Lookup(tu *Tuple) (*Conn, Dir) { return t.lookup(tu, t.Now()) }
+// Lookup finds a live connection by either of its tuples. The connection's
+// entry is never reused (the caller may keep it), so the datapath uses In.
+func (t *Table) Lookup(tu *Tuple) (*Conn, Dir) {
+	t.walkStart()
+	c, d := t.lookup(tu, t.Now())
+	if c != nil {
+		c.SetStatus(statusPinned)
+	}
+	t.walkEnd()
+	return c, d
+}
 
 // Taken reports whether a confirmed connection other than ignore uses tu as
 // either tuple (Linux's nf_conntrack_tuple_taken, for NAT port choice).
 func (t *Table) Taken(tu *Tuple, ignore *Conn) bool {
+	t.walkStart()
 	c, _ := t.lookup(tu, t.Now())
+	t.walkEnd()
 	if c != nil && c != ignore {
 		t.Stats.Found.Add(1)
 		return true
@@ -545,6 +568,7 @@ func (t *Table) Delete(c *Conn) bool {
 	if old&StatusConfirmed != 0 {
 		t.emit(EventDestroy, c)
 	}
+	t.retire(c, c.Status())
 	return true
 }
 
@@ -611,6 +635,8 @@ func (t *Table) gcStep(now int64, n int) (removed, live int, remaining int64) {
 	n = min(max(n, 0), len(t.buckets))
 	t.gcCursor = (start + n) & int(t.mask)
 	t.gcMu.Unlock()
+	t.walkStart()
+	defer t.walkEnd()
 	for i := range n {
 		b := &t.buckets[(start+i)&int(t.mask)]
 		// Deleting while walking is safe: an unlinked node keeps its next.
@@ -690,7 +716,12 @@ func nextSweep(removed, live int, remaining int64, full bool) time.Duration {
 
 // Range calls fn for each live connection (once each) until fn returns
 // false. It takes no locks; connections may come and go meanwhile.
+//
+// c is valid only while fn runs: once it returns, the entry of a connection
+// that died meanwhile may be reused (see reclaim).
 func (t *Table) Range(fn func(c *Conn) bool) {
+	t.walkStart()
+	defer t.walkEnd()
 	now := t.Now()
 	for i := range t.buckets {
 		for n := t.buckets[i].Load(); n != nil; n = n.next.Load() {
