@@ -144,6 +144,9 @@ func BenchmarkNewConn(b *testing.B) {
 				out, back := benchFlows(b, f, live+50_000)
 				establish(b, tab, now, out[:live], back[:live])
 				fresh := out[live:]
+				// establish's Result is dead: let the collector say so
+				// before the clock starts, or it holds back reuse.
+				runtime.GC()
 				var res Result
 				b.ReportAllocs()
 				b.ResetTimer()
@@ -251,11 +254,14 @@ func memoryPerEntry(tb testing.TB, n int) float64 {
 	return per
 }
 
-// TestMemoryPerEntry holds the table to its budget of 256 bytes an entry,
-// measured on 200k connections.
+// TestMemoryPerEntry holds the table to its budget of 288 bytes an entry,
+// measured on 200k connections (in a table whose hash size rounds up to
+// 262,144): a Conn (240 bytes with the allocator's rounding) and 32 bytes
+// of hash lines per hash entry (the 64-byte buckets that let a lookup miss
+// in one cache miss; they were 8-byte chain heads, and the budget 256).
 func TestMemoryPerEntry(t *testing.T) {
-	if per := memoryPerEntry(t, 200_000); per > 256 {
-		t.Fatalf("%.1f bytes per entry (Conn is %d bytes), budget 256", per, unsafe.Sizeof(Conn{}))
+	if per := memoryPerEntry(t, 200_000); per > 288 {
+		t.Fatalf("%.1f bytes per entry (Conn is %d bytes), budget 288", per, unsafe.Sizeof(Conn{}))
 	} else {
 		t.Logf("%.1f bytes per entry, Conn %d bytes", per, unsafe.Sizeof(Conn{}))
 	}

@@ -70,7 +70,7 @@ type Stats struct {
 type Table struct {
 	cfg      atomic.Pointer[Config] // replaced whole by SetTimeouts
 	seed     uint64
-	buckets  []atomic.Pointer[hashNode]
+	buckets  []bucket
 	mask     uint64
 	locks    [numLocks]paddedMutex // stripe i guards chains of buckets ≡ i mod numLocks
 	count    atomic.Int64
@@ -123,9 +123,12 @@ func NewTable(cfg Config) (*Table, error) {
 		n = 1024
 	}
 	n = 1 << bits.Len(uint(n-1))
+	// A bucket is a cache line of six slots: half as many as the hash
+	// size hold, at max, four nodes (two per connection) a line.
+	n /= 2
 	t := &Table{
 		seed:    rand.Uint64(),
-		buckets: make([]atomic.Pointer[hashNode], n),
+		buckets: make([]bucket, n),
 		mask:    uint64(n - 1),
 		epoch:   time.Now(),
 	}
@@ -355,21 +358,40 @@ func (t *Table) expired(c *Conn, now int64) bool { return c.expires.Load() <= no
 // ____nf_conntrack_find reaps them.
 func (t *Table) lookup(tu *Tuple, now int64) (*Conn, Dir) {
 	h := tu.hash(t.seed)
-	for n := t.buckets[h&t.mask].Load(); n != nil; n = n.next.Load() {
-		if !n.tuple.Equal(tu) {
+	b := &t.buckets[h&t.mask]
+	tags, tag := b.tags.Load(), tagOf(h)
+	for i := range b.slot {
+		if (tags>>(i*tagBits))&tagMask != tag {
 			continue
 		}
-		c, dir := n.conn()
-		if c.Status()&StatusDying != 0 {
-			continue
+		if c, dir := t.live(b.slot[i].Load(), tu, now); c != nil {
+			return c, dir
 		}
-		if t.expired(c, now) {
-			t.Delete(c)
-			continue
+	}
+	for n := b.more.Load(); n != nil; n = n.next.Load() {
+		if c, dir := t.live(n, tu, now); c != nil {
+			return c, dir
 		}
-		return c, dir
 	}
 	return nil, DirOriginal
+}
+
+// live returns n's connection and direction when n (nil allowed) holds
+// tuple tu and its connection lives. An expired one met on the way is
+// deleted, as Linux's ____nf_conntrack_find reaps them.
+func (t *Table) live(n *hashNode, tu *Tuple, now int64) (*Conn, Dir) {
+	if n == nil || !n.tuple.Equal(tu) {
+		return nil, DirOriginal
+	}
+	c, dir := n.conn()
+	if c.Status()&StatusDying != 0 {
+		return nil, DirOriginal
+	}
+	if t.expired(c, now) {
+		t.Delete(c)
+		return nil, DirOriginal
+	}
+	return c, dir
 }
 
 // Lookup finds a live connection by either of its tuples. The connection's
@@ -422,37 +444,38 @@ func unlockPair(a, b *paddedMutex) {
 
 // findLocked looks for a live entry with tuple tu; its stripe is locked.
 func (t *Table) findLocked(h uint64, tu *Tuple, now int64) *Conn {
-	for n := t.buckets[h&t.mask].Load(); n != nil; n = n.next.Load() {
-		if !n.tuple.Equal(tu) {
-			continue
+	b := &t.buckets[h&t.mask]
+	tags, tag := b.tags.Load(), tagOf(h)
+	var found *Conn
+	check := func(n *hashNode) bool {
+		if n == nil || !n.tuple.Equal(tu) {
+			return true
 		}
 		if c, _ := n.conn(); c.Status()&StatusDying == 0 && !t.expired(c, now) {
-			return c
+			found = c
+			return false
+		}
+		return true
+	}
+	for i := range b.slot {
+		if (tags>>(i*tagBits))&tagMask == tag && !check(b.slot[i].Load()) {
+			return found
+		}
+	}
+	for n := b.more.Load(); n != nil; n = n.next.Load() {
+		if !check(n) {
+			return found
 		}
 	}
 	return nil
 }
 
-// link puts n at the head of its chain; its stripe is locked. The store
-// publishes n's tuple and c's fields written before it to lock-free readers.
-func (t *Table) link(h uint64, n *hashNode) {
-	b := &t.buckets[h&t.mask]
-	n.next.Store(b.Load())
-	b.Store(n)
-}
+// link puts n into its bucket; its stripe is locked. The store publishes
+// n's tuple and c's fields written before it to lock-free readers.
+func (t *Table) link(h uint64, n *hashNode) { t.buckets[h&t.mask].insert(h, n) }
 
-// unlink removes n from its chain; its stripe is locked. n keeps its next
-// pointer so a reader standing on it walks on.
-func (t *Table) unlink(h uint64, n *hashNode) {
-	p := &t.buckets[h&t.mask]
-	for cur := p.Load(); cur != nil; cur = cur.next.Load() {
-		if cur == n {
-			p.Store(n.next.Load())
-			return
-		}
-		p = &cur.next
-	}
-}
+// unlink removes n from its bucket; its stripe is locked.
+func (t *Table) unlink(h uint64, n *hashNode) { t.buckets[h&t.mask].remove(n) }
 
 // Confirm enters a new connection into the table, as Linux's
 // __nf_conntrack_confirm does once the packet was accepted. A clash with an
@@ -583,33 +606,35 @@ const earlyDropRange = 8
 // time until something was freed. It reports whether anything was.
 func (t *Table) earlyDrop(h uint64, now int64) bool {
 	freed := false
-	for i := range uint64(earlyDropRange) {
-		for n := t.buckets[(h+i)&t.mask].Load(); n != nil; n = n.next.Load() {
-			c, dir := n.conn()
-			if dir != DirOriginal || n.kind != nodeOriginal {
-				continue
-			}
-			st := c.Status()
-			if st&StatusDying != 0 {
-				continue
-			}
-			if t.expired(c, now) {
-				if t.Delete(c) {
-					freed = true
-				}
-				continue
-			}
-			if st&StatusAssured != 0 {
-				ed, ok := t.trackers[n.tuple.Proto].(earlyDropper)
-				if !ok || !ed.canEarlyDrop(c) {
-					continue
-				}
-			}
+	drop := func(n *hashNode) bool {
+		c, dir := n.conn()
+		if dir != DirOriginal || n.kind != nodeOriginal {
+			return true
+		}
+		st := c.Status()
+		if st&StatusDying != 0 {
+			return true
+		}
+		if t.expired(c, now) {
 			if t.Delete(c) {
-				t.Stats.EarlyDrop.Add(1)
 				freed = true
 			}
+			return true
 		}
+		if st&StatusAssured != 0 {
+			ed, ok := t.trackers[n.tuple.Proto].(earlyDropper)
+			if !ok || !ed.canEarlyDrop(c) {
+				return true
+			}
+		}
+		if t.Delete(c) {
+			t.Stats.EarlyDrop.Add(1)
+			freed = true
+		}
+		return true
+	}
+	for i := range uint64(earlyDropRange) {
+		t.buckets[(h+i)&t.mask].each(drop)
 		if freed {
 			return true
 		}
@@ -638,11 +663,11 @@ func (t *Table) gcStep(now int64, n int) (removed, live int, remaining int64) {
 	t.walkStart()
 	defer t.walkEnd()
 	for i := range n {
-		b := &t.buckets[(start+i)&int(t.mask)]
-		// Deleting while walking is safe: an unlinked node keeps its next.
-		for nd := b.Load(); nd != nil; nd = nd.next.Load() {
+		// Deleting while walking is safe: an unlinked node keeps its next,
+		// and nodes never move between slots.
+		t.buckets[(start+i)&int(t.mask)].each(func(nd *hashNode) bool {
 			if nd.kind != nodeOriginal {
-				continue
+				return true
 			}
 			c, _ := nd.conn()
 			left := c.expires.Load() - now
@@ -655,7 +680,8 @@ func (t *Table) gcStep(now int64, n int) (removed, live int, remaining int64) {
 				live++
 				remaining += min(left, int64(gcSweepMax))
 			}
-		}
+			return true
+		})
 	}
 	if t.exp.count.Load() > 0 {
 		t.exp.expire(now, &t.Stats)
@@ -724,17 +750,17 @@ func (t *Table) Range(fn func(c *Conn) bool) {
 	defer t.walkEnd()
 	now := t.Now()
 	for i := range t.buckets {
-		for n := t.buckets[i].Load(); n != nil; n = n.next.Load() {
+		if !t.buckets[i].each(func(n *hashNode) bool {
 			if n.kind != nodeOriginal {
-				continue
+				return true
 			}
 			c, _ := n.conn()
 			if c.Status()&StatusDying != 0 || t.expired(c, now) {
-				continue
+				return true
 			}
-			if !fn(c) {
-				return
-			}
+			return fn(c)
+		}) {
+			return
 		}
 	}
 }
