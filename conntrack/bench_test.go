@@ -168,6 +168,54 @@ func BenchmarkNewConn(b *testing.B) {
 	}
 }
 
+// BenchmarkEarlyDrop is a flood of new connections against a full table
+// (max 65,536): nine tenths established and assured, the rest the flood's
+// own unassured connections. Each new connection must evict one first;
+// drops/op counts those that found nothing to evict and were dropped.
+func BenchmarkEarlyDrop(b *testing.B) {
+	for _, f := range ctFamilies {
+		b.Run(f.name, func(b *testing.B) {
+			const max = 1 << 16
+			tab, err := NewTable(Config{Max: max})
+			if err != nil {
+				b.Fatal(err)
+			}
+			now := int64(time.Hour)
+			out, back := benchFlows(b, f, max+100_000)
+			assured := max * 9 / 10
+			establish(b, tab, now, out[:assured], back[:assured])
+			tab.Range(func(c *Conn) bool { c.SetStatus(StatusAssured); return true })
+			var res Result
+			for i := assured; i < max; i++ {
+				tab.In(&out[i], now, &res)
+				if res.Conn == nil || tab.Confirm(res.Conn, now) != nil {
+					b.Fatalf("fill %d: %+v", i, res)
+				}
+			}
+			fresh := out[max:]
+			runtime.GC()
+			drops := tab.Stats.Drop.Load()
+			b.ReportAllocs()
+			b.ResetTimer()
+			cpu := startCPU()
+			for i := range b.N {
+				tab.In(&fresh[i%len(fresh)], now, &res)
+				if res.Info == New {
+					if err := tab.Confirm(res.Conn, now); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			b.StopTimer()
+			cpu.report(b, b.N)
+			b.ReportMetric(float64(tab.Stats.Drop.Load()-drops)/float64(b.N), "drops/op")
+			if tab.Count() > max {
+				b.Fatalf("count %d above max", tab.Count())
+			}
+		})
+	}
+}
+
 // BenchmarkEstablishedParallel spreads established packets of 64k flows
 // over all goroutines; compare -cpu 1,2 for how lookups scale.
 func BenchmarkEstablishedParallel(b *testing.B) {

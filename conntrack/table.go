@@ -36,9 +36,45 @@ var (
 
 const numLocks = 1024
 
+// paddedMutex is one stripe lock, alone on its cache line (stripes are hit
+// by different cores) with the stripe's early-drop candidates in the rest
+// of the line.
 type paddedMutex struct {
 	sync.Mutex
-	_ [56]byte // one lock per cache line: stripes are hit by different cores
+	// recent are the connections most recently confirmed in this stripe,
+	// recent[(head+i)%len] for i < n, oldest first: they were unassured
+	// then, so they are where early drop looks first. They are guarded by
+	// the mutex; entries may be stale (died, reused): early drop checks
+	// what is there now (dropCandidate).
+	recent  [recentLen]*Conn
+	head, n uint8
+	_       [64 - 8 - 8*recentLen - 2]byte
+}
+
+const recentLen = 6
+
+// remember records c, just confirmed, as an early-drop candidate; l is
+// locked.
+func (l *paddedMutex) remember(c *Conn) {
+	if l.n < recentLen {
+		l.recent[(int(l.head)+int(l.n))%recentLen] = c
+		l.n++
+		return
+	}
+	l.recent[l.head] = c
+	l.head = (l.head + 1) % recentLen
+}
+
+// oldest takes the oldest candidate (nil when none); l is locked.
+func (l *paddedMutex) oldest() *Conn {
+	if l.n == 0 {
+		return nil
+	}
+	c := l.recent[l.head]
+	l.recent[l.head] = nil
+	l.head = (l.head + 1) % recentLen
+	l.n--
+	return c
 }
 
 // Stats are the table counters, named like `conntrack -S` and
@@ -512,6 +548,7 @@ func (t *Table) Confirm(c *Conn, now int64) error {
 	}
 	t.link(h0, o)
 	t.link(h1, r)
+	t.locks[t.stripe(h0)].remember(c)
 	unlockPair(a, b)
 	t.count.Add(1)
 	t.Stats.Insert.Add(1)
@@ -553,6 +590,13 @@ func (t *Table) Delete(c *Conn) bool {
 	if old&StatusDying != 0 {
 		return false
 	}
+	t.kill(c, old)
+	return true
+}
+
+// kill does Delete's work once the caller set Dying on c, whose status was
+// old.
+func (t *Table) kill(c *Conn, old Status) {
 	if old&StatusConfirmed != 0 {
 		o, r := &c.node[DirOriginal], &c.node[DirReply]
 		h0, h1 := o.tuple.hash(t.seed), r.tuple.hash(t.seed)
@@ -592,19 +636,33 @@ func (t *Table) Delete(c *Conn) bool {
 		t.emit(EventDestroy, c)
 	}
 	t.retire(c, c.Status())
-	return true
 }
 
 // earlyDropRange is how many buckets from the new tuple's earlyDrop looks
 // at, Linux's NF_CT_EVICTION_RANGE.
 const earlyDropRange = 8
 
-// earlyDrop frees room for a new connection when the table is full, as
+// earlyDrop frees room for a new connection when the table is full. It
+// first takes, without scanning, the oldest of the connections last
+// confirmed in the new tuple's stripe that is still unassured (or has
+// expired): in a flood those are the flood's own. Failing that it does as
 // Linux's early_drop: in the buckets from the new tuple's on, expired
 // entries are reaped and unassured ones (or assured ones their tracker
 // gives up, like TCP in its closing states) are deleted, one bucket at a
 // time until something was freed. It reports whether anything was.
 func (t *Table) earlyDrop(h uint64, now int64) bool {
+	l := &t.locks[t.stripe(h)]
+	for range recentLen {
+		l.Lock()
+		c := l.oldest()
+		l.Unlock()
+		if c == nil {
+			break
+		}
+		if t.dropCandidate(c, now) {
+			return true
+		}
+	}
 	freed := false
 	drop := func(n *hashNode) bool {
 		c, dir := n.conn()
@@ -640,6 +698,31 @@ func (t *Table) earlyDrop(h uint64, now int64) bool {
 		}
 	}
 	return false
+}
+
+// dropCandidate deletes c, taken from a stripe's recent list, if what is
+// there now is a live confirmed connection that is unassured or expired.
+// The entry may have died and been reused since it was listed: the status
+// is read and swapped atomically, so only the connection that the checks
+// passed for dies, and reading it Confirmed orders its tuples before our
+// reads of them. It reports whether c was deleted.
+func (t *Table) dropCandidate(c *Conn, now int64) bool {
+	st := c.Status()
+	if st&(StatusConfirmed|StatusDying) != StatusConfirmed {
+		return false
+	}
+	expired := t.expired(c, now)
+	if !expired && st&StatusAssured != 0 {
+		return false
+	}
+	if !c.status.CompareAndSwap(uint32(st), uint32(st|StatusDying)) {
+		return false
+	}
+	t.kill(c, st)
+	if !expired {
+		t.Stats.EarlyDrop.Add(1)
+	}
+	return true
 }
 
 // GC scans up to n buckets from where the last call stopped and deletes the
