@@ -121,10 +121,10 @@ const (
 	statusPinned Status = 1 << 31
 )
 
-// hashNode links one direction of a connection into a hash chain. Readers
-// walk chains through atomic pointers with no lock (the garbage collector is
-// our RCU: a node unlinked under the bucket lock stays readable, with its
-// next pointer intact, to anyone still holding it).
+// hashNode links one direction of a connection into a bucket. Readers
+// find nodes through atomic pointers with no lock: a node unlinked under
+// the stripe lock stays readable, with its next pointer intact, to anyone
+// still holding it, and its entry is not reused until no one can (reclaim).
 //
 // A node has no pointer back to its connection: that would cost 16 bytes a
 // connection. The two nodes are the first field of Conn, so the connection

@@ -27,9 +27,10 @@ import (
 //   - The epoch moves from e to e+1 only when every slot shows e or is
 //     idle, and no lock-free walk without a Result (Lookup, Taken, Range,
 //     GC, which hold walkers for reading) is under way. Entries filed under
-//     e-1 are then reused: every reader has published e since they were
-//     unlinked, so none can reach them through a chain, none kept one in
-//     res.Conn, and every walk without a Result began after the unlink.
+//     e-2 are then reused: the epoch became e-1 after they were unlinked,
+//     and every reader has since published e-1 or gone idle, so none can
+//     reach them through a bucket and none kept one in res.Conn; and no
+//     walk without a Result that began before the unlink is still running.
 //
 // Entries that may be referred to beyond one packet are never reused:
 // those with an Ext (helpers, aliases, masters of expectations), with a
@@ -49,7 +50,9 @@ type reclaim struct {
 	// Result, and tried for writing by advance.
 	walkers sync.RWMutex
 
-	mu      sync.Mutex // guards the fields below; after walkers, then bucket locks never
+	// mu guards the fields below. It is taken with no stripe lock held
+	// (walkers, for reading, may be), and advance only tries walkers.
+	mu      sync.Mutex
 	readers []weak.Pointer[reader]
 	limbo   [3][]*Conn // limbo[e%3]: retired in epoch e
 	free    []*Conn

@@ -2,14 +2,17 @@
 // does: tuples, a table of connections with per-protocol trackers, ctinfo and
 // status, timeouts, expectations for RELATED connections, events and stats.
 //
-// The table is a fixed array of hash buckets whose chains readers walk with
-// no lock (atomic pointers; the garbage collector stands in for RCU), and
-// writers change under striped locks, so an established flow's lookup never
-// takes a lock shared with other flows.
+// The table is a fixed array of cache-line buckets (tagged slots and an
+// overflow chain, see bucket) that readers search with no lock (atomic
+// pointers), and writers change under striped locks, so an established
+// flow's lookup never takes a lock shared with other flows. The entries of
+// dead connections are reused once no reader can still hold them (epoch-
+// based reclamation, see reclaim); the garbage collector frees the rest.
 //
-// Lock order: bucket stripe locks (lower index first), then Conn.mu; the
-// expectation lock and the ESP tracker's lock are never held while taking a
-// stripe lock.
+// Lock order: the reclaim walkers lock (read), bucket stripe locks (lower
+// index first), then Conn.mu; the reclaim lock is taken after any of them
+// and holds none; the expectation lock and the ESP tracker's lock are never
+// held while taking a stripe lock.
 package conntrack
 
 import (
