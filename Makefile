@@ -1,7 +1,14 @@
 # tungate: build, test, lint, run, demo. Targets need only Go and, for the
 # ones that touch the network, root (they use sudo when not run as root).
 
-GO           ?= go
+# The Go the README names: the one on PATH, else /usr/local/go (a fresh
+# login shell on these machines does not have it on PATH).
+GO           ?= $(or $(shell command -v go 2>/dev/null),$(wildcard /usr/local/go/bin/go),go)
+# Tools the recipes start (go vet's helpers, the e2e tests' go build) find
+# the same Go.
+ifneq ($(filter /%,$(GO)),)
+export PATH  := $(patsubst %/,%,$(dir $(GO))):$(PATH)
+endif
 BIN          := bin/tungate
 CONFIG       ?= configs/gateway.toml
 SHARED       ?= ../shared
@@ -18,12 +25,13 @@ VERSUS_CONFIG  ?= configs/masquerade.toml
 VERSUS_SECONDS ?= 5
 SUDO         := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: all build test test-deps bench lint demo conformance differential versus run clean help
+.PHONY: all build man test test-deps bench lint demo conformance differential versus run clean help
 
 all: build
 
 help:
 	@echo "make build        bin/tungate"
+	@echo "make man          man pages for every command into bin/man (from the CLI's help)"
 	@echo "make run          build, then run the gateway on $(CONFIG) (root)"
 	@echo "make test         test tools (as root), go test -race ./..., conformance sample (as root)"
 	@echo "make bench        go test -bench '$(BENCH)' $(PKG)"
@@ -35,6 +43,10 @@ help:
 
 build:
 	$(GO) build -o $(BIN) ./cmd/tungate
+
+# One page per command, generated from the cobra command tree (cobra/doc).
+man: build
+	./$(BIN) man bin/man
 
 run: build
 	$(SUDO) ./$(BIN) run -c $(CONFIG)

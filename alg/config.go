@@ -2,8 +2,10 @@ package alg
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
+	"tungate/confdiag"
 	"tungate/conntrack"
 )
 
@@ -53,62 +55,53 @@ const (
 // of the table-wide expectation limit.
 const maxMaxExpected = 64
 
-// Validate checks the table and fills defaults. Errors name the key path
-// and the value, e.g. `helpers.ftp.ports[1]: port 70000 out of range`.
+// Validate checks the table and fills defaults. Every error is reported
+// (joined), each a *confdiag.Error naming the key path and the value, e.g.
+// `helpers.ftp.ports[1]: port 70000 out of range`.
 func (c *Config) Validate() error {
+	var l confdiag.List
 	if f := c.FTP; f != nil {
 		if f.Ports == nil {
 			f.Ports = []int{DefaultFTPPort}
 		}
-		if err := validatePorts("helpers.ftp.ports", f.Ports); err != nil {
-			return err
-		}
+		validatePorts(&l, "helpers.ftp.ports", f.Ports)
 		switch {
 		case f.MaxExpected < 0:
-			return fmt.Errorf("helpers.ftp.max_expected: %d must not be negative", f.MaxExpected)
+			l.Addf("helpers.ftp.max_expected", "%d must not be negative", f.MaxExpected)
 		case f.MaxExpected > maxMaxExpected:
-			return fmt.Errorf("helpers.ftp.max_expected: %d is more than %d", f.MaxExpected, maxMaxExpected)
+			l.Addf("helpers.ftp.max_expected", "%d is more than %d", f.MaxExpected, maxMaxExpected)
 		case f.MaxExpected == 0:
 			f.MaxExpected = DefaultMaxExpected
 		}
-		if err := validateTimeout("helpers.ftp.timeout", &f.Timeout); err != nil {
-			return err
-		}
+		validateTimeout(&l, "helpers.ftp.timeout", &f.Timeout)
 	}
 	if t := c.TFTP; t != nil {
 		if t.Ports == nil {
 			t.Ports = []int{DefaultTFTPPort}
 		}
-		if err := validatePorts("helpers.tftp.ports", t.Ports); err != nil {
-			return err
-		}
-		if err := validateTimeout("helpers.tftp.timeout", &t.Timeout); err != nil {
-			return err
-		}
+		validatePorts(&l, "helpers.tftp.ports", t.Ports)
+		validateTimeout(&l, "helpers.tftp.timeout", &t.Timeout)
 	}
-	return nil
+	return l.Err()
 }
 
-func validatePorts(key string, ports []int) error {
+func validatePorts(l *confdiag.List, key string, ports []int) {
 	for i, p := range ports {
 		if p < 1 || p > 65535 {
-			return fmt.Errorf("%s[%d]: port %d out of range", key, i, p)
+			l.Addf(fmt.Sprintf("%s[%d]", key, i), "port %d out of range (1-65535)", p)
+			continue
 		}
-		for j := range i {
-			if ports[j] == p {
-				return fmt.Errorf("%s[%d]: port %d listed twice", key, i, p)
-			}
+		if j := slices.Index(ports[:i], p); j >= 0 {
+			l.Addf(fmt.Sprintf("%s[%d]", key, i), "port %d listed twice (also %s[%d])", p, key, j)
 		}
 	}
-	return nil
 }
 
-func validateTimeout(key string, d *conntrack.Duration) error {
+func validateTimeout(l *confdiag.List, key string, d *conntrack.Duration) {
 	if *d < 0 {
-		return fmt.Errorf("%s: %s must be positive", key, time.Duration(*d))
+		l.Addf(key, "%s must be positive", time.Duration(*d))
 	}
 	if *d == 0 {
 		*d = DefaultTimeout
 	}
-	return nil
 }

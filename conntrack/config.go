@@ -3,6 +3,8 @@ package conntrack
 import (
 	"fmt"
 	"time"
+
+	"tungate/confdiag"
 )
 
 // Duration is a time.Duration that decodes from a Go duration string
@@ -37,8 +39,16 @@ type Timeouts struct {
 	TCPTimeWait    Duration `toml:"tcp_time_wait"`
 	TCPClose       Duration `toml:"tcp_close"`
 	TCPSynSent2    Duration `toml:"tcp_syn_sent2"`
-	TCPRetrans     Duration `toml:"tcp_max_retrans"`
-	TCPUnack       Duration `toml:"tcp_unacknowledged"`
+	// TCPRetrans is the timeout of a connection retransmitting beyond
+	// Config.TCPMaxRetrans (nf_conntrack_tcp_timeout_max_retrans; nftables'
+	// timeout policies call the state "retrans").
+	TCPRetrans Duration `toml:"tcp_retrans"`
+	// TCPRetransOld is tcp_retrans's old spelling, accepted with a
+	// warning: in [conntrack] tcp_max_retrans is the retransmission count.
+	//
+	// Deprecated: use TCPRetrans (tcp_retrans).
+	TCPRetransOld Duration `toml:"tcp_max_retrans"`
+	TCPUnack      Duration `toml:"tcp_unacknowledged"`
 	// UDP is the timeout of a UDP connection until it is a stream. The
 	// default is 120 s, not Linux's 30 s: RFC 4787 REQ-5 asks that a NAT
 	// mapping live at least two minutes after the last outbound packet.
@@ -164,7 +174,7 @@ func (t *Timeouts) fields() []struct {
 		{"tcp_established", &t.TCPEstablished}, {"tcp_fin_wait", &t.TCPFinWait},
 		{"tcp_close_wait", &t.TCPCloseWait}, {"tcp_last_ack", &t.TCPLastAck},
 		{"tcp_time_wait", &t.TCPTimeWait}, {"tcp_close", &t.TCPClose},
-		{"tcp_syn_sent2", &t.TCPSynSent2}, {"tcp_max_retrans", &t.TCPRetrans},
+		{"tcp_syn_sent2", &t.TCPSynSent2}, {"tcp_retrans", &t.TCPRetrans},
 		{"tcp_unacknowledged", &t.TCPUnack}, {"udp", &t.UDP}, {"udp_dns", &t.UDPDNS},
 		{"udp_stream", &t.UDPStream}, {"icmp", &t.ICMP}, {"icmpv6", &t.ICMPv6},
 		{"gre", &t.GRE}, {"gre_stream", &t.GREStream}, {"esp", &t.ESP},
@@ -176,45 +186,67 @@ func (t *Timeouts) fields() []struct {
 	}
 }
 
-// Validate checks the section and fills defaults. Errors name the key.
+// Validate checks the section and fills defaults. Every error is
+// reported (joined), each a *confdiag.Error naming the key.
 func (c *Config) Validate() error {
+	var l confdiag.List
+	c.validate(&l)
+	return l.Err()
+}
+
+func (c *Config) validate(l *confdiag.List) {
 	if c.Max < 0 || c.Max > maxSize {
-		return fmt.Errorf("conntrack.max: %d out of range (0 for the default %d, at most %d)", c.Max, DefaultMax, maxSize)
+		l.Addf("conntrack.max", "%d out of range (0 for the default %d, at most %d)", c.Max, DefaultMax, maxSize)
 	}
 	if c.Max == 0 {
 		c.Max = DefaultMax
 	}
 	if c.Buckets < 0 || c.Buckets > maxSize {
-		return fmt.Errorf("conntrack.buckets: %d out of range (0 picks one from max, at most %d)", c.Buckets, maxSize)
+		l.Addf("conntrack.buckets", "%d out of range (0 picks one from max, at most %d)", c.Buckets, maxSize)
 	}
 	if c.ExpectMax < 0 || c.ExpectMax > maxSize {
-		return fmt.Errorf("conntrack.expect_max: %d out of range (0 for the default %d, at most %d)", c.ExpectMax, MaxExpectations, maxSize)
+		l.Addf("conntrack.expect_max", "%d out of range (0 for the default %d, at most %d)", c.ExpectMax, MaxExpectations, maxSize)
 	}
 	if c.ExpectMax == 0 {
 		c.ExpectMax = MaxExpectations
 	}
 	if c.TCPMaxRetrans < 0 || c.TCPMaxRetrans > 255 {
-		return fmt.Errorf("conntrack.tcp_max_retrans: %d out of range (0 for the default 3, at most 255)", c.TCPMaxRetrans)
+		l.Addf("conntrack.tcp_max_retrans", "%d out of range (0 for the default 3, at most 255)", c.TCPMaxRetrans)
 	}
 	if c.TCPMaxRetrans == 0 {
 		c.TCPMaxRetrans = 3
 	}
-	return c.Timeouts.validate()
+	c.Timeouts.check(l)
 }
 
-// validate fills zero timeouts with the defaults and refuses negative ones.
+// validate is check for SetTimeouts.
 func (t *Timeouts) validate() error {
+	var l confdiag.List
+	t.check(&l)
+	return l.Err()
+}
+
+// check takes the deprecated spelling, fills zero timeouts with the
+// defaults and refuses negative ones.
+func (t *Timeouts) check(l *confdiag.List) {
+	if t.TCPRetransOld != 0 {
+		if t.TCPRetrans != 0 {
+			l.Addf("conntrack.timeouts.tcp_max_retrans", "%v: old name of tcp_retrans, which is set too; keep only tcp_retrans", time.Duration(t.TCPRetransOld))
+		} else {
+			t.TCPRetrans = t.TCPRetransOld
+		}
+		t.TCPRetransOld = 0
+	}
 	def := DefaultTimeouts()
 	df := def.fields()
 	for i, f := range t.fields() {
 		switch {
 		case *f.v < 0:
-			return fmt.Errorf("conntrack.timeouts.%s: %v must be positive", f.name, time.Duration(*f.v))
+			l.Addf("conntrack.timeouts."+f.name, "%v must be positive", time.Duration(*f.v))
 		case *f.v == 0:
 			*f.v = *df[i].v
 		}
 	}
-	return nil
 }
 
 // accounting reports whether per-connection counters are kept.

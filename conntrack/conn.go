@@ -111,6 +111,23 @@ const (
 	StatusOffload    Status = 1 << 14
 	StatusNATMask           = StatusSrcNAT | StatusDstNAT
 
+	// StatusLocal marks a connection the gateway itself is an endpoint
+	// of: its packets were delivered to the gateway's own addresses (the
+	// input hook). tungate has no sockets behind those addresses, so such
+	// a connection exists only for [filter.input]'s ct_state and the
+	// gateway's answers; it must never cost a forwarded connection its
+	// tuple. It yields: Taken does not count it, and Confirm of a
+	// connection without the bit deletes a local connection holding one
+	// of its tuples. That is what keeps a stranger's packet to a NAT
+	// mapping (refused by the mapping's filtering and delivered to the
+	// gateway, or accepted there by an input rule) from taking the tuple
+	// the mapping's own later flow to that stranger needs (UDP hole
+	// punching, TCP simultaneous open: RFC 4787 REQ-1, RFC 5382 REQ-1),
+	// where Linux keeps the local entry and moves the flow to another
+	// port. It is tungate's own bit, far above Linux's; the gateway sets
+	// it before confirming.
+	StatusLocal Status = 1 << 29
+
 	// statusExpecting marks a connection that is (or was) the master of an
 	// expectation, so Delete looks for expectations to remove only then.
 	// It is tungate's own bit, far above Linux's.

@@ -12,6 +12,29 @@ import (
 //
 // Counters appear when accounting is on, as with nf_conntrack_acct=1.
 func (t *Table) AppendConn(b []byte, c *Conn, now int64) []byte {
+	return t.appendConn(b, c, now, nil)
+}
+
+// AppendEvent appends the event in `conntrack -E`'s line format without a
+// newline: the type right-aligned in 9 columns ("    [NEW] ", " [UPDATE] ",
+// "[DESTROY] "), then the connection as it was at the event (status,
+// timeout, protocol state; counters as they are now). DESTROY lines carry
+// no timeout or state, as Linux's do not.
+func (t *Table) AppendEvent(b []byte, ev *Event, now int64) []byte {
+	switch ev.Type {
+	case EventNew:
+		b = append(b, "    [NEW] "...)
+	case EventUpdate:
+		b = append(b, " [UPDATE] "...)
+	default:
+		b = append(b, "[DESTROY] "...)
+	}
+	return t.appendConn(b, ev.Conn, now, ev)
+}
+
+// appendConn is AppendConn, with the status, expiry and state of event ev
+// when it is not nil.
+func (t *Table) appendConn(b []byte, c *Conn, now int64, ev *Event) []byte {
 	o := &c.node[DirOriginal].tuple
 	r := c.learntReply()
 	tr := t.trackers[o.Proto]
@@ -23,14 +46,24 @@ func (t *Table) AppendConn(b []byte, c *Conn, now int64) []byte {
 	b = append(b, ' ')
 	b = strconv.AppendUint(b, uint64(o.Proto), 10)
 	b = append(b, ' ')
-	left := (c.expires.Load() - now) / 1e9
-	if left < 0 {
-		left = 0
+	expires, st := c.expires.Load(), c.Status()
+	if ev != nil {
+		expires, st = ev.Expires, ev.Status
 	}
-	b = strconv.AppendInt(b, left, 10)
-	b = append(b, ' ')
-	b = tr.AppendState(b, c)
-	st := c.Status()
+	switch {
+	case ev == nil:
+		b = appendTimeout(b, expires, now)
+		b = tr.AppendState(b, c)
+	case ev.Type != EventDestroy:
+		b = appendTimeout(b, expires, now)
+		if n := len(b); ev.hasState {
+			if b = ev.AppendState(b); len(b) > n {
+				b = append(b, ' ')
+			}
+		} else {
+			b = tr.AppendState(b, c)
+		}
+	}
 	acct := t.cfg.Load().accounting()
 	b = o.appendAddrs(b)
 	b = tr.AppendPorts(b, o)
@@ -64,6 +97,16 @@ func (t *Table) AppendConn(b []byte, c *Conn, now int64) []byte {
 	}
 	b = append(b, "use="...)
 	return strconv.AppendInt(b, use, 10)
+}
+
+// appendTimeout appends the seconds left until expires, and a space.
+func appendTimeout(b []byte, expires, now int64) []byte {
+	left := (expires - now) / 1e9
+	if left < 0 {
+		left = 0
+	}
+	b = strconv.AppendInt(b, left, 10)
+	return append(b, ' ')
 }
 
 func appendCounters(b []byte, a *Counters) []byte {

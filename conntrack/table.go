@@ -122,7 +122,7 @@ type Table struct {
 	exp expectTable
 
 	subsMu sync.Mutex // guards changes to subs
-	subs   atomic.Pointer[[]chan Event]
+	subs   atomic.Pointer[[]*Subscription]
 
 	gcMu     sync.Mutex // guards gcCursor
 	gcCursor int
@@ -446,12 +446,16 @@ func (t *Table) Lookup(tu *Tuple) (*Conn, Dir) {
 }
 
 // Taken reports whether a confirmed connection other than ignore uses tu as
-// either tuple (Linux's nf_conntrack_tuple_taken, for NAT port choice).
+// either tuple (Linux's nf_conntrack_tuple_taken, for NAT port choice). A
+// local connection (StatusLocal) does not count: it yields the tuple when
+// ignore is confirmed (see Confirm). The gateway marks a connection local
+// only after NAT decided, so ignore is never one.
 func (t *Table) Taken(tu *Tuple, ignore *Conn) bool {
 	t.walkStart()
 	c, _ := t.lookup(tu, t.Now())
+	taken := c != nil && c != ignore && c.Status()&StatusLocal == 0
 	t.walkEnd()
-	if c != nil && c != ignore {
+	if taken {
 		t.Stats.Found.Add(1)
 		return true
 	}
@@ -516,10 +520,16 @@ func (t *Table) link(h uint64, n *hashNode) { t.buckets[h&t.mask].insert(h, n) }
 // unlink removes n from its bucket; its stripe is locked.
 func (t *Table) unlink(h uint64, n *hashNode) { t.buckets[h&t.mask].remove(n) }
 
+// maxYield bounds how many local connections one Confirm deletes: one per
+// tuple, and once more for each that a racing packet re-created meanwhile.
+const maxYield = 4
+
 // Confirm enters a new connection into the table, as Linux's
 // __nf_conntrack_confirm does once the packet was accepted. A clash with an
 // existing entry (another packet of the same flow won the race, or NAT chose
-// a tuple that became taken) is an error; the caller drops the packet.
+// a tuple that became taken) is an error; the caller drops the packet —
+// except that a local connection (StatusLocal) yields to a c that is not
+// local: it is deleted (a DESTROY event) and c takes its place.
 func (t *Table) Confirm(c *Conn, now int64) error {
 	st := c.Status()
 	if st&StatusConfirmed != 0 {
@@ -531,10 +541,30 @@ func (t *Table) Confirm(c *Conn, now int64) error {
 	o, r := &c.node[DirOriginal], &c.node[DirReply]
 	h0, h1 := o.tuple.hash(t.seed), r.tuple.hash(t.seed)
 	a, b := t.lockPair(h0, h1)
-	if t.findLocked(h0, &o.tuple, now) != nil || t.findLocked(h1, &r.tuple, now) != nil {
+	for yields := 0; ; yields++ {
+		x, y := t.findLocked(h0, &o.tuple, now), t.findLocked(h1, &r.tuple, now)
+		if x == nil && y == nil {
+			break
+		}
+		if yields == maxYield || st&StatusLocal != 0 || !yielding(x) || !yielding(y) {
+			unlockPair(a, b)
+			t.Stats.InsertFailed.Add(1)
+			return ErrClash
+		}
+		// Delete locks the stripes of the local connection's own tuples.
+		// Holding walkers keeps x's and y's entries from being reused
+		// meanwhile by another connection (reclaim), whether or not our
+		// caller is a reader.
+		t.walkStart()
 		unlockPair(a, b)
-		t.Stats.InsertFailed.Add(1)
-		return ErrClash
+		if x != nil {
+			t.Delete(x)
+		}
+		if y != nil && y != x {
+			t.Delete(y)
+		}
+		t.walkEnd()
+		a, b = t.lockPair(h0, h1)
 	}
 	// Confirmed and Dying are decided together: Delete sets Dying and then
 	// unlinks only if it saw Confirmed, so a connection is either linked
@@ -561,6 +591,10 @@ func (t *Table) Confirm(c *Conn, now int64) error {
 	t.emit(EventNew, c)
 	return nil
 }
+
+// yielding reports whether c (nil: none) gives its tuples up to a
+// connection being confirmed.
+func yielding(c *Conn) bool { return c == nil || c.Status()&StatusLocal != 0 }
 
 // addAlias links a second reply tuple for confirmed connection c (ESP's
 // learnt SPI). It reports false when the tuple is in use or c is dying.

@@ -9,11 +9,11 @@ import (
 	"testing"
 
 	"go.uber.org/zap"
-	"golang.zx2c4.com/wireguard/tun"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
+	"tungate/link"
 	"tungate/packet"
 )
 
@@ -21,21 +21,18 @@ import (
 // benchmarks drive the worker directly.
 type nullDev struct{ done chan struct{} }
 
-func (d *nullDev) File() *os.File { return nil }
 func (d *nullDev) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	<-d.done
 	return 0, os.ErrClosed
 }
 func (d *nullDev) Write(bufs [][]byte, offset int) (int, error) { return len(bufs), nil }
 func (d *nullDev) MTU() (int, error)                            { return 1500, nil }
-func (d *nullDev) Name() (string, error)                        { return "null", nil }
-func (d *nullDev) Events() <-chan tun.Event                     { return nil }
 func (d *nullDev) Close() error                                 { return nil }
 func (d *nullDev) BatchSize() int                               { return 128 }
 
 func nopLogger() *zap.Logger { return zap.NewNop() }
 
-func nullOpen(*InterfaceConfig, *zap.Logger) (tun.Device, error) {
+func nullOpen(*InterfaceConfig, *zap.Logger) (link.Link, error) {
 	return &nullDev{done: make(chan struct{})}, nil
 }
 

@@ -1,9 +1,17 @@
 package gateway
 
 import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
 	"go.uber.org/zap"
 
 	"tungate/alg"
+	"tungate/confdiag"
 	"tungate/conntrack"
 	"tungate/nat"
 	"tungate/rules"
@@ -11,23 +19,156 @@ import (
 
 // CheckRules builds everything a config compiles into (NAT, helpers, rules)
 // without opening a device, so `tungate check` finds every error `run`
-// would.
+// would. Errors are located in the config's file when it came from one.
 func CheckRules(cfg *Config) error {
+	var l confdiag.List
 	ct, err := conntrack.NewTable(conntrack.Config{Max: 1024})
 	if err != nil {
 		return err
 	}
 	if _, err := nat.New(cfg.NAT, cfg.natIfaces(), ct, zap.NewNop()); err != nil {
+		l.Add(err)
+	}
+	_, err = cfg.compileForCheck(ct)
+	l.Add(err)
+	if l.Len() == 0 {
+		return nil
+	}
+	if cfg.index == nil {
+		return l.Err()
+	}
+	return cfg.locate(l.Errors())
+}
+
+// compileForCheck compiles the helpers and the rule set the way New does.
+func (c *Config) compileForCheck(ct *conntrack.Table) (*rules.Ruleset, error) {
+	var helpers []string
+	m, err := alg.New(c.Helpers, ct, nil, zap.NewNop())
+	if err != nil {
+		return nil, err
+	}
+	helpers = m.Names()
+	return rules.Compile(c.Filter, c.Raw, c.Sets, rules.Env{
+		Interfaces: c.InterfaceNames(),
+		Helpers:    helpers,
+		Logger:     zap.NewNop(),
+	})
+}
+
+// Check loads a config file and compiles everything it configures without
+// opening a device. Unlike LoadConfig followed by CheckRules it reports
+// every error of the file at once: those of the sections and those of the
+// rules, sorted by position. A syntax or type error stops decoding and is
+// the only error then.
+func Check(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	c, l, err := decodeConfig(b, path)
+	if err != nil {
+		return nil, err
+	}
+	c.path = path
+	if l.Len() == 0 {
+		if err := CheckRules(c); err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
+	// The sections had errors (NAT's among them): compile the rules
+	// anyway, against what is known, so their errors come in the same
+	// report.
+	if ct, err := conntrack.NewTable(conntrack.Config{Max: 1024}); err == nil {
+		if _, err := c.compileForCheck(ct); err != nil {
+			l.Add(err)
+		}
+	}
+	return nil, c.locate(l.Errors())
+}
+
+// Describe writes what a checked config will do: interfaces with their
+// addresses, routes, NAT rules with addresses and port ranges resolved,
+// helpers, and every chain's rules with their index, the view an operator
+// reads before a reload.
+func (c *Config) Describe(w io.Writer) error {
+	bw := bufio.NewWriter(w)
+	fmt.Fprintln(bw, "interfaces:")
+	for i := range c.Interface {
+		ic := &c.Interface[i]
+		dev := "tun " + ic.TUN
+		if ic.TUNFD != nil {
+			dev = fmt.Sprintf("tun_fd %d", *ic.TUNFD)
+		}
+		addrs := make([]string, len(ic.addrs))
+		for j, p := range ic.addrs {
+			addrs[j] = p.String()
+		}
+		a := strings.Join(addrs, ", ")
+		if a == "" {
+			a = "no addresses"
+		}
+		fmt.Fprintf(bw, "  [%d] %s: %s mtu %d, %s\n", i, ic.Name, dev, ic.MTU, a)
+	}
+	fmt.Fprintln(bw, "routes:")
+	for i := range c.Interface {
+		for _, p := range c.Interface[i].addrs {
+			fmt.Fprintf(bw, "  %s dev %s (connected)\n", p.Masked(), c.Interface[i].Name)
+		}
+	}
+	for _, r := range c.Route {
+		fmt.Fprintf(bw, "  %s dev %s\n", r.prefix, c.Interface[r.iface].Name)
+	}
+	fmt.Fprintln(bw, "nat:")
+	var nb strings.Builder
+	if err := c.NAT.Describe(&nb, c.natIfaces()); err != nil {
 		return err
 	}
-	m, err := alg.New(cfg.Helpers, ct, nil, zap.NewNop())
+	if nb.Len() == 0 {
+		fmt.Fprintln(bw, "  none")
+	}
+	for _, line := range strings.SplitAfter(nb.String(), "\n") {
+		if line != "" {
+			bw.WriteString("  " + line)
+		}
+	}
+	fmt.Fprintln(bw, "helpers:")
+	none := true
+	if f := c.Helpers.FTP; f != nil {
+		none = false
+		loose := ""
+		if f.Loose {
+			loose = " loose"
+		}
+		fmt.Fprintf(bw, "  ftp: tcp ports %v, max_expected %d, timeout %v%s\n", f.Ports, f.MaxExpected, time.Duration(f.Timeout), loose)
+	}
+	if t := c.Helpers.TFTP; t != nil {
+		none = false
+		fmt.Fprintf(bw, "  tftp: udp ports %v, timeout %v\n", t.Ports, time.Duration(t.Timeout))
+	}
+	if none {
+		fmt.Fprintln(bw, "  none assigned by port (ftp, tftp by rule)")
+	}
+	ct, err := conntrack.NewTable(conntrack.Config{Max: 1024})
 	if err != nil {
 		return err
 	}
-	_, err = rules.Compile(cfg.Filter, cfg.Raw, cfg.Sets, rules.Env{
-		Interfaces: cfg.InterfaceNames(),
-		Helpers:    m.Names(),
-		Logger:     zap.NewNop(),
-	})
-	return err
+	rs, err := c.compileForCheck(ct)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(bw, "rules:")
+	var rb strings.Builder
+	if err := rs.DumpConfig(&rb); err != nil {
+		return err
+	}
+	if rb.Len() == 0 {
+		fmt.Fprintln(bw, "  none (every chain accepts)")
+	}
+	for _, line := range strings.SplitAfter(rb.String(), "\n") {
+		if line != "" {
+			bw.WriteString("  " + line)
+		}
+	}
+	return bw.Flush()
 }

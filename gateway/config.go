@@ -6,11 +6,17 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/BurntSushi/toml"
+	"go.uber.org/zap"
 
 	"tungate/alg"
+	"tungate/confdiag"
 	"tungate/conntrack"
 	"tungate/nat"
 	"tungate/rules"
@@ -33,6 +39,13 @@ type Config struct {
 
 	// path is the file the config came from (for reload).
 	path string
+	// file names the source in error positions ("" for ParseConfig).
+	file string
+	// index locates key paths in the source, for errors found after
+	// decoding.
+	index *confdiag.Index
+	// warnings are located messages about deprecated keys.
+	warnings []string
 }
 
 // LogConfig is the [log] section.
@@ -88,157 +101,445 @@ type RouteConfig struct {
 }
 
 // LoadConfig reads and validates a config file. Decoding is strict: an
-// unknown key is an error naming its path.
+// unknown key is an error naming its path. Every error found after a
+// successful decode is returned (joined, one per line), each a
+// *confdiag.Error naming the file, line, column, key path and value.
+// Warnings (deprecated spellings) are kept on the Config: see Warnings.
 func LoadConfig(path string) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	c, err := ParseConfig(b)
+	c, err := parseConfig(b, path)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, err
 	}
 	c.path = path
 	return c, nil
 }
 
-// ParseConfig decodes and validates TOML text.
+// ParseConfig decodes and validates TOML text; errors are located by
+// line:column only.
 func ParseConfig(b []byte) (*Config, error) {
-	var c Config
-	md, err := toml.NewDecoder(bytes.NewReader(b)).Decode(&c)
-	if err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			return nil, fmt.Errorf("line %d: %s", pe.Position.Line, pe.Message)
-		}
-		return nil, err
-	}
-	if und := md.Undecoded(); len(und) > 0 {
-		keys := make([]string, 0, len(und))
-		for _, k := range und {
-			keys = append(keys, k.String())
-		}
-		return nil, fmt.Errorf("%s: unknown key", strings.Join(keys, ", "))
-	}
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
-	return &c, nil
+	return parseConfig(b, "")
 }
 
-// Validate checks the whole config and fills defaults.
+// Warnings returns what the config loaded with but should change, e.g. a
+// deprecated key, located like errors.
+func (c *Config) Warnings() []string { return c.warnings }
+
+// logWarnings logs what the config loaded with but should change.
+func logWarnings(log *zap.Logger, c *Config) {
+	for _, w := range c.warnings {
+		log.Warn("config: " + w)
+	}
+}
+
+func parseConfig(b []byte, file string) (*Config, error) {
+	c, l, err := decodeConfig(b, file)
+	if err != nil {
+		return nil, err
+	}
+	if l.Len() > 0 {
+		return nil, c.locate(l.Errors())
+	}
+	return c, nil
+}
+
+// decodeConfig decodes and validates b. err is a decoding error, which
+// stops everything; the list holds every error found after decoding, with
+// c still usable for further checks (tungate check compiles the rules of a
+// config with errors too, to report them all at once).
+func decodeConfig(b []byte, file string) (*Config, *confdiag.List, error) {
+	var c Config
+	md, err := toml.NewDecoder(bytes.NewReader(b)).Decode(&c)
+	ix := confdiag.Scan(b)
+	if err != nil {
+		return nil, nil, decodeError(err, b, ix, file)
+	}
+	c.index, c.file = ix, file
+	var l confdiag.List
+	unknownKeys(&l, md, ix)
+	c.warnings = deprecations(md, ix, file)
+	c.validate(&l)
+	return &c, &l, nil
+}
+
+// deprecations lists the deprecated keys the file uses.
+func deprecations(md toml.MetaData, ix *confdiag.Index, file string) []string {
+	var out []string
+	if md.IsDefined("conntrack", "timeouts", "tcp_max_retrans") {
+		e := &confdiag.Error{File: file, Path: "conntrack.timeouts.tcp_max_retrans",
+			Msg: "deprecated name of the timeout tcp_retrans (in [conntrack], tcp_max_retrans is the retransmission count); rename it"}
+		if p, ok := ix.KeyPos(e.Path); ok {
+			e.Line, e.Col = p.Line, p.Col
+		}
+		out = append(out, e.Error())
+	}
+	return out
+}
+
+// locate gives every configuration error its file position from the key
+// index and returns them joined. An error about an unknown key points at
+// the key itself.
+func (c *Config) locate(errs []error) error {
+	seen := map[string]bool{}
+	out := make([]error, 0, len(errs))
+	var other []error
+	for _, err := range errs {
+		var ce *confdiag.Error
+		if !errors.As(err, &ce) {
+			other = append(other, err)
+			continue
+		}
+		if ce.File == "" {
+			ce.File = c.file
+		}
+		if ce.Line == 0 {
+			pos, _, ok := c.index.Lookup(ce.Path)
+			if k, found := strings.CutPrefix(ce.Msg, "unknown key "); found {
+				if name, err := strconv.Unquote(strings.Fields(k)[0]); err == nil {
+					if kp, ok2 := c.index.KeyPos(ce.Path + "." + name); ok2 {
+						pos, ok = kp, true
+					}
+				}
+			}
+			if ok {
+				ce.Line, ce.Col = pos.Line, pos.Col
+			}
+		}
+		// A value checked twice reports once: the gateway and the rules
+		// compiler both parse [sets], in words of their own.
+		key := ce.Path + "\x00" + ce.Msg
+		if strings.HasPrefix(ce.Path, "sets.") {
+			key = ce.Path
+		}
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		out = append(out, ce)
+	}
+	// Top to bottom, like the file.
+	slices.SortStableFunc(out, func(a, b error) int {
+		pa, pb := a.(*confdiag.Error), b.(*confdiag.Error)
+		if pa.Line != pb.Line {
+			return pa.Line - pb.Line
+		}
+		return pa.Col - pb.Col
+	})
+	return errors.Join(append(out, other...)...)
+}
+
+// typeError matches BurntSushi/toml's errors that carry a line but no
+// column, e.g. a value of the wrong type.
+var typeError = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)
+
+// wrongType matches the type mismatch text inside such an error.
+var wrongType = regexp.MustCompile(`incompatible types: TOML value has type (\S+); destination has type (.+)$`)
+
+// decodeError turns a decoding error into a located *confdiag.Error: the
+// decoder knows the line (and for syntax errors the column) but loses the
+// array indexes of the key path, which the source index gives back.
+func decodeError(err error, src []byte, ix *confdiag.Index, file string) error {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		e := &confdiag.Error{File: file, Line: pe.Position.Line, Col: pe.Position.Col, Msg: pe.Message}
+		// The lexer's line is one too far when the error is at a newline
+		// ("got '\n'"); the byte offset is exact.
+		if st := pe.Position.Start; st > 0 && st <= len(src) {
+			e.Line = 1 + bytes.Count(src[:st], []byte("\n"))
+			e.Col = st - bytes.LastIndexByte(src[:st], '\n')
+		}
+		// A syntax error or a value's own parser (UnmarshalText) failing:
+		// the decoder gives the position and the index-free key, the
+		// source index the indexed path.
+		for _, ent := range ix.ByPlain(pe.LastKey) {
+			if ent.Key.Line == e.Line || ent.Value.Line == e.Line {
+				e.Path = ent.Path
+				break
+			}
+		}
+		return e
+	}
+	m := typeError.FindStringSubmatch(err.Error())
+	if m == nil {
+		return &confdiag.Error{File: file, Msg: strings.TrimPrefix(err.Error(), "toml: ")}
+	}
+	line, _ := strconv.Atoi(m[1])
+	e := &confdiag.Error{File: file, Line: line, Col: 1, Path: m[2], Msg: m[3]}
+	kind := ""
+	if t := wrongType.FindStringSubmatch(m[3]); t != nil {
+		var name string
+		kind, name = tomlKind(t[1])
+		e.Msg = fmt.Sprintf("wrong type: a TOML %s where %s is wanted", name, article(t[2]))
+	}
+	// The decoder's line is that of the key's last occurrence: in an
+	// array of tables the culprit may be an earlier element, the first
+	// whose value has the wrong kind.
+	ents := ix.ByPlain(m[2])
+	best := -1
+	for i, ent := range ents {
+		if kind != "" && ent.Kind != kind {
+			continue
+		}
+		if best < 0 || ent.Key.Line == line {
+			best = i
+		}
+		if kind != "" {
+			break
+		}
+	}
+	if best >= 0 {
+		ent := ents[best]
+		e.Path, e.Line, e.Col = ent.Path, ent.Value.Line, ent.Value.Col
+	}
+	return e
+}
+
+// tomlKind maps the Go type the decoder names in a type mismatch to the
+// index's kind of value and to the TOML word for it.
+func tomlKind(goType string) (kind, name string) {
+	switch goType {
+	case "string":
+		return "string", "string"
+	case "int64":
+		return "number", "integer"
+	case "float64":
+		return "number", "float"
+	case "time.Time":
+		return "number", "date-time"
+	case "bool":
+		return "boolean", "boolean"
+	case "map[string]any":
+		return "table", "table"
+	}
+	if strings.HasPrefix(goType, "[]") {
+		return "array", "array"
+	}
+	return "", goType
+}
+
+func article(s string) string {
+	if s != "" && strings.ContainsRune("aeiou", rune(s[0])) {
+		return "an " + s
+	}
+	return "a " + s
+}
+
+// unknownKeys reports every key the decoder did not use, at each place the
+// file has it, with the nearest known key as a suggestion. Keys under an
+// unknown table are left out: the table is the mistake.
+func unknownKeys(l *confdiag.List, md toml.MetaData, ix *confdiag.Index) {
+	und := md.Undecoded()
+	bad := map[string]bool{}
+	for _, k := range und {
+		bad[k.String()] = true
+	}
+	for _, k := range und {
+		if len(k) > 1 && bad[k[:len(k)-1].String()] {
+			continue
+		}
+		name := k[len(k)-1]
+		msg := fmt.Sprintf("unknown key %q%s", name, confdiag.Suggest(name, knownKeys(reflect.TypeFor[Config](), k[:len(k)-1])))
+		ents := ix.ByPlain(k.String())
+		if len(ents) == 0 {
+			l.Add(&confdiag.Error{Path: k.String(), Msg: msg})
+			continue
+		}
+		// A misnamed [[table]] is one mistake, reported at its first
+		// header; a misnamed key, at each place it is set.
+		if ents[0].Path == ents[0].Plain && ents[0].Kind == "array" && len(ents) > 1 && ents[1].Key == ents[0].Key {
+			ents = ents[:1]
+		}
+		for _, e := range ents {
+			l.Add(&confdiag.Error{Line: e.Key.Line, Col: e.Key.Col, Path: e.Path, Msg: msg})
+		}
+	}
+}
+
+// knownKeys returns the TOML keys of the table at path in a config type.
+func knownKeys(t reflect.Type, path toml.Key) []string {
+	for {
+		switch t.Kind() {
+		case reflect.Pointer, reflect.Slice, reflect.Array:
+			t = t.Elem()
+			continue
+		case reflect.Map:
+			if len(path) == 0 {
+				return nil
+			}
+			t, path = t.Elem(), path[1:]
+			continue
+		case reflect.Struct:
+		default:
+			return nil
+		}
+		var keys []string
+		var next reflect.Type
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+			if !f.IsExported() || name == "-" || name == "" {
+				continue
+			}
+			if f.Name == "TCPRetransOld" {
+				continue // deprecated spellings are not suggested
+			}
+			keys = append(keys, name)
+			if len(path) > 0 && name == path[0] {
+				next = f.Type
+			}
+		}
+		if len(path) == 0 {
+			return keys
+		}
+		if next == nil {
+			return nil
+		}
+		t, path = next, path[1:]
+	}
+}
+
+// Validate checks the whole config and fills defaults, reporting every
+// error (joined).
 func (c *Config) Validate() error {
+	var l confdiag.List
+	c.validate(&l)
+	if c.index != nil {
+		return c.locate(l.Errors())
+	}
+	return l.Err()
+}
+
+func (c *Config) validate(l *confdiag.List) {
 	switch c.Log.Level {
 	case "":
 		c.Log.Level = "info"
 	case "debug", "info", "warn", "error":
 	default:
-		return fmt.Errorf("log.level: unknown level %q (want debug, info, warn or error)", c.Log.Level)
+		l.Addf("log.level", "unknown level %q%s", c.Log.Level, orWant([]string{"debug", "info", "warn", "error"}, c.Log.Level, "debug, info, warn or error"))
 	}
 	switch c.Log.Format {
 	case "":
 		c.Log.Format = "console"
 	case "console", "json":
 	default:
-		return fmt.Errorf("log.format: unknown format %q (want console or json)", c.Log.Format)
+		l.Addf("log.format", "unknown format %q%s", c.Log.Format, orWant([]string{"console", "json"}, c.Log.Format, "console or json"))
 	}
 	if c.ICMP.Rate < 0 {
-		return fmt.Errorf("icmp.rate: %v must not be negative", c.ICMP.Rate)
+		l.Addf("icmp.rate", "%v must not be negative", c.ICMP.Rate)
 	}
 	if c.ICMP.Rate == 0 {
 		c.ICMP.Rate = 1000
 	}
 	if c.ICMP.Burst < 0 {
-		return fmt.Errorf("icmp.burst: %d must not be negative", c.ICMP.Burst)
+		l.Addf("icmp.burst", "%d must not be negative", c.ICMP.Burst)
 	}
 	if c.ICMP.Burst == 0 {
 		c.ICMP.Burst = 1000
 	}
-	if err := c.Conntrack.Validate(); err != nil {
-		return err
-	}
+	l.Add(c.Conntrack.Validate())
 	if len(c.Interface) == 0 {
-		return errors.New("interface: at least one [[interface]] is required")
+		l.Addf("interface", "at least one [[interface]] is required")
 	}
 	names := map[string]int{}
 	tuns := map[string]int{}
 	for i := range c.Interface {
-		ic := &c.Interface[i]
-		key := fmt.Sprintf("interface[%d]", i)
-		if ic.Name == "" {
-			return fmt.Errorf("%s.name: missing", key)
-		}
-		if j, dup := names[ic.Name]; dup {
-			return fmt.Errorf("%s.name: duplicate name %q (also interface[%d])", key, ic.Name, j)
-		}
-		names[ic.Name] = i
-		if ic.TUN == "" && ic.TUNFD == nil {
-			return fmt.Errorf("%s: one of tun or tun_fd is required", key)
-		}
-		if ic.TUN != "" && ic.TUNFD != nil {
-			return fmt.Errorf("%s: tun and tun_fd are exclusive", key)
-		}
-		if ic.TUN != "" {
-			if len(ic.TUN) > 15 || strings.ContainsAny(ic.TUN, "/ \t") {
-				return fmt.Errorf("%s.tun: invalid device name %q (at most 15 characters, no '/' or spaces)", key, ic.TUN)
-			}
-			if j, dup := tuns[ic.TUN]; dup {
-				return fmt.Errorf("%s.tun: device %q already used by interface[%d]", key, ic.TUN, j)
-			}
-			tuns[ic.TUN] = i
-		}
-		if ic.TUNFD != nil && *ic.TUNFD < 0 {
-			return fmt.Errorf("%s.tun_fd: %d is not a file descriptor", key, *ic.TUNFD)
-		}
-		if ic.MTU == 0 {
-			ic.MTU = 1500
-		}
-		if ic.MTU < 1280 || ic.MTU > 65535 {
-			// IPv6 needs 1280 (RFC 8200 section 5).
-			return fmt.Errorf("%s.mtu: %d out of range (1280-65535)", key, ic.MTU)
-		}
-		ic.addrs = ic.addrs[:0]
-		for j, a := range ic.Addresses {
-			p, err := netip.ParsePrefix(a)
-			if err != nil {
-				return fmt.Errorf("%s.addresses[%d]: invalid address/prefix %q", key, j, a)
-			}
-			ic.addrs = append(ic.addrs, p)
-		}
+		c.validateInterface(l, i, names, tuns)
 	}
 	for i := range c.Route {
 		r := &c.Route[i]
 		key := fmt.Sprintf("route[%d]", i)
 		p, err := netip.ParsePrefix(r.To)
-		if err != nil {
-			return fmt.Errorf("%s.to: invalid prefix %q", key, r.To)
-		}
-		if p != p.Masked() {
-			return fmt.Errorf("%s.to: %q has host bits set (did you mean %q?)", key, r.To, p.Masked())
+		switch {
+		case err != nil:
+			l.Addf(key+".to", "invalid prefix %q: %s", r.To, confdiag.Reason(err, r.To))
+		case p != p.Masked():
+			l.Addf(key+".to", "%q has host bits set (did you mean %q?)", r.To, p.Masked())
 		}
 		r.prefix = p
 		j, ok := names[r.Interface]
 		if !ok {
-			return fmt.Errorf("%s.interface: unknown interface %q", key, r.Interface)
+			l.Addf(key+".interface", "unknown interface %q%s", r.Interface, confdiag.Suggest(r.Interface, c.InterfaceNames()))
 		}
 		r.iface = j
 	}
-	for name, list := range c.Sets {
-		for j, s := range list {
+	setNames := make([]string, 0, len(c.Sets))
+	for name := range c.Sets {
+		setNames = append(setNames, name)
+	}
+	slices.Sort(setNames)
+	for _, name := range setNames {
+		for j, s := range c.Sets[name] {
 			if _, err := netip.ParsePrefix(s); err != nil {
-				if _, err := netip.ParseAddr(s); err != nil {
-					return fmt.Errorf("sets.%s[%d]: invalid CIDR %q", name, j, s)
+				if _, err2 := netip.ParseAddr(s); err2 != nil {
+					if !strings.Contains(s, "/") {
+						err = err2
+					}
+					l.Addf(fmt.Sprintf("sets.%s[%d]", name, j), "invalid CIDR %q: %s", s, confdiag.Reason(err, s))
 				}
 			}
 		}
 	}
-	if err := c.NAT.Validate(c.InterfaceNames()); err != nil {
-		return err
+	l.Add(c.NAT.Validate(c.InterfaceNames()))
+	l.Add(c.Helpers.Validate())
+}
+
+// orWant is a suggestion for a misspelt word, or the list of valid ones.
+func orWant(valid []string, word, want string) string {
+	if s := confdiag.Suggest(word, valid); s != "" {
+		return s
 	}
-	if err := c.Helpers.Validate(); err != nil {
-		return err
+	return " (want " + want + ")"
+}
+
+// validateInterface checks [[interface]] i; names and tuns map the names
+// and devices seen so far to their index.
+func (c *Config) validateInterface(l *confdiag.List, i int, names, tuns map[string]int) {
+	ic := &c.Interface[i]
+	key := fmt.Sprintf("interface[%d]", i)
+	if ic.Name == "" {
+		l.Addf(key+".name", "missing")
+	} else if j, dup := names[ic.Name]; dup {
+		l.Addf(key+".name", "duplicate name %q (also interface[%d])", ic.Name, j)
+	} else {
+		names[ic.Name] = i
 	}
-	return nil
+	if ic.TUN == "" && ic.TUNFD == nil {
+		l.Addf(key, "one of tun or tun_fd is required")
+	}
+	if ic.TUN != "" && ic.TUNFD != nil {
+		l.Addf(key, "tun and tun_fd are exclusive")
+	}
+	if ic.TUN != "" {
+		if len(ic.TUN) > 15 || strings.ContainsAny(ic.TUN, "/ \t") {
+			l.Addf(key+".tun", "invalid device name %q (at most 15 characters, no '/' or spaces)", ic.TUN)
+		} else if j, dup := tuns[ic.TUN]; dup {
+			l.Addf(key+".tun", "device %q already used by interface[%d]", ic.TUN, j)
+		} else {
+			tuns[ic.TUN] = i
+		}
+	}
+	if ic.TUNFD != nil && *ic.TUNFD < 0 {
+		l.Addf(key+".tun_fd", "%d is not a file descriptor", *ic.TUNFD)
+	}
+	if ic.MTU == 0 {
+		ic.MTU = 1500
+	}
+	if ic.MTU < 1280 || ic.MTU > 65535 {
+		// IPv6 needs 1280 (RFC 8200 section 5).
+		l.Addf(key+".mtu", "%d out of range (1280-65535)", ic.MTU)
+	}
+	ic.addrs = ic.addrs[:0]
+	for j, a := range ic.Addresses {
+		p, err := netip.ParsePrefix(a)
+		if err != nil {
+			l.Addf(fmt.Sprintf("%s.addresses[%d]", key, j), "invalid address/prefix %q: %s", a, confdiag.Reason(err, a))
+			continue
+		}
+		ic.addrs = append(ic.addrs, p)
+	}
 }
 
 // InterfaceNames returns the interface names in config order; a packet's

@@ -7,13 +7,14 @@ import (
 	"go.uber.org/zap"
 
 	"tungate/conntrack"
+	"tungate/link"
 	"tungate/packet"
 	"tungate/rules"
 )
 
-// headroom is left in front of every packet buffer for the virtio-net
-// header the offload-aware TUN writes there.
-const headroom = 16
+// headroom is left in front of every packet buffer for the link's own
+// framing (a kernel TUN's virtio-net header).
+const headroom = link.Headroom
 
 // maxPacket is the largest packet a buffer holds (a GSO-coalesced write can
 // grow the first buffer of a flow to this size).
@@ -29,6 +30,8 @@ type worker struct {
 	g    *Gateway
 	link *Link
 	in   int
+	// flags is the link's Flagger, nil when it vouches for nothing.
+	flags link.Flagger
 
 	bufs  [][]byte
 	sizes []int
@@ -54,7 +57,7 @@ type worker struct {
 	// reassembled (0 otherwise); fragID its identification.
 	fragMax int
 	fragID  uint32
-	// gso: the batch came from one GSO frame (checksums known good).
+	// gso: the link verified the batch's checksums (link.ChecksumsVerified).
 	gso bool
 	// forwarded and local count this batch's packets.
 	forwarded, delivered uint64
@@ -73,6 +76,7 @@ func newWorker(g *Gateway, l *Link) *worker {
 		n = 1
 	}
 	w := &worker{g: g, link: l, in: l.Index}
+	w.flags, _ = l.Dev.(link.Flagger)
 	w.bufs = make([][]byte, n)
 	for i := range w.bufs {
 		w.bufs[i] = make([]byte, headroom+maxPacket)
@@ -112,6 +116,9 @@ func (w *worker) run() error {
 				continue
 			}
 		}
+		// A link vouching for the checksums (a TUN that split a GSO frame
+		// and summed every segment itself) spares conntrack summing them.
+		w.gso = w.flags != nil && w.flags.ReadFlags()&link.ChecksumsVerified != 0
 		w.batch(n)
 	}
 }
@@ -121,13 +128,14 @@ func (w *worker) batch(n int) {
 	w.now = w.g.ct.Now()
 	w.rs = w.g.rules.Load()
 	w.g.Counters.Received.Add(uint64(n))
-	// More than one packet from one read means the TUN split a GSO frame
-	// and computed every segment's checksum itself (wireguard-go's
-	// gsoSplit): conntrack need not sum them again.
-	w.gso = n > 1
+	var bytes uint64
 	for i := 0; i < n; i++ {
+		bytes += uint64(w.sizes[i])
 		w.packet(w.bufs[i], w.sizes[i])
 	}
+	lc := &w.g.linkCtr[w.in]
+	lc.rxPackets.Add(uint64(n))
+	lc.rxBytes.Add(bytes)
 	// Shared counters once per batch, not per packet: both links' readers
 	// would otherwise bounce the same cache lines between cores.
 	if w.forwarded != 0 {
@@ -156,6 +164,13 @@ func (w *worker) flush() {
 			w.g.log.Debug("write", zap.String("interface", w.g.links[i].Name), zap.Error(err))
 		} else {
 			w.g.Counters.Sent.Add(uint64(len(q)))
+			var bytes uint64
+			for _, b := range q {
+				bytes += uint64(len(b) - headroom)
+			}
+			lc := &w.g.linkCtr[i]
+			lc.txPackets.Add(uint64(len(q)))
+			lc.txBytes.Add(bytes)
 		}
 		w.out[i] = q[:0]
 	}

@@ -1,4 +1,4 @@
-// Package gateway assembles tungate: links (TUN devices), routing, the
+// Package gateway assembles tungate: links (package link), routing, the
 // datapath loop that runs every packet through conntrack, NAT, the rules and
 // the helpers in netfilter order, the gateway's own ICMP, config reload and
 // the admin socket.
@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"tungate/alg"
+	"tungate/confdiag"
 	"tungate/conntrack"
 	"tungate/nat"
 	"tungate/packet"
@@ -52,6 +53,8 @@ type Gateway struct {
 	limiter *icmpLimiter
 	// Counters are the datapath counters (drops by reason and more).
 	Counters Counters
+	// linkCtr[i] are interface i's packet and byte counts.
+	linkCtr []linkCounters
 
 	adminMu sync.Mutex // guards adminLn
 	adminLn []net.Listener
@@ -63,7 +66,7 @@ type Gateway struct {
 
 // Options change how a Gateway is built, for tests and embedding.
 type Options struct {
-	// Open opens an interface's device; nil opens kernel TUNs.
+	// Open opens an interface's link; nil opens what the config says.
 	Open OpenFunc
 	// Logger; nil builds one from the config's [log].
 	Logger *zap.Logger
@@ -79,7 +82,8 @@ func New(cfg *Config, opt Options) (*Gateway, error) {
 			return nil, err
 		}
 	}
-	g := &Gateway{log: log}
+	g := &Gateway{log: log, linkCtr: make([]linkCounters, len(cfg.Interface))}
+	logWarnings(log, cfg)
 	g.cfg.Store(cfg)
 	ct, err := conntrack.NewTable(cfg.Conntrack)
 	if err != nil {
@@ -111,7 +115,7 @@ func New(cfg *Config, opt Options) (*Gateway, error) {
 
 	open := opt.Open
 	if open == nil {
-		open = openKernelTUN
+		open = openLink
 	}
 	for i := range cfg.Interface {
 		ic := &cfg.Interface[i]
@@ -127,11 +131,15 @@ func New(cfg *Config, opt Options) (*Gateway, error) {
 }
 
 func (g *Gateway) compileRules(cfg *Config) (*rules.Ruleset, error) {
-	return rules.Compile(cfg.Filter, cfg.Raw, cfg.Sets, rules.Env{
+	rs, err := rules.Compile(cfg.Filter, cfg.Raw, cfg.Sets, rules.Env{
 		Interfaces: cfg.InterfaceNames(),
 		Helpers:    g.alg.Names(),
 		Logger:     g.log.Named("rules"),
 	})
+	if err != nil && cfg.index != nil {
+		return nil, cfg.locate(confdiag.Flatten(err))
+	}
+	return rs, err
 }
 
 func (g *Gateway) buildRoutes(cfg *Config) error {
@@ -174,15 +182,6 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer cancel()
 	errc := make(chan error, len(g.links))
 	for _, l := range g.links {
-		// Drain the device's events (link up/down, MTU): wireguard-go's
-		// monitor blocks on a full channel otherwise.
-		if ev := l.Dev.Events(); ev != nil {
-			go func() {
-				for e := range ev {
-					g.log.Debug("link event", zap.String("interface", l.Name), zap.Int("event", int(e)))
-				}
-			}()
-		}
 		w := newWorker(g, l)
 		g.wg.Add(1)
 		go func() {
@@ -243,6 +242,7 @@ func (g *Gateway) Reload() error {
 		g.log.Error("reload failed; keeping the running config", zap.Error(err))
 		return err
 	}
+	logWarnings(g.log, cfg)
 	return g.ReloadConfig(cfg)
 }
 

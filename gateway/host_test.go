@@ -12,6 +12,8 @@ import (
 	"go.uber.org/zap/zaptest"
 	"golang.zx2c4.com/wireguard/tun"
 	"golang.zx2c4.com/wireguard/tun/netstack"
+
+	"tungate/link"
 )
 
 // host is an in-memory TCP/IP host (gVisor netstack) on the far side of one
@@ -133,10 +135,10 @@ func testGateway(t *testing.T, conf string, hosts ...*host) *Gateway {
 	i := 0
 	g, err := New(cfg, Options{
 		Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
-		Open: func(ic *InterfaceConfig, log *zap.Logger) (tun.Device, error) {
+		Open: func(ic *InterfaceConfig, log *zap.Logger) (link.Link, error) {
 			d := hosts[i].dev
 			i++
-			return d, nil
+			return link.FromTUN(d), nil
 		},
 	})
 	if err != nil {

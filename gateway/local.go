@@ -33,6 +33,16 @@ var icmpCodes = [...][2][2]uint8{
 }
 
 // local handles a packet addressed to the gateway itself (the input hook).
+//
+// A new connection it confirms is marked local (conntrack.StatusLocal): the
+// gateway has no sockets, so the connection is only there for the input
+// rules' ct_state and the answers below, and it yields its tuples to any
+// forwarded connection that needs them. Its packets can be a stranger's to
+// a NAT mapping's external address and port, refused by the mapping's
+// filtering (or let in by an input rule): the mapping's own flow to that
+// stranger, which needs the same tuple, still leaves from the mapping's
+// port (RFC 4787 REQ-1, RFC 5382 REQ-1), and the local connection is
+// deleted when that flow is confirmed.
 func (w *worker) local(buf []byte) {
 	g := w.g
 	p, res := &w.p, &w.res
@@ -40,8 +50,13 @@ func (w *worker) local(buf []byte) {
 	if !w.filter(rules.HookInput) {
 		return
 	}
-	if res.Conn != nil && !w.finishConn() {
-		return
+	if c := res.Conn; c != nil {
+		if !c.Confirmed() {
+			c.SetStatus(conntrack.StatusLocal)
+		}
+		if !w.finishConn() {
+			return
+		}
 	}
 	switch {
 	case p.IsICMP():

@@ -9,61 +9,147 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"tungate/conntrack"
 	"tungate/nat"
 )
 
 // collector exports the datapath and conntrack counters at scrape time, so
 // the datapath keeps its plain atomic counters and pays nothing for metrics.
+// Names follow Prometheus' conventions: counters end in _total, units
+// (packets, bytes) are in the name, gauges are what can go down, and a
+// label only splits what may be summed (drops by reason, interfaces).
 type collector struct {
 	g       *Gateway
 	drops   *prometheus.Desc
-	packets *prometheus.Desc
+	packets []counterDesc
+	ifaces  [4]*prometheus.Desc
 	entries *prometheus.Desc
-	ctStat  *prometheus.Desc
-	nat     *prometheus.Desc
+	max     *prometheus.Desc
+	expects *prometheus.Desc
+	ct      []counterDesc
+	nat     map[string]*prometheus.Desc
+	natLive *prometheus.Desc
+}
+
+// counterDesc is one counter and where its value comes from.
+type counterDesc struct {
+	d *prometheus.Desc
+	v func(g *Gateway) uint64
+}
+
+func counter(name, help string, v func(g *Gateway) uint64) counterDesc {
+	return counterDesc{prometheus.NewDesc(name, help, nil, nil), v}
 }
 
 func newCollector(g *Gateway) *collector {
-	return &collector{
-		g:       g,
-		drops:   prometheus.NewDesc("tungate_dropped_packets_total", "Packets dropped by the datapath, by reason.", []string{"reason"}, nil),
-		packets: prometheus.NewDesc("tungate_packets_total", "Packets seen by the datapath, by stage.", []string{"stage"}, nil),
-		entries: prometheus.NewDesc("tungate_conntrack_entries", "Connections in the table.", nil, nil),
-		ctStat:  prometheus.NewDesc("tungate_conntrack_events_total", "Conntrack counters as conntrack -S names them.", []string{"counter"}, nil),
-		nat:     prometheus.NewDesc("tungate_nat", "NAT engine counters (mappings is a gauge of live mappings).", []string{"counter"}, nil),
+	ct := func(name, help string, v func(s *conntrack.Stats) uint64) counterDesc {
+		return counter("tungate_conntrack_"+name+"_total", help, func(g *Gateway) uint64 { return v(&g.ct.Stats) })
 	}
+	c := &collector{
+		g:     g,
+		drops: prometheus.NewDesc("tungate_dropped_packets_total", "Packets dropped by the datapath, by reason.", []string{"reason"}, nil),
+		packets: []counterDesc{
+			counter("tungate_received_packets_total", "Packets read from all interfaces.", func(g *Gateway) uint64 { return g.Counters.Received.Load() }),
+			counter("tungate_forwarded_packets_total", "Packets forwarded between interfaces.", func(g *Gateway) uint64 { return g.Counters.Forwarded.Load() }),
+			counter("tungate_local_packets_total", "Packets addressed to the gateway itself.", func(g *Gateway) uint64 { return g.Counters.Local.Load() }),
+			counter("tungate_sent_packets_total", "Packets written to all interfaces.", func(g *Gateway) uint64 { return g.Counters.Sent.Load() }),
+			counter("tungate_icmp_sent_packets_total", "ICMP packets the gateway generated (echo replies and errors).", func(g *Gateway) uint64 { return g.Counters.ICMPSent.Load() }),
+			counter("tungate_icmp_rate_limited_packets_total", "ICMP errors not sent because of the rate limit.", func(g *Gateway) uint64 { return g.Counters.ICMPLimit.Load() }),
+		},
+		ifaces: [4]*prometheus.Desc{
+			prometheus.NewDesc("tungate_interface_receive_packets_total", "Packets read from an interface.", []string{"interface"}, nil),
+			prometheus.NewDesc("tungate_interface_receive_bytes_total", "Bytes (IP packet lengths) read from an interface.", []string{"interface"}, nil),
+			prometheus.NewDesc("tungate_interface_transmit_packets_total", "Packets written to an interface.", []string{"interface"}, nil),
+			prometheus.NewDesc("tungate_interface_transmit_bytes_total", "Bytes (IP packet lengths) written to an interface.", []string{"interface"}, nil),
+		},
+		entries: prometheus.NewDesc("tungate_conntrack_entries", "Connections in the table.", nil, nil),
+		max:     prometheus.NewDesc("tungate_conntrack_entries_max", "The table's capacity (conntrack.max).", nil, nil),
+		expects: prometheus.NewDesc("tungate_conntrack_expectations", "Expectations waiting for their connection.", nil, nil),
+		ct: []counterDesc{
+			ct("found", "Tuples found taken when NAT looked for a free one.", func(s *conntrack.Stats) uint64 { return s.Found.Load() }),
+			ct("invalid", "Packets conntrack found INVALID.", func(s *conntrack.Stats) uint64 { return s.Invalid.Load() }),
+			ct("ignore", "Packets left untracked.", func(s *conntrack.Stats) uint64 { return s.Ignore.Load() }),
+			ct("insert", "Connections entered into the table.", func(s *conntrack.Stats) uint64 { return s.Insert.Load() }),
+			ct("insert_failed", "Connections that clashed with an existing entry on insert.", func(s *conntrack.Stats) uint64 { return s.InsertFailed.Load() }),
+			ct("drop", "NEW packets dropped because the table was full.", func(s *conntrack.Stats) uint64 { return s.Drop.Load() }),
+			ct("early_drop", "Connections evicted to make room in a full table.", func(s *conntrack.Stats) uint64 { return s.EarlyDrop.Load() }),
+			ct("error", "ICMP errors about no known connection.", func(s *conntrack.Stats) uint64 { return s.Error.Load() }),
+			ct("delete", "Connections removed from the table.", func(s *conntrack.Stats) uint64 { return s.Delete.Load() }),
+			ct("expect_new", "Connections created from an expectation.", func(s *conntrack.Stats) uint64 { return s.ExpectNew.Load() }),
+			ct("expect_create", "Expectations created.", func(s *conntrack.Stats) uint64 { return s.ExpectCreate.Load() }),
+			ct("expect_delete", "Expectations removed unused.", func(s *conntrack.Stats) uint64 { return s.ExpectDelete.Load() }),
+			ct("events_lost", "Connection events dropped because a subscriber was behind.", func(s *conntrack.Stats) uint64 { return s.EventsLost.Load() }),
+		},
+		natLive: prometheus.NewDesc("tungate_nat_mappings", "Live NAT port mappings.", nil, nil),
+		nat:     map[string]*prometheus.Desc{},
+	}
+	for name, help := range natHelp {
+		c.nat[name] = prometheus.NewDesc("tungate_nat_"+name+"_total", help, nil, nil)
+	}
+	return c
+}
+
+// natHelp describes the NAT engine's counters (natStats' names; mappings,
+// a gauge, apart).
+var natHelp = map[string]string{
+	"mappings_created": "NAT port mappings made.",
+	"snat":             "Connections source-translated.",
+	"dnat":             "Connections destination-translated.",
+	"netmap":           "Connections translated by netmap rules.",
+	"hairpin":          "Connections source-translated for hairpinning.",
+	"eif_admitted":     "Inbound connections admitted to a mapping by endpoint-independent filtering.",
+	"port_exhausted":   "NEW packets dropped because no port was free.",
+	"no_address":       "NEW packets dropped because the masquerade interface had no address of their family.",
+	"clash":            "NEW packets dropped because their translated tuple was taken.",
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.drops
-	ch <- c.packets
+	for _, p := range c.packets {
+		ch <- p.d
+	}
+	for _, d := range c.ifaces {
+		ch <- d
+	}
 	ch <- c.entries
-	ch <- c.ctStat
-	ch <- c.nat
+	ch <- c.max
+	ch <- c.expects
+	for _, d := range c.ct {
+		ch <- d.d
+	}
+	ch <- c.natLive
+	for _, d := range c.nat {
+		ch <- d
+	}
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
-	k := &c.g.Counters
+	g := c.g
+	k := &g.Counters
 	for i := range k.Drops {
 		ch <- prometheus.MustNewConstMetric(c.drops, prometheus.CounterValue, float64(k.Drops[i].Load()), DropReason(i).String())
 	}
-	for name, v := range map[string]uint64{
-		"received": k.Received.Load(), "forwarded": k.Forwarded.Load(), "local": k.Local.Load(),
-		"sent": k.Sent.Load(), "icmp_sent": k.ICMPSent.Load(), "icmp_rate_limited": k.ICMPLimit.Load(),
-	} {
-		ch <- prometheus.MustNewConstMetric(c.packets, prometheus.CounterValue, float64(v), name)
+	for _, p := range c.packets {
+		ch <- prometheus.MustNewConstMetric(p.d, prometheus.CounterValue, float64(p.v(g)))
 	}
-	ch <- prometheus.MustNewConstMetric(c.entries, prometheus.GaugeValue, float64(c.g.ct.Count()))
-	for name, v := range natStats(c.g.nat.Stats()) {
-		ch <- prometheus.MustNewConstMetric(c.nat, prometheus.CounterValue, float64(v), name)
+	for i, l := range g.links {
+		lc := g.LinkCounters(i)
+		for j, v := range [4]uint64{lc.RxPackets, lc.RxBytes, lc.TxPackets, lc.TxBytes} {
+			ch <- prometheus.MustNewConstMetric(c.ifaces[j], prometheus.CounterValue, float64(v), l.Name)
+		}
 	}
-	s := &c.g.ct.Stats
-	for name, v := range map[string]uint64{
-		"invalid": s.Invalid.Load(), "insert": s.Insert.Load(), "insert_failed": s.InsertFailed.Load(),
-		"drop": s.Drop.Load(), "early_drop": s.EarlyDrop.Load(), "expect_new": s.ExpectNew.Load(),
-		"expect_create": s.ExpectCreate.Load(), "expect_delete": s.ExpectDelete.Load(), "delete": s.Delete.Load(),
-	} {
-		ch <- prometheus.MustNewConstMetric(c.ctStat, prometheus.CounterValue, float64(v), name)
+	ch <- prometheus.MustNewConstMetric(c.entries, prometheus.GaugeValue, float64(g.ct.Count()))
+	ch <- prometheus.MustNewConstMetric(c.max, prometheus.GaugeValue, float64(g.ct.Config().Max))
+	ch <- prometheus.MustNewConstMetric(c.expects, prometheus.GaugeValue, float64(g.ct.ExpectationCount()))
+	for _, d := range c.ct {
+		ch <- prometheus.MustNewConstMetric(d.d, prometheus.CounterValue, float64(d.v(g)))
+	}
+	for name, v := range natStats(g.nat.Stats()) {
+		if name == "mappings" {
+			ch <- prometheus.MustNewConstMetric(c.natLive, prometheus.GaugeValue, float64(v))
+		} else if d := c.nat[name]; d != nil {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
+		}
 	}
 }
 

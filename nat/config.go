@@ -1,11 +1,13 @@
 package nat
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"strconv"
 	"strings"
 
+	"tungate/confdiag"
 	"tungate/packet"
 )
 
@@ -154,7 +156,8 @@ func (r PortRange) parse() (lo, hi uint16, ok bool) {
 }
 
 // Validate checks the section against the gateway's interface names and
-// reports the first error, naming the key path and the offending value.
+// reports every error (joined), each a *confdiag.Error naming the key path
+// and the offending value.
 func (c *Config) Validate(ifaces []string) error {
 	_, err := compile(c, ifaces, nil)
 	return err
@@ -321,82 +324,104 @@ func parseProto(s string) (int, bool) {
 	return int(n), true
 }
 
-func parsePrefix(s string) (netip.Prefix, bool) {
-	if p, err := netip.ParsePrefix(s); err == nil {
-		if p.Addr().Is4In6() {
-			return netip.Prefix{}, false
+// parsePrefix parses a prefix or a single address (a host prefix).
+func parsePrefix(s string) (netip.Prefix, error) {
+	if !strings.Contains(s, "/") {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, errors.New(confdiag.Reason(err, s))
 		}
-		return p.Masked(), true
+		if a.Zone() != "" {
+			return netip.Prefix{}, errors.New("an address with a zone is not a prefix")
+		}
+		a = a.Unmap()
+		return netip.PrefixFrom(a, a.BitLen()), nil
 	}
-	a, err := netip.ParseAddr(s)
-	if err != nil || a.Zone() != "" {
-		return netip.Prefix{}, false
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, errors.New(confdiag.Reason(err, s))
 	}
-	a = a.Unmap()
-	return netip.PrefixFrom(a, a.BitLen()), true
+	if p.Addr().Is4In6() {
+		return netip.Prefix{}, errors.New("IPv4-mapped IPv6 prefix; write the IPv4 prefix")
+	}
+	return p.Masked(), nil
 }
 
 // parseTarget parses "addr", "addr:port", "addr:lo-hi", "[v6]:port".
-func parseTarget(s string) (target, netip.Addr, bool) {
+func parseTarget(s string) (target, netip.Addr, error) {
 	var t target
 	host, ports := s, ""
 	switch {
 	case strings.HasPrefix(s, "["):
 		end := strings.IndexByte(s, ']')
 		if end < 0 {
-			return t, netip.Addr{}, false
+			return t, netip.Addr{}, errors.New("missing ']'")
 		}
 		host = s[1:end]
 		rest := s[end+1:]
 		if rest != "" {
 			if !strings.HasPrefix(rest, ":") {
-				return t, netip.Addr{}, false
+				return t, netip.Addr{}, fmt.Errorf("unexpected %q after ']'", rest)
 			}
 			ports = rest[1:]
 			if ports == "" {
-				return t, netip.Addr{}, false
+				return t, netip.Addr{}, errors.New("empty port after ':'")
 			}
 		}
 	case strings.Count(s, ":") == 1:
 		host, ports, _ = strings.Cut(s, ":")
 		if ports == "" {
-			return t, netip.Addr{}, false
+			return t, netip.Addr{}, errors.New("empty port after ':'")
 		}
 	case strings.Contains(s, ":"):
 		// A bare IPv6 address: "fd10::2:80" could mean port 80, so IPv6
 		// targets are written in brackets, "[fd10::2]:80" or "[fd10::2]".
-		return t, netip.Addr{}, false
+		return t, netip.Addr{}, errors.New("IPv6 targets are written in brackets, \"[fd10::2]:80\" or \"[fd10::2]\"")
 	}
 	a, err := netip.ParseAddr(host)
-	if err != nil || a.Zone() != "" || a.Is4In6() {
-		return t, netip.Addr{}, false
+	if err != nil {
+		return t, netip.Addr{}, errors.New(confdiag.Reason(err, host))
+	}
+	if a.Zone() != "" || a.Is4In6() {
+		return t, netip.Addr{}, errors.New("an address with a zone or an IPv4-mapped one is not a target")
 	}
 	if strings.HasPrefix(s, "[") && !a.Is6() {
-		return t, netip.Addr{}, false
+		return t, netip.Addr{}, errors.New("brackets are for IPv6 addresses")
 	}
 	t.addr = packet.AddrFrom(a)
 	if ports != "" {
 		lo, hi, ok := PortRange(ports).parse()
 		if !ok || strings.Contains(ports, " ") {
-			return t, netip.Addr{}, false
+			return t, netip.Addr{}, fmt.Errorf("bad port or range %q (want 1-65535 or \"low-high\")", ports)
 		}
 		t.lo, t.hi, t.hasPort = lo, hi, true
 	}
-	return t, a, true
+	return t, a, nil
 }
 
 // parsePool parses "addr" or "lo-hi" of one family.
-func parsePool(s string) (addrPool, bool) {
+func parsePool(s string) (addrPool, error) {
 	a, b, isRange := strings.Cut(s, "-")
-	lo, err := netip.ParseAddr(strings.TrimSpace(a))
-	if err != nil || lo.Zone() != "" || lo.Is4In6() {
-		return addrPool{}, false
+	a, b = strings.TrimSpace(a), strings.TrimSpace(b)
+	lo, err := netip.ParseAddr(a)
+	if err != nil {
+		return addrPool{}, errors.New(confdiag.Reason(err, a))
+	}
+	if lo.Zone() != "" || lo.Is4In6() {
+		return addrPool{}, errors.New("an address with a zone or an IPv4-mapped one is not a pool")
 	}
 	hi := lo
 	if isRange {
-		hi, err = netip.ParseAddr(strings.TrimSpace(b))
-		if err != nil || hi.Zone() != "" || hi.BitLen() != lo.BitLen() || hi.Less(lo) {
-			return addrPool{}, false
+		hi, err = netip.ParseAddr(b)
+		switch {
+		case err != nil:
+			return addrPool{}, errors.New(confdiag.Reason(err, b))
+		case hi.Zone() != "":
+			return addrPool{}, errors.New("an address with a zone is not a pool")
+		case hi.BitLen() != lo.BitLen():
+			return addrPool{}, errors.New("the two ends are of different families")
+		case hi.Less(lo):
+			return addrPool{}, errors.New("the range ends before it starts")
 		}
 	}
 	p := addrPool{fam: 4, lo: lo}
@@ -410,236 +435,264 @@ func parsePool(s string) (addrPool, bool) {
 		hh, hl = hh<<8|uint64(h16[k]), hl<<8|uint64(h16[8+k])
 	}
 	// Sizes up to 2^32 addresses: more is a configuration mistake.
+	tooBig := errors.New("more than 2^32 addresses")
 	if hh != lh && !(hh == lh+1 && hl < ll) {
-		return addrPool{}, false
+		return addrPool{}, tooBig
 	}
 	d := hl - ll
 	if d >= 1<<32 {
-		return addrPool{}, false
+		return addrPool{}, tooBig
 	}
 	p.size = d + 1
-	return p, true
+	return p, nil
 }
 
 // compile checks c and builds the compiled form. ifaces names interfaces
-// by index; own, when not nil, gives each interface's addresses.
+// by index; own, when not nil, gives each interface's addresses. Every
+// error of the section is reported, each naming its key path and value.
 func compile(c *Config, ifaces []string, own []Iface) (*compiled, error) {
-	idx := func(path, key, name string) (int, error) {
-		if name == "" {
-			return -1, nil
-		}
-		for i, n := range ifaces {
-			if n == name {
-				return i, nil
-			}
-		}
-		return 0, fmt.Errorf("%s.%s: unknown interface %q", path, key, name)
+	cc := &ruleCompiler{ifaces: ifaces, own: own, out: &compiled{}}
+	for i := range c.SNAT {
+		cc.snat(fmt.Sprintf("nat.snat[%d]", i), &c.SNAT[i], false)
 	}
-	prefixes := func(path, key string, l StringList) ([]netip.Prefix, error) {
-		var out []netip.Prefix
-		for _, s := range l {
-			p, ok := parsePrefix(strings.TrimSpace(s))
-			if !ok {
-				return nil, fmt.Errorf("%s.%s: invalid prefix %q", path, key, s)
-			}
-			out = append(out, p)
-		}
-		return out, nil
+	for i := range c.Masquerade {
+		cc.snat(fmt.Sprintf("nat.masquerade[%d]", i), &c.Masquerade[i], true)
 	}
-	ports := func(path, key string, r PortRange) (portRange, error) {
-		if r == "" {
-			return portRange{}, nil
-		}
-		lo, hi, ok := r.parse()
-		if !ok {
-			return portRange{}, fmt.Errorf("%s.%s: invalid port or range %q", path, key, string(r))
-		}
-		return portRange{lo: lo, hi: hi, set: true}, nil
-	}
-	match := func(path, protoS string, src, dst StringList, sport, dport PortRange) (matcher, error) {
-		m := matcher{in: -1, out: -1}
-		var err error
-		p, ok := parseProto(protoS)
-		if !ok {
-			return m, fmt.Errorf("%s.proto: unknown protocol %q", path, protoS)
-		}
-		m.proto = p
-		if m.src, err = prefixes(path, "src", src); err != nil {
-			return m, err
-		}
-		if m.dst, err = prefixes(path, "dst", dst); err != nil {
-			return m, err
-		}
-		if m.sport, err = ports(path, "sport", sport); err != nil {
-			return m, err
-		}
-		if m.dport, err = ports(path, "dport", dport); err != nil {
-			return m, err
-		}
-		if m.sport.set || m.dport.set {
-			key := "dport"
-			if !m.dport.set {
-				key = "sport"
-			}
-			switch m.proto {
-			case protoAny:
-				m.proto = protoTCPUDP
-			case packet.ProtoTCP, packet.ProtoUDP:
-			default:
-				return m, fmt.Errorf("%s.%s: ports need proto \"tcp\" or \"udp\", not %q", path, key, protoS)
-			}
-		}
-		return m, nil
-	}
-
-	out := &compiled{}
-	snat := func(section string, rules []Rule, masq bool) error {
-		for i := range rules {
-			r := &rules[i]
-			path := fmt.Sprintf("nat.%s[%d]", section, i)
-			m, err := match(path, r.Proto, r.Src, r.Dst, r.SPort, r.DPort)
-			if err != nil {
-				return err
-			}
-			if m.out, err = idx(path, "out", r.Out); err != nil {
-				return err
-			}
-			sr := &snatRule{name: path, m: m, masq: masq, eim: true, ownerIface: m.out}
-			if masq {
-				if r.Out == "" {
-					return fmt.Errorf("%s.out: required (masquerade uses the out interface's address)", path)
-				}
-				if r.To != "" {
-					return fmt.Errorf("%s.to: %q not allowed (masquerade uses the out interface's address; use nat.snat)", path, r.To)
-				}
-			} else {
-				if r.To == "" {
-					return fmt.Errorf("%s.to: required", path)
-				}
-				pool, ok := parsePool(strings.TrimSpace(r.To))
-				if !ok {
-					return fmt.Errorf("%s.to: invalid address or range %q", path, r.To)
-				}
-				sr.pool = pool
-				if sr.ownerIface < 0 {
-					sr.ownerIface = ifaceOwning(own, pool)
-				}
-			}
-			if sr.ports, err = ports(path, "ports", r.Ports); err != nil {
-				return err
-			}
-			switch r.Mapping {
-			case "", "endpoint-independent":
-			case "address-port-dependent":
-				sr.eim = false
-			default:
-				return fmt.Errorf("%s.mapping: unknown mapping %q (want \"endpoint-independent\" or \"address-port-dependent\")", path, r.Mapping)
-			}
-			switch r.Filtering {
-			case "", "address-port-dependent":
-			case "endpoint-independent":
-				sr.eif = true
-			default:
-				return fmt.Errorf("%s.filtering: unknown filtering %q (want \"address-port-dependent\" or \"endpoint-independent\")", path, r.Filtering)
-			}
-			if sr.eif && !sr.eim {
-				return fmt.Errorf("%s.filtering: %q needs mapping \"endpoint-independent\"", path, r.Filtering)
-			}
-			sr.random = r.Random
-			out.snat = append(out.snat, sr)
-		}
-		return nil
-	}
-	if err := snat("snat", c.SNAT, false); err != nil {
-		return nil, err
-	}
-	if err := snat("masquerade", c.Masquerade, true); err != nil {
-		return nil, err
-	}
-
 	for i := range c.DNAT {
-		r := &c.DNAT[i]
-		path := fmt.Sprintf("nat.dnat[%d]", i)
-		m, err := match(path, r.Proto, r.Src, r.Dst, "", r.DPort)
-		if err != nil {
-			return nil, err
-		}
-		if m.in, err = idx(path, "in", r.In); err != nil {
-			return nil, err
-		}
-		dr := &dnatRule{name: path, m: m, ownDst: len(m.dst) == 0}
-		if len(r.To) == 0 {
-			return nil, fmt.Errorf("%s.to: required", path)
-		}
-		for _, s := range r.To {
-			t, a, ok := parseTarget(strings.TrimSpace(s))
-			if !ok {
-				return nil, fmt.Errorf("%s.to: invalid address:port %q", path, s)
-			}
-			if t.hasPort {
-				if m.proto != protoTCPUDP && m.proto != packet.ProtoTCP && m.proto != packet.ProtoUDP {
-					if m.proto == protoAny {
-						m.proto = protoTCPUDP
-						dr.m.proto = protoTCPUDP
-					} else {
-						return nil, fmt.Errorf("%s.to: %q has a port but proto %q has none", path, s, r.Proto)
-					}
-				}
-				if t.hi != t.lo {
-					n := int(t.hi) - int(t.lo) + 1
-					if !m.dport.set {
-						return nil, fmt.Errorf("%s.to: port range in %q needs a dport range of %d ports", path, s, n)
-					}
-					if dn := int(m.dport.hi) - int(m.dport.lo) + 1; dn != n {
-						return nil, fmt.Errorf("%s.to: port range in %q has %d ports, dport %q has %d", path, s, n, string(r.DPort), dn)
-					}
-				}
-			}
-			f := 0
-			if a.Is6() {
-				f = 1
-			}
-			dr.targets[f] = append(dr.targets[f], t)
-		}
-		out.dnat = append(out.dnat, dr)
+		cc.dnat(fmt.Sprintf("nat.dnat[%d]", i), &c.DNAT[i])
 	}
-
 	for i := range c.Netmap {
-		r := &c.Netmap[i]
-		path := fmt.Sprintf("nat.netmap[%d]", i)
-		nr := &netmapRule{name: path}
-		var err error
-		if nr.out, err = idx(path, "out", r.Out); err != nil {
-			return nil, err
-		}
-		if r.Out == "" {
-			return nil, fmt.Errorf("%s.out: required", path)
-		}
-		from, err1 := netip.ParsePrefix(strings.TrimSpace(r.From))
-		if err1 != nil || from.Addr().Is4In6() {
-			return nil, fmt.Errorf("%s.from: invalid prefix %q", path, r.From)
-		}
-		to, err2 := netip.ParsePrefix(strings.TrimSpace(r.To))
-		if err2 != nil || to.Addr().Is4In6() {
-			return nil, fmt.Errorf("%s.to: invalid prefix %q", path, r.To)
-		}
-		if from.Addr().BitLen() != to.Addr().BitLen() {
-			return nil, fmt.Errorf("%s.to: %q is not of the family of from %q", path, r.To, r.From)
-		}
-		if from.Bits() != to.Bits() {
-			return nil, fmt.Errorf("%s.to: prefix length of %q differs from from %q", path, r.To, r.From)
-		}
-		if from.Addr().Is6() && from.Bits() > 64 {
-			return nil, fmt.Errorf("%s.from: NPTv6 prefix %q longer than /64 (RFC 6296)", path, r.From)
-		}
-		nr.from, nr.to = from.Masked(), to.Masked()
-		nr.fam = 4
-		if from.Addr().Is6() {
-			nr.fam = 6
-		}
-		out.netmap = append(out.netmap, nr)
+		cc.netmap(fmt.Sprintf("nat.netmap[%d]", i), &c.Netmap[i])
 	}
-	return out, nil
+	if err := cc.errs.Err(); err != nil {
+		return nil, err
+	}
+	return cc.out, nil
+}
+
+// ruleCompiler compiles the rules of a section one kind at a time,
+// collecting every error.
+type ruleCompiler struct {
+	ifaces []string
+	own    []Iface
+	out    *compiled
+	errs   confdiag.List
+}
+
+// iface resolves an interface name to its index; "" is -1 (any).
+func (cc *ruleCompiler) iface(path, key, name string) int {
+	if name == "" {
+		return -1
+	}
+	for i, n := range cc.ifaces {
+		if n == name {
+			return i
+		}
+	}
+	cc.errs.Addf(path+"."+key, "unknown interface %q%s", name, confdiag.Suggest(name, cc.ifaces))
+	return -1
+}
+
+func (cc *ruleCompiler) prefixes(path, key string, l StringList) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range l {
+		p, err := parsePrefix(strings.TrimSpace(s))
+		if err != nil {
+			cc.errs.Addf(path+"."+key, "invalid prefix %q: %v", s, err)
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func (cc *ruleCompiler) ports(path, key string, r PortRange) portRange {
+	if r == "" {
+		return portRange{}
+	}
+	lo, hi, ok := r.parse()
+	if !ok {
+		cc.errs.Addf(path+"."+key, "invalid port or range %q (want 1-65535 or \"low-high\")", string(r))
+		return portRange{}
+	}
+	return portRange{lo: lo, hi: hi, set: true}
+}
+
+// match compiles the match keys common to every kind.
+func (cc *ruleCompiler) match(path, protoS string, src, dst StringList, sport, dport PortRange) matcher {
+	m := matcher{in: -1, out: -1, proto: protoAny}
+	p, ok := parseProto(protoS)
+	if ok {
+		m.proto = p
+	} else {
+		cc.errs.Addf(path+".proto", "unknown protocol %q", protoS)
+	}
+	m.src = cc.prefixes(path, "src", src)
+	m.dst = cc.prefixes(path, "dst", dst)
+	m.sport = cc.ports(path, "sport", sport)
+	m.dport = cc.ports(path, "dport", dport)
+	if (m.sport.set || m.dport.set) && ok {
+		key := "dport"
+		if !m.dport.set {
+			key = "sport"
+		}
+		switch m.proto {
+		case protoAny:
+			m.proto = protoTCPUDP
+		case packet.ProtoTCP, packet.ProtoUDP:
+		default:
+			cc.errs.Addf(path+"."+key, "ports need proto \"tcp\" or \"udp\", not %q", protoS)
+		}
+	}
+	return m
+}
+
+// snat compiles one [[nat.snat]] or [[nat.masquerade]] rule.
+func (cc *ruleCompiler) snat(path string, r *Rule, masq bool) {
+	n := cc.errs.Len()
+	m := cc.match(path, r.Proto, r.Src, r.Dst, r.SPort, r.DPort)
+	m.out = cc.iface(path, "out", r.Out)
+	sr := &snatRule{name: path, m: m, masq: masq, eim: true, ownerIface: m.out}
+	if masq {
+		if r.Out == "" {
+			cc.errs.Addf(path+".out", "required (masquerade uses the out interface's address)")
+		}
+		if r.To != "" {
+			cc.errs.Addf(path+".to", "%q not allowed (masquerade uses the out interface's address; use nat.snat)", r.To)
+		}
+	} else {
+		if r.To == "" {
+			cc.errs.Addf(path+".to", "required")
+		} else if pool, err := parsePool(strings.TrimSpace(r.To)); err != nil {
+			cc.errs.Addf(path+".to", "invalid address or range %q: %v", r.To, err)
+		} else {
+			sr.pool = pool
+			if sr.ownerIface < 0 {
+				sr.ownerIface = ifaceOwning(cc.own, pool)
+			}
+		}
+	}
+	sr.ports = cc.ports(path, "ports", r.Ports)
+	switch r.Mapping {
+	case "", "endpoint-independent":
+	case "address-port-dependent":
+		sr.eim = false
+	default:
+		cc.errs.Addf(path+".mapping", "unknown mapping %q (want \"endpoint-independent\" or \"address-port-dependent\")", r.Mapping)
+	}
+	switch r.Filtering {
+	case "", "address-port-dependent":
+	case "endpoint-independent":
+		sr.eif = true
+	default:
+		cc.errs.Addf(path+".filtering", "unknown filtering %q (want \"address-port-dependent\" or \"endpoint-independent\")", r.Filtering)
+	}
+	if sr.eif && !sr.eim {
+		cc.errs.Addf(path+".filtering", "%q needs mapping \"endpoint-independent\"", r.Filtering)
+	}
+	sr.random = r.Random
+	if cc.errs.Len() == n {
+		cc.out.snat = append(cc.out.snat, sr)
+	}
+}
+
+// dnat compiles one [[nat.dnat]] port forward.
+func (cc *ruleCompiler) dnat(path string, r *DNATRule) {
+	n := cc.errs.Len()
+	m := cc.match(path, r.Proto, r.Src, r.Dst, "", r.DPort)
+	m.in = cc.iface(path, "in", r.In)
+	dr := &dnatRule{name: path, ownDst: len(m.dst) == 0}
+	if len(r.To) == 0 {
+		cc.errs.Addf(path+".to", "required")
+	}
+	for _, s := range r.To {
+		t, a, err := parseTarget(strings.TrimSpace(s))
+		if err != nil {
+			cc.errs.Addf(path+".to", "invalid address:port %q: %v", s, err)
+			continue
+		}
+		if t.hasPort {
+			cc.targetPorts(path, s, r, &m, t)
+		}
+		f := 0
+		if a.Is6() {
+			f = 1
+		}
+		dr.targets[f] = append(dr.targets[f], t)
+	}
+	dr.m = m
+	if cc.errs.Len() == n {
+		cc.out.dnat = append(cc.out.dnat, dr)
+	}
+}
+
+// targetPorts checks a DNAT target's port against the rule's protocol and
+// dport; a port with no proto makes the rule TCP and UDP.
+func (cc *ruleCompiler) targetPorts(path, s string, r *DNATRule, m *matcher, t target) {
+	switch m.proto {
+	case protoTCPUDP, packet.ProtoTCP, packet.ProtoUDP:
+	case protoAny:
+		m.proto = protoTCPUDP
+	default:
+		cc.errs.Addf(path+".to", "%q has a port but proto %q has none", s, r.Proto)
+		return
+	}
+	if t.hi == t.lo {
+		return
+	}
+	n := int(t.hi) - int(t.lo) + 1
+	if !m.dport.set {
+		cc.errs.Addf(path+".to", "port range in %q needs a dport range of %d ports", s, n)
+	} else if dn := int(m.dport.hi) - int(m.dport.lo) + 1; dn != n {
+		cc.errs.Addf(path+".to", "port range in %q has %d ports, dport %q has %d", s, n, string(r.DPort), dn)
+	}
+}
+
+// netmap compiles one [[nat.netmap]] 1:1 mapping.
+func (cc *ruleCompiler) netmap(path string, r *NetmapRule) {
+	nr := &netmapRule{name: path, out: cc.iface(path, "out", r.Out)}
+	n := cc.errs.Len()
+	if r.Out == "" {
+		cc.errs.Addf(path+".out", "required")
+	}
+	from, err1 := netmapPrefix(r.From)
+	if err1 != nil {
+		cc.errs.Addf(path+".from", "invalid prefix %q: %v", r.From, err1)
+	}
+	to, err2 := netmapPrefix(r.To)
+	if err2 != nil {
+		cc.errs.Addf(path+".to", "invalid prefix %q: %v", r.To, err2)
+	}
+	if err1 == nil && err2 == nil {
+		switch {
+		case from.Addr().BitLen() != to.Addr().BitLen():
+			cc.errs.Addf(path+".to", "%q is not of the family of from %q", r.To, r.From)
+		case from.Bits() != to.Bits():
+			cc.errs.Addf(path+".to", "prefix length of %q differs from from %q", r.To, r.From)
+		case from.Addr().Is6() && from.Bits() > 64:
+			cc.errs.Addf(path+".from", "NPTv6 prefix %q longer than /64 (RFC 6296)", r.From)
+		}
+	}
+	if cc.errs.Len() > n {
+		return
+	}
+	nr.from, nr.to = from.Masked(), to.Masked()
+	nr.fam = 4
+	if from.Addr().Is6() {
+		nr.fam = 6
+	}
+	cc.out.netmap = append(cc.out.netmap, nr)
+}
+
+func netmapPrefix(s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(strings.TrimSpace(s))
+	if err != nil {
+		return p, errors.New(confdiag.Reason(err, strings.TrimSpace(s)))
+	}
+	if p.Addr().Is4In6() {
+		return p, errors.New("IPv4-mapped IPv6 prefix; write the IPv4 prefix")
+	}
+	return p, nil
 }
 
 // ifaceOwning returns the interface whose addresses include one of the

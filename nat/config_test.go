@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/BurntSushi/toml"
@@ -107,13 +108,15 @@ out = "wan"
 from = "fd00::"
 to = "2001:db8::/48"`, `nat.netmap[0].from: invalid prefix "fd00::"`},
 	} {
+		// One error, starting with the key path and the value; the
+		// parser's reason or a suggestion may follow.
 		cfg := decodeConfig(t, tc.text)
 		err := cfg.Validate(testIfaceNames())
-		if err == nil || err.Error() != tc.want {
+		if err == nil || !strings.HasPrefix(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("config\n%s\ngot  %v\nwant %s", tc.text, err, tc.want)
 		}
 		tbl, _ := conntrack.NewTable(conntrack.Config{})
-		if _, err := New(cfg, testIfaces, tbl, nil); err == nil || err.Error() != tc.want {
+		if _, err := New(cfg, testIfaces, tbl, nil); err == nil || !strings.HasPrefix(err.Error(), tc.want) {
 			t.Errorf("New: got %v, want %s", err, tc.want)
 		}
 	}
@@ -183,15 +186,56 @@ to = "2001:db8:5::/48"
 }
 
 func TestPoolAddresses(t *testing.T) {
-	p, ok := parsePool("10.0.0.250-10.0.1.5")
-	if !ok || p.size != 12 || p.at(11).NetIP(4).String() != "10.0.1.5" || p.at(6).NetIP(4).String() != "10.0.1.0" {
+	p, err := parsePool("10.0.0.250-10.0.1.5")
+	if err != nil || p.size != 12 || p.at(11).NetIP(4).String() != "10.0.1.5" || p.at(6).NetIP(4).String() != "10.0.1.0" {
 		t.Fatalf("%+v", p)
 	}
-	p, ok = parsePool("2001:db8::ffff:ffff:ffff:fffe-2001:db8:0:1::1")
-	if !ok || p.size != 4 || p.at(2).NetIP(6).String() != "2001:db8:0:1::" {
+	p, err = parsePool("2001:db8::ffff:ffff:ffff:fffe-2001:db8:0:1::1")
+	if err != nil || p.size != 4 || p.at(2).NetIP(6).String() != "2001:db8:0:1::" {
 		t.Fatalf("carry: %+v %v", p, p.at(2).NetIP(6))
 	}
 	if !p.contains(p.at(3).NetIP(6)) || p.contains(p.at(4).NetIP(6)) {
 		t.Fatal("contains")
+	}
+}
+
+// Every error of the section is reported, in rule order, each with its
+// key path; a rule with an error is not compiled but the others are
+// checked.
+func TestConfigReportsEveryError(t *testing.T) {
+	cfg := decodeConfig(t, `[[nat.snat]]
+to = "198.18.0.300"
+ports = "5-1"
+[[nat.masquerade]]
+out = "wna"
+src = ["10.0.0.0/8", "10.0.0.0/33"]
+[[nat.dnat]]
+dport = 80
+to = ["10.10.0.2:80", "[fd10::2]:x"]
+[[nat.netmap]]
+out = "wan"
+from = "fd00::/48"
+to = "2001:db8:::/48"
+`)
+	err := cfg.Validate(testIfaceNames())
+	if err == nil {
+		t.Fatal("no error")
+	}
+	want := []string{
+		`nat.snat[0].to: invalid address or range "198.18.0.300": IPv4 field has value >255`,
+		`nat.snat[0].ports: invalid port or range "5-1"`,
+		`nat.masquerade[0].src: invalid prefix "10.0.0.0/33": prefix length out of range`,
+		`nat.masquerade[0].out: unknown interface "wna" (did you mean "wan"?)`,
+		`nat.dnat[0].to: invalid address:port "[fd10::2]:x": bad port or range "x"`,
+		`nat.netmap[0].to: invalid prefix "2001:db8:::/48": ParseAddr("2001:db8:::")`,
+	}
+	got := strings.Split(err.Error(), "\n")
+	if len(got) != len(want) {
+		t.Fatalf("%d errors, want %d:\n%v", len(got), len(want), err)
+	}
+	for i := range want {
+		if !strings.HasPrefix(got[i], want[i]) {
+			t.Errorf("error %d: %s\nwant %s…", i, got[i], want[i])
+		}
 	}
 }

@@ -12,8 +12,9 @@ import (
 )
 
 // maxTakenRetries bounds how many ports a new mapping skips because the
-// translated tuple is already some other connection's (the gateway's own
-// sockets): past it the packet is dropped as a clash, never merged.
+// translated tuple is already some other connection's (one NAT did not
+// make; the gateway's own, local connections yield theirs and never count):
+// past it the packet is dropped as a clash, never merged.
 const maxTakenRetries = 8
 
 // idKind says what part of a tuple NAT translates besides the address.
@@ -482,7 +483,9 @@ func (e *Engine) replyVia(cur *conntrack.Tuple, addr packet.Addr, port uint16, r
 // internal port when it is free (or, with random, starts at a random one)
 // and otherwise takes the next free port of the range; ports whose tuple
 // towards this destination is already some other connection's are
-// skipped. false: drop (counted and logged).
+// skipped — not for a local connection's (the stranger that wrote to the
+// port first): that one yields when c is confirmed. false: drop (counted
+// and logged).
 func (e *Engine) mapFor(key *mapKey, r *snatRule, kind idKind, ext packet.Addr, cur *conntrack.Tuple, c *conntrack.Conn, reply *conntrack.Tuple) (packet.Addr, uint16, bool) {
 	h := key.hash(e.seed)
 	e.mu.Lock()
@@ -539,12 +542,12 @@ func (e *Engine) mapFor(key *mapKey, r *snatRule, kind idKind, ext packet.Addr, 
 	e.mu.Unlock()
 
 	// The port is the mapping's alone, but the tuple towards this
-	// destination may be a connection's that NAT did not make (one of the
-	// gateway's own): then the mapping moves to another port, as long as
-	// no other connection uses it yet. The table is asked without e.mu
-	// held: its lookup may delete an expired connection and run our hook.
-	// port is m.port, which only this loop changes (under e.mu, while c
-	// is m's one user).
+	// destination may be a connection's that NAT did not make (not a
+	// local one: those yield, see Taken): then the mapping moves to
+	// another port, as long as no other connection uses it yet. The table
+	// is asked without e.mu held: its lookup may delete an expired
+	// connection and run our hook. port is m.port, which only this loop
+	// changes (under e.mu, while c is m's one user).
 	var tried [maxTakenRetries]uint16
 	nt := 0
 	for {

@@ -10,6 +10,21 @@
 // external port an internal endpoint holds, RFC 4787's endpoint-independent
 // mappings — lives in the engine, refcounted by the connections using it and
 // released from a conntrack destroy hook; it is touched on the NEW path only.
+//
+// A mapping owns its external endpoint against the gateway itself. A
+// packet from outside to a mapping that its filtering refuses (RFC 4787
+// REQ-8's address-and-port-dependent filtering, the default) is not
+// translated and goes to the gateway's input path, where the connection it
+// makes, if the input rules accept it, is a local one (conntrack's
+// StatusLocal). Local connections yield their tuples to translated ones:
+// the table's Taken does not count them and Confirm deletes them for a
+// connection that needs their tuple. So the stranger's packet never costs
+// the mapping its later flow to that stranger, which keeps the mapping's
+// external port (RFC 4787 REQ-1; UDP hole punching) and gets the
+// stranger's packets as its replies — for TCP the simultaneous open of RFC
+// 5382 — where Linux keeps the local entry and moves the flow to another
+// port. Nor does a local connection made before a port was mapped move a
+// new mapping off its preserved port (REQ-3).
 package nat
 
 import (

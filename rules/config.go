@@ -2,9 +2,10 @@ package rules
 
 import (
 	"fmt"
-	"strings"
 
 	"go.uber.org/zap"
+
+	"tungate/confdiag"
 )
 
 // FilterConfig is the [filter] table. Rules are decoded as raw TOML maps
@@ -48,16 +49,10 @@ type Env struct {
 
 // ConfigError is a configuration error: the key path of the offending value
 // and what is wrong with it. Compile returns these (joined with errors.Join
-// when there are several) so `tungate check` can print all of them.
-type ConfigError struct {
-	// Path is the TOML key path, e.g. filter.forward.rules[3].ct_state.
-	Path string
-	// Msg says what is wrong, quoting the value.
-	Msg string
-}
-
-// Error returns "path: msg".
-func (e *ConfigError) Error() string { return e.Path + ": " + e.Msg }
+// when there are several) so `tungate check` can print all of them; the
+// gateway fills in the file position. It is confdiag's type so every
+// section's errors are located and printed alike.
+type ConfigError = confdiag.Error
 
 // errorList collects configuration errors in the order they were found, so
 // the report is deterministic and reads top to bottom like the file.
@@ -75,65 +70,14 @@ func (l *errorList) add(path, format string, args ...any) {
 	}
 }
 
-// suggest returns ` (did you mean "x"?)` for the candidate closest to word
-// by edit distance, or "" when nothing is close enough to be a typo.
+// suggest returns ` (did you mean "x"?)` for the candidate closest to word,
+// or "": the one suggestion helper every config section uses.
 func suggest(word string, candidates []string) string {
-	return suggestQuoted(word, candidates, "")
+	return confdiag.Suggest(word, candidates)
 }
 
 // suggestQuoted is suggest with a prefix put before the candidate (for
 // "@set" names).
 func suggestQuoted(word string, candidates []string, prefix string) string {
-	best, bestD := "", 1<<30
-	lw := strings.ToLower(word)
-	for _, c := range candidates {
-		d := editDistance(lw, strings.ToLower(c))
-		if d < bestD {
-			best, bestD = c, d
-		}
-	}
-	if best == "" {
-		return ""
-	}
-	// A typo is a small fraction of the word: one edit in short words, up
-	// to a third of longer ones, never more than three.
-	limit := len(word) / 3
-	if limit < 1 {
-		limit = 1
-	}
-	if limit > 3 {
-		limit = 3
-	}
-	if bestD == 0 || bestD > limit {
-		return ""
-	}
-	return fmt.Sprintf(" (did you mean %q?)", prefix+best)
-}
-
-// editDistance is the optimal-string-alignment distance (Levenshtein plus
-// adjacent transposition, the commonest typo).
-func editDistance(a, b string) int {
-	ra, rb := []rune(a), []rune(b)
-	prev2 := make([]int, len(rb)+1)
-	prev := make([]int, len(rb)+1)
-	cur := make([]int, len(rb)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(ra); i++ {
-		cur[0] = i
-		for j := 1; j <= len(rb); j++ {
-			cost := 1
-			if ra[i-1] == rb[j-1] {
-				cost = 0
-			}
-			v := min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-			if i > 1 && j > 1 && ra[i-1] == rb[j-2] && ra[i-2] == rb[j-1] {
-				v = min(v, prev2[j-2]+1)
-			}
-			cur[j] = v
-		}
-		prev2, prev, cur = prev, cur, prev2
-	}
-	return prev[len(rb)]
+	return confdiag.SuggestPrefixed(word, candidates, prefix)
 }

@@ -11,7 +11,13 @@ import (
 // form, each rule with its index and counters, for `tungate rules`. The
 // counters are read live, so a dump taken under traffic is a consistent
 // view of each counter but not of the whole ruleset.
-func (rs *Ruleset) Dump(w io.Writer) error {
+func (rs *Ruleset) Dump(w io.Writer) error { return rs.dump(w, true) }
+
+// DumpConfig is Dump without the counters: what a config compiles to, for
+// `tungate check`.
+func (rs *Ruleset) DumpConfig(w io.Writer) error { return rs.dump(w, false) }
+
+func (rs *Ruleset) dump(w io.Writer, counters bool) error {
 	bw := bufio.NewWriter(w)
 	for _, s := range rs.sets {
 		if len(s.entries) <= 16 {
@@ -43,6 +49,10 @@ func (rs *Ruleset) Dump(w io.Writer) error {
 		}
 		for j := range c.rules {
 			t := &c.text[j]
+			if !counters {
+				fmt.Fprintf(bw, "  [%d] %s\n", j, strings.TrimSpace(t.pre+t.post))
+				continue
+			}
 			n := c.count(j)
 			fmt.Fprintf(bw, "  [%d] %scounter packets %d bytes %d", j, t.pre, n.Packets, n.Bytes)
 			if t.post != "" {

@@ -19,7 +19,8 @@ func TestCLI(t *testing.T) {
 		code     int
 		out, err string
 	}{
-		{[]string{"check", "-c", good}, 0, "ok", ""},
+		{[]string{"check", "-c", good}, 0, "interfaces:\n  [0] lan: tun t0 mtu 1500, no addresses\n", ""},
+		{[]string{"check", "-q", "-c", good}, 0, good + ": ok\n", ""},
 		{[]string{"check", "-c", bad}, 1, "", `filter.forward.rules[0].ct_state: unknown state "establised" (did you mean "established"?)`},
 		{[]string{"check"}, 2, "", "-c FILE is required"},
 		{[]string{"version"}, 0, "tungate ", ""},
@@ -33,5 +34,9 @@ func TestCLI(t *testing.T) {
 		if code != c.code || !strings.Contains(out.String(), c.out) || !strings.Contains(errb.String(), c.err) {
 			t.Errorf("%v: exit %d out %q err %q; want %d, %q, %q", c.args, code, out.String(), errb.String(), c.code, c.out, c.err)
 		}
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"check", "-q", "-c", good}, &out, &errb); code != 0 || out.String() != good+": ok\n" {
+		t.Errorf("check -q: exit %d, out %q", code, out.String())
 	}
 }

@@ -1,0 +1,141 @@
+package admin
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"tungate/gateway"
+)
+
+// Status is what `tungate status` shows.
+type Status struct {
+	Started       time.Time         `json:"started"`
+	UptimeSeconds float64           `json:"uptime_seconds"`
+	Config        string            `json:"config"`
+	ConfigSHA256  string            `json:"config_sha256,omitempty"`
+	ConfigChanged bool              `json:"config_changed_on_disk,omitempty"`
+	LastReload    *ReloadStatus     `json:"last_reload,omitempty"`
+	Interfaces    []InterfaceStatus `json:"interfaces"`
+	Routes        []RouteStatus     `json:"routes"`
+	Conntrack     TableStatus       `json:"conntrack"`
+	Helpers       []string          `json:"helpers"`
+	NAT           map[string]uint64 `json:"nat"`
+}
+
+// ReloadStatus is the last reload's outcome.
+type ReloadStatus struct {
+	Time  time.Time `json:"time"`
+	Error string    `json:"error,omitempty"`
+}
+
+// InterfaceStatus is one interface.
+type InterfaceStatus struct {
+	Name      string               `json:"name"`
+	TUN       string               `json:"tun,omitempty"`
+	MTU       int                  `json:"mtu"`
+	Addresses []string             `json:"addresses"`
+	Counters  gateway.LinkCounters `json:"counters"`
+}
+
+// RouteStatus is one configured route.
+type RouteStatus struct {
+	To        string `json:"to"`
+	Interface string `json:"interface"`
+}
+
+// TableStatus is the connection table's fill.
+type TableStatus struct {
+	Entries      int `json:"entries"`
+	Max          int `json:"max"`
+	Expectations int `json:"expectations"`
+}
+
+// Status gathers the gateway's status.
+func (s *Server) Status() *Status {
+	cfg := s.g.Config()
+	t := s.g.Table()
+	st := &Status{
+		Started:       s.started,
+		UptimeSeconds: time.Since(s.started).Seconds(),
+		Config:        cfg.Path(),
+		Helpers:       s.g.Helpers(),
+		Conntrack:     TableStatus{Entries: t.Count(), Max: t.Config().Max, Expectations: t.ExpectationCount()},
+		NAT:           map[string]uint64{},
+		Routes:        []RouteStatus{},
+	}
+	s.mu.Lock()
+	st.ConfigSHA256 = s.configHash
+	if !s.lastReload.IsZero() {
+		st.LastReload = &ReloadStatus{Time: s.lastReload}
+		if s.reloadErr != nil {
+			st.LastReload.Error = s.reloadErr.Error()
+		}
+	}
+	s.mu.Unlock()
+	if st.ConfigSHA256 != "" {
+		st.ConfigChanged = hashFile(st.Config) != st.ConfigSHA256
+	}
+	for i, ic := range cfg.Interface {
+		st.Interfaces = append(st.Interfaces, InterfaceStatus{Name: ic.Name, TUN: ic.TUN, MTU: ic.MTU,
+			Addresses: append([]string{}, ic.Addresses...), Counters: s.g.LinkCounters(i)})
+	}
+	for _, r := range cfg.Route {
+		st.Routes = append(st.Routes, RouteStatus{To: r.To, Interface: r.Interface})
+	}
+	for k, v := range s.g.Stats() {
+		if n, ok := strings.CutPrefix(k, "nat_"); ok {
+			st.NAT[n] = v
+		}
+	}
+	if st.Helpers == nil {
+		st.Helpers = []string{}
+	}
+	return st
+}
+
+func (st *Status) writeText(w io.Writer) {
+	up := time.Duration(st.UptimeSeconds * float64(time.Second)).Round(time.Second)
+	fmt.Fprintf(w, "uptime:      %s (since %s)\n", up, st.Started.UTC().Format(time.RFC3339))
+	cfg := st.Config
+	if cfg == "" {
+		cfg = "(not from a file)"
+	}
+	fmt.Fprintf(w, "config:      %s", cfg)
+	if st.ConfigSHA256 != "" {
+		fmt.Fprintf(w, " sha256:%s", st.ConfigSHA256[:16])
+	}
+	if st.ConfigChanged {
+		fmt.Fprint(w, " (changed on disk since loaded)")
+	}
+	fmt.Fprintln(w)
+	switch r := st.LastReload; {
+	case r == nil:
+		fmt.Fprintln(w, "last reload: never")
+	case r.Error != "":
+		fmt.Fprintf(w, "last reload: %s failed: %s\n", r.Time.UTC().Format(time.RFC3339), r.Error)
+	default:
+		fmt.Fprintf(w, "last reload: %s ok\n", r.Time.UTC().Format(time.RFC3339))
+	}
+	c := st.Conntrack
+	fmt.Fprintf(w, "conntrack:   %d/%d entries (%.1f%%), %d expectations\n", c.Entries, c.Max,
+		100*float64(c.Entries)/float64(max(c.Max, 1)), c.Expectations)
+	helpers := "none"
+	if len(st.Helpers) > 0 {
+		helpers = strings.Join(st.Helpers, ", ")
+	}
+	fmt.Fprintf(w, "helpers:     %s\n", helpers)
+	fmt.Fprintf(w, "nat:         %d mappings live, %d created, %d port exhausted\n",
+		st.NAT["mappings"], st.NAT["mappings_created"], st.NAT["port_exhausted"])
+	fmt.Fprintln(w, "interfaces:")
+	for _, i := range st.Interfaces {
+		k := i.Counters
+		fmt.Fprintf(w, "  %-8s tun=%s mtu=%d %s\n", i.Name, i.TUN, i.MTU, strings.Join(i.Addresses, " "))
+		fmt.Fprintf(w, "           rx %d packets %d bytes, tx %d packets %d bytes\n", k.RxPackets, k.RxBytes, k.TxPackets, k.TxBytes)
+	}
+	fmt.Fprintln(w, "routes:")
+	for _, r := range st.Routes {
+		fmt.Fprintf(w, "  %-20s via %s\n", r.To, r.Interface)
+	}
+}

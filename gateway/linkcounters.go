@@ -1,0 +1,34 @@
+package gateway
+
+import "sync/atomic"
+
+// LinkCounters are one interface's packet and byte counts: what its reader
+// took in and what the gateway wrote out on it (IP packet lengths).
+type LinkCounters struct {
+	RxPackets uint64 `json:"rx_packets"`
+	RxBytes   uint64 `json:"rx_bytes"`
+	TxPackets uint64 `json:"tx_packets"`
+	TxBytes   uint64 `json:"tx_bytes"`
+}
+
+// linkCounters are a link's live counters, added to once per batch (never
+// per packet). Receive counts belong to the link's reader alone; transmit
+// counts are shared by every reader that forwards onto the link, so they
+// sit on a cache line of their own.
+type linkCounters struct {
+	rxPackets, rxBytes atomic.Uint64
+	_                  [48]byte
+	txPackets, txBytes atomic.Uint64
+	_                  [48]byte
+}
+
+// LinkCounters returns interface i's counters (config order); zero for an
+// index out of range.
+func (g *Gateway) LinkCounters(i int) LinkCounters {
+	if i < 0 || i >= len(g.linkCtr) {
+		return LinkCounters{}
+	}
+	c := &g.linkCtr[i]
+	return LinkCounters{RxPackets: c.rxPackets.Load(), RxBytes: c.rxBytes.Load(),
+		TxPackets: c.txPackets.Load(), TxBytes: c.txBytes.Load()}
+}

@@ -1,0 +1,56 @@
+// Package link defines the one interface every kind of gateway link
+// implements, so the datapath moves batches of IP packets without knowing
+// whether they come from a kernel TUN, host sockets or a WireGuard peer.
+//
+// The method set is the part of wireguard-go's tun.Device the datapath
+// uses: batched reads and writes with caller-owned buffers and a headroom
+// offset. Keeping that shape means a kernel TUN needs no adapter and its
+// offloads (GSO/GRO through the virtio header in the headroom) stay intact.
+package link
+
+import "errors"
+
+// Headroom is the space the datapath leaves in front of every packet it
+// passes to Read and Write. A kernel TUN writes its virtio-net header
+// there; other kinds may use it for their own framing (WireGuard's
+// transport header is 16 bytes) so a packet is never moved to make room.
+const Headroom = 16
+
+// Link is one packet interface of the gateway.
+type Link interface {
+	// Read fills bufs[i][offset:] with up to len(bufs) IP packets and their
+	// lengths in sizes, blocking until at least one is there. It returns
+	// os.ErrClosed (wrapped or not) once the link is closed.
+	Read(bufs [][]byte, sizes []int, offset int) (n int, err error)
+	// Write sends the IP packets bufs[i][offset:]; offset is at least
+	// Headroom and the bytes before it are the link's to use.
+	Write(bufs [][]byte, offset int) (int, error)
+	// BatchSize is the most packets one Read returns or one Write should
+	// carry.
+	BatchSize() int
+	// MTU is the link's current MTU.
+	MTU() (int, error)
+	// Close releases the link; a blocked Read returns.
+	Close() error
+}
+
+// Flags describe how a link's packets may be trusted by the datapath.
+type Flags uint8
+
+const (
+	// ChecksumsVerified: every packet of a multi-packet read came from one
+	// frame whose checksums the link computed itself (a TUN splitting a GSO
+	// frame), so the datapath need not sum them again.
+	ChecksumsVerified Flags = 1 << iota
+)
+
+// Flagger is implemented by links that can vouch for their packets; a link
+// without it gets no flags.
+type Flagger interface {
+	// ReadFlags reports the flags of the last Read's batch. It is called
+	// by the goroutine that called Read, before the next Read.
+	ReadFlags() Flags
+}
+
+// ErrClosed is returned by links that have no os-level closed error.
+var ErrClosed = errors.New("link closed")

@@ -1,0 +1,431 @@
+package uplink
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/waiter"
+
+	"tungate/packet"
+)
+
+// TCP: the container's connections end in a gVisor stack that accepts any
+// destination (promiscuous, spoofing) and splices each to a host socket.
+//
+// The forwarder runs each SYN's handler in a goroutine of its own, so the
+// handler dials the host before completing the handshake: the container
+// sees SYN-ACK only for a destination that accepted, a RST for one that
+// refused and an ICMP error for one that could not be reached. The
+// handler goroutine then copies stack→host; one more copies host→stack.
+// Neither holds a buffer while the connection is idle: stack→host lets
+// gVisor write its own buffers into the host socket, host→stack waits for
+// readability before it takes a pooled buffer.
+
+const nicID = 1
+
+// spliceBufSize is the pooled host→stack read size: one MTU-sized segment.
+const spliceBufSize = 64 << 10
+
+var spliceBufs = sync.Pool{New: func() any { b := make([]byte, spliceBufSize); return &b }}
+
+// peekByte receives the MSG_PEEK probes; its content is never read, so the
+// sharing between connections is harmless.
+var peekByte [1]byte
+
+type synKey struct{ src, dst netip.AddrPort }
+
+// maxSynSeqs bounds the SYN sequence numbers kept for ICMP quotes.
+const maxSynSeqs = 4096
+
+type tcpStack struct {
+	l      *Link
+	s      *stack.Stack
+	ch     *channel.Endpoint
+	dialer net.Dialer
+
+	mu      sync.Mutex // guards the fields below
+	pending int
+	perHost map[netip.Addr]int
+	// synSeq holds the sequence number of SYNs waiting for their dial: an
+	// ICMP error must quote it for the container's TCP to accept the
+	// error (Linux tcp_v4_err checks it against snd_una).
+	synSeq map[synKey]uint32
+	conns  map[*net.TCPConn]struct{}
+}
+
+func newTCPStack(l *Link) (*tcpStack, error) {
+	// Loopback destinations must reach the forwarder, which decides
+	// about them (allow_host_loopback), instead of being martians.
+	s := stack.New(stack.Options{
+		NetworkProtocols: []stack.NetworkProtocolFactory{
+			ipv4.NewProtocolWithOptions(ipv4.Options{AllowExternalLoopbackTraffic: true}),
+			ipv6.NewProtocolWithOptions(ipv6.Options{AllowExternalLoopbackTraffic: true}),
+		},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol},
+	})
+	// No checksum offload flags: gVisor then computes every checksum, and
+	// ReadFlags can vouch for them.
+	ch := channel.New(outQueueLen, uint32(l.cfg.MTU), "")
+	if err := s.CreateNIC(nicID, ch); err != nil {
+		s.Close()
+		return nil, errors.New("uplink: gVisor NIC: " + err.String())
+	}
+	s.SetPromiscuousMode(nicID, true)
+	s.SetSpoofing(nicID, true)
+	s.SetRouteTable([]tcpip.Route{
+		{Destination: header.IPv4EmptySubnet, NIC: nicID},
+		{Destination: header.IPv6EmptySubnet, NIC: nicID},
+	})
+	sack := tcpip.TCPSACKEnabled(true)
+	moderate := tcpip.TCPModerateReceiveBufferOption(true)
+	// Buffers start small and grow with auto-tuning: idle connections
+	// cost little, busy ones reach host-socket speeds.
+	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: 128 << 10, Max: 8 << 20}
+	snd := tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 128 << 10, Max: 8 << 20}
+	cc := tcpip.CongestionControlOption("cubic")
+	for _, opt := range []tcpip.SettableTransportProtocolOption{&sack, &moderate, &rcv, &snd, &cc} {
+		if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, opt); err != nil {
+			s.Close()
+			return nil, errors.New("uplink: gVisor TCP option: " + err.String())
+		}
+	}
+	t := &tcpStack{
+		l: l, s: s, ch: ch,
+		dialer:  net.Dialer{Timeout: time.Duration(l.cfg.DialTimeout)},
+		perHost: make(map[netip.Addr]int),
+		synSeq:  make(map[synKey]uint32),
+		conns:   make(map[*net.TCPConn]struct{}),
+	}
+	// The forwarder's own in-flight cap counts handshakes as well as
+	// dials; ours (max_pending_dials) is the one that decides, so its
+	// cap only has to be above it.
+	fwd := tcp.NewForwarder(s, 0, 2*l.cfg.MaxPendingDials+64, t.handle)
+	s.SetTransportProtocolHandler(tcp.ProtocolNumber, fwd.HandlePacket)
+	return t, nil
+}
+
+// inject hands a container's TCP segment to the stack. Called under wmu.
+func (t *tcpStack) inject(p *packet.Parsed) {
+	b := p.Bytes()
+	if p.HasL4 && p.TCPFlags&(packet.TCPSyn|packet.TCPAck) == packet.TCPSyn {
+		l4 := p.L4()
+		k := synKey{netip.AddrPortFrom(p.SrcIP(), p.SrcPort), netip.AddrPortFrom(p.DstIP(), p.DstPort)}
+		t.mu.Lock()
+		if len(t.synSeq) >= maxSynSeqs {
+			clear(t.synSeq) // SYNs the forwarder ignored; their quotes lose the sequence
+		}
+		t.synSeq[k] = binary.BigEndian.Uint32(l4[4:8])
+		t.mu.Unlock()
+	}
+	proto := ipv4.ProtocolNumber
+	if p.Version == 6 {
+		proto = ipv6.ProtocolNumber
+	}
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
+	t.ch.InjectInbound(proto, pkt)
+	pkt.DecRef()
+}
+
+// injectICMPError passes the stack the ICMP errors about its connections
+// (packet too big matters most); others have no socket to go to.
+func (t *tcpStack) injectICMPError(p *packet.Parsed) {
+	q := &t.l.ws.q
+	l4 := p.L4()
+	if len(l4) <= 8 || q.DecodeQuoted(l4[8:]) != nil || q.Proto != packet.ProtoTCP {
+		t.l.count(DropProto)
+		return
+	}
+	t.inject(p)
+}
+
+// readOutbound moves the stack's packets to Read.
+func (t *tcpStack) readOutbound() {
+	l := t.l
+	defer l.wg.Done()
+	for {
+		pkt := t.ch.ReadContext(l.ctx)
+		if pkt == nil {
+			return
+		}
+		v := pkt.ToView()
+		pkt.DecRef()
+		b := v.AsSlice()
+		// Only TCP leaves: an IPv6 stack may also speak MLD or NDP, which
+		// mean nothing on this point-to-point link.
+		if len(b) < header.IPv4MinimumSize || (b[0]>>4 == 4 && b[9] != packet.ProtoTCP) ||
+			(b[0]>>4 == 6 && (len(b) < header.IPv6MinimumSize || b[6] != packet.ProtoTCP)) {
+			v.Release()
+			continue
+		}
+		o := getPkt(len(b))
+		copy(o.b, b)
+		v.Release()
+		if !l.queueWait(o) {
+			return
+		}
+	}
+}
+
+func addrOf(a tcpip.Address) netip.Addr {
+	if a.Len() == 4 {
+		return netip.AddrFrom4(a.As4())
+	}
+	return netip.AddrFrom16(a.As16())
+}
+
+// handle runs in the forwarder's goroutine for one new connection.
+func (t *tcpStack) handle(r *tcp.ForwarderRequest) {
+	l := t.l
+	id := r.ID()
+	src := netip.AddrPortFrom(addrOf(id.RemoteAddress), id.RemotePort)
+	dst := netip.AddrPortFrom(addrOf(id.LocalAddress), id.LocalPort)
+	t.mu.Lock()
+	seq := t.synSeq[synKey{src, dst}]
+	delete(t.synSeq, synKey{src, dst})
+	t.mu.Unlock()
+
+	host, via, ok := l.hostDest(dst)
+	if !ok {
+		l.count(refusedCounter(via))
+		r.Complete(true)
+		return
+	}
+	if !t.acquireDial(host.Addr()) {
+		r.Complete(false) // silently: the container retries, and a RST would be a lie
+		return
+	}
+	if !l.takeFlow() {
+		t.releaseDial(host.Addr())
+		r.Complete(true)
+		return
+	}
+	c, err := t.dialer.DialContext(l.ctx, "tcp", host.String())
+	t.releaseDial(host.Addr())
+	if err != nil {
+		l.releaseFlow()
+		t.dialFailed(r, err, src, dst, seq)
+		return
+	}
+	hc := c.(*net.TCPConn)
+	var wq waiter.Queue
+	ep, terr := r.CreateEndpoint(&wq)
+	r.Complete(false)
+	if terr != nil {
+		// The container went away during the handshake.
+		hc.SetLinger(0)
+		hc.Close()
+		l.releaseFlow()
+		return
+	}
+	t.splice(ep, &wq, hc)
+}
+
+func (t *tcpStack) acquireDial(a netip.Addr) bool {
+	l := t.l
+	t.mu.Lock()
+	ok := t.pending < l.cfg.MaxPendingDials && t.perHost[a] < l.cfg.MaxPendingDialsPerHost
+	if ok {
+		t.pending++
+		t.perHost[a]++
+	}
+	t.mu.Unlock()
+	if !ok {
+		l.count(DropDialBudget)
+		l.warnLimited(DropDialBudget, "uplink: too many TCP connects in progress; SYN dropped",
+			zap.Stringer("dst", a), zap.Int("max_pending_dials", l.cfg.MaxPendingDials),
+			zap.Int("max_pending_dials_per_host", l.cfg.MaxPendingDialsPerHost))
+		return false
+	}
+	l.gauge(DialsPending, 1)
+	return true
+}
+
+func (t *tcpStack) releaseDial(a netip.Addr) {
+	t.mu.Lock()
+	t.pending--
+	if t.perHost[a]--; t.perHost[a] == 0 {
+		delete(t.perHost, a)
+	}
+	t.mu.Unlock()
+	t.l.gauge(DialsPending, -1)
+}
+
+// dialFailed answers the container's SYN the way the host's connect
+// failed: RST for refused, an ICMP unreachable for the rest.
+func (t *tcpStack) dialFailed(r *tcp.ForwarderRequest, err error, src, dst netip.AddrPort, seq uint32) {
+	l := t.l
+	v6 := src.Addr().Is6()
+	var typ, code uint8
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		l.count(DialsRefused)
+		r.Complete(true)
+		return
+	case errors.Is(err, syscall.ENETUNREACH):
+		typ, code = pick(v6, 3, 1), 0
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, os.ErrDeadlineExceeded), isTimeout(err):
+		typ, code = pick(v6, 3, 1), pick(v6, 1, 3)
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		typ, code = pick(v6, 3, 1), pick(v6, 13, 1)
+	default:
+		l.count(DialsFailed)
+		r.Complete(l.ctx.Err() == nil)
+		return
+	}
+	l.count(DialsFailed)
+	r.Complete(false)
+	// The quote: the SYN's IP header and first eight TCP bytes (ports and
+	// sequence number), which is all RFC 792 asks and all Linux reads.
+	var b [header.IPv6MinimumSize + header.TCPMinimumSize]byte
+	hl := writeIPHeader(b[:], src.Addr(), dst.Addr(), header.TCPProtocolNumber, header.TCPMinimumSize)
+	th := header.TCP(b[hl:])
+	th.Encode(&header.TCPFields{SrcPort: src.Port(), DstPort: dst.Port(), SeqNum: seq, DataOffset: header.TCPMinimumSize, Flags: header.TCPFlagSyn, WindowSize: 65535})
+	var q packet.Parsed
+	if q.Decode(b[:hl+header.TCPMinimumSize]) != nil {
+		return
+	}
+	l.sendICMPError(&q, netip.Addr{}, typ, code, 0)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// splice copies both ways until both are shut, half-closing each side when
+// the other sends FIN and resetting each when the other resets.
+func (t *tcpStack) splice(ep tcpip.Endpoint, wq *waiter.Queue, hc *net.TCPConn) {
+	l := t.l
+	t.mu.Lock()
+	t.conns[hc] = struct{}{}
+	t.mu.Unlock()
+	l.gauge(TCPConns, 1)
+	select {
+	case <-l.closed:
+		// Close may have swept conns before this one was added.
+		hc.Close()
+	default:
+	}
+
+	gc := gonet.NewTCPConn(wq, ep)
+	done := make(chan struct{})
+	go func() {
+		t.hostToStack(hc, gc, ep)
+		close(done)
+	}()
+	t.stackToHost(ep, wq, hc)
+	<-done
+
+	t.mu.Lock()
+	delete(t.conns, hc)
+	t.mu.Unlock()
+	hc.Close()
+	ep.Close()
+	l.releaseFlow()
+	l.gauge(TCPConns, -1)
+}
+
+func (t *tcpStack) hostToStack(hc *net.TCPConn, gc *gonet.TCPConn, ep tcpip.Endpoint) {
+	rc, err := hc.SyscallConn()
+	if err != nil {
+		ep.Abort()
+		return
+	}
+	// ready waits for data, EOF or an error without holding a buffer. The
+	// peek reports a pending socket error only once (the kernel clears
+	// it), so it is kept here: a reset must reach the container as one.
+	var peekErr unix.Errno
+	ready := func(fd uintptr) bool {
+		_, _, e := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&peekByte[0])), 1,
+			unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+		for e == unix.EINTR {
+			_, _, e = unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&peekByte[0])), 1,
+				unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+		}
+		if e == unix.EAGAIN {
+			return false
+		}
+		peekErr = e
+		return true
+	}
+	for {
+		if err := rc.Read(ready); err != nil || peekErr != 0 {
+			ep.Abort()
+			return
+		}
+		bp := spliceBufs.Get().(*[]byte)
+		n, rerr := hc.Read(*bp)
+		var werr error
+		if n > 0 {
+			_, werr = gc.Write((*bp)[:n])
+		}
+		spliceBufs.Put(bp)
+		switch {
+		case werr != nil:
+			// The container reset: reset the host side too.
+			hc.SetLinger(0)
+			hc.Close()
+			return
+		case rerr == io.EOF:
+			gc.CloseWrite()
+			return
+		case rerr != nil:
+			ep.Abort()
+			return
+		}
+	}
+}
+
+func (t *tcpStack) stackToHost(ep tcpip.Endpoint, wq *waiter.Queue, hc *net.TCPConn) {
+	we, ch := waiter.NewChannelEntry(waiter.ReadableEvents | waiter.EventHUp | waiter.EventErr)
+	wq.EventRegister(&we)
+	defer wq.EventUnregister(&we)
+	for {
+		_, err := ep.Read(hc, tcpip.ReadOptions{})
+		switch err.(type) {
+		case nil:
+		case *tcpip.ErrWouldBlock:
+			<-ch
+		case *tcpip.ErrClosedForReceive:
+			hc.CloseWrite()
+			return
+		default:
+			// Reset by the container, or the host socket failed.
+			hc.SetLinger(0)
+			hc.Close()
+			ep.Abort()
+			return
+		}
+	}
+}
+
+// close ends every connection and the stack.
+func (t *tcpStack) close() {
+	t.mu.Lock()
+	for c := range t.conns {
+		c.SetLinger(0)
+		c.Close()
+	}
+	t.mu.Unlock()
+	t.ch.Close()
+	t.s.Close()
+}

@@ -1,0 +1,325 @@
+// Package uplink is the rootless kind of link: the container's way out
+// through ordinary host sockets of the unprivileged user running tungate,
+// what slirp4netns and pasta do, with the datapath's firewall in front.
+//
+// Write takes the IP packets the datapath routed to the uplink and sends
+// them from host sockets; Read returns the packets coming back, built with
+// the original tuple reversed so the datapath's conntrack sees ordinary
+// replies. The host socket is the address translation ("on an uplink
+// masquerade is implicit"):
+//
+//   - UDP: one unconnected host socket per container endpoint (source
+//     address and port), so every destination sees the same host port
+//     (endpoint-independent mapping, RFC 4787). One epoll goroutine serves
+//     all of them with recvmmsg; Write sends with sendmmsg. IP_RECVERR
+//     turns the ICMP errors the host receives into ICMP errors quoting the
+//     container's packet.
+//   - ICMP echo: one unprivileged ping socket per container echo endpoint.
+//   - TCP: terminated in a gVisor stack whose forwarder dials the host
+//     first and only then completes the container's handshake, so a
+//     refused or unreachable destination is answered by a RST or an ICMP
+//     error, never by "connected, then reset".
+//
+// The host's loopback is refused unless allow_host_loopback is set; a
+// virtual address (host_loopback, slirp4netns's 10.0.2.2) stands for it,
+// which is what a Linux container needs: it drops packets from
+// 127.0.0.0/8 arriving on its interface. A virtual resolver address (dns)
+// forwards port 53 to the host's resolver. In a config file:
+//
+//	[uplink]
+//	mtu = 65520
+//	allow_host_loopback = true
+//	host_loopback = ["10.0.2.2", "fd00::2"]
+//	dns = ["10.0.2.3", "fd00::3"]
+//	udp_timeout = "180s"
+package uplink
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"tungate/link"
+	"tungate/packet"
+)
+
+// batchSize is what one Read returns and one Write carries at most; it is
+// wireguard-go's IdealBatchSize, which the other links use.
+const batchSize = 128
+
+// outQueueLen is how many built packets wait for Read. UDP and ICMP drop
+// (counted) beyond it; the TCP stack's reader waits, so TCP backs off.
+const outQueueLen = 1024
+
+// Link is an open uplink. All methods are safe for concurrent use.
+type Link struct {
+	cfg Config
+	log *zap.Logger
+
+	resolver4, resolver6 netip.AddrPort // host resolvers behind cfg.DNS
+
+	out    chan *outPkt  // packets for Read
+	closed chan struct{} // closed by Close
+	ctx    context.Context
+	cancel context.CancelFunc
+	once   sync.Once
+	wg     sync.WaitGroup // the poller and the stack reader
+
+	flows atomic.Int64 // host sockets held or being dialled, against cfg.MaxFlows
+	stats [NumCounters]atomic.Uint64
+	warn  [NumCounters]atomic.Int64 // last warning time per counter, for rate limiting
+
+	wmu sync.Mutex // serializes Write; guards ws
+	ws  writeScratch
+
+	socks *socketTable
+	tcp   *tcpStack
+}
+
+// New opens an uplink. cfg is validated (defaults filled) first.
+func New(cfg Config, log *zap.Logger) (*Link, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	l := &Link{
+		cfg:    cfg,
+		log:    log,
+		out:    make(chan *outPkt, outQueueLen),
+		closed: make(chan struct{}),
+	}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	if cfg.dns4.IsValid() || cfg.dns6.IsValid() {
+		if err := l.loadResolvers(); err != nil {
+			return nil, err
+		}
+	}
+	l.ws.init(cfg.MTU)
+	var err error
+	if l.socks, err = newSocketTable(l); err != nil {
+		return nil, err
+	}
+	if l.tcp, err = newTCPStack(l); err != nil {
+		l.socks.close()
+		return nil, err
+	}
+	if !pingAllowed() {
+		log.Warn("uplink: ICMP echo from the container will be dropped; "+errPingDenied.Error(),
+			zap.Int("gid", os.Getegid()))
+	}
+	l.wg.Add(2)
+	go l.socks.poll()
+	go l.tcp.readOutbound()
+	log.Info("uplink open", zap.Int("mtu", cfg.MTU), zap.Int("max_flows", cfg.MaxFlows),
+		zap.Bool("allow_host_loopback", cfg.AllowHostLoopback),
+		zap.Stringer("resolver4", l.resolver4), zap.Stringer("resolver6", l.resolver6))
+	return l, nil
+}
+
+// Read returns the packets coming back to the container, blocking until
+// there is one.
+func (l *Link) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	var p *outPkt
+	select {
+	case p = <-l.out:
+	case <-l.closed:
+		return 0, os.ErrClosed
+	}
+	n := 0
+	for {
+		if len(p.b) > len(bufs[n])-offset {
+			l.count(DropTooBig)
+		} else {
+			sizes[n] = copy(bufs[n][offset:], p.b)
+			n++
+		}
+		putPkt(p)
+		if n == len(bufs) {
+			return n, nil
+		}
+		select {
+		case p = <-l.out:
+		default:
+			if n == 0 {
+				return l.Read(bufs, sizes, offset)
+			}
+			return n, nil
+		}
+	}
+}
+
+// ReadFlags says every packet Read returns has checksums this link
+// computed itself: the uplink builds every packet it reads.
+func (l *Link) ReadFlags() link.Flags { return link.ChecksumsVerified }
+
+// Write sends the packets bufs[i][offset:] out through host sockets. A
+// packet the uplink cannot carry is dropped and counted (and answered
+// where the protocol has an answer); it is never an error.
+func (l *Link) Write(bufs [][]byte, offset int) (int, error) {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	select {
+	case <-l.closed:
+		// Checked under wmu: Close takes it before closing the sockets.
+		return 0, os.ErrClosed
+	default:
+	}
+	now := time.Now().UnixNano()
+	for _, b := range bufs {
+		l.writeOne(b[offset:], now)
+	}
+	l.socks.flush(&l.ws)
+	return len(bufs), nil
+}
+
+func (l *Link) writeOne(b []byte, now int64) {
+	p := &l.ws.p
+	if err := p.Decode(b); err != nil {
+		l.count(DropMalformed)
+		return
+	}
+	if p.Fragment {
+		// The datapath reassembles before routing; a fragment here has
+		// no ports to pick a socket by.
+		l.count(DropFragment)
+		return
+	}
+	switch p.Proto {
+	case packet.ProtoUDP:
+		l.socks.queueUDP(&l.ws, p, now)
+	case packet.ProtoTCP:
+		l.tcp.inject(p)
+	case packet.ProtoICMP, packet.ProtoICMPv6:
+		switch {
+		case p.ICMPType == 8 && p.Version == 4, p.ICMPType == 128 && p.Version == 6:
+			l.socks.sendEcho(&l.ws, p, now)
+		case p.IsICMPError():
+			l.tcp.injectICMPError(p)
+		default:
+			l.count(DropProto)
+		}
+	default:
+		l.count(DropProto)
+	}
+}
+
+// BatchSize is the most packets one Read returns.
+func (l *Link) BatchSize() int { return batchSize }
+
+// MTU is the configured MTU.
+func (l *Link) MTU() (int, error) { return l.cfg.MTU, nil }
+
+// Close closes every host socket and connection; a blocked Read returns
+// os.ErrClosed.
+func (l *Link) Close() error {
+	l.once.Do(func() {
+		close(l.closed)
+		l.cancel()
+		l.socks.wake()
+		l.tcp.close()
+		l.wg.Wait()
+		l.wmu.Lock() // a Write in progress ends before its sockets close
+		l.socks.close()
+		l.wmu.Unlock()
+	})
+	return nil
+}
+
+// Flows is the number of host sockets the uplink holds or is dialling.
+func (l *Link) Flows() int { return int(l.flows.Load()) }
+
+// takeFlow reserves one host socket of the budget.
+func (l *Link) takeFlow() bool {
+	if l.flows.Add(1) > int64(l.cfg.MaxFlows) {
+		l.flows.Add(-1)
+		l.count(DropBudget)
+		l.warnLimited(DropBudget, "uplink host socket budget exhausted; raise max_flows or RLIMIT_NOFILE",
+			zap.Int("max_flows", l.cfg.MaxFlows))
+		return false
+	}
+	return true
+}
+
+func (l *Link) releaseFlow() { l.flows.Add(-1) }
+
+// queue hands a built packet to Read, dropping it when Read lags.
+func (l *Link) queue(p *outPkt) {
+	select {
+	case l.out <- p:
+	default:
+		putPkt(p)
+		l.count(DropQueueFull)
+	}
+}
+
+// queueWait hands a packet to Read, waiting for room: the TCP stack's
+// packets are worth the wait, its retransmissions would cost more.
+func (l *Link) queueWait(p *outPkt) bool {
+	select {
+	case l.out <- p:
+		return true
+	case <-l.closed:
+		putPkt(p)
+		return false
+	}
+}
+
+// sendICMPError answers orig with an ICMP error from src (orig's
+// destination when src is invalid).
+func (l *Link) sendICMPError(orig *packet.Parsed, src netip.Addr, typ, code uint8, param uint32) {
+	if !src.IsValid() {
+		src = orig.DstIP()
+	}
+	o := getPkt(maxICMPError6)
+	n := buildICMPError(o.b, orig.Bytes(), src, orig.SrcIP(), typ, code, param)
+	if n == 0 {
+		putPkt(o)
+		return
+	}
+	o.b = o.b[:n]
+	l.count(ICMPErrorsSent)
+	l.queue(o)
+}
+
+// refuse answers a packet to a destination the config forbids with
+// "communication administratively prohibited".
+func (l *Link) refuse(p *packet.Parsed, v via) {
+	l.count(refusedCounter(v))
+	if p.Version == 4 {
+		l.sendICMPError(p, netip.Addr{}, 3, 13, 0)
+	} else {
+		l.sendICMPError(p, netip.Addr{}, 1, 1, 0)
+	}
+}
+
+// refusedCounter is the drop reason for a destination hostDest refused.
+func refusedCounter(v via) Counter {
+	if v == viaDNS {
+		return DropVirtualPort
+	}
+	return DropLoopback
+}
+
+// warnLimited logs at most one warning per counter every ten seconds.
+func (l *Link) warnLimited(c Counter, msg string, fields ...zap.Field) {
+	now := time.Now().UnixNano()
+	last := l.warn[c].Load()
+	if now-last < int64(10*time.Second) || !l.warn[c].CompareAndSwap(last, now) {
+		return
+	}
+	l.log.Warn(msg, append(fields, zap.Uint64("count", l.stats[c].Load()))...)
+}
+
+func (l *Link) count(c Counter) { l.stats[c].Add(1) }
+
+var (
+	_ link.Link    = (*Link)(nil)
+	_ link.Flagger = (*Link)(nil)
+)
