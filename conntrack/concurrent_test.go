@@ -181,7 +181,7 @@ func TestConcurrentTable(t *testing.T) {
 	// connection whose tuple it carries, and the count agrees.
 	seen := map[*Conn]int{}
 	for i := range tab.buckets {
-		for n := tab.buckets[i].Load(); n != nil; n = n.next.Load() {
+		tab.buckets[i].each(func(n *hashNode) bool {
 			c, dir := n.conn()
 			if st := c.Status(); st&StatusDying != 0 || st&StatusConfirmed == 0 {
 				t.Fatalf("linked connection with status %#x", st)
@@ -194,6 +194,14 @@ func TestConcurrentTable(t *testing.T) {
 			}
 			if n.kind != nodeAlias {
 				seen[c]++
+			}
+			return true
+		})
+		// A slot's tag is its node's.
+		b := &tab.buckets[i]
+		for j := range b.slot {
+			if n := b.slot[j].Load(); n != nil && (b.tags.Load()>>(j*tagBits))&tagMask != tagOf(n.tuple.hash(tab.seed)) {
+				t.Fatal("slot tag differs from its node's")
 			}
 		}
 	}

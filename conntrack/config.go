@@ -121,7 +121,9 @@ func DefaultTimeouts() Timeouts {
 type Config struct {
 	// Max is the table limit (nf_conntrack_max).
 	Max int `toml:"max"`
-	// Buckets is the hash size; 0 picks one from Max.
+	// Buckets is the hash size; 0 picks one from Max. It is rounded up
+	// to a power of two; every two make one 64-byte line of six slots,
+	// so the table's index costs 32 bytes per hash entry.
 	Buckets int `toml:"buckets"`
 	// ExpectMax bounds the expectations of the whole table
 	// (nf_conntrack_expect_max); 0 means MaxExpectations.
@@ -148,7 +150,7 @@ const DefaultMax = 262144
 
 // maxSize bounds Max and Buckets: the bucket array is allocated up front,
 // and a typo like max = 10000000000 must be a config error, not an
-// out-of-memory crash. 2^26 buckets are 512 MiB.
+// out-of-memory crash. 2^26 buckets are 2 GiB.
 const maxSize = 1 << 26
 
 func boolOr(p *bool, d bool) bool {

@@ -132,12 +132,16 @@ const (
 	// expectation, so Delete looks for expectations to remove only then.
 	// It is tungate's own bit, far above Linux's.
 	statusExpecting Status = 1 << 30
+	// statusPinned marks a connection whose pointer may be held beyond the
+	// packet that found it (handed out by Lookup or NewUnconfirmed, or sent
+	// to an event subscriber): its entry is never reused (see reclaim).
+	statusPinned Status = 1 << 31
 )
 
-// hashNode links one direction of a connection into a hash chain. Readers
-// walk chains through atomic pointers with no lock (the garbage collector is
-// our RCU: a node unlinked under the bucket lock stays readable, with its
-// next pointer intact, to anyone still holding it).
+// hashNode links one direction of a connection into a bucket. Readers
+// find nodes through atomic pointers with no lock: a node unlinked under
+// the stripe lock stays readable, with its next pointer intact, to anyone
+// still holding it, and its entry is not reused until no one can (reclaim).
 //
 // A node has no pointer back to its connection: that would cost 16 bytes a
 // connection. The two nodes are the first field of Conn, so the connection
@@ -212,6 +216,9 @@ type Conn struct {
 	// (RELATED); nil otherwise. Set before confirmation, then read-only.
 	Master *Conn
 	ext    atomic.Pointer[Ext]
+
+	// nat is the NAT engine's per-connection state (NATState).
+	nat unsafe.Pointer
 }
 
 // Ext holds the rare parts of a connection (helper, helper state, sequence
@@ -222,7 +229,8 @@ type Ext struct {
 	// HelperData is the helper's per-connection state, guarded by Conn's
 	// lock while the helper runs.
 	HelperData any
-	// NAT is the NAT engine's per-connection state (mapping reference).
+	// NAT is free for NAT state a connection rarely needs; the engine's
+	// binding is Conn.NATState.
 	NAT any
 	// SeqAdj are per-direction TCP sequence offsets after payload mangling.
 	SeqAdj [2]SeqAdj
@@ -304,6 +312,19 @@ func (c *Conn) EnsureExt() *Ext {
 	}
 	return c.ext.Load()
 }
+
+// NATState returns the NAT engine's per-connection state, nil when it has
+// none. It has a field of its own rather than a place in Ext because most
+// forwarded connections are NATed: there it would cost every one of them a
+// second allocation; and it is an unsafe.Pointer, 8 bytes where an
+// interface takes 16, because a Conn of 248 bytes would fall into the
+// allocator's 256-byte class. Only the NAT engine sets it, to its own type.
+func (c *Conn) NATState() unsafe.Pointer { return c.nat }
+
+// SetNATState sets the NAT engine's state: before confirmation, or with
+// the engine's own lock held. The table clears it when it reuses the
+// entry (see reclaim).
+func (c *Conn) SetNATState(p unsafe.Pointer) { c.nat = p }
 
 // Helper returns the assigned helper name.
 func (c *Conn) Helper() string {

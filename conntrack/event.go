@@ -141,7 +141,7 @@ func (t *Table) Subscribe(buf int) (events <-chan Event, cancel func()) {
 // waiting. Callers hold no connection lock (the snapshot takes it).
 func (t *Table) emit(typ EventType, c *Conn) {
 	p := t.subs.Load()
-	if p == nil {
+	if p == nil || len(*p) == 0 {
 		return
 	}
 	want := false
@@ -152,6 +152,8 @@ func (t *Table) emit(typ EventType, c *Conn) {
 		return
 	}
 	ev := Event{Type: typ, Conn: c, Status: c.Status(), Expires: c.expires.Load()}
+	// A subscriber keeps c for as long as it likes: never reuse it.
+	c.SetStatus(statusPinned)
 	if typ != EventDestroy {
 		switch c.node[DirOriginal].tuple.Proto {
 		case packet.ProtoTCP:

@@ -2,14 +2,17 @@
 // does: tuples, a table of connections with per-protocol trackers, ctinfo and
 // status, timeouts, expectations for RELATED connections, events and stats.
 //
-// The table is a fixed array of hash buckets whose chains readers walk with
-// no lock (atomic pointers; the garbage collector stands in for RCU), and
-// writers change under striped locks, so an established flow's lookup never
-// takes a lock shared with other flows.
+// The table is a fixed array of cache-line buckets (tagged slots and an
+// overflow chain, see bucket) that readers search with no lock (atomic
+// pointers), and writers change under striped locks, so an established
+// flow's lookup never takes a lock shared with other flows. The entries of
+// dead connections are reused once no reader can still hold them (epoch-
+// based reclamation, see reclaim); the garbage collector frees the rest.
 //
-// Lock order: bucket stripe locks (lower index first), then Conn.mu; the
-// expectation lock and the ESP tracker's lock are never held while taking a
-// stripe lock.
+// Lock order: the reclaim walkers lock (read), bucket stripe locks (lower
+// index first), then Conn.mu; the reclaim lock is taken after any of them
+// and holds none; the expectation lock and the ESP tracker's lock are never
+// held while taking a stripe lock.
 package conntrack
 
 import (
@@ -36,9 +39,45 @@ var (
 
 const numLocks = 1024
 
+// paddedMutex is one stripe lock, alone on its cache line (stripes are hit
+// by different cores) with the stripe's early-drop candidates in the rest
+// of the line.
 type paddedMutex struct {
 	sync.Mutex
-	_ [56]byte // one lock per cache line: stripes are hit by different cores
+	// recent are the connections most recently confirmed in this stripe,
+	// recent[(head+i)%len] for i < n, oldest first: they were unassured
+	// then, so they are where early drop looks first. They are guarded by
+	// the mutex; entries may be stale (died, reused): early drop checks
+	// what is there now (dropCandidate).
+	recent  [recentLen]*Conn
+	head, n uint8
+	_       [64 - 8 - 8*recentLen - 2]byte
+}
+
+const recentLen = 6
+
+// remember records c, just confirmed, as an early-drop candidate; l is
+// locked.
+func (l *paddedMutex) remember(c *Conn) {
+	if l.n < recentLen {
+		l.recent[(int(l.head)+int(l.n))%recentLen] = c
+		l.n++
+		return
+	}
+	l.recent[l.head] = c
+	l.head = (l.head + 1) % recentLen
+}
+
+// oldest takes the oldest candidate (nil when none); l is locked.
+func (l *paddedMutex) oldest() *Conn {
+	if l.n == 0 {
+		return nil
+	}
+	c := l.recent[l.head]
+	l.recent[l.head] = nil
+	l.head = (l.head + 1) % recentLen
+	l.n--
+	return c
 }
 
 // Stats are the table counters, named like `conntrack -S` and
@@ -70,7 +109,7 @@ type Stats struct {
 type Table struct {
 	cfg      atomic.Pointer[Config] // replaced whole by SetTimeouts
 	seed     uint64
-	buckets  []atomic.Pointer[hashNode]
+	buckets  []bucket
 	mask     uint64
 	locks    [numLocks]paddedMutex // stripe i guards chains of buckets ≡ i mod numLocks
 	count    atomic.Int64
@@ -90,6 +129,9 @@ type Table struct {
 
 	hooksMu      sync.Mutex // guards changes to destroyHooks
 	destroyHooks atomic.Pointer[[]func(*Conn)]
+
+	_  [64]byte // rc.epoch is read by every packet: keep it off written lines
+	rc reclaim
 }
 
 // AddDestroyHook registers fn to run synchronously whenever a connection
@@ -120,13 +162,17 @@ func NewTable(cfg Config) (*Table, error) {
 		n = 1024
 	}
 	n = 1 << bits.Len(uint(n-1))
+	// A bucket is a cache line of six slots: half as many as the hash
+	// size hold, at max, four nodes (two per connection) a line.
+	n /= 2
 	t := &Table{
 		seed:    rand.Uint64(),
-		buckets: make([]atomic.Pointer[hashNode], n),
+		buckets: make([]bucket, n),
 		mask:    uint64(n - 1),
 		epoch:   time.Now(),
 	}
 	t.cfg.Store(&cfg)
+	t.rc.init(cfg.Max)
 	registryMu.Lock()
 	for i, f := range registry {
 		if f != nil {
@@ -183,6 +229,9 @@ type Result struct {
 	// per worker, because a tuple on In's stack would escape to the heap
 	// through the trackers' interface calls: one allocation a packet.
 	tu Tuple
+	// rd is this Result's reader slot in the table (see reclaim). Zeroing
+	// a Result loses it: the next In registers a new one (an allocation).
+	rd *reader
 }
 
 func isGeneric(tr Tracker) bool {
@@ -194,9 +243,12 @@ func isGeneric(tr Tracker) bool {
 // PRE_ROUTING). p must be a whole packet (fragments reassembled).
 //
 // Keep one Result per goroutine and pass it to every call: In then
-// allocates nothing for packets of known connections.
+// allocates nothing for packets of known connections. res.Conn is valid
+// until the next call with res or res.Release: then the entry of a
+// connection that died meanwhile may be reused for another (see reclaim).
 func (t *Table) In(p *packet.Parsed, now int64, res *Result) {
 	res.Conn, res.Info, res.Dir, res.Drop = nil, Invalid, DirOriginal, false
+	t.enter(res)
 	cfg := t.cfg.Load()
 	if p.IsICMPError() {
 		t.icmpError(p, cfg, now, res)
@@ -293,11 +345,12 @@ func (t *Table) newConn(tr Tracker, cfg *Config, tu *Tuple, p *packet.Parsed, no
 		res.Drop = true
 		return nil
 	}
-	c := &Conn{}
+	c := t.newEntry()
 	c.initNodes(tu)
 	tr.Invert(tu, &c.node[DirReply].tuple)
 	if !tr.New(c, p, cfg, now) {
 		t.Stats.Invalid.Add(1)
+		t.retire(c, 0)
 		return nil
 	}
 	if t.exp.count.Load() > 0 {
@@ -327,9 +380,10 @@ func (c *Conn) initNodes(tu *Tuple) {
 
 // NewUnconfirmed creates a connection from a tuple without a packet, for
 // tests and for helpers that predict connections. Its tracker's New is not
-// run.
+// run. Its entry is never reused: the caller may keep it.
 func (t *Table) NewUnconfirmed(tu Tuple, now int64, timeout time.Duration) *Conn {
 	c := &Conn{}
+	c.status.Store(uint32(statusPinned))
 	c.initNodes(&tu)
 	t.trackers[tu.Proto].Invert(&c.node[DirOriginal].tuple, &c.node[DirReply].tuple)
 	c.expires.Store(now + int64(timeout))
@@ -343,25 +397,53 @@ func (t *Table) expired(c *Conn, now int64) bool { return c.expires.Load() <= no
 // ____nf_conntrack_find reaps them.
 func (t *Table) lookup(tu *Tuple, now int64) (*Conn, Dir) {
 	h := tu.hash(t.seed)
-	for n := t.buckets[h&t.mask].Load(); n != nil; n = n.next.Load() {
-		if !n.tuple.Equal(tu) {
+	b := &t.buckets[h&t.mask]
+	tags, tag := b.tags.Load(), tagOf(h)
+	for i := range b.slot {
+		if (tags>>(i*tagBits))&tagMask != tag {
 			continue
 		}
-		c, dir := n.conn()
-		if c.Status()&StatusDying != 0 {
-			continue
+		if c, dir := t.live(b.slot[i].Load(), tu, now); c != nil {
+			return c, dir
 		}
-		if t.expired(c, now) {
-			t.Delete(c)
-			continue
+	}
+	for n := b.more.Load(); n != nil; n = n.next.Load() {
+		if c, dir := t.live(n, tu, now); c != nil {
+			return c, dir
 		}
-		return c, dir
 	}
 	return nil, DirOriginal
 }
 
-// Lookup finds a live connection by either of its tuples.
-func (t *Table) Lookup(tu *Tuple) (*Conn, Dir) { return t.lookup(tu, t.Now()) }
+// live returns n's connection and direction when n (nil allowed) holds
+// tuple tu and its connection lives. An expired one met on the way is
+// deleted, as Linux's ____nf_conntrack_find reaps them.
+func (t *Table) live(n *hashNode, tu *Tuple, now int64) (*Conn, Dir) {
+	if n == nil || !n.tuple.Equal(tu) {
+		return nil, DirOriginal
+	}
+	c, dir := n.conn()
+	if c.Status()&StatusDying != 0 {
+		return nil, DirOriginal
+	}
+	if t.expired(c, now) {
+		t.Delete(c)
+		return nil, DirOriginal
+	}
+	return c, dir
+}
+
+// Lookup finds a live connection by either of its tuples. The connection's
+// entry is never reused (the caller may keep it), so the datapath uses In.
+func (t *Table) Lookup(tu *Tuple) (*Conn, Dir) {
+	t.walkStart()
+	c, d := t.lookup(tu, t.Now())
+	if c != nil {
+		c.SetStatus(statusPinned)
+	}
+	t.walkEnd()
+	return c, d
+}
 
 // Taken reports whether a confirmed connection other than ignore uses tu as
 // either tuple (Linux's nf_conntrack_tuple_taken, for NAT port choice). A
@@ -369,8 +451,11 @@ func (t *Table) Lookup(tu *Tuple) (*Conn, Dir) { return t.lookup(tu, t.Now()) }
 // ignore is confirmed (see Confirm). The gateway marks a connection local
 // only after NAT decided, so ignore is never one.
 func (t *Table) Taken(tu *Tuple, ignore *Conn) bool {
+	t.walkStart()
 	c, _ := t.lookup(tu, t.Now())
-	if c != nil && c != ignore && c.Status()&StatusLocal == 0 {
+	taken := c != nil && c != ignore && c.Status()&StatusLocal == 0
+	t.walkEnd()
+	if taken {
 		t.Stats.Found.Add(1)
 		return true
 	}
@@ -402,37 +487,38 @@ func unlockPair(a, b *paddedMutex) {
 
 // findLocked looks for a live entry with tuple tu; its stripe is locked.
 func (t *Table) findLocked(h uint64, tu *Tuple, now int64) *Conn {
-	for n := t.buckets[h&t.mask].Load(); n != nil; n = n.next.Load() {
-		if !n.tuple.Equal(tu) {
-			continue
+	b := &t.buckets[h&t.mask]
+	tags, tag := b.tags.Load(), tagOf(h)
+	var found *Conn
+	check := func(n *hashNode) bool {
+		if n == nil || !n.tuple.Equal(tu) {
+			return true
 		}
 		if c, _ := n.conn(); c.Status()&StatusDying == 0 && !t.expired(c, now) {
-			return c
+			found = c
+			return false
+		}
+		return true
+	}
+	for i := range b.slot {
+		if (tags>>(i*tagBits))&tagMask == tag && !check(b.slot[i].Load()) {
+			return found
+		}
+	}
+	for n := b.more.Load(); n != nil; n = n.next.Load() {
+		if !check(n) {
+			return found
 		}
 	}
 	return nil
 }
 
-// link puts n at the head of its chain; its stripe is locked. The store
-// publishes n's tuple and c's fields written before it to lock-free readers.
-func (t *Table) link(h uint64, n *hashNode) {
-	b := &t.buckets[h&t.mask]
-	n.next.Store(b.Load())
-	b.Store(n)
-}
+// link puts n into its bucket; its stripe is locked. The store publishes
+// n's tuple and c's fields written before it to lock-free readers.
+func (t *Table) link(h uint64, n *hashNode) { t.buckets[h&t.mask].insert(h, n) }
 
-// unlink removes n from its chain; its stripe is locked. n keeps its next
-// pointer so a reader standing on it walks on.
-func (t *Table) unlink(h uint64, n *hashNode) {
-	p := &t.buckets[h&t.mask]
-	for cur := p.Load(); cur != nil; cur = cur.next.Load() {
-		if cur == n {
-			p.Store(n.next.Load())
-			return
-		}
-		p = &cur.next
-	}
-}
+// unlink removes n from its bucket; its stripe is locked.
+func (t *Table) unlink(h uint64, n *hashNode) { t.buckets[h&t.mask].remove(n) }
 
 // maxYield bounds how many local connections one Confirm deletes: one per
 // tuple, and once more for each that a racing packet re-created meanwhile.
@@ -466,6 +552,10 @@ func (t *Table) Confirm(c *Conn, now int64) error {
 			return ErrClash
 		}
 		// Delete locks the stripes of the local connection's own tuples.
+		// Holding walkers keeps x's and y's entries from being reused
+		// meanwhile by another connection (reclaim), whether or not our
+		// caller is a reader.
+		t.walkStart()
 		unlockPair(a, b)
 		if x != nil {
 			t.Delete(x)
@@ -473,6 +563,7 @@ func (t *Table) Confirm(c *Conn, now int64) error {
 		if y != nil && y != x {
 			t.Delete(y)
 		}
+		t.walkEnd()
 		a, b = t.lockPair(h0, h1)
 	}
 	// Confirmed and Dying are decided together: Delete sets Dying and then
@@ -490,6 +581,7 @@ func (t *Table) Confirm(c *Conn, now int64) error {
 	}
 	t.link(h0, o)
 	t.link(h1, r)
+	t.locks[t.stripe(h0)].remember(c)
 	unlockPair(a, b)
 	t.count.Add(1)
 	t.Stats.Insert.Add(1)
@@ -535,6 +627,13 @@ func (t *Table) Delete(c *Conn) bool {
 	if old&StatusDying != 0 {
 		return false
 	}
+	t.kill(c, old)
+	return true
+}
+
+// kill does Delete's work once the caller set Dying on c, whose status was
+// old.
+func (t *Table) kill(c *Conn, old Status) {
 	if old&StatusConfirmed != 0 {
 		o, r := &c.node[DirOriginal], &c.node[DirReply]
 		h0, h1 := o.tuple.hash(t.seed), r.tuple.hash(t.seed)
@@ -573,52 +672,94 @@ func (t *Table) Delete(c *Conn) bool {
 	if old&StatusConfirmed != 0 {
 		t.emit(EventDestroy, c)
 	}
-	return true
+	t.retire(c, c.Status())
 }
 
 // earlyDropRange is how many buckets from the new tuple's earlyDrop looks
 // at, Linux's NF_CT_EVICTION_RANGE.
 const earlyDropRange = 8
 
-// earlyDrop frees room for a new connection when the table is full, as
+// earlyDrop frees room for a new connection when the table is full. It
+// first takes, without scanning, the oldest of the connections last
+// confirmed in the new tuple's stripe that is still unassured (or has
+// expired): in a flood those are the flood's own. Failing that it does as
 // Linux's early_drop: in the buckets from the new tuple's on, expired
 // entries are reaped and unassured ones (or assured ones their tracker
 // gives up, like TCP in its closing states) are deleted, one bucket at a
 // time until something was freed. It reports whether anything was.
 func (t *Table) earlyDrop(h uint64, now int64) bool {
+	l := &t.locks[t.stripe(h)]
+	for range recentLen {
+		l.Lock()
+		c := l.oldest()
+		l.Unlock()
+		if c == nil {
+			break
+		}
+		if t.dropCandidate(c, now) {
+			return true
+		}
+	}
 	freed := false
-	for i := range uint64(earlyDropRange) {
-		for n := t.buckets[(h+i)&t.mask].Load(); n != nil; n = n.next.Load() {
-			c, dir := n.conn()
-			if dir != DirOriginal || n.kind != nodeOriginal {
-				continue
-			}
-			st := c.Status()
-			if st&StatusDying != 0 {
-				continue
-			}
-			if t.expired(c, now) {
-				if t.Delete(c) {
-					freed = true
-				}
-				continue
-			}
-			if st&StatusAssured != 0 {
-				ed, ok := t.trackers[n.tuple.Proto].(earlyDropper)
-				if !ok || !ed.canEarlyDrop(c) {
-					continue
-				}
-			}
+	drop := func(n *hashNode) bool {
+		c, dir := n.conn()
+		if dir != DirOriginal || n.kind != nodeOriginal {
+			return true
+		}
+		st := c.Status()
+		if st&StatusDying != 0 {
+			return true
+		}
+		if t.expired(c, now) {
 			if t.Delete(c) {
-				t.Stats.EarlyDrop.Add(1)
 				freed = true
 			}
+			return true
 		}
+		if st&StatusAssured != 0 {
+			ed, ok := t.trackers[n.tuple.Proto].(earlyDropper)
+			if !ok || !ed.canEarlyDrop(c) {
+				return true
+			}
+		}
+		if t.Delete(c) {
+			t.Stats.EarlyDrop.Add(1)
+			freed = true
+		}
+		return true
+	}
+	for i := range uint64(earlyDropRange) {
+		t.buckets[(h+i)&t.mask].each(drop)
 		if freed {
 			return true
 		}
 	}
 	return false
+}
+
+// dropCandidate deletes c, taken from a stripe's recent list, if what is
+// there now is a live confirmed connection that is unassured or expired.
+// The entry may have died and been reused since it was listed: the status
+// is read and swapped atomically, so only the connection that the checks
+// passed for dies, and reading it Confirmed orders its tuples before our
+// reads of them. It reports whether c was deleted.
+func (t *Table) dropCandidate(c *Conn, now int64) bool {
+	st := c.Status()
+	if st&(StatusConfirmed|StatusDying) != StatusConfirmed {
+		return false
+	}
+	expired := t.expired(c, now)
+	if !expired && st&StatusAssured != 0 {
+		return false
+	}
+	if !c.status.CompareAndSwap(uint32(st), uint32(st|StatusDying)) {
+		return false
+	}
+	t.kill(c, st)
+	if !expired {
+		t.Stats.EarlyDrop.Add(1)
+	}
+	return true
 }
 
 // GC scans up to n buckets from where the last call stopped and deletes the
@@ -639,12 +780,14 @@ func (t *Table) gcStep(now int64, n int) (removed, live int, remaining int64) {
 	n = min(max(n, 0), len(t.buckets))
 	t.gcCursor = (start + n) & int(t.mask)
 	t.gcMu.Unlock()
+	t.walkStart()
+	defer t.walkEnd()
 	for i := range n {
-		b := &t.buckets[(start+i)&int(t.mask)]
-		// Deleting while walking is safe: an unlinked node keeps its next.
-		for nd := b.Load(); nd != nil; nd = nd.next.Load() {
+		// Deleting while walking is safe: an unlinked node keeps its next,
+		// and nodes never move between slots.
+		t.buckets[(start+i)&int(t.mask)].each(func(nd *hashNode) bool {
 			if nd.kind != nodeOriginal {
-				continue
+				return true
 			}
 			c, _ := nd.conn()
 			left := c.expires.Load() - now
@@ -657,7 +800,8 @@ func (t *Table) gcStep(now int64, n int) (removed, live int, remaining int64) {
 				live++
 				remaining += min(left, int64(gcSweepMax))
 			}
-		}
+			return true
+		})
 	}
 	if t.exp.count.Load() > 0 {
 		t.exp.expire(now, &t.Stats)
@@ -718,20 +862,25 @@ func nextSweep(removed, live int, remaining int64, full bool) time.Duration {
 
 // Range calls fn for each live connection (once each) until fn returns
 // false. It takes no locks; connections may come and go meanwhile.
+//
+// c is valid only while fn runs: once it returns, the entry of a connection
+// that died meanwhile may be reused (see reclaim).
 func (t *Table) Range(fn func(c *Conn) bool) {
+	t.walkStart()
+	defer t.walkEnd()
 	now := t.Now()
 	for i := range t.buckets {
-		for n := t.buckets[i].Load(); n != nil; n = n.next.Load() {
+		if !t.buckets[i].each(func(n *hashNode) bool {
 			if n.kind != nodeOriginal {
-				continue
+				return true
 			}
 			c, _ := n.conn()
 			if c.Status()&StatusDying != 0 || t.expired(c, now) {
-				continue
+				return true
 			}
-			if !fn(c) {
-				return
-			}
+			return fn(c)
+		}) {
+			return
 		}
 	}
 }

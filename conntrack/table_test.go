@@ -498,6 +498,36 @@ func TestTableFull(t *testing.T) {
 	}
 }
 
+// TestEarlyDropRecent: in a table full of assured connections, a new one
+// evicts the unassured connection last confirmed in its stripe, which the
+// bucket scan would not reach (its bucket is far from the new tuple's).
+func TestEarlyDropRecent(t *testing.T) {
+	const max = 8192
+	for _, f := range ctFamilies {
+		h := newCTHarness(t, Config{Max: max})
+		h.fill(f, max-1, true)
+		x := h.pass(build.UDP(f.cli2, 1, f.srv, 9, 0)).Conn
+		if x == nil || h.tab.Count() != max {
+			t.Fatalf("setup: %d connections", h.tab.Count())
+		}
+		xh := x.Tuple(DirOriginal).hash(h.tab.seed)
+		var pkt []byte
+		for p := 2; pkt == nil; p++ {
+			b := build.UDP(f.cli2, uint16(p), f.srv, 9, 0)
+			tu := tupleOf(t, h.tab, b)
+			th := tu.hash(h.tab.seed)
+			if h.tab.stripe(th) == h.tab.stripe(xh) && (xh-th)&h.tab.mask >= earlyDropRange {
+				pkt = b
+			}
+		}
+		r := h.pass(pkt)
+		wantInfo(t, f.name+" new while full", r, New)
+		if r.Drop || !connDying(x) || h.tab.Stats.EarlyDrop.Load() != 1 || h.tab.Count() != max {
+			t.Fatalf("%s: drop %v, candidate dying %v, early_drop %d, count %d", f.name, r.Drop, connDying(x), h.tab.Stats.EarlyDrop.Load(), h.tab.Count())
+		}
+	}
+}
+
 func TestGCIncremental(t *testing.T) {
 	h := newCTHarness(t, Config{Max: 8192, Buckets: 4096, Timeouts: Timeouts{UDP: ctSec(10)}})
 	var short, long []*Conn

@@ -155,7 +155,7 @@ func (udpTracker) Error(p *packet.Parsed, cfg *Config) Check {
 // New starts the two-second clock after which a replied flow is a stream
 // (Linux's proto.udp.stream_ts).
 func (udpTracker) New(c *Conn, p *packet.Parsed, cfg *Config, now int64) bool {
-	c.proto.streamTS = now + int64(2*time.Second)
+	*c.proto.udpStreamTS() = now + int64(2*time.Second)
 	return true
 }
 
@@ -172,7 +172,7 @@ func (udpTracker) Packet(c *Conn, p *packet.Parsed, dir Dir, cfg *Config, now in
 		return Accept, to, false
 	}
 	changed := false
-	if now > c.proto.streamTS {
+	if now > *c.proto.udpStreamTS() {
 		to = time.Duration(t.UDPStream)
 		if st&StatusAssured == 0 {
 			changed = c.SetStatus(StatusAssured)

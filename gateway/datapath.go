@@ -147,6 +147,10 @@ func (w *worker) batch(n int) {
 		w.delivered = 0
 	}
 	w.flush()
+	// Holding no connection while waiting for the next batch lets
+	// conntrack reuse the entries of connections that died meanwhile.
+	w.res.Release()
+	w.genRes.Release()
 }
 
 // flush writes every link's queued packets with one Write per link.
@@ -217,7 +221,8 @@ func (w *worker) packet(buf []byte, size int) {
 		return
 	}
 	res := &w.res
-	*res = conntrack.Result{Info: conntrack.Untracked}
+	// Field by field: the Result keeps its conntrack reader slot.
+	res.Conn, res.Info, res.Dir, res.Drop = nil, conntrack.Untracked, conntrack.DirOriginal, false
 	if p.Version == 6 {
 		// Hop-by-hop options are every router's business, before any hook
 		// (Linux's ipv6_parse_hopopts in ip6_rcv_core).

@@ -488,9 +488,6 @@ func (e *Engine) replyVia(cur *conntrack.Tuple, addr packet.Addr, port uint16, r
 // and logged).
 func (e *Engine) mapFor(key *mapKey, r *snatRule, kind idKind, ext packet.Addr, cur *conntrack.Tuple, c *conntrack.Conn, reply *conntrack.Tuple) (packet.Addr, uint16, bool) {
 	h := key.hash(e.seed)
-	// c gets a binding either way: make its Ext (an allocation) before
-	// taking the lock other readers' NEW packets wait for.
-	c.EnsureExt()
 	e.mu.Lock()
 	if m := e.byKey.findKey(key, h); m != nil {
 		b := e.bindingLocked(c)

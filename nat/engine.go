@@ -34,6 +34,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"go.uber.org/zap"
 
@@ -179,9 +180,9 @@ type link struct {
 	prev, next *link
 }
 
-// binding is the engine's per-connection state (conntrack Ext.NAT). It is
+// binding is the engine's per-connection state (conntrack Conn.NATState). It is
 // pooled like mappings: the destroy hook gives it back, and the dead
-// connection's Ext.NAT may still point at it, so it is c's only while c is
+// connection's NAT may still point at it, so it is c's only while c is
 // its owner (read and written under Engine.mu).
 type binding struct {
 	e    *Engine         // set once, when made
@@ -474,17 +475,19 @@ func (e *Engine) bindingLocked(c *conntrack.Conn) *binding {
 		b = &binding{e: e}
 	}
 	b.c = c
-	c.EnsureExt().NAT = b
+	c.SetNATState(unsafe.Pointer(b))
 	return b
 }
 
+// bindingOf is the binding c's NATState points at: only this package sets
+// it, always to a *binding (of this or another engine).
+func bindingOf(c *conntrack.Conn) *binding { return (*binding)(c.NATState()) }
+
 // bindingOfLocked returns c's binding if it has one; e.mu is held.
 func (e *Engine) bindingOfLocked(c *conntrack.Conn) *binding {
-	if x := c.Ext(); x != nil {
-		// b.e is written once, before b is first published.
-		if b, ok := x.NAT.(*binding); ok && b.e == e && b.c == c {
-			return b
-		}
+	// b.e is written once, before b is first published.
+	if b := bindingOf(c); b != nil && b.e == e && b.c == c {
+		return b
 	}
 	return nil
 }
@@ -492,11 +495,7 @@ func (e *Engine) bindingOfLocked(c *conntrack.Conn) *binding {
 // destroy is the conntrack destroy hook: a dying connection gives back its
 // uses of mappings, and its binding goes back to the pool.
 func (e *Engine) destroy(c *conntrack.Conn) {
-	x := c.Ext()
-	if x == nil {
-		return
-	}
-	if b, ok := x.NAT.(*binding); !ok || b.e != e {
+	if b := bindingOf(c); b == nil || b.e != e {
 		return
 	}
 	e.mu.Lock()

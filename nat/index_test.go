@@ -122,7 +122,7 @@ func TestManyMappings(t *testing.T) {
 	}
 }
 
-// TestStaleBindingIgnored: a dead connection's Ext.NAT still points at its
+// TestStaleBindingIgnored: a dead connection's NAT still points at its
 // binding after the pool gave it to a new connection; a destroy hook run
 // for the dead one must not release the new one's mapping.
 func TestStaleBindingIgnored(t *testing.T) {
@@ -130,7 +130,7 @@ func TestStaleBindingIgnored(t *testing.T) {
 	a := r.must(udp("10.10.0.2:5000", "203.0.113.5:1", "q"), lan, wan).res.Conn
 	r.tbl.Delete(a)
 	b := r.must(udp("10.10.0.3:6000", "203.0.113.5:1", "q"), lan, wan).res.Conn
-	if a.Ext().NAT != b.Ext().NAT {
+	if a.NATState() != b.NATState() {
 		t.Fatal("setup: the binding was not reused")
 	}
 	r.e.destroy(a)
