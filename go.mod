@@ -5,6 +5,8 @@ go 1.26
 require (
 	github.com/BurntSushi/toml v1.6.0
 	github.com/gaissmai/bart v0.30.0
+	github.com/vishvananda/netlink v1.3.1
+	github.com/vishvananda/netns v0.0.5
 	go.uber.org/zap v1.28.0
 	golang.zx2c4.com/wireguard v0.0.0-20260522210424-ecfc5a8d5446
 	gvisor.dev/gvisor v0.0.0-20250503011706-39ed1f5ac29c
