@@ -183,9 +183,10 @@ func (s *Session) Signal(sig os.Signal) error {
 // process in them and no TUN descriptor open.
 func (s *Session) Close() error {
 	s.closeOnce.Do(func() {
-		// The helper takes the control socket's end as the order to kill
-		// what runs in the namespace and exit.
-		s.ctl.Close()
+		// The helper takes the end of what the parent sends as the order
+		// to kill what runs in the namespace and exit; the other direction
+		// stays open for its report of the command's status.
+		s.ctl.CloseWrite()
 		if s.watch != nil {
 			s.watch.stop()
 		}
@@ -197,6 +198,7 @@ func (s *Session) Close() error {
 			}
 			<-s.done
 		}
+		s.ctl.Close()
 		s.mu.Lock()
 		if s.tun != nil {
 			s.tun.Close()

@@ -1,0 +1,426 @@
+package netns
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"tungate/link"
+	"tungate/link/tun"
+)
+
+// The namespace every command-mode test builds.
+var (
+	addr4, addr6 = mustPrefix("10.0.2.100/24"), mustPrefix("fd00::100/64")
+	gw4, gw6     = mustAddr("10.0.2.2"), mustAddr("fd00::2")
+)
+
+func baseSpec(args ...string) Spec {
+	return Spec{
+		Args:      args,
+		TUNName:   "tgtun0",
+		Addresses: []netip.Prefix{addr4, addr6},
+		Gateways:  []netip.Addr{gw4, gw6},
+	}
+}
+
+// openTUN opens the session's TUN as the gateway will: through link/tun,
+// with the descriptor handed over.
+func openTUN(t *testing.T, s *Session) *tun.Link {
+	t.Helper()
+	fd := s.TakeTUN()
+	if fd < 0 {
+		t.Fatal("TakeTUN: no descriptor")
+	}
+	l, err := tun.Open(tun.Config{FD: &fd, MTU: DefaultMTU}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Name() != s.TUNName() {
+		t.Errorf("the descriptor is bound to %q, the session says %q", l.Name(), s.TUNName())
+	}
+	return l
+}
+
+// datagram is a UDP datagram read from a TUN.
+type datagram struct {
+	src, dst netip.AddrPort
+	payload  string
+}
+
+// readDatagrams reads l until it has seen a datagram to each of want,
+// ignoring the kernel's own chatter, and returns them.
+func readDatagrams(t *testing.T, l *tun.Link, want ...netip.AddrPort) map[netip.AddrPort]datagram {
+	t.Helper()
+	got := make(map[netip.AddrPort]datagram)
+	c := make(chan datagram, 64)
+	errc := make(chan error, 1)
+	go func() {
+		bufs := make([][]byte, l.BatchSize())
+		for i := range bufs {
+			bufs[i] = make([]byte, link.Headroom+65535)
+		}
+		sizes := make([]int, len(bufs))
+		for {
+			n, err := l.Read(bufs, sizes, link.Headroom)
+			if err != nil {
+				errc <- err
+				return
+			}
+			for i := 0; i < n; i++ {
+				if d, ok := parseUDP(bufs[i][link.Headroom : link.Headroom+sizes[i]]); ok {
+					c <- d
+				}
+			}
+		}
+	}()
+	deadline := time.After(waitFor)
+	for len(got) < len(want) {
+		select {
+		case d := <-c:
+			if slices.Contains(want, d.dst) {
+				got[d.dst] = d
+			}
+		case err := <-errc:
+			t.Fatalf("TUN read: %v (have %v of %v)", err, got, want)
+		case <-deadline:
+			t.Fatalf("datagrams to %v never came out of the TUN (have %v)", want, got)
+		}
+	}
+	return got
+}
+
+func parseUDP(b []byte) (datagram, bool) {
+	var d datagram
+	var l4 []byte
+	var src, dst netip.Addr
+	switch header.IPVersion(b) {
+	case 4:
+		ip := header.IPv4(b)
+		if !ip.IsValid(len(b)) || ip.TransportProtocol() != header.UDPProtocolNumber {
+			return d, false
+		}
+		src, dst = netip.AddrFrom4(ip.SourceAddress().As4()), netip.AddrFrom4(ip.DestinationAddress().As4())
+		l4 = ip.Payload()
+	case 6:
+		ip := header.IPv6(b)
+		if !ip.IsValid(len(b)) || ip.TransportProtocol() != header.UDPProtocolNumber {
+			return d, false
+		}
+		src, dst = netip.AddrFrom16(ip.SourceAddress().As16()), netip.AddrFrom16(ip.DestinationAddress().As16())
+		l4 = ip.Payload()
+	default:
+		return d, false
+	}
+	if len(l4) < header.UDPMinimumSize {
+		return d, false
+	}
+	u := header.UDP(l4)
+	return datagram{netip.AddrPortFrom(src, u.SourcePort()), netip.AddrPortFrom(dst, u.DestinationPort()), string(u.Payload())}, true
+}
+
+// checkProbe asserts the namespace a probe saw is the one baseSpec asks.
+func checkProbe(t *testing.T, r probeResult, mtu int) {
+	t.Helper()
+	if r.Err != "" {
+		t.Fatalf("probe: %s", r.Err)
+	}
+	if !r.LoUp || !r.Up {
+		t.Errorf("lo up %v, TUN up %v; want both up", r.LoUp, r.Up)
+	}
+	if r.MTU != mtu {
+		t.Errorf("TUN MTU %d, want %d", r.MTU, mtu)
+	}
+	for _, a := range []string{addr4.String(), addr6.String()} {
+		if !slices.Contains(r.Addrs, a) {
+			t.Errorf("TUN addresses %v lack %s", r.Addrs, a)
+		}
+	}
+	for _, rt := range []string{"default via " + gw4.String(), "default via " + gw6.String()} {
+		if !slices.Contains(r.Routes, rt) {
+			t.Errorf("TUN routes %v lack %q", r.Routes, rt)
+		}
+	}
+}
+
+// TestCommand runs a probe as the command of a namespace it creates as an
+// ordinary user: the namespace has the TUN as asked, the probe's
+// datagrams come out of the TUN in the parent, its exit code comes back,
+// and nothing is left afterwards.
+func TestCommand(t *testing.T) {
+	if asUnprivileged(t) {
+		return
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp := baseSpec(self)
+	sp.MTU = 9000
+	sp.Env = append(os.Environ(), testRoleEnv+"=probe", "TGNS_PROBE_TUN=tgtun0", "TGNS_PROBE_EXIT=7",
+		"TGNS_PROBE_SEND=10.0.2.2:9,[fd00::2]:53")
+	var out bytes.Buffer
+	sp.Stdout = &out
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	s, err := Spawn(ctx, sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	l := openTUN(t, s)
+	defer l.Close()
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	got := readDatagrams(t, l, netip.MustParseAddrPort("10.0.2.2:9"), netip.MustParseAddrPort("[fd00::2]:53"))
+	for dst, d := range got {
+		if d.payload != "probe" || (d.src.Addr() != addr4.Addr() && d.src.Addr() != addr6.Addr()) {
+			t.Errorf("to %v: %+v, want payload \"probe\" from the namespace's address", dst, d)
+		}
+	}
+	code, err := s.Wait()
+	if err != nil || code != 7 {
+		t.Fatalf("Wait = %d, %v; want 7, nil", code, err)
+	}
+	var r probeResult
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		t.Fatalf("probe output %q: %v", out.String(), err)
+	}
+	checkProbe(t, r, 9000)
+	if r.UID != 0 {
+		t.Errorf("the command runs as uid %d inside, want 0 (the caller mapped to root)", r.UID)
+	}
+	mine, _ := os.Readlink("/proc/self/ns/net")
+	if r.Netns == mine || r.Netns == "" {
+		t.Errorf("the command's network namespace %q is not a new one (ours %q)", r.Netns, mine)
+	}
+
+	l.Close()
+	s.Close()
+	if !eventually(func() bool { return len(childrenOf(os.Getpid())) == 0 }) {
+		t.Errorf("children left: %v", childrenOf(os.Getpid()))
+	}
+	for _, ns := range []string{r.Netns, r.Userns} {
+		if h := holders(ns); len(h) > 0 {
+			t.Errorf("%s is still held by %v", ns, h)
+		}
+	}
+}
+
+// TestCommandShell runs shell commands: ip sees the device, exit codes and
+// deaths by signal come back, a background process does not outlive the
+// command.
+func TestCommandShell(t *testing.T) {
+	if asUnprivileged(t) {
+		return
+	}
+	for _, c := range []struct {
+		script string
+		code   int
+		out    string
+	}{
+		{"ip -o addr show dev tgtun0; ip -o link show dev tgtun0; exit 7", 7, "mtu 65520"},
+		{"kill -TERM $$", 128 + 15, ""},
+		{"sleep 1000 & echo $!; exit 3", 3, ""},
+	} {
+		var out bytes.Buffer
+		sp := baseSpec("sh", "-c", c.script)
+		sp.Stdout = &out
+		s, err := Spawn(context.Background(), sp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, err := s.Wait()
+		s.Close()
+		if err != nil || code != c.code {
+			t.Errorf("%q: Wait = %d, %v; want %d", c.script, code, err, c.code)
+		}
+		if !strings.Contains(out.String(), c.out) {
+			t.Errorf("%q: output %q lacks %q", c.script, out.String(), c.out)
+		}
+		if strings.HasPrefix(c.script, "ip") {
+			for _, want := range []string{"inet 10.0.2.100/24", "inet6 fd00::100/64"} {
+				if !strings.Contains(out.String(), want) {
+					t.Errorf("ip shows %q, lacking %q", out.String(), want)
+				}
+			}
+		}
+		if strings.HasPrefix(c.script, "sleep") {
+			pid := strings.TrimSpace(out.String())
+			if _, err := os.Stat("/proc/" + pid); err == nil {
+				t.Errorf("the command's background process %s outlived it", pid)
+			}
+		}
+	}
+	if kids := childrenOf(os.Getpid()); len(kids) > 0 {
+		t.Errorf("children left: %v", kids)
+	}
+}
+
+// TestCommandClose ends a command that would run for ever.
+func TestCommandClose(t *testing.T) {
+	if asUnprivileged(t) {
+		return
+	}
+	var out bytes.Buffer
+	sp := baseSpec("sh", "-c", "echo $$; exec sleep 1000")
+	sp.Stdout = &out
+	s, err := Spawn(context.Background(), sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if !eventually(func() bool { return strings.HasSuffix(out.String(), "\n") }) {
+		t.Fatal("the command never started")
+	}
+	pid := strings.TrimSpace(out.String())
+	done := make(chan struct{})
+	go func() { s.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(waitFor):
+		t.Fatal("Close did not return")
+	}
+	if _, err := os.Stat("/proc/" + pid); err == nil {
+		t.Errorf("the command %s outlived Close", pid)
+	}
+	if code, _ := s.Wait(); code != 128+9 {
+		t.Errorf("Wait after Close = %d, want %d (killed)", code, 128+9)
+	}
+}
+
+// TestCommandDNS gives the command a resolv.conf of its own and leaves the
+// host's, and the temporary directory, as they were.
+func TestCommandDNS(t *testing.T) {
+	if asUnprivileged(t) {
+		return
+	}
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	host, err := os.ReadFile("/etc/resolv.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	sp := baseSpec("cat", "/etc/resolv.conf")
+	sp.DNS = []netip.Addr{mustAddr("10.0.2.3"), mustAddr("fd00::3")}
+	sp.Stdout = &out
+	s, err := Spawn(context.Background(), sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, err := s.Wait()
+	s.Close()
+	if err != nil || code != 0 {
+		t.Fatalf("Wait = %d, %v", code, err)
+	}
+	for _, want := range []string{"nameserver 10.0.2.3\n", "nameserver fd00::3\n"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("resolv.conf inside is %q, lacking %q", out.String(), want)
+		}
+	}
+	if now, _ := os.ReadFile("/etc/resolv.conf"); !bytes.Equal(now, host) {
+		t.Errorf("the host's resolv.conf changed to %q", now)
+	}
+	if left, _ := os.ReadDir(tmp); len(left) > 0 {
+		t.Errorf("left in TMPDIR: %v", left)
+	}
+}
+
+// TestTUNPermission points the clone device at a file as root's 0600
+// /dev/net/tun would be and expects the message that says how to fix it.
+func TestTUNPermission(t *testing.T) {
+	if os.Geteuid() == 0 {
+		dir, err := os.MkdirTemp("", "tgnsdev")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer os.RemoveAll(dir)
+		os.Chmod(dir, 0o755)
+		dev := dir + "/tun"
+		if err := os.WriteFile(dev, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		asUnprivileged(t, "TGNS_TUNDEV="+dev)
+		return
+	}
+	tunDevice = os.Getenv("TGNS_TUNDEV")
+	defer func() { tunDevice = "/dev/net/tun" }()
+	_, err := Spawn(context.Background(), baseSpec("true"))
+	if !errors.Is(err, ErrTUNAccess) {
+		t.Fatalf("Spawn: %v, want ErrTUNAccess", err)
+	}
+	for _, want := range []string{tunDevice, "mode 0600", "chmod 0666 " + tunDevice, "0666"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%q lacks %q", err, want)
+		}
+	}
+	_, err = Attach(context.Background(), Spec{NetnsPath: "/proc/self/ns/net"})
+	if !errors.Is(err, ErrTUNAccess) {
+		t.Errorf("Attach: %v, want ErrTUNAccess", err)
+	}
+}
+
+func TestUsernsRestrictions(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		files map[string]string
+		want  []string // in the error; none: no error
+	}{
+		{"open host", map[string]string{"user/max_user_namespaces": "15000\n", "kernel/unprivileged_userns_clone": "1\n", "kernel/apparmor_restrict_unprivileged_userns": "0\n"}, nil},
+		{"no such settings", map[string]string{}, nil},
+		{"max zero", map[string]string{"user/max_user_namespaces": "0\n"}, []string{"user.max_user_namespaces is 0", "sysctl -w user.max_user_namespaces=15000"}},
+		{"debian", map[string]string{"kernel/unprivileged_userns_clone": "0\n"}, []string{"kernel.unprivileged_userns_clone is 0", "sysctl -w kernel.unprivileged_userns_clone=1"}},
+		{"ubuntu apparmor", map[string]string{"kernel/apparmor_restrict_unprivileged_userns": "1\n"}, []string{"apparmor_restrict_unprivileged_userns is 1", "userns,", "sysctl -w kernel.apparmor_restrict_unprivileged_userns=0"}},
+		{"two at once", map[string]string{"user/max_user_namespaces": "0", "kernel/apparmor_restrict_unprivileged_userns": "1"}, []string{"max_user_namespaces", "apparmor"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			root := t.TempDir()
+			for f, v := range c.files {
+				p := root + "/proc/sys/" + f
+				os.MkdirAll(p[:strings.LastIndexByte(p, '/')], 0o755)
+				if err := os.WriteFile(p, []byte(v), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			err := UsernsRestrictions(root)
+			if len(c.want) == 0 {
+				if err != nil {
+					t.Fatalf("UsernsRestrictions = %v, want nil", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrUsernsRestricted) {
+				t.Fatalf("UsernsRestrictions = %v, want ErrUsernsRestricted", err)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("%q lacks %q", err, w)
+				}
+			}
+			// A setup failure with EPERM gets the diagnosis added; other
+			// failures are left alone.
+			if d := withUsernsDiagnosis(fmt.Errorf("clone: %w", syscall.EPERM), root); !errors.Is(d, ErrUsernsRestricted) || !errors.Is(d, syscall.EPERM) {
+				t.Errorf("withUsernsDiagnosis(EPERM) = %v, want the diagnosis wrapping EPERM", d)
+			}
+			if d := withUsernsDiagnosis(errors.New("exec format error"), root); errors.Is(d, ErrUsernsRestricted) {
+				t.Errorf("withUsernsDiagnosis(other) = %v, want it unchanged", d)
+			}
+		})
+	}
+}
