@@ -60,8 +60,9 @@ type probeResult struct {
 // datagram "probe" to each of TGNS_PROBE_SEND (comma-separated ip:port).
 func probe() probeResult {
 	var r probeResult
-	r.Netns, _ = os.Readlink("/proc/self/ns/net")
-	r.Userns, _ = os.Readlink("/proc/self/ns/user")
+	// The thread's: probeIn runs on a thread in another namespace.
+	r.Netns, _ = os.Readlink("/proc/thread-self/ns/net")
+	r.Userns, _ = os.Readlink("/proc/thread-self/ns/user")
 	r.UID = os.Getuid()
 	fail := func(err error) probeResult { r.Err = err.Error(); return r }
 	h, err := netlink.NewHandle()

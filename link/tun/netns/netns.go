@@ -354,13 +354,18 @@ func Spawn(ctx context.Context, spec Spec) (*Session, error) {
 func (s *Session) handshake(ctx context.Context, c config, kill func()) error {
 	stop := context.AfterFunc(ctx, func() { s.ctl.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
-	if err := writeMsg(s.ctl, message{Config: &c}, nil); err != nil {
+	werr := writeMsg(s.ctl, message{Config: &c}, nil)
+	if werr != nil {
+		// Most likely the helper failed before reading (the joining fork
+		// does): its report is queued; killing it (a zombie at worst)
+		// makes sure the read below ends.
 		kill()
-		return fmt.Errorf("netns: helper: %w", err)
 	}
 	m, fd, err := readMsg(s.ctl)
 	if err == nil && m.joinErr != nil {
 		err = m.joinErr
+	} else if werr != nil {
+		err = fmt.Errorf("netns: helper: %w", werr)
 	} else if err == nil && m.Error != nil {
 		err = m.Error.err()
 	} else if err == nil && (fd < 0 || !m.Ready) {

@@ -1,19 +1,25 @@
 package netns
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
+	"os/exec"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	vnetns "github.com/vishvananda/netns"
 	"go.uber.org/zap"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
@@ -365,6 +371,7 @@ func TestTUNPermission(t *testing.T) {
 	if !errors.Is(err, ErrTUNAccess) {
 		t.Fatalf("Spawn: %v, want ErrTUNAccess", err)
 	}
+	t.Logf("Spawn: %v", err)
 	for _, want := range []string{tunDevice, "mode 0600", "chmod 0666 " + tunDevice, "0666"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("%q lacks %q", err, want)
@@ -422,5 +429,233 @@ func TestUsernsRestrictions(t *testing.T) {
 				t.Errorf("withUsernsDiagnosis(other) = %v, want it unchanged", d)
 			}
 		})
+	}
+}
+
+// probeIn runs the probe on a thread that has entered the network
+// namespace at path (root only).
+func probeIn(t *testing.T, path string) probeResult {
+	t.Helper()
+	c := make(chan probeResult, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := vnetns.Get()
+		if err != nil {
+			c <- probeResult{Err: err.Error()}
+			return
+		}
+		defer orig.Close()
+		ns, err := vnetns.GetFromPath(path)
+		if err != nil {
+			c <- probeResult{Err: err.Error()}
+			return
+		}
+		defer ns.Close()
+		if err := vnetns.Set(ns); err != nil {
+			c <- probeResult{Err: err.Error()}
+			return
+		}
+		r := probe()
+		// Only a thread back in its own namespace may serve others.
+		if vnetns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		c <- r
+	}()
+	return <-c
+}
+
+// TestAttachRoot attaches as root to a namespace `ip netns add` made and
+// sees Done when `ip netns del` removes it.
+func TestAttachRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates a named network namespace")
+	}
+	name := uniqueName("tgns")
+	path := "/run/netns/" + name
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		if _, err := os.Stat(path); err == nil {
+			exec.Command("ip", "netns", "del", name).Run()
+		}
+	})
+	sp := Spec{NetnsPath: path, TUNName: "tgtun0", Addresses: []netip.Prefix{addr4, addr6}, Gateways: []netip.Addr{gw4, gw6}}
+	s, err := Attach(context.Background(), sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	l := openTUN(t, s)
+	defer l.Close()
+	t.Setenv("TGNS_PROBE_TUN", "tgtun0")
+	t.Setenv("TGNS_PROBE_SEND", "10.0.2.2:9,[fd00::2]:53")
+	r := probeIn(t, path)
+	checkProbe(t, r, DefaultMTU)
+	readDatagrams(t, l, netip.MustParseAddrPort("10.0.2.2:9"), netip.MustParseAddrPort("[fd00::2]:53"))
+
+	select {
+	case <-s.Done():
+		t.Fatal("Done before the namespace went")
+	default:
+	}
+	if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns del: %v\n%s", err, out)
+	}
+	select {
+	case <-s.Done():
+	case <-time.After(waitFor):
+		t.Fatal("Done not closed after the namespace was deleted")
+	}
+	if code, err := s.Wait(); code != 0 || err != nil {
+		t.Errorf("Wait = %d, %v; want 0, nil", code, err)
+	}
+	l.Close()
+	s.Close()
+	if h := holders(r.Netns); len(h) > 0 {
+		t.Errorf("%s is still held by %v", r.Netns, h)
+	}
+}
+
+// TestAttachUnprivileged attaches, as an ordinary user, to the namespaces
+// of a rootless "container" of that user, and sees Done when it exits.
+func TestAttachUnprivileged(t *testing.T) {
+	if asUnprivileged(t) {
+		return
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctr := exec.Command(self)
+	ctr.Env = append(os.Environ(), testRoleEnv+"=container", "TGNS_PROBE_TUN=tgtun0", "TGNS_PROBE_SEND=10.0.2.2:9,[fd00::2]:53")
+	ctr.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET,
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}},
+	}
+	in, err := ctr.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	outPipe, err := ctr.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ctr.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ctr.Process.Kill()
+		ctr.Wait()
+	}()
+	out := bufio.NewScanner(outPipe)
+	if !out.Scan() || out.Text() != "up" {
+		t.Fatalf("the container did not start: %q %v", out.Text(), out.Err())
+	}
+	pid := strconv.Itoa(ctr.Process.Pid)
+	netPath, userPath := "/proc/"+pid+"/ns/net", "/proc/"+pid+"/ns/user"
+
+	// Without its user namespace, the container's network namespace is
+	// out of an ordinary user's reach; the error says what is missing.
+	sp := Spec{NetnsPath: netPath, TUNName: "tgtun0", Addresses: []netip.Prefix{addr4, addr6}, Gateways: []netip.Addr{gw4, gw6}}
+	if s, err := Attach(context.Background(), sp); err == nil {
+		s.Close()
+		t.Error("Attach without UsernsPath succeeded as an ordinary user")
+	} else if t.Logf("Attach without UsernsPath: %v", err); !strings.Contains(err.Error(), "UsernsPath") {
+		t.Errorf("Attach without UsernsPath: %v, want a hint at UsernsPath", err)
+	}
+
+	sp.UsernsPath = userPath
+	s, err := Attach(context.Background(), sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	l := openTUN(t, s)
+	defer l.Close()
+	if _, err := io.WriteString(in, "probe\n"); err != nil {
+		t.Fatal(err)
+	}
+	if !out.Scan() {
+		t.Fatalf("no probe from the container: %v", out.Err())
+	}
+	var r probeResult
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		t.Fatalf("probe %q: %v", out.Text(), err)
+	}
+	checkProbe(t, r, DefaultMTU)
+	readDatagrams(t, l, netip.MustParseAddrPort("10.0.2.2:9"), netip.MustParseAddrPort("[fd00::2]:53"))
+	if kids := childrenOf(os.Getpid()); len(kids) != 1 {
+		t.Errorf("children %v, want only the container (the helper is reaped)", kids)
+	}
+
+	in.Close() // the container exits
+	select {
+	case <-s.Done():
+	case <-time.After(waitFor):
+		t.Fatal("Done not closed after the container exited")
+	}
+	ctr.Wait()
+	l.Close()
+	s.Close()
+	for _, ns := range []string{r.Netns, r.Userns} {
+		if h := holders(ns); len(h) > 0 {
+			t.Errorf("%s is still held by %v", ns, h)
+		}
+	}
+}
+
+func TestReadyAndExitFDs(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	wfd, err := syscall.Dup(int(w.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	if err := SignalReady(wfd); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := io.ReadAll(r); err != nil || string(b) != "1" {
+		t.Errorf("ready fd carried %q, %v; want \"1\" then its end", b, err)
+	}
+
+	for _, how := range []string{"close", "write"} {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		exit, err := WatchExitFD(int(r.Fd()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-exit:
+			t.Fatalf("%s: exit before anything happened", how)
+		default:
+		}
+		if how == "close" {
+			w.Close()
+		} else {
+			w.Write([]byte("x"))
+		}
+		select {
+		case <-exit:
+		case <-time.After(waitFor):
+			t.Fatalf("%s: the exit fd's %s went unnoticed", how, how)
+		}
+		w.Close()
+		r.Close()
+	}
+	if _, err := WatchExitFD(1 << 20); err == nil {
+		t.Error("WatchExitFD accepted a descriptor that is not open")
+	}
+	if err := SignalReady(-1); err == nil {
+		t.Error("SignalReady accepted -1")
 	}
 }
