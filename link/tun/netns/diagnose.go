@@ -94,7 +94,7 @@ func withUsernsDiagnosis(err error, root string) error {
 		return err
 	}
 	if d := UsernsRestrictions(root); d != nil {
-		return fmt.Errorf("%w (%w)", d, err)
+		return fmt.Errorf("%w: %w", err, d)
 	}
 	return err
 }

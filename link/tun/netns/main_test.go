@@ -2,7 +2,9 @@ package netns
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -37,6 +39,8 @@ func TestMain(m *testing.M) {
 		os.Exit(probeMain())
 	case "container":
 		os.Exit(containerMain())
+	case "restricted":
+		os.Exit(restrictedMain())
 	}
 	os.Exit(m.Run())
 }
@@ -133,6 +137,28 @@ func containerMain() int {
 	fmt.Println("up")
 	for in.Scan() {
 		json.NewEncoder(os.Stdout).Encode(probe())
+	}
+	return 0
+}
+
+// restrictedMain runs as root of a user namespace of its own: it forbids
+// user namespaces below it (user.max_user_namespaces is per namespace and
+// checked up the chain), then tries Spawn, which must fail with the
+// diagnosis read from the same sysctl. It prints the error.
+func restrictedMain() int {
+	if err := os.WriteFile("/proc/sys/user/max_user_namespaces", []byte("0\n"), 0); err != nil {
+		fmt.Println("write sysctl:", err)
+		return 2
+	}
+	s, err := Spawn(context.Background(), Spec{Args: []string{"true"}})
+	if err == nil {
+		s.Close()
+		fmt.Println("Spawn succeeded")
+		return 1
+	}
+	fmt.Println(err)
+	if !errors.Is(err, ErrUsernsRestricted) {
+		return 1
 	}
 	return 0
 }

@@ -134,6 +134,12 @@ func (s *Session) TakeTUN() int {
 	return fd
 }
 
+// Pid is the helper's process id. In command mode it is the namespace's
+// first process (the command's parent) while the command runs, so
+// /proc/PID/ns/net names the namespace; in attach mode the helper has
+// exited by the time Attach returns.
+func (s *Session) Pid() int { return s.pid }
+
 // TUNName is the device's name inside the namespace.
 func (s *Session) TUNName() string { return s.name }
 

@@ -659,3 +659,31 @@ func TestReadyAndExitFDs(t *testing.T) {
 		t.Error("SignalReady accepted -1")
 	}
 }
+
+// TestUsernsRestrictedSpawn has Spawn fail for real where user namespaces
+// are forbidden, without touching the host's settings: a namespace of ours
+// forbids them below itself, and the probe tries Spawn in there.
+func TestUsernsRestrictedSpawn(t *testing.T) {
+	if asUnprivileged(t) {
+		return
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	sp := Spec{Args: []string{self}, Env: append(os.Environ(), testRoleEnv+"=restricted"), Stdout: &out}
+	s, err := Spawn(context.Background(), sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, err := s.Wait()
+	s.Close()
+	t.Logf("inside: %s", out.String())
+	if err != nil || code != 0 {
+		t.Fatalf("Wait = %d, %v; the restricted Spawn did not fail with the diagnosis", code, err)
+	}
+	if !strings.Contains(out.String(), "user.max_user_namespaces is 0") {
+		t.Errorf("the error %q does not name the setting", out.String())
+	}
+}
