@@ -687,3 +687,116 @@ func TestUsernsRestrictedSpawn(t *testing.T) {
 		t.Errorf("the error %q does not name the setting", out.String())
 	}
 }
+
+func TestSpecErrors(t *testing.T) {
+	long := strings.Repeat("x", 16)
+	for _, c := range []struct {
+		name   string
+		attach bool
+		spec   Spec
+		want   string
+	}{
+		{"no command", false, Spec{}, "no command"},
+		{"attach field in Spawn", false, Spec{Args: []string{"true"}, NetnsPath: "/proc/1/ns/net"}, "for Attach"},
+		{"long name", false, Spec{Args: []string{"true"}, TUNName: long}, "longer than 15"},
+		{"small MTU", false, Spec{Args: []string{"true"}, MTU: 60}, "outside 68..65535"},
+		{"v6 MTU", false, Spec{Args: []string{"true"}, MTU: 1000, Addresses: []netip.Prefix{addr6}}, "below IPv6's minimum"},
+		{"two v4 gateways", false, Spec{Args: []string{"true"}, Gateways: []netip.Addr{gw4, mustAddr("10.0.2.1")}}, "one gateway per family"},
+		{"empty gateway", false, Spec{Args: []string{"true"}, Gateways: []netip.Addr{{}}}, "gateway address is empty"},
+		{"bad address", false, Spec{Args: []string{"true"}, Addresses: []netip.Prefix{{}}}, "not a prefix"},
+		{"bad route", false, Spec{Args: []string{"true"}, Routes: []netip.Prefix{{}}}, "not a prefix"},
+		{"empty DNS", false, Spec{Args: []string{"true"}, DNS: []netip.Addr{{}}}, "DNS address is empty"},
+		{"no path", true, Spec{}, "needs NetnsPath"},
+		{"command in Attach", true, Spec{NetnsPath: "/proc/self/ns/net", Args: []string{"true"}}, "for Spawn"},
+		{"not a namespace", true, Spec{NetnsPath: "/proc/self/status"}, "not a namespace"},
+		{"wrong type", true, Spec{NetnsPath: "/proc/self/ns/user"}, "another type"},
+		{"userns of wrong type", true, Spec{NetnsPath: "/proc/self/ns/net", UsernsPath: "/proc/self/ns/net"}, "another type"},
+		{"missing", true, Spec{NetnsPath: "/nonexistent/ns"}, "no such file"},
+	} {
+		var err error
+		if c.attach {
+			var s *Session
+			if s, err = Attach(context.Background(), c.spec); err == nil {
+				s.Close()
+			}
+		} else {
+			var s *Session
+			if s, err = Spawn(context.Background(), c.spec); err == nil {
+				s.Close()
+			}
+		}
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error with %q", c.name, err, c.want)
+		}
+	}
+	if kids := childrenOf(os.Getpid()); len(kids) > 0 {
+		t.Errorf("children left: %v", kids)
+	}
+}
+
+// TestSpawnCanceled: a context ended during the setup ends it, with no
+// helper left.
+func TestSpawnCanceled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	s, err := Spawn(ctx, baseSpec("true"))
+	if err == nil {
+		s.Close()
+		t.Fatal("Spawn with an ended context succeeded")
+	}
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("Spawn: %v, want context.Canceled", err)
+	}
+	if kids := childrenOf(os.Getpid()); len(kids) > 0 {
+		t.Errorf("children left: %v", kids)
+	}
+}
+
+// TestCommandSignal: a signal sent through the session reaches the
+// command, which decides what it means.
+func TestCommandSignal(t *testing.T) {
+	if asUnprivileged(t) {
+		return
+	}
+	var out bytes.Buffer
+	sp := baseSpec("sh", "-c", `trap 'exit 42' TERM; echo ready; while :; do sleep 0.05; done`)
+	sp.Stdout = &out
+	s, err := Spawn(context.Background(), sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if !eventually(func() bool { return strings.Contains(out.String(), "ready") }) {
+		t.Fatal("the command never started")
+	}
+	if err := s.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.Done():
+	case <-time.After(waitFor):
+		t.Fatal("the command ignored the forwarded SIGTERM")
+	}
+	if code, err := s.Wait(); code != 42 || err != nil {
+		t.Errorf("Wait = %d, %v; want 42 from the command's trap", code, err)
+	}
+}
+
+// BenchmarkSpawn prices a command-mode session: namespaces, TUN,
+// configuration, `true`, teardown.
+func BenchmarkSpawn(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		s, err := Spawn(context.Background(), baseSpec("true"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if code, err := s.Wait(); code != 0 || err != nil {
+			b.Fatalf("Wait = %d, %v", code, err)
+		}
+		s.Close()
+	}
+}
