@@ -227,10 +227,8 @@ func runCommand(ctl *net.UnixConn, c *config) int {
 	if err != nil || !m.Start {
 		return 125
 	}
-	env := c.Env
-	if env == nil {
-		env = os.Environ()
-	}
+	// Spawn made the helper's environment the command's.
+	env := os.Environ()
 	path, err := lookPath(c.Args[0], env)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "tungate: %v\n", err)
@@ -256,6 +254,9 @@ func runCommand(ctl *net.UnixConn, c *config) int {
 	})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "tungate: %v\n", err)
+		if errors.Is(err, unix.ENOENT) {
+			return report(ctl, 127) // as a shell says "not found"
+		}
 		return report(ctl, 126)
 	}
 	go func() {

@@ -27,6 +27,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -284,7 +285,6 @@ func (sp Spec) config(role string) config {
 		Routes:    sp.Routes,
 		DNS:       sp.DNS,
 		Args:      sp.Args,
-		Env:       sp.Env,
 		Dir:       sp.Dir,
 	}
 }
@@ -318,7 +318,13 @@ func Spawn(ctx context.Context, spec Spec) (*Session, error) {
 
 	cmd := exec.Command("/proc/self/exe")
 	cmd.Args = []string{os.Args[0]}
-	cmd.Env = append(os.Environ(), roleEnv+"="+roleCommand)
+	// The helper's environment is the command's (it passes its own on),
+	// plus the role it removes first.
+	env := sp.Env
+	if env == nil {
+		env = os.Environ()
+	}
+	cmd.Env = append(slices.Clip(env), roleEnv+"="+roleCommand)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = sp.Stdin, sp.Stdout, sp.Stderr
 	if cmd.Stdin == nil {
 		cmd.Stdin = os.Stdin

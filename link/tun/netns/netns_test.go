@@ -241,9 +241,11 @@ func TestCommandShell(t *testing.T) {
 		{"ip -o addr show dev tgtun0; ip -o link show dev tgtun0; exit 7", 7, "mtu 65520"},
 		{"kill -TERM $$", 128 + 15, ""},
 		{"sleep 1000 & echo $!; exit 3", 3, ""},
+		{"echo $TGNS_MARK; exec /nonexistent/tgns", 127, "from Spec.Env"},
 	} {
 		var out bytes.Buffer
 		sp := baseSpec("sh", "-c", c.script)
+		sp.Env = append(os.Environ(), "TGNS_MARK=from Spec.Env")
 		sp.Stdout = &out
 		s, err := Spawn(context.Background(), sp)
 		if err != nil {
@@ -269,6 +271,21 @@ func TestCommandShell(t *testing.T) {
 			if _, err := os.Stat("/proc/" + pid); err == nil {
 				t.Errorf("the command's background process %s outlived it", pid)
 			}
+		}
+	}
+	// A command that is not there is reported as a shell would.
+	for _, name := range []string{"/nonexistent/tgns", "tgns-no-such-command"} {
+		var stderr bytes.Buffer
+		sp := baseSpec(name)
+		sp.Stderr = &stderr
+		s, err := Spawn(context.Background(), sp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, err := s.Wait()
+		s.Close()
+		if code != 127 || err != nil || !strings.Contains(stderr.String(), name) {
+			t.Errorf("%s: Wait = %d, %v, stderr %q; want 127 and a message naming it", name, code, err, stderr.String())
 		}
 	}
 	if kids := childrenOf(os.Getpid()); len(kids) > 0 {

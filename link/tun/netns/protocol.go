@@ -29,7 +29,6 @@ type config struct {
 	Routes    []netip.Prefix
 	DNS       []netip.Addr
 	Args      []string
-	Env       []string
 	Dir       string
 }
 
@@ -92,8 +91,10 @@ type wrapped struct {
 func (w *wrapped) Error() string { return w.msg }
 func (w *wrapped) Unwrap() error { return w.err }
 
-// maxMsg bounds a message: a config with its command line and environment.
-const maxMsg = 1 << 20
+// maxMsg bounds a message: a config with its command line. A datagram
+// must fit the socket's send buffer (net.core.wmem_default, 208 KiB by
+// default), so the environment goes by exec instead.
+const maxMsg = 128 << 10
 
 func writeMsg(c *net.UnixConn, m message, fd *int) error {
 	b, err := json.Marshal(m)
@@ -101,7 +102,7 @@ func writeMsg(c *net.UnixConn, m message, fd *int) error {
 		return err
 	}
 	if len(b) > maxMsg {
-		return fmt.Errorf("message of %d bytes is over %d (environment too large?)", len(b), maxMsg)
+		return fmt.Errorf("message of %d bytes is over %d (command line too long?)", len(b), maxMsg)
 	}
 	var oob []byte
 	if fd != nil {
