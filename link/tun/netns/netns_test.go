@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -298,7 +299,7 @@ func TestCommandClose(t *testing.T) {
 	if asUnprivileged(t) {
 		return
 	}
-	var out bytes.Buffer
+	var out syncBuffer
 	sp := baseSpec("sh", "-c", "echo $$; exec sleep 1000")
 	sp.Stdout = &out
 	s, err := Spawn(context.Background(), sp)
@@ -775,7 +776,7 @@ func TestCommandSignal(t *testing.T) {
 	if asUnprivileged(t) {
 		return
 	}
-	var out bytes.Buffer
+	var out syncBuffer
 	sp := baseSpec("sh", "-c", `trap 'exit 42' TERM; echo ready; while :; do sleep 0.05; done`)
 	sp.Stdout = &out
 	s, err := Spawn(context.Background(), sp)
@@ -816,4 +817,23 @@ func BenchmarkSpawn(b *testing.B) {
 		}
 		s.Close()
 	}
+}
+
+// syncBuffer is a bytes.Buffer the test may read while the command's
+// output is copied into it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
