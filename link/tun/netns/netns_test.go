@@ -22,6 +22,7 @@ import (
 
 	vnetns "github.com/vishvananda/netns"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"tungate/link"
@@ -47,6 +48,20 @@ func baseSpec(args ...string) Spec {
 // with the descriptor handed over.
 func openTUN(t *testing.T, s *Session) *tun.Link {
 	t.Helper()
+	// The device must carry the virtio header its offloads need.
+	ifr, err := unix.NewIfreq("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.IoctlIfreq(int(s.TUNFile().Fd()), unix.TUNGETIFF, ifr); err != nil {
+		t.Fatalf("TUNGETIFF: %v", err)
+	}
+	if flags := ifr.Uint16(); flags&unix.IFF_VNET_HDR == 0 || flags&unix.IFF_TUN == 0 {
+		t.Errorf("TUN flags %#x lack IFF_TUN or IFF_VNET_HDR", flags)
+	}
+	if ifr.Name() != s.TUNName() {
+		t.Errorf("the descriptor is bound to %q, the session says %q", ifr.Name(), s.TUNName())
+	}
 	fd := s.TakeTUN()
 	if fd < 0 {
 		t.Fatal("TakeTUN: no descriptor")
@@ -384,13 +399,23 @@ func TestTUNPermission(t *testing.T) {
 		return
 	}
 	tunDevice = os.Getenv("TGNS_TUNDEV")
+	mode := "mode 0600"
+	if tunDevice == "" {
+		// Run by an ordinary user directly: a file of its own that it
+		// may not open stands for root's.
+		tunDevice = t.TempDir() + "/tun"
+		if err := os.WriteFile(tunDevice, nil, 0); err != nil {
+			t.Fatal(err)
+		}
+		mode = "mode 0000"
+	}
 	defer func() { tunDevice = "/dev/net/tun" }()
 	_, err := Spawn(context.Background(), baseSpec("true"))
 	if !errors.Is(err, ErrTUNAccess) {
 		t.Fatalf("Spawn: %v, want ErrTUNAccess", err)
 	}
 	t.Logf("Spawn: %v", err)
-	for _, want := range []string{tunDevice, "mode 0600", "chmod 0666 " + tunDevice, "0666"} {
+	for _, want := range []string{tunDevice, mode, "chmod 0666 " + tunDevice, "0666"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("%q lacks %q", err, want)
 		}
