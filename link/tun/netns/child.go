@@ -44,8 +44,7 @@ func MaybeChild() {
 // in command mode, runs the command. Its exit status is the command's.
 func child(role string) int {
 	f := os.NewFile(controlFD, "netns-control")
-	unix.CloseOnExec(controlFD)
-	fc, err := net.FileConn(f)
+	fc, err := net.FileConn(f) // a close-on-exec duplicate
 	f.Close()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "tungate netns helper (%s): control socket: %v\n", role, err)

@@ -126,12 +126,16 @@ func (s *Session) TakeTUN() int {
 	if s.tun == nil {
 		return -1
 	}
-	fd, err := unix.FcntlInt(s.tun.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	// Through Control, not Fd: Fd would switch the shared file
+	// description to blocking mode under the session's own reads.
+	fd := -1
+	if rc, err := s.tun.SyscallConn(); err == nil {
+		rc.Control(func(f uintptr) {
+			fd, _ = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0)
+		})
+	}
 	s.tun.Close()
 	s.tun = nil
-	if err != nil {
-		return -1
-	}
 	return fd
 }
 
@@ -176,7 +180,10 @@ func (s *Session) Wait() (int, error) {
 	return s.code, s.err
 }
 
-// Signal sends sig to the command; the helper forwards it.
+// Signal sends sig to the command; the helper forwards it. SIGINT and
+// SIGQUIT are not forwarded: a terminal sends them to the command itself
+// (it is in the caller's process group), and passing them on would deliver
+// them twice.
 func (s *Session) Signal(sig os.Signal) error {
 	if s.cmd == nil {
 		return errors.New("netns: no command in attach mode")
