@@ -51,6 +51,9 @@ func child(role string) int {
 		return 125
 	}
 	ctl := fc.(*net.UnixConn)
+	if writeMsg(ctl, message{Hello: true}, nil) != nil {
+		return 125 // the parent is gone
+	}
 	m, fd, err := readMsg(ctl)
 	if fd >= 0 {
 		unix.Close(fd)

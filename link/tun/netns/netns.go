@@ -371,36 +371,53 @@ func Spawn(ctx context.Context, spec Spec) (*Session, error) {
 
 // handshake sends the helper its orders and receives the TUN.
 func (s *Session) handshake(ctx context.Context, c config, kill func()) error {
+	// AfterFunc runs in a goroutine of its own, so a context ended
+	// already could lose the race with a quick helper; check it first.
+	if err := ctx.Err(); err != nil {
+		kill()
+		return err
+	}
 	stop := context.AfterFunc(ctx, func() { s.ctl.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
-	werr := writeMsg(s.ctl, message{Config: &c}, nil)
-	if werr != nil {
-		// Most likely the helper failed before reading (the joining fork
-		// does): its report is queued; killing it (a zombie at worst)
-		// makes sure the read below ends.
-		kill()
-	}
-	m, fd, err := readMsg(s.ctl)
-	if err == nil && m.joinErr != nil {
-		err = m.joinErr
-	} else if werr != nil {
-		err = fmt.Errorf("netns: helper: %w", werr)
-	} else if err == nil && m.Error != nil {
-		err = m.Error.err()
-	} else if err == nil && (fd < 0 || !m.Ready) {
-		err = errors.New("netns: helper answered without the TUN")
-	} else if err != nil {
-		if ctx.Err() != nil {
-			err = ctx.Err()
-		}
-		err = fmt.Errorf("netns: helper: %w", err)
-	}
-	if err != nil {
+	fail := func(err error, fd int) error {
 		if fd >= 0 {
 			unix.Close(fd)
 		}
 		kill()
-		return err
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return fmt.Errorf("netns: helper: %w", err)
+	}
+	// The helper speaks first. Were the orders sent before, a joining
+	// fork that fails would exit with them unread, and a unix socket
+	// closed with unread data resets its peer: the failure record it had
+	// written would be lost behind ECONNRESET.
+	m, fd, err := readMsg(s.ctl)
+	switch {
+	case err != nil:
+		return fail(err, fd)
+	case m.joinErr != nil:
+		kill()
+		return m.joinErr
+	case !m.Hello:
+		return fail(errors.New("no greeting"), fd)
+	}
+	if err := writeMsg(s.ctl, message{Config: &c}, nil); err != nil {
+		return fail(err, -1)
+	}
+	m, fd, err = readMsg(s.ctl)
+	switch {
+	case err != nil:
+		return fail(err, fd)
+	case m.Error != nil:
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		kill()
+		return m.Error.err()
+	case fd < 0 || !m.Ready:
+		return fail(errors.New("answered without the TUN"), fd)
 	}
 	s.tun = os.NewFile(uintptr(fd), "/dev/net/tun:"+m.Name)
 	s.name = m.Name

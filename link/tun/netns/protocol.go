@@ -32,10 +32,12 @@ type config struct {
 	Dir       string
 }
 
-// message is one datagram on the control socket. Parent to helper: Config,
-// then Start. Helper to parent: Ready with the TUN's descriptor attached
-// (or Error), then Exit with the command's status.
+// message is one datagram on the control socket. Helper to parent: Hello;
+// parent to helper: Config; helper to parent: Ready with the TUN's
+// descriptor attached (or Error); parent to helper: Start; helper to
+// parent: Exit with the command's status.
 type message struct {
+	Hello  bool         `json:",omitempty"`
 	Config *config      `json:",omitempty"`
 	Start  bool         `json:",omitempty"`
 	Ready  bool         `json:",omitempty"`
