@@ -395,6 +395,8 @@ func (s *Session) handshake(ctx context.Context, c config, kill func()) error {
 	// written would be lost behind ECONNRESET.
 	m, fd, err := readMsg(s.ctl)
 	switch {
+	case errors.Is(err, errEOF):
+		return fail(errors.New("it never answered: does the program's main call netns.MaybeChild first?"), fd)
 	case err != nil:
 		return fail(err, fd)
 	case m.joinErr != nil:

@@ -862,3 +862,26 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.b.String()
 }
+
+// TestNoMaybeChild: a program that forgot MaybeChild gets told so, not a
+// hang. The helper here is a binary that exits at once.
+func TestNoMaybeChild(t *testing.T) {
+	s := &Session{done: make(chan struct{})}
+	mine, theirs, err := controlPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.ctl = mine
+	defer mine.Close()
+	cmd := exec.Command("true")
+	cmd.ExtraFiles = []*os.File{theirs}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	theirs.Close()
+	err = s.handshake(context.Background(), config{}, func() {})
+	cmd.Wait()
+	if err == nil || !strings.Contains(err.Error(), "MaybeChild") {
+		t.Errorf("handshake with a helper that never answers: %v, want a hint at MaybeChild", err)
+	}
+}

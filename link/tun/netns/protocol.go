@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 
@@ -136,12 +137,13 @@ func readMsg(c *net.UnixConn) (message, int, error) {
 			}
 		}
 	}
+	if n == 0 && (err == nil || errors.Is(err, io.EOF)) {
+		// A zero-length read on a SEQPACKET socket is the peer's end
+		// (net reports it as io.EOF).
+		return m, fd, errEOF
+	}
 	if err != nil {
 		return m, fd, err
-	}
-	if n == 0 {
-		// A zero-length read on a SEQPACKET socket is the peer's end.
-		return m, fd, errEOF
 	}
 	if n == joinFailLen && [4]byte(buf[:4]) == joinFailMagic {
 		m.joinErr = joinFailure(buf[:n])
