@@ -36,6 +36,7 @@ type Config struct {
 	Helpers   alg.Config          `toml:"helpers"`
 	Filter    rules.FilterConfig  `toml:"filter"`
 	Raw       rules.RawConfig     `toml:"raw"`
+	Namespace NamespaceConfig     `toml:"namespace"`
 
 	// path is the file the config came from (for reload).
 	path string
@@ -89,6 +90,102 @@ type InterfaceConfig struct {
 	MTU int `toml:"mtu"`
 
 	addrs []netip.Prefix
+}
+
+// NamespaceConfig is the [namespace] section: the interface that command
+// mode (`tungate run -c FILE -- CMD`) and namespace hand-over (`tungate run
+// --netns PATH`) create inside the container's network namespace. That
+// interface has neither tun nor tun_fd in the file: its descriptor comes
+// from the namespace.
+type NamespaceConfig struct {
+	// Interface names the [[interface]] the namespace's TUN becomes.
+	Interface string `toml:"interface"`
+	// TUN is the device's name inside the namespace (default tun0).
+	TUN string `toml:"tun"`
+	// Addresses are the container's own addresses on the TUN.
+	Addresses []string `toml:"addresses"`
+	// Gateways are the default routes' next hops inside; by default the
+	// interface's own first address of each family.
+	Gateways []string `toml:"gateways"`
+	// DNS, in command mode, becomes the command's /etc/resolv.conf.
+	DNS []string `toml:"dns"`
+
+	iface    int
+	addrs    []netip.Prefix
+	gateways []netip.Addr
+	dns      []netip.Addr
+}
+
+// Enabled reports whether the config has a [namespace] interface.
+func (n *NamespaceConfig) Enabled() bool { return n.Interface != "" }
+
+// Index is the position of the namespace's interface among [[interface]].
+func (n *NamespaceConfig) Index() int { return n.iface }
+
+// Prefixes are the container's parsed addresses.
+func (n *NamespaceConfig) Prefixes() []netip.Prefix { return n.addrs }
+
+// GatewayAddrs are the parsed next hops (defaults filled in).
+func (n *NamespaceConfig) GatewayAddrs() []netip.Addr { return n.gateways }
+
+// DNSAddrs are the parsed resolver addresses.
+func (n *NamespaceConfig) DNSAddrs() []netip.Addr { return n.dns }
+
+// validateNamespace checks [namespace] against the interfaces (names maps
+// interface names to their index).
+func (c *Config) validateNamespace(l *confdiag.List, names map[string]int) {
+	n := &c.Namespace
+	if !n.Enabled() {
+		if len(n.Addresses)+len(n.Gateways)+len(n.DNS) > 0 || n.TUN != "" {
+			l.Addf("namespace.interface", "missing: name the [[interface]] the namespace's TUN becomes")
+		}
+		return
+	}
+	i, ok := names[n.Interface]
+	if !ok {
+		l.Addf("namespace.interface", "unknown interface %q%s", n.Interface, confdiag.Suggest(n.Interface, c.InterfaceNames()))
+		return
+	}
+	n.iface = i
+	if n.TUN != "" && (len(n.TUN) > 15 || strings.ContainsAny(n.TUN, "/ \t")) {
+		l.Addf("namespace.tun", "invalid device name %q (at most 15 characters, no '/' or spaces)", n.TUN)
+	}
+	n.addrs, n.gateways, n.dns = nil, nil, nil
+	for j, a := range n.Addresses {
+		p, err := netip.ParsePrefix(a)
+		if err != nil {
+			l.Addf(fmt.Sprintf("namespace.addresses[%d]", j), "invalid address/prefix %q: %s", a, confdiag.Reason(err, a))
+			continue
+		}
+		n.addrs = append(n.addrs, p)
+	}
+	if len(n.Addresses) == 0 {
+		l.Addf("namespace.addresses", "missing: the container needs an address")
+	}
+	parseAddrs := func(key string, in []string) []netip.Addr {
+		var out []netip.Addr
+		for j, a := range in {
+			ip, err := netip.ParseAddr(a)
+			if err != nil {
+				l.Addf(fmt.Sprintf("namespace.%s[%d]", key, j), "invalid address %q: %s", a, confdiag.Reason(err, a))
+				continue
+			}
+			out = append(out, ip)
+		}
+		return out
+	}
+	n.gateways = parseAddrs("gateways", n.Gateways)
+	n.dns = parseAddrs("dns", n.DNS)
+	if len(n.Gateways) == 0 {
+		have4, have6 := false, false
+		for _, p := range c.Interface[i].addrs {
+			if a := p.Addr(); a.Is4() && !have4 {
+				n.gateways, have4 = append(n.gateways, a), true
+			} else if a.Is6() && !have6 {
+				n.gateways, have6 = append(n.gateways, a), true
+			}
+		}
+	}
 }
 
 // RouteConfig is one [[route]].
@@ -448,6 +545,7 @@ func (c *Config) validate(l *confdiag.List) {
 	for i := range c.Interface {
 		c.validateInterface(l, i, names, tuns)
 	}
+	c.validateNamespace(l, names)
 	for i := range c.Route {
 		r := &c.Route[i]
 		key := fmt.Sprintf("route[%d]", i)
@@ -506,8 +604,12 @@ func (c *Config) validateInterface(l *confdiag.List, i int, names, tuns map[stri
 	} else {
 		names[ic.Name] = i
 	}
-	if ic.TUN == "" && ic.TUNFD == nil {
-		l.Addf(key, "one of tun or tun_fd is required")
+	inNamespace := c.Namespace.Interface != "" && ic.Name == c.Namespace.Interface
+	switch {
+	case inNamespace && (ic.TUN != "" || ic.TUNFD != nil):
+		l.Addf(key, "the [namespace] interface gets its TUN from the namespace: drop tun and tun_fd")
+	case !inNamespace && ic.TUN == "" && ic.TUNFD == nil:
+		l.Addf(key, "one of tun or tun_fd is required (or name this interface in [namespace])")
 	}
 	if ic.TUN != "" && ic.TUNFD != nil {
 		l.Addf(key, "tun and tun_fd are exclusive")
@@ -526,6 +628,11 @@ func (c *Config) validateInterface(l *confdiag.List, i int, names, tuns map[stri
 	}
 	if ic.MTU == 0 {
 		ic.MTU = 1500
+		if inNamespace {
+			// What slirp4netns and pasta use: fewer, larger packets
+			// across the user-space hop.
+			ic.MTU = 65520
+		}
 	}
 	if ic.MTU < 1280 || ic.MTU > 65535 {
 		// IPv6 needs 1280 (RFC 8200 section 5).

@@ -11,12 +11,18 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"tungate/link/tun/netns"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
 var version = "dev"
 
 func main() {
+	// Command mode and namespace hand-over re-execute this binary as
+	// their helper inside the namespaces; in that role this call does the
+	// helper's work and exits.
+	netns.MaybeChild()
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
