@@ -87,8 +87,12 @@ type InterfaceConfig struct {
 	Addresses []string `toml:"addresses"`
 	// MTU of the link (default 1500).
 	MTU int `toml:"mtu"`
+	// RPF is the reverse-path check on packets arriving here: "strict",
+	// "loose" or "off" (default). See rpf.go.
+	RPF string `toml:"rpf"`
 
 	addrs []netip.Prefix
+	rpf   rpfMode
 }
 
 // RouteConfig is one [[route]].
@@ -530,6 +534,16 @@ func (c *Config) validateInterface(l *confdiag.List, i int, names, tuns map[stri
 	if ic.MTU < 1280 || ic.MTU > 65535 {
 		// IPv6 needs 1280 (RFC 8200 section 5).
 		l.Addf(key+".mtu", "%d out of range (1280-65535)", ic.MTU)
+	}
+	switch ic.RPF {
+	case "", "off":
+		ic.rpf = rpfOff
+	case "strict":
+		ic.rpf = rpfStrict
+	case "loose":
+		ic.rpf = rpfLoose
+	default:
+		l.Addf(key+".rpf", "unknown mode %q%s", ic.RPF, orWant([]string{"strict", "loose", "off"}, ic.RPF, "strict, loose or off"))
 	}
 	ic.addrs = ic.addrs[:0]
 	for j, a := range ic.Addresses {

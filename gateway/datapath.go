@@ -68,6 +68,14 @@ type worker struct {
 	rcOut   int
 	rcOK    bool
 	rcValid bool
+
+	// rpf is the link's reverse-path check; rpSrc..rpValid cache the last
+	// source it judged.
+	rpf     rpfMode
+	rpSrc   packet.Addr
+	rpVer   uint8
+	rpOK    bool
+	rpValid bool
 }
 
 func newWorker(g *Gateway, l *Link) *worker {
@@ -75,7 +83,7 @@ func newWorker(g *Gateway, l *Link) *worker {
 	if n < 1 {
 		n = 1
 	}
-	w := &worker{g: g, link: l, in: l.Index}
+	w := &worker{g: g, link: l, in: l.Index, rpf: l.rpf}
 	w.flags, _ = l.Dev.(link.Flagger)
 	w.bufs = make([][]byte, n)
 	for i := range w.bufs {
@@ -202,6 +210,11 @@ func (w *worker) packet(buf []byte, size int) {
 	}
 	if g.martian(p) {
 		w.drop(DropMartian)
+		return
+	}
+	// Spoofed sources go before they cost a connection or a NAT mapping.
+	if w.rpf != rpfOff && !w.reversePath(p) {
+		w.drop(DropRPF)
 		return
 	}
 	res := &w.res

@@ -123,7 +123,7 @@ func New(cfg *Config, opt Options) (*Gateway, error) {
 			return nil, err
 		}
 		mtu := ic.MTU
-		g.links = append(g.links, &Link{Name: ic.Name, Index: i, Dev: dev, MTU: mtu})
+		g.links = append(g.links, &Link{Name: ic.Name, Index: i, Dev: dev, MTU: mtu, rpf: ic.rpf})
 	}
 	return g, nil
 }
