@@ -243,6 +243,12 @@ func (w *worker) packet(buf []byte, size int) {
 			w.drop(DropCtFull)
 			return
 		}
+		// A source at its limit is refused before NAT spends a mapping
+		// on it; finishConn's confirm is what enforces the limit.
+		if c := res.Conn; c != nil && g.srcLimit != nil && !c.Confirmed() && g.srcLimit.Full(c) {
+			w.discard(DropPerSource)
+			return
+		}
 	}
 	if res.Conn != nil {
 		g.nat.Prerouting(p, res, w.in)
@@ -341,12 +347,25 @@ func (w *worker) finishConn() bool {
 		}
 	}
 	if !c.Confirmed() {
-		if err := w.g.ct.Confirm(c, w.now); err != nil {
-			w.discard(DropCtInsert)
+		if err := w.g.confirm(c, w.now); err != nil {
+			r := DropCtInsert
+			if errors.Is(err, conntrack.ErrSourceLimit) {
+				r = DropPerSource
+			}
+			w.discard(r)
 			return false
 		}
 	}
 	return true
+}
+
+// confirm enters a new connection into the table, through the per-source
+// limit when there is one.
+func (g *Gateway) confirm(c *conntrack.Conn, now int64) error {
+	if g.srcLimit != nil {
+		return g.srcLimit.Confirm(g.ct, c, now)
+	}
+	return g.ct.Confirm(c, now)
 }
 
 // queue puts the packet in buf (parsed as p, possibly resized) on link out,

@@ -33,11 +33,13 @@ type Gateway struct {
 	cfg   atomic.Pointer[Config]
 	links []*Link
 
-	ct    *conntrack.Table
-	nat   *nat.Engine
-	alg   *alg.Manager
-	rules atomic.Pointer[rules.Ruleset]
-	reasm *packet.Reassembler
+	ct *conntrack.Table
+	// srcLimit is [conntrack] per_source_max; nil when there is none.
+	srcLimit *conntrack.SourceLimit
+	nat      *nat.Engine
+	alg      *alg.Manager
+	rules    atomic.Pointer[rules.Ruleset]
+	reasm    *packet.Reassembler
 
 	// routes maps prefixes to an interface index, or routeLocal for the
 	// gateway's own addresses (host routes win by longest prefix).
@@ -88,6 +90,9 @@ func New(cfg *Config, opt Options) (*Gateway, error) {
 		return nil, err
 	}
 	g.ct = ct
+	if n := cfg.Conntrack.PerSourceMax; n > 0 {
+		g.srcLimit = conntrack.NewSourceLimit(ct, n)
+	}
 	g.reasm = packet.NewReassembler(packet.ReassemblyConfig{})
 	g.limiter = newICMPLimiter(cfg.ICMP.Rate, cfg.ICMP.Burst)
 	if err := g.buildRoutes(cfg); err != nil {
@@ -166,6 +171,10 @@ func (g *Gateway) buildRoutes(cfg *Config) error {
 
 // Table returns the connection table.
 func (g *Gateway) Table() *conntrack.Table { return g.ct }
+
+// SourceLimit returns the per-source connection limit ([conntrack]
+// per_source_max), nil when there is none.
+func (g *Gateway) SourceLimit() *conntrack.SourceLimit { return g.srcLimit }
 
 // Links returns the gateway's links in config order.
 func (g *Gateway) Links() []*Link { return g.links }

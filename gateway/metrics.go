@@ -65,6 +65,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	} {
 		ch <- prometheus.MustNewConstMetric(c.ctStat, prometheus.CounterValue, float64(v), name)
 	}
+	if l := c.g.srcLimit; l != nil {
+		ch <- prometheus.MustNewConstMetric(c.ctStat, prometheus.CounterValue, float64(l.Refused.Load()), "per_source_refused")
+	}
 }
 
 // ServeMetrics serves Prometheus metrics on addr (/metrics) until the
