@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"reflect"
 	"regexp"
 	"slices"
@@ -60,6 +59,12 @@ type AdminConfig struct {
 	Socket string `toml:"socket"`
 	// Metrics is the Prometheus listen address ("" disables it).
 	Metrics string `toml:"metrics"`
+	// KeepNetAdmin keeps CAP_NET_ADMIN when the gateway drops its
+	// privileges (DropPrivileges); by default every capability goes.
+	// Nothing the running gateway does needs it today: interfaces change
+	// only with a restart. It is for a gateway that will create kernel
+	// TUNs later (a future reload that adds interfaces) or set their MTU.
+	KeepNetAdmin bool `toml:"keep_net_admin"`
 }
 
 // ICMPConfig is the [icmp] section: limits on the ICMP errors the gateway
@@ -104,13 +109,16 @@ type RouteConfig struct {
 	iface  int
 }
 
-// LoadConfig reads and validates a config file. Decoding is strict: an
+// LoadConfig reads and validates a config file. It refuses a file other
+// users could have written (world-writable, or in a world-writable
+// directory without the sticky bit) and an admin socket in a
+// world-writable directory. Decoding is strict: an
 // unknown key is an error naming its path. Every error found after a
 // successful decode is returned (joined, one per line), each a
 // *confdiag.Error naming the file, line, column, key path and value.
 // Warnings (deprecated spellings) are kept on the Config: see Warnings.
 func LoadConfig(path string) (*Config, error) {
-	b, err := os.ReadFile(path)
+	b, err := readConfigFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -166,6 +174,9 @@ func decodeConfig(b []byte, file string) (*Config, *confdiag.List, error) {
 	unknownKeys(&l, md, ix)
 	c.warnings = deprecations(md, ix, file)
 	c.validate(&l)
+	if file != "" {
+		c.checkSocketDir(&l)
+	}
 	return &c, &l, nil
 }
 
