@@ -38,6 +38,8 @@ type report struct {
 	EPERM     bool
 	// FirstTUN is the error using the TUN opened before the drop.
 	FirstTUN string
+	// BoundingDropped is Drop's Result.BoundingDropped.
+	BoundingDropped bool
 }
 
 func child(keep bool) int {
@@ -59,10 +61,11 @@ func child(keep bool) int {
 	for range 4 {
 		<-started
 	}
-	if _, err := Drop(keep); err != nil {
+	res, err := Drop(keep)
+	if err != nil {
 		return fail(err)
 	}
-	var r report
+	r := report{BoundingDropped: res.BoundingDropped}
 	r.Threads = map[string]map[string]string{}
 	tasks, _ := filepath.Glob("/proc/self/task/*/status")
 	for _, f := range tasks {
@@ -96,12 +99,17 @@ func child(keep bool) int {
 // its TUNs never show up on the host.
 func runChild(t *testing.T, mode string) report {
 	t.Helper()
+	return runChildAs(t, mode, os.Args[0], &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET})
+}
+
+func runChildAs(t *testing.T, mode, bin string, attr *syscall.SysProcAttr) report {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("this test creates TUN devices and drops root's capabilities: run it as root")
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd := exec.Command(bin, "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+mode)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
+	cmd.SysProcAttr = attr
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -128,6 +136,9 @@ func capMask(t *testing.T, hex string) uint64 {
 
 func TestDropAll(t *testing.T) {
 	r := runChild(t, "all")
+	if !r.BoundingDropped {
+		t.Error("root: Drop reports the bounding set kept")
+	}
 	for tid, m := range r.Threads {
 		for _, k := range []string{"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"} {
 			if capMask(t, m[k]) != 0 {
@@ -161,5 +172,49 @@ func TestDropKeepNetAdmin(t *testing.T) {
 	}
 	if r.SecondTUN != "" {
 		t.Errorf("creating a TUN with CAP_NET_ADMIN kept: %s", r.SecondTUN)
+	}
+}
+
+// TestDropUnprivileged is the systemd unit's case: a service user holding
+// CAP_NET_ADMIN only as an ambient capability, without CAP_SETPCAP, so
+// its bounding set is the service manager's business. Everything it holds
+// still goes.
+func TestDropUnprivileged(t *testing.T) {
+	// The test binary must be executable by the user.
+	dir, err := os.MkdirTemp("", "privs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755)
+	b, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "privs.test")
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const capNetAdmin = 12
+	r := runChildAs(t, "all", bin, &syscall.SysProcAttr{
+		Cloneflags:  syscall.CLONE_NEWNET,
+		Credential:  &syscall.Credential{Uid: 65534, Gid: 65534},
+		AmbientCaps: []uintptr{capNetAdmin},
+	})
+	if r.BoundingDropped {
+		t.Error("the bounding set was dropped without CAP_SETPCAP")
+	}
+	for tid, m := range r.Threads {
+		for _, k := range []string{"CapInh", "CapPrm", "CapEff", "CapAmb"} {
+			if capMask(t, m[k]) != 0 {
+				t.Errorf("thread %s: %s = %s, want 0", tid, k, m[k])
+			}
+		}
+		if m["NoNewPrivs"] != "1" {
+			t.Errorf("thread %s: NoNewPrivs = %q", tid, m["NoNewPrivs"])
+		}
+	}
+	if !r.EPERM {
+		t.Errorf("creating a TUN after the drop: %q, want EPERM", r.SecondTUN)
 	}
 }
