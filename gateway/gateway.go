@@ -261,12 +261,28 @@ func (g *Gateway) ReloadConfig(cfg *Config) error {
 		return err
 	}
 	g.rules.Store(rs)
+	g.warnRestart(g.cfg.Load(), cfg)
 	if cfg.path == "" {
 		cfg.path = g.cfg.Load().path
 	}
 	g.cfg.Store(cfg)
 	g.log.Info("config reloaded")
 	return nil
+}
+
+// warnRestart logs the hardening settings a reload read but cannot apply:
+// the reverse-path modes and the per-source limit are fixed at start.
+func (g *Gateway) warnRestart(old, cfg *Config) {
+	if old.Conntrack.PerSourceMax != cfg.Conntrack.PerSourceMax {
+		g.log.Warn("conntrack.per_source_max changed; it applies after a restart",
+			zap.Int("running", old.Conntrack.PerSourceMax), zap.Int("new", cfg.Conntrack.PerSourceMax))
+	}
+	for i := range cfg.Interface {
+		if i < len(old.Interface) && old.Interface[i].Name == cfg.Interface[i].Name && old.Interface[i].rpf != cfg.Interface[i].rpf {
+			g.log.Warn("interface rpf changed; it applies after a restart",
+				zap.String("interface", cfg.Interface[i].Name), zap.String("new", cfg.Interface[i].RPF))
+		}
+	}
 }
 
 // Rules returns the running rule set.

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"tungate/packet"
@@ -255,5 +257,32 @@ func BenchmarkReversePathLookup(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// A reload cannot change the check (the workers copy it at start): it says
+// so instead of pretending.
+func TestRPFReloadWarns(t *testing.T) {
+	core, logs := observer.New(zap.WarnLevel)
+	cfg, err := ParseConfig([]byte(rpfLinks("off", "off", defaultRoutes)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := New(cfg, Options{Logger: zap.New(core), Open: nullOpen})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := ParseConfig([]byte(rpfLinks("strict", "off", defaultRoutes) + "[conntrack]\nper_source_max = 10\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.ReloadConfig(next); err != nil {
+		t.Fatal(err)
+	}
+	if n := logs.FilterMessageSnippet("applies after a restart").Len(); n != 2 {
+		t.Fatalf("%d restart warnings, want 2 (rpf of lan, per_source_max): %v", n, logs.All())
+	}
+	if g.links[0].rpf != rpfOff || g.srcLimit != nil {
+		t.Fatal("a reload changed the running hardening settings")
 	}
 }
