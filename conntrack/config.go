@@ -141,6 +141,9 @@ type Config struct {
 	TCPLiberal bool `toml:"tcp_liberal"`
 	// TCPMaxRetrans is nf_conntrack_tcp_max_retrans (default 3).
 	TCPMaxRetrans int `toml:"tcp_max_retrans"`
+	// PerSourceMax bounds the confirmed connections of one
+	// original-direction source address (0: no limit). See SourceLimit.
+	PerSourceMax int `toml:"per_source_max"`
 	// Timeouts override the defaults.
 	Timeouts Timeouts `toml:"timeouts"`
 }
@@ -215,6 +218,9 @@ func (c *Config) validate(l *confdiag.List) {
 	}
 	if c.TCPMaxRetrans == 0 {
 		c.TCPMaxRetrans = 3
+	}
+	if c.PerSourceMax < 0 || c.PerSourceMax > maxSize {
+		l.Addf("conntrack.per_source_max", "%d out of range (0 for no limit, at most %d)", c.PerSourceMax, maxSize)
 	}
 	c.Timeouts.check(l)
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
@@ -61,7 +60,7 @@ func (c *Config) compileForCheck(ct *conntrack.Table) (*rules.Ruleset, error) {
 // rules, sorted by position. A syntax or type error stops decoding and is
 // the only error then.
 func Check(path string) (*Config, error) {
-	b, err := os.ReadFile(path)
+	b, err := readConfigFile(path)
 	if err != nil {
 		return nil, err
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"reflect"
 	"regexp"
 	"slices"
@@ -61,6 +60,12 @@ type AdminConfig struct {
 	Socket string `toml:"socket"`
 	// Metrics is the Prometheus listen address ("" disables it).
 	Metrics string `toml:"metrics"`
+	// KeepNetAdmin keeps CAP_NET_ADMIN when the gateway drops its
+	// privileges (DropPrivileges); by default every capability goes.
+	// Nothing the running gateway does needs it today: interfaces change
+	// only with a restart. It is for a gateway that will create kernel
+	// TUNs later (a future reload that adds interfaces) or set their MTU.
+	KeepNetAdmin bool `toml:"keep_net_admin"`
 }
 
 // ICMPConfig is the [icmp] section: limits on the ICMP errors the gateway
@@ -88,8 +93,12 @@ type InterfaceConfig struct {
 	Addresses []string `toml:"addresses"`
 	// MTU of the link (default 1500).
 	MTU int `toml:"mtu"`
+	// RPF is the reverse-path check on packets arriving here: "strict",
+	// "loose" or "off" (default). See rpf.go.
+	RPF string `toml:"rpf"`
 
 	addrs []netip.Prefix
+	rpf   rpfMode
 }
 
 // NamespaceConfig is the [namespace] section: the interface that command
@@ -197,13 +206,16 @@ type RouteConfig struct {
 	iface  int
 }
 
-// LoadConfig reads and validates a config file. Decoding is strict: an
+// LoadConfig reads and validates a config file. It refuses a file other
+// users could have written (world-writable, or in a world-writable
+// directory without the sticky bit) and an admin socket in a
+// world-writable directory. Decoding is strict: an
 // unknown key is an error naming its path. Every error found after a
 // successful decode is returned (joined, one per line), each a
 // *confdiag.Error naming the file, line, column, key path and value.
 // Warnings (deprecated spellings) are kept on the Config: see Warnings.
 func LoadConfig(path string) (*Config, error) {
-	b, err := os.ReadFile(path)
+	b, err := readConfigFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -259,6 +271,9 @@ func decodeConfig(b []byte, file string) (*Config, *confdiag.List, error) {
 	unknownKeys(&l, md, ix)
 	c.warnings = deprecations(md, ix, file)
 	c.validate(&l)
+	if file != "" {
+		c.checkSocketDir(&l)
+	}
 	return &c, &l, nil
 }
 
@@ -637,6 +652,16 @@ func (c *Config) validateInterface(l *confdiag.List, i int, names, tuns map[stri
 	if ic.MTU < 1280 || ic.MTU > 65535 {
 		// IPv6 needs 1280 (RFC 8200 section 5).
 		l.Addf(key+".mtu", "%d out of range (1280-65535)", ic.MTU)
+	}
+	switch ic.RPF {
+	case "", "off":
+		ic.rpf = rpfOff
+	case "strict":
+		ic.rpf = rpfStrict
+	case "loose":
+		ic.rpf = rpfLoose
+	default:
+		l.Addf(key+".rpf", "unknown mode %q%s", ic.RPF, orWant([]string{"strict", "loose", "off"}, ic.RPF, "strict, loose or off"))
 	}
 	ic.addrs = ic.addrs[:0]
 	for j, a := range ic.Addresses {

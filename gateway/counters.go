@@ -29,12 +29,17 @@ const (
 	DropWrite
 	DropMartian
 	DropOptions
+	// DropRPF: the source failed the link's reverse-path check.
+	DropRPF
+	// DropPerSource: a new connection over [conntrack] per_source_max.
+	DropPerSource
 	numDropReasons
 )
 
 var dropNames = [numDropReasons]string{
 	"malformed", "ip_checksum", "no_route", "ttl_exceeded", "mtu", "filter", "reject",
 	"conntrack_full", "conntrack_insert", "nat", "helper", "fragment", "local", "no_buffer", "write", "martian", "ip_options",
+	"rpf", "per_source",
 }
 
 // String names the reason as metrics and `tungate stats` show it.

@@ -68,6 +68,14 @@ type worker struct {
 	rcOut   int
 	rcOK    bool
 	rcValid bool
+
+	// rpf is the link's reverse-path check; rpSrc..rpValid cache the last
+	// source it judged.
+	rpf     rpfMode
+	rpSrc   packet.Addr
+	rpVer   uint8
+	rpOK    bool
+	rpValid bool
 }
 
 func newWorker(g *Gateway, l *Link) *worker {
@@ -75,7 +83,7 @@ func newWorker(g *Gateway, l *Link) *worker {
 	if n < 1 {
 		n = 1
 	}
-	w := &worker{g: g, link: l, in: l.Index}
+	w := &worker{g: g, link: l, in: l.Index, rpf: l.rpf}
 	w.flags, _ = l.Dev.(link.Flagger)
 	w.bufs = make([][]byte, n)
 	for i := range w.bufs {
@@ -220,6 +228,11 @@ func (w *worker) packet(buf []byte, size int) {
 		w.drop(DropMartian)
 		return
 	}
+	// Spoofed sources go before they cost a connection or a NAT mapping.
+	if w.rpf != rpfOff && !w.reversePath(p) {
+		w.drop(DropRPF)
+		return
+	}
 	res := &w.res
 	// Field by field: the Result keeps its conntrack reader slot.
 	res.Conn, res.Info, res.Dir, res.Drop = nil, conntrack.Untracked, conntrack.DirOriginal, false
@@ -245,6 +258,12 @@ func (w *worker) packet(buf []byte, size int) {
 		g.ct.In(p, w.now, res)
 		if res.Drop {
 			w.drop(DropCtFull)
+			return
+		}
+		// A source at its limit is refused before NAT spends a mapping
+		// on it; finishConn's confirm is what enforces the limit.
+		if c := res.Conn; c != nil && g.srcLimit != nil && !c.Confirmed() && g.srcLimit.Full(c) {
+			w.discard(DropPerSource)
 			return
 		}
 	}
@@ -345,12 +364,25 @@ func (w *worker) finishConn() bool {
 		}
 	}
 	if !c.Confirmed() {
-		if err := w.g.ct.Confirm(c, w.now); err != nil {
-			w.discard(DropCtInsert)
+		if err := w.g.confirm(c, w.now); err != nil {
+			r := DropCtInsert
+			if errors.Is(err, conntrack.ErrSourceLimit) {
+				r = DropPerSource
+			}
+			w.discard(r)
 			return false
 		}
 	}
 	return true
+}
+
+// confirm enters a new connection into the table, through the per-source
+// limit when there is one.
+func (g *Gateway) confirm(c *conntrack.Conn, now int64) error {
+	if g.srcLimit != nil {
+		return g.srcLimit.Confirm(g.ct, c, now)
+	}
+	return g.ct.Confirm(c, now)
 }
 
 // queue puts the packet in buf (parsed as p, possibly resized) on link out,

@@ -33,11 +33,13 @@ type Gateway struct {
 	cfg   atomic.Pointer[Config]
 	links []*Link
 
-	ct    *conntrack.Table
-	nat   *nat.Engine
-	alg   *alg.Registry
-	rules atomic.Pointer[rules.Ruleset]
-	reasm *packet.Reassembler
+	ct *conntrack.Table
+	// srcLimit is [conntrack] per_source_max; nil when there is none.
+	srcLimit *conntrack.SourceLimit
+	nat      *nat.Engine
+	alg      *alg.Registry
+	rules    atomic.Pointer[rules.Ruleset]
+	reasm    *packet.Reassembler
 
 	// routes maps prefixes to an interface index, or routeLocal for the
 	// gateway's own addresses (host routes win by longest prefix).
@@ -90,6 +92,9 @@ func New(cfg *Config, opt Options) (*Gateway, error) {
 		return nil, err
 	}
 	g.ct = ct
+	if n := cfg.Conntrack.PerSourceMax; n > 0 {
+		g.srcLimit = conntrack.NewSourceLimit(ct, n)
+	}
 	g.reasm = packet.NewReassembler(packet.ReassemblyConfig{})
 	g.limiter = newICMPLimiter(cfg.ICMP.Rate, cfg.ICMP.Burst)
 	if err := g.buildRoutes(cfg); err != nil {
@@ -125,7 +130,7 @@ func New(cfg *Config, opt Options) (*Gateway, error) {
 			return nil, err
 		}
 		mtu := ic.MTU
-		g.links = append(g.links, &Link{Name: ic.Name, Index: i, Dev: dev, MTU: mtu})
+		g.links = append(g.links, &Link{Name: ic.Name, Index: i, Dev: dev, MTU: mtu, rpf: ic.rpf})
 	}
 	return g, nil
 }
@@ -168,6 +173,10 @@ func (g *Gateway) buildRoutes(cfg *Config) error {
 
 // Table returns the connection table.
 func (g *Gateway) Table() *conntrack.Table { return g.ct }
+
+// SourceLimit returns the per-source connection limit ([conntrack]
+// per_source_max), nil when there is none.
+func (g *Gateway) SourceLimit() *conntrack.SourceLimit { return g.srcLimit }
 
 // Links returns the gateway's links in config order.
 func (g *Gateway) Links() []*Link { return g.links }
@@ -254,12 +263,28 @@ func (g *Gateway) ReloadConfig(cfg *Config) error {
 		return err
 	}
 	g.rules.Store(rs)
+	g.warnRestart(g.cfg.Load(), cfg)
 	if cfg.path == "" {
 		cfg.path = g.cfg.Load().path
 	}
 	g.cfg.Store(cfg)
 	g.log.Info("config reloaded")
 	return nil
+}
+
+// warnRestart logs the hardening settings a reload read but cannot apply:
+// the reverse-path modes and the per-source limit are fixed at start.
+func (g *Gateway) warnRestart(old, cfg *Config) {
+	if old.Conntrack.PerSourceMax != cfg.Conntrack.PerSourceMax {
+		g.log.Warn("conntrack.per_source_max changed; it applies after a restart",
+			zap.Int("running", old.Conntrack.PerSourceMax), zap.Int("new", cfg.Conntrack.PerSourceMax))
+	}
+	for i := range cfg.Interface {
+		if i < len(old.Interface) && old.Interface[i].Name == cfg.Interface[i].Name && old.Interface[i].rpf != cfg.Interface[i].rpf {
+			g.log.Warn("interface rpf changed; it applies after a restart",
+				zap.String("interface", cfg.Interface[i].Name), zap.String("new", cfg.Interface[i].RPF))
+		}
+	}
 }
 
 // Rules returns the running rule set.

@@ -20,6 +20,9 @@ type Link struct {
 	Dev link.Link
 	// MTU is the link MTU used for forwarding checks.
 	MTU int
+
+	// rpf is the reverse-path check on the link's incoming packets.
+	rpf rpfMode
 }
 
 // OpenFunc opens the link of an interface; tests substitute in-memory

@@ -29,6 +29,8 @@ type collector struct {
 	ct      []counterDesc
 	nat     map[string]*prometheus.Desc
 	natLive *prometheus.Desc
+	// perSource counts NEW connections refused by [conntrack] per_source_max.
+	perSource *prometheus.Desc
 }
 
 // counterDesc is one counter and where its value comes from.
@@ -65,6 +67,8 @@ func newCollector(g *Gateway) *collector {
 		entries: prometheus.NewDesc("tungate_conntrack_entries", "Connections in the table.", nil, nil),
 		max:     prometheus.NewDesc("tungate_conntrack_entries_max", "The table's capacity (conntrack.max).", nil, nil),
 		expects: prometheus.NewDesc("tungate_conntrack_expectations", "Expectations waiting for their connection.", nil, nil),
+		perSource: prometheus.NewDesc("tungate_conntrack_per_source_refused_total",
+			"New connections refused because their source held per_source_max connections.", nil, nil),
 		ct: []counterDesc{
 			ct("found", "Tuples found taken when NAT looked for a free one.", func(s *conntrack.Stats) uint64 { return s.Found.Load() }),
 			ct("invalid", "Packets conntrack found INVALID.", func(s *conntrack.Stats) uint64 { return s.Invalid.Load() }),
@@ -114,6 +118,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.entries
 	ch <- c.max
 	ch <- c.expects
+	ch <- c.perSource
 	for _, d := range c.ct {
 		ch <- d.d
 	}
@@ -150,6 +155,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		} else if d := c.nat[name]; d != nil {
 			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
 		}
+	}
+	if l := c.g.srcLimit; l != nil {
+		ch <- prometheus.MustNewConstMetric(c.perSource, prometheus.CounterValue, float64(l.Refused.Load()))
 	}
 }
 

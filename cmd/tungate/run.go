@@ -125,6 +125,14 @@ func cmdRun(o runOptions, stderr io.Writer) int {
 			return 1
 		}
 	}
+	// Everything that needed a privilege is open now: devices, the admin
+	// socket, the metrics port. What remains runs with no capability
+	// (CAP_NET_ADMIN only with [admin] keep_net_admin).
+	if err := g.DropPrivileges(); err != nil {
+		log.Error("dropping privileges", zap.Error(err))
+		g.Close()
+		return 1
+	}
 	// TUNGATE_CPUPROFILE=FILE profiles the whole run (for measuring the
 	// datapath under real traffic, e.g. ../shared/bench/versus.sh).
 	if f := os.Getenv("TUNGATE_CPUPROFILE"); f != "" {
