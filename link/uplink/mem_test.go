@@ -69,7 +69,7 @@ func TestIdleConnMemory(t *testing.T) {
 	runtime.ReadMemStats(&ms0)
 
 	handshakeN(t, l, r, dst, 31000, n)
-	waitFor(t, 10*time.Second, "every connection spliced", func() bool { return l.Stats()[TCPConns] == uint64(n+1) })
+	waitFor(t, 90*time.Second, "every connection spliced", func() bool { return l.Stats()[TCPConns] == uint64(n+1) })
 	after := rss(t)
 	var ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms1)
