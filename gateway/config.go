@@ -37,10 +37,10 @@ type Config struct {
 	// ("@laptops"); entries are peer names. They are apart from [sets],
 	// whose entries are addresses.
 	PeerSets map[string][]string `toml:"peer_sets"`
-	NAT       nat.Config          `toml:"nat"`
-	Helpers   alg.Config          `toml:"helpers"`
-	Filter    rules.FilterConfig  `toml:"filter"`
-	Raw       rules.RawConfig     `toml:"raw"`
+	NAT      nat.Config          `toml:"nat"`
+	Helpers  alg.Config          `toml:"helpers"`
+	Filter   rules.FilterConfig  `toml:"filter"`
+	Raw      rules.RawConfig     `toml:"raw"`
 
 	// path is the file the config came from (for reload).
 	path string
@@ -718,6 +718,21 @@ func (c *Config) InterfaceNames() []string {
 		n[i] = c.Interface[i].Name
 	}
 	return n
+}
+
+// rulesEnv is what the rules compile against.
+func (c *Config) rulesEnv(helpers []string, log *zap.Logger) rules.Env {
+	peers := make([][]string, len(c.Interface))
+	for i := range c.Interface {
+		peers[i] = c.Interface[i].PeerNames()
+	}
+	return rules.Env{
+		Interfaces: c.InterfaceNames(),
+		Helpers:    helpers,
+		Logger:     log,
+		Peers:      peers,
+		PeerSets:   c.PeerSets,
+	}
 }
 
 // natIfaces returns the per-interface own addresses for the NAT engine.

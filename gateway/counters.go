@@ -29,12 +29,17 @@ const (
 	DropWrite
 	DropMartian
 	DropOptions
+	// DropNoPeer: a packet routed to a WireGuard interface whose
+	// destination no peer's allowed_ips hold, or read from one whose
+	// source names no peer (a peer removed by a reload as it arrived).
+	DropNoPeer
 	numDropReasons
 )
 
 var dropNames = [numDropReasons]string{
 	"malformed", "ip_checksum", "no_route", "ttl_exceeded", "mtu", "filter", "reject",
 	"conntrack_full", "conntrack_insert", "nat", "helper", "fragment", "local", "no_buffer", "write", "martian", "ip_options",
+	"no_peer",
 }
 
 // String names the reason as metrics and `tungate stats` show it.

@@ -32,6 +32,9 @@ type worker struct {
 	in   int
 	// flags is the link's Flagger, nil when it vouches for nothing.
 	flags link.Flagger
+	// peers names the sender of each packet read; nil for links without
+	// peers, which then pay nothing for the feature.
+	peers link.PeerIdentifier
 
 	bufs  [][]byte
 	sizes []int
@@ -77,6 +80,7 @@ func newWorker(g *Gateway, l *Link) *worker {
 	}
 	w := &worker{g: g, link: l, in: l.Index}
 	w.flags, _ = l.Dev.(link.Flagger)
+	w.peers = l.peers
 	w.bufs = make([][]byte, n)
 	for i := range w.bufs {
 		w.bufs[i] = make([]byte, headroom+maxPacket)
@@ -219,6 +223,17 @@ func (w *worker) packet(buf []byte, size int) {
 	}
 	pk := &w.pk
 	*pk = rules.Packet{P: p, In: w.in, Out: -1, Info: conntrack.Untracked}
+	if w.peers != nil {
+		// The link let the packet in only if its source is within the
+		// sending peer's allowed IPs, so the longest match on the source
+		// is the sender. No match: the peer was removed as it arrived.
+		i, ok := w.peers.PeerFor(p.SrcIP())
+		if !ok {
+			w.drop(DropNoPeer)
+			return
+		}
+		pk.Peer = int32(i) + 1
+	}
 	d := w.rs.Eval(rules.HookPrerouting, pk)
 	if d.Verdict != rules.Accept {
 		w.drop(DropFilter)
@@ -280,6 +295,16 @@ func (w *worker) packet(buf []byte, size int) {
 	if !w.filter(rules.HookForward) {
 		return
 	}
+	if ol := g.links[out]; ol.peers != nil {
+		// Cryptokey routing: a packet no peer takes would be dropped by
+		// the link unseen; here it is counted and answered, as the
+		// kernel's WireGuard answers host unreachable.
+		if _, ok := ol.peers.PeerFor(p.DstIP()); !ok {
+			w.icmpError(p, icmpHostUnreachable)
+			w.discard(DropNoPeer)
+			return
+		}
+	}
 	if res.Conn != nil {
 		if !g.nat.Postrouting(p, res, w.in, out) {
 			w.discard(DropNAT)
@@ -294,8 +319,35 @@ func (w *worker) packet(buf []byte, size int) {
 			forwardOptions4(p, a)
 		}
 	}
+	if p.Proto == packet.ProtoTCP && p.TCPFlags&packet.TCPSyn != 0 && (pk.ClampMSS != 0 || w.link.clamp || g.links[out].clamp) {
+		w.clampMSS(p, out)
+	}
 	w.forwarded++
 	w.queue(out, buf, p)
+}
+
+// clampMSS lowers a forwarded SYN's MSS option: to what the smaller MTU of
+// the input and output links carries when either has clamp_mss (so the
+// SYN and the SYN-ACK of a connection across a tunnel both get it), and
+// to what a clamp_mss rule asked. The IP and TCP headers take 40 bytes in
+// IPv4 and 60 in IPv6.
+func (w *worker) clampMSS(p *packet.Parsed, out int) {
+	hdr := 40
+	if p.Version == 6 {
+		hdr = 60
+	}
+	ol := w.g.links[out]
+	mss := 0xffff
+	if w.link.clamp || ol.clamp {
+		mss = min(w.link.MTU, ol.MTU) - hdr
+	}
+	switch c := w.pk.ClampMSS; {
+	case c == rules.ClampRouteMTU:
+		mss = min(mss, ol.MTU-hdr)
+	case c != 0:
+		mss = min(mss, int(c))
+	}
+	p.ClampTCPMSS(uint16(mss))
 }
 
 // filter runs a filter hook on the current packet; false: it was dropped
