@@ -71,6 +71,15 @@ type worker struct {
 	rcOut   int
 	rcOK    bool
 	rcValid bool
+
+	// The peer cache: the last source named on a wireguard link and its
+	// Packet.Peer. A batch's packets mostly come from one peer's flow;
+	// the cache lives for one batch only, so a reload's new peer table is
+	// used from the next batch on.
+	pcSrc   packet.Addr
+	pcVer   uint8
+	pcPeer  int32
+	pcValid bool
 }
 
 func newWorker(g *Gateway, l *Link) *worker {
@@ -131,6 +140,7 @@ func (w *worker) run() error {
 func (w *worker) batch(n int) {
 	w.now = w.g.ct.Now()
 	w.rs = w.g.rules.Load()
+	w.pcValid = false
 	w.g.Counters.Received.Add(uint64(n))
 	for i := 0; i < n; i++ {
 		w.packet(w.bufs[i], w.sizes[i])
@@ -224,15 +234,10 @@ func (w *worker) packet(buf []byte, size int) {
 	pk := &w.pk
 	*pk = rules.Packet{P: p, In: w.in, Out: -1, Info: conntrack.Untracked}
 	if w.peers != nil {
-		// The link let the packet in only if its source is within the
-		// sending peer's allowed IPs, so the longest match on the source
-		// is the sender. No match: the peer was removed as it arrived.
-		i, ok := w.peers.PeerFor(p.SrcIP())
-		if !ok {
+		if pk.Peer = w.peerOf(p); pk.Peer == 0 {
 			w.drop(DropNoPeer)
 			return
 		}
-		pk.Peer = int32(i) + 1
 	}
 	d := w.rs.Eval(rules.HookPrerouting, pk)
 	if d.Verdict != rules.Accept {
@@ -324,6 +329,23 @@ func (w *worker) packet(buf []byte, size int) {
 	}
 	w.forwarded++
 	w.queue(out, buf, p)
+}
+
+// peerOf names the sender of a packet read from a wireguard link
+// (Packet.Peer), 0 for none. The link let the packet in only if its source
+// is within the sending peer's allowed IPs, so the longest match on the
+// source is the sender; no match means the peer was removed as the packet
+// arrived.
+func (w *worker) peerOf(p *packet.Parsed) int32 {
+	if w.pcValid && w.pcSrc == p.Src && w.pcVer == p.Version {
+		return w.pcPeer
+	}
+	var peer int32
+	if i, ok := w.peers.PeerFor(p.SrcIP()); ok {
+		peer = int32(i) + 1
+	}
+	w.pcSrc, w.pcVer, w.pcPeer, w.pcValid = p.Src, p.Version, peer, true
+	return peer
 }
 
 // clampMSS lowers a forwarded SYN's MSS option: to what the smaller MTU of

@@ -381,6 +381,12 @@ rules = [ { peer = "bob", proto = "udp", dport = 9, action = "drop" } ]`, []stri
 	if got := hs("alice"); !got.Equal(aliceHS) {
 		t.Errorf("alice's handshake changed from %v to %v: her session was touched", aliceHS, got)
 	}
+	// The rule now names alice, index 0 where bob was index 1 before:
+	// her packets to port 9 are the ones it counts.
+	alice.send(udpPacket("10.8.0.2", "203.0.113.2", 1000, 9, 64, false, []byte("discard")))
+	eventually(t, 10*time.Second, "alice's packet counted by the rule naming her", func() bool {
+		return r.g.Rules().Counters("filter.forward")[0].Packets == 1
+	})
 	// The running config has the new peers: applying them again is a
 	// no-op.
 	if changed, err := r.g.ApplyPeers(cfg); err != nil || len(changed) != 0 {
