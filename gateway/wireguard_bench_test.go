@@ -117,7 +117,7 @@ func BenchmarkForwardPeer(b *testing.B) {
 					w.pcValid = false
 					runPacket(w, ack)
 				}
-				b.ReportMetric(float64((threadCPU() - cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+				b.ReportMetric(float64((threadCPU()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
 				if got := g.Counters.Forwarded.Load() - before; got != uint64(b.N) {
 					b.Fatalf("forwarded %d of %d", got, b.N)
 				}
