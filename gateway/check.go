@@ -95,12 +95,13 @@ func (c *Config) Describe(w io.Writer) error {
 		dev := "tun " + ic.TUN
 		switch {
 		case ic.Kind == KindWireGuard:
-			dev = fmt.Sprintf("wireguard port %d, peers %s", ic.ListenPort, strings.Join(ic.PeerNames(), " "))
+			dev = fmt.Sprintf("wireguard port %d peers [%s]", ic.ListenPort, strings.Join(ic.PeerNames(), " "))
 		case ic.TUNFD != nil:
 			dev = fmt.Sprintf("tun_fd %d", *ic.TUNFD)
 		}
+		clamp := ""
 		if ic.clamp {
-			dev += ", clamp_mss"
+			clamp = ", clamp_mss"
 		}
 		addrs := make([]string, len(ic.addrs))
 		for j, p := range ic.addrs {
@@ -110,7 +111,7 @@ func (c *Config) Describe(w io.Writer) error {
 		if a == "" {
 			a = "no addresses"
 		}
-		fmt.Fprintf(bw, "  [%d] %s: %s mtu %d, %s\n", i, ic.Name, dev, ic.MTU, a)
+		fmt.Fprintf(bw, "  [%d] %s: %s mtu %d%s, %s\n", i, ic.Name, dev, ic.MTU, clamp, a)
 	}
 	fmt.Fprintln(bw, "routes:")
 	for i := range c.Interface {
