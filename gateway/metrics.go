@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"tungate/link/wireguard"
 	"tungate/nat"
 )
 
@@ -21,6 +22,7 @@ type collector struct {
 	entries *prometheus.Desc
 	ctStat  *prometheus.Desc
 	nat     *prometheus.Desc
+	wgDrops *prometheus.Desc
 }
 
 func newCollector(g *Gateway) *collector {
@@ -31,6 +33,7 @@ func newCollector(g *Gateway) *collector {
 		entries: prometheus.NewDesc("tungate_conntrack_entries", "Connections in the table.", nil, nil),
 		ctStat:  prometheus.NewDesc("tungate_conntrack_events_total", "Conntrack counters as conntrack -S names them.", []string{"counter"}, nil),
 		nat:     prometheus.NewDesc("tungate_nat", "NAT engine counters (mappings is a gauge of live mappings).", []string{"counter"}, nil),
+		wgDrops: prometheus.NewDesc("tungate_wireguard_dropped_packets_total", "Packets a WireGuard interface dropped itself, by interface and reason.", []string{"interface", "reason"}, nil),
 	}
 }
 
@@ -40,6 +43,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.entries
 	ch <- c.ctStat
 	ch <- c.nat
+	ch <- c.wgDrops
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -52,6 +56,19 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		"sent": k.Sent.Load(), "icmp_sent": k.ICMPSent.Load(), "icmp_rate_limited": k.ICMPLimit.Load(),
 	} {
 		ch <- prometheus.MustNewConstMetric(c.packets, prometheus.CounterValue, float64(v), name)
+	}
+	for _, l := range c.g.links {
+		wl, ok := l.Dev.(*wireguard.Link)
+		if !ok {
+			continue
+		}
+		st := wl.Stats()
+		for reason, v := range map[string]uint64{
+			"no_peer": st.NoPeer, "malformed": st.Malformed, "tx_queue_full": st.TxQueueFull,
+			"rx_queue_full": st.RxQueueFull, "rx_too_big": st.RxTooBig,
+		} {
+			ch <- prometheus.MustNewConstMetric(c.wgDrops, prometheus.CounterValue, float64(v), l.Name, reason)
+		}
 	}
 	ch <- prometheus.MustNewConstMetric(c.entries, prometheus.GaugeValue, float64(c.g.ct.Count()))
 	for name, v := range natStats(c.g.nat.Stats()) {

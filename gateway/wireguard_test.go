@@ -6,6 +6,8 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"io"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -323,8 +325,25 @@ func TestWireGuardSpoofAndNoPeer(t *testing.T) {
 	if got := r.g.Counters.Drops[DropNoPeer].Load() - before; got != 2 {
 		t.Errorf("no_peer drops %d, want 2", got)
 	}
-	if got := r.g.Counters.Snapshot()["drop_no_peer"]; got < 2 {
-		t.Errorf("stats drop_no_peer = %d", got)
+	if got := r.g.Counters.Snapshot()["drop_no_peer"]; got != 2 {
+		t.Errorf("stats drop_no_peer = %d, want 2", got)
+	}
+	addr, err := r.g.ServeMetrics("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get("http://" + addr.String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	// The gateway caught both before the link had to.
+	for _, want := range []string{`tungate_dropped_packets_total{reason="no_peer"} 2`,
+		`tungate_wireguard_dropped_packets_total{interface="wg0",reason="no_peer"} 0`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q", want)
+		}
 	}
 }
 
