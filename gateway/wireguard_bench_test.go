@@ -13,6 +13,7 @@ import (
 
 	"tungate/link"
 	"tungate/link/wireguard"
+	"tungate/packet"
 )
 
 // peerDev is a nullDev that names peers with a real WireGuard link's peer
@@ -124,6 +125,44 @@ func BenchmarkForwardPeer(b *testing.B) {
 				if kind == "wireguard" && w.pk.Peer != 1 {
 					b.Fatalf("sender is peer %d, want 1", lan.pk.Peer)
 				}
+			})
+		}
+	}
+}
+
+// BenchmarkPeerOf is the datapath's whole added work per packet read from
+// a wireguard link (peer cache check, PeerFor through the interface, cache
+// fill), cache missing every time, and hitting.
+func BenchmarkPeerOf(b *testing.B) {
+	wl := benchPeerLink(b)
+	for _, fam := range []string{"ipv4", "ipv6"} {
+		for _, cached := range []bool{false, true} {
+			name := fam + "/miss"
+			if cached {
+				name = fam + "/hit"
+			}
+			b.Run(name, func(b *testing.B) {
+				src := "10.10.0.2"
+				if fam == "ipv6" {
+					src = "fd10::2"
+				}
+				var p packet.Parsed
+				if err := p.Decode(tcpPacket(src, "198.18.0.2", 1, 2, 0, 0, header.TCPFlagAck, 0)); err != nil {
+					b.Fatal(err)
+				}
+				w := &worker{peers: wl}
+				runtime.LockOSThread()
+				defer runtime.UnlockOSThread()
+				b.ReportAllocs()
+				b.ResetTimer()
+				cpu0 := threadCPU()
+				for b.Loop() {
+					w.pcValid = w.pcValid && cached
+					if w.peerOf(&p) != 1 {
+						b.Fatal("wrong peer")
+					}
+				}
+				b.ReportMetric(float64((threadCPU() - cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
 			})
 		}
 	}
