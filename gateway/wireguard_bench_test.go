@@ -162,7 +162,7 @@ func BenchmarkPeerOf(b *testing.B) {
 						b.Fatal("wrong peer")
 					}
 				}
-				b.ReportMetric(float64((threadCPU() - cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+				b.ReportMetric(float64((threadCPU()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
 			})
 		}
 	}
