@@ -343,6 +343,13 @@ func (w *worker) peerOf(p *packet.Parsed) int32 {
 	var peer int32
 	if i, ok := w.peers.PeerFor(p.SrcIP()); ok {
 		peer = int32(i) + 1
+		// Rules match peers by index. Across a reload the link's list
+		// and the rule set's are swapped one after the other: a name
+		// that differs means the two disagree on the numbering, and the
+		// packet is dropped rather than judged as another peer's.
+		if want := w.rs.PeerName(w.in, i); want != "" && want != w.peers.PeerName(i) {
+			peer = 0
+		}
 	}
 	w.pcSrc, w.pcVer, w.pcPeer, w.pcValid = p.Src, p.Version, peer, true
 	return peer

@@ -14,6 +14,7 @@ import (
 	"tungate/link"
 	"tungate/link/wireguard"
 	"tungate/packet"
+	"tungate/rules"
 )
 
 // peerDev is a nullDev that names peers with a real WireGuard link's peer
@@ -150,7 +151,17 @@ func BenchmarkPeerOf(b *testing.B) {
 				if err := p.Decode(tcpPacket(src, "198.18.0.2", 1, 2, 0, 0, header.TCPFlagAck, 0)); err != nil {
 					b.Fatal(err)
 				}
-				w := &worker{peers: wl}
+				// A rule set that knows the peers' names, so the name
+				// check of a miss is measured too.
+				names := make([]string, 256)
+				for i := range names {
+					names[i] = wl.PeerName(i)
+				}
+				rs, err := rules.Compile(rules.FilterConfig{}, rules.RawConfig{}, nil, rules.Env{Interfaces: []string{"wg"}, Peers: [][]string{names}})
+				if err != nil {
+					b.Fatal(err)
+				}
+				w := &worker{peers: wl, rs: rs}
 				runtime.LockOSThread()
 				defer runtime.UnlockOSThread()
 				b.ReportAllocs()

@@ -25,6 +25,7 @@ import (
 	"tungate/link"
 	"tungate/link/wireguard"
 	"tungate/packet"
+	"tungate/rules"
 )
 
 // wgPeer is a road warrior or a site: a netstack host behind a plain
@@ -470,4 +471,48 @@ func mssOption(o []byte) uint16 {
 		i += int(o[i+1])
 	}
 	return 0
+}
+
+// fakePeers is a PeerIdentifier with a fixed list: every address is its
+// first peer.
+type fakePeers []string
+
+func (f fakePeers) PeerFor(netip.Addr) (int, bool) { return 0, len(f) > 0 }
+func (f fakePeers) PeerName(i int) string {
+	if i < 0 || i >= len(f) {
+		return ""
+	}
+	return f[i]
+}
+
+// A packet is never judged as another peer's while a reload has swapped
+// the link's peer list but not yet the rules (or the other way round).
+func TestPeerOfChecksNumbering(t *testing.T) {
+	var p packet.Parsed
+	if err := p.Decode(udpPacket("10.8.0.2", "203.0.113.2", 1, 2, 64, false, nil)); err != nil {
+		t.Fatal(err)
+	}
+	compile := func(names ...string) *rules.Ruleset {
+		rs, err := rules.Compile(rules.FilterConfig{}, rules.RawConfig{}, nil, rules.Env{Interfaces: []string{"wan", "wg0"}, Peers: [][]string{nil, names}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rs
+	}
+	for _, tc := range []struct {
+		name  string
+		link  fakePeers
+		rules *rules.Ruleset
+		want  int32
+	}{
+		{"same numbering", fakePeers{"alice", "bob"}, compile("alice", "bob"), 1},
+		{"rules still old: index 0 was bob", fakePeers{"alice"}, compile("bob", "alice"), 0},
+		{"rules know fewer peers", fakePeers{"carol"}, compile(), 1},
+		{"no peer", fakePeers{}, compile("alice"), 0},
+	} {
+		w := &worker{in: 1, peers: tc.link, rs: tc.rules}
+		if got := w.peerOf(&p); got != tc.want {
+			t.Errorf("%s: peer %d, want %d", tc.name, got, tc.want)
+		}
+	}
 }

@@ -110,8 +110,15 @@ func (rs *Ruleset) ifaceName(i int) string {
 
 // peerName names peer (Packet.Peer) of interface in, "" if unknown.
 func (rs *Ruleset) peerName(in int, peer int32) string {
-	if in < 0 || in >= len(rs.peers) || peer <= 0 || int(peer) > len(rs.peers[in]) {
+	return rs.PeerName(in, int(peer)-1)
+}
+
+// PeerName is the name the rule set was compiled with for peer index of
+// interface in, "" when it knows none: the gateway checks it against the
+// link's own so rules never judge a packet by a stale numbering.
+func (rs *Ruleset) PeerName(in, index int) string {
+	if in < 0 || in >= len(rs.peers) || index < 0 || index >= len(rs.peers[in]) {
 		return ""
 	}
-	return rs.peers[in][peer-1]
+	return rs.peers[in][index]
 }
