@@ -603,7 +603,7 @@ func (c *Config) validateInterface(l *confdiag.List, i int, names, tuns map[stri
 	if ic.MTU == 0 {
 		ic.MTU = 1500
 	}
-	if ic.MTU < 1280 || ic.MTU > 65535 {
+	if (ic.MTU < 1280 || ic.MTU > 65535) && ic.Kind != KindWireGuard { // wireguard checks its own
 		// IPv6 needs 1280 (RFC 8200 section 5).
 		l.Addf(key+".mtu", "%d out of range (1280-65535)", ic.MTU)
 	}

@@ -35,6 +35,8 @@ func TestInterfaceKindErrors(t *testing.T) {
 			`interface[2].private_key_file: missing`},
 		{"mtu of wireguard", base + "mtu = 65500\n",
 			`interface[2].mtu: 65500 out of range (1280-65455)`},
+		{"small mtu of wireguard reported once", base + "mtu = 1000\n",
+			`interface[2].mtu: 1000 out of range (1280-65455)`},
 		{"unknown peer in a rule", base + peer + "[filter.forward]\nrules = [ { peer = \"alcie\", action = \"accept\" } ]\n",
 			`filter.forward.rules[0].peer: unknown peer "alcie" (did you mean "alice"?)`},
 	} {
@@ -42,6 +44,9 @@ func TestInterfaceKindErrors(t *testing.T) {
 			_, _, err := checkFile(t, tc.text)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v\nwant one containing %s", err, tc.want)
+			}
+			if n := strings.Count(err.Error(), "\n") + 1; n != 1 {
+				t.Errorf("%d errors, want 1:\n%v", n, err)
 			}
 		})
 	}
