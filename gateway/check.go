@@ -47,11 +47,7 @@ func (c *Config) compileForCheck(ct *conntrack.Table) (*rules.Ruleset, error) {
 		return nil, err
 	}
 	helpers = m.Names()
-	return rules.Compile(c.Filter, c.Raw, c.Sets, rules.Env{
-		Interfaces: c.InterfaceNames(),
-		Helpers:    helpers,
-		Logger:     zap.NewNop(),
-	})
+	return rules.Compile(c.Filter, c.Raw, c.Sets, c.rulesEnv(helpers, zap.NewNop()))
 }
 
 // Check loads a config file and compiles everything it configures without
@@ -96,8 +92,15 @@ func (c *Config) Describe(w io.Writer) error {
 	for i := range c.Interface {
 		ic := &c.Interface[i]
 		dev := "tun " + ic.TUN
-		if ic.TUNFD != nil {
+		switch {
+		case ic.Kind == KindWireGuard:
+			dev = fmt.Sprintf("wireguard port %d peers [%s]", ic.ListenPort, strings.Join(ic.PeerNames(), " "))
+		case ic.TUNFD != nil:
 			dev = fmt.Sprintf("tun_fd %d", *ic.TUNFD)
+		}
+		clamp := ""
+		if ic.clamp {
+			clamp = ", clamp_mss"
 		}
 		addrs := make([]string, len(ic.addrs))
 		for j, p := range ic.addrs {
@@ -107,7 +110,7 @@ func (c *Config) Describe(w io.Writer) error {
 		if a == "" {
 			a = "no addresses"
 		}
-		fmt.Fprintf(bw, "  [%d] %s: %s mtu %d, %s\n", i, ic.Name, dev, ic.MTU, a)
+		fmt.Fprintf(bw, "  [%d] %s: %s mtu %d%s, %s\n", i, ic.Name, dev, ic.MTU, clamp, a)
 	}
 	fmt.Fprintln(bw, "routes:")
 	for i := range c.Interface {

@@ -17,6 +17,7 @@ import (
 	"tungate/alg"
 	"tungate/confdiag"
 	"tungate/conntrack"
+	"tungate/link/wireguard"
 	"tungate/nat"
 	"tungate/rules"
 )
@@ -31,6 +32,10 @@ type Config struct {
 	Interface []InterfaceConfig   `toml:"interface"`
 	Route     []RouteConfig       `toml:"route"`
 	Sets      map[string][]string `toml:"sets"`
+	// PeerSets name groups of WireGuard peers for the rules' peer match
+	// ("@laptops"); entries are peer names. They are apart from [sets],
+	// whose entries are addresses.
+	PeerSets  map[string][]string `toml:"peer_sets"`
 	NAT       nat.Config          `toml:"nat"`
 	Helpers   alg.Config          `toml:"helpers"`
 	Filter    rules.FilterConfig  `toml:"filter"`
@@ -77,10 +82,15 @@ type ICMPConfig struct {
 	Burst int `toml:"burst"`
 }
 
-// InterfaceConfig is one [[interface]].
+// InterfaceConfig is one [[interface]]. Kind says what the link is; the
+// keys of the other kinds are refused on it (see kindKeys).
 type InterfaceConfig struct {
 	// Name is the interface's name in rules, routes and NAT.
 	Name string `toml:"name"`
+	// Kind is "tun" (the default: a kernel TUN device) or "wireguard" (a
+	// WireGuard interface run inside the process, package
+	// link/wireguard).
+	Kind string `toml:"kind"`
 	// TUN names a kernel TUN device, created if absent or attached to
 	// when it exists (a persistent device owned by this user needs no
 	// privilege).
@@ -91,13 +101,35 @@ type InterfaceConfig struct {
 	// Addresses are the gateway's own addresses on the link; each gives a
 	// connected route.
 	Addresses []string `toml:"addresses"`
-	// MTU of the link (default 1500).
+	// MTU of the link (default 1500; 1420 for wireguard, the tunnel's).
 	MTU int `toml:"mtu"`
+	// ClampMSS lowers the MSS option of forwarded TCP SYNs entering or
+	// leaving this interface to what the smaller of the two links' MTUs
+	// carries, so TCP works across it even where ICMP "packet too big" is
+	// filtered (PMTU black holes). Default true for wireguard, false
+	// otherwise.
+	ClampMSS *bool `toml:"clamp_mss"`
+
+	// The keys of kind "wireguard", as link/wireguard's Config names them.
+	// (Its mtu is the interface's own.)
+
+	// PrivateKeyFile holds the interface's base64 private key (mode 0600).
+	PrivateKeyFile string `toml:"private_key_file"`
+	// PrivateKey is the key inline, refused unless AllowInlineKey is set.
+	PrivateKey string `toml:"private_key"`
+	// AllowInlineKey permits PrivateKey (examples, tests).
+	AllowInlineKey bool `toml:"allow_inline_key"`
+	// ListenPort is the UDP port; 0 picks a free one.
+	ListenPort int `toml:"listen_port"`
+	// Peers are the [[interface.peer]] blocks.
+	Peers []wireguard.PeerConfig `toml:"peer"`
+
 	// RPF is the reverse-path check on packets arriving here: "strict",
 	// "loose" or "off" (default). See rpf.go.
 	RPF string `toml:"rpf"`
 
 	addrs []netip.Prefix
+	clamp bool
 	rpf   rpfMode
 }
 
@@ -195,6 +227,48 @@ func (c *Config) validateNamespace(l *confdiag.List, names map[string]int) {
 			}
 		}
 	}
+}
+
+// Interface kinds.
+const (
+	KindTUN       = "tun"
+	KindWireGuard = "wireguard"
+)
+
+// kindKeys are the keys only one kind of interface has; the keys common to
+// all (name, kind, addresses, mtu, clamp_mss) are not listed. A new kind of
+// link adds its keys here, a case to validateKind and one to openLink.
+var kindKeys = map[string][]string{
+	KindTUN:       {"tun", "tun_fd"},
+	KindWireGuard: {"private_key_file", "private_key", "allow_inline_key", "listen_port", "peer"},
+}
+
+// kindNames are the kinds in the order errors list them.
+var kindNames = []string{KindTUN, KindWireGuard}
+
+// wireGuard is the link/wireguard config of a wireguard interface.
+func (ic *InterfaceConfig) wireGuard() wireguard.Config {
+	return wireguard.Config{
+		PrivateKeyFile: ic.PrivateKeyFile,
+		PrivateKey:     ic.PrivateKey,
+		AllowInlineKey: ic.AllowInlineKey,
+		ListenPort:     ic.ListenPort,
+		MTU:            ic.MTU,
+		Peers:          ic.Peers,
+	}
+}
+
+// PeerNames returns the names of the interface's WireGuard peers in
+// config order (a peer's index in rules and PeerFor); nil for other kinds.
+func (ic *InterfaceConfig) PeerNames() []string {
+	if ic.Kind != KindWireGuard {
+		return nil
+	}
+	names := make([]string, len(ic.Peers))
+	for i := range ic.Peers {
+		names[i] = ic.Peers[i].Name
+	}
+	return names
 }
 
 // RouteConfig is one [[route]].
@@ -619,6 +693,64 @@ func (c *Config) validateInterface(l *confdiag.List, i int, names, tuns map[stri
 	} else {
 		names[ic.Name] = i
 	}
+	if ic.Kind == "" {
+		ic.Kind = KindTUN
+	}
+	c.foreignKeys(l, i)
+	switch ic.Kind {
+	case KindTUN:
+		c.validateTUN(l, i, tuns)
+	case KindWireGuard:
+		if ic.MTU == 0 {
+			ic.MTU = wireguard.DefaultMTU
+		}
+		if ic.ClampMSS == nil {
+			ic.clamp = true
+		}
+		validateWireGuard(l, key, ic)
+	default:
+		l.Addf(key+".kind", "unknown kind %q%s", ic.Kind, orWant(kindNames, ic.Kind, strings.Join(kindNames, " or ")))
+	}
+	if ic.ClampMSS != nil {
+		ic.clamp = *ic.ClampMSS
+	}
+	if ic.MTU == 0 {
+		ic.MTU = 1500
+		if c.Namespace.Interface != "" && ic.Name == c.Namespace.Interface {
+			// What slirp4netns and pasta use: fewer, larger packets
+			// across the user-space hop.
+			ic.MTU = 65520
+		}
+	}
+	switch ic.RPF {
+	case "", "off":
+		ic.rpf = rpfOff
+	case "strict":
+		ic.rpf = rpfStrict
+	case "loose":
+		ic.rpf = rpfLoose
+	default:
+		l.Addf(key+".rpf", "unknown mode %q%s", ic.RPF, orWant([]string{"strict", "loose", "off"}, ic.RPF, "strict, loose or off"))
+	}
+	if (ic.MTU < 1280 || ic.MTU > 65535) && ic.Kind != KindWireGuard { // wireguard checks its own
+		// IPv6 needs 1280 (RFC 8200 section 5).
+		l.Addf(key+".mtu", "%d out of range (1280-65535)", ic.MTU)
+	}
+	ic.addrs = ic.addrs[:0]
+	for j, a := range ic.Addresses {
+		p, err := netip.ParsePrefix(a)
+		if err != nil {
+			l.Addf(fmt.Sprintf("%s.addresses[%d]", key, j), "invalid address/prefix %q: %s", a, confdiag.Reason(err, a))
+			continue
+		}
+		ic.addrs = append(ic.addrs, p)
+	}
+}
+
+// validateTUN checks the keys of a kind "tun" interface.
+func (c *Config) validateTUN(l *confdiag.List, i int, tuns map[string]int) {
+	ic := &c.Interface[i]
+	key := fmt.Sprintf("interface[%d]", i)
 	inNamespace := c.Namespace.Interface != "" && ic.Name == c.Namespace.Interface
 	switch {
 	case inNamespace && (ic.TUN != "" || ic.TUNFD != nil):
@@ -641,37 +773,74 @@ func (c *Config) validateInterface(l *confdiag.List, i int, names, tuns map[stri
 	if ic.TUNFD != nil && *ic.TUNFD < 0 {
 		l.Addf(key+".tun_fd", "%d is not a file descriptor", *ic.TUNFD)
 	}
-	if ic.MTU == 0 {
-		ic.MTU = 1500
-		if inNamespace {
-			// What slirp4netns and pasta use: fewer, larger packets
-			// across the user-space hop.
-			ic.MTU = 65520
-		}
+}
+
+// wgKeyPath matches the key path link/wireguard puts in front of its
+// errors ("peer[1].public_key: ..."), relative to the interface.
+var wgKeyPath = regexp.MustCompile(`^[a-z_]+(\[\d+\])?(\.[a-z_]+)?$`)
+
+// validateWireGuard checks a wireguard interface with link/wireguard's own
+// validation (which reads the key files), moving the key path of its
+// error under the interface's.
+func validateWireGuard(l *confdiag.List, key string, ic *InterfaceConfig) {
+	wc := ic.wireGuard()
+	err := wc.Validate()
+	if err == nil {
+		return
 	}
-	if ic.MTU < 1280 || ic.MTU > 65535 {
-		// IPv6 needs 1280 (RFC 8200 section 5).
-		l.Addf(key+".mtu", "%d out of range (1280-65535)", ic.MTU)
+	path, msg := key, err.Error()
+	if k, rest, ok := strings.Cut(msg, ": "); ok && wgKeyPath.MatchString(k) {
+		path, msg = key+"."+k, rest
 	}
-	switch ic.RPF {
-	case "", "off":
-		ic.rpf = rpfOff
-	case "strict":
-		ic.rpf = rpfStrict
-	case "loose":
-		ic.rpf = rpfLoose
-	default:
-		l.Addf(key+".rpf", "unknown mode %q%s", ic.RPF, orWant([]string{"strict", "loose", "off"}, ic.RPF, "strict, loose or off"))
-	}
-	ic.addrs = ic.addrs[:0]
-	for j, a := range ic.Addresses {
-		p, err := netip.ParsePrefix(a)
-		if err != nil {
-			l.Addf(fmt.Sprintf("%s.addresses[%d]", key, j), "invalid address/prefix %q: %s", a, confdiag.Reason(err, a))
+	l.Addf(path, "%s", msg)
+}
+
+// foreignKeys reports each key interface i has that belongs to another
+// kind, naming the key and its kind.
+func (c *Config) foreignKeys(l *confdiag.List, i int) {
+	ic := &c.Interface[i]
+	key := fmt.Sprintf("interface[%d]", i)
+	for _, kind := range kindNames {
+		if kind == ic.Kind {
 			continue
 		}
-		ic.addrs = append(ic.addrs, p)
+		for _, k := range kindKeys[kind] {
+			if c.hasKey(i, k) {
+				l.Addf(key+"."+k, "%q is a key of %s interfaces, not of kind %q", k, kind, ic.Kind)
+			}
+		}
 	}
+}
+
+// hasKey reports whether interface i sets key k: from the file's key index
+// when there is one, else from the decoded value.
+func (c *Config) hasKey(i int, k string) bool {
+	if c.index != nil {
+		p := fmt.Sprintf("interface[%d].%s", i, k)
+		if _, ok := c.index.KeyPos(p); ok {
+			return true
+		}
+		_, ok := c.index.KeyPos(p + "[0]")
+		return ok
+	}
+	ic := &c.Interface[i]
+	switch k {
+	case "tun":
+		return ic.TUN != ""
+	case "tun_fd":
+		return ic.TUNFD != nil
+	case "private_key_file":
+		return ic.PrivateKeyFile != ""
+	case "private_key":
+		return ic.PrivateKey != ""
+	case "allow_inline_key":
+		return ic.AllowInlineKey
+	case "listen_port":
+		return ic.ListenPort != 0
+	case "peer":
+		return len(ic.Peers) > 0
+	}
+	return false
 }
 
 // InterfaceNames returns the interface names in config order; a packet's
@@ -682,6 +851,21 @@ func (c *Config) InterfaceNames() []string {
 		n[i] = c.Interface[i].Name
 	}
 	return n
+}
+
+// rulesEnv is what the rules compile against.
+func (c *Config) rulesEnv(helpers []string, log *zap.Logger) rules.Env {
+	peers := make([][]string, len(c.Interface))
+	for i := range c.Interface {
+		peers[i] = c.Interface[i].PeerNames()
+	}
+	return rules.Env{
+		Interfaces: c.InterfaceNames(),
+		Helpers:    helpers,
+		Logger:     log,
+		Peers:      peers,
+		PeerSets:   c.PeerSets,
+	}
 }
 
 // natIfaces returns the per-interface own addresses for the NAT engine.

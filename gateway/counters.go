@@ -33,6 +33,10 @@ const (
 	DropRPF
 	// DropPerSource: a new connection over [conntrack] per_source_max.
 	DropPerSource
+	// DropNoPeer: a packet routed to a WireGuard interface whose
+	// destination no peer's allowed_ips hold, or read from one whose
+	// source names no peer (a peer removed by a reload as it arrived).
+	DropNoPeer
 	numDropReasons
 )
 
@@ -40,6 +44,7 @@ var dropNames = [numDropReasons]string{
 	"malformed", "ip_checksum", "no_route", "ttl_exceeded", "mtu", "filter", "reject",
 	"conntrack_full", "conntrack_insert", "nat", "helper", "fragment", "local", "no_buffer", "write", "martian", "ip_options",
 	"rpf", "per_source",
+	"no_peer",
 }
 
 // String names the reason as metrics and `tungate stats` show it.

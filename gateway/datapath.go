@@ -32,6 +32,9 @@ type worker struct {
 	in   int
 	// flags is the link's Flagger, nil when it vouches for nothing.
 	flags link.Flagger
+	// peers names the sender of each packet read; nil for links without
+	// peers, which then pay nothing for the feature.
+	peers link.PeerIdentifier
 
 	bufs  [][]byte
 	sizes []int
@@ -76,6 +79,14 @@ type worker struct {
 	rpVer   uint8
 	rpOK    bool
 	rpValid bool
+	// The peer cache: the last source named on a wireguard link and its
+	// Packet.Peer. A batch's packets mostly come from one peer's flow;
+	// the cache lives for one batch only, so a reload's new peer table is
+	// used from the next batch on.
+	pcSrc   packet.Addr
+	pcVer   uint8
+	pcPeer  int32
+	pcValid bool
 }
 
 func newWorker(g *Gateway, l *Link) *worker {
@@ -85,6 +96,7 @@ func newWorker(g *Gateway, l *Link) *worker {
 	}
 	w := &worker{g: g, link: l, in: l.Index, rpf: l.rpf}
 	w.flags, _ = l.Dev.(link.Flagger)
+	w.peers = l.peers
 	w.bufs = make([][]byte, n)
 	for i := range w.bufs {
 		w.bufs[i] = make([]byte, headroom+maxPacket)
@@ -135,6 +147,7 @@ func (w *worker) run() error {
 func (w *worker) batch(n int) {
 	w.now = w.g.ct.Now()
 	w.rs = w.g.rules.Load()
+	w.pcValid = false
 	w.g.Counters.Received.Add(uint64(n))
 	var bytes uint64
 	for i := 0; i < n; i++ {
@@ -249,6 +262,12 @@ func (w *worker) packet(buf []byte, size int) {
 	}
 	pk := &w.pk
 	*pk = rules.Packet{P: p, In: w.in, Out: -1, Info: conntrack.Untracked}
+	if w.peers != nil {
+		if pk.Peer = w.peerOf(p); pk.Peer == 0 {
+			w.drop(DropNoPeer)
+			return
+		}
+	}
 	d := w.rs.Eval(rules.HookPrerouting, pk)
 	if d.Verdict != rules.Accept {
 		w.drop(DropFilter)
@@ -316,6 +335,16 @@ func (w *worker) packet(buf []byte, size int) {
 	if !w.filter(rules.HookForward) {
 		return
 	}
+	if ol := g.links[out]; ol.peers != nil {
+		// Cryptokey routing: a packet no peer takes would be dropped by
+		// the link unseen; here it is counted and answered, as the
+		// kernel's WireGuard answers host unreachable.
+		if _, ok := ol.peers.PeerFor(p.DstIP()); !ok {
+			w.icmpError(p, icmpHostUnreachable)
+			w.discard(DropNoPeer)
+			return
+		}
+	}
 	if res.Conn != nil {
 		if !g.nat.Postrouting(p, res, w.in, out) {
 			w.discard(DropNAT)
@@ -330,8 +359,59 @@ func (w *worker) packet(buf []byte, size int) {
 			forwardOptions4(p, a)
 		}
 	}
+	if p.Proto == packet.ProtoTCP && p.TCPFlags&packet.TCPSyn != 0 && (pk.ClampMSS != 0 || w.link.clamp || g.links[out].clamp) {
+		w.clampMSS(p, out)
+	}
 	w.forwarded++
 	w.queue(out, buf, p)
+}
+
+// peerOf names the sender of a packet read from a wireguard link
+// (Packet.Peer), 0 for none. The link let the packet in only if its source
+// is within the sending peer's allowed IPs, so the longest match on the
+// source is the sender; no match means the peer was removed as the packet
+// arrived.
+func (w *worker) peerOf(p *packet.Parsed) int32 {
+	if w.pcValid && w.pcSrc == p.Src && w.pcVer == p.Version {
+		return w.pcPeer
+	}
+	var peer int32
+	if i, ok := w.peers.PeerFor(p.SrcIP()); ok {
+		peer = int32(i) + 1
+		// Rules match peers by index. Across a reload the link's list
+		// and the rule set's are swapped one after the other: a name
+		// that differs means the two disagree on the numbering, and the
+		// packet is dropped rather than judged as another peer's.
+		if want := w.rs.PeerName(w.in, i); want != "" && want != w.peers.PeerName(i) {
+			peer = 0
+		}
+	}
+	w.pcSrc, w.pcVer, w.pcPeer, w.pcValid = p.Src, p.Version, peer, true
+	return peer
+}
+
+// clampMSS lowers a forwarded SYN's MSS option: to what the smaller MTU of
+// the input and output links carries when either has clamp_mss (so the
+// SYN and the SYN-ACK of a connection across a tunnel both get it), and
+// to what a clamp_mss rule asked. The IP and TCP headers take 40 bytes in
+// IPv4 and 60 in IPv6.
+func (w *worker) clampMSS(p *packet.Parsed, out int) {
+	hdr := 40
+	if p.Version == 6 {
+		hdr = 60
+	}
+	ol := w.g.links[out]
+	mss := 0xffff
+	if w.link.clamp || ol.clamp {
+		mss = min(w.link.MTU, ol.MTU) - hdr
+	}
+	switch c := w.pk.ClampMSS; {
+	case c == rules.ClampRouteMTU:
+		mss = min(mss, ol.MTU-hdr)
+	case c != 0:
+		mss = min(mss, int(c))
+	}
+	p.ClampTCPMSS(uint16(mss))
 }
 
 // filter runs a filter hook on the current packet; false: it was dropped

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"reflect"
 	"sync"
 	"sync/atomic"
 
@@ -19,6 +20,8 @@ import (
 	"tungate/alg"
 	"tungate/confdiag"
 	"tungate/conntrack"
+	"tungate/link"
+	"tungate/link/wireguard"
 	"tungate/nat"
 	"tungate/packet"
 	"tungate/rules"
@@ -130,17 +133,15 @@ func New(cfg *Config, opt Options) (*Gateway, error) {
 			return nil, err
 		}
 		mtu := ic.MTU
-		g.links = append(g.links, &Link{Name: ic.Name, Index: i, Dev: dev, MTU: mtu, rpf: ic.rpf})
+		l := &Link{Name: ic.Name, Index: i, Dev: dev, MTU: mtu, clamp: ic.clamp, rpf: ic.rpf}
+		l.peers, _ = dev.(link.PeerIdentifier)
+		g.links = append(g.links, l)
 	}
 	return g, nil
 }
 
 func (g *Gateway) compileRules(cfg *Config) (*rules.Ruleset, error) {
-	rs, err := rules.Compile(cfg.Filter, cfg.Raw, cfg.Sets, rules.Env{
-		Interfaces: cfg.InterfaceNames(),
-		Helpers:    g.alg.Names(),
-		Logger:     g.log.Named("rules"),
-	})
+	rs, err := rules.Compile(cfg.Filter, cfg.Raw, cfg.Sets, cfg.rulesEnv(g.alg.Names(), g.log.Named("rules")))
 	if err != nil && cfg.index != nil {
 		return nil, cfg.locate(confdiag.Flatten(err))
 	}
@@ -255,11 +256,16 @@ func (g *Gateway) Reload() error {
 	return g.ReloadConfig(cfg)
 }
 
-// ReloadConfig swaps in the rules of an already validated config.
+// ReloadConfig swaps in the rules of an already validated config and the
+// peers of its WireGuard interfaces (ApplyPeers).
 func (g *Gateway) ReloadConfig(cfg *Config) error {
 	rs, err := g.compileRules(cfg)
 	if err != nil {
 		g.log.Error("reload failed; keeping the running config", zap.Error(err))
+		return err
+	}
+	if _, err := g.ApplyPeers(cfg); err != nil {
+		g.log.Error("reload failed; keeping the running rules", zap.Error(err))
 		return err
 	}
 	g.rules.Store(rs)
@@ -285,6 +291,49 @@ func (g *Gateway) warnRestart(old, cfg *Config) {
 				zap.String("interface", cfg.Interface[i].Name), zap.String("new", cfg.Interface[i].RPF))
 		}
 	}
+}
+
+// peerUpdater is a link whose peers change while it runs.
+type peerUpdater interface {
+	UpdatePeers([]wireguard.PeerConfig) error
+}
+
+// ApplyPeers gives each running WireGuard interface the peers cfg lists
+// for it, where they differ from the running config's: peers added,
+// removed or changed, and every other peer's session untouched (the
+// link's UpdatePeers). An interface is matched by position and name and
+// must be of kind wireguard in both configs; other interface changes need
+// a restart and are left alone. It returns the names of the interfaces it
+// changed. On an error the interfaces before the failing one keep their
+// new peers and the failing one its old.
+//
+// Rules compiled for cfg must be swapped in right after: rules match a
+// peer by its index in the interface's list, which the update renumbers.
+func (g *Gateway) ApplyPeers(cfg *Config) ([]string, error) {
+	old := g.cfg.Load()
+	var changed []string
+	for i, l := range g.links {
+		if i >= len(cfg.Interface) || i >= len(old.Interface) {
+			break
+		}
+		nic, oic := &cfg.Interface[i], &old.Interface[i]
+		if nic.Name != l.Name || nic.Kind != KindWireGuard || oic.Kind != KindWireGuard {
+			continue
+		}
+		if reflect.DeepEqual(nic.Peers, oic.Peers) {
+			continue
+		}
+		u, ok := l.Dev.(peerUpdater)
+		if !ok {
+			continue
+		}
+		if err := u.UpdatePeers(nic.Peers); err != nil {
+			return changed, fmt.Errorf("interface %q: %w", l.Name, err)
+		}
+		changed = append(changed, l.Name)
+		g.log.Info("wireguard peers updated", zap.String("interface", l.Name), zap.Strings("peers", nic.PeerNames()))
+	}
+	return changed, nil
 }
 
 // Rules returns the running rule set.

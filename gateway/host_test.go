@@ -33,8 +33,11 @@ type tapDev struct {
 	done   chan struct{}
 	once   sync.Once
 
-	mu    sync.Mutex // guards watch
+	mu    sync.Mutex // guards watch and drop
 	watch []func([]byte) bool
+	// drop, when set, filters what reaches the host: a firewall in front
+	// of it (e.g. one that drops ICMP).
+	drop func([]byte) bool
 }
 
 func newHost(t *testing.T, mtu int, addrs ...string) *host {
@@ -84,6 +87,21 @@ func (d *tapDev) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 
 func (d *tapDev) Write(bufs [][]byte, offset int) (int, error) {
 	d.mu.Lock()
+	if d.drop != nil {
+		keep := make([][]byte, 0, len(bufs))
+		for _, b := range bufs {
+			if !d.drop(b[offset:]) {
+				keep = append(keep, b)
+			}
+		}
+		if len(keep) < len(bufs) {
+			d.mu.Unlock()
+			if len(keep) > 0 {
+				d.Write(keep, offset)
+			}
+			return len(bufs), nil
+		}
+	}
 	for _, b := range bufs {
 		pkt := b[offset:]
 		keep := d.watch[:0]

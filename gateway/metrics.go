@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"tungate/conntrack"
+	"tungate/link/wireguard"
 	"tungate/nat"
 )
 
@@ -31,6 +32,8 @@ type collector struct {
 	natLive *prometheus.Desc
 	// perSource counts NEW connections refused by [conntrack] per_source_max.
 	perSource *prometheus.Desc
+	// wgDrops are what WireGuard interfaces dropped themselves.
+	wgDrops *prometheus.Desc
 }
 
 // counterDesc is one counter and where its value comes from.
@@ -67,6 +70,7 @@ func newCollector(g *Gateway) *collector {
 		entries: prometheus.NewDesc("tungate_conntrack_entries", "Connections in the table.", nil, nil),
 		max:     prometheus.NewDesc("tungate_conntrack_entries_max", "The table's capacity (conntrack.max).", nil, nil),
 		expects: prometheus.NewDesc("tungate_conntrack_expectations", "Expectations waiting for their connection.", nil, nil),
+		wgDrops: prometheus.NewDesc("tungate_wireguard_dropped_packets_total", "Packets a WireGuard interface dropped itself, by interface and reason.", []string{"interface", "reason"}, nil),
 		perSource: prometheus.NewDesc("tungate_conntrack_per_source_refused_total",
 			"New connections refused because their source held per_source_max connections.", nil, nil),
 		ct: []counterDesc{
@@ -126,6 +130,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range c.nat {
 		ch <- d
 	}
+	ch <- c.wgDrops
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -141,6 +146,19 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		lc := g.LinkCounters(i)
 		for j, v := range [4]uint64{lc.RxPackets, lc.RxBytes, lc.TxPackets, lc.TxBytes} {
 			ch <- prometheus.MustNewConstMetric(c.ifaces[j], prometheus.CounterValue, float64(v), l.Name)
+		}
+	}
+	for _, l := range g.links {
+		wl, ok := l.Dev.(*wireguard.Link)
+		if !ok {
+			continue
+		}
+		st := wl.Stats()
+		for reason, v := range map[string]uint64{
+			"no_peer": st.NoPeer, "malformed": st.Malformed, "tx_queue_full": st.TxQueueFull,
+			"rx_queue_full": st.RxQueueFull, "rx_too_big": st.RxTooBig,
+		} {
+			ch <- prometheus.MustNewConstMetric(c.wgDrops, prometheus.CounterValue, float64(v), l.Name, reason)
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(c.entries, prometheus.GaugeValue, float64(g.ct.Count()))

@@ -8,7 +8,10 @@
 // offloads (GSO/GRO through the virtio header in the headroom) stay intact.
 package link
 
-import "errors"
+import (
+	"errors"
+	"net/netip"
+)
 
 // Headroom is the space the datapath leaves in front of every packet it
 // passes to Read and Write. A kernel TUN writes its virtio-net header
@@ -54,3 +57,15 @@ type Flagger interface {
 
 // ErrClosed is returned by links that have no os-level closed error.
 var ErrClosed = errors.New("link closed")
+
+// PeerIdentifier is implemented by links whose packets come from named
+// peers (WireGuard): the peer behind an address is the one whose allowed
+// IPs hold it, by longest prefix. The datapath asks once per packet read
+// from such a link, with the packet's source, so rules can match the
+// sender; links without it have no peers.
+type PeerIdentifier interface {
+	// PeerFor returns the index of the peer whose allowed IPs hold addr.
+	PeerFor(addr netip.Addr) (index int, ok bool)
+	// PeerName returns the name of peer index, "" when there is none.
+	PeerName(index int) string
+}

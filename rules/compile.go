@@ -24,6 +24,11 @@ type compiler struct {
 
 	sets     map[string]*bart.Lite
 	setNames []string
+	// peerSets are [peer_sets] resolved to peer names; peerNames all
+	// the peers' names, sorted, for suggestions.
+	peerSets     map[string][]string
+	peerSetNames []string
+	peerNames    []string
 
 	// chains are in Ruleset order; userIdx maps a user chain's name to its
 	// index there.
@@ -57,7 +62,7 @@ func Compile(filter FilterConfig, raw RawConfig, sets map[string][]string, env E
 // indexed evaluator with plain linear evaluation of the same rules.
 func compile(filter FilterConfig, raw RawConfig, sets map[string][]string, env Env, index bool) (*Ruleset, error) {
 	c := &compiler{env: env, sets: map[string]*bart.Lite{}, userIdx: map[string]int32{}}
-	rs := &Ruleset{now: env.Now, logger: env.Logger, ifaces: slices.Clone(env.Interfaces)}
+	rs := &Ruleset{now: env.Now, logger: env.Logger, ifaces: slices.Clone(env.Interfaces), peers: env.Peers}
 	if rs.now == nil {
 		rs.now = monotonic()
 	}
@@ -65,6 +70,7 @@ func compile(filter FilterConfig, raw RawConfig, sets map[string][]string, env E
 		rs.hooks[i] = -1
 	}
 	rs.sets = c.compileSets(sets)
+	c.compilePeerSets()
 
 	type src struct {
 		cfg  *Chain

@@ -39,6 +39,13 @@ type Env struct {
 	Interfaces []string
 	// Helpers are the known helper names for helper= and ct_helper.
 	Helpers []string
+	// Peers are, per interface (indexed like Interfaces), the names of its
+	// WireGuard peers in order: Packet.Peer-1 indexes them. Interfaces
+	// without peers have none.
+	Peers [][]string
+	// PeerSets are the named groups of peer names that peer = "@name"
+	// refers to ([peer_sets]).
+	PeerSets map[string][]string
 	// Logger receives log= output (nil: log= rules log nothing).
 	Logger *zap.Logger
 	// Now is the clock for limit= and log rate limiting, in monotonic

@@ -31,6 +31,10 @@
 //
 //	family        "ip" | "ip6"
 //	in, out       interface names (in: not in output; out: not in input or raw)
+//	peer          WireGuard peer names or "@peer_set": the peer that sent
+//	              the packet (the one of its input interface whose
+//	              allowed_ips hold its source); a packet from no peer
+//	              matches only a list of negated entries
 //	src, dst      CIDRs, bare addresses or "@set" (host bits must be zero)
 //	proto         names from /etc/protocols (icmpv6 for ICMPv6) or numbers
 //	sport, dport  80, "80", "1024-65535", "!53", or a list; only TCP and UDP
@@ -66,13 +70,22 @@
 //
 // Statements run when the rule matches, after its counter: log = "prefix "
 // (structured zap fields, at most 10 lines a second per rule), set_mark,
-// set_ct_mark, helper = "ftp" (on a NEW connection: the gateway assigns it).
+// set_ct_mark, helper = "ftp" (on a NEW connection: the gateway assigns it),
+// clamp_mss = "rt" | N (nft's tcp option maxseg size set rt mtu: a
+// forwarded TCP SYN's MSS option is lowered to the output link's MTU less
+// 40 or 60 bytes, or to N; never raised; the last matching rule decides).
 // Every rule counts packets and bytes.
 //
 // # Sets
 //
 // [sets] NAME = [CIDRs…] (both families in one set) are bart tables: a
 // lookup costs the same for ten prefixes or a hundred thousand.
+// [peer_sets] NAME = [peer names…] group WireGuard peers for peer =
+// "@NAME"; they are a table apart because their entries are names, not
+// addresses. A name means that peer on every wireguard interface that has
+// one by that name. A peer match compiles to a bitset of peer indexes per
+// input interface: the gateway looks the sender up once per packet
+// (Packet.Peer) and the rule tests a bit.
 //
 // # Evaluation cost
 //

@@ -41,7 +41,19 @@ type Packet struct {
 	// Helper is set by a helper= rule on a NEW packet; the gateway assigns
 	// it to the new connection.
 	Helper string
+	// Peer is 1 + the index of the WireGuard peer that sent the packet
+	// (on input interface In, in its config order); 0 when it came from
+	// no peer. Zero meaning none keeps every Packet literal correct.
+	Peer int32
+	// ClampMSS is set by a clamp_mss rule: the MSS a forwarded SYN is
+	// clamped to (lowered, never raised), or ClampRouteMTU for the output
+	// link's MTU less the IP and TCP headers; 0 when no rule asked.
+	ClampMSS uint16
 }
+
+// ClampRouteMTU is Packet.ClampMSS for clamp_mss = "rt" (nft's "tcp option
+// maxseg size set rt mtu"): the gateway works the MSS out of the route.
+const ClampRouteMTU uint16 = 1
 
 // Verdict is the fate of a packet.
 type Verdict uint8
@@ -149,7 +161,9 @@ type Ruleset struct {
 	now    func() int64
 	logger *zap.Logger
 	ifaces []string
-	sets   []setInfo
+	// peers are the peer names per interface, for logs.
+	peers [][]string
+	sets  []setInfo
 	// shardShift turns a pointer hash into a shard index (64: one shard).
 	shardShift uint8
 }
@@ -273,6 +287,11 @@ func (rs *Ruleset) statements(r *rule, h Hook, pk *Packet, d *Decision) {
 	}
 	if r.do&doNotrack != 0 {
 		d.Notrack = true
+	}
+	if r.do&doClampMSS != 0 {
+		// The last clamp_mss rule that matches decides, as each nft
+		// statement rewrites what the one before set.
+		pk.ClampMSS = r.clampMSS
 	}
 }
 

@@ -61,6 +61,11 @@ func (l *ruleLog) write(rs *Ruleset, h Hook, pk *Packet, now int64) {
 		zap.Int("rule", l.index),
 		zap.String("in", rs.ifaceName(pk.In)),
 		zap.String("out", rs.ifaceName(pk.Out)),
+	)
+	if pk.Peer > 0 {
+		fields = append(fields, zap.String("peer", rs.peerName(pk.In, pk.Peer)))
+	}
+	fields = append(fields,
 		zap.Stringer("src", p.SrcIP()),
 		zap.Stringer("dst", p.DstIP()),
 		zap.Uint8("proto", p.Proto),
@@ -101,4 +106,19 @@ func (rs *Ruleset) ifaceName(i int) string {
 		return ""
 	}
 	return rs.ifaces[i]
+}
+
+// peerName names peer (Packet.Peer) of interface in, "" if unknown.
+func (rs *Ruleset) peerName(in int, peer int32) string {
+	return rs.PeerName(in, int(peer)-1)
+}
+
+// PeerName is the name the rule set was compiled with for peer index of
+// interface in, "" when it knows none: the gateway checks it against the
+// link's own so rules never judge a packet by a stale numbering.
+func (rs *Ruleset) PeerName(in, index int) string {
+	if in < 0 || in >= len(rs.peers) || index < 0 || index >= len(rs.peers[in]) {
+		return ""
+	}
+	return rs.peers[in][index]
 }

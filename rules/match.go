@@ -36,6 +36,7 @@ const (
 	mSrc
 	mDst
 	mLimit
+	mPeer
 )
 
 // Families as bits of rule.family.
@@ -72,6 +73,7 @@ const (
 	doHelper
 	doLog
 	doNotrack
+	doClampMSS
 )
 
 // rule is one compiled rule. It is read-only after Compile (counters live
@@ -105,6 +107,8 @@ type rule struct {
 	lim                  *limiter
 	log                  *ruleLog
 	helperName           string
+	peer                 peerSet
+	clampMSS             uint16
 }
 
 // byteSet is a set of 8-bit values (protocols, ICMP types and codes).
@@ -312,11 +316,14 @@ func (r *rule) match(pk *Packet, p *packet.Parsed) bool {
 	if h&mProto != 0 && !r.proto.has(p.Proto) {
 		return false
 	}
-	if h&(mIn|mOut|mPorts|mSport|mDport) != 0 {
+	if h&(mIn|mOut|mPeer|mPorts|mSport|mDport) != 0 {
 		if h&mIn != 0 && !r.in.match(pk.In) {
 			return false
 		}
 		if h&mOut != 0 && !r.out.match(pk.Out) {
+			return false
+		}
+		if h&mPeer != 0 && !r.peer.match(pk.In, pk.Peer) {
 			return false
 		}
 		if h&mPorts != 0 && !hasPorts(p) {

@@ -17,10 +17,10 @@ import (
 // ruleKeys are the keys a rule may have, in the order they are checked and
 // printed: matches as nft orders them, then statements, then the verdict.
 var ruleKeys = []string{
-	"family", "in", "out", "src", "dst", "proto", "sport", "dport",
+	"family", "in", "out", "peer", "src", "dst", "proto", "sport", "dport",
 	"icmp_type", "icmp_code", "tcp_flags", "length", "mark",
 	"ct_state", "ct_status", "ct_direction", "ct_helper", "ct_mark",
-	"limit", "burst", "log", "set_mark", "set_ct_mark", "helper",
+	"limit", "burst", "log", "set_mark", "set_ct_mark", "helper", "clamp_mss",
 	"action", "reject_with", "chain",
 }
 
@@ -83,6 +83,10 @@ func (rp *ruleParser) parse() ruleText {
 			rp.family(v)
 		case "in", "out":
 			rp.iface(k, v)
+		case "peer":
+			rp.peer(v)
+		case "clamp_mss":
+			rp.clampMSS(v)
 		case "src", "dst":
 			rp.addrs(k, v)
 		case "proto":
