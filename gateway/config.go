@@ -19,6 +19,7 @@ import (
 	"tungate/confdiag"
 	"tungate/conntrack"
 	"tungate/nat"
+	"tungate/link/uplink"
 	"tungate/rules"
 )
 
@@ -71,10 +72,21 @@ type ICMPConfig struct {
 	Burst int `toml:"burst"`
 }
 
+// Kinds of [[interface]].
+const (
+	// KindTUN is a kernel TUN device (the default).
+	KindTUN = "tun"
+	// KindUplink is the rootless way out through host sockets (package
+	// link/uplink).
+	KindUplink = "uplink"
+)
+
 // InterfaceConfig is one [[interface]].
 type InterfaceConfig struct {
 	// Name is the interface's name in rules, routes and NAT.
 	Name string `toml:"name"`
+	// Kind is the kind of link: "tun" (default) or "uplink".
+	Kind string `toml:"kind"`
 	// TUN names a kernel TUN device, created if absent or attached to
 	// when it exists (a persistent device owned by this user needs no
 	// privilege).
@@ -85,11 +97,31 @@ type InterfaceConfig struct {
 	// Addresses are the gateway's own addresses on the link; each gives a
 	// connected route.
 	Addresses []string `toml:"addresses"`
-	// MTU of the link (default 1500).
+	// MTU of the link (default 1500; an uplink's uplink.DefaultMTU).
 	MTU int `toml:"mtu"`
 
+	// The uplink's keys (kind = "uplink"); see uplink.Config.
+	UDPTimeout             uplink.Duration `toml:"udp_timeout"`
+	DialTimeout            uplink.Duration `toml:"dial_timeout"`
+	MaxFlows               int             `toml:"max_flows"`
+	MaxPendingDials        int             `toml:"max_pending_dials"`
+	MaxPendingDialsPerHost int             `toml:"max_pending_dials_per_host"`
+	AllowHostLoopback      bool            `toml:"allow_host_loopback"`
+	HostLoopback           []string        `toml:"host_loopback"`
+	DNS                    []string        `toml:"dns"`
+	ResolvConf             string          `toml:"resolv_conf"`
+
 	addrs []netip.Prefix
+	// uplink is the validated uplink config (defaults filled).
+	uplink uplink.Config
 }
+
+// UplinkConfig is the uplink config of a kind = "uplink" interface, as
+// validated (defaults filled).
+func (ic *InterfaceConfig) UplinkConfig() uplink.Config { return ic.uplink }
+
+// IsUplink reports whether the interface is an uplink.
+func (ic *InterfaceConfig) IsUplink() bool { return ic.Kind == KindUplink }
 
 // RouteConfig is one [[route]].
 type RouteConfig struct {
@@ -483,6 +515,7 @@ func (c *Config) validate(l *confdiag.List) {
 		}
 	}
 	l.Add(c.NAT.Validate(c.InterfaceNames()))
+	c.validateUplinkNAT(l)
 	l.Add(c.Helpers.Validate())
 }
 
@@ -505,6 +538,35 @@ func (c *Config) validateInterface(l *confdiag.List, i int, names, tuns map[stri
 		l.Addf(key+".name", "duplicate name %q (also interface[%d])", ic.Name, j)
 	} else {
 		names[ic.Name] = i
+	}
+	switch ic.Kind {
+	case "":
+		ic.Kind = KindTUN
+		fallthrough
+	case KindTUN:
+		c.validateTUN(l, i, tuns)
+	case KindUplink:
+		c.validateUplink(l, i)
+	default:
+		l.Addf(key+".kind", "unknown kind %q%s", ic.Kind, orWant([]string{KindTUN, KindUplink}, ic.Kind, "tun or uplink"))
+	}
+	ic.addrs = ic.addrs[:0]
+	for j, a := range ic.Addresses {
+		p, err := netip.ParsePrefix(a)
+		if err != nil {
+			l.Addf(fmt.Sprintf("%s.addresses[%d]", key, j), "invalid address/prefix %q: %s", a, confdiag.Reason(err, a))
+			continue
+		}
+		ic.addrs = append(ic.addrs, p)
+	}
+}
+
+// validateTUN checks the keys of a kind = "tun" interface.
+func (c *Config) validateTUN(l *confdiag.List, i int, tuns map[string]int) {
+	ic := &c.Interface[i]
+	key := fmt.Sprintf("interface[%d]", i)
+	for _, k := range ic.uplinkKeys() {
+		l.Addf(key+"."+k, "only for kind = \"uplink\"")
 	}
 	if ic.TUN == "" && ic.TUNFD == nil {
 		l.Addf(key, "one of tun or tun_fd is required")
@@ -531,14 +593,95 @@ func (c *Config) validateInterface(l *confdiag.List, i int, names, tuns map[stri
 		// IPv6 needs 1280 (RFC 8200 section 5).
 		l.Addf(key+".mtu", "%d out of range (1280-65535)", ic.MTU)
 	}
-	ic.addrs = ic.addrs[:0]
-	for j, a := range ic.Addresses {
-		p, err := netip.ParsePrefix(a)
-		if err != nil {
-			l.Addf(fmt.Sprintf("%s.addresses[%d]", key, j), "invalid address/prefix %q: %s", a, confdiag.Reason(err, a))
-			continue
+}
+
+// uplinkKeys names the uplink-only keys the interface sets.
+func (ic *InterfaceConfig) uplinkKeys() []string {
+	var set []string
+	for _, k := range []struct {
+		name string
+		set  bool
+	}{
+		{"udp_timeout", ic.UDPTimeout != 0}, {"dial_timeout", ic.DialTimeout != 0},
+		{"max_flows", ic.MaxFlows != 0}, {"max_pending_dials", ic.MaxPendingDials != 0},
+		{"max_pending_dials_per_host", ic.MaxPendingDialsPerHost != 0},
+		{"allow_host_loopback", ic.AllowHostLoopback}, {"host_loopback", ic.HostLoopback != nil},
+		{"dns", ic.DNS != nil}, {"resolv_conf", ic.ResolvConf != ""},
+	} {
+		if k.set {
+			set = append(set, k.name)
 		}
-		ic.addrs = append(ic.addrs, p)
+	}
+	return set
+}
+
+// uplinkErr matches the uplink's own validation errors, which start with
+// the key (and index) they are about: "dns[1]: ...".
+var uplinkErr = regexp.MustCompile(`^([a-z_]+(?:\[\d+\])?): (.*)$`)
+
+// validateUplink checks the keys of a kind = "uplink" interface with the
+// uplink's own validation, locating its errors at their key.
+func (c *Config) validateUplink(l *confdiag.List, i int) {
+	ic := &c.Interface[i]
+	key := fmt.Sprintf("interface[%d]", i)
+	if ic.TUN != "" {
+		l.Addf(key+".tun", "not for kind = \"uplink\" (an uplink uses host sockets, no device)")
+	}
+	if ic.TUNFD != nil {
+		l.Addf(key+".tun_fd", "not for kind = \"uplink\" (an uplink uses host sockets, no device)")
+	}
+	ic.uplink = uplink.Config{
+		MTU: ic.MTU, UDPTimeout: ic.UDPTimeout, DialTimeout: ic.DialTimeout,
+		MaxFlows: ic.MaxFlows, MaxPendingDials: ic.MaxPendingDials,
+		MaxPendingDialsPerHost: ic.MaxPendingDialsPerHost,
+		AllowHostLoopback:      ic.AllowHostLoopback,
+		HostLoopback:           ic.HostLoopback, DNS: ic.DNS, ResolvConf: ic.ResolvConf,
+	}
+	if err := ic.uplink.Validate(); err != nil {
+		if m := uplinkErr.FindStringSubmatch(err.Error()); m != nil {
+			l.Addf(key+"."+m[1], "%s", m[2])
+		} else {
+			l.Addf(key, "%s", err.Error())
+		}
+		return
+	}
+	ic.MTU = ic.uplink.MTU
+}
+
+// validateUplinkNAT refuses the NAT rules that cannot apply on an uplink:
+// its host sockets are its translation, so masquerade is implicit there,
+// and nothing reaches the container through it unasked except a port
+// forward, which tungate would have to listen for on the host.
+func (c *Config) validateUplinkNAT(l *confdiag.List) {
+	up := map[string]bool{}
+	for i := range c.Interface {
+		if c.Interface[i].IsUplink() {
+			up[c.Interface[i].Name] = true
+		}
+	}
+	if len(up) == 0 {
+		return
+	}
+	const implicit = "interface %q is an uplink: masquerade is implicit there (the host socket's address and port are the translation); remove this rule"
+	for i, r := range c.NAT.Masquerade {
+		if up[r.Out] {
+			l.Addf(fmt.Sprintf("nat.masquerade[%d].out", i), implicit, r.Out)
+		}
+	}
+	for i, r := range c.NAT.SNAT {
+		if up[r.Out] {
+			l.Addf(fmt.Sprintf("nat.snat[%d].out", i), implicit, r.Out)
+		}
+	}
+	for i, r := range c.NAT.Netmap {
+		if up[r.Out] {
+			l.Addf(fmt.Sprintf("nat.netmap[%d].out", i), "interface %q is an uplink: it has no addresses of its own to map to", r.Out)
+		}
+	}
+	for i, r := range c.NAT.DNAT {
+		if up[r.In] {
+			l.Addf(fmt.Sprintf("nat.dnat[%d].in", i), "interface %q is an uplink: port forwards from the host are not implemented yet, and nothing else arrives there unasked", r.In)
+		}
 	}
 }
 

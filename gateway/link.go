@@ -7,6 +7,7 @@ import (
 
 	"tungate/link"
 	"tungate/link/tun"
+	"tungate/link/uplink"
 )
 
 // Link is one interface of the gateway: a link of some kind and its
@@ -29,7 +30,17 @@ type OpenFunc func(ic *InterfaceConfig, log *zap.Logger) (link.Link, error)
 // openLink opens the link an interface's config describes: the one place
 // that knows the kinds of link.
 func openLink(ic *InterfaceConfig, log *zap.Logger) (link.Link, error) {
-	l, err := tun.Open(tun.Config{Name: ic.TUN, MTU: ic.MTU, FD: ic.TUNFD}, log.With(zap.String("interface", ic.Name)))
+	log = log.With(zap.String("interface", ic.Name))
+	var (
+		l   link.Link
+		err error
+	)
+	switch ic.Kind {
+	case KindUplink:
+		l, err = uplink.New(ic.UplinkConfig(), log)
+	default:
+		l, err = tun.Open(tun.Config{Name: ic.TUN, MTU: ic.MTU, FD: ic.TUNFD}, log)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("interface %q: %w", ic.Name, err)
 	}

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"tungate/conntrack"
+	"tungate/link/uplink"
 	"tungate/nat"
 )
 
@@ -29,6 +30,7 @@ type collector struct {
 	ct      []counterDesc
 	nat     map[string]*prometheus.Desc
 	natLive *prometheus.Desc
+	uplink  [uplink.NumCounters]*prometheus.Desc
 }
 
 // counterDesc is one counter and where its value comes from.
@@ -86,6 +88,14 @@ func newCollector(g *Gateway) *collector {
 	for name, help := range natHelp {
 		c.nat[name] = prometheus.NewDesc("tungate_nat_"+name+"_total", help, nil, nil)
 	}
+	for i := range c.uplink {
+		k := uplink.Counter(i)
+		name := "tungate_uplink_" + k.String()
+		if !k.IsGauge() {
+			name += "_total"
+		}
+		c.uplink[i] = prometheus.NewDesc(name, "Uplink counter "+k.String()+" (see package link/uplink).", []string{"interface"}, nil)
+	}
 	return c
 }
 
@@ -121,6 +131,9 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range c.nat {
 		ch <- d
 	}
+	for _, d := range c.uplink {
+		ch <- d
+	}
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -149,6 +162,19 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.natLive, prometheus.GaugeValue, float64(v))
 		} else if d := c.nat[name]; d != nil {
 			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
+		}
+	}
+	for _, l := range g.links {
+		u, ok := l.Dev.(*uplink.Link)
+		if !ok {
+			continue
+		}
+		for i, v := range u.Stats() {
+			t := prometheus.CounterValue
+			if uplink.Counter(i).IsGauge() {
+				t = prometheus.GaugeValue
+			}
+			ch <- prometheus.MustNewConstMetric(c.uplink[i], t, float64(v), l.Name)
 		}
 	}
 }
