@@ -19,6 +19,7 @@ import (
 	"tungate/alg"
 	"tungate/confdiag"
 	"tungate/conntrack"
+	"tungate/link/uplink"
 	"tungate/nat"
 	"tungate/packet"
 	"tungate/rules"
@@ -126,8 +127,26 @@ func New(cfg *Config, opt Options) (*Gateway, error) {
 		}
 		mtu := ic.MTU
 		g.links = append(g.links, &Link{Name: ic.Name, Index: i, Dev: dev, MTU: mtu})
+		if u, ok := dev.(*uplink.Link); ok {
+			g.ct.AddDestroyHook(uplinkCloser(u))
+		}
 	}
 	return g, nil
+}
+
+// uplinkCloser is the destroy hook that makes "ct delete" of a TCP flow
+// through an uplink end it on both sides: the uplink's host socket and its
+// gVisor end are reset. The uplink saw the flow as the reply tuple
+// reversed (after any NAT the datapath did before it); a flow that did
+// not go through this uplink, or that ended already, is not found.
+func uplinkCloser(u *uplink.Link) func(c *conntrack.Conn) {
+	return func(c *conntrack.Conn) {
+		r := c.Tuple(conntrack.DirReply)
+		if r.Proto != packet.ProtoTCP || !c.Confirmed() {
+			return
+		}
+		u.CloseTCP(netip.AddrPortFrom(r.DstAddr(), r.DstPort), netip.AddrPortFrom(r.SrcAddr(), r.SrcPort))
+	}
 }
 
 func (g *Gateway) compileRules(cfg *Config) (*rules.Ruleset, error) {
@@ -153,6 +172,21 @@ func (g *Gateway) buildRoutes(cfg *Config) error {
 	}
 	for _, r := range cfg.Route {
 		g.routes.Insert(r.prefix, r.iface)
+	}
+	// An uplink's virtual addresses (host_loopback, dns) are reached
+	// through it whatever the routes say: they are often inside the
+	// container's own subnet, as slirp4netns's 10.0.2.2 and 10.0.2.3 are.
+	for i := range cfg.Interface {
+		ic := &cfg.Interface[i]
+		if !ic.IsUplink() {
+			continue
+		}
+		for _, s := range append(append([]string(nil), ic.HostLoopback...), ic.DNS...) {
+			if a, err := netip.ParseAddr(s); err == nil {
+				a = a.Unmap()
+				g.routes.Insert(netip.PrefixFrom(a, a.BitLen()), i)
+			}
+		}
 	}
 	for i := range cfg.Interface {
 		g.bcast = append(g.bcast, subnetBroadcasts(cfg.Interface[i].addrs)...)
