@@ -356,3 +356,52 @@ func TestUplinkRejectAndCtDelete(t *testing.T) {
 		t.Errorf("container side after ct delete: %v, want the connection closed", err)
 	}
 }
+
+// The uplink's keys are checked at their position, only an uplink takes
+// them, and NAT rules that cannot apply on an uplink are refused where
+// they name it.
+func TestUplinkConfigErrors(t *testing.T) {
+	const up = `[[interface]]
+name = "lan"
+tun = "t0"
+addresses = ["10.0.2.1/24"]
+
+[[interface]]
+name = "wan"
+kind = "uplink"
+`
+	for _, tc := range []struct {
+		name, text, pos, path, reason string
+	}{
+		{"unknown kind", strings.Replace(up, `"uplink"`, `"uplnk"`, 1), "8:8", "interface[1].kind", `unknown kind "uplnk" (did you mean "uplink"?)`},
+		{"uplink key on a tun", strings.Replace(up, `tun = "t0"`, "tun = \"t0\"\ndns = [\"10.0.2.3\"]", 1), "4:7", "interface[0].dns", `only for kind = "uplink"`},
+		{"tun on an uplink", up + "tun = \"t1\"\n", "9:7", "interface[1].tun", "not for kind"},
+		{"bad dns", up + "dns = [\"10.0.2.3\", \"10.0.2.4\"]\n", "9:20", "interface[1].dns[1]", "one address per family"},
+		{"loopback host_loopback", up + "host_loopback = [\"127.0.0.1\"]\n", "9:18", "interface[1].host_loopback[0]", "not loopback"},
+		{"mtu", up + "mtu = 1000\n", "9:7", "interface[1].mtu", "out of range"},
+		{"udp_timeout", up + "udp_timeout = \"10ms\"\n", "9:15", "interface[1].udp_timeout", "below one second"},
+		{"negative max_flows", up + "max_flows = -1\n", "9:13", "interface[1].max_flows", "must not be negative"},
+		{"masquerade", up + "[[nat.masquerade]]\nout = \"wan\"\n", "10:7", "nat.masquerade[0].out", "masquerade is implicit"},
+		{"snat", up + "[[nat.snat]]\nout = \"wan\"\nto = \"192.0.2.1\"\n", "10:7", "nat.snat[0].out", "masquerade is implicit"},
+		{"dnat", up + "[[nat.dnat]]\nin = \"wan\"\nproto = \"tcp\"\ndport = 8080\nto = \"10.0.2.100:80\"\n", "10:6", "nat.dnat[0].in", "port forwards from the host are not implemented"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, _, err := checkFile(t, tc.text)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			want := f + ":" + tc.pos + ": " + tc.path + ": "
+			if got := err.Error(); !strings.HasPrefix(got, want) || !strings.Contains(got, tc.reason) || strings.Contains(got, "\n") {
+				t.Errorf("got  %s\nwant %s…%s", got, want, tc.reason)
+			}
+		})
+	}
+	// A valid uplink gets the uplink's defaults.
+	_, c, err := checkFile(t, up+"allow_host_loopback = true\nhost_loopback = [\"10.0.2.2\"]\n[[nat.masquerade]]\nout = \"lan\"\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ic := &c.Interface[1]; ic.MTU != uplink.DefaultMTU || ic.UplinkConfig().MaxPendingDials != uplink.DefaultMaxPendingDials || c.Interface[0].Kind != KindTUN {
+		t.Errorf("defaults: mtu %d, uplink %+v, lan kind %q", ic.MTU, ic.UplinkConfig(), c.Interface[0].Kind)
+	}
+}
