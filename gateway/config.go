@@ -18,8 +18,8 @@ import (
 	"tungate/alg"
 	"tungate/confdiag"
 	"tungate/conntrack"
-	"tungate/nat"
 	"tungate/link/uplink"
+	"tungate/nat"
 	"tungate/rules"
 )
 
