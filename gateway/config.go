@@ -678,11 +678,43 @@ func (c *Config) validateUplinkNAT(l *confdiag.List) {
 			l.Addf(fmt.Sprintf("nat.netmap[%d].out", i), "interface %q is an uplink: it has no addresses of its own to map to", r.Out)
 		}
 	}
-	for i, r := range c.NAT.DNAT {
-		if up[r.In] {
-			l.Addf(fmt.Sprintf("nat.dnat[%d].in", i), "interface %q is an uplink: port forwards from the host are not implemented yet, and nothing else arrives there unasked", r.In)
+	for i := range c.NAT.DNAT {
+		r := &c.NAT.DNAT[i]
+		if !up[r.In] {
+			continue
+		}
+		key := fmt.Sprintf("nat.dnat[%d]", i)
+		if r.Proto != "tcp" {
+			l.Addf(key+".in", "interface %q is an uplink: a port forward from it needs proto = \"tcp\" (UDP forwards are not implemented yet), and nothing else arrives there unasked", r.In)
+			continue
+		}
+		if lo, hi, ok := r.DPort.Bounds(); !ok || lo != hi {
+			l.Addf(key+".dport", "a port forward from uplink %q needs one port, which tungate listens on", r.In)
+			continue
+		}
+		// The forwarded connections are addressed to the host's
+		// addresses, not the gateway's (the default).
+		if len(r.Dst) == 0 {
+			r.Dst = nat.StringList{"0.0.0.0/0", "::/0"}
 		}
 	}
+}
+
+// uplinkForwards are the TCP ports to listen on for each uplink's port
+// forwards, by interface index.
+func (c *Config) uplinkForwards() map[int][]uint16 {
+	out := map[int][]uint16{}
+	for _, r := range c.NAT.DNAT {
+		for i := range c.Interface {
+			ic := &c.Interface[i]
+			if ic.IsUplink() && ic.Name == r.In && r.Proto == "tcp" {
+				if lo, hi, ok := r.DPort.Bounds(); ok && lo == hi && !slices.Contains(out[i], lo) {
+					out[i] = append(out[i], lo) // one listener serves both families
+				}
+			}
+		}
+	}
+	return out
 }
 
 // InterfaceNames returns the interface names in config order; a packet's

@@ -131,7 +131,32 @@ func New(cfg *Config, opt Options) (*Gateway, error) {
 			g.ct.AddDestroyHook(uplinkCloser(u))
 		}
 	}
+	if err := g.listenForwards(cfg); err != nil {
+		g.closeLinks()
+		return nil, err
+	}
 	return g, nil
+}
+
+// listenForwards listens on the host port of each port forward from an
+// uplink (dual-stack) and hands the listener to the uplink, which injects
+// each connection as one from its real client.
+func (g *Gateway) listenForwards(cfg *Config) error {
+	for i, ports := range cfg.uplinkForwards() {
+		u, ok := g.links[i].Dev.(*uplink.Link)
+		if !ok {
+			continue // a test's substitute device
+		}
+		for _, port := range ports {
+			ln, err := net.Listen("tcp", fmt.Sprintf(":%d", port))
+			if err != nil {
+				return fmt.Errorf("interface %q: port forward: %w", g.links[i].Name, err)
+			}
+			g.log.Info("uplink port forward listening", zap.String("interface", g.links[i].Name), zap.Stringer("addr", ln.Addr()))
+			u.ForwardTCP(ln, func(local netip.AddrPort) netip.AddrPort { return local })
+		}
+	}
+	return nil
 }
 
 // uplinkCloser is the destroy hook that makes "ct delete" of a TCP flow
@@ -145,7 +170,13 @@ func uplinkCloser(u *uplink.Link) func(c *conntrack.Conn) {
 		if r.Proto != packet.ProtoTCP || !c.Confirmed() {
 			return
 		}
-		u.CloseTCP(netip.AddrPortFrom(r.DstAddr(), r.DstPort), netip.AddrPortFrom(r.SrcAddr(), r.SrcPort))
+		if u.CloseTCP(netip.AddrPortFrom(r.DstAddr(), r.DstPort), netip.AddrPortFrom(r.SrcAddr(), r.SrcPort)) {
+			return
+		}
+		// A port forward from the uplink: it knows the flow by its
+		// original tuple (client → host address).
+		o := c.Tuple(conntrack.DirOriginal)
+		u.CloseTCP(netip.AddrPortFrom(o.SrcAddr(), o.SrcPort), netip.AddrPortFrom(o.DstAddr(), o.DstPort))
 	}
 }
 

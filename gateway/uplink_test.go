@@ -383,7 +383,9 @@ kind = "uplink"
 		{"negative max_flows", up + "max_flows = -1\n", "9:13", "interface[1].max_flows", "must not be negative"},
 		{"masquerade", up + "[[nat.masquerade]]\nout = \"wan\"\n", "10:7", "nat.masquerade[0].out", "masquerade is implicit"},
 		{"snat", up + "[[nat.snat]]\nout = \"wan\"\nto = \"192.0.2.1\"\n", "10:7", "nat.snat[0].out", "masquerade is implicit"},
-		{"dnat", up + "[[nat.dnat]]\nin = \"wan\"\nproto = \"tcp\"\ndport = 8080\nto = \"10.0.2.100:80\"\n", "10:6", "nat.dnat[0].in", "port forwards from the host are not implemented"},
+		{"dnat udp", up + "[[nat.dnat]]\nin = \"wan\"\nproto = \"udp\"\ndport = 8080\nto = \"10.0.2.100:80\"\n", "10:6", "nat.dnat[0].in", "UDP forwards are not implemented yet"},
+		{"dnat without proto", up + "[[nat.dnat]]\nin = \"wan\"\ndport = 8080\nto = \"10.0.2.100:80\"\n", "10:6", "nat.dnat[0].in", `needs proto = "tcp"`},
+		{"dnat range", up + "[[nat.dnat]]\nin = \"wan\"\nproto = \"tcp\"\ndport = \"8080-8081\"\nto = \"10.0.2.100:80\"\n", "12:9", "nat.dnat[0].dport", "needs one port"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f, _, err := checkFile(t, tc.text)
@@ -396,12 +398,157 @@ kind = "uplink"
 			}
 		})
 	}
-	// A valid uplink gets the uplink's defaults.
-	_, c, err := checkFile(t, up+"allow_host_loopback = true\nhost_loopback = [\"10.0.2.2\"]\n[[nat.masquerade]]\nout = \"lan\"\n")
+	// A valid uplink gets the uplink's defaults; a TCP port forward from
+	// it is fine.
+	_, c, err := checkFile(t, up+"allow_host_loopback = true\nhost_loopback = [\"10.0.2.2\"]\n[[nat.masquerade]]\nout = \"lan\"\n"+
+		"[[nat.dnat]]\nin = \"wan\"\nproto = \"tcp\"\ndport = 8080\nto = \"10.0.2.100:80\"\n")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if ic := &c.Interface[1]; ic.MTU != uplink.DefaultMTU || ic.UplinkConfig().MaxPendingDials != uplink.DefaultMaxPendingDials || c.Interface[0].Kind != KindTUN {
 		t.Errorf("defaults: mtu %d, uplink %+v, lan kind %q", ic.MTU, ic.UplinkConfig(), c.Interface[0].Kind)
+	}
+}
+
+// hostAddrs returns a global unicast address of each family of this host
+// (not loopback): port forward clients need one, since a loopback client
+// has no address the container could see.
+func hostAddrs(t *testing.T) (v4, v6 netip.Addr) {
+	t.Helper()
+	as, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range as {
+		p, err := netip.ParsePrefix(a.String())
+		if err != nil || !p.Addr().IsGlobalUnicast() {
+			continue
+		}
+		if p.Addr().Is4() && !v4.IsValid() {
+			v4 = p.Addr()
+		}
+		if p.Addr().Is6() && !v6.IsValid() {
+			v6 = p.Addr()
+		}
+	}
+	if !v4.IsValid() || !v6.IsValid() {
+		t.Fatalf("the host needs a global IPv4 and IPv6 address for port forward clients; has %v", as)
+	}
+	return v4, v6
+}
+
+// A port forward on the uplink: tungate listens on the host port and the
+// server inside sees the real client address, over IPv4 and IPv6; the
+// forward's conntrack entry is a DNAT one arriving on the uplink.
+func TestUplinkPortForward(t *testing.T) {
+	c4, c6 := hostAddrs(t)
+	free, err := net.Listen("tcp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := free.Addr().(*net.TCPAddr).Port
+	free.Close()
+	conf := fmt.Sprintf(`
+[[interface]]
+name = "lan"
+tun = "ctr0"
+addresses = ["10.0.2.1/24", "fd01::1/64"]
+
+[[interface]]
+name = "wan"
+kind = "uplink"
+
+[[route]]
+to = "0.0.0.0/0"
+interface = "wan"
+[[route]]
+to = "::/0"
+interface = "wan"
+
+[[nat.dnat]]
+in = "wan"
+proto = "tcp"
+dport = %d
+to = "10.0.2.100:80"
+[[nat.dnat]]
+in = "wan"
+proto = "tcp"
+dport = %d
+to = "[fd01::100]:80"
+
+[filter.forward]
+policy = "drop"
+rules = [
+  { ct_state = ["established", "related"], action = "accept" },
+  { in = "wan", ct_status = ["dnat"], action = "accept" },
+  { in = "lan", ct_state = ["new"], action = "accept" },
+]
+`, port, port)
+	cfg, err := ParseConfig([]byte(conf))
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	lan := newHost(t, 1500, "10.0.2.100", "fd01::100")
+	g, err := New(cfg, Options{
+		Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
+		Open: func(ic *InterfaceConfig, log *zap.Logger) (link.Link, error) {
+			if ic.IsUplink() {
+				return openLink(ic, log)
+			}
+			return link.FromTUN(lan.dev), nil
+		},
+	})
+	if err != nil {
+		t.Fatalf("gateway: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+
+	// The server inside answers each connection with the peer it saw.
+	for _, a := range []string{"10.0.2.100:80", "[fd01::100]:80"} {
+		ln, err := lan.Net.ListenTCPAddrPort(netip.MustParseAddrPort(a))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				fmt.Fprintf(c, "%s\n", c.RemoteAddr())
+				c.Close()
+			}
+		}()
+	}
+	for _, client := range []netip.Addr{c4, c6} {
+		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(client, 0)), Timeout: 5 * time.Second}
+		c, err := d.Dial("tcp", netip.AddrPortFrom(client, uint16(port)).String())
+		if err != nil {
+			t.Fatalf("connect to the forward from %s: %v", client, err)
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b, err := io.ReadAll(c)
+		c.Close()
+		want := netip.AddrPortFrom(client, uint16(c.LocalAddr().(*net.TCPAddr).Port)).String() + "\n"
+		if err != nil || string(b) != want {
+			t.Fatalf("the server inside saw %q (%v), want the real client %q", b, err, want)
+		}
+		ct := findConn(g, packet.ProtoTCP, client, netip.AddrPortFrom(client, uint16(port)))
+		if ct == nil {
+			t.Fatalf("no conntrack entry for the forward from %s", client)
+		}
+		if r := ct.Tuple(conntrack.DirReply); r.SrcPort != 80 {
+			t.Errorf("forward from %s: reply tuple %v, want from the container's port 80", client, r)
+		}
+	}
+	if st, _ := g.UplinkStats(1); st["forwards"] != 2 {
+		t.Errorf("uplink forwards %d, want 2", st["forwards"])
 	}
 }
