@@ -153,10 +153,28 @@ func (g *Gateway) listenForwards(cfg *Config) error {
 				return fmt.Errorf("interface %q: port forward: %w", g.links[i].Name, err)
 			}
 			g.log.Info("uplink port forward listening", zap.String("interface", g.links[i].Name), zap.Stringer("addr", ln.Addr()))
-			u.ForwardTCP(ln, func(local netip.AddrPort) netip.AddrPort { return local })
+			u.ForwardTCP(ln, g.forwardDst)
 		}
 	}
 	return nil
+}
+
+// forwardDst is the destination a forwarded connection enters the
+// datapath with: the host address it reached, or for the host's loopback
+// (a martian on the wire) the gateway's first own address of the family,
+// as if the client had connected to the gateway.
+func (g *Gateway) forwardDst(local netip.AddrPort) netip.AddrPort {
+	if !local.Addr().IsLoopback() {
+		return local
+	}
+	for _, own := range g.own {
+		for _, a := range own {
+			if a.Is4() == local.Addr().Is4() {
+				return netip.AddrPortFrom(a, local.Port())
+			}
+		}
+	}
+	return local // dropped as a martian, and counted
 }
 
 // uplinkCloser is the destroy hook that makes "ct delete" of a TCP flow

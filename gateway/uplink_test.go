@@ -446,8 +446,13 @@ func TestUplinkPortForward(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := free.Addr().(*net.TCPAddr).Port
+	free2, err := net.Listen("tcp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, port2 := free.Addr().(*net.TCPAddr).Port, free2.Addr().(*net.TCPAddr).Port
 	free.Close()
+	free2.Close()
 	conf := fmt.Sprintf(`
 [[interface]]
 name = "lan"
@@ -457,6 +462,7 @@ addresses = ["10.0.2.1/24", "fd01::1/64"]
 [[interface]]
 name = "wan"
 kind = "uplink"
+host_loopback = ["10.0.2.2", "fd01::2"]
 
 [[route]]
 to = "0.0.0.0/0"
@@ -475,6 +481,11 @@ in = "wan"
 proto = "tcp"
 dport = %d
 to = "[fd01::100]:80"
+[[nat.dnat]]
+in = "wan"
+proto = "tcp"
+dport = %d
+to = "10.0.2.100:81"
 
 [filter.forward]
 policy = "drop"
@@ -483,7 +494,7 @@ rules = [
   { in = "wan", ct_status = ["dnat"], action = "accept" },
   { in = "lan", ct_state = ["new"], action = "accept" },
 ]
-`, port, port)
+`, port, port, port2)
 	cfg, err := ParseConfig([]byte(conf))
 	if err != nil {
 		t.Fatalf("config: %v", err)
@@ -527,28 +538,82 @@ rules = [
 			}
 		}()
 	}
-	for _, client := range []netip.Addr{c4, c6} {
-		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(client, 0)), Timeout: 5 * time.Second}
-		c, err := d.Dial("tcp", netip.AddrPortFrom(client, uint16(port)).String())
+	// A loopback client has no address the container could answer: it
+	// appears as the host_loopback address, and its connection to the
+	// host's loopback as one to the gateway's own address.
+	for _, tc := range []struct{ client, seen, dst netip.Addr }{
+		{c4, c4, c4},
+		{c6, c6, c6},
+		{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("10.0.2.2"), netip.MustParseAddr("10.0.2.1")},
+		{netip.IPv6Loopback(), netip.MustParseAddr("fd01::2"), netip.MustParseAddr("fd01::1")},
+	} {
+		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(tc.client, 0)), Timeout: 5 * time.Second}
+		c, err := d.Dial("tcp", netip.AddrPortFrom(tc.client, uint16(port)).String())
 		if err != nil {
-			t.Fatalf("connect to the forward from %s: %v", client, err)
+			t.Fatalf("connect to the forward from %s: %v", tc.client, err)
 		}
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		b, err := io.ReadAll(c)
 		c.Close()
-		want := netip.AddrPortFrom(client, uint16(c.LocalAddr().(*net.TCPAddr).Port)).String() + "\n"
+		want := netip.AddrPortFrom(tc.seen, uint16(c.LocalAddr().(*net.TCPAddr).Port)).String() + "\n"
 		if err != nil || string(b) != want {
-			t.Fatalf("the server inside saw %q (%v), want the real client %q", b, err, want)
+			t.Fatalf("the server inside saw %q (%v), want the client as %q", b, err, want)
 		}
-		ct := findConn(g, packet.ProtoTCP, client, netip.AddrPortFrom(client, uint16(port)))
+		ct := findConn(g, packet.ProtoTCP, tc.seen, netip.AddrPortFrom(tc.dst, uint16(port)))
 		if ct == nil {
-			t.Fatalf("no conntrack entry for the forward from %s", client)
+			t.Fatalf("no conntrack entry for the forward from %s", tc.seen)
 		}
 		if r := ct.Tuple(conntrack.DirReply); r.SrcPort != 80 {
-			t.Errorf("forward from %s: reply tuple %v, want from the container's port 80", client, r)
+			t.Errorf("forward from %s: reply tuple %v, want from the container's port 80", tc.client, r)
 		}
 	}
-	if st, _ := g.UplinkStats(1); st["forwards"] != 2 {
-		t.Errorf("uplink forwards %d, want 2", st["forwards"])
+	if st, _ := g.UplinkStats(1); st["forwards"] != 4 {
+		t.Errorf("uplink forwards %d, want 4", st["forwards"])
+	}
+
+	// ct delete of a forwarded flow closes it on both sides too.
+	accepted := make(chan net.Conn, 1)
+	hold, err := lan.Net.ListenTCPAddrPort(netip.MustParseAddrPort("10.0.2.100:81"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Close()
+	go func() {
+		if c, err := hold.Accept(); err == nil {
+			accepted <- c
+		}
+	}()
+	d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(c4, 0)), Timeout: 5 * time.Second}
+	hc, err := d.Dial("tcp", netip.AddrPortFrom(c4, uint16(port2)).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.Close()
+	var sc net.Conn
+	select {
+	case sc = <-accepted:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the server inside accepted nothing")
+	}
+	defer sc.Close()
+	hc.Write([]byte("x"))
+	buf := make([]byte, 8)
+	sc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(sc, buf[:1]); err != nil {
+		t.Fatal(err)
+	}
+	ct := findConn(g, packet.ProtoTCP, c4, netip.AddrPortFrom(c4, uint16(port2)))
+	if ct == nil {
+		t.Fatal("no conntrack entry for the held forward")
+	}
+	g.Table().DeleteMatching(func(x *conntrack.Conn) bool { return x == ct })
+	hc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := hc.Read(buf); err == nil || os.IsTimeout(err) {
+		t.Errorf("host client after ct delete: %v, want the connection closed", err)
+	}
+	sc.Write([]byte("more"))
+	sc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := sc.Read(buf); err == nil || os.IsTimeout(err) {
+		t.Errorf("server inside after ct delete: %v, want the connection closed", err)
 	}
 }
