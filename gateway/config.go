@@ -684,8 +684,8 @@ func (c *Config) validateUplinkNAT(l *confdiag.List) {
 			continue
 		}
 		key := fmt.Sprintf("nat.dnat[%d]", i)
-		if r.Proto != "tcp" {
-			l.Addf(key+".in", "interface %q is an uplink: a port forward from it needs proto = \"tcp\" (UDP forwards are not implemented yet), and nothing else arrives there unasked", r.In)
+		if r.Proto != "tcp" && r.Proto != "udp" {
+			l.Addf(key+".in", "interface %q is an uplink: a port forward from it needs proto = \"tcp\" or \"udp\", and nothing else arrives there unasked", r.In)
 			continue
 		}
 		if lo, hi, ok := r.DPort.Bounds(); !ok || lo != hi {
@@ -700,16 +700,27 @@ func (c *Config) validateUplinkNAT(l *confdiag.List) {
 	}
 }
 
-// uplinkForwards are the TCP ports to listen on for each uplink's port
-// forwards, by interface index.
-func (c *Config) uplinkForwards() map[int][]uint16 {
-	out := map[int][]uint16{}
+// uplinkForward is one host port to listen on for an uplink's forwards.
+type uplinkForward struct {
+	iface int
+	proto string // "tcp" or "udp"
+	port  uint16
+}
+
+// uplinkForwards are the host ports to listen on for the uplinks' port
+// forwards, once each (one listener serves both families).
+func (c *Config) uplinkForwards() []uplinkForward {
+	var out []uplinkForward
 	for _, r := range c.NAT.DNAT {
 		for i := range c.Interface {
 			ic := &c.Interface[i]
-			if ic.IsUplink() && ic.Name == r.In && r.Proto == "tcp" {
-				if lo, hi, ok := r.DPort.Bounds(); ok && lo == hi && !slices.Contains(out[i], lo) {
-					out[i] = append(out[i], lo) // one listener serves both families
+			if !ic.IsUplink() || ic.Name != r.In || (r.Proto != "tcp" && r.Proto != "udp") {
+				continue
+			}
+			if lo, hi, ok := r.DPort.Bounds(); ok && lo == hi {
+				f := uplinkForward{i, r.Proto, lo}
+				if !slices.Contains(out, f) {
+					out = append(out, f)
 				}
 			}
 		}

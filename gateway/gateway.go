@@ -142,19 +142,35 @@ func New(cfg *Config, opt Options) (*Gateway, error) {
 // uplink (dual-stack) and hands the listener to the uplink, which injects
 // each connection as one from its real client.
 func (g *Gateway) listenForwards(cfg *Config) error {
-	for i, ports := range cfg.uplinkForwards() {
-		u, ok := g.links[i].Dev.(*uplink.Link)
+	for _, f := range cfg.uplinkForwards() {
+		u, ok := g.links[f.iface].Dev.(*uplink.Link)
 		if !ok {
 			continue // a test's substitute device
 		}
-		for _, port := range ports {
-			ln, err := net.Listen("tcp", fmt.Sprintf(":%d", port))
+		name := g.links[f.iface].Name
+		addr := fmt.Sprintf(":%d", f.port)
+		if f.proto == "tcp" {
+			ln, err := net.Listen("tcp", addr)
 			if err != nil {
-				return fmt.Errorf("interface %q: port forward: %w", g.links[i].Name, err)
+				return fmt.Errorf("interface %q: port forward: %w", name, err)
 			}
-			g.log.Info("uplink port forward listening", zap.String("interface", g.links[i].Name), zap.Stringer("addr", ln.Addr()))
+			g.log.Info("uplink port forward listening", zap.String("interface", name), zap.Stringer("addr", ln.Addr()))
 			u.ForwardTCP(ln, g.forwardDst)
+			continue
 		}
+		ua, err := net.ResolveUDPAddr("udp", addr)
+		if err != nil {
+			return err
+		}
+		c, err := net.ListenUDP("udp", ua)
+		if err != nil {
+			return fmt.Errorf("interface %q: port forward: %w", name, err)
+		}
+		g.log.Info("uplink port forward listening", zap.String("interface", name), zap.Stringer("addr", c.LocalAddr()))
+		// Datagrams carry no local address without IP_PKTINFO: they
+		// enter as addressed to the gateway's own address.
+		u.ForwardUDP(c, g.forwardDst(netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), f.port)),
+			g.forwardDst(netip.AddrPortFrom(netip.IPv6Loopback(), f.port)))
 	}
 	return nil
 }
@@ -174,7 +190,7 @@ func (g *Gateway) forwardDst(local netip.AddrPort) netip.AddrPort {
 			}
 		}
 	}
-	return local // dropped as a martian, and counted
+	return netip.AddrPort{} // none: the uplink drops it, counted
 }
 
 // uplinkCloser is the destroy hook that makes "ct delete" of a TCP flow

@@ -383,8 +383,7 @@ kind = "uplink"
 		{"negative max_flows", up + "max_flows = -1\n", "9:13", "interface[1].max_flows", "must not be negative"},
 		{"masquerade", up + "[[nat.masquerade]]\nout = \"wan\"\n", "10:7", "nat.masquerade[0].out", "masquerade is implicit"},
 		{"snat", up + "[[nat.snat]]\nout = \"wan\"\nto = \"192.0.2.1\"\n", "10:7", "nat.snat[0].out", "masquerade is implicit"},
-		{"dnat udp", up + "[[nat.dnat]]\nin = \"wan\"\nproto = \"udp\"\ndport = 8080\nto = \"10.0.2.100:80\"\n", "10:6", "nat.dnat[0].in", "UDP forwards are not implemented yet"},
-		{"dnat without proto", up + "[[nat.dnat]]\nin = \"wan\"\ndport = 8080\nto = \"10.0.2.100:80\"\n", "10:6", "nat.dnat[0].in", `needs proto = "tcp"`},
+		{"dnat without proto", up + "[[nat.dnat]]\nin = \"wan\"\ndport = 8080\nto = \"10.0.2.100:80\"\n", "10:6", "nat.dnat[0].in", `needs proto = "tcp" or "udp"`},
 		{"dnat range", up + "[[nat.dnat]]\nin = \"wan\"\nproto = \"tcp\"\ndport = \"8080-8081\"\nto = \"10.0.2.100:80\"\n", "12:9", "nat.dnat[0].dport", "needs one port"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -450,9 +449,14 @@ func TestUplinkPortForward(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port, port2 := free.Addr().(*net.TCPAddr).Port, free2.Addr().(*net.TCPAddr).Port
+	free3, err := net.ListenPacket("udp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, port2, port3 := free.Addr().(*net.TCPAddr).Port, free2.Addr().(*net.TCPAddr).Port, free3.LocalAddr().(*net.UDPAddr).Port
 	free.Close()
 	free2.Close()
+	free3.Close()
 	conf := fmt.Sprintf(`
 [[interface]]
 name = "lan"
@@ -486,6 +490,16 @@ in = "wan"
 proto = "tcp"
 dport = %d
 to = "10.0.2.100:81"
+[[nat.dnat]]
+in = "wan"
+proto = "udp"
+dport = %d
+to = "10.0.2.100:53"
+[[nat.dnat]]
+in = "wan"
+proto = "udp"
+dport = %d
+to = "[fd01::100]:53"
 
 [filter.forward]
 policy = "drop"
@@ -494,7 +508,7 @@ rules = [
   { in = "wan", ct_status = ["dnat"], action = "accept" },
   { in = "lan", ct_state = ["new"], action = "accept" },
 ]
-`, port, port, port2)
+`, port, port, port2, port3, port3)
 	cfg, err := ParseConfig([]byte(conf))
 	if err != nil {
 		t.Fatalf("config: %v", err)
@@ -569,6 +583,51 @@ rules = [
 	}
 	if st, _ := g.UplinkStats(1); st["forwards"] != 4 {
 		t.Errorf("uplink forwards %d, want 4", st["forwards"])
+	}
+
+	// UDP: the server inside answers each datagram with the peer it saw;
+	// the answer leaves through the forward's socket.
+	for _, a := range []string{"10.0.2.100:53", "[fd01::100]:53"} {
+		uc, err := lan.Net.ListenUDPAddrPort(netip.MustParseAddrPort(a))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer uc.Close()
+		go func() {
+			buf := make([]byte, 1500)
+			for {
+				_, from, err := uc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				uc.WriteTo([]byte(from.String()), from)
+			}
+		}()
+	}
+	for _, tc := range []struct{ client, seen netip.Addr }{
+		{c4, c4}, {c6, c6},
+		{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("10.0.2.2")},
+		{netip.IPv6Loopback(), netip.MustParseAddr("fd01::2")},
+	} {
+		c, err := net.DialUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(tc.client, 0)),
+			net.UDPAddrFromAddrPort(netip.AddrPortFrom(tc.client, uint16(port3))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := netip.AddrPortFrom(tc.seen, uint16(c.LocalAddr().(*net.UDPAddr).Port)).String()
+		buf := make([]byte, 1500)
+		var n int
+		for end := time.Now().Add(5 * time.Second); ; {
+			c.Write([]byte("who am i"))
+			c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			if n, err = c.Read(buf); err == nil || time.Now().After(end) {
+				break
+			}
+		}
+		c.Close()
+		if err != nil || string(buf[:n]) != want {
+			t.Fatalf("UDP forward from %s: the server inside saw %q (%v), want %q", tc.client, buf[:n], err, want)
+		}
 	}
 
 	// ct delete of a forwarded flow closes it on both sides too.

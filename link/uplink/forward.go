@@ -2,6 +2,7 @@ package uplink
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
@@ -13,6 +14,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
+
+	"tungate/packet"
 )
 
 // Port forwards: tungate listens on a host port and every connection it
@@ -127,4 +130,95 @@ func (l *Link) forwardOne(hc *net.TCPConn, dstOf func(netip.AddrPort) netip.Addr
 	l.count(Forwards)
 	// Known to CloseTCP by the tuple the datapath tracks it by.
 	t.splice(synKey{src: netip.AddrPortFrom(src, ra.Port()), dst: dst}, ep, &wq, hc)
+}
+
+// udpForward is one UDP port forward: its host socket and the addresses
+// its datagrams enter the datapath with.
+type udpForward struct {
+	c          *net.UDPConn
+	dst4, dst6 netip.AddrPort
+}
+
+// ForwardUDP reads datagrams on c until the link closes, each injected as
+// one from its client to dst4 or dst6 (by the client's family; an invalid
+// one drops that family). The container's replies, which the datapath's
+// DNAT makes come from dst4 or dst6, leave through c, so the client hears
+// them from the port it sent to. c is closed when the link closes.
+func (l *Link) ForwardUDP(c *net.UDPConn, dst4, dst6 netip.AddrPort) {
+	f := &udpForward{c: c, dst4: dst4, dst6: dst6}
+	l.fwdMu.Lock()
+	if l.fwdUDP == nil {
+		l.fwdUDP = map[netip.AddrPort]*udpForward{}
+	}
+	for _, d := range []netip.AddrPort{dst4, dst6} {
+		if d.IsValid() {
+			l.fwdUDP[d] = f
+		}
+	}
+	l.fwdMu.Unlock()
+	l.hasFwdUDP.Store(true)
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		<-l.closed
+		c.Close()
+	}()
+	go func() {
+		buf := make([]byte, 65535)
+		for {
+			n, from, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					continue
+				}
+				return
+			}
+			src, ok := l.clientAddr(from.Addr())
+			dst := f.dst6
+			if src.Is4() {
+				dst = f.dst4
+			}
+			hl := ipHeaderLen(!src.Is4())
+			if !ok || !dst.IsValid() || hl+8+n > l.cfg.MTU {
+				l.count(DropForward)
+				continue
+			}
+			o := getPkt(hl + 8 + n)
+			copy(o.b[hl+8:], buf[:n])
+			buildUDP(o.b, netip.AddrPortFrom(src, from.Port()), dst, n)
+			l.count(Forwards)
+			l.queue(o)
+		}
+	}()
+}
+
+// sendForwardReply sends a container's UDP reply to a port-forward client
+// through the forward's socket; false when p is not such a reply. Called
+// under wmu.
+func (l *Link) sendForwardReply(p *packet.Parsed) bool {
+	if !l.hasFwdUDP.Load() {
+		return false
+	}
+	l.fwdMu.Lock()
+	f := l.fwdUDP[netip.AddrPortFrom(p.SrcIP(), p.SrcPort)]
+	l.fwdMu.Unlock()
+	if f == nil {
+		return false
+	}
+	to := netip.AddrPortFrom(p.DstIP(), p.DstPort)
+	// A loopback client, seen as host_loopback (127.0.0.1 or ::1: the
+	// loopback address it sent from is not kept).
+	switch a := to.Addr(); {
+	case a == l.cfg.hostLoopback4 && a.IsValid():
+		to = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), to.Port())
+	case a == l.cfg.hostLoopback6 && a.IsValid():
+		to = netip.AddrPortFrom(netip.IPv6Loopback(), to.Port())
+	}
+	l4 := p.L4()
+	ulen := int(binary.BigEndian.Uint16(l4[4:]))
+	if _, err := f.c.WriteToUDPAddrPort(l4[8:ulen], to); err != nil {
+		l.count(DropSendError)
+	}
+	return true
 }

@@ -79,6 +79,10 @@ type Link struct {
 
 	socks *socketTable
 	tcp   *tcpStack
+
+	fwdMu     sync.Mutex // guards fwdUDP
+	fwdUDP    map[netip.AddrPort]*udpForward
+	hasFwdUDP atomic.Bool // fwdUDP is not empty: Write looks there first
 }
 
 // New opens an uplink. cfg is validated (defaults filled) first.
