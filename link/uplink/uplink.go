@@ -24,7 +24,9 @@
 // virtual address (host_loopback, slirp4netns's 10.0.2.2) stands for it,
 // which is what a Linux container needs: it drops packets from
 // 127.0.0.0/8 arriving on its interface. A virtual resolver address (dns)
-// forwards port 53 to the host's resolver. In a config file:
+// forwards port 53 to the host's resolver. ForwardTCP and ForwardUDP
+// inject the connections a host port forward accepts as coming from their
+// real clients. In a config file:
 //
 //	[uplink]
 //	mtu = 65520
