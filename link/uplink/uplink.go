@@ -28,7 +28,9 @@
 // inject the connections a host port forward accepts as coming from their
 // real clients. In a config file:
 //
-//	[uplink]
+//	[[interface]]
+//	name = "wan"
+//	kind = "uplink"
 //	mtu = 65520
 //	allow_host_loopback = true
 //	host_loopback = ["10.0.2.2", "fd00::2"]
