@@ -19,7 +19,8 @@ import (
 
 // uplinkConfig is configs/rootless.toml's layout: the container's TUN lan
 // and the uplink wan, which reaches the host's loopback as 10.0.2.2 and
-// fd00::2. %%s is the admin socket.
+// fd00::2, with a port forward to the container's port 8080. The first
+// %s is the admin socket.
 const uplinkConfig = `[log]
 level = "info"
 
@@ -45,12 +46,19 @@ interface = "wan"
 to = "::/0"
 interface = "wan"
 
+[[nat.dnat]]
+in = "wan"
+proto = "tcp"
+dport = %d
+to = "10.0.2.100:8080"
+
 [filter.forward]
 policy = "drop"
 rules = [
   { ct_state = ["established", "related"], action = "accept" },
   { ct_state = ["invalid"], action = "drop" },
   { in = "lan", ct_state = ["new"], action = "accept" },
+  { in = "wan", ct_status = ["dnat"], action = "accept" },
 ]
 `
 
@@ -98,10 +106,17 @@ func TestRootlessUplink(t *testing.T) {
 	}
 	t.Cleanup(func() { srv.Close() })
 
+	free, err := net.Listen("tcp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fwd := free.Addr().(*net.TCPAddr).Port
+	free.Close()
+
 	dir := workDir(t, uid)
 	devDir := mkdirAll(t, filepath.Join(dir, "dev"))
 	g := startGateway(t, bin, dir, gatewaySpec{
-		cfg:  gwConfig{Raw: fmt.Sprintf(uplinkConfig, "%s", lan)},
+		cfg:  gwConfig{Raw: fmt.Sprintf(uplinkConfig, "%s", lan, fwd)},
 		tuns: []string{lan},
 		argv: func(gw []string) []string {
 			return withOpenDevTun(devDir, append([]string{"setpriv", "--reuid=" + strconv.Itoa(uid),
@@ -135,6 +150,28 @@ func TestRootlessUplink(t *testing.T) {
 			t.Fatalf("%s: %d bytes (want %d), intact %v", url, len(got), len(body), sha256.Sum256(got) == sum)
 		}
 	}
+	// The port forward: a client on a host address reaches the container's
+	// server through the unprivileged gateway's listener, and the server
+	// sees the client's own address.
+	hostIP := ""
+	if as, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range as {
+			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && ipn.IP.IsGlobalUnicast() {
+				hostIP = ipn.IP.String()
+				break
+			}
+		}
+	}
+	if hostIP == "" {
+		t.Fatal("the host has no global IPv4 address for the port forward's client")
+	}
+	startHTTPServer(t, ctr, t.TempDir())
+	peer, err := run(40*time.Second, "curl", "-sS", "--max-time", "30", "--interface", hostIP,
+		fmt.Sprintf("http://%s:%d/peer", hostIP, fwd))
+	if err != nil || strings.TrimSpace(peer) != hostIP {
+		t.Errorf("GET /peer through the port forward: %q, %v; want the client's address %s", peer, err, hostIP)
+	}
+
 	// The flows went through the gateway's conntrack and its uplink.
 	ct, err := g.ctl("ct", "list")
 	if err != nil {
