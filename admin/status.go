@@ -33,10 +33,13 @@ type ReloadStatus struct {
 // InterfaceStatus is one interface.
 type InterfaceStatus struct {
 	Name      string               `json:"name"`
+	Kind      string               `json:"kind"`
 	TUN       string               `json:"tun,omitempty"`
 	MTU       int                  `json:"mtu"`
 	Addresses []string             `json:"addresses"`
 	Counters  gateway.LinkCounters `json:"counters"`
+	// Uplink are an uplink's own counters (package link/uplink's names).
+	Uplink map[string]uint64 `json:"uplink,omitempty"`
 }
 
 // RouteStatus is one configured route.
@@ -78,8 +81,10 @@ func (s *Server) Status() *Status {
 		st.ConfigChanged = hashFile(st.Config) != st.ConfigSHA256
 	}
 	for i, ic := range cfg.Interface {
-		st.Interfaces = append(st.Interfaces, InterfaceStatus{Name: ic.Name, TUN: ic.TUN, MTU: ic.MTU,
-			Addresses: append([]string{}, ic.Addresses...), Counters: s.g.LinkCounters(i)})
+		is := InterfaceStatus{Name: ic.Name, Kind: ic.Kind, TUN: ic.TUN, MTU: ic.MTU,
+			Addresses: append([]string{}, ic.Addresses...), Counters: s.g.LinkCounters(i)}
+		is.Uplink, _ = s.g.UplinkStats(i)
+		st.Interfaces = append(st.Interfaces, is)
 	}
 	for _, r := range cfg.Route {
 		st.Routes = append(st.Routes, RouteStatus{To: r.To, Interface: r.Interface})
@@ -131,8 +136,16 @@ func (st *Status) writeText(w io.Writer) {
 	fmt.Fprintln(w, "interfaces:")
 	for _, i := range st.Interfaces {
 		k := i.Counters
-		fmt.Fprintf(w, "  %-8s tun=%s mtu=%d %s\n", i.Name, i.TUN, i.MTU, strings.Join(i.Addresses, " "))
+		dev := "tun=" + i.TUN
+		if i.Kind == gateway.KindUplink {
+			dev = "uplink"
+		}
+		fmt.Fprintf(w, "  %-8s %s mtu=%d %s\n", i.Name, dev, i.MTU, strings.Join(i.Addresses, " "))
 		fmt.Fprintf(w, "           rx %d packets %d bytes, tx %d packets %d bytes\n", k.RxPackets, k.RxBytes, k.TxPackets, k.TxBytes)
+		if u := i.Uplink; u != nil {
+			fmt.Fprintf(w, "           %d udp, %d ping, %d tcp host sockets, %d dials pending, %d refused, %d failed, %d queue drops\n",
+				u["udp_sockets"], u["ping_sockets"], u["tcp_conns"], u["dials_pending"], u["dials_refused"], u["dials_failed"], u["drop_queue_full"])
+		}
 	}
 	fmt.Fprintln(w, "routes:")
 	for _, r := range st.Routes {

@@ -266,6 +266,9 @@ type gwConfig struct {
 	// established/related and new from lan. Otherwise the policy accepts.
 	Stateful bool
 	Level    string
+	// Raw, when set, is the whole config instead of the template, with
+	// one %s for the admin socket path.
+	Raw string
 }
 
 var configTemplate = template.Must(template.New("gw").Parse(`[log]
@@ -323,6 +326,9 @@ rules = [
 
 func (c gwConfig) render(t *testing.T) string {
 	t.Helper()
+	if c.Raw != "" {
+		return fmt.Sprintf(c.Raw, c.Sock)
+	}
 	if c.Level == "" {
 		c.Level = os.Getenv("TUNGATE_E2E_LOG")
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -98,6 +99,22 @@ func (c *Config) Describe(w io.Writer) error {
 		case ic.TUNFD != nil:
 			dev = fmt.Sprintf("tun_fd %d", *ic.TUNFD)
 		}
+		if ic.IsUplink() {
+			u := ic.uplink
+			flows := "from RLIMIT_NOFILE"
+			if ic.MaxFlows > 0 {
+				flows = fmt.Sprint(ic.MaxFlows)
+			}
+			dev = fmt.Sprintf("uplink (host sockets, masquerade implicit; udp_timeout %v, dial_timeout %v, max_flows %s, host loopback %s",
+				time.Duration(u.UDPTimeout), time.Duration(u.DialTimeout), flows, onOff(u.AllowHostLoopback))
+			if len(u.HostLoopback) > 0 {
+				dev += " as " + strings.Join(u.HostLoopback, ", ")
+			}
+			if len(u.DNS) > 0 {
+				dev += "; dns " + strings.Join(u.DNS, ", ") + " from " + u.ResolvConf
+			}
+			dev += ")"
+		}
 		clamp := ""
 		if ic.clamp {
 			clamp = ", clamp_mss"
@@ -120,6 +137,17 @@ func (c *Config) Describe(w io.Writer) error {
 	}
 	for _, r := range c.Route {
 		fmt.Fprintf(bw, "  %s dev %s\n", r.prefix, c.Interface[r.iface].Name)
+	}
+	for i := range c.Interface {
+		ic := &c.Interface[i]
+		if !ic.IsUplink() {
+			continue
+		}
+		for _, a := range append(append([]string(nil), ic.HostLoopback...), ic.DNS...) {
+			if v, err := netip.ParseAddr(a); err == nil {
+				fmt.Fprintf(bw, "  %s dev %s (uplink virtual address)\n", netip.PrefixFrom(v, v.BitLen()), ic.Name)
+			}
+		}
 	}
 	fmt.Fprintln(bw, "nat:")
 	var nb strings.Builder
@@ -173,4 +201,11 @@ func (c *Config) Describe(w io.Writer) error {
 		}
 	}
 	return bw.Flush()
+}
+
+func onOff(b bool) string {
+	if b {
+		return "allowed"
+	}
+	return "refused"
 }

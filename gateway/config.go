@@ -17,6 +17,7 @@ import (
 	"tungate/alg"
 	"tungate/confdiag"
 	"tungate/conntrack"
+	"tungate/link/uplink"
 	"tungate/link/wireguard"
 	"tungate/nat"
 	"tungate/rules"
@@ -87,8 +88,9 @@ type ICMPConfig struct {
 type InterfaceConfig struct {
 	// Name is the interface's name in rules, routes and NAT.
 	Name string `toml:"name"`
-	// Kind is "tun" (the default: a kernel TUN device) or "wireguard" (a
-	// WireGuard interface run inside the process, package
+	// Kind is "tun" (the default: a kernel TUN device), "uplink" (the
+	// rootless way out through host sockets, package link/uplink) or
+	// "wireguard" (a WireGuard interface run inside the process, package
 	// link/wireguard).
 	Kind string `toml:"kind"`
 	// TUN names a kernel TUN device, created if absent or attached to
@@ -101,7 +103,8 @@ type InterfaceConfig struct {
 	// Addresses are the gateway's own addresses on the link; each gives a
 	// connected route.
 	Addresses []string `toml:"addresses"`
-	// MTU of the link (default 1500; 1420 for wireguard, the tunnel's).
+	// MTU of the link (default 1500; 1420 for wireguard, the tunnel's; an
+	// uplink's uplink.DefaultMTU).
 	MTU int `toml:"mtu"`
 	// ClampMSS lowers the MSS option of forwarded TCP SYNs entering or
 	// leaving this interface to what the smaller of the two links' MTUs
@@ -128,9 +131,22 @@ type InterfaceConfig struct {
 	// "loose" or "off" (default). See rpf.go.
 	RPF string `toml:"rpf"`
 
+	// The uplink's keys (kind = "uplink"); see uplink.Config.
+	UDPTimeout             uplink.Duration `toml:"udp_timeout"`
+	DialTimeout            uplink.Duration `toml:"dial_timeout"`
+	MaxFlows               int             `toml:"max_flows"`
+	MaxPendingDials        int             `toml:"max_pending_dials"`
+	MaxPendingDialsPerHost int             `toml:"max_pending_dials_per_host"`
+	AllowHostLoopback      bool            `toml:"allow_host_loopback"`
+	HostLoopback           []string        `toml:"host_loopback"`
+	DNS                    []string        `toml:"dns"`
+	ResolvConf             string          `toml:"resolv_conf"`
+
 	addrs []netip.Prefix
 	clamp bool
 	rpf   rpfMode
+	// uplink is the validated uplink config (defaults filled).
+	uplink uplink.Config
 }
 
 // NamespaceConfig is the [namespace] section: the interface that command
@@ -231,7 +247,12 @@ func (c *Config) validateNamespace(l *confdiag.List, names map[string]int) {
 
 // Interface kinds.
 const (
-	KindTUN       = "tun"
+	// KindTUN is a kernel TUN device (the default).
+	KindTUN = "tun"
+	// KindUplink is the rootless way out through host sockets (package
+	// link/uplink).
+	KindUplink = "uplink"
+	// KindWireGuard is a WireGuard interface (package link/wireguard).
 	KindWireGuard = "wireguard"
 )
 
@@ -241,10 +262,12 @@ const (
 var kindKeys = map[string][]string{
 	KindTUN:       {"tun", "tun_fd"},
 	KindWireGuard: {"private_key_file", "private_key", "allow_inline_key", "listen_port", "peer"},
+	KindUplink: {"udp_timeout", "dial_timeout", "max_flows", "max_pending_dials", "max_pending_dials_per_host",
+		"allow_host_loopback", "host_loopback", "dns", "resolv_conf"},
 }
 
 // kindNames are the kinds in the order errors list them.
-var kindNames = []string{KindTUN, KindWireGuard}
+var kindNames = []string{KindTUN, KindUplink, KindWireGuard}
 
 // wireGuard is the link/wireguard config of a wireguard interface.
 func (ic *InterfaceConfig) wireGuard() wireguard.Config {
@@ -270,6 +293,13 @@ func (ic *InterfaceConfig) PeerNames() []string {
 	}
 	return names
 }
+
+// UplinkConfig is the uplink config of a kind = "uplink" interface, as
+// validated (defaults filled).
+func (ic *InterfaceConfig) UplinkConfig() uplink.Config { return ic.uplink }
+
+// IsUplink reports whether the interface is an uplink.
+func (ic *InterfaceConfig) IsUplink() bool { return ic.Kind == KindUplink }
 
 // RouteConfig is one [[route]].
 type RouteConfig struct {
@@ -670,6 +700,7 @@ func (c *Config) validate(l *confdiag.List) {
 		}
 	}
 	l.Add(c.NAT.Validate(c.InterfaceNames()))
+	c.validateUplinkNAT(l)
 	l.Add(c.Helpers.Validate())
 }
 
@@ -700,6 +731,8 @@ func (c *Config) validateInterface(l *confdiag.List, i int, names, tuns map[stri
 	switch ic.Kind {
 	case KindTUN:
 		c.validateTUN(l, i, tuns)
+	case KindUplink:
+		c.validateUplink(l, i)
 	case KindWireGuard:
 		if ic.MTU == 0 {
 			ic.MTU = wireguard.DefaultMTU
@@ -732,7 +765,7 @@ func (c *Config) validateInterface(l *confdiag.List, i int, names, tuns map[stri
 	default:
 		l.Addf(key+".rpf", "unknown mode %q%s", ic.RPF, orWant([]string{"strict", "loose", "off"}, ic.RPF, "strict, loose or off"))
 	}
-	if (ic.MTU < 1280 || ic.MTU > 65535) && ic.Kind != KindWireGuard { // wireguard checks its own
+	if (ic.MTU < 1280 || ic.MTU > 65535) && ic.Kind == KindTUN { // the other kinds check their own
 		// IPv6 needs 1280 (RFC 8200 section 5).
 		l.Addf(key+".mtu", "%d out of range (1280-65535)", ic.MTU)
 	}
@@ -812,6 +845,105 @@ func (c *Config) foreignKeys(l *confdiag.List, i int) {
 	}
 }
 
+// uplinkKeys names the uplink-only keys the interface sets.
+func (ic *InterfaceConfig) uplinkKeys() []string {
+	var set []string
+	for _, k := range []struct {
+		name string
+		set  bool
+	}{
+		{"udp_timeout", ic.UDPTimeout != 0}, {"dial_timeout", ic.DialTimeout != 0},
+		{"max_flows", ic.MaxFlows != 0}, {"max_pending_dials", ic.MaxPendingDials != 0},
+		{"max_pending_dials_per_host", ic.MaxPendingDialsPerHost != 0},
+		{"allow_host_loopback", ic.AllowHostLoopback}, {"host_loopback", ic.HostLoopback != nil},
+		{"dns", ic.DNS != nil}, {"resolv_conf", ic.ResolvConf != ""},
+	} {
+		if k.set {
+			set = append(set, k.name)
+		}
+	}
+	return set
+}
+
+// uplinkErr matches the uplink's own validation errors, which start with
+// the key (and index) they are about: "dns[1]: ...".
+var uplinkErr = regexp.MustCompile(`^([a-z_]+(?:\[\d+\])?): (.*)$`)
+
+// validateUplink checks the keys of a kind = "uplink" interface with the
+// uplink's own validation, locating its errors at their key.
+func (c *Config) validateUplink(l *confdiag.List, i int) {
+	ic := &c.Interface[i]
+	key := fmt.Sprintf("interface[%d]", i)
+	ic.uplink = uplink.Config{
+		MTU: ic.MTU, UDPTimeout: ic.UDPTimeout, DialTimeout: ic.DialTimeout,
+		MaxFlows: ic.MaxFlows, MaxPendingDials: ic.MaxPendingDials,
+		MaxPendingDialsPerHost: ic.MaxPendingDialsPerHost,
+		AllowHostLoopback:      ic.AllowHostLoopback,
+		HostLoopback:           ic.HostLoopback, DNS: ic.DNS, ResolvConf: ic.ResolvConf,
+	}
+	if err := ic.uplink.Validate(); err != nil {
+		if m := uplinkErr.FindStringSubmatch(err.Error()); m != nil {
+			l.Addf(key+"."+m[1], "%s", m[2])
+		} else {
+			l.Addf(key, "%s", err.Error())
+		}
+		return
+	}
+	ic.MTU = ic.uplink.MTU
+}
+
+// validateUplinkNAT refuses the NAT rules that cannot apply on an uplink:
+// its host sockets are its translation, so masquerade is implicit there,
+// and nothing reaches the container through it unasked except a port
+// forward, which tungate would have to listen for on the host.
+func (c *Config) validateUplinkNAT(l *confdiag.List) {
+	up := map[string]bool{}
+	for i := range c.Interface {
+		if c.Interface[i].IsUplink() {
+			up[c.Interface[i].Name] = true
+		}
+	}
+	if len(up) == 0 {
+		return
+	}
+	const implicit = "interface %q is an uplink: masquerade is implicit there (the host socket's address and port are the translation); remove this rule"
+	for i, r := range c.NAT.Masquerade {
+		if up[r.Out] {
+			l.Addf(fmt.Sprintf("nat.masquerade[%d].out", i), implicit, r.Out)
+		}
+	}
+	for i, r := range c.NAT.SNAT {
+		if up[r.Out] {
+			l.Addf(fmt.Sprintf("nat.snat[%d].out", i), implicit, r.Out)
+		}
+	}
+	for i, r := range c.NAT.Netmap {
+		if up[r.Out] {
+			l.Addf(fmt.Sprintf("nat.netmap[%d].out", i), "interface %q is an uplink: it has no addresses of its own to map to", r.Out)
+		}
+	}
+	for i := range c.NAT.DNAT {
+		r := &c.NAT.DNAT[i]
+		if !up[r.In] {
+			continue
+		}
+		key := fmt.Sprintf("nat.dnat[%d]", i)
+		if r.Proto != "tcp" && r.Proto != "udp" {
+			l.Addf(key+".in", "interface %q is an uplink: a port forward from it needs proto = \"tcp\" or \"udp\", and nothing else arrives there unasked", r.In)
+			continue
+		}
+		if lo, hi, ok := r.DPort.Bounds(); !ok || lo != hi {
+			l.Addf(key+".dport", "a port forward from uplink %q needs one port, which tungate listens on", r.In)
+			continue
+		}
+		// The forwarded connections are addressed to the host's
+		// addresses, not the gateway's (the default).
+		if len(r.Dst) == 0 {
+			r.Dst = nat.StringList{"0.0.0.0/0", "::/0"}
+		}
+	}
+}
+
 // hasKey reports whether interface i sets key k: from the file's key index
 // when there is one, else from the decoded value.
 func (c *Config) hasKey(i int, k string) bool {
@@ -840,7 +972,35 @@ func (c *Config) hasKey(i int, k string) bool {
 	case "peer":
 		return len(ic.Peers) > 0
 	}
-	return false
+	return slices.Contains(ic.uplinkKeys(), k)
+}
+
+// uplinkForward is one host port to listen on for an uplink's forwards.
+type uplinkForward struct {
+	iface int
+	proto string // "tcp" or "udp"
+	port  uint16
+}
+
+// uplinkForwards are the host ports to listen on for the uplinks' port
+// forwards, once each (one listener serves both families).
+func (c *Config) uplinkForwards() []uplinkForward {
+	var out []uplinkForward
+	for _, r := range c.NAT.DNAT {
+		for i := range c.Interface {
+			ic := &c.Interface[i]
+			if !ic.IsUplink() || ic.Name != r.In || (r.Proto != "tcp" && r.Proto != "udp") {
+				continue
+			}
+			if lo, hi, ok := r.DPort.Bounds(); ok && lo == hi {
+				f := uplinkForward{i, r.Proto, lo}
+				if !slices.Contains(out, f) {
+					out = append(out, f)
+				}
+			}
+		}
+	}
+	return out
 }
 
 // InterfaceNames returns the interface names in config order; a packet's

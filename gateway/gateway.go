@@ -21,6 +21,7 @@ import (
 	"tungate/confdiag"
 	"tungate/conntrack"
 	"tungate/link"
+	"tungate/link/uplink"
 	"tungate/link/wireguard"
 	"tungate/nat"
 	"tungate/packet"
@@ -136,8 +137,91 @@ func New(cfg *Config, opt Options) (*Gateway, error) {
 		l := &Link{Name: ic.Name, Index: i, Dev: dev, MTU: mtu, clamp: ic.clamp, rpf: ic.rpf}
 		l.peers, _ = dev.(link.PeerIdentifier)
 		g.links = append(g.links, l)
+		if u, ok := dev.(*uplink.Link); ok {
+			g.ct.AddDestroyHook(uplinkCloser(u))
+		}
+	}
+	if err := g.listenForwards(cfg); err != nil {
+		g.closeLinks()
+		return nil, err
 	}
 	return g, nil
+}
+
+// listenForwards listens on the host port of each port forward from an
+// uplink (dual-stack) and hands the listener to the uplink, which injects
+// each connection as one from its real client.
+func (g *Gateway) listenForwards(cfg *Config) error {
+	for _, f := range cfg.uplinkForwards() {
+		u, ok := g.links[f.iface].Dev.(*uplink.Link)
+		if !ok {
+			continue // a test's substitute device
+		}
+		name := g.links[f.iface].Name
+		addr := fmt.Sprintf(":%d", f.port)
+		if f.proto == "tcp" {
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				return fmt.Errorf("interface %q: port forward: %w", name, err)
+			}
+			g.log.Info("uplink port forward listening", zap.String("interface", name), zap.Stringer("addr", ln.Addr()))
+			u.ForwardTCP(ln, g.forwardDst)
+			continue
+		}
+		ua, err := net.ResolveUDPAddr("udp", addr)
+		if err != nil {
+			return err
+		}
+		c, err := net.ListenUDP("udp", ua)
+		if err != nil {
+			return fmt.Errorf("interface %q: port forward: %w", name, err)
+		}
+		g.log.Info("uplink port forward listening", zap.String("interface", name), zap.Stringer("addr", c.LocalAddr()))
+		// Datagrams carry no local address without IP_PKTINFO: they
+		// enter as addressed to the gateway's own address.
+		u.ForwardUDP(c, g.forwardDst(netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), f.port)),
+			g.forwardDst(netip.AddrPortFrom(netip.IPv6Loopback(), f.port)))
+	}
+	return nil
+}
+
+// forwardDst is the destination a forwarded connection enters the
+// datapath with: the host address it reached, or for the host's loopback
+// (a martian on the wire) the gateway's first own address of the family,
+// as if the client had connected to the gateway.
+func (g *Gateway) forwardDst(local netip.AddrPort) netip.AddrPort {
+	if !local.Addr().IsLoopback() {
+		return local
+	}
+	for _, own := range g.own {
+		for _, a := range own {
+			if a.Is4() == local.Addr().Is4() {
+				return netip.AddrPortFrom(a, local.Port())
+			}
+		}
+	}
+	return netip.AddrPort{} // none: the uplink drops it, counted
+}
+
+// uplinkCloser is the destroy hook that makes "ct delete" of a TCP flow
+// through an uplink end it on both sides: the uplink's host socket and its
+// gVisor end are reset. The uplink saw the flow as the reply tuple
+// reversed (after any NAT the datapath did before it); a flow that did
+// not go through this uplink, or that ended already, is not found.
+func uplinkCloser(u *uplink.Link) func(c *conntrack.Conn) {
+	return func(c *conntrack.Conn) {
+		r := c.Tuple(conntrack.DirReply)
+		if r.Proto != packet.ProtoTCP || !c.Confirmed() {
+			return
+		}
+		if u.CloseTCP(netip.AddrPortFrom(r.DstAddr(), r.DstPort), netip.AddrPortFrom(r.SrcAddr(), r.SrcPort)) {
+			return
+		}
+		// A port forward from the uplink: it knows the flow by its
+		// original tuple (client → host address).
+		o := c.Tuple(conntrack.DirOriginal)
+		u.CloseTCP(netip.AddrPortFrom(o.SrcAddr(), o.SrcPort), netip.AddrPortFrom(o.DstAddr(), o.DstPort))
+	}
 }
 
 func (g *Gateway) compileRules(cfg *Config) (*rules.Ruleset, error) {
@@ -159,6 +243,21 @@ func (g *Gateway) buildRoutes(cfg *Config) error {
 	}
 	for _, r := range cfg.Route {
 		g.routes.Insert(r.prefix, r.iface)
+	}
+	// An uplink's virtual addresses (host_loopback, dns) are reached
+	// through it whatever the routes say: they are often inside the
+	// container's own subnet, as slirp4netns's 10.0.2.2 and 10.0.2.3 are.
+	for i := range cfg.Interface {
+		ic := &cfg.Interface[i]
+		if !ic.IsUplink() {
+			continue
+		}
+		for _, s := range append(append([]string(nil), ic.HostLoopback...), ic.DNS...) {
+			if a, err := netip.ParseAddr(s); err == nil {
+				a = a.Unmap()
+				g.routes.Insert(netip.PrefixFrom(a, a.BitLen()), i)
+			}
+		}
 	}
 	for i := range cfg.Interface {
 		g.bcast = append(g.bcast, subnetBroadcasts(cfg.Interface[i].addrs)...)

@@ -9,6 +9,7 @@ import (
 
 	"tungate/link"
 	"tungate/link/tun"
+	"tungate/link/uplink"
 	"tungate/link/wireguard"
 )
 
@@ -53,6 +54,8 @@ func openLinkWith(ic *InterfaceConfig, log *zap.Logger, bind conn.Bind) (link.Li
 	switch ic.Kind {
 	case KindWireGuard:
 		l, err = wireguard.New(ic.Name, ic.wireGuard(), wireguard.Options{Bind: bind, Logger: wgLogger(log)})
+	case KindUplink:
+		l, err = uplink.New(ic.UplinkConfig(), log)
 	default:
 		l, err = tun.Open(tun.Config{Name: ic.TUN, MTU: ic.MTU, FD: ic.TUNFD}, log)
 	}

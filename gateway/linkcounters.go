@@ -1,6 +1,10 @@
 package gateway
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"tungate/link/uplink"
+)
 
 // LinkCounters are one interface's packet and byte counts: what its reader
 // took in and what the gateway wrote out on it (IP packet lengths).
@@ -31,4 +35,21 @@ func (g *Gateway) LinkCounters(i int) LinkCounters {
 	c := &g.linkCtr[i]
 	return LinkCounters{RxPackets: c.rxPackets.Load(), RxBytes: c.rxBytes.Load(),
 		TxPackets: c.txPackets.Load(), TxBytes: c.txBytes.Load()}
+}
+
+// UplinkStats returns the counters of interface i when it is an uplink,
+// by name (uplink.Counter's String).
+func (g *Gateway) UplinkStats(i int) (map[string]uint64, bool) {
+	if i < 0 || i >= len(g.links) {
+		return nil, false
+	}
+	u, ok := g.links[i].Dev.(*uplink.Link)
+	if !ok {
+		return nil, false
+	}
+	m := make(map[string]uint64, uplink.NumCounters)
+	for j, v := range u.Stats() {
+		m[uplink.Counter(j).String()] = v
+	}
+	return m, true
 }

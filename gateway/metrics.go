@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"tungate/conntrack"
+	"tungate/link/uplink"
 	"tungate/link/wireguard"
 	"tungate/nat"
 )
@@ -34,6 +35,8 @@ type collector struct {
 	perSource *prometheus.Desc
 	// wgDrops are what WireGuard interfaces dropped themselves.
 	wgDrops *prometheus.Desc
+	// uplink are an uplink interface's own counters.
+	uplink [uplink.NumCounters]*prometheus.Desc
 }
 
 // counterDesc is one counter and where its value comes from.
@@ -94,6 +97,14 @@ func newCollector(g *Gateway) *collector {
 	for name, help := range natHelp {
 		c.nat[name] = prometheus.NewDesc("tungate_nat_"+name+"_total", help, nil, nil)
 	}
+	for i := range c.uplink {
+		k := uplink.Counter(i)
+		name := "tungate_uplink_" + k.String()
+		if !k.IsGauge() {
+			name += "_total"
+		}
+		c.uplink[i] = prometheus.NewDesc(name, "Uplink counter "+k.String()+" (see package link/uplink).", []string{"interface"}, nil)
+	}
 	return c
 }
 
@@ -131,6 +142,9 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- d
 	}
 	ch <- c.wgDrops
+	for _, d := range c.uplink {
+		ch <- d
+	}
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -176,6 +190,19 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if l := c.g.srcLimit; l != nil {
 		ch <- prometheus.MustNewConstMetric(c.perSource, prometheus.CounterValue, float64(l.Refused.Load()))
+	}
+	for _, l := range g.links {
+		u, ok := l.Dev.(*uplink.Link)
+		if !ok {
+			continue
+		}
+		for i, v := range u.Stats() {
+			t := prometheus.CounterValue
+			if uplink.Counter(i).IsGauge() {
+				t = prometheus.GaugeValue
+			}
+			ch <- prometheus.MustNewConstMetric(c.uplink[i], t, float64(v), l.Name)
+		}
 	}
 }
 

@@ -136,6 +136,10 @@ func (r *PortRange) UnmarshalTOML(v any) error {
 	return fmt.Errorf("expected a port number or a \"low-high\" string, got %v", v)
 }
 
+// Bounds returns the range's ends; ok is false for an empty or malformed
+// range.
+func (r PortRange) Bounds() (lo, hi uint16, ok bool) { return r.parse() }
+
 // parse returns the range; ok false on a malformed one. Port 0 is not a
 // port.
 func (r PortRange) parse() (lo, hi uint16, ok bool) {

@@ -322,6 +322,9 @@ func (s *socketTable) queueUDP(w *writeScratch, p *packet.Parsed, now int64) {
 		l.count(DropMalformed)
 		return
 	}
+	if l.sendForwardReply(p) {
+		return
+	}
 	if d := p.DstIP(); d.IsMulticast() || d == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
 		// A host socket would send it on the host's networks, which are
 		// not the container's; and no ICMP error answers multicast.

@@ -24,6 +24,9 @@ const (
 	DropSendError                  // the host refused to send
 	DropTooBig                     // a datagram larger than the MTU allows
 	ICMPErrorsSent                 // ICMP errors built for the container
+	Forwards                       // port-forwarded host connections the container accepted
+	ForwardsFailed                 // port-forwarded host connections the container refused or never answered
+	DropForward                    // port-forwarded host connections that could not be injected (no address for a loopback client, budget)
 	NumCounters
 )
 
@@ -33,6 +36,7 @@ var counterNames = [NumCounters]string{
 	"drop_virtual_port", "drop_multicast",
 	"drop_budget", "drop_dial_budget", "drop_ping_denied", "drop_queue_full",
 	"drop_send_error", "drop_too_big", "icmp_errors_sent",
+	"forwards", "forwards_failed", "drop_forward",
 }
 
 // String is the counter's name in metrics and `tungate stats`.

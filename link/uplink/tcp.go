@@ -70,6 +70,15 @@ type tcpStack struct {
 	// error (Linux tcp_v4_err checks it against snd_una).
 	synSeq map[synKey]uint32
 	conns  map[*net.TCPConn]struct{}
+	// byTuple finds a spliced connection by the container's tuple, for
+	// CloseTCP.
+	byTuple map[synKey]splicedConn
+}
+
+// splicedConn is both ends of one spliced connection.
+type splicedConn struct {
+	hc *net.TCPConn
+	ep tcpip.Endpoint
 }
 
 func newTCPStack(l *Link) (*tcpStack, error) {
@@ -114,6 +123,7 @@ func newTCPStack(l *Link) (*tcpStack, error) {
 		perHost: make(map[netip.Addr]int),
 		synSeq:  make(map[synKey]uint32),
 		conns:   make(map[*net.TCPConn]struct{}),
+		byTuple: make(map[synKey]splicedConn),
 	}
 	// The forwarder's own in-flight cap counts handshakes as well as
 	// dials; ours (max_pending_dials) is the one that decides, so its
@@ -236,7 +246,7 @@ func (t *tcpStack) handle(r *tcp.ForwarderRequest) {
 		l.releaseFlow()
 		return
 	}
-	t.splice(ep, &wq, hc)
+	t.splice(synKey{src, dst}, ep, &wq, hc)
 }
 
 func (t *tcpStack) acquireDial(a netip.Addr) bool {
@@ -313,10 +323,11 @@ func isTimeout(err error) bool {
 
 // splice copies both ways until both are shut, half-closing each side when
 // the other sends FIN and resetting each when the other resets.
-func (t *tcpStack) splice(ep tcpip.Endpoint, wq *waiter.Queue, hc *net.TCPConn) {
+func (t *tcpStack) splice(k synKey, ep tcpip.Endpoint, wq *waiter.Queue, hc *net.TCPConn) {
 	l := t.l
 	t.mu.Lock()
 	t.conns[hc] = struct{}{}
+	t.byTuple[k] = splicedConn{hc, ep}
 	t.mu.Unlock()
 	l.gauge(TCPConns, 1)
 	select {
@@ -337,6 +348,9 @@ func (t *tcpStack) splice(ep tcpip.Endpoint, wq *waiter.Queue, hc *net.TCPConn) 
 
 	t.mu.Lock()
 	delete(t.conns, hc)
+	if t.byTuple[k].hc == hc {
+		delete(t.byTuple, k)
+	}
 	t.mu.Unlock()
 	hc.Close()
 	ep.Close()
@@ -416,6 +430,29 @@ func (t *tcpStack) stackToHost(ep tcpip.Endpoint, wq *waiter.Queue, hc *net.TCPC
 			return
 		}
 	}
+}
+
+// CloseTCP resets both ends of the spliced TCP connection the container
+// opened from src to dst (the tuple as the container sent it): the host
+// socket closes with a RST and the container gets one. It reports whether
+// there was such a connection. The gateway calls it when the connection's
+// conntrack entry is deleted, so "ct delete" ends the flow on both sides;
+// it does not block.
+func (l *Link) CloseTCP(src, dst netip.AddrPort) bool {
+	t := l.tcp
+	t.mu.Lock()
+	sc, ok := t.byTuple[synKey{src, dst}]
+	if ok {
+		delete(t.byTuple, synKey{src, dst})
+	}
+	t.mu.Unlock()
+	if !ok {
+		return false
+	}
+	sc.hc.SetLinger(0)
+	sc.hc.Close()
+	sc.ep.Abort()
+	return true
 }
 
 // close ends every connection and the stack.

@@ -24,9 +24,13 @@
 // virtual address (host_loopback, slirp4netns's 10.0.2.2) stands for it,
 // which is what a Linux container needs: it drops packets from
 // 127.0.0.0/8 arriving on its interface. A virtual resolver address (dns)
-// forwards port 53 to the host's resolver. In a config file:
+// forwards port 53 to the host's resolver. ForwardTCP and ForwardUDP
+// inject the connections a host port forward accepts as coming from their
+// real clients. In a config file:
 //
-//	[uplink]
+//	[[interface]]
+//	name = "wan"
+//	kind = "uplink"
 //	mtu = 65520
 //	allow_host_loopback = true
 //	host_loopback = ["10.0.2.2", "fd00::2"]
@@ -79,6 +83,10 @@ type Link struct {
 
 	socks *socketTable
 	tcp   *tcpStack
+
+	fwdMu     sync.Mutex // guards fwdUDP
+	fwdUDP    map[netip.AddrPort]*udpForward
+	hasFwdUDP atomic.Bool // fwdUDP is not empty: Write looks there first
 }
 
 // New opens an uplink. cfg is validated (defaults filled) first.
