@@ -167,11 +167,11 @@ func buildAnnouncement(s ftpSetup, kind uint8, own bool, raw []byte, port uint16
 		}
 		line = word("EPRT") + spaces + d + af + d + a + d + strconv.Itoa(int(port)) + d + trail + eol
 	case 2:
-		open, close := "(", ")"
+		lp, rp := "(", ")"
 		if style&2048 != 0 {
-			open, close = "", ""
+			lp, rp = "", ""
 		}
-		line = "227 " + text + open + octets() + close + tail + eol
+		line = "227 " + text + lp + octets() + rp + tail + eol
 	case 3:
 		line = "229 " + text + "(" + d + d + d + strconv.Itoa(int(port)) + d + ")" + tail + eol
 	}
