@@ -354,7 +354,9 @@ func parse229(body []byte) (ftpCmd, bool) {
 		}
 		e := indexByteFrom(body, d, i+3)
 		if e < 0 {
-			return ftpCmd{}, false
+			// Another delimiter may still follow: `"""1|||2|` announces
+			// port 2, as its rewrite with '|' must parse back.
+			continue
 		}
 		port, ok := parsePort(body[i+3 : e])
 		if !ok {

@@ -497,7 +497,7 @@ func (r *Reassembler) oldest(except *fragQueue) *fragQueue {
 	var best *fragQueue
 	for i := range r.lists {
 		q := r.lists[i].head
-		if q == except {
+		if q != nil && q == except {
 			q = q.next
 		}
 		if q != nil && (best == nil || q.created < best.created) {
