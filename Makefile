@@ -11,6 +11,7 @@ export PATH  := $(patsubst %/,%,$(dir $(GO))):$(PATH)
 endif
 BIN          := bin/tungate
 CONFIG       ?= configs/gateway.toml
+RUN_CONFIG   ?= configs/rootless.toml
 SHARED       ?= ../shared
 TOOLS        := $(CURDIR)/bin/tools
 # staticcheck 2026.2 is the first release that understands Go 1.26.
@@ -30,14 +31,15 @@ FUZZTIME      ?= 30s
 FUZZ_PARALLEL ?=
 SUDO         := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: all build man test test-deps bench lint demo conformance differential versus run clean help fuzz
+.PHONY: all build run-root man test test-deps bench lint demo conformance differential versus run clean help fuzz
 
 all: build
 
 help:
 	@echo "make build        bin/tungate"
 	@echo "make man          man pages for every command into bin/man (from the CLI's help)"
-	@echo "make run          build, then run the gateway on $(CONFIG) (root)"
+	@echo "make run          build, then run a shell (or a demo) behind tungate on $(RUN_CONFIG), no root"
+	@echo "make run-root     build, then run the kernel-TUN gateway on $(CONFIG) (root)"
 	@echo "make test         test tools (as root), go test -race ./..., conformance sample (as root)"
 	@echo "make bench        go test -bench '$(BENCH)' $(PKG)"
 	@echo "make lint         gofmt, go vet, staticcheck"
@@ -54,7 +56,13 @@ build:
 man: build
 	./$(BIN) man bin/man
 
+# The rootless way, no root needed: command mode around a shell (a short
+# demo when stdin is not a terminal) whose only network is tungate.
 run: build
+	@scripts/run.sh ./$(BIN) $(RUN_CONFIG)
+
+# The kernel-TUN gateway between TUNs root creates (configs/gateway.toml).
+run-root: build
 	$(SUDO) ./$(BIN) run -c $(CONFIG)
 
 test-deps:

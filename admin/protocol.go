@@ -24,7 +24,7 @@ import (
 type Request struct {
 	// Cmd is the command: "ct list", "ct count", "ct delete", "ct flush",
 	// "ct events", "ct stats", "expect list", "expect delete",
-	// "expect flush", "stats", "rules", "reload", "status".
+	// "expect flush", "stats", "rules", "reload", "status", "wg show".
 	Cmd string `json:"cmd"`
 	// Output is "" (conntrack's text form), "json", or "id" (text with
 	// each entry's id, like conntrack -o id).
@@ -34,6 +34,8 @@ type Request struct {
 	// Events are the event types `ct events` streams (NEW, UPDATE,
 	// DESTROY); empty means all.
 	Events []string `json:"events,omitempty"`
+	// Interface narrows `wg show` to one interface; empty means all.
+	Interface string `json:"interface,omitempty"`
 }
 
 // Frame types.

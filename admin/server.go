@@ -22,6 +22,7 @@ import (
 
 	"tungate/conntrack"
 	"tungate/gateway"
+	"tungate/link/wireguard"
 )
 
 // eventBuffer is how many events a `ct events` reader may fall behind
@@ -325,6 +326,28 @@ func (s *Server) handle(c net.Conn, w *frameWriter, req *Request) (string, error
 			return "", err
 		}
 		return "reloaded", nil
+	case "wg show":
+		n := 0
+		for _, l := range s.g.Links() {
+			wl, ok := l.Dev.(*wireguard.Link)
+			if !ok || (req.Interface != "" && req.Interface != l.Name) {
+				continue
+			}
+			if n > 0 {
+				io.WriteString(w, "\n")
+			}
+			if err := wl.Show(w); err != nil {
+				return "", fmt.Errorf("interface %q: %w", l.Name, err)
+			}
+			n++
+		}
+		if n == 0 && req.Interface != "" {
+			return "", fmt.Errorf("no wireguard interface %q", req.Interface)
+		}
+		if n == 0 {
+			return "", errors.New("the gateway has no wireguard interface")
+		}
+		return "", nil
 	case "status":
 		st := s.Status()
 		if req.Output == "json" {

@@ -98,6 +98,13 @@ func (c *Config) Describe(w io.Writer) error {
 			dev = fmt.Sprintf("wireguard port %d peers [%s]", ic.ListenPort, strings.Join(ic.PeerNames(), " "))
 		case ic.TUNFD != nil:
 			dev = fmt.Sprintf("tun_fd %d", *ic.TUNFD)
+		case c.Namespace.Enabled() && c.Namespace.Index() == i:
+			name := c.Namespace.TUN
+			if name == "" {
+				name = "tun0"
+			}
+			dev = fmt.Sprintf("tun %s inside the command's or --netns namespace (container %s, via %s)", name,
+				strings.Join(c.Namespace.Addresses, ", "), joinAddrs(c.Namespace.GatewayAddrs()))
 		}
 		if ic.IsUplink() {
 			u := ic.uplink
@@ -208,4 +215,13 @@ func onOff(b bool) string {
 		return "allowed"
 	}
 	return "refused"
+}
+
+// joinAddrs lists addresses for the plan.
+func joinAddrs(a []netip.Addr) string {
+	s := make([]string, len(a))
+	for i := range a {
+		s[i] = a[i].String()
+	}
+	return strings.Join(s, ", ")
 }

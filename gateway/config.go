@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
@@ -376,6 +377,15 @@ func decodeConfig(b []byte, file string) (*Config, *confdiag.List, error) {
 	c.warnings = deprecations(md, ix, file)
 	c.validate(&l)
 	if file != "" {
+		// A relative admin socket lives beside the config file, so the
+		// gateway and the admin commands find the same one from any
+		// working directory (configs/rootless.toml keeps its socket in
+		// the build directory, no root needed).
+		if s := c.Admin.Socket; s != "" && !filepath.IsAbs(s) {
+			if dir, err := filepath.Abs(filepath.Dir(file)); err == nil {
+				c.Admin.Socket = filepath.Join(dir, s)
+			}
+		}
 		c.checkSocketDir(&l)
 	}
 	return &c, &l, nil
