@@ -35,6 +35,10 @@ type collector struct {
 	perSource *prometheus.Desc
 	// wgDrops are what WireGuard interfaces dropped themselves.
 	wgDrops *prometheus.Desc
+	// wgPeer* are per WireGuard peer: the age of its session's handshake
+	// (what an operator alerts on: no handshake for over 3 minutes means
+	// the session is gone) and the payload bytes each way.
+	wgPeerHandshake, wgPeerRx, wgPeerTx *prometheus.Desc
 	// uplink are an uplink interface's own counters.
 	uplink [uplink.NumCounters]*prometheus.Desc
 }
@@ -73,6 +77,12 @@ func newCollector(g *Gateway) *collector {
 		entries: prometheus.NewDesc("tungate_conntrack_entries", "Connections in the table.", nil, nil),
 		max:     prometheus.NewDesc("tungate_conntrack_entries_max", "The table's capacity (conntrack.max).", nil, nil),
 		expects: prometheus.NewDesc("tungate_conntrack_expectations", "Expectations waiting for their connection.", nil, nil),
+		wgPeerHandshake: prometheus.NewDesc("tungate_wireguard_peer_last_handshake_seconds",
+			"Unix time of the peer's latest handshake (0: never).", []string{"interface", "peer"}, nil),
+		wgPeerRx: prometheus.NewDesc("tungate_wireguard_peer_receive_bytes_total",
+			"Payload bytes received from the peer.", []string{"interface", "peer"}, nil),
+		wgPeerTx: prometheus.NewDesc("tungate_wireguard_peer_transmit_bytes_total",
+			"Payload bytes sent to the peer.", []string{"interface", "peer"}, nil),
 		wgDrops: prometheus.NewDesc("tungate_wireguard_dropped_packets_total", "Packets a WireGuard interface dropped itself, by interface and reason.", []string{"interface", "reason"}, nil),
 		perSource: prometheus.NewDesc("tungate_conntrack_per_source_refused_total",
 			"New connections refused because their source held per_source_max connections.", nil, nil),
@@ -142,6 +152,9 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- d
 	}
 	ch <- c.wgDrops
+	ch <- c.wgPeerHandshake
+	ch <- c.wgPeerRx
+	ch <- c.wgPeerTx
 	for _, d := range c.uplink {
 		ch <- d
 	}
@@ -173,6 +186,19 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			"rx_queue_full": st.RxQueueFull, "rx_too_big": st.RxTooBig,
 		} {
 			ch <- prometheus.MustNewConstMetric(c.wgDrops, prometheus.CounterValue, float64(v), l.Name, reason)
+		}
+		peers, err := wl.PeerStats()
+		if err != nil {
+			continue
+		}
+		for _, p := range peers {
+			hs := 0.0
+			if !p.LastHandshake.IsZero() {
+				hs = float64(p.LastHandshake.UnixNano()) / 1e9
+			}
+			ch <- prometheus.MustNewConstMetric(c.wgPeerHandshake, prometheus.GaugeValue, hs, l.Name, p.Name)
+			ch <- prometheus.MustNewConstMetric(c.wgPeerRx, prometheus.CounterValue, float64(p.RxBytes), l.Name, p.Name)
+			ch <- prometheus.MustNewConstMetric(c.wgPeerTx, prometheus.CounterValue, float64(p.TxBytes), l.Name, p.Name)
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(c.entries, prometheus.GaugeValue, float64(g.ct.Count()))

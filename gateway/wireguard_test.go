@@ -346,6 +346,17 @@ func TestWireGuardSpoofAndNoPeer(t *testing.T) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
+	// Per peer: alice has a session and traffic both ways; bob is listed.
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`tungate_wireguard_peer_last_handshake_seconds\{interface="wg0",peer="alice"\} [1-9]`),
+		regexp.MustCompile(`tungate_wireguard_peer_receive_bytes_total\{interface="wg0",peer="alice"\} [1-9]`),
+		regexp.MustCompile(`tungate_wireguard_peer_transmit_bytes_total\{interface="wg0",peer="alice"\} [1-9]`),
+		regexp.MustCompile(`tungate_wireguard_peer_last_handshake_seconds\{interface="wg0",peer="bob"\} `),
+	} {
+		if !want.Match(body) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
 }
 
 // TestWireGuardReloadRemovesPeer: a reload without bob cuts bob only;
