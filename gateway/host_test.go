@@ -162,6 +162,14 @@ func testGateway(t *testing.T, conf string, hosts ...*host) *Gateway {
 	if err != nil {
 		t.Fatalf("gateway: %v", err)
 	}
+	runUntilCleanup(t, g)
+	return g
+}
+
+// runUntilCleanup runs g until the test ends, then checks it stopped
+// cleanly and in time.
+func runUntilCleanup(t *testing.T, g *Gateway) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- g.Run(ctx) }()
@@ -176,7 +184,6 @@ func testGateway(t *testing.T, conf string, hosts ...*host) *Gateway {
 			t.Errorf("gateway did not stop")
 		}
 	})
-	return g
 }
 
 // eventually polls cond until it holds or the deadline passes.

@@ -92,20 +92,7 @@ func uplinkGateway(t *testing.T, resolver string, rejectPort int) (*Gateway, *ho
 	if _, ok := g.Links()[1].Dev.(*uplink.Link); !ok {
 		t.Fatalf("wan is a %T, want *uplink.Link", g.Links()[1].Dev)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("gateway Run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Errorf("gateway did not stop")
-		}
-	})
+	runUntilCleanup(t, g)
 	return g, lan
 }
 

@@ -174,20 +174,7 @@ func newWGRig(t *testing.T, peerMTU int, rulesText string, names []string, peerA
 		t.Fatalf("gateway: %v", err)
 	}
 	r.g = g
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("gateway Run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Errorf("gateway did not stop")
-		}
-	})
+	runUntilCleanup(t, g)
 	port := r.port(t)
 	for _, n := range names {
 		r.peers[n].start(t, pub, port)
