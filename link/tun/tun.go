@@ -86,6 +86,10 @@ func open(cfg Config, log *zap.Logger) (wgtun.Device, string, error) {
 		log.Warn("privileged TUN setup failed; attaching without it", zap.String("device", cfg.Name), zap.Error(err))
 	}
 	fd, err := attach(cfg.Name)
+	if errors.Is(err, unix.EBUSY) {
+		// A TUN has one reader: the device is another process's.
+		return nil, "", fmt.Errorf("attach TUN %q: another process holds it (another gateway running on these devices?): %w", cfg.Name, err)
+	}
 	if err != nil {
 		return nil, "", fmt.Errorf("attach TUN %q: %w", cfg.Name, err)
 	}

@@ -381,6 +381,30 @@ func TestOpenRefusesSomeoneElsesDevice(t *testing.T) {
 	}
 }
 
+// TestOpenSecondInstance: a device another gateway already reads is
+// refused with that said, not a bare "device or resource busy".
+func TestOpenSecondInstance(t *testing.T) {
+	needRoot(t)
+	ns, dev := newNetns(t), uniqueName()
+	var first *Link
+	var err error
+	inNetns(t, ns, false, func() (err error) {
+		first, err = Open(Config{Name: dev, MTU: 1500}, zap.NewNop())
+		return err
+	})
+	defer first.Close()
+	inNetns(t, ns, false, func() error {
+		var l *Link
+		if l, err = Open(Config{Name: dev, MTU: 1500}, zap.NewNop()); err == nil {
+			l.Close()
+		}
+		return nil
+	})
+	if !errors.Is(err, unix.EBUSY) || !strings.Contains(err.Error(), "another process holds it") {
+		t.Errorf("second Open of %s: %v, want EBUSY saying another process holds it", dev, err)
+	}
+}
+
 func TestOpenInheritsDescriptor(t *testing.T) {
 	needRoot(t)
 	ns, dev := newNetns(t), uniqueName()
