@@ -84,6 +84,16 @@ func TestRuntimeSetAddDelete(t *testing.T) {
 	if v := verdictFrom(t, rs, "198.51.100.8", "192.0.2.1"); v != Accept {
 		t.Fatalf("neighbour after add: %v", v)
 	}
+	var dump strings.Builder
+	rs.Dump(&dump)
+	if !strings.Contains(dump.String(), "set blocked { 203.0.113.0/24 } # +2 added at runtime (tungate set list blocked)\n") {
+		t.Fatalf("dump:\n%s", dump.String())
+	}
+	dump.Reset()
+	rs.DumpConfig(&dump)
+	if strings.Contains(dump.String(), "runtime") {
+		t.Fatalf("config dump shows the runtime layer:\n%s", dump.String())
+	}
 	// The file element is refused, and nothing changes.
 	err := r.Delete(rs, "blocked", pfx(t, "198.51.100.7", "203.0.113.0/24"))
 	if !errors.Is(err, ErrFileElement) || !strings.Contains(err.Error(), "203.0.113.0/24") {
