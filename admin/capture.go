@@ -5,10 +5,14 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
+	"strings"
 	"time"
 
 	"tungate/gateway"
 	"tungate/internal/pcapng"
+	"tungate/packet"
+	"tungate/rules"
 )
 
 // captureSnaplen is the snap length the pcapng header declares: packets
@@ -30,7 +34,11 @@ func (s *Server) capture(c net.Conn, w *frameWriter, req *Request) (string, erro
 	if req.Output != "" {
 		return "", errors.New("capture writes pcapng; it has no other output format")
 	}
-	cp, err := s.g.StartCapture(req.Interface, 0)
+	f, err := req.Match.filter()
+	if err != nil {
+		return "", err
+	}
+	cp, err := s.g.StartCapture(req.Interface, gateway.CaptureOptions{Filter: f})
 	if err != nil {
 		return "", err
 	}
@@ -87,4 +95,41 @@ func (s *Server) capture(c net.Conn, w *frameWriter, req *Request) (string, erro
 	b = pcapng.AppendStats(b[:0], &pcapng.Stats{Start: start, End: time.Now(), Received: uint64(sent) + lost, Dropped: lost})
 	w.Write(b)
 	return fmt.Sprintf("%d packets captured on %s, %d dropped because the reader was too slow", sent, req.Interface, lost), w.err
+}
+
+// filter compiles the match; nil matches everything.
+func (m *CaptureMatch) filter() (gateway.CaptureFilter, error) {
+	var f gateway.CaptureFilter
+	if m == nil {
+		return f, nil
+	}
+	if m.Host != "" {
+		p, err := rules.ParseSetElement(m.Host)
+		if err != nil {
+			return f, fmt.Errorf("capture: host: %q is not an address or prefix", m.Host)
+		}
+		f.Host = p
+	}
+	if m.Proto != "" {
+		switch strings.ToLower(m.Proto) {
+		case "tcp":
+			f.Proto = packet.ProtoTCP
+		case "udp":
+			f.Proto = packet.ProtoUDP
+		case "icmp", "icmpv6", "icmp6":
+			f.Proto = packet.ProtoICMP
+		default:
+			n, err := strconv.ParseUint(m.Proto, 10, 8)
+			if err != nil {
+				return f, fmt.Errorf("capture: proto: %q is not tcp, udp, icmp or a protocol number", m.Proto)
+			}
+			f.Proto = uint8(n)
+		}
+		f.HasProto = true
+	}
+	if m.Port < 0 || m.Port > 65535 {
+		return f, fmt.Errorf("capture: port: %d is not a port", m.Port)
+	}
+	f.Port = uint16(m.Port)
+	return f, nil
 }

@@ -120,6 +120,9 @@ func TestCapture(t *testing.T) {
 		{Request{Cmd: "capture", Interface: "lan"}, `interface "lan" is already being captured`},
 		{Request{Cmd: "capture", Interface: "wan", Count: -1}, "count -1 is negative"},
 		{Request{Cmd: "capture", Interface: "wan", Output: "json"}, "no other output format"},
+		{Request{Cmd: "capture", Interface: "wan", Match: &CaptureMatch{Host: "10.0.0.1/8"}}, `host: "10.0.0.1/8" is not an address or prefix`},
+		{Request{Cmd: "capture", Interface: "wan", Match: &CaptureMatch{Proto: "sctpp"}}, `proto: "sctpp" is not tcp, udp, icmp or a protocol number`},
+		{Request{Cmd: "capture", Interface: "wan", Match: &CaptureMatch{Port: 70000}}, "port: 70000 is not a port"},
 	} {
 		if _, _, err := do(t, sock, &c.req); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: %v, want %q", c.req, err, c.want)
@@ -247,4 +250,35 @@ func TestCaptureStuckReader(t *testing.T) {
 		t.Fatalf("read %d packets, told of %d lost, of %d", got, lost, n)
 	}
 	t.Logf("the reader read %d packets and was told of %d lost", got, lost)
+}
+
+// A filtered capture records only what matches: here UDP to one port,
+// while other traffic crosses the same link.
+func TestCaptureMatch(t *testing.T) {
+	client, server, g, _ := admintest.TwoLinks(t)
+	_, sock := serve(t, g)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := Do(ctx, sock, &Request{Cmd: "capture", Interface: "lan", Count: 2,
+			Match: &CaptureMatch{Host: "198.18.0.0/24", Proto: "udp", Port: 7501}}, pw)
+		pw.CloseWithError(err)
+	}()
+	rd, err := pcapng.NewReader(pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	udpEcho(t, client, server, 7500) // not selected
+	udpEcho(t, client, server, 7501)
+	var d packet.Parsed
+	for range 2 {
+		p, err := rd.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Decode(p.Data) != nil || d.Proto != packet.ProtoUDP || (d.DstPort != 7501 && d.SrcPort != 7501) {
+			t.Fatalf("filtered capture recorded %+v", p)
+		}
+	}
 }

@@ -49,6 +49,17 @@ type Request struct {
 	// Count ends a capture after that many packets; 0 runs until the
 	// client hangs up.
 	Count int `json:"count,omitempty"`
+	// Match selects the packets a capture records.
+	Match *CaptureMatch `json:"match,omitempty"`
+}
+
+// CaptureMatch is a capture's filter, tcpdump's primitives and-ed: host
+// (an address or prefix, either end), proto (tcp, udp, icmp, or a
+// number), port (either end, TCP or UDP).
+type CaptureMatch struct {
+	Host  string `json:"host,omitempty"`
+	Proto string `json:"proto,omitempty"`
+	Port  int    `json:"port,omitempty"`
 }
 
 // Frame types.

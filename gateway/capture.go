@@ -2,8 +2,11 @@ package gateway
 
 import (
 	"fmt"
+	"net/netip"
 	"sync/atomic"
 	"time"
+
+	"tungate/packet"
 )
 
 // Capturing a link's packets (tungate capture).
@@ -58,12 +61,64 @@ type Capture struct {
 	stopped     atomic.Bool
 	// fwd[i] is the verdict of a packet forwarded to link i, made once.
 	fwd []string
+	// filter selects what to record, when filtered.
+	filter   CaptureFilter
+	filtered bool
 }
 
-// StartCapture starts recording the packets of the named interface, holding
-// up to queue packets for the reader (DefaultCaptureQueue when 0). One
+// wants reports whether the capture records packet b (from its IP
+// header); the worker's scratch view decodes it.
+func (c *Capture) wants(w *worker, b []byte) bool {
+	if !c.filtered {
+		return true
+	}
+	return w.capP.Decode(b) == nil && c.filter.match(&w.capP)
+}
+
+// CaptureOptions shape a capture.
+type CaptureOptions struct {
+	// Queue is how many packets the capture holds for its reader
+	// (DefaultCaptureQueue when 0).
+	Queue int
+	// Filter selects the packets to record; the zero value takes all.
+	Filter CaptureFilter
+}
+
+// CaptureFilter selects packets as tcpdump's primitives do, all that are
+// set at once: "host H and proto P and port N". It is tested on the packet
+// as it crossed the link (read, or written after NAT).
+type CaptureFilter struct {
+	// Host matches packets from or to an address in the prefix.
+	Host netip.Prefix
+	// Proto is the IP protocol number (ICMP matches ICMPv6 too); HasProto
+	// says it is set.
+	Proto    uint8
+	HasProto bool
+	// Port matches TCP or UDP packets from or to the port; 0: any.
+	Port uint16
+}
+
+func (f *CaptureFilter) active() bool { return f.Host.IsValid() || f.HasProto || f.Port != 0 }
+
+// match tests a decoded packet.
+func (f *CaptureFilter) match(p *packet.Parsed) bool {
+	if f.Host.IsValid() && !f.Host.Contains(p.SrcIP()) && !f.Host.Contains(p.DstIP()) {
+		return false
+	}
+	if f.HasProto && p.Proto != f.Proto && !(f.Proto == packet.ProtoICMP && p.IsICMP()) {
+		return false
+	}
+	if f.Port != 0 {
+		if !p.HasL4 || (p.Proto != packet.ProtoTCP && p.Proto != packet.ProtoUDP) || (p.SrcPort != f.Port && p.DstPort != f.Port) {
+			return false
+		}
+	}
+	return true
+}
+
+// StartCapture starts recording the packets of the named interface. One
 // capture per interface at a time.
-func (g *Gateway) StartCapture(name string, queue int) (*Capture, error) {
+func (g *Gateway) StartCapture(name string, opt CaptureOptions) (*Capture, error) {
 	var l *Link
 	for _, x := range g.links {
 		if x.Name == name {
@@ -77,10 +132,12 @@ func (g *Gateway) StartCapture(name string, queue int) (*Capture, error) {
 		}
 		return nil, fmt.Errorf("capture: no interface %q (interfaces: %v)", name, names)
 	}
+	queue := opt.Queue
 	if queue <= 0 {
 		queue = DefaultCaptureQueue
 	}
-	c := &Capture{g: g, link: l, free: make(chan *CapturedPacket, queue), ready: make(chan *CapturedPacket, queue)}
+	c := &Capture{g: g, link: l, free: make(chan *CapturedPacket, queue), ready: make(chan *CapturedPacket, queue),
+		filter: opt.Filter, filtered: opt.Filter.active()}
 	for range queue {
 		c.free <- &CapturedPacket{}
 	}
@@ -145,6 +202,10 @@ func (c *Capture) put(r *CapturedPacket) {
 // capturedPacket runs one packet read from a captured link: it records
 // the packet as read, runs it, and notes its verdict.
 func (w *worker) capturedPacket(c *Capture, buf []byte, size int) {
+	if !c.wants(w, buf[headroom:headroom+size]) {
+		w.packet(buf, size)
+		return
+	}
 	r := c.take()
 	if r == nil {
 		w.packet(buf, size)
@@ -176,6 +237,9 @@ func (w *worker) capturedPacket(c *Capture, buf []byte, size int) {
 // written (a link may coalesce them in place as it writes).
 func (w *worker) captureOut(c *Capture, q [][]byte) {
 	for _, b := range q {
+		if !c.wants(w, b[headroom:]) {
+			continue
+		}
 		r := c.take()
 		if r == nil {
 			continue

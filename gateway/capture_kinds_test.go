@@ -32,7 +32,7 @@ func findCaptured(t *testing.T, c *Capture, what string, f func(p *CapturedPacke
 // send and those sent to them: no tcpdump can see these.
 func TestCaptureWireGuard(t *testing.T) {
 	r := newWGRig(t, 1420, "", []string{"alice"}, twoPeers)
-	c, err := r.g.StartCapture("wg0", 0)
+	c, err := r.g.StartCapture("wg0", CaptureOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func TestCaptureUplink(t *testing.T) {
 	defer echo.Close()
 	go echoUDP(echo, "echo:")
 	g, lan := uplinkGateway(t, "127.0.0.1", 9)
-	c, err := g.StartCapture("wan", 0)
+	c, err := g.StartCapture("wan", CaptureOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -8,6 +9,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"tungate/link"
+	"tungate/packet"
 )
 
 // captureGateway is a null gateway whose lan link replays an established
@@ -43,20 +45,20 @@ func TestCaptureVerdicts(t *testing.T) {
 [filter.forward]
 rules = [ { dst = ["198.18.0.99"], action = "drop" } ]
 `, 1)
-	lanCap, err := g.StartCapture("lan", 8)
+	lanCap, err := g.StartCapture("lan", CaptureOptions{Queue: 8})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer lanCap.Stop()
-	wanCap, err := g.StartCapture("wan", 8)
+	wanCap, err := g.StartCapture("wan", CaptureOptions{Queue: 8})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer wanCap.Stop()
-	if _, err := g.StartCapture("lan", 0); err == nil || !strings.Contains(err.Error(), "already") {
+	if _, err := g.StartCapture("lan", CaptureOptions{}); err == nil || !strings.Contains(err.Error(), "already") {
 		t.Fatalf("second capture of lan: %v", err)
 	}
-	if _, err := g.StartCapture("nope", 0); err == nil || !strings.Contains(err.Error(), `no interface "nope"`) {
+	if _, err := g.StartCapture("nope", CaptureOptions{}); err == nil || !strings.Contains(err.Error(), `no interface "nope"`) {
 		t.Fatalf("capture of an unknown interface: %v", err)
 	}
 	dev.reads = 1
@@ -108,7 +110,7 @@ rules = [ { dst = ["198.18.0.99"], action = "drop" } ]
 // nothing but the packets it misses, which are counted.
 func TestCaptureSlowReader(t *testing.T) {
 	g, w, dev := captureGateway(t, "", 64)
-	c, err := g.StartCapture("lan", 16)
+	c, err := g.StartCapture("lan", CaptureOptions{Queue: 16})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +147,7 @@ func BenchmarkCapture(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			g, w, dev := captureGateway(b, "", 64)
 			if on {
-				c, err := g.StartCapture("lan", 4096)
+				c, err := g.StartCapture("lan", CaptureOptions{Queue: 4096})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -171,5 +173,41 @@ func BenchmarkCapture(b *testing.B) {
 			}
 			b.ReportMetric(float64((cpuTime(b)-cpu0).Nanoseconds())/float64(b.N*64), "cpu-ns/pkt")
 		})
+	}
+}
+
+// TestCaptureFilter: only the packets the filter selects are recorded,
+// in and out; the others are neither recorded nor counted as lost.
+func TestCaptureFilter(t *testing.T) {
+	g, w, dev := captureGateway(t, "", 1)
+	for _, c := range []struct {
+		f    CaptureFilter
+		want bool
+	}{
+		{CaptureFilter{}, true},
+		{CaptureFilter{Host: netip.MustParsePrefix("198.18.0.0/24")}, true},
+		{CaptureFilter{Host: netip.MustParsePrefix("10.10.0.2/32"), Proto: packet.ProtoTCP, HasProto: true, Port: 80}, true},
+		{CaptureFilter{Host: netip.MustParsePrefix("192.0.2.0/24")}, false},
+		{CaptureFilter{Proto: packet.ProtoUDP, HasProto: true}, false},
+		{CaptureFilter{Port: 443}, false},
+	} {
+		lan, err := g.StartCapture("lan", CaptureOptions{Queue: 4, Filter: c.f})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wan, err := g.StartCapture("wan", CaptureOptions{Queue: 4, Filter: c.f})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dev.reads = 1
+		readBatch(w)
+		lan.Stop()
+		wan.Stop()
+		if got := lan.Captured() == 1 && wan.Captured() == 1; got != c.want || lan.Dropped()+wan.Dropped() != 0 {
+			t.Errorf("filter %+v: captured in %d out %d, dropped %d, want %v", c.f, lan.Captured(), wan.Captured(), lan.Dropped()+wan.Dropped(), c.want)
+		}
+		if !c.want && lan.Captured()+wan.Captured() != 0 {
+			t.Errorf("filter %+v recorded a packet it does not match", c.f)
+		}
 	}
 }

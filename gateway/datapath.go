@@ -72,6 +72,8 @@ type worker struct {
 	capOn    bool
 	capTime  time.Time
 	lastDrop DropReason
+	// capP decodes packets for a capture's filter.
+	capP packet.Parsed
 
 	// The route cache: the last destination looked up and its answer.
 	rcDst   packet.Addr

@@ -18,6 +18,7 @@ func newCaptureCmd(stdout, stderr io.Writer) *cobra.Command {
 	var t target
 	var file string
 	var count int
+	var m admin.CaptureMatch
 	cmd := &cobra.Command{
 		Use:     "capture INTERFACE",
 		Short:   "Record an interface's packets (pcapng), with each packet's verdict",
@@ -34,15 +35,23 @@ records in the gateway's datapath.
 Ctrl-C or --count packets. A reader too slow for the traffic loses packets,
 never the gateway's time: the losses are counted in the file (each packet's
 epb_dropcount and a closing statistics block) and on stderr. -c is the
-config file, as for every admin command, so the count is --count.`,
+config file, as for every admin command, so the count is --count.
+
+--host, --proto and --port record only the packets that match all of them
+(tcpdump's "host H and proto P and port N"), tested on the packet as it
+crossed the interface: as read, or as written after NAT.`,
 		Example: `  tungate capture wan -w wan.pcapng
-  tungate capture lan --count 10`,
+  tungate capture lan --count 10
+  tungate capture wan --proto udp --port 53 -w dns.pcapng`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if count < 0 {
 				return usageErr("--count: %d is negative", count)
 			}
 			req := &admin.Request{Cmd: "capture", Interface: args[0], Count: count}
+			if m != (admin.CaptureMatch{}) {
+				req.Match = &m
+			}
 			switch file {
 			case "":
 				return captureText(&t, req, stdout, stderr)
@@ -63,6 +72,9 @@ config file, as for every admin command, so the count is --count.`,
 	addTargetFlags(cmd, &t)
 	cmd.Flags().StringVarP(&file, "write", "w", "", "write pcapng to `file` (- for stdout)")
 	cmd.Flags().IntVar(&count, "count", 0, "stop after `n` packets (default: until interrupted)")
+	cmd.Flags().StringVar(&m.Host, "host", "", "only packets from or to this `address` or prefix")
+	cmd.Flags().StringVar(&m.Proto, "proto", "", "only this `protocol` (tcp, udp, icmp or a number)")
+	cmd.Flags().IntVar(&m.Port, "port", 0, "only TCP/UDP packets from or to this `port`")
 	cmd.MarkFlagFilename("write", "pcapng")
 	return cmd
 }

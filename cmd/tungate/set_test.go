@@ -145,7 +145,7 @@ func TestCaptureCommand(t *testing.T) {
 			}
 		}
 	}
-	r := wait(run("capture", "lan", "-w", file, "--count", "4"))
+	r := wait(run("capture", "lan", "-w", file, "--count", "4", "--proto", "udp", "--host", "198.18.0.2"))
 	if r.code != 0 || !strings.Contains(r.errs, "4 packets captured on lan, 0 dropped") {
 		t.Fatalf("capture: exit %d\n%s%s", r.code, r.out, r.errs)
 	}
@@ -200,6 +200,7 @@ func TestCaptureCommand(t *testing.T) {
 		{[]string{"capture", "dmz", "--socket", sock}, 1, `capture: no interface "dmz"`},
 		{[]string{"capture", "--socket", sock}, 2, "accepts 1 arg(s)"},
 		{[]string{"capture", "lan", "--count", "-1", "--socket", sock}, 2, "--count: -1 is negative"},
+		{[]string{"capture", "lan", "--port", "70000", "--socket", sock}, 1, "capture: port: 70000 is not a port"},
 	} {
 		code, _, errs := cli(c.args...)
 		if code != c.code || !strings.Contains(errs, c.err) {
