@@ -71,8 +71,8 @@ func listenSink(t *testing.T, server *admintest.Host, addr string, port uint16) 
 }
 
 // sendOne sends one datagram from the client to dst:port and reports
-// whether the gateway forwarded it (true) or dropped it by a filter rule
-// (false), waiting for whichever happens.
+// whether the gateway forwarded it (true) or the @blocked rule (the first
+// of filter.forward) dropped it (false), waiting for whichever happens.
 func sendOne(t *testing.T, g *gateway.Gateway, client *admintest.Host, sink *udpSink, dst string, port uint16) bool {
 	t.Helper()
 	c, err := client.Net.DialUDPAddrPort(netip.AddrPort{}, netip.AddrPortFrom(netip.MustParseAddr(dst), port))
@@ -80,7 +80,8 @@ func sendOne(t *testing.T, g *gateway.Gateway, client *admintest.Host, sink *udp
 		t.Fatal(err)
 	}
 	defer c.Close()
-	got, drops := sink.n.Load(), g.Stats()["drop_filter"]
+	blockedHits := func() uint64 { return g.Rules().Counters("filter.forward")[0].Packets }
+	got, drops := sink.n.Load(), blockedHits()
 	if _, err := c.Write([]byte("x")); err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +90,7 @@ func sendOne(t *testing.T, g *gateway.Gateway, client *admintest.Host, sink *udp
 		if sink.n.Load() > got {
 			return true
 		}
-		if g.Stats()["drop_filter"] > drops {
+		if blockedHits() > drops {
 			return false
 		}
 		time.Sleep(time.Millisecond) // polling a counter, not waiting for time to pass
