@@ -185,7 +185,7 @@ func TestCaptureCommand(t *testing.T) {
 		t.Fatalf("tcpdump -r: %v\n%s", err, td)
 	}
 	// Text form.
-	r = wait(run("capture", "lan", "--count", "2"))
+	r = wait(run("capture", "lan", "--count", "2", "--proto", "udp"))
 	if r.code != 0 || strings.Count(r.out, "\n") != 2 || !strings.Contains(r.out, "UDP, length 33") {
 		t.Fatalf("capture text: exit %d\n%s%s", r.code, r.out, r.errs)
 	}
