@@ -147,7 +147,7 @@ func TestCaptureCount(t *testing.T) {
 	}
 	res := make(chan result, 1)
 	go func() {
-		msg, err := Do(context.Background(), sock, &Request{Cmd: "capture", Interface: "wan", Count: 2}, pw)
+		msg, err := Do(context.Background(), sock, &Request{Cmd: "capture", Interface: "wan", Count: 2, Match: &CaptureMatch{Proto: "udp"}}, pw)
 		pw.Close()
 		res <- result{msg, err}
 	}()
