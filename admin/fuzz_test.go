@@ -9,14 +9,16 @@ import (
 	"go.uber.org/zap"
 
 	"tungate/admin/admintest"
+	"tungate/gateway"
 )
 
 // FuzzRequest feeds arbitrary request lines, JSON or the old one-line
 // form, through parsing and the server's handler over a table with known
 // entries: a request is answered or refused with an error, never a panic
-// or a hang. `ct events` is left out (it streams until the client goes),
-// and so are reload and the flushes, which would only empty the table
-// the next inputs need.
+// or a hang. `ct events` and `capture` are left out (they stream until
+// the client goes), and so are reload and the flushes, which would only
+// empty the table the next inputs need. The set commands run against a
+// set "blocked".
 func FuzzRequest(f *testing.F) {
 	for _, seed := range []string{
 		"ct list", "ct list json", "ct expect", "ct stats", "status", "stats", "rules", "wg show",
@@ -26,10 +28,22 @@ func FuzzRequest(f *testing.F) {
 		`{"cmd":"expect list","output":"id","filter":{"family":"ipv6"}}`,
 		`{"cmd":"ct list","filter":{"reply_src":"::/0","state":"ESTABLISHED","helper":"ftp"}}`,
 		`{"cmd":"ct list","output":"yaml"}`, `{"cmd":`, "", "\x00\xff",
+		`{"cmd":"set add","set":"blocked","elements":["192.0.2.1","2001:db8::/32"],"timeout":"10m"}`,
+		`{"cmd":"set del","set":"blocked","elements":["192.0.2.1"]}`,
+		`{"cmd":"set del","set":"blocked","elements":["203.0.113.0/24"]}`,
+		`{"cmd":"set list","set":"blocked","output":"json"}`, "set list",
+		`{"cmd":"set add","set":"nope","elements":["10.0.0.1/8"],"timeout":"-1s"}`,
 	} {
 		f.Add(seed)
 	}
 	g := admintest.NullGateway(f, 4096)
+	cfg, err := gateway.ParseConfig([]byte(admintest.Config + "[sets]\nblocked = [\"203.0.113.0/24\"]\n"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	if err := g.ReloadConfig(cfg); err != nil {
+		f.Fatal(err)
+	}
 	tab := g.Table()
 	s := &Server{g: g, log: zap.NewNop(), started: time.Now()}
 	refill := func(t *testing.T) {
@@ -49,7 +63,7 @@ func FuzzRequest(f *testing.F) {
 			return
 		}
 		switch req.Cmd {
-		case "ct events", "reload", "ct flush", "expect flush":
+		case "ct events", "reload", "ct flush", "expect flush", "capture":
 			return
 		}
 		var out bytes.Buffer

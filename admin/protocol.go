@@ -24,7 +24,8 @@ import (
 type Request struct {
 	// Cmd is the command: "ct list", "ct count", "ct delete", "ct flush",
 	// "ct events", "ct stats", "expect list", "expect delete",
-	// "expect flush", "stats", "rules", "reload", "status", "wg show".
+	// "expect flush", "stats", "rules", "reload", "status", "wg show",
+	// "set add", "set del", "set list", "capture".
 	Cmd string `json:"cmd"`
 	// Output is "" (conntrack's text form), "json", or "id" (text with
 	// each entry's id, like conntrack -o id).
@@ -35,7 +36,30 @@ type Request struct {
 	// DESTROY); empty means all.
 	Events []string `json:"events,omitempty"`
 	// Interface narrows `wg show` to one interface; empty means all.
+	// For capture, the interface whose packets to record.
 	Interface string `json:"interface,omitempty"`
+	// Set is the named set of `set add|del|list` (empty lists all).
+	Set string `json:"set,omitempty"`
+	// Elements are the set elements to add or delete: addresses and
+	// prefixes.
+	Elements []string `json:"elements,omitempty"`
+	// Timeout is how long added elements stay, a Go duration ("10m");
+	// empty means until deleted.
+	Timeout string `json:"timeout,omitempty"`
+	// Count ends a capture after that many packets; 0 runs until the
+	// client hangs up.
+	Count int `json:"count,omitempty"`
+	// Match selects the packets a capture records.
+	Match *CaptureMatch `json:"match,omitempty"`
+}
+
+// CaptureMatch is a capture's filter, tcpdump's primitives and-ed: host
+// (an address or prefix, either end), proto (tcp, udp, icmp, or a
+// number), port (either end, TCP or UDP).
+type CaptureMatch struct {
+	Host  string `json:"host,omitempty"`
+	Proto string `json:"proto,omitempty"`
+	Port  int    `json:"port,omitempty"`
 }
 
 // Frame types.

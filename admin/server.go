@@ -348,6 +348,10 @@ func (s *Server) handle(c net.Conn, w *frameWriter, req *Request) (string, error
 			return "", errors.New("the gateway has no wireguard interface")
 		}
 		return "", nil
+	case "set add", "set del", "set list":
+		return s.setCommand(w, req)
+	case "capture":
+		return s.capture(c, w, req)
 	case "status":
 		st := s.Status()
 		if req.Output == "json" {

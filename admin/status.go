@@ -22,6 +22,8 @@ type Status struct {
 	Conntrack     TableStatus       `json:"conntrack"`
 	Helpers       []string          `json:"helpers"`
 	NAT           map[string]uint64 `json:"nat"`
+	// Runtime is what was changed at runtime, on top of the file.
+	Runtime RuntimeStatus `json:"runtime"`
 }
 
 // ReloadStatus is the last reload's outcome.
@@ -67,6 +69,7 @@ func (s *Server) Status() *Status {
 		Conntrack:     TableStatus{Entries: t.Count(), Max: t.Config().Max, Expectations: t.ExpectationCount()},
 		NAT:           map[string]uint64{},
 		Routes:        []RouteStatus{},
+		Runtime:       runtimeStatus(s.g),
 	}
 	s.mu.Lock()
 	st.ConfigSHA256 = s.configHash
@@ -151,4 +154,5 @@ func (st *Status) writeText(w io.Writer) {
 	for _, r := range st.Routes {
 		fmt.Fprintf(w, "  %-20s via %s\n", r.To, r.Interface)
 	}
+	st.Runtime.writeText(w)
 }

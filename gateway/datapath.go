@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"os"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -64,6 +65,15 @@ type worker struct {
 	gso bool
 	// forwarded and local count this batch's packets.
 	forwarded, delivered uint64
+
+	// capOn: some link was being captured when this batch began; capTime
+	// is the batch's capture timestamp. lastDrop is 1 + the reason of the
+	// last drop, for the verdict of a captured packet.
+	capOn    bool
+	capTime  time.Time
+	lastDrop DropReason
+	// capP decodes packets for a capture's filter.
+	capP packet.Parsed
 
 	// The route cache: the last destination looked up and its answer.
 	rcDst   packet.Addr
@@ -149,9 +159,18 @@ func (w *worker) batch(n int) {
 	w.rs = w.g.rules.Load()
 	w.pcValid = false
 	w.g.Counters.Received.Add(uint64(n))
+	var capIn *Capture
+	if w.capOn = w.g.capturing.Load() != 0; w.capOn {
+		capIn = w.link.capture.Load()
+		w.capTime = time.Now()
+	}
 	var bytes uint64
 	for i := 0; i < n; i++ {
 		bytes += uint64(w.sizes[i])
+		if capIn != nil {
+			w.capturedPacket(capIn, w.bufs[i], w.sizes[i])
+			continue
+		}
 		w.packet(w.bufs[i], w.sizes[i])
 	}
 	lc := &w.g.linkCtr[w.in]
@@ -180,6 +199,11 @@ func (w *worker) flush() {
 		if len(q) == 0 {
 			continue
 		}
+		if w.capOn {
+			if c := w.g.links[i].capture.Load(); c != nil {
+				w.captureOut(c, q)
+			}
+		}
 		if _, err := w.g.links[i].Dev.Write(q, headroom); err != nil && !w.g.closed.Load() {
 			w.g.Counters.Drops[DropWrite].Add(1)
 			w.g.log.Debug("write", zap.String("interface", w.g.links[i].Name), zap.Error(err))
@@ -198,7 +222,10 @@ func (w *worker) flush() {
 	w.nscratch = 0
 }
 
-func (w *worker) drop(r DropReason) { w.g.Counters.Drops[r].Add(1) }
+func (w *worker) drop(r DropReason) {
+	w.g.Counters.Drops[r].Add(1)
+	w.lastDrop = r + 1
+}
 
 // discard drops the packet of a NEW connection that will never be
 // confirmed, releasing whatever NAT allocated for it.

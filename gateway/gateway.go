@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/gaissmai/bart"
 	"go.uber.org/zap"
@@ -43,7 +44,12 @@ type Gateway struct {
 	nat      *nat.Engine
 	alg      *alg.Registry
 	rules    atomic.Pointer[rules.Ruleset]
-	reasm    *packet.Reassembler
+	// capturing counts the links being captured: with none, a batch
+	// costs one load of it (capture.go).
+	capturing atomic.Int32
+	// sets is the runtime layer of the named sets (runtime.go).
+	sets  *rules.RuntimeSets
+	reasm *packet.Reassembler
 
 	// routes maps prefixes to an interface index, or routeLocal for the
 	// gateway's own addresses (host routes win by longest prefix).
@@ -76,6 +82,9 @@ type Options struct {
 	Open OpenFunc
 	// Logger; nil builds one from the config's [log].
 	Logger *zap.Logger
+	// Clock is the runtime layer's clock (set element timeouts); nil
+	// is time.Now.
+	Clock func() time.Time
 }
 
 // New builds a gateway from a validated config and opens its devices.
@@ -88,7 +97,7 @@ func New(cfg *Config, opt Options) (*Gateway, error) {
 			return nil, err
 		}
 	}
-	g := &Gateway{log: log, linkCtr: make([]linkCounters, len(cfg.Interface))}
+	g := &Gateway{log: log, linkCtr: make([]linkCounters, len(cfg.Interface)), sets: rules.NewRuntimeSets(opt.Clock)}
 	logWarnings(log, cfg)
 	g.cfg.Store(cfg)
 	ct, err := conntrack.NewTable(cfg.Conntrack)
@@ -224,12 +233,20 @@ func uplinkCloser(u *uplink.Link) func(c *conntrack.Conn) {
 	}
 }
 
+// compileRules compiles the rules of cfg with the runtime layer's set
+// elements merged in (applyRuntime): every path that makes rules goes
+// through it, so a reload keeps what was added at runtime. Hold reloadMu
+// from here until the result is swapped in (see runtime.go).
 func (g *Gateway) compileRules(cfg *Config) (*rules.Ruleset, error) {
 	rs, err := rules.Compile(cfg.Filter, cfg.Raw, cfg.Sets, cfg.rulesEnv(g.alg.Names(), g.log.Named("rules")))
 	if err != nil && cfg.index != nil {
 		return nil, cfg.locate(confdiag.Flatten(err))
 	}
-	return rs, err
+	if err != nil {
+		return nil, err
+	}
+	g.applyRuntime(rs)
+	return rs, nil
 }
 
 func (g *Gateway) buildRoutes(cfg *Config) error {
@@ -304,6 +321,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 	go func() {
 		defer g.wg.Done()
 		g.ct.RunGC(ctx)
+	}()
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		g.sweepSets(ctx)
 	}()
 	g.log.Info("gateway running", zap.Int("interfaces", len(g.links)))
 	var err error

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"fmt"
+	"sync/atomic"
 
 	"go.uber.org/zap"
 	"golang.zx2c4.com/wireguard/conn"
@@ -33,6 +34,9 @@ type Link struct {
 	// clamp: forwarded SYNs entering or leaving the link get their MSS
 	// clamped (clamp_mss).
 	clamp bool
+	// capture records the link's packets while `tungate capture` runs
+	// (capture.go); nil otherwise.
+	capture atomic.Pointer[Capture]
 }
 
 // OpenFunc opens the link of an interface; tests substitute in-memory

@@ -10,10 +10,17 @@ import (
 	"github.com/gaissmai/bart"
 )
 
-// setInfo is a named set as configured, for Dump.
+// setInfo is a named set: as configured (for Dump) and as the datapath
+// reads it.
 type setInfo struct {
 	name    string
 	entries []string
+	// file is the table of the config's elements; never changed after
+	// compilation, so it tells which elements belong to the file.
+	file *bart.Lite
+	// live is what rules read: file, plus the runtime layer's elements
+	// (RuntimeSets), swapped whole on every change.
+	live *liveTable
 }
 
 // compiler holds the state of one Compile call; nothing outlives it but the
@@ -22,7 +29,7 @@ type compiler struct {
 	env  Env
 	errs errorList
 
-	sets     map[string]*bart.Lite
+	sets     map[string]*liveTable
 	setNames []string
 	// peerSets are [peer_sets] resolved to peer names; peerNames all
 	// the peers' names, sorted, for suggestions.
@@ -61,7 +68,7 @@ func Compile(filter FilterConfig, raw RawConfig, sets map[string][]string, env E
 // compile is Compile with indexing optional, so tests can compare the
 // indexed evaluator with plain linear evaluation of the same rules.
 func compile(filter FilterConfig, raw RawConfig, sets map[string][]string, env Env, index bool) (*Ruleset, error) {
-	c := &compiler{env: env, sets: map[string]*bart.Lite{}, userIdx: map[string]int32{}}
+	c := &compiler{env: env, sets: map[string]*liveTable{}, userIdx: map[string]int32{}}
 	rs := &Ruleset{now: env.Now, logger: env.Logger, ifaces: slices.Clone(env.Interfaces), peers: env.Peers}
 	if rs.now == nil {
 		rs.now = monotonic()
@@ -206,9 +213,10 @@ func (c *compiler) compileSets(sets map[string][]string) []setInfo {
 			}
 			t.Insert(p)
 		}
-		c.sets[n] = t
+		live := newLiveTable(t)
+		c.sets[n] = live
 		c.setNames = append(c.setNames, n)
-		info = append(info, setInfo{name: n, entries: sets[n]})
+		info = append(info, setInfo{name: n, entries: sets[n], file: t, live: live})
 	}
 	return info
 }

@@ -79,7 +79,9 @@
 // # Sets
 //
 // [sets] NAME = [CIDRs…] (both families in one set) are bart tables: a
-// lookup costs the same for ten prefixes or a hundred thousand.
+// lookup costs the same for ten prefixes or a hundred thousand. Rules read
+// a set through an atomic pointer, so RuntimeSets can add and delete
+// elements while packets flow (setruntime.go).
 // [peer_sets] NAME = [peer names…] group WireGuard peers for peer =
 // "@NAME"; they are a table apart because their entries are names, not
 // addresses. A name means that peer on every wireguard interface that has

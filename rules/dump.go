@@ -21,10 +21,16 @@ func (rs *Ruleset) dump(w io.Writer, counters bool) error {
 	bw := bufio.NewWriter(w)
 	for _, s := range rs.sets {
 		if len(s.entries) <= 16 {
-			fmt.Fprintf(bw, "set %s { %s }\n", s.name, strings.Join(s.entries, ", "))
+			fmt.Fprintf(bw, "set %s { %s }", s.name, strings.Join(s.entries, ", "))
 		} else {
-			fmt.Fprintf(bw, "set %s { %s, ... } # %d elements\n", s.name, strings.Join(s.entries[:16], ", "), len(s.entries))
+			fmt.Fprintf(bw, "set %s { %s, ... } # %d elements", s.name, strings.Join(s.entries[:16], ", "), len(s.entries))
 		}
+		// The running rules also say what the runtime layer added
+		// (live is the file's elements and those).
+		if n := s.live.p.Load().Size() - s.file.Size(); counters && n > 0 {
+			fmt.Fprintf(bw, " # +%d added at runtime (tungate set list %s)", n, s.name)
+		}
+		bw.WriteString("\n")
 	}
 	// The raw chain first: it runs first.
 	order := make([]int, 0, len(rs.chains))

@@ -164,6 +164,8 @@ type Ruleset struct {
 	// peers are the peer names per interface, for logs.
 	peers [][]string
 	sets  []setInfo
+	// runtimeGen is the RuntimeSets change count its sets reflect.
+	runtimeGen atomic.Uint64
 	// shardShift turns a pointer hash into a shard index (64: one shard).
 	shardShift uint8
 }

@@ -4,8 +4,6 @@ import (
 	"encoding/binary"
 	"net/netip"
 
-	"github.com/gaissmai/bart"
-
 	"tungate/conntrack"
 	"tungate/packet"
 )
@@ -250,10 +248,11 @@ func makePrefix(p netip.Prefix) prefix {
 
 // addrSet is a src/dst match: any of the positive entries (when there are
 // any) and none of the negated ones. Literal prefixes are compared inline;
-// @sets are bart tables, whose lookup cost does not grow with their size.
+// @sets are bart tables, whose lookup cost does not grow with their size,
+// read through a liveTable so elements added at runtime take effect.
 type addrSet struct {
 	pos, neg         []prefix
-	posSets, negSets []*bart.Lite
+	posSets, negSets []*liveTable
 }
 
 func (s *addrSet) match(a *packet.Addr, version uint8) bool {
@@ -283,13 +282,13 @@ func matchPrefixes(ps []prefix, hi, lo uint64, v6 bool) bool {
 	return false
 }
 
-func matchSets(ts []*bart.Lite, a *packet.Addr, version uint8) bool {
+func matchSets(ts []*liveTable, a *packet.Addr, version uint8) bool {
 	if len(ts) == 0 {
 		return false
 	}
 	ip := a.NetIP(version)
 	for _, t := range ts {
-		if t.Contains(ip) {
+		if t.p.Load().Contains(ip) {
 			return true
 		}
 	}

@@ -259,7 +259,7 @@ func (rp *ruleParser) addrs(key string, v any) {
 	literalOnly := true
 	ok := true
 	rp.strEntries(key, v, "a CIDR, @set or list of them", func(s string, n bool) bool {
-		var t *bart.Lite
+		var t *liveTable
 		var p netip.Prefix
 		if name, isSet := strings.CutPrefix(s, "@"); isSet {
 			t = rp.c.sets[name]
@@ -332,7 +332,7 @@ func (rp *ruleParser) addrs(key string, v any) {
 			t.Insert(p)
 		}
 		set.pos = nil
-		set.posSets = append(set.posSets, t)
+		set.posSets = append(set.posSets, newLiveTable(t))
 	}
 	if len(set.neg) > 8 {
 		t := new(bart.Lite)
@@ -340,7 +340,7 @@ func (rp *ruleParser) addrs(key string, v any) {
 			t.Insert(p)
 		}
 		set.neg = nil
-		set.negSets = append(set.negSets, t)
+		set.negSets = append(set.negSets, newLiveTable(t))
 	}
 	kw := "saddr"
 	if key == "dst" {

@@ -132,6 +132,13 @@ func (d *hostDev) Close() error {
 // interfaces are, in order, the given hosts. It stops when the test ends.
 func Gateway(t testing.TB, conf string, hosts ...*Host) (*gateway.Gateway, string) {
 	t.Helper()
+	return GatewayOptions(t, conf, gateway.Options{}, hosts...)
+}
+
+// GatewayOptions is Gateway with options (a clock); their Open and Logger
+// are set here.
+func GatewayOptions(t testing.TB, conf string, opt gateway.Options, hosts ...*Host) (*gateway.Gateway, string) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "gw.toml")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
@@ -141,14 +148,13 @@ func Gateway(t testing.TB, conf string, hosts ...*Host) (*gateway.Gateway, strin
 		t.Fatalf("config: %v", err)
 	}
 	i := 0
-	g, err := gateway.New(cfg, gateway.Options{
-		Logger: zap.NewNop(),
-		Open: func(ic *gateway.InterfaceConfig, log *zap.Logger) (link.Link, error) {
-			d := hosts[i].dev
-			i++
-			return link.FromTUN(d), nil
-		},
-	})
+	opt.Logger = zap.NewNop()
+	opt.Open = func(ic *gateway.InterfaceConfig, log *zap.Logger) (link.Link, error) {
+		d := hosts[i].dev
+		i++
+		return link.FromTUN(d), nil
+	}
+	g, err := gateway.New(cfg, opt)
 	if err != nil {
 		t.Fatalf("gateway: %v", err)
 	}

@@ -105,6 +105,7 @@ config at $TUNGATE_CONFIG or ` + defaultConfig + `, and
 	root.AddCommand(newRunCmd(stderr), newCheckCmd(stdout, stderr),
 		newCtCmd(stdout, stderr), newExpectCmd(stdout, stderr),
 		newWgCmd(stdinReader, stdout, stderr), newStatusCmd(stdout, stderr), newStatsCmd(stdout, stderr), newRulesCmd(stdout, stderr), newReloadCmd(stdout, stderr),
+		newSetCmd(stdout, stderr), newCaptureCmd(stdout, stderr),
 		newCompletionCmd(stdout), newVersionCmd(stdout), newManCmd())
 	return root
 }
