@@ -57,6 +57,11 @@ func (l *Link) ForwardTCP(ln net.Listener, dst func(local netip.AddrPort) netip.
 	}()
 }
 
+// testHookConnectWoke, when set by a test, runs when a forward's connect
+// into the container has woken its goroutine, before the endpoint's state
+// is judged.
+var testHookConnectWoke func(ep tcpip.Endpoint)
+
 // clientAddr is how the container sees a host client: itself, or for a
 // loopback one the host_loopback address of its family.
 func (l *Link) clientAddr(a netip.Addr) (netip.Addr, bool) {
@@ -112,8 +117,16 @@ func (l *Link) forwardOne(hc *net.TCPConn, dstOf func(netip.AddrPort) netip.Addr
 		case <-ctx.Done():
 		}
 		cancel()
+		if testHookConnectWoke != nil {
+			testHookConnectWoke(ep)
+		}
 		terr = ep.LastError()
-		if terr == nil && tcp.EndpointState(ep.State()) != tcp.StateEstablished {
+		// The container may have answered, sent its data and closed
+		// before this goroutine ran again (a server that writes a
+		// greeting and hangs up): CLOSE-WAIT is connected too, its data
+		// waits in the endpoint. Only a handshake that never finished
+		// is a failure.
+		if st := tcp.EndpointState(ep.State()); terr == nil && st != tcp.StateEstablished && st != tcp.StateCloseWait {
 			terr = &tcpip.ErrTimeout{}
 		}
 	}
