@@ -72,11 +72,18 @@ func uplinkGateway(t *testing.T, resolver string, rejectPort int) (*Gateway, *ho
 	if err := os.WriteFile(rc, []byte("nameserver "+resolver+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := ParseConfig([]byte(fmt.Sprintf(uplinkConf, rc, rejectPort)))
+	lan := newHost(t, 1500, "10.0.2.100", "fd00::100")
+	return runUplinkGateway(t, fmt.Sprintf(uplinkConf, rc, rejectPort), lan), lan
+}
+
+// runUplinkGateway runs conf until the test ends: its uplinks are real
+// (host sockets of this process), its one TUN interface is lan.
+func runUplinkGateway(t *testing.T, conf string, lan *host) *Gateway {
+	t.Helper()
+	cfg, err := ParseConfig([]byte(conf))
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	lan := newHost(t, 1500, "10.0.2.100", "fd00::100")
 	g, err := New(cfg, Options{
 		Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
 		Open: func(ic *InterfaceConfig, log *zap.Logger) (link.Link, error) {
@@ -89,11 +96,13 @@ func uplinkGateway(t *testing.T, resolver string, rejectPort int) (*Gateway, *ho
 	if err != nil {
 		t.Fatalf("gateway: %v", err)
 	}
-	if _, ok := g.Links()[1].Dev.(*uplink.Link); !ok {
-		t.Fatalf("wan is a %T, want *uplink.Link", g.Links()[1].Dev)
+	for i, l := range g.Links() {
+		if _, ok := l.Dev.(*uplink.Link); cfg.Interface[i].IsUplink() && !ok {
+			t.Fatalf("%s is a %T, want *uplink.Link", l.Name, l.Dev)
+		}
 	}
 	runUntilCleanup(t, g)
-	return g, lan
+	return g
 }
 
 // findConn returns a live connection whose original tuple matches.
@@ -496,30 +505,8 @@ rules = [
   { in = "lan", ct_state = ["new"], action = "accept" },
 ]
 `, port, port, port2, port3, port3)
-	cfg, err := ParseConfig([]byte(conf))
-	if err != nil {
-		t.Fatalf("config: %v", err)
-	}
 	lan := newHost(t, 1500, "10.0.2.100", "fd01::100")
-	g, err := New(cfg, Options{
-		Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
-		Open: func(ic *InterfaceConfig, log *zap.Logger) (link.Link, error) {
-			if ic.IsUplink() {
-				return openLink(ic, log)
-			}
-			return link.FromTUN(lan.dev), nil
-		},
-	})
-	if err != nil {
-		t.Fatalf("gateway: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
+	g := runUplinkGateway(t, conf, lan)
 
 	// The server inside answers each connection with the peer it saw.
 	for _, a := range []string{"10.0.2.100:80", "[fd01::100]:80"} {
