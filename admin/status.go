@@ -143,8 +143,9 @@ func (st *Status) writeText(w io.Writer) {
 		fmt.Fprintf(w, "  %-8s %s mtu=%d %s\n", i.Name, dev, i.MTU, strings.Join(i.Addresses, " "))
 		fmt.Fprintf(w, "           rx %d packets %d bytes, tx %d packets %d bytes\n", k.RxPackets, k.RxBytes, k.TxPackets, k.TxBytes)
 		if u := i.Uplink; u != nil {
-			fmt.Fprintf(w, "           %d udp, %d ping, %d tcp host sockets, %d dials pending, %d refused, %d failed, %d queue drops\n",
-				u["udp_sockets"], u["ping_sockets"], u["tcp_conns"], u["dials_pending"], u["dials_refused"], u["dials_failed"], u["drop_queue_full"])
+			fmt.Fprintf(w, "           %d udp, %d ping, %d tcp host sockets, %d dials pending, %d refused, %d failed, %d given up, %d over the per-host bound, %d queue drops\n",
+				u["udp_sockets"], u["ping_sockets"], u["tcp_conns"], u["dials_pending"], u["dials_refused"], u["dials_failed"],
+				u["dials_evicted"], u["drop_dial_budget"], u["drop_queue_full"])
 		}
 	}
 	fmt.Fprintln(w, "routes:")
