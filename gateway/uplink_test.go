@@ -650,3 +650,102 @@ rules = [
 		t.Errorf("server inside after ct delete: %v, want the connection closed", err)
 	}
 }
+
+// On an uplink masquerade is implicit: ct list shows a flow's reply tuple
+// to the host address and socket port the flow left from, which is the
+// peer the host's server saw, over TCP and UDP and both families.
+func TestUplinkCtListShowsHostSide(t *testing.T) {
+	g, lan := uplinkGateway(t, "127.0.0.53", 9)
+	for _, fam := range []struct {
+		lo, ctr, virt netip.Addr
+	}{
+		{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("10.0.2.100"), netip.MustParseAddr("10.0.2.2")},
+		{netip.IPv6Loopback(), netip.MustParseAddr("fd00::100"), netip.MustParseAddr("fd00::2")},
+	} {
+		ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(fam.lo, 0)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		peers := make(chan netip.AddrPort, 1)
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			peers <- c.RemoteAddr().(*net.TCPAddr).AddrPort()
+			io.Copy(io.Discard, c)
+		}()
+		dst := netip.AddrPortFrom(fam.virt, uint16(ln.Addr().(*net.TCPAddr).Port))
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		c, err := lan.Net.DialContextTCPAddrPort(ctx, dst)
+		cancel()
+		if err != nil {
+			t.Fatalf("dial %s through the uplink: %v", dst, err)
+		}
+		defer c.Close()
+		var peer netip.AddrPort
+		select {
+		case peer = <-peers:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the host server accepted nothing")
+		}
+		expectHostSide(t, g, packet.ProtoTCP, fam.ctr, dst, netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port()))
+
+		u, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(fam.lo, 0)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer u.Close()
+		udst := netip.AddrPortFrom(fam.virt, uint16(u.LocalAddr().(*net.UDPAddr).Port))
+		uc, err := lan.Net.DialUDPAddrPort(netip.AddrPort{}, udst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer uc.Close()
+		buf := make([]byte, 64)
+		var from netip.AddrPort
+		for end := time.Now().Add(10 * time.Second); ; {
+			uc.Write([]byte("hi"))
+			u.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			_, from, err = u.ReadFromUDPAddrPort(buf)
+			if err == nil || time.Now().After(end) {
+				break
+			}
+		}
+		if err != nil {
+			t.Fatalf("no datagram through the uplink to %s: %v", udst, err)
+		}
+		expectHostSide(t, g, packet.ProtoUDP, fam.ctr, udst, netip.AddrPortFrom(from.Addr().Unmap(), from.Port()))
+	}
+}
+
+// expectHostSide checks that the listing of the flow from ctr to dst shows
+// host as its reply destination, in the text line and ShownReplyOf.
+func expectHostSide(t *testing.T, g *Gateway, proto uint8, ctr netip.Addr, dst, host netip.AddrPort) {
+	t.Helper()
+	c := findConn(g, proto, ctr, dst)
+	if c == nil {
+		t.Fatalf("no conntrack entry for %s → %s", ctr, dst)
+	}
+	// The uplink registers a TCP connection's host socket just after the
+	// container's handshake completes.
+	eventually(t, 5*time.Second, "the host side in the shown reply", func() bool {
+		r := g.Table().ShownReplyOf(c)
+		return r.DstAddr() == host.Addr()
+	})
+	r := g.Table().ShownReplyOf(c)
+	if r.DstAddr() != host.Addr() || r.DstPort != host.Port() || r.SrcAddr() != dst.Addr() || r.SrcPort != dst.Port() {
+		t.Errorf("shown reply %s:%d → %s:%d, want %s → %s (the host socket)", r.SrcAddr(), r.SrcPort, r.DstAddr(), r.DstPort, dst, host)
+	}
+	line := string(g.Table().AppendConn(nil, c, g.Table().Now()))
+	want := fmt.Sprintf("src=%s dst=%s sport=%d dport=%d", dst.Addr(), host.Addr(), dst.Port(), host.Port())
+	if !strings.Contains(line, want) {
+		t.Errorf("ct list line %q lacks the host side %q", line, want)
+	}
+	// The table itself keeps the tuple the datapath matches replies by.
+	if tr := c.Tuple(conntrack.DirReply); tr.DstAddr() != ctr {
+		t.Errorf("the table's reply tuple changed to %s", tr.DstAddr())
+	}
+}

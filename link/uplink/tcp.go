@@ -81,8 +81,9 @@ type tcpStack struct {
 
 // splicedConn is both ends of one spliced connection.
 type splicedConn struct {
-	hc *net.TCPConn
-	ep tcpip.Endpoint
+	hc    *net.TCPConn
+	ep    tcpip.Endpoint
+	local netip.AddrPort // hc's host address and port, for HostSide
 }
 
 func newTCPStack(l *Link) (*tcpStack, error) {
@@ -412,7 +413,7 @@ func (t *tcpStack) splice(k synKey, ep tcpip.Endpoint, wq *waiter.Queue, hc *net
 	l := t.l
 	t.mu.Lock()
 	t.conns[hc] = struct{}{}
-	t.byTuple[k] = splicedConn{hc, ep}
+	t.byTuple[k] = splicedConn{hc, ep, hostAddrPort(hc.LocalAddr())}
 	t.mu.Unlock()
 	l.gauge(TCPConns, 1)
 	select {
