@@ -22,6 +22,9 @@ type Status struct {
 	Conntrack     TableStatus       `json:"conntrack"`
 	Helpers       []string          `json:"helpers"`
 	NAT           map[string]uint64 `json:"nat"`
+	// RuntimeForwards are the port forwards added through the ports API
+	// (the runtime layer, apart from the config's).
+	RuntimeForwards []gateway.RuntimeForward `json:"runtime_forwards,omitempty"`
 }
 
 // ReloadStatus is the last reload's outcome.
@@ -89,6 +92,7 @@ func (s *Server) Status() *Status {
 	for _, r := range cfg.Route {
 		st.Routes = append(st.Routes, RouteStatus{To: r.To, Interface: r.Interface})
 	}
+	st.RuntimeForwards = s.g.Forwards()
 	for k, v := range s.g.Stats() {
 		if n, ok := strings.CutPrefix(k, "nat_"); ok {
 			st.NAT[n] = v
@@ -151,5 +155,17 @@ func (st *Status) writeText(w io.Writer) {
 	fmt.Fprintln(w, "routes:")
 	for _, r := range st.Routes {
 		fmt.Fprintf(w, "  %-20s via %s\n", r.To, r.Interface)
+	}
+	if len(st.RuntimeForwards) > 0 {
+		// Apart from the config's [[nat.dnat]]: added through the ports
+		// API, gone when the gateway stops.
+		fmt.Fprintln(w, "runtime port forwards:")
+		for _, f := range st.RuntimeForwards {
+			child := f.ChildIP
+			if child == "" {
+				child = "[namespace]"
+			}
+			fmt.Fprintf(w, "  id=%d %s %s:%d -> %s:%d via %s\n", f.ID, f.Proto, f.ParentIP, f.ParentPort, child, f.ChildPort, f.Interface)
+		}
 	}
 }

@@ -65,6 +65,9 @@ type Gateway struct {
 	adminMu sync.Mutex // guards adminLn
 	adminLn []net.Listener
 
+	// fwds are the port forwards added at run time (forwards.go).
+	fwds runtimeForwards
+
 	reloadMu sync.Mutex // serialises reloads
 	closed   atomic.Bool
 	wg       sync.WaitGroup
