@@ -749,3 +749,55 @@ func expectHostSide(t *testing.T, g *Gateway, proto uint8, ctr netip.Addr, dst, 
 		t.Errorf("the table's reply tuple changed to %s", tr.DstAddr())
 	}
 }
+
+// Runtime forwards refuse what cannot work, naming the field, and a port
+// is forwarded once; a removed forward's id is gone.
+func TestRuntimeForwardErrors(t *testing.T) {
+	g, _ := uplinkGateway(t, "127.0.0.53", 9)
+	free, err := net.Listen("tcp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := free.Addr().(*net.TCPAddr).Port
+	free.Close()
+	for _, tc := range []struct {
+		f    RuntimeForward
+		want string
+	}{
+		{RuntimeForward{Proto: "sctp", ParentPort: port, ChildPort: 80}, "proto"},
+		{RuntimeForward{Proto: "tcp", ParentPort: 0, ChildPort: 80}, "parentPort"},
+		{RuntimeForward{Proto: "tcp", ParentPort: port, ChildPort: 70000}, "childPort"},
+		{RuntimeForward{Proto: "tcp", ParentPort: port, ChildPort: 80}, "childIP: needed"}, // no [namespace]
+		{RuntimeForward{Proto: "tcp4", ParentPort: port, ChildIP: "fd00::100", ChildPort: 80}, "not an IPv4"},
+		{RuntimeForward{Proto: "tcp", ParentIP: "bad", ParentPort: port, ChildIP: "10.0.2.100", ChildPort: 80}, "parentIP"},
+		{RuntimeForward{Proto: "tcp", ParentPort: port, ChildIP: "10.0.2.100", ChildPort: 80, Interface: "lan"}, "no such uplink"},
+	} {
+		if _, err := g.AddForward(tc.f); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("AddForward(%+v) = %v, want an error with %q", tc.f, err, tc.want)
+		}
+	}
+	f, err := g.AddForward(RuntimeForward{Proto: "tcp", ParentPort: port, ChildIP: "10.0.2.100", ChildPort: 80})
+	if err != nil || f.ID == 0 || f.Interface != "wan" {
+		t.Fatalf("AddForward: %+v, %v", f, err)
+	}
+	if _, err := g.AddForward(RuntimeForward{Proto: "tcp", ParentPort: port, ChildIP: "10.0.2.100", ChildPort: 81}); err == nil || !strings.Contains(err.Error(), "forwarded already") {
+		t.Errorf("second forward of port %d: %v", port, err)
+	}
+	if fs := g.Forwards(); len(fs) != 1 || fs[0] != f {
+		t.Errorf("Forwards = %+v, want [%+v]", fs, f)
+	}
+	if err := g.RemoveForward(f.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.RemoveForward(f.ID); !errors.Is(err, ErrNoForward) {
+		t.Errorf("second RemoveForward: %v, want ErrNoForward", err)
+	}
+	// The port is free again.
+	eventually(t, 5*time.Second, "the forward's port to be free", func() bool {
+		ln, err := net.Listen("tcp", fmt.Sprintf(":%d", port))
+		if err == nil {
+			ln.Close()
+		}
+		return err == nil
+	})
+}
