@@ -155,7 +155,7 @@ func New(cfg *Config, opt Options) (*Gateway, error) {
 		}
 	}
 	if len(ups) > 0 {
-		ct.SetReplyView(uplinkReplyView(ups))
+		ct.SetReplyView(g.uplinkReplyView(ups))
 	}
 	return g, nil
 }
@@ -165,7 +165,15 @@ func New(cfg *Config, opt Options) (*Gateway, error) {
 // from (on an uplink masquerade is implicit). The uplink saw the flow as
 // the reply tuple reversed; for ICMP echo the identifier is the tuple's
 // source port and the ping socket's replaces it.
-func uplinkReplyView(ups []*uplink.Link) conntrack.ReplyView {
+func (g *Gateway) uplinkReplyView(ups []*uplink.Link) conntrack.ReplyView {
+	idx := make([]int, len(ups))
+	for i, u := range ups {
+		for _, l := range g.links {
+			if l.Dev == link.Link(u) {
+				idx[i] = l.Index
+			}
+		}
+	}
 	return func(_ *conntrack.Conn, r conntrack.Tuple) conntrack.Tuple {
 		icmp := r.Proto == packet.ProtoICMP || r.Proto == packet.ProtoICMPv6
 		if r.Proto != packet.ProtoTCP && r.Proto != packet.ProtoUDP && !icmp {
@@ -176,7 +184,13 @@ func uplinkReplyView(ups []*uplink.Link) conntrack.ReplyView {
 			src = netip.AddrPortFrom(r.DstAddr(), r.SrcPort)
 		}
 		dst := netip.AddrPortFrom(r.SrcAddr(), r.SrcPort)
-		for _, u := range ups {
+		// Only a flow routed out of the uplink: a container's UDP socket
+		// may also talk to a host on another interface.
+		out, routed := g.routes.Lookup(dst.Addr())
+		for i, u := range ups {
+			if !routed || out != idx[i] {
+				continue
+			}
 			h, ok := u.HostSide(r.Proto, src, dst)
 			if !ok || h.Addr().Is4() != (r.Family == 4) {
 				continue
