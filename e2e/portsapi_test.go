@@ -60,8 +60,8 @@ rules = [
 // TestPortsAPI drives the ports API the way a container runtime does,
 // with an HTTP client on its unix socket: a forward added at run time
 // reaches the container's server, which sees the real client address over
-// IPv4 and IPv6; the list and status show it; once deleted the host port
-// is closed. The gateway runs as nobody in command mode.
+// IPv4 and IPv6, also after a reload; the list and status show it; once
+// deleted the host port is closed. The gateway runs as nobody in command mode.
 func TestPortsAPI(t *testing.T) {
 	needNetAdmin(t)
 	needTools(t, "curl", "setpriv", "unshare", "ip")
@@ -175,6 +175,11 @@ func TestPortsAPI(t *testing.T) {
 	var list []json.RawMessage
 	if code != http.StatusOK || json.Unmarshal(b, &list) != nil || len(list) != 1 || !strings.Contains(string(b), fmt.Sprintf(`"parentPort":%d`, port)) {
 		t.Errorf("GET /v1/ports: %d %s", code, b)
+	}
+
+	// A reload keeps the runtime layer.
+	if out, err := run(cmdTimeout, bin, "reload", "-c", cfg); err != nil {
+		t.Fatalf("reload: %v\n%s", err, out)
 	}
 
 	// The real client address reaches the container, IPv4 and IPv6.
