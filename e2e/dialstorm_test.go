@@ -67,6 +67,7 @@ done
 echo "SATURATED $s"
 for i in $(seq 10); do conn STORM4 http://192.0.2.1:8080/peer; conn STORM6 'http://[fd99::1]:8080/peer'; done
 echo "AFTER $(%BIN% status -c %CFG% | grep 'dials pending')"
+%BIN% stats -c %CFG% | grep uplink_wan_dials_evicted
 kill $H || echo "STORM-DIED"
 `
 
@@ -158,6 +159,10 @@ func TestUplinkDialStorm(t *testing.T) {
 	g2, _ := strconv.Atoi(after[2])
 	if after[1] != "256" || g2 <= g1 {
 		t.Errorf("after the live connects: %s dials pending (want the bound, 256), given up %d then %d (want rising)", after[1], g1, g2)
+	}
+	// `tungate stats` counts them too.
+	if !regexp.MustCompile(`(?m)^uplink_wan_dials_evicted [1-9]`).MatchString(out) {
+		t.Errorf("tungate stats has no uplink_wan_dials_evicted count:\n%s", out)
 	}
 	if strings.Contains(out, "STORM-DIED") {
 		t.Errorf("the SYN storm had stopped before the end:\n%s", out)
