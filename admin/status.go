@@ -24,6 +24,9 @@ type Status struct {
 	NAT           map[string]uint64 `json:"nat"`
 	// Runtime is what was changed at runtime, on top of the file.
 	Runtime RuntimeStatus `json:"runtime"`
+	// RuntimeForwards are the port forwards added through the ports API
+	// (the runtime layer, apart from the config's).
+	RuntimeForwards []gateway.RuntimeForward `json:"runtime_forwards,omitempty"`
 }
 
 // ReloadStatus is the last reload's outcome.
@@ -92,6 +95,7 @@ func (s *Server) Status() *Status {
 	for _, r := range cfg.Route {
 		st.Routes = append(st.Routes, RouteStatus{To: r.To, Interface: r.Interface})
 	}
+	st.RuntimeForwards = s.g.Forwards()
 	for k, v := range s.g.Stats() {
 		if n, ok := strings.CutPrefix(k, "nat_"); ok {
 			st.NAT[n] = v
@@ -146,8 +150,9 @@ func (st *Status) writeText(w io.Writer) {
 		fmt.Fprintf(w, "  %-8s %s mtu=%d %s\n", i.Name, dev, i.MTU, strings.Join(i.Addresses, " "))
 		fmt.Fprintf(w, "           rx %d packets %d bytes, tx %d packets %d bytes\n", k.RxPackets, k.RxBytes, k.TxPackets, k.TxBytes)
 		if u := i.Uplink; u != nil {
-			fmt.Fprintf(w, "           %d udp, %d ping, %d tcp host sockets, %d dials pending, %d refused, %d failed, %d queue drops\n",
-				u["udp_sockets"], u["ping_sockets"], u["tcp_conns"], u["dials_pending"], u["dials_refused"], u["dials_failed"], u["drop_queue_full"])
+			fmt.Fprintf(w, "           %d udp, %d ping, %d tcp host sockets, %d dials pending, %d refused, %d failed, %d given up, %d over the per-host bound, %d queue drops\n",
+				u["udp_sockets"], u["ping_sockets"], u["tcp_conns"], u["dials_pending"], u["dials_refused"], u["dials_failed"],
+				u["dials_evicted"], u["drop_dial_budget"], u["drop_queue_full"])
 		}
 	}
 	fmt.Fprintln(w, "routes:")
@@ -155,4 +160,16 @@ func (st *Status) writeText(w io.Writer) {
 		fmt.Fprintf(w, "  %-20s via %s\n", r.To, r.Interface)
 	}
 	st.Runtime.writeText(w)
+	if len(st.RuntimeForwards) > 0 {
+		// Apart from the config's [[nat.dnat]]: added through the ports
+		// API, gone when the gateway stops.
+		fmt.Fprintln(w, "runtime port forwards:")
+		for _, f := range st.RuntimeForwards {
+			child := f.ChildIP
+			if child == "" {
+				child = "[namespace]"
+			}
+			fmt.Fprintf(w, "  id=%d %s %s:%d -> %s:%d via %s\n", f.ID, f.Proto, f.ParentIP, f.ParentPort, child, f.ChildPort, f.Interface)
+		}
+	}
 }

@@ -32,11 +32,43 @@ func (t *Table) AppendEvent(b []byte, ev *Event, now int64) []byte {
 	return t.appendConn(b, ev.Conn, now, ev)
 }
 
+// ReplyView returns what a listing shows as c's reply tuple, given the
+// tuple the table holds (r, a copy). Something outside the table may stand
+// for the reply side: an uplink's host socket is the flow's implicit
+// masquerade, which the table never sees because no NAT rule made it.
+type ReplyView func(c *Conn, r Tuple) Tuple
+
+// SetReplyView installs v for AppendConn, AppendEvent and ShownReplyOf;
+// nil removes it. Only listings use it: lookups keep the tuple the table
+// holds.
+func (t *Table) SetReplyView(v ReplyView) {
+	if v == nil {
+		t.replyView.Store(nil)
+		return
+	}
+	t.replyView.Store(&v)
+}
+
+// ShownReplyOf is the reply tuple listings show for c: ShownReply as the
+// reply view (SetReplyView) presents it.
+func (t *Table) ShownReplyOf(c *Conn) Tuple {
+	r := *c.learntReply()
+	if v := t.replyView.Load(); v != nil {
+		r = (*v)(c, r)
+	}
+	return r
+}
+
 // appendConn is AppendConn, with the status, expiry and state of event ev
 // when it is not nil.
 func (t *Table) appendConn(b []byte, c *Conn, now int64, ev *Event) []byte {
 	o := &c.node[DirOriginal].tuple
 	r := c.learntReply()
+	if v := t.replyView.Load(); v != nil {
+		// Only with a view (an uplink) does a line cost a tuple copy.
+		rv := (*v)(c, *r)
+		r = &rv
+	}
 	tr := t.trackers[o.Proto]
 	name := tr.Name()
 	b = append(b, name...)

@@ -115,6 +115,8 @@ type Table struct {
 	count    atomic.Int64
 	trackers [256]Tracker
 	epoch    time.Time
+	// replyView is what listings show of a reply tuple (SetReplyView).
+	replyView atomic.Pointer[ReplyView]
 
 	// Stats are the live counters.
 	Stats Stats

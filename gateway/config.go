@@ -67,6 +67,10 @@ type AdminConfig struct {
 	Socket string `toml:"socket"`
 	// Metrics is the Prometheus listen address ("" disables it).
 	Metrics string `toml:"metrics"`
+	// PortsAPI is a unix socket path for rootlesskit's /v1/ports API, so
+	// a container runtime adds and removes port forwards at run time
+	// ("" disables it; relative to the config file like socket).
+	PortsAPI string `toml:"ports_api"`
 	// KeepNetAdmin keeps CAP_NET_ADMIN when the gateway drops its
 	// privileges (DropPrivileges); by default every capability goes.
 	// Nothing the running gateway does needs it today: interfaces change
@@ -381,9 +385,11 @@ func decodeConfig(b []byte, file string) (*Config, *confdiag.List, error) {
 		// gateway and the admin commands find the same one from any
 		// working directory (configs/rootless.toml keeps its socket in
 		// the build directory, no root needed).
-		if s := c.Admin.Socket; s != "" && !filepath.IsAbs(s) {
-			if dir, err := filepath.Abs(filepath.Dir(file)); err == nil {
-				c.Admin.Socket = filepath.Join(dir, s)
+		for _, s := range []*string{&c.Admin.Socket, &c.Admin.PortsAPI} {
+			if *s != "" && !filepath.IsAbs(*s) {
+				if dir, err := filepath.Abs(filepath.Dir(file)); err == nil {
+					*s = filepath.Join(dir, *s)
+				}
 			}
 		}
 		c.checkSocketDir(&l)

@@ -25,12 +25,22 @@ func (g *Gateway) Helpers() []string { return slices.Clone(g.alg.Names()) }
 // NATStats returns the NAT engine's counters.
 func (g *Gateway) NATStats() nat.Stats { return g.nat.Stats() }
 
-// Stats returns the datapath counters and the NAT engine's (prefixed
-// "nat_") by name, as `tungate stats` prints them.
+// Stats returns the datapath counters, the NAT engine's (prefixed "nat_")
+// and each uplink's ("uplink_NAME_") by name, as `tungate stats` prints
+// them.
 func (g *Gateway) Stats() map[string]uint64 {
 	m := g.Counters.Snapshot()
 	for k, v := range natStats(g.nat.Stats()) {
 		m["nat_"+k] = v
+	}
+	// An uplink's own counters (dials pending and given up, host sockets,
+	// budget drops), so `tungate stats` shows them beside the datapath's.
+	for i, l := range g.links {
+		if st, ok := g.UplinkStats(i); ok {
+			for k, v := range st {
+				m["uplink_"+l.Name+"_"+k] = v
+			}
+		}
 	}
 	return m
 }

@@ -313,6 +313,9 @@ func (w *worker) packet(buf []byte, size int) {
 			return
 		}
 	}
+	if c := res.Conn; c != nil && !c.Confirmed() && g.fwds.table.Load() != nil {
+		g.bindForward(c, p, w.in)
+	}
 	if res.Conn != nil {
 		g.nat.Prerouting(p, res, w.in)
 		if res.Drop {

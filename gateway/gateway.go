@@ -71,6 +71,9 @@ type Gateway struct {
 	adminMu sync.Mutex // guards adminLn
 	adminLn []net.Listener
 
+	// fwds are the port forwards added at run time (forwards.go).
+	fwds runtimeForwards
+
 	reloadMu sync.Mutex // serialises reloads
 	closed   atomic.Bool
 	wg       sync.WaitGroup
@@ -154,7 +157,63 @@ func New(cfg *Config, opt Options) (*Gateway, error) {
 		g.closeLinks()
 		return nil, err
 	}
+	var ups []*uplink.Link
+	for _, l := range g.links {
+		if u, ok := l.Dev.(*uplink.Link); ok {
+			ups = append(ups, u)
+		}
+	}
+	if len(ups) > 0 {
+		ct.SetReplyView(g.uplinkReplyView(ups))
+	}
 	return g, nil
+}
+
+// uplinkReplyView shows an uplink flow's reply tuple the way Linux shows
+// a masqueraded one: to the host address and socket port the flow left
+// from (on an uplink masquerade is implicit). The uplink saw the flow as
+// the reply tuple reversed; for ICMP echo the identifier is the tuple's
+// source port and the ping socket's replaces it.
+func (g *Gateway) uplinkReplyView(ups []*uplink.Link) conntrack.ReplyView {
+	idx := make([]int, len(ups))
+	for i, u := range ups {
+		for _, l := range g.links {
+			if l.Dev == link.Link(u) {
+				idx[i] = l.Index
+			}
+		}
+	}
+	return func(_ *conntrack.Conn, r conntrack.Tuple) conntrack.Tuple {
+		icmp := r.Proto == packet.ProtoICMP || r.Proto == packet.ProtoICMPv6
+		if r.Proto != packet.ProtoTCP && r.Proto != packet.ProtoUDP && !icmp {
+			return r
+		}
+		src := netip.AddrPortFrom(r.DstAddr(), r.DstPort)
+		if icmp {
+			src = netip.AddrPortFrom(r.DstAddr(), r.SrcPort)
+		}
+		dst := netip.AddrPortFrom(r.SrcAddr(), r.SrcPort)
+		// Only a flow routed out of the uplink: a container's UDP socket
+		// may also talk to a host on another interface.
+		out, routed := g.routes.Lookup(dst.Addr())
+		for i, u := range ups {
+			if !routed || out != idx[i] {
+				continue
+			}
+			h, ok := u.HostSide(r.Proto, src, dst)
+			if !ok || h.Addr().Is4() != (r.Family == 4) {
+				continue
+			}
+			r.Dst = packet.AddrFrom(h.Addr())
+			if icmp {
+				r.SrcPort = h.Port()
+			} else {
+				r.DstPort = h.Port()
+			}
+			return r
+		}
+		return r
+	}
 }
 
 // listenForwards listens on the host port of each port forward from an

@@ -72,11 +72,18 @@ func uplinkGateway(t *testing.T, resolver string, rejectPort int) (*Gateway, *ho
 	if err := os.WriteFile(rc, []byte("nameserver "+resolver+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := ParseConfig([]byte(fmt.Sprintf(uplinkConf, rc, rejectPort)))
+	lan := newHost(t, 1500, "10.0.2.100", "fd00::100")
+	return runUplinkGateway(t, fmt.Sprintf(uplinkConf, rc, rejectPort), lan), lan
+}
+
+// runUplinkGateway runs conf until the test ends: its uplinks are real
+// (host sockets of this process), its one TUN interface is lan.
+func runUplinkGateway(t *testing.T, conf string, lan *host) *Gateway {
+	t.Helper()
+	cfg, err := ParseConfig([]byte(conf))
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	lan := newHost(t, 1500, "10.0.2.100", "fd00::100")
 	g, err := New(cfg, Options{
 		Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
 		Open: func(ic *InterfaceConfig, log *zap.Logger) (link.Link, error) {
@@ -89,11 +96,13 @@ func uplinkGateway(t *testing.T, resolver string, rejectPort int) (*Gateway, *ho
 	if err != nil {
 		t.Fatalf("gateway: %v", err)
 	}
-	if _, ok := g.Links()[1].Dev.(*uplink.Link); !ok {
-		t.Fatalf("wan is a %T, want *uplink.Link", g.Links()[1].Dev)
+	for i, l := range g.Links() {
+		if _, ok := l.Dev.(*uplink.Link); cfg.Interface[i].IsUplink() && !ok {
+			t.Fatalf("%s is a %T, want *uplink.Link", l.Name, l.Dev)
+		}
 	}
 	runUntilCleanup(t, g)
-	return g, lan
+	return g
 }
 
 // findConn returns a live connection whose original tuple matches.
@@ -496,30 +505,8 @@ rules = [
   { in = "lan", ct_state = ["new"], action = "accept" },
 ]
 `, port, port, port2, port3, port3)
-	cfg, err := ParseConfig([]byte(conf))
-	if err != nil {
-		t.Fatalf("config: %v", err)
-	}
 	lan := newHost(t, 1500, "10.0.2.100", "fd01::100")
-	g, err := New(cfg, Options{
-		Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
-		Open: func(ic *InterfaceConfig, log *zap.Logger) (link.Link, error) {
-			if ic.IsUplink() {
-				return openLink(ic, log)
-			}
-			return link.FromTUN(lan.dev), nil
-		},
-	})
-	if err != nil {
-		t.Fatalf("gateway: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
+	g := runUplinkGateway(t, conf, lan)
 
 	// The server inside answers each connection with the peer it saw.
 	for _, a := range []string{"10.0.2.100:80", "[fd01::100]:80"} {
@@ -662,4 +649,155 @@ rules = [
 	if _, err := sc.Read(buf); err == nil || os.IsTimeout(err) {
 		t.Errorf("server inside after ct delete: %v, want the connection closed", err)
 	}
+}
+
+// On an uplink masquerade is implicit: ct list shows a flow's reply tuple
+// to the host address and socket port the flow left from, which is the
+// peer the host's server saw, over TCP and UDP and both families.
+func TestUplinkCtListShowsHostSide(t *testing.T) {
+	g, lan := uplinkGateway(t, "127.0.0.53", 9)
+	for _, fam := range []struct {
+		lo, ctr, virt netip.Addr
+	}{
+		{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("10.0.2.100"), netip.MustParseAddr("10.0.2.2")},
+		{netip.IPv6Loopback(), netip.MustParseAddr("fd00::100"), netip.MustParseAddr("fd00::2")},
+	} {
+		ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(fam.lo, 0)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		peers := make(chan netip.AddrPort, 1)
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			peers <- c.RemoteAddr().(*net.TCPAddr).AddrPort()
+			io.Copy(io.Discard, c)
+		}()
+		dst := netip.AddrPortFrom(fam.virt, uint16(ln.Addr().(*net.TCPAddr).Port))
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		c, err := lan.Net.DialContextTCPAddrPort(ctx, dst)
+		cancel()
+		if err != nil {
+			t.Fatalf("dial %s through the uplink: %v", dst, err)
+		}
+		defer c.Close()
+		var peer netip.AddrPort
+		select {
+		case peer = <-peers:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the host server accepted nothing")
+		}
+		expectHostSide(t, g, packet.ProtoTCP, fam.ctr, dst, netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port()))
+
+		u, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(fam.lo, 0)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer u.Close()
+		udst := netip.AddrPortFrom(fam.virt, uint16(u.LocalAddr().(*net.UDPAddr).Port))
+		uc, err := lan.Net.DialUDPAddrPort(netip.AddrPort{}, udst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer uc.Close()
+		buf := make([]byte, 64)
+		var from netip.AddrPort
+		for end := time.Now().Add(10 * time.Second); ; {
+			uc.Write([]byte("hi"))
+			u.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			_, from, err = u.ReadFromUDPAddrPort(buf)
+			if err == nil || time.Now().After(end) {
+				break
+			}
+		}
+		if err != nil {
+			t.Fatalf("no datagram through the uplink to %s: %v", udst, err)
+		}
+		expectHostSide(t, g, packet.ProtoUDP, fam.ctr, udst, netip.AddrPortFrom(from.Addr().Unmap(), from.Port()))
+	}
+}
+
+// expectHostSide checks that the listing of the flow from ctr to dst shows
+// host as its reply destination, in the text line and ShownReplyOf.
+func expectHostSide(t *testing.T, g *Gateway, proto uint8, ctr netip.Addr, dst, host netip.AddrPort) {
+	t.Helper()
+	c := findConn(g, proto, ctr, dst)
+	if c == nil {
+		t.Fatalf("no conntrack entry for %s → %s", ctr, dst)
+	}
+	// The uplink registers a TCP connection's host socket just after the
+	// container's handshake completes.
+	eventually(t, 5*time.Second, "the host side in the shown reply", func() bool {
+		r := g.Table().ShownReplyOf(c)
+		return r.DstAddr() == host.Addr()
+	})
+	r := g.Table().ShownReplyOf(c)
+	if r.DstAddr() != host.Addr() || r.DstPort != host.Port() || r.SrcAddr() != dst.Addr() || r.SrcPort != dst.Port() {
+		t.Errorf("shown reply %s:%d → %s:%d, want %s → %s (the host socket)", r.SrcAddr(), r.SrcPort, r.DstAddr(), r.DstPort, dst, host)
+	}
+	line := string(g.Table().AppendConn(nil, c, g.Table().Now()))
+	want := fmt.Sprintf("src=%s dst=%s sport=%d dport=%d", dst.Addr(), host.Addr(), dst.Port(), host.Port())
+	if !strings.Contains(line, want) {
+		t.Errorf("ct list line %q lacks the host side %q", line, want)
+	}
+	// The table itself keeps the tuple the datapath matches replies by.
+	if tr := c.Tuple(conntrack.DirReply); tr.DstAddr() != ctr {
+		t.Errorf("the table's reply tuple changed to %s", tr.DstAddr())
+	}
+}
+
+// Runtime forwards refuse what cannot work, naming the field, and a port
+// is forwarded once; a removed forward's id is gone.
+func TestRuntimeForwardErrors(t *testing.T) {
+	g, _ := uplinkGateway(t, "127.0.0.53", 9)
+	free, err := net.Listen("tcp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := free.Addr().(*net.TCPAddr).Port
+	free.Close()
+	for _, tc := range []struct {
+		f    RuntimeForward
+		want string
+	}{
+		{RuntimeForward{Proto: "sctp", ParentPort: port, ChildPort: 80}, "proto"},
+		{RuntimeForward{Proto: "tcp", ParentPort: 0, ChildPort: 80}, "parentPort"},
+		{RuntimeForward{Proto: "tcp", ParentPort: port, ChildPort: 70000}, "childPort"},
+		{RuntimeForward{Proto: "tcp", ParentPort: port, ChildPort: 80}, "childIP: needed"}, // no [namespace]
+		{RuntimeForward{Proto: "tcp4", ParentPort: port, ChildIP: "fd00::100", ChildPort: 80}, "not an IPv4"},
+		{RuntimeForward{Proto: "tcp", ParentIP: "bad", ParentPort: port, ChildIP: "10.0.2.100", ChildPort: 80}, "parentIP"},
+		{RuntimeForward{Proto: "tcp", ParentPort: port, ChildIP: "10.0.2.100", ChildPort: 80, Interface: "lan"}, "no such uplink"},
+	} {
+		if _, err := g.AddForward(tc.f); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("AddForward(%+v) = %v, want an error with %q", tc.f, err, tc.want)
+		}
+	}
+	f, err := g.AddForward(RuntimeForward{Proto: "tcp", ParentPort: port, ChildIP: "10.0.2.100", ChildPort: 80})
+	if err != nil || f.ID == 0 || f.Interface != "wan" {
+		t.Fatalf("AddForward: %+v, %v", f, err)
+	}
+	if _, err := g.AddForward(RuntimeForward{Proto: "tcp", ParentPort: port, ChildIP: "10.0.2.100", ChildPort: 81}); err == nil || !strings.Contains(err.Error(), "forwarded already") {
+		t.Errorf("second forward of port %d: %v", port, err)
+	}
+	if fs := g.Forwards(); len(fs) != 1 || fs[0] != f {
+		t.Errorf("Forwards = %+v, want [%+v]", fs, f)
+	}
+	if err := g.RemoveForward(f.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.RemoveForward(f.ID); !errors.Is(err, ErrNoForward) {
+		t.Errorf("second RemoveForward: %v, want ErrNoForward", err)
+	}
+	// The port is free again.
+	eventually(t, 5*time.Second, "the forward's port to be free", func() bool {
+		ln, err := net.Listen("tcp", fmt.Sprintf(":%d", port))
+		if err == nil {
+			ln.Close()
+		}
+		return err == nil
+	})
 }

@@ -118,6 +118,15 @@ func cmdRun(o runOptions, stderr io.Writer) int {
 		}
 		defer srv.Close()
 	}
+	if cfg.Admin.PortsAPI != "" {
+		ps, err := admin.ListenPorts(g, cfg.Admin.PortsAPI)
+		if err != nil {
+			log.Error("ports API", zap.Error(err))
+			g.Close()
+			return 1
+		}
+		defer ps.Close()
+	}
 	if cfg.Admin.Metrics != "" {
 		if _, err := g.ServeMetrics(cfg.Admin.Metrics); err != nil {
 			log.Error("metrics", zap.Error(err))

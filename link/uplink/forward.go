@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -31,15 +32,33 @@ import (
 // answer; it appears as the host_loopback address of its family, and
 // without one its connection is closed.
 
-// ForwardTCP accepts connections on ln until the link closes, each one
-// injected as a connection from its client to dst (the address and port
-// the datapath's DNAT rule matches; the container's address comes from
-// that rule). ln is closed when the link closes.
-func (l *Link) ForwardTCP(ln net.Listener, dst func(local netip.AddrPort) netip.AddrPort) {
+// Forward is one port forward's host socket being served; Stop ends it
+// (connections already forwarded go on). A forward also ends when its
+// link closes.
+type Forward struct {
+	done chan struct{}
+	once sync.Once
+}
+
+func newForward() *Forward { return &Forward{done: make(chan struct{})} }
+
+// Stop closes the forward's host socket and waits for nothing.
+func (f *Forward) Stop() { f.once.Do(func() { close(f.done) }) }
+
+// ForwardTCP accepts connections on ln until the link closes or the
+// returned Forward is stopped, each one injected as a connection from its
+// client to dst (the address and port the datapath's DNAT matches; the
+// container's address comes from that rule or from a runtime forward's
+// binding). ln is closed then.
+func (l *Link) ForwardTCP(ln net.Listener, dst func(local netip.AddrPort) netip.AddrPort) *Forward {
+	f := newForward()
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
-		<-l.closed
+		select {
+		case <-l.closed:
+		case <-f.done:
+		}
 		ln.Close()
 	}()
 	go func() {
@@ -55,7 +74,13 @@ func (l *Link) ForwardTCP(ln net.Listener, dst func(local netip.AddrPort) netip.
 			go l.forwardOne(c.(*net.TCPConn), dst)
 		}
 	}()
+	return f
 }
+
+// testHookConnectWoke, when set by a test, runs when a forward's connect
+// into the container has woken its goroutine, before the endpoint's state
+// is judged.
+var testHookConnectWoke func(ep tcpip.Endpoint)
 
 // clientAddr is how the container sees a host client: itself, or for a
 // loopback one the host_loopback address of its family.
@@ -112,8 +137,16 @@ func (l *Link) forwardOne(hc *net.TCPConn, dstOf func(netip.AddrPort) netip.Addr
 		case <-ctx.Done():
 		}
 		cancel()
+		if testHookConnectWoke != nil {
+			testHookConnectWoke(ep)
+		}
 		terr = ep.LastError()
-		if terr == nil && tcp.EndpointState(ep.State()) != tcp.StateEstablished {
+		// The container may have answered, sent its data and closed
+		// before this goroutine ran again (a server that writes a
+		// greeting and hangs up): CLOSE-WAIT is connected too, its data
+		// waits in the endpoint. Only a handshake that never finished
+		// is a failure.
+		if st := tcp.EndpointState(ep.State()); terr == nil && st != tcp.StateEstablished && st != tcp.StateCloseWait {
 			terr = &tcpip.ErrTimeout{}
 		}
 	}
@@ -139,12 +172,14 @@ type udpForward struct {
 	dst4, dst6 netip.AddrPort
 }
 
-// ForwardUDP reads datagrams on c until the link closes, each injected as
-// one from its client to dst4 or dst6 (by the client's family; an invalid
-// one drops that family). The container's replies, which the datapath's
-// DNAT makes come from dst4 or dst6, leave through c, so the client hears
-// them from the port it sent to. c is closed when the link closes.
-func (l *Link) ForwardUDP(c *net.UDPConn, dst4, dst6 netip.AddrPort) {
+// ForwardUDP reads datagrams on c until the link closes or the returned
+// Forward is stopped, each injected as one from its client to dst4 or
+// dst6 (by the client's family; an invalid one drops that family). The
+// container's replies, which the datapath's DNAT makes come from dst4 or
+// dst6, leave through c, so the client hears them from the port it sent
+// to. c is closed then.
+func (l *Link) ForwardUDP(c *net.UDPConn, dst4, dst6 netip.AddrPort) *Forward {
+	h := newForward()
 	f := &udpForward{c: c, dst4: dst4, dst6: dst6}
 	l.fwdMu.Lock()
 	if l.fwdUDP == nil {
@@ -160,7 +195,18 @@ func (l *Link) ForwardUDP(c *net.UDPConn, dst4, dst6 netip.AddrPort) {
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
-		<-l.closed
+		select {
+		case <-l.closed:
+		case <-h.done:
+			l.fwdMu.Lock()
+			for _, d := range []netip.AddrPort{dst4, dst6} {
+				if d.IsValid() && l.fwdUDP[d] == f {
+					delete(l.fwdUDP, d)
+				}
+			}
+			l.hasFwdUDP.Store(len(l.fwdUDP) > 0)
+			l.fwdMu.Unlock()
+		}
 		c.Close()
 	}()
 	go func() {
@@ -191,6 +237,7 @@ func (l *Link) ForwardUDP(c *net.UDPConn, dst4, dst6 netip.AddrPort) {
 			l.queue(o)
 		}
 	}()
+	return h
 }
 
 // sendForwardReply sends a container's UDP reply to a port-forward client

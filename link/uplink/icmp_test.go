@@ -57,6 +57,18 @@ func TestICMPEcho(t *testing.T) {
 		if got := l.Stats()[PingSockets]; got != 1 {
 			t.Errorf("ping_sockets = %d, want 1 for one identifier", got)
 		}
+		// ct list's host side: the ping socket's address and identifier.
+		proto := uint8(packet.ProtoICMP)
+		if v6 {
+			proto = packet.ProtoICMPv6
+		}
+		h, ok := l.HostSide(proto, netip.AddrPortFrom(ctr, 0x1234), netip.AddrPortFrom(loAddr(v6), 0))
+		if !ok || h.Addr() != loAddr(v6) || h.Port() == 0 {
+			t.Errorf("HostSide = %v, %v; want %v and the ping socket's identifier", h, ok, loAddr(v6))
+		}
+		if _, ok := l.HostSide(proto, netip.AddrPortFrom(ctr, 0x4321), netip.AddrPortFrom(loAddr(v6), 0)); ok {
+			t.Error("HostSide found a socket for an identifier never used")
+		}
 	})
 }
 

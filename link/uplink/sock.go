@@ -45,7 +45,8 @@ type endpoint struct {
 	mu     sync.RWMutex // senders hold it for reading while they use fd; the poller takes it to close
 	closed bool         // guarded by mu
 
-	lastUse atomic.Int64 // unix ns of the last datagram either way
+	lastUse atomic.Int64  // unix ns of the last datagram either way
+	port    atomic.Uint32 // the socket's port once known (HostSide)
 	// viaDNS / viaLoop: the container sent to the virtual resolver or
 	// host-loopback address, so what comes from the host's resolver or
 	// loopback is shown as coming from there.

@@ -18,7 +18,7 @@ const (
 	DropVirtualPort                // a virtual resolver address on a port other than 53, or with no resolver
 	DropMulticast                  // multicast and broadcast destinations: not forwarded
 	DropBudget                     // max_flows reached
-	DropDialBudget                 // max_pending_dials(_per_host) reached
+	DropDialBudget                 // max_pending_dials_per_host reached
 	DropPingDenied                 // ping sockets refused by net.ipv4.ping_group_range
 	DropQueueFull                  // Read too slow: a packet for the container dropped
 	DropSendError                  // the host refused to send
@@ -27,6 +27,7 @@ const (
 	Forwards                       // port-forwarded host connections the container accepted
 	ForwardsFailed                 // port-forwarded host connections the container refused or never answered
 	DropForward                    // port-forwarded host connections that could not be injected (no address for a loopback client, budget)
+	DialsEvicted                   // host TCP connects given up for newer SYNs when max_pending_dials was reached
 	NumCounters
 )
 
@@ -36,7 +37,7 @@ var counterNames = [NumCounters]string{
 	"drop_virtual_port", "drop_multicast",
 	"drop_budget", "drop_dial_budget", "drop_ping_denied", "drop_queue_full",
 	"drop_send_error", "drop_too_big", "icmp_errors_sent",
-	"forwards", "forwards_failed", "drop_forward",
+	"forwards", "forwards_failed", "drop_forward", "dials_evicted",
 }
 
 // String is the counter's name in metrics and `tungate stats`.

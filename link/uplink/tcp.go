@@ -1,6 +1,7 @@
 package uplink
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -65,6 +66,9 @@ type tcpStack struct {
 	mu      sync.Mutex // guards the fields below
 	pending int
 	perHost map[netip.Addr]int
+	// dials lists the connects in progress, oldest first: the one given
+	// up when max_pending_dials is reached.
+	dials dialList
 	// synSeq holds the sequence number of SYNs waiting for their dial: an
 	// ICMP error must quote it for the container's TCP to accept the
 	// error (Linux tcp_v4_err checks it against snd_una).
@@ -77,8 +81,9 @@ type tcpStack struct {
 
 // splicedConn is both ends of one spliced connection.
 type splicedConn struct {
-	hc *net.TCPConn
-	ep tcpip.Endpoint
+	hc    *net.TCPConn
+	ep    tcpip.Endpoint
+	local netip.AddrPort // hc's host address and port, for HostSide
 }
 
 func newTCPStack(l *Link) (*tcpStack, error) {
@@ -219,19 +224,27 @@ func (t *tcpStack) handle(r *tcp.ForwarderRequest) {
 		r.Complete(true)
 		return
 	}
-	if !t.acquireDial(host.Addr()) {
+	d := t.acquireDial(host.Addr())
+	if d == nil {
 		r.Complete(false) // silently: the container retries, and a RST would be a lie
 		return
 	}
 	if !l.takeFlow() {
-		t.releaseDial(host.Addr())
+		t.releaseDial(d)
 		r.Complete(true)
 		return
 	}
-	c, err := t.dialer.DialContext(l.ctx, "tcp", host.String())
-	t.releaseDial(host.Addr())
+	c, err := t.dialer.DialContext(d.ctx, "tcp", host.String())
+	evicted := t.releaseDial(d)
 	if err != nil {
 		l.releaseFlow()
+		if evicted {
+			// Given up for a newer SYN: the container's retransmission
+			// gets a fresh dial; neither a RST nor an ICMP error would
+			// be the destination's answer.
+			r.Complete(false)
+			return
+		}
 		t.dialFailed(r, err, src, dst, seq)
 		return
 	}
@@ -249,34 +262,107 @@ func (t *tcpStack) handle(r *tcp.ForwarderRequest) {
 	t.splice(synKey{src, dst}, ep, &wq, hc)
 }
 
-func (t *tcpStack) acquireDial(a netip.Addr) bool {
-	l := t.l
-	t.mu.Lock()
-	ok := t.pending < l.cfg.MaxPendingDials && t.perHost[a] < l.cfg.MaxPendingDialsPerHost
-	if ok {
-		t.pending++
-		t.perHost[a]++
-	}
-	t.mu.Unlock()
-	if !ok {
-		l.count(DropDialBudget)
-		l.warnLimited(DropDialBudget, "uplink: too many TCP connects in progress; SYN dropped",
-			zap.Stringer("dst", a), zap.Int("max_pending_dials", l.cfg.MaxPendingDials),
-			zap.Int("max_pending_dials_per_host", l.cfg.MaxPendingDialsPerHost))
-		return false
-	}
-	l.gauge(DialsPending, 1)
-	return true
+// pendingDial is one host connect in progress.
+type pendingDial struct {
+	host       netip.Addr
+	ctx        context.Context
+	cancel     context.CancelFunc
+	prev, next *pendingDial
+	evicted    bool // given up by acquireDial; guarded by tcpStack.mu
 }
 
-func (t *tcpStack) releaseDial(a netip.Addr) {
+// dialList is the connects in progress, oldest first (intrusive, so
+// giving one up is O(1)).
+type dialList struct{ head, tail *pendingDial }
+
+func (dl *dialList) pushBack(d *pendingDial) {
+	d.prev, d.next = dl.tail, nil
+	if dl.tail != nil {
+		dl.tail.next = d
+	} else {
+		dl.head = d
+	}
+	dl.tail = d
+}
+
+func (dl *dialList) remove(d *pendingDial) {
+	if d.prev != nil {
+		d.prev.next = d.next
+	} else {
+		dl.head = d.next
+	}
+	if d.next != nil {
+		d.next.prev = d.prev
+	} else {
+		dl.tail = d.prev
+	}
+	d.prev, d.next = nil, nil
+}
+
+// acquireDial admits a host connect to a, or returns nil when a has
+// max_pending_dials_per_host connects in progress already. When all
+// max_pending_dials slots are taken, the oldest connect is given up
+// (cancelled, counted as dials_evicted) for the new one: a storm of SYNs
+// to black-holed destinations, each dial pending until its timeout, would
+// otherwise hold every slot and a new connection to a live host would
+// wait for one. The oldest dial is the one most likely to be black-holed;
+// a live host answers within its round-trip time.
+func (t *tcpStack) acquireDial(a netip.Addr) *pendingDial {
+	l := t.l
 	t.mu.Lock()
+	if t.perHost[a] >= l.cfg.MaxPendingDialsPerHost {
+		t.mu.Unlock()
+		l.count(DropDialBudget)
+		l.warnLimited(DropDialBudget, "uplink: too many TCP connects in progress to one host; SYN dropped",
+			zap.Stringer("dst", a), zap.Int("max_pending_dials_per_host", l.cfg.MaxPendingDialsPerHost))
+		return nil
+	}
+	var victim *pendingDial
+	if t.pending >= l.cfg.MaxPendingDials && t.dials.head != nil {
+		victim = t.dials.head
+		t.unlinkDial(victim)
+		victim.evicted = true
+	}
+	d := &pendingDial{host: a}
+	d.ctx, d.cancel = context.WithCancel(l.ctx)
+	t.dials.pushBack(d)
+	t.pending++
+	t.perHost[a]++
+	t.mu.Unlock()
+	l.gauge(DialsPending, 1)
+	if victim != nil {
+		victim.cancel()
+		l.gauge(DialsPending, -1)
+		l.count(DialsEvicted)
+		l.warnLimited(DialsEvicted, "uplink: max_pending_dials reached; the oldest TCP connect given up for a new one",
+			zap.Stringer("given_up", victim.host), zap.Int("max_pending_dials", l.cfg.MaxPendingDials))
+	}
+	return d
+}
+
+// unlinkDial takes d off the pending list and counts. Called under mu.
+func (t *tcpStack) unlinkDial(d *pendingDial) {
+	t.dials.remove(d)
 	t.pending--
-	if t.perHost[a]--; t.perHost[a] == 0 {
-		delete(t.perHost, a)
+	if t.perHost[d.host]--; t.perHost[d.host] == 0 {
+		delete(t.perHost, d.host)
+	}
+}
+
+// releaseDial ends d's slot and reports whether acquireDial gave it up
+// before (its dial was cancelled for a newer one).
+func (t *tcpStack) releaseDial(d *pendingDial) (evicted bool) {
+	t.mu.Lock()
+	evicted = d.evicted
+	if !evicted {
+		t.unlinkDial(d)
 	}
 	t.mu.Unlock()
-	t.l.gauge(DialsPending, -1)
+	d.cancel()
+	if !evicted {
+		t.l.gauge(DialsPending, -1)
+	}
+	return evicted
 }
 
 // dialFailed answers the container's SYN the way the host's connect
@@ -327,7 +413,7 @@ func (t *tcpStack) splice(k synKey, ep tcpip.Endpoint, wq *waiter.Queue, hc *net
 	l := t.l
 	t.mu.Lock()
 	t.conns[hc] = struct{}{}
-	t.byTuple[k] = splicedConn{hc, ep}
+	t.byTuple[k] = splicedConn{hc, ep, hostAddrPort(hc.LocalAddr())}
 	t.mu.Unlock()
 	l.gauge(TCPConns, 1)
 	select {

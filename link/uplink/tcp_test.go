@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -220,7 +221,65 @@ func TestDialBound(t *testing.T) {
 	run(t, "ip", "neigh", "add", "198.51.100.1", "lladdr", "02:00:00:00:00:01", "dev", "bh0", "nud", "permanent")
 	run(t, "ip", "-6", "addr", "add", "2001:db8:1::2/64", "dev", "bh0", "nodad")
 	run(t, "ip", "-6", "neigh", "add", "2001:db8:1::1", "lladdr", "02:00:00:00:00:01", "dev", "bh0", "nud", "permanent")
-	families(t, func(t *testing.T, v6 bool) { testDialBound(t, v6) })
+	// Behind it, whole networks of black-holed hosts.
+	run(t, "ip", "route", "add", "198.18.0.0/16", "via", "198.51.100.1", "dev", "bh0")
+	run(t, "ip", "-6", "route", "add", "2001:db8:2::/48", "via", "2001:db8:1::1", "dev", "bh0")
+	t.Run("per_host", func(t *testing.T) { families(t, testDialBound) })
+	t.Run("evict_oldest", func(t *testing.T) { families(t, testDialEvict) })
+}
+
+// testDialEvict: SYNs to many black-holed hosts fill every dial slot
+// (the per-host bound does not help); each new SYN gives up the oldest
+// pending dial, so a SYN to a live listener gets its dial at once, and the
+// number of dials in progress stays at max_pending_dials.
+func testDialEvict(t *testing.T, v6 bool) {
+	const slots, syns = 8, 40
+	l := openLink(t, Config{AllowHostLoopback: true, MaxPendingDials: slots, DialTimeout: Duration(30 * time.Second)})
+	r := readPackets(t, l)
+	ln := listenLoopback(t, v6)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	live := ln.Addr().(*net.TCPAddr).AddrPort()
+	pkts := make([][]byte, syns)
+	for i := range pkts {
+		hole := netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i + 1)})
+		if v6 {
+			hole = netip.MustParseAddr(fmt.Sprintf("2001:db8:2::%x", i+1))
+		}
+		pkts[i] = tcpPkt(netip.AddrPortFrom(ctrAddr(v6), uint16(44000+i)), netip.AddrPortFrom(hole, 80), uint32(1000*i), 0, synFlag, nil)
+	}
+	write(t, l, pkts...)
+	waitFor(t, 5*time.Second, "the black-holed dials to fill every slot", func() bool {
+		s := l.Stats()
+		return s[DialsPending] == slots && s[DialsEvicted] == syns-slots
+	})
+	ctr := netip.AddrPortFrom(ctrAddr(v6), 43000)
+	start := time.Now()
+	write(t, l, tcpPkt(ctr, live, 1, 0, synFlag, nil))
+	p := r.expect(t, 900*time.Millisecond, "SYN-ACK from the live listener (before the container's first SYN retransmission)", isTCPFrom(live, ctr))
+	if p.TCPFlags != packet.TCPSyn|packet.TCPAck {
+		t.Fatalf("flags %#x, want SYN-ACK", p.TCPFlags)
+	}
+	t.Logf("live handshake with every dial slot held by a black hole: %v", time.Since(start))
+	s := l.Stats()
+	if s[DialsEvicted] != syns-slots+1 || s[DropDialBudget] != 0 {
+		t.Errorf("dials_evicted %d, drop_dial_budget %d; want %d and 0", s[DialsEvicted], s[DropDialBudget], syns-slots+1)
+	}
+	// The given-up dials answer the container nothing (its SYN
+	// retransmission would get a fresh dial): no ICMP error, no RST.
+	r.none(t, 200*time.Millisecond, "answer to a given-up SYN", func(p *packet.Parsed) bool {
+		return p.DstPort >= 44000 && p.DstPort < 44000+syns || isUnreach(p, 1, 3)
+	})
+	waitFor(t, 3*time.Second, "the pending dials to stay at the bound", func() bool {
+		return l.Stats()[DialsPending] == slots-1 && l.Flows() == slots
+	})
 }
 
 func testDialBound(t *testing.T, v6 bool) {

@@ -83,6 +83,7 @@ type Link struct {
 
 	socks *socketTable
 	tcp   *tcpStack
+	srcs  srcCache // HostSide's source addresses
 
 	fwdMu     sync.Mutex // guards fwdUDP
 	fwdUDP    map[netip.AddrPort]*udpForward

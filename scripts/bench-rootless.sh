@@ -1,0 +1,384 @@
+#!/usr/bin/env bash
+# bench-rootless.sh: tungate's rootless uplink against slirp4netns and
+# pasta, and against tungate's own root TUN-to-TUN gateway, with the same
+# commands for every system in one run, systems alternated within each
+# round (issue 12's numbers; results go to BENCHMARKS.md).
+#
+#   sudo scripts/bench-rootless.sh [ROUNDS]      (default 1 round)
+#
+# Run as root: the rootless systems run as nobody (setpriv) in a private
+# mount namespace whose /dev/net/tun is 0666, as distributions ship it; the
+# root gateway runs as root between two namespaces. Needs iperf3, socat,
+# slirp4netns and pasta (scripts/bench-deps.sh installs them).
+#
+# Measured:
+#   tcp_up_65520 / tcp_up_1500  container -> host TCP, one flow (iperf3 -t T),
+#                               Gbit/s at the receiver, with the container's
+#                               MTU 65520 and 1500
+#   udp64                       container -> host UDP, 64-byte payloads, as
+#                               fast as iperf3 sends (-b 0): datagrams per
+#                               second the host received
+#   fwd_tcp                     host -> container TCP through a port forward
+#                               (tungate: [[nat.dnat]], source kept;
+#                               slirp4netns: add_hostfwd on its API socket;
+#                               pasta: -t), Gbit/s
+#   rss_10k                     tungate only: RSS of the gateway process with
+#                               10,000 idle TCP flows through the uplink (MB)
+#   goroutines_udp              tungate only: goroutines with 0 and with
+#                               1,000 UDP flows (from a SIGQUIT dump)
+set -u
+ROUNDS=${1:-1}
+T=${BENCH_SECONDS:-5}
+ROOT=${TUNGATE_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
+[ "$(id -u)" = 0 ] || { echo "bench-rootless: run as root (the rootless systems run as nobody)" >&2; exit 1; }
+"$ROOT/scripts/bench-deps.sh" || exit 1
+export PATH=/usr/local/go/bin:$PATH
+W=$(mktemp -d /tmp/tg-bench-XXXXXX)
+chmod 755 "$W"
+mkdir -p "$W/dev" && chown nobody "$W" "$W/dev"
+BIN=$W/tungate
+(cd "$ROOT" && go build -o "$BIN" ./cmd/tungate) || exit 1
+chmod 755 "$BIN"
+NS=tgb$$
+HOSTIP=$(ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p')
+GWIP=$(ip -4 route show default | awk '{print $3; exit}')
+# Ports of this run's own (a benchmark of someone else may use the usual ones).
+FWD=$((20000 + $$ % 20000))
+SINK=$((FWD + 1))
+PIDS=()
+
+cleanup() {
+	stop_system
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+	ip netns del ${NS}c 2>/dev/null
+	ip netns del ${NS}s 2>/dev/null
+	rm -rf "$W"
+}
+trap cleanup EXIT
+
+# The shim: a private mount namespace where /dev/net/tun is 0666, then
+# nobody.
+cat > "$W/shim.sh" <<'EOF'
+set -e
+mount -t tmpfs -o mode=755 tungate-dev "$1"
+mknod -m 666 "$1/tun" c 10 200
+mount --bind "$1/tun" /dev/net/tun
+shift
+exec setpriv --reuid=nobody --regid=nogroup --clear-groups -- "$@"
+EOF
+asnobody() { unshare -m -- sh "$W/shim.sh" "$W/dev" "$@"; }
+# nobody_exec: the same, replacing the calling (sub)shell, so that
+# `(nobody_exec CMD) &` leaves $! the pid of CMD itself.
+nobody_exec() { exec unshare -m -- sh "$W/shim.sh" "$W/dev" "$@"; }
+
+# waitfile FILE SECONDS: wait for FILE to exist (non-empty).
+waitfile() {
+	local i
+	for i in $(seq $(($2 * 20))); do { [ -s "$1" ] || [ -S "$1" ]; } && return 0; sleep 0.05; done
+	echo "bench-rootless: $1 did not appear" >&2
+	return 1
+}
+
+# The holder: a process in the container's namespaces whose pid lets
+# every measurement enter them (nsenter) the same way for each system.
+# pasta starts the command in a pid namespace of its own, so the holder
+# is found by its unique command line, not by what $$ says inside.
+MARK="99999.$$"
+HOLDER="exec sleep $MARK"
+# waitholder: write the holder's host pid to holder.pid.
+waitholder() {
+	local i p
+	for i in $(seq 400); do
+		p=$(pgrep -n -f "^sleep $MARK\$") && { echo "$p" > "$W/holder.pid"; return 0; }
+		sleep 0.05
+	done
+	echo "bench-rootless: the holder did not start" >&2
+	return 1
+}
+
+tungate_conf() { # MTU
+	cat > "$W/tg.toml" <<EOF
+[admin]
+socket = "$W/tg.sock"
+metrics = ""
+[[interface]]
+name = "lan"
+addresses = ["10.0.2.1/24", "fd00::1/64"]
+mtu = $1
+[namespace]
+interface = "lan"
+addresses = ["10.0.2.100/24", "fd00::100/64"]
+[[interface]]
+name = "wan"
+kind = "uplink"
+mtu = 65520
+allow_host_loopback = true
+host_loopback = ["10.0.2.2", "fd00::2"]
+[[route]]
+to = "0.0.0.0/0"
+interface = "wan"
+[[nat.dnat]]
+in = "wan"
+proto = "tcp"
+dport = $FWD
+to = "10.0.2.100:5201"
+[filter.forward]
+policy = "drop"
+rules = [
+  { ct_state = ["established", "related"], action = "accept" },
+  { in = "lan", ct_state = ["new"], action = "accept" },
+  { in = "wan", ct_status = ["dnat"], action = "accept" },
+]
+EOF
+	chmod 644 "$W/tg.toml"
+}
+
+SYS=""
+SYSPID=""
+start_system() { # NAME MTU
+	SYS=$1
+	rm -f "$W/holder.pid" "$W/slirp.sock"
+	case $1 in
+	tungate)
+		tungate_conf "$2"
+		(GOTRACEBACK=all nobody_exec "$BIN" run -c "$W/tg.toml" -- sh -c "$HOLDER" >"$W/tungate.log" 2>&1) &
+		SYSPID=$!
+		TARGET=10.0.2.2
+		;;
+	slirp4netns)
+		(nobody_exec unshare -rn -- sh -c "$HOLDER") &
+		SYSPID=$!
+		waitholder || return 1
+		(nobody_exec slirp4netns --configure --mtu="$2" --api-socket "$W/slirp.sock" "$(cat "$W/holder.pid")" tap0 >"$W/slirp.log" 2>&1) &
+		SLIRPPID=$!
+		waitfile "$W/slirp.sock" 10 || return 1
+		# slirp4netns's own port forwarding, through its API socket.
+		echo '{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"0.0.0.0","host_port":'$FWD',"guest_port":5201}}' |
+			socat - UNIX-CONNECT:"$W/slirp.sock" >/dev/null
+		TARGET=10.0.2.2
+		;;
+	pasta)
+		(nobody_exec pasta --config-net --mtu "$2" -t $FWD:5201 -u none -T none -U none -- sh -c "$HOLDER" >"$W/pasta.log" 2>&1) &
+		SYSPID=$!
+		TARGET=$GWIP # pasta maps its gateway address to the host's loopback
+		;;
+	rootgw)
+		ip netns add ${NS}c && ip netns add ${NS}s
+		cat > "$W/gw.toml" <<EOF
+[admin]
+socket = "$W/gw.sock"
+metrics = ""
+[[interface]]
+name = "lan"
+tun = "${NS}l"
+addresses = ["10.10.0.1/24"]
+mtu = $2
+[[interface]]
+name = "wan"
+tun = "${NS}w"
+addresses = ["198.18.0.1/24"]
+mtu = $2
+[[route]]
+to = "0.0.0.0/0"
+interface = "wan"
+[[nat.masquerade]]
+out = "wan"
+src = ["10.10.0.0/24"]
+[[nat.dnat]]
+in = "wan"
+proto = "tcp"
+dport = $FWD
+to = "10.10.0.2:5201"
+[filter.forward]
+policy = "drop"
+rules = [
+  { ct_state = ["established", "related"], action = "accept" },
+  { in = "lan", ct_state = ["new"], action = "accept" },
+  { in = "wan", ct_status = ["dnat"], action = "accept" },
+]
+EOF
+		(exec "$BIN" run -c "$W/gw.toml" >"$W/gw.log" 2>&1) &
+		SYSPID=$!
+		local i
+		for i in $(seq 100); do ip link show ${NS}w >/dev/null 2>&1 && ip link show ${NS}l >/dev/null 2>&1 && break; sleep 0.05; done
+		ip link set ${NS}l netns ${NS}c && ip link set ${NS}w netns ${NS}s
+		ip -n ${NS}c addr add 10.10.0.2/24 dev ${NS}l && ip -n ${NS}c link set ${NS}l up && ip -n ${NS}c link set lo up
+		ip -n ${NS}c route add default via 10.10.0.1
+		ip -n ${NS}s addr add 198.18.0.2/24 dev ${NS}w && ip -n ${NS}s link set ${NS}w up && ip -n ${NS}s link set lo up
+		TARGET=198.18.0.2
+		return 0
+		;;
+	esac
+	waitholder
+}
+
+stop_system() {
+	[ -n "$SYS" ] || return 0
+	# SIGKILL: in pasta's pid namespace the holder is init, which ignores
+	# other signals it has no handler for.
+	[ -s "$W/holder.pid" ] && kill -9 "$(cat "$W/holder.pid")" 2>/dev/null
+	[ -n "${SLIRPPID:-}" ] && kill "$SLIRPPID" 2>/dev/null
+	[ -n "$SYSPID" ] && kill "$SYSPID" 2>/dev/null
+	[ -n "$SYSPID" ] && wait "$SYSPID" 2>/dev/null
+	if [ "$SYS" = rootgw ]; then
+		ip netns del ${NS}c 2>/dev/null
+		ip netns del ${NS}s 2>/dev/null
+	fi
+	SYS="" SYSPID="" SLIRPPID=""
+}
+
+# inside CMD...: run in the container, the same way for every system.
+inside() {
+	if [ "$SYS" = rootgw ]; then
+		ip netns exec ${NS}c "$@"
+	else
+		asnobody nsenter -t "$(cat "$W/holder.pid")" -U -n --preserve-credentials -- "$@"
+	fi
+}
+# inside_exec: inside, replacing the calling subshell (for `( ) &`).
+inside_exec() {
+	if [ "$SYS" = rootgw ]; then
+		exec ip netns exec ${NS}c "$@"
+	else
+		nobody_exec nsenter -t "$(cat "$W/holder.pid")" -U -n --preserve-credentials -- "$@"
+	fi
+}
+# server_exec CMD...: exec where the host-side server lives.
+server_exec() {
+	if [ "$SYS" = rootgw ]; then exec ip netns exec ${NS}s "$@"; else exec "$@"; fi
+}
+# server CMD...: run where the host-side server lives.
+server() {
+	if [ "$SYS" = rootgw ]; then ip netns exec ${NS}s "$@"; else "$@"; fi
+}
+
+# iperf3 JSON -> receiver Gbit/s, or datagrams/s received for UDP.
+gbps() { python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.2f" % (d["end"]["sum_received"]["bits_per_second"]/1e9))' 2>/dev/null || echo fail; }
+udp_pps() { python3 -c '
+import json,sys
+d=json.load(sys.stdin)["end"]["sum"]
+print("%.0f" % ((d["packets"]-d["lost_packets"])/d["seconds"]))' 2>/dev/null || echo fail; }
+
+tcp_up() { # -> Gbit/s, container -> host
+	local bind=127.0.0.1
+	[ "$SYS" = rootgw ] && bind=198.18.0.2
+	(server_exec iperf3 -s -1 -B $bind -p $SINK >/dev/null 2>&1) &
+	local sp=$!
+	sleep 0.3
+	inside iperf3 -c "$TARGET" -p $SINK -t "$T" -J 2>/dev/null | gbps
+	kill $sp 2>/dev/null; wait $sp 2>/dev/null
+}
+
+udp64() { # -> datagrams/s received
+	local bind=127.0.0.1
+	[ "$SYS" = rootgw ] && bind=198.18.0.2
+	(server_exec iperf3 -s -1 -B $bind -p $SINK >/dev/null 2>&1) &
+	local sp=$!
+	sleep 0.3
+	inside iperf3 -c "$TARGET" -p $SINK -u -l 64 -b 0 -t "$T" -J 2>/dev/null | udp_pps
+	kill $sp 2>/dev/null; wait $sp 2>/dev/null
+}
+
+fwd_tcp() { # -> Gbit/s, host -> container through the port forward
+	(inside_exec iperf3 -s -1 -p 5201 >/dev/null 2>&1) &
+	local sp=$!
+	sleep 0.5
+	if [ "$SYS" = rootgw ]; then
+		ip netns exec ${NS}s iperf3 -c 198.18.0.1 -p $FWD -t "$T" -J 2>/dev/null | gbps
+	else
+		iperf3 -c "$HOSTIP" -p $FWD -t "$T" -J 2>/dev/null | gbps
+	fi
+	kill $sp 2>/dev/null; wait $sp 2>/dev/null
+}
+
+rss_mb() { awk '/VmRSS/ {printf "%.1f", $2/1024}' /proc/"$1"/status; }
+
+# The tungate gateway process (not the namespace helper): the one whose
+# command line is "run -c".
+tungate_pid() { pgrep -o -u nobody -f "$BIN run -c $W/tg.toml"; }
+
+idle_10k() { # tungate only: RSS with 10,000 idle TCP flows through the uplink
+	python3 - "$W/hold.port" <<'EOF' &
+import socket, sys, resource, select
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 0)); s.listen(4096)
+open(sys.argv[1], "w").write(str(s.getsockname()[1]))
+held = []
+while True:
+    c, _ = s.accept(); held.append(c)
+EOF
+	local hp=$!
+	waitfile "$W/hold.port" 10
+	local gp; gp=$(tungate_pid)
+	local before; before=$(rss_mb "$gp")
+	(inside_exec python3 - "$(cat "$W/hold.port")" "$W/held.done") <<'EOF' &
+import socket, sys, resource, time
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+conns = []
+for i in range(10000):
+    c = socket.create_connection(("10.0.2.2", int(sys.argv[1])), timeout=10)
+    conns.append(c)
+open(sys.argv[2], "w").write("ok")
+time.sleep(100000)
+EOF
+	local cp=$!
+	waitfile "$W/held.done" 300 || { kill $hp $cp; echo "fail"; return; }
+	sleep 2 # let the stacks settle (RSS is read once)
+	echo "$before $(rss_mb "$gp")"
+	kill $cp $hp 2>/dev/null; wait $cp $hp 2>/dev/null
+	rm -f "$W/hold.port" "$W/held.done"
+}
+
+goroutines_udp() { # tungate only: goroutine count (SIGQUIT dump) after N UDP flows
+	local n=$1
+	python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", int(sys.argv[1])))
+import time; time.sleep(100000)' "$SINK" &
+	local sink=$!
+	sleep 0.3
+	inside python3 -c '
+import socket, sys, time
+socks = []
+for i in range(int(sys.argv[1])):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.sendto(b"x", ("10.0.2.2", int(sys.argv[2]))); socks.append(s)
+time.sleep(2)' "$n" "$SINK"
+	local gp; gp=$(tungate_pid)
+	kill -QUIT "$gp"
+	sleep 1
+	kill $sink 2>/dev/null; wait $sink 2>/dev/null
+	grep -cE '^goroutine [0-9]+ ' "$W/tungate.log"
+}
+
+echo "# bench-rootless: $(date -u +%FT%TZ) commit $(cd "$ROOT" && git rev-parse --short HEAD) load $(cut -d' ' -f1-3 /proc/loadavg) T=${T}s rounds=$ROUNDS"
+echo "# $(slirp4netns --version | head -1); pasta $(dpkg-query -W -f '${Version}' passt 2>/dev/null); $(iperf3 --version | head -1)"
+SYSTEMS="tungate slirp4netns pasta rootgw"
+for r in $(seq "$ROUNDS"); do
+	for mtu in 65520 1500; do
+		for s in $SYSTEMS; do
+			if ! start_system $s $mtu; then echo "round=$r $s mtu=$mtu: failed to start"; stop_system; continue; fi
+			echo "round=$r system=$s mtu=$mtu tcp_up_gbps=$(tcp_up)"
+			if [ $mtu = 65520 ]; then
+				echo "round=$r system=$s mtu=$mtu udp64_pps=$(udp64)"
+				echo "round=$r system=$s mtu=$mtu fwd_tcp_gbps=$(fwd_tcp)"
+			fi
+			stop_system
+		done
+	done
+done
+# tungate's own budgets.
+start_system tungate 65520
+echo "tungate rss_mb_before_after_10k_idle_tcp=$(idle_10k | tr ' ' '/')"
+stop_system
+start_system tungate 65520
+g0=$(goroutines_udp 0)
+stop_system
+start_system tungate 65520
+g1=$(goroutines_udp 1000)
+stop_system
+echo "tungate goroutines_0_udp_flows=$g0 goroutines_1000_udp_flows=$g1"
+echo "# done $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg)"
