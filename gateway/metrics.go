@@ -25,7 +25,12 @@ type collector struct {
 	drops   *prometheus.Desc
 	packets []counterDesc
 	ifaces  [4]*prometheus.Desc
-	entries *prometheus.Desc
+	// ifaceUp is 1 for an interface whose device works, 0 while it is
+	// down (failed, waiting for the device to come back).
+	ifaceUp *prometheus.Desc
+	// reloadOK and reloadTime are the last reload's outcome and time.
+	reloadOK, reloadTime *prometheus.Desc
+	entries              *prometheus.Desc
 	max     *prometheus.Desc
 	expects *prometheus.Desc
 	ct      []counterDesc
@@ -74,6 +79,9 @@ func newCollector(g *Gateway) *collector {
 			prometheus.NewDesc("tungate_interface_transmit_packets_total", "Packets written to an interface.", []string{"interface"}, nil),
 			prometheus.NewDesc("tungate_interface_transmit_bytes_total", "Bytes (IP packet lengths) written to an interface.", []string{"interface"}, nil),
 		},
+		ifaceUp:    prometheus.NewDesc("tungate_interface_up", "1 when the interface's device works, 0 while it is down.", []string{"interface"}, nil),
+		reloadOK:   prometheus.NewDesc("tungate_last_reload_success", "1 when the last reload applied, 0 when it failed or was refused.", nil, nil),
+		reloadTime: prometheus.NewDesc("tungate_last_reload_timestamp_seconds", "When the last reload was attempted (Unix time).", nil, nil),
 		entries: prometheus.NewDesc("tungate_conntrack_entries", "Connections in the table.", nil, nil),
 		max:     prometheus.NewDesc("tungate_conntrack_entries_max", "The table's capacity (conntrack.max).", nil, nil),
 		expects: prometheus.NewDesc("tungate_conntrack_expectations", "Expectations waiting for their connection.", nil, nil),
@@ -140,6 +148,9 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range c.ifaces {
 		ch <- d
 	}
+	ch <- c.ifaceUp
+	ch <- c.reloadOK
+	ch <- c.reloadTime
 	ch <- c.entries
 	ch <- c.max
 	ch <- c.expects
@@ -169,13 +180,27 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, p := range c.packets {
 		ch <- prometheus.MustNewConstMetric(p.d, prometheus.CounterValue, float64(p.v(g)))
 	}
-	for i, l := range g.links {
-		lc := g.LinkCounters(i)
+	links := g.Links()
+	for _, l := range links {
+		lc := l.st.ctr.snapshot()
 		for j, v := range [4]uint64{lc.RxPackets, lc.RxBytes, lc.TxPackets, lc.TxBytes} {
 			ch <- prometheus.MustNewConstMetric(c.ifaces[j], prometheus.CounterValue, float64(v), l.Name)
 		}
+		up := 1.0
+		if !l.Up() {
+			up = 0
+		}
+		ch <- prometheus.MustNewConstMetric(c.ifaceUp, prometheus.GaugeValue, up, l.Name)
 	}
-	for _, l := range g.links {
+	if r := g.LastReload(); r != nil {
+		ok := 1.0
+		if r.Err != nil {
+			ok = 0
+		}
+		ch <- prometheus.MustNewConstMetric(c.reloadOK, prometheus.GaugeValue, ok)
+		ch <- prometheus.MustNewConstMetric(c.reloadTime, prometheus.GaugeValue, float64(r.Time.UnixNano())/1e9)
+	}
+	for _, l := range links {
 		wl, ok := l.Dev.(*wireguard.Link)
 		if !ok {
 			continue
@@ -217,7 +242,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if l := c.g.srcLimit; l != nil {
 		ch <- prometheus.MustNewConstMetric(c.perSource, prometheus.CounterValue, float64(l.Refused.Load()))
 	}
-	for _, l := range g.links {
+	for _, l := range links {
 		u, ok := l.Dev.(*uplink.Link)
 		if !ok {
 			continue

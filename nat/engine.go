@@ -339,6 +339,9 @@ func (e *Engine) Prepare(cfg Config, ifaces []Iface) (*Prepared, error) {
 	return &Prepared{e: e, v: v}, nil
 }
 
+// IsExternal is Engine.IsExternal for the prepared configuration.
+func (p *Prepared) IsExternal(i int) bool { return p.v.isExternal(i) }
+
 // Apply puts a prepared configuration in force. New connections are
 // decided by its rules from now on; connections decided already keep
 // their translation and their mappings (Linux's nf_nat behaves the same
