@@ -36,6 +36,12 @@ type Request struct {
 	Events []string `json:"events,omitempty"`
 	// Interface narrows `wg show` to one interface; empty means all.
 	Interface string `json:"interface,omitempty"`
+	// DryRun: `reload` prints the changes it would apply and applies
+	// none.
+	DryRun bool `json:"dry_run,omitempty"`
+	// FlushNAT: `reload` deletes the NATed connections once the new NAT
+	// rules are in force.
+	FlushNAT bool `json:"flush_nat,omitempty"`
 }
 
 // Frame types.
