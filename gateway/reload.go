@@ -676,9 +676,13 @@ func flatten(path string, v reflect.Value, out map[string]string) {
 		}
 		v = v.Elem()
 	}
-	if v.Type().Implements(textMarshaler) || (v.CanAddr() && v.Addr().Type().Implements(textMarshaler)) {
-		out[path] = fmt.Sprint(v.Interface())
-		return
+	if v.Type().Implements(textMarshaler) {
+		if b, err := v.Interface().(encoding.TextMarshaler).MarshalText(); err == nil {
+			if len(b) > 0 && !v.IsZero() {
+				out[path] = string(b)
+			}
+			return
+		}
 	}
 	switch v.Kind() {
 	case reflect.Struct:
