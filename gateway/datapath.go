@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"errors"
+	"fmt"
 	"os"
 
 	"go.uber.org/zap"
@@ -148,8 +149,13 @@ func (w *worker) run() error {
 	for {
 		n, err := dev.Read(w.bufs, w.sizes, headroom)
 		if err != nil {
-			if errors.Is(err, os.ErrClosed) || w.g.closed.Load() || w.st.removed.Load() {
+			if w.g.closed.Load() || w.st.removed.Load() {
 				return nil
+			}
+			if errors.Is(err, os.ErrClosed) {
+				// Nobody here closed it: wireguard-go reports a TUN
+				// deleted under its descriptor (EBADFD) so.
+				return fmt.Errorf("device went away (deleted?): %w", err)
 			}
 			if n == 0 {
 				w.failures++

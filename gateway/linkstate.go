@@ -138,10 +138,10 @@ func (g *Gateway) tryReattach(st *linkState) bool {
 	cur.down = append([]bool(nil), pl.down...)
 	cur.down[s] = false
 	cur.buildRoutes()
-	st.down.Store(false)
-	g.pl.Store(&cur)
-	g.startReader(l)
 	g.log.Info("interface up again", zap.String("interface", ic.Name), zap.String("device", st.ident))
+	g.pl.Store(&cur)
+	st.down.Store(false)
+	g.startReader(l)
 	return true
 }
 
