@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"tungate/conntrack"
 	"tungate/link/tun"
@@ -160,7 +163,9 @@ func (g *Gateway) ReloadFile(opt ReloadOptions) (*Plan, error) {
 	if path == "" {
 		return nil, errors.New("reload: the config did not come from a file")
 	}
-	cfg, err := LoadConfig(path)
+	var cfg *Config
+	var err error
+	niceDo(func() { cfg, err = LoadConfig(path) })
 	if err != nil {
 		if !opt.DryRun {
 			g.recordReload(err, 0)
@@ -187,7 +192,12 @@ func (g *Gateway) ReloadConfig(cfg *Config) error {
 // then commits, with atomic swaps: the datapath sees the old config or
 // the new one, never a mix. On any failure what was opened is closed and
 // the old config keeps running. Config() always returns what runs.
-func (g *Gateway) ApplyConfig(cfg *Config, opt ReloadOptions) (*Plan, error) {
+func (g *Gateway) ApplyConfig(cfg *Config, opt ReloadOptions) (plan *Plan, err error) {
+	niceDo(func() { plan, err = g.applyConfig(cfg, opt) })
+	return plan, err
+}
+
+func (g *Gateway) applyConfig(cfg *Config, opt ReloadOptions) (*Plan, error) {
 	g.reloadMu.Lock()
 	defer g.reloadMu.Unlock()
 	old := g.pl.Load()
@@ -215,6 +225,36 @@ func (g *Gateway) failReload(err error) error {
 func (g *Gateway) recordReload(err error, n int) {
 	g.lastRel.Store(&ReloadResult{Time: time.Now(), Err: err, Changes: n})
 }
+
+// niceDo runs fn on an OS thread of its own at the lowest CPU priority,
+// and waits for it. Decoding and compiling a large config takes a core
+// for a while (10,000 rules: about half a second), and the links'
+// readers must not fall behind their queues meanwhile. Nicing the thread
+// alone would not do: the goroutine on it holds one of the scheduler's
+// GOMAXPROCS slots even while the kernel starves the thread, so the
+// readers would lose that slot. So fn gets a slot of its own, added for
+// the time it runs, and the kernel, which then sees one more runnable
+// thread than cores, gives the cores to the readers' threads first. The
+// thread is discarded afterwards (its goroutine exits locked to it):
+// raising a thread's priority again needs a privilege.
+func niceDo(fn func()) {
+	niceMu.Lock()
+	defer niceMu.Unlock()
+	procs := runtime.GOMAXPROCS(0)
+	runtime.GOMAXPROCS(procs + 1)
+	defer runtime.GOMAXPROCS(procs)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), 19)
+		fn()
+	}()
+	<-done
+}
+
+// niceMu serialises niceDo's changes of GOMAXPROCS.
+var niceMu sync.Mutex
 
 // Diff returns what reloading cfg would change, without changing anything.
 func (g *Gateway) Diff(cfg *Config) *Plan {
