@@ -31,11 +31,11 @@ type collector struct {
 	// reloadOK and reloadTime are the last reload's outcome and time.
 	reloadOK, reloadTime *prometheus.Desc
 	entries              *prometheus.Desc
-	max     *prometheus.Desc
-	expects *prometheus.Desc
-	ct      []counterDesc
-	nat     map[string]*prometheus.Desc
-	natLive *prometheus.Desc
+	max                  *prometheus.Desc
+	expects              *prometheus.Desc
+	ct                   []counterDesc
+	nat                  map[string]*prometheus.Desc
+	natLive              *prometheus.Desc
 	// perSource counts NEW connections refused by [conntrack] per_source_max.
 	perSource *prometheus.Desc
 	// wgDrops are what WireGuard interfaces dropped themselves.
@@ -82,9 +82,9 @@ func newCollector(g *Gateway) *collector {
 		ifaceUp:    prometheus.NewDesc("tungate_interface_up", "1 when the interface's device works, 0 while it is down.", []string{"interface"}, nil),
 		reloadOK:   prometheus.NewDesc("tungate_last_reload_success", "1 when the last reload applied, 0 when it failed or was refused.", nil, nil),
 		reloadTime: prometheus.NewDesc("tungate_last_reload_timestamp_seconds", "When the last reload was attempted (Unix time).", nil, nil),
-		entries: prometheus.NewDesc("tungate_conntrack_entries", "Connections in the table.", nil, nil),
-		max:     prometheus.NewDesc("tungate_conntrack_entries_max", "The table's capacity (conntrack.max).", nil, nil),
-		expects: prometheus.NewDesc("tungate_conntrack_expectations", "Expectations waiting for their connection.", nil, nil),
+		entries:    prometheus.NewDesc("tungate_conntrack_entries", "Connections in the table.", nil, nil),
+		max:        prometheus.NewDesc("tungate_conntrack_entries_max", "The table's capacity (conntrack.max).", nil, nil),
+		expects:    prometheus.NewDesc("tungate_conntrack_expectations", "Expectations waiting for their connection.", nil, nil),
 		wgPeerHandshake: prometheus.NewDesc("tungate_wireguard_peer_last_handshake_seconds",
 			"Unix time of the peer's latest handshake (0: never).", []string{"interface", "peer"}, nil),
 		wgPeerRx: prometheus.NewDesc("tungate_wireguard_peer_receive_bytes_total",

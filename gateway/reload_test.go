@@ -579,4 +579,3 @@ func connBySport(t *conntrack.Table, sport uint16) *conntrack.Conn {
 	})
 	return found
 }
-
