@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -95,6 +96,11 @@ interface = "wan"
 	eventually(t, 5*time.Second, "the link down", func() bool { up, _ := g.LinkUp(1); return !up })
 	if _, why := g.LinkUp(1); why == "" {
 		t.Fatal("down without a reason")
+	}
+	want := "# HELP tungate_interface_up 1 when the interface's device works, 0 while it is down.\n# TYPE tungate_interface_up gauge\n" +
+		"tungate_interface_up{interface=\"lan\"} 1\ntungate_interface_up{interface=\"wan\"} 0\n"
+	if err := testutil.CollectAndCompare(newCollector(g), strings.NewReader(want), "tungate_interface_up"); err != nil {
+		t.Fatalf("metrics while down: %v", err)
 	}
 	eventually(t, 5*time.Second, "the log line", func() bool { return logs.FilterMessageSnippet("interface down").Len() == 1 })
 	if e := logs.FilterMessageSnippet("interface down").All()[0]; e.ContextMap()["interface"] != "wan" || e.ContextMap()["error"] == nil {

@@ -25,17 +25,12 @@ type collector struct {
 	drops   *prometheus.Desc
 	packets []counterDesc
 	ifaces  [4]*prometheus.Desc
-	// ifaceUp is 1 for an interface whose device works, 0 while it is
-	// down (failed, waiting for the device to come back).
-	ifaceUp *prometheus.Desc
-	// reloadOK and reloadTime are the last reload's outcome and time.
-	reloadOK, reloadTime *prometheus.Desc
-	entries              *prometheus.Desc
-	max                  *prometheus.Desc
-	expects              *prometheus.Desc
-	ct                   []counterDesc
-	nat                  map[string]*prometheus.Desc
-	natLive              *prometheus.Desc
+	entries *prometheus.Desc
+	max     *prometheus.Desc
+	expects *prometheus.Desc
+	ct      []counterDesc
+	nat     map[string]*prometheus.Desc
+	natLive *prometheus.Desc
 	// perSource counts NEW connections refused by [conntrack] per_source_max.
 	perSource *prometheus.Desc
 	// wgDrops are what WireGuard interfaces dropped themselves.
@@ -46,6 +41,12 @@ type collector struct {
 	wgPeerHandshake, wgPeerRx, wgPeerTx *prometheus.Desc
 	// uplink are an uplink interface's own counters.
 	uplink [uplink.NumCounters]*prometheus.Desc
+
+	// ifaceUp is 1 for an interface whose device works, 0 while it is
+	// down (failed, waiting for the device to come back).
+	ifaceUp *prometheus.Desc
+	// reloadOK and reloadTime are the last reload's outcome and time.
+	reloadOK, reloadTime *prometheus.Desc
 }
 
 // counterDesc is one counter and where its value comes from.
@@ -79,12 +80,9 @@ func newCollector(g *Gateway) *collector {
 			prometheus.NewDesc("tungate_interface_transmit_packets_total", "Packets written to an interface.", []string{"interface"}, nil),
 			prometheus.NewDesc("tungate_interface_transmit_bytes_total", "Bytes (IP packet lengths) written to an interface.", []string{"interface"}, nil),
 		},
-		ifaceUp:    prometheus.NewDesc("tungate_interface_up", "1 when the interface's device works, 0 while it is down.", []string{"interface"}, nil),
-		reloadOK:   prometheus.NewDesc("tungate_last_reload_success", "1 when the last reload applied, 0 when it failed or was refused.", nil, nil),
-		reloadTime: prometheus.NewDesc("tungate_last_reload_timestamp_seconds", "When the last reload was attempted (Unix time).", nil, nil),
-		entries:    prometheus.NewDesc("tungate_conntrack_entries", "Connections in the table.", nil, nil),
-		max:        prometheus.NewDesc("tungate_conntrack_entries_max", "The table's capacity (conntrack.max).", nil, nil),
-		expects:    prometheus.NewDesc("tungate_conntrack_expectations", "Expectations waiting for their connection.", nil, nil),
+		entries: prometheus.NewDesc("tungate_conntrack_entries", "Connections in the table.", nil, nil),
+		max:     prometheus.NewDesc("tungate_conntrack_entries_max", "The table's capacity (conntrack.max).", nil, nil),
+		expects: prometheus.NewDesc("tungate_conntrack_expectations", "Expectations waiting for their connection.", nil, nil),
 		wgPeerHandshake: prometheus.NewDesc("tungate_wireguard_peer_last_handshake_seconds",
 			"Unix time of the peer's latest handshake (0: never).", []string{"interface", "peer"}, nil),
 		wgPeerRx: prometheus.NewDesc("tungate_wireguard_peer_receive_bytes_total",
@@ -111,6 +109,10 @@ func newCollector(g *Gateway) *collector {
 		},
 		natLive: prometheus.NewDesc("tungate_nat_mappings", "Live NAT port mappings.", nil, nil),
 		nat:     map[string]*prometheus.Desc{},
+
+		ifaceUp:    prometheus.NewDesc("tungate_interface_up", "1 when the interface's device works, 0 while it is down.", []string{"interface"}, nil),
+		reloadOK:   prometheus.NewDesc("tungate_last_reload_success", "1 when the last reload applied, 0 when it failed or was refused.", nil, nil),
+		reloadTime: prometheus.NewDesc("tungate_last_reload_timestamp_seconds", "When the last reload was attempted (Unix time).", nil, nil),
 	}
 	for name, help := range natHelp {
 		c.nat[name] = prometheus.NewDesc("tungate_nat_"+name+"_total", help, nil, nil)
