@@ -187,7 +187,11 @@ func (w *worker) batch(n int) {
 	}
 	l := w.pl.link(w.in)
 	if l == nil || l.st != w.st {
-		return // removed by a reload while this batch was read
+		// A reload removed the interface while this batch was read: its
+		// packets have nowhere to come from, as if routed nowhere.
+		w.g.Counters.Received.Add(uint64(n))
+		w.g.Counters.Drops[DropNoRoute].Add(uint64(n))
+		return
 	}
 	w.link, w.rpf = l, l.rpf
 	w.rs = w.pl.rules

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"errors"
 	"time"
 
@@ -64,11 +65,11 @@ func (g *Gateway) linkEnded(l *Link, gen uint64, err error) {
 	}
 	g.log.Error("interface down; its routes are withdrawn until the device comes back",
 		zap.String("interface", cur.Name), zap.String("device", st.ident), zap.Error(err))
-	if g.runCtx != nil {
+	if ctx := g.runCtx; ctx != nil {
 		g.wg.Add(1)
 		go func() {
 			defer g.wg.Done()
-			g.reattach(st)
+			g.reattach(ctx, st)
 		}()
 	}
 }
@@ -86,8 +87,7 @@ func (g *Gateway) setDown(s int, down bool) {
 
 // reattach opens the device of a down link again once it exists, with
 // backoff, until the gateway stops or a reload removes the interface.
-func (g *Gateway) reattach(st *linkState) {
-	ctx := g.runCtx
+func (g *Gateway) reattach(ctx context.Context, st *linkState) {
 	wait := reattachFirst
 	for {
 		select {
