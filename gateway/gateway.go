@@ -152,7 +152,7 @@ func (g *Gateway) openLink(ic *InterfaceConfig, s int, st *linkState) (*Link, er
 }
 
 // preparePlane compiles what pl's config and slots need: routes, the
-// rules, the helpers, the ICMP limiter and which links are external. It
+// rules, the helpers (unless pl has them), the ICMP limiter. It
 // changes nothing running; nat must already hold the config's NAT rules
 // (New) or be checked separately (a reload prepares them apart).
 func (g *Gateway) preparePlane(pl *plane) error {
@@ -160,9 +160,11 @@ func (g *Gateway) preparePlane(pl *plane) error {
 	n := len(pl.links)
 	pl.buildRoutes()
 	var err error
-	pl.alg, err = alg.New(cfg.Helpers, g.ct, natAdapter{g.nat}, g.log.Named("helper"))
-	if err != nil {
-		return err
+	if pl.alg == nil { // a reload keeps the running helpers when they did not change
+		pl.alg, err = alg.New(cfg.Helpers, g.ct, natAdapter{g.nat}, g.log.Named("helper"))
+		if err != nil {
+			return err
+		}
 	}
 	pl.rules, err = g.compileRulesBySlot(cfg, pl.slots, n, pl.alg)
 	if err != nil {

@@ -414,17 +414,8 @@ func (g *Gateway) commit(plan *Plan, opt ReloadOptions) error {
 // not change: the helper registry (pl.alg when set) and the ICMP limiter
 // with its buckets.
 func (g *Gateway) preparePlaneKeep(pl, old *plane) error {
-	keepAlg := pl.alg
 	if err := g.preparePlane(pl); err != nil {
 		return err
-	}
-	if keepAlg != nil && keepAlg != pl.alg {
-		pl.alg = keepAlg
-		rs, err := g.compileRulesBySlot(pl.cfg, pl.slots, len(pl.links), keepAlg)
-		if err != nil {
-			return err
-		}
-		pl.rules = rs
 	}
 	if old.cfg.ICMP == pl.cfg.ICMP {
 		pl.limiter = old.limiter
@@ -513,17 +504,11 @@ func (g *Gateway) diff(old *plane, cfg *Config) *Plan {
 	// Everything but the interfaces, key by key.
 	oc, nc := *old.cfg, *cfg
 	oc.Interface, nc.Interface = nil, nil
-	ov, nv := map[string]string{}, map[string]string{}
-	flatten("", reflect.ValueOf(oc), ov)
-	flatten("", reflect.ValueOf(nc), nv)
-	for _, k := range unionKeys(ov, nv) {
-		if ov[k] == nv[k] {
-			continue
-		}
-		c := Change{Path: k, Old: ov[k], New: nv[k], Live: true}
+	diffValues("", reflect.ValueOf(oc), reflect.ValueOf(nc), func(k, o, n string) {
+		c := Change{Path: k, Old: o, New: n, Live: true}
 		c.Live, c.Why = g.liveKey(k, old.cfg, cfg)
 		add(c)
-	}
+	})
 	if !slices.Equal(fmtForwards(old.cfg), fmtForwards(cfg)) {
 		add(Change{Path: "nat.dnat", Old: strings.Join(fmtForwards(old.cfg), " "), New: strings.Join(fmtForwards(cfg), " "),
 			Why: "the host ports of port forwards from an uplink are listened on at start; restart to change them"})
@@ -545,17 +530,11 @@ func (g *Gateway) diff(old *plane, cfg *Config) *Plan {
 		if j != i {
 			add(Change{Path: key, Old: fmt.Sprintf("interface[%d] %q", j, oic.Name), New: fmt.Sprintf("interface[%d] %q", i, ic.Name), Live: true})
 		}
-		ov, nv := map[string]string{}, map[string]string{}
-		flatten(key, reflect.ValueOf(*oic), ov)
-		flatten(key, reflect.ValueOf(*ic), nv)
-		for _, k := range unionKeys(ov, nv) {
-			if ov[k] == nv[k] {
-				continue
-			}
-			c := Change{Path: k, Old: ov[k], New: nv[k], Live: true}
+		diffValues(key, reflect.ValueOf(*oic), reflect.ValueOf(*ic), func(k, o, n string) {
+			c := Change{Path: k, Old: o, New: n, Live: true}
 			c.Live, c.Why = liveIfaceKey(strings.TrimPrefix(k, key+"."))
 			add(c)
-		}
+		})
 	}
 	for _, s := range p.removed {
 		j := oldIdx(s)
@@ -697,6 +676,106 @@ func unionKeys(a, b map[string]string) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// diffValues calls emit for each key path under path whose value differs
+// between a and b (absent: ""). Equal subtrees are skipped whole, so a
+// reload of 10,000 unchanged rules walks none of them.
+func diffValues(path string, a, b reflect.Value, emit func(k, old, new string)) {
+	// Not at the top: a whole Config differs in its unexported fields,
+	// and DeepEqual would walk every rule only to find that out.
+	if path != "" && a.IsValid() && b.IsValid() && reflect.DeepEqual(a.Interface(), b.Interface()) {
+		return
+	}
+	if !a.IsValid() || !b.IsValid() || !walked(a) || !walked(b) || deref(a).Kind() != deref(b).Kind() {
+		ov, nv := map[string]string{}, map[string]string{}
+		if a.IsValid() {
+			flatten(path, a, ov)
+		}
+		if b.IsValid() {
+			flatten(path, b, nv)
+		}
+		for _, k := range unionKeys(ov, nv) {
+			if ov[k] != nv[k] {
+				emit(k, ov[k], nv[k])
+			}
+		}
+		return
+	}
+	join := func(k string) string {
+		if path == "" {
+			return k
+		}
+		return path + "." + k
+	}
+	a, b = deref(a), deref(b)
+	if !a.IsValid() || !b.IsValid() {
+		diffValues(path, a, b, emit)
+		return
+	}
+	switch a.Kind() {
+	case reflect.Struct:
+		t := a.Type()
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+			if !f.IsExported() || name == "" || name == "-" {
+				continue
+			}
+			diffValues(join(name), a.Field(i), b.Field(i), emit)
+		}
+	case reflect.Map:
+		keys := map[string]reflect.Value{}
+		for _, k := range append(a.MapKeys(), b.MapKeys()...) {
+			keys[fmt.Sprint(k.Interface())] = k
+		}
+		names := make([]string, 0, len(keys))
+		for n := range keys {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			diffValues(join(n), a.MapIndex(keys[n]), b.MapIndex(keys[n]), emit)
+		}
+	case reflect.Slice, reflect.Array:
+		for i := range max(a.Len(), b.Len()) {
+			var x, y reflect.Value
+			if i < a.Len() {
+				x = a.Index(i)
+			}
+			if i < b.Len() {
+				y = b.Index(i)
+			}
+			diffValues(fmt.Sprintf("%s[%d]", path, i), x, y, emit)
+		}
+	}
+}
+
+// deref follows pointers and interfaces; the zero Value for nil.
+func deref(v reflect.Value) reflect.Value {
+	for v.IsValid() && (v.Kind() == reflect.Pointer || v.Kind() == reflect.Interface) {
+		if v.IsNil() {
+			return reflect.Value{}
+		}
+		v = v.Elem()
+	}
+	return v
+}
+
+// walked reports whether diffValues descends into v rather than comparing
+// it whole (tables and arrays of tables).
+func walked(v reflect.Value) bool {
+	v = deref(v)
+	if !v.IsValid() || v.Type().Implements(textMarshaler) {
+		return false
+	}
+	switch v.Kind() {
+	case reflect.Struct, reflect.Map:
+		return true
+	case reflect.Slice, reflect.Array:
+		return !isLeaf(v.Type().Elem())
+	}
+	return false
 }
 
 var textMarshaler = reflect.TypeFor[encoding.TextMarshaler]()
