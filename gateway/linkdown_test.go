@@ -14,7 +14,9 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+	"golang.org/x/sys/unix"
 
+	"tungate/internal/packettest"
 	"tungate/link"
 	"tungate/packet"
 )
@@ -128,5 +130,80 @@ interface = "wan"
 	flows(1002)
 	if logs.FilterMessageSnippet("interface down").Len() != 1 {
 		t.Fatal("the failure was logged more than once")
+	}
+}
+
+// failLink is a memLink whose reads fail once failed is closed, as a
+// device gone under its descriptor.
+type failLink struct {
+	*memLink
+	failed chan struct{}
+}
+
+func (f *failLink) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	select {
+	case <-f.failed:
+		return 0, unix.EIO
+	case b := <-f.in:
+		sizes[0] = copy(bufs[0][offset:], b)
+		return 1, nil
+	case <-f.done:
+		return 0, os.ErrClosed
+	}
+}
+
+// An inherited tun_fd that fails cannot be opened again: the link goes
+// down for good and the log says so; the rest of the gateway runs on.
+func TestTUNFDGoneStaysDown(t *testing.T) {
+	wan := &failLink{memLink: newMemLink(), failed: make(chan struct{})}
+	lan := newMemLink()
+	core, logs := observer.New(zapcore.InfoLevel)
+	cfg, err := ParseConfig([]byte(`
+[[interface]]
+name = "lan"
+tun = "m-lan"
+addresses = ["10.10.0.1/24"]
+[[interface]]
+name = "wan"
+tun_fd = 3
+addresses = ["198.18.0.1/24"]
+[[route]]
+to = "0.0.0.0/0"
+interface = "wan"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opens := 0
+	g, err := New(cfg, Options{Logger: zap.New(core), Open: func(ic *InterfaceConfig, _ *zap.Logger) (link.Link, error) {
+		if ic.Name == "lan" {
+			return lan, nil
+		}
+		opens++
+		return wan, nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runUntilCleanup(t, g)
+	close(wan.failed)
+	eventually(t, 5*time.Second, "the log line", func() bool { return logs.FilterMessageSnippet("cannot be attached again").Len() == 1 })
+	if up, why := g.LinkUp(1); up || !strings.Contains(why, "input/output error") {
+		t.Fatalf("wan up=%v (%q), want down with the read error", up, why)
+	}
+	// The gateway itself still answers on lan.
+	lan.in <- packettest.Build(packettest.IP{Src: "10.10.0.2", Dst: "10.10.0.1"}, packettest.ICMP{Type: 8, Rest: 9 << 16}, []byte("ping"))
+	deadline := time.After(5 * time.Second)
+	for got := false; !got; {
+		select {
+		case b := <-lan.out:
+			var p packet.Parsed
+			got = p.Decode(b) == nil && p.IsEcho() && p.ICMPType == 0
+		case <-deadline:
+			t.Fatal("lan stopped working when wan failed")
+		}
+	}
+	if opens != 1 {
+		t.Fatalf("the tun_fd link was opened %d times", opens)
 	}
 }
