@@ -340,7 +340,11 @@ func (g *Gateway) Close() {
 		ln.Close() // a unix listener removes its socket file
 	}
 	g.adminMu.Unlock()
+	// Under reloadMu: a reload or a reattach in progress finishes first,
+	// and the links it opened are among those closed here.
+	g.reloadMu.Lock()
 	g.closeLinks()
+	g.reloadMu.Unlock()
 }
 
 func (g *Gateway) closeLinks() {

@@ -200,6 +200,9 @@ func (g *Gateway) ApplyConfig(cfg *Config, opt ReloadOptions) (plan *Plan, err e
 func (g *Gateway) applyConfig(cfg *Config, opt ReloadOptions) (*Plan, error) {
 	g.reloadMu.Lock()
 	defer g.reloadMu.Unlock()
+	if g.closed.Load() {
+		return nil, errors.New("reload: the gateway is stopping")
+	}
 	old := g.pl.Load()
 	plan := g.diff(old, cfg)
 	if opt.DryRun {
