@@ -508,6 +508,7 @@ func (g *Gateway) diff(old *plane, cfg *Config) *Plan {
 	oc, nc := *old.cfg, *cfg
 	oc.Interface, nc.Interface = nil, nil
 	diffValues("", reflect.ValueOf(oc), reflect.ValueOf(nc), func(k, o, n string) {
+		o, n = redact(k, o), redact(k, n)
 		c := Change{Path: k, Old: o, New: n, Live: true}
 		c.Live, c.Why = g.liveKey(k, old.cfg, cfg)
 		add(c)
@@ -534,6 +535,7 @@ func (g *Gateway) diff(old *plane, cfg *Config) *Plan {
 			add(Change{Path: key, Old: fmt.Sprintf("interface[%d] %q", j, oic.Name), New: fmt.Sprintf("interface[%d] %q", i, ic.Name), Live: true})
 		}
 		diffValues(key, reflect.ValueOf(*oic), reflect.ValueOf(*ic), func(k, o, n string) {
+			o, n = redact(k, o), redact(k, n)
 			c := Change{Path: k, Old: o, New: n, Live: true}
 			c.Live, c.Why = liveIfaceKey(strings.TrimPrefix(k, key+"."))
 			add(c)
@@ -561,6 +563,15 @@ func (g *Gateway) diff(old *plane, cfg *Config) *Plan {
 	}
 	sort.SliceStable(p.Changes, func(a, b int) bool { return p.Changes[a].Path < p.Changes[b].Path })
 	return p
+}
+
+// redact hides a secret's value (an inline private key) in a plan, which
+// `reload --dry-run` prints.
+func redact(k, v string) string {
+	if v != "" && strings.HasSuffix(k, "private_key") {
+		return "(secret)"
+	}
+	return v
 }
 
 // deviceKey is the key that names an interface's device.

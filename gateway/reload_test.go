@@ -579,3 +579,13 @@ func connBySport(t *conntrack.Table, sport uint16) *conntrack.Conn {
 	})
 	return found
 }
+
+// A plan never shows an inline private key.
+func TestPlanRedactsKeys(t *testing.T) {
+	if got := redact("interface[2].private_key", "aGVsbG8="); got != "(secret)" {
+		t.Fatalf("private key shown as %q", got)
+	}
+	if got := redact("interface[2].private_key_file", "/etc/k"); got != "/etc/k" {
+		t.Fatalf("key file shown as %q", got)
+	}
+}
