@@ -323,6 +323,31 @@ func TestReloadLiveKeys(t *testing.T) {
 			r.send("m-wan", packettest.Build(packettest.IP{Src: "198.18.0.2", Dst: "10.40.0.1"}, packettest.ICMP{Type: 8, Rest: 7 << 16}, []byte("ping")))
 			r.recv("m-wan", func(p *packet.Parsed) bool { return p.IsEcho() && p.ICMPType == 0 && p.SrcIP().String() == "10.40.0.1" })
 		}},
+		{"clamp_mss", func(s string) string { return strings.Replace(s, `tun = "m-wan"`, "tun = \"m-wan\"\nclamp_mss = true", 1) },
+			"interface[1].clamp_mss", func(t *testing.T, r *reloadRig) {
+				// MSS option 8960, clamped to what 1500 carries.
+				r.send("m-lan", packettest.Build(packettest.IP{Src: "10.10.0.2", Dst: "198.18.0.2"},
+					packettest.TCP{SPort: 40001, DPort: 80, Seq: 1, Flags: 0x02, Win: 65535, Opts: []byte{2, 4, 0x23, 0x00}}, nil))
+				p := r.recv("m-wan", func(p *packet.Parsed) bool { return p.Proto == packet.ProtoTCP && p.SrcPort != 0 && p.DstPort == 80 })
+				b := p.Bytes()
+				if o := p.L4Off + 20; len(b) < o+4 || b[o] != 2 || int(b[o+2])<<8|int(b[o+3]) != 1460 {
+					t.Fatalf("SYN options % x, want MSS 1460", b[p.L4Off+20:])
+				}
+			}},
+		{"raw rules", func(s string) string {
+			return strings.Replace(s, `{ ct_state = ["established", "related"], action = "accept" },`,
+				`{ ct_state = ["established", "related", "untracked"], action = "accept" },`, 1) +
+				"[raw.prerouting]\nrules = [ { proto = \"udp\", dport = 4789, action = \"notrack\" } ]\n"
+		}, "raw.prerouting", func(t *testing.T, r *reloadRig) {
+			r.send("m-lan", udp4("10.10.0.2", "198.18.0.2", 4500, 4789))
+			// Untracked, so not masqueraded either.
+			if p := r.recv("m-wan", isUDP("198.18.0.2", 4789)); p.SrcIP().String() != "10.10.0.2" {
+				t.Fatalf("untracked packet from %v", p.SrcIP())
+			}
+			if connBySport(r.g.Table(), 4500) != nil {
+				t.Fatal("the notrack packet made a connection")
+			}
+		}},
 		{"rpf", func(s string) string {
 			return strings.Replace(s, `tun = "m-wan"`, "tun = \"m-wan\"\nrpf = \"strict\"", 1)
 		},
