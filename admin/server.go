@@ -41,10 +41,11 @@ type Server struct {
 	configHash string     // sha256 of the config file as last loaded
 	lastReload time.Time
 	reloadErr  error
-	// reloadChanges is how many changes the last reload applied.
-	reloadChanges int
 	conns      map[net.Conn]struct{}
 	closed     bool
+
+	// reloadChanges is how many changes the last reload applied (mu).
+	reloadChanges int
 
 	wg sync.WaitGroup
 }

@@ -39,13 +39,14 @@ type InterfaceStatus struct {
 	TUN       string               `json:"tun,omitempty"`
 	MTU       int                  `json:"mtu"`
 	Addresses []string             `json:"addresses"`
+	Counters  gateway.LinkCounters `json:"counters"`
+	// Uplink are an uplink's own counters (package link/uplink's names).
+	Uplink map[string]uint64 `json:"uplink,omitempty"`
+
 	// State is "up", or "down" while the device is gone (DownReason says
 	// why); the gateway attaches it again when it comes back.
 	State      string `json:"state"`
 	DownReason string `json:"down_reason,omitempty"`
-	Counters  gateway.LinkCounters `json:"counters"`
-	// Uplink are an uplink's own counters (package link/uplink's names).
-	Uplink map[string]uint64 `json:"uplink,omitempty"`
 }
 
 // RouteStatus is one configured route.

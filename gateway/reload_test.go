@@ -323,7 +323,9 @@ func TestReloadLiveKeys(t *testing.T) {
 			r.send("m-wan", packettest.Build(packettest.IP{Src: "198.18.0.2", Dst: "10.40.0.1"}, packettest.ICMP{Type: 8, Rest: 7 << 16}, []byte("ping")))
 			r.recv("m-wan", func(p *packet.Parsed) bool { return p.IsEcho() && p.ICMPType == 0 && p.SrcIP().String() == "10.40.0.1" })
 		}},
-		{"clamp_mss", func(s string) string { return strings.Replace(s, `tun = "m-wan"`, "tun = \"m-wan\"\nclamp_mss = true", 1) },
+		{"clamp_mss", func(s string) string {
+			return strings.Replace(s, `tun = "m-wan"`, "tun = \"m-wan\"\nclamp_mss = true", 1)
+		},
 			"interface[1].clamp_mss", func(t *testing.T, r *reloadRig) {
 				// MSS option 8960, clamped to what 1500 carries.
 				r.send("m-lan", packettest.Build(packettest.IP{Src: "10.10.0.2", Dst: "198.18.0.2"},
