@@ -616,3 +616,48 @@ func TestPlanRedactsKeys(t *testing.T) {
 		t.Fatalf("key file shown as %q", got)
 	}
 }
+
+// The [namespace] section and its interface are set up at start: a change
+// there is refused, naming the key.
+func TestReloadRefusesNamespace(t *testing.T) {
+	const conf = `
+[[interface]]
+name = "wan"
+tun = "m-wan"
+addresses = ["198.18.0.1/24"]
+[[interface]]
+name = "ctr"
+addresses = ["10.0.2.2/24"]
+[namespace]
+interface = "ctr"
+addresses = ["10.0.2.100/24"]
+`
+	r := newReloadRig(t, conf)
+	running := r.g.Config()
+	_, err := r.reload(strings.Replace(conf, `"10.0.2.100/24"`, `"10.0.2.101/24"`, 1), ReloadOptions{})
+	if err == nil || !strings.Contains(err.Error(), "namespace.addresses:") {
+		t.Fatalf("reload: %v, want a refusal naming namespace.addresses", err)
+	}
+	// Its interface keeps its device across a reorder like any other.
+	swapped := `
+[[interface]]
+name = "ctr"
+addresses = ["10.0.2.2/24"]
+[[interface]]
+name = "wan"
+tun = "m-wan"
+addresses = ["198.18.0.1/24"]
+[namespace]
+interface = "ctr"
+addresses = ["10.0.2.100/24"]
+`
+	if r.g.Config() != running {
+		t.Fatal("the refused reload replaced the config")
+	}
+	if _, err := r.reload(swapped, ReloadOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if l := r.g.Links(); l[0].Dev != link.Link(r.dev("")) || l[1].Dev != link.Link(r.dev("m-wan")) {
+		t.Fatal("the namespace interface did not keep its device")
+	}
+}
