@@ -609,7 +609,7 @@ func TestStatusAndReload(t *testing.T) {
 		t.Fatalf("reload: %v %q", err, msg)
 	}
 	text = mustDo(t, sock, &Request{Cmd: "status"})
-	if !strings.Contains(text, " ok\n") || strings.Contains(text, "changed on disk") {
+	if !strings.Contains(text, " ok, 0 changes\n") || strings.Contains(text, "changed on disk") {
 		t.Errorf("status after reload:\n%s", text)
 	}
 	os.WriteFile(path, []byte("[filter.forward]\npolicy = \"dorp\"\n"), 0o600)

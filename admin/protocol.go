@@ -51,6 +51,12 @@ type Request struct {
 	Count int `json:"count,omitempty"`
 	// Match selects the packets a capture records.
 	Match *CaptureMatch `json:"match,omitempty"`
+	// DryRun: `reload` prints the changes it would apply and applies
+	// none.
+	DryRun bool `json:"dry_run,omitempty"`
+	// FlushNAT: `reload` deletes the NATed connections once the new NAT
+	// rules are in force.
+	FlushNAT bool `json:"flush_nat,omitempty"`
 }
 
 // CaptureMatch is a capture's filter, tcpdump's primitives and-ed: host

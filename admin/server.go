@@ -44,6 +44,9 @@ type Server struct {
 	conns      map[net.Conn]struct{}
 	closed     bool
 
+	// reloadChanges is how many changes the last reload applied (mu).
+	reloadChanges int
+
 	wg sync.WaitGroup
 }
 
@@ -322,8 +325,20 @@ func (s *Server) handle(c net.Conn, w *frameWriter, req *Request) (string, error
 	case "rules":
 		return "", s.g.Rules().Dump(w)
 	case "reload":
-		if err := s.Reload(); err != nil {
+		plan, err := s.ReloadWith(gateway.ReloadOptions{DryRun: req.DryRun, FlushNAT: req.FlushNAT})
+		if plan != nil && (len(plan.Changes) > 0 || req.DryRun) {
+			if err := plan.WriteText(w); err != nil {
+				return "", err
+			}
+		}
+		if err != nil {
 			return "", err
+		}
+		if req.DryRun {
+			return fmt.Sprintf("dry run: %d changes would apply; nothing was changed", len(plan.Changes)), nil
+		}
+		if plan.Deleted > 0 {
+			fmt.Fprintf(w, "%d connections deleted\n", plan.Deleted)
 		}
 		return "reloaded", nil
 	case "wg show":
@@ -594,14 +609,25 @@ func writeCtStats(w io.Writer, t *conntrack.Table, asJSON bool) error {
 // Reload reloads the gateway's config file (as SIGHUP does) and records
 // the result and time for status.
 func (s *Server) Reload() error {
-	err := s.g.Reload()
+	_, err := s.ReloadWith(gateway.ReloadOptions{})
+	return err
+}
+
+// ReloadWith is Reload with options; a dry run records nothing.
+func (s *Server) ReloadWith(opt gateway.ReloadOptions) (*gateway.Plan, error) {
+	plan, err := s.g.ReloadFile(opt)
+	if opt.DryRun {
+		return plan, err
+	}
 	s.mu.Lock()
 	s.lastReload, s.reloadErr = time.Now(), err
+	s.reloadChanges = 0
 	if err == nil {
 		s.configHash = hashFile(s.g.Config().Path())
+		s.reloadChanges = len(plan.Changes)
 	}
 	s.mu.Unlock()
-	return err
+	return plan, err
 }
 
 // hashFile returns the hex sha256 of a file, "" when it cannot be read.

@@ -33,6 +33,8 @@ type Status struct {
 type ReloadStatus struct {
 	Time  time.Time `json:"time"`
 	Error string    `json:"error,omitempty"`
+	// Changes is how many changes a successful reload applied.
+	Changes int `json:"changes"`
 }
 
 // InterfaceStatus is one interface.
@@ -45,6 +47,11 @@ type InterfaceStatus struct {
 	Counters  gateway.LinkCounters `json:"counters"`
 	// Uplink are an uplink's own counters (package link/uplink's names).
 	Uplink map[string]uint64 `json:"uplink,omitempty"`
+
+	// State is "up", or "down" while the device is gone (DownReason says
+	// why); the gateway attaches it again when it comes back.
+	State      string `json:"state"`
+	DownReason string `json:"down_reason,omitempty"`
 }
 
 // RouteStatus is one configured route.
@@ -77,7 +84,7 @@ func (s *Server) Status() *Status {
 	s.mu.Lock()
 	st.ConfigSHA256 = s.configHash
 	if !s.lastReload.IsZero() {
-		st.LastReload = &ReloadStatus{Time: s.lastReload}
+		st.LastReload = &ReloadStatus{Time: s.lastReload, Changes: s.reloadChanges}
 		if s.reloadErr != nil {
 			st.LastReload.Error = s.reloadErr.Error()
 		}
@@ -90,6 +97,10 @@ func (s *Server) Status() *Status {
 		is := InterfaceStatus{Name: ic.Name, Kind: ic.Kind, TUN: ic.TUN, MTU: ic.MTU,
 			Addresses: append([]string{}, ic.Addresses...), Counters: s.g.LinkCounters(i)}
 		is.Uplink, _ = s.g.UplinkStats(i)
+		is.State = "up"
+		if up, why := s.g.LinkUp(i); !up {
+			is.State, is.DownReason = "down", why
+		}
 		st.Interfaces = append(st.Interfaces, is)
 	}
 	for _, r := range cfg.Route {
@@ -128,7 +139,7 @@ func (st *Status) writeText(w io.Writer) {
 	case r.Error != "":
 		fmt.Fprintf(w, "last reload: %s failed: %s\n", r.Time.UTC().Format(time.RFC3339), r.Error)
 	default:
-		fmt.Fprintf(w, "last reload: %s ok\n", r.Time.UTC().Format(time.RFC3339))
+		fmt.Fprintf(w, "last reload: %s ok, %d changes\n", r.Time.UTC().Format(time.RFC3339), r.Changes)
 	}
 	c := st.Conntrack
 	fmt.Fprintf(w, "conntrack:   %d/%d entries (%.1f%%), %d expectations\n", c.Entries, c.Max,
@@ -148,6 +159,9 @@ func (st *Status) writeText(w io.Writer) {
 			dev = "uplink"
 		}
 		fmt.Fprintf(w, "  %-8s %s mtu=%d %s\n", i.Name, dev, i.MTU, strings.Join(i.Addresses, " "))
+		if i.State == "down" {
+			fmt.Fprintf(w, "           DOWN: %s\n", i.DownReason)
+		}
 		fmt.Fprintf(w, "           rx %d packets %d bytes, tx %d packets %d bytes\n", k.RxPackets, k.RxBytes, k.TxPackets, k.TxBytes)
 		if u := i.Uplink; u != nil {
 			fmt.Fprintf(w, "           %d udp, %d ping, %d tcp host sockets, %d dials pending, %d refused, %d failed, %d given up, %d over the per-host bound, %d queue drops\n",

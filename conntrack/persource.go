@@ -29,7 +29,8 @@ const sourceShards = 64
 // when a connection is confirmed (where conntrack allocates anyway) and
 // removed by a destroy hook when the source's last connection dies.
 type SourceLimit struct {
-	max  int32
+	// max changes with a reload (SetMax).
+	max  atomic.Int32
 	seed uint64
 	// Refused counts new connections refused for being over the limit.
 	Refused atomic.Uint64
@@ -55,7 +56,8 @@ type sourceKey struct {
 // and hooks it to t's connection deaths. Every connection of t must then be
 // confirmed through it (Confirm), so counts and deaths match.
 func NewSourceLimit(t *Table, max int) *SourceLimit {
-	l := &SourceLimit{max: int32(max), seed: rand.Uint64()}
+	l := &SourceLimit{seed: rand.Uint64()}
+	l.max.Store(int32(max))
 	for i := range l.shards {
 		l.shards[i].n = make(map[sourceKey]int32)
 	}
@@ -71,7 +73,11 @@ func NewSourceLimit(t *Table, max int) *SourceLimit {
 }
 
 // Max returns the limit.
-func (l *SourceLimit) Max() int { return int(l.max) }
+func (l *SourceLimit) Max() int { return int(l.max.Load()) }
+
+// SetMax changes the limit (a reload). Sources over a lowered limit keep
+// their connections; they get no new ones until under it.
+func (l *SourceLimit) SetMax(max int) { l.max.Store(int32(max)) }
 
 func key(c *Conn) sourceKey {
 	t := c.Tuple(DirOriginal)
@@ -91,7 +97,7 @@ func (l *SourceLimit) Full(c *Conn) bool {
 	k := key(c)
 	s := l.shard(&k)
 	s.mu.Lock()
-	full := s.n[k] >= l.max
+	full := s.n[k] >= l.max.Load()
 	s.mu.Unlock()
 	if full {
 		l.Refused.Add(1)
@@ -130,7 +136,7 @@ func (l *SourceLimit) Confirm(t *Table, c *Conn, now int64) error {
 	k := key(c)
 	s := l.shard(&k)
 	s.mu.Lock()
-	if s.n[k] >= l.max {
+	if s.n[k] >= l.max.Load() {
 		s.mu.Unlock()
 		l.Refused.Add(1)
 		return ErrSourceLimit

@@ -18,6 +18,7 @@ package conntrack
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/bits"
 	"math/rand/v2"
 	"strconv"
@@ -202,6 +203,23 @@ func (t *Table) SetTimeouts(to Timeouts) error {
 	c := *t.cfg.Load()
 	c.Timeouts = to
 	t.cfg.Store(&c)
+	return nil
+}
+
+// Reconfigure replaces the table's settings (a config reload), validated
+// like NewTable's: the limits, the tracking switches and the timeouts are
+// read per packet, so they apply from the next one, and an entry takes a
+// new timeout when its next packet refreshes it, as Linux's sysctls do.
+// The hash size (Buckets) is fixed for the table's life and per_source_max
+// belongs to the SourceLimit; Reconfigure refuses a Buckets change.
+func (t *Table) Reconfigure(cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if cur := t.cfg.Load(); cfg.Buckets != cur.Buckets {
+		return fmt.Errorf("conntrack.buckets: the hash size is fixed while running (%d → %d)", cur.Buckets, cfg.Buckets)
+	}
+	t.cfg.Store(&cfg)
 	return nil
 }
 

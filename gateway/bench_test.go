@@ -68,10 +68,10 @@ func runPacket(w *worker, pkt []byte) {
 }
 
 func benchForward(b *testing.B, g *Gateway, fwd, rev []byte) {
-	lan := newWorker(g, g.links[0])
-	wan := newWorker(g, g.links[1])
+	lan := newWorker(g, g.Links()[0])
+	wan := newWorker(g, g.Links()[1])
 	lan.now, wan.now = g.ct.Now(), g.ct.Now()
-	lan.rs, wan.rs = g.rules.Load(), g.rules.Load()
+	lan.rs, wan.rs = g.Rules(), g.Rules()
 	runPacket(lan, fwd)
 	if rev != nil {
 		runPacket(wan, rev)
@@ -95,9 +95,9 @@ func BenchmarkForward(b *testing.B) {
 		g := nullGateway(b, "")
 		syn := tcpPacket("10.10.0.2", "198.18.0.2", 40000, 80, 1000, 0, header.TCPFlagSyn, 0)
 		synack := tcpPacket("198.18.0.2", "10.10.0.2", 80, 40000, 5000, 1001, header.TCPFlagSyn|header.TCPFlagAck, 0)
-		lan := newWorker(g, g.links[0])
-		wan := newWorker(g, g.links[1])
-		lan.rs, wan.rs = g.rules.Load(), g.rules.Load()
+		lan := newWorker(g, g.Links()[0])
+		wan := newWorker(g, g.Links()[1])
+		lan.rs, wan.rs = g.Rules(), g.Rules()
 		lan.now, wan.now = g.ct.Now(), g.ct.Now()
 		runPacket(lan, syn)
 		runPacket(wan, synack)
@@ -127,9 +127,9 @@ rules = [
 ]
 `
 	g := nullGateway(b, conf)
-	lan := newWorker(g, g.links[0])
-	wan := newWorker(g, g.links[1])
-	lan.rs, wan.rs = g.rules.Load(), g.rules.Load()
+	lan := newWorker(g, g.Links()[0])
+	wan := newWorker(g, g.Links()[1])
+	lan.rs, wan.rs = g.Rules(), g.Rules()
 	lan.now, wan.now = g.ct.Now(), g.ct.Now()
 	syn := tcpPacket("10.10.0.2", "198.18.0.2", 40000, 80, 1000, 0, header.TCPFlagSyn, 0)
 	runPacket(lan, syn)

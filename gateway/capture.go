@@ -119,17 +119,19 @@ func (f *CaptureFilter) match(p *packet.Parsed) bool {
 // StartCapture starts recording the packets of the named interface. One
 // capture per interface at a time.
 func (g *Gateway) StartCapture(name string, opt CaptureOptions) (*Capture, error) {
+	pl := g.pl.Load()
 	var l *Link
-	for _, x := range g.links {
+	var names []string
+	for _, x := range pl.links {
+		if x == nil {
+			continue
+		}
+		names = append(names, x.Name)
 		if x.Name == name {
 			l = x
 		}
 	}
 	if l == nil {
-		names := make([]string, len(g.links))
-		for i, x := range g.links {
-			names[i] = x.Name
-		}
 		return nil, fmt.Errorf("capture: no interface %q (interfaces: %v)", name, names)
 	}
 	queue := opt.Queue
@@ -141,10 +143,15 @@ func (g *Gateway) StartCapture(name string, opt CaptureOptions) (*Capture, error
 	for range queue {
 		c.free <- &CapturedPacket{}
 	}
-	for _, x := range g.links {
+	// By slot, as the datapath's output index is.
+	for _, x := range pl.links {
+		if x == nil {
+			c.fwd = append(c.fwd, "accept: forwarded")
+			continue
+		}
 		c.fwd = append(c.fwd, "accept: forwarded to "+x.Name)
 	}
-	if !l.capture.CompareAndSwap(nil, c) {
+	if !l.st.capture.CompareAndSwap(nil, c) {
 		return nil, fmt.Errorf("capture: interface %q is already being captured", name)
 	}
 	g.capturing.Add(1)
@@ -177,7 +184,7 @@ func (c *Capture) Stop() {
 	if c.stopped.Swap(true) {
 		return
 	}
-	if c.link.capture.CompareAndSwap(c, nil) {
+	if c.link.st.capture.CompareAndSwap(c, nil) {
 		c.g.capturing.Add(-1)
 	}
 }

@@ -16,15 +16,15 @@ import (
 // TCP segment, and a worker on it.
 func captureGateway(tb testing.TB, extra string, perRead int) (*Gateway, *worker, *replayDev) {
 	g := nullGateway(tb, extra)
-	lan := newWorker(g, g.links[0])
-	wan := newWorker(g, g.links[1])
-	lan.rs, wan.rs = g.rules.Load(), g.rules.Load()
+	lan := newWorker(g, g.Links()[0])
+	wan := newWorker(g, g.Links()[1])
+	lan.rs, wan.rs = g.Rules(), g.Rules()
 	lan.now, wan.now = g.ct.Now(), g.ct.Now()
 	runPacket(lan, tcpPacket("10.10.0.2", "198.18.0.2", 40000, 80, 1000, 0, header.TCPFlagSyn, 0))
 	runPacket(wan, tcpPacket("198.18.0.2", "10.10.0.2", 80, 40000, 5000, 1001, header.TCPFlagSyn|header.TCPFlagAck, 0))
 	dev := &replayDev{pkt: tcpPacket("10.10.0.2", "198.18.0.2", 40000, 80, 1001, 5001, header.TCPFlagAck, 64), perRead: perRead}
-	g.links[0].Dev = link.FromTUN(dev)
-	return g, newWorker(g, g.links[0]), dev
+	g.Links()[0].Dev = link.FromTUN(dev)
+	return g, newWorker(g, g.Links()[0]), dev
 }
 
 // readBatch reads one batch from the worker's link and runs it, as run's
@@ -101,7 +101,7 @@ rules = [ { dst = ["198.18.0.99"], action = "drop" } ]
 	default:
 	}
 	lanCap.Stop()
-	if g.capturing.Load() != 1 || g.links[0].capture.Load() != nil {
+	if g.capturing.Load() != 1 || g.Links()[0].st.capture.Load() != nil {
 		t.Fatal("stop left the capture on")
 	}
 }

@@ -73,9 +73,8 @@ type AdminConfig struct {
 	PortsAPI string `toml:"ports_api"`
 	// KeepNetAdmin keeps CAP_NET_ADMIN when the gateway drops its
 	// privileges (DropPrivileges); by default every capability goes.
-	// Nothing the running gateway does needs it today: interfaces change
-	// only with a restart. It is for a gateway that will create kernel
-	// TUNs later (a future reload that adds interfaces) or set their MTU.
+	// A reload that adds a kernel TUN which does not exist yet needs it
+	// (to create the device); without it such a reload is refused.
 	KeepNetAdmin bool `toml:"keep_net_admin"`
 }
 

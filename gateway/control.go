@@ -13,14 +13,14 @@ import (
 
 // Config returns the running config. It must not be modified: a reload
 // replaces it whole.
-func (g *Gateway) Config() *Config { return g.cfg.Load() }
+func (g *Gateway) Config() *Config { return g.pl.Load().cfg }
 
 // Path returns the file the config was loaded from ("" if it was parsed
 // from bytes).
 func (c *Config) Path() string { return c.path }
 
 // Helpers returns the names of the configured helpers (ALGs).
-func (g *Gateway) Helpers() []string { return slices.Clone(g.alg.Names()) }
+func (g *Gateway) Helpers() []string { return slices.Clone(g.pl.Load().alg.Names()) }
 
 // NATStats returns the NAT engine's counters.
 func (g *Gateway) NATStats() nat.Stats { return g.nat.Stats() }
@@ -35,10 +35,10 @@ func (g *Gateway) Stats() map[string]uint64 {
 	}
 	// An uplink's own counters (dials pending and given up, host sockets,
 	// budget drops), so `tungate stats` shows them beside the datapath's.
-	for i, l := range g.links {
+	for i, ic := range g.Config().Interface {
 		if st, ok := g.UplinkStats(i); ok {
 			for k, v := range st {
-				m["uplink_"+l.Name+"_"+k] = v
+				m["uplink_"+ic.Name+"_"+k] = v
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"time"
 
@@ -28,9 +29,18 @@ const scratchCount = 64
 // worker runs the packets read from one link to completion. Everything it
 // uses per packet is allocated here, once.
 type worker struct {
-	g    *Gateway
+	g *Gateway
+	// pl is the plane of the current batch (see plane).
+	pl *plane
+	// link is the worker's link as pl has it (its settings change with a
+	// reload); dev and st are the device and state it keeps throughout.
 	link *Link
-	in   int
+	dev  link.Link
+	st   *linkState
+	// in is the link's slot.
+	in int
+	// failures counts consecutive failed reads that returned nothing.
+	failures int
 	// flags is the link's Flagger, nil when it vouches for nothing.
 	flags link.Flagger
 	// peers names the sender of each packet read; nil for links without
@@ -104,7 +114,7 @@ func newWorker(g *Gateway, l *Link) *worker {
 	if n < 1 {
 		n = 1
 	}
-	w := &worker{g: g, link: l, in: l.Index, rpf: l.rpf}
+	w := &worker{g: g, link: l, dev: l.Dev, st: l.st, in: l.Index, rpf: l.rpf}
 	w.flags, _ = l.Dev.(link.Flagger)
 	w.peers = l.peers
 	w.bufs = make([][]byte, n)
@@ -112,31 +122,56 @@ func newWorker(g *Gateway, l *Link) *worker {
 		w.bufs[i] = make([]byte, headroom+maxPacket)
 	}
 	w.sizes = make([]int, n)
-	w.out = make([][][]byte, len(g.links))
-	for i := range w.out {
-		w.out[i] = make([][]byte, 0, n+scratchCount)
-	}
-	maxMTU := 2048
-	for _, o := range g.links {
-		if o.MTU > maxMTU {
-			maxMTU = o.MTU
-		}
-	}
-	w.scratch = make([][]byte, scratchCount)
-	for i := range w.scratch {
-		w.scratch[i] = make([]byte, headroom+maxMTU)
-	}
 	w.frags = make([][]byte, scratchCount)
+	w.setPlane(g.pl.Load())
 	return w
 }
 
+// setPlane makes pl the worker's plane: the caches go (routes may have
+// changed), and the queues and scratch buffers grow to the links pl has.
+// It allocates only when a reload added links or a larger MTU.
+func (w *worker) setPlane(pl *plane) {
+	w.pl = pl
+	w.rcValid, w.rpValid = false, false
+	n := len(w.bufs)
+	for len(w.out) < len(pl.links) {
+		w.out = append(w.out, make([][]byte, 0, n+scratchCount))
+	}
+	maxMTU := 2048
+	for _, o := range pl.links {
+		if o != nil && o.MTU > maxMTU {
+			maxMTU = o.MTU
+		}
+	}
+	if len(w.scratch) == 0 || len(w.scratch[0]) < headroom+maxMTU {
+		w.scratch = make([][]byte, scratchCount)
+		for i := range w.scratch {
+			w.scratch[i] = make([]byte, headroom+maxMTU)
+		}
+	}
+}
+
+// run reads and forwards until the device ends: nil when it was closed
+// (the gateway stopping, a reload removing the interface), the error when
+// the device failed (see linkFailed).
 func (w *worker) run() error {
-	dev := w.link.Dev
+	dev := w.dev
 	for {
 		n, err := dev.Read(w.bufs, w.sizes, headroom)
 		if err != nil {
-			if errors.Is(err, os.ErrClosed) || w.g.closed.Load() {
+			if w.g.closed.Load() || w.st.removed.Load() {
 				return nil
+			}
+			if errors.Is(err, os.ErrClosed) {
+				// Nobody here closed it: wireguard-go reports a TUN
+				// deleted under its descriptor (EBADFD) so.
+				return fmt.Errorf("device went away (deleted?): %w", err)
+			}
+			if n == 0 {
+				w.failures++
+			}
+			if linkFailed(err, w.failures) {
+				return err
 			}
 			// A single bad read (e.g. an unsupported GSO type) must not
 			// stop the link.
@@ -146,6 +181,7 @@ func (w *worker) run() error {
 				continue
 			}
 		}
+		w.failures = 0
 		// A link vouching for the checksums (a TUN that split a GSO frame
 		// and summed every segment itself) spares conntrack summing them.
 		w.gso = w.flags != nil && w.flags.ReadFlags()&link.ChecksumsVerified != 0
@@ -156,12 +192,24 @@ func (w *worker) run() error {
 // batch runs n packets read into w.bufs and writes what they produce.
 func (w *worker) batch(n int) {
 	w.now = w.g.ct.Now()
-	w.rs = w.g.rules.Load()
+	if pl := w.g.pl.Load(); pl != w.pl {
+		w.setPlane(pl)
+	}
+	l := w.pl.link(w.in)
+	if l == nil || l.st != w.st {
+		// A reload removed the interface while this batch was read: its
+		// packets have nowhere to come from, as if routed nowhere.
+		w.g.Counters.Received.Add(uint64(n))
+		w.g.Counters.Drops[DropNoRoute].Add(uint64(n))
+		return
+	}
+	w.link, w.rpf = l, l.rpf
+	w.rs = w.pl.rules
 	w.pcValid = false
 	w.g.Counters.Received.Add(uint64(n))
 	var capIn *Capture
 	if w.capOn = w.g.capturing.Load() != 0; w.capOn {
-		capIn = w.link.capture.Load()
+		capIn = w.st.capture.Load()
 		w.capTime = time.Now()
 	}
 	var bytes uint64
@@ -173,7 +221,7 @@ func (w *worker) batch(n int) {
 		}
 		w.packet(w.bufs[i], w.sizes[i])
 	}
-	lc := &w.g.linkCtr[w.in]
+	lc := &w.st.ctr
 	lc.rxPackets.Add(uint64(n))
 	lc.rxBytes.Add(bytes)
 	// Shared counters once per batch, not per packet: both links' readers
@@ -199,21 +247,26 @@ func (w *worker) flush() {
 		if len(q) == 0 {
 			continue
 		}
+		ol := w.pl.links[i]
+		if ol == nil {
+			w.out[i] = q[:0]
+			continue
+		}
 		if w.capOn {
-			if c := w.g.links[i].capture.Load(); c != nil {
+			if c := ol.st.capture.Load(); c != nil {
 				w.captureOut(c, q)
 			}
 		}
-		if _, err := w.g.links[i].Dev.Write(q, headroom); err != nil && !w.g.closed.Load() {
+		if _, err := ol.Dev.Write(q, headroom); err != nil && !w.g.closed.Load() {
 			w.g.Counters.Drops[DropWrite].Add(1)
-			w.g.log.Debug("write", zap.String("interface", w.g.links[i].Name), zap.Error(err))
+			w.g.log.Debug("write", zap.String("interface", ol.Name), zap.Error(err))
 		} else {
 			w.g.Counters.Sent.Add(uint64(len(q)))
 			var bytes uint64
 			for _, b := range q {
 				bytes += uint64(len(b) - headroom)
 			}
-			lc := &w.g.linkCtr[i]
+			lc := &ol.st.ctr
 			lc.txPackets.Add(uint64(len(q)))
 			lc.txBytes.Add(bytes)
 		}
@@ -264,7 +317,7 @@ func (w *worker) packet(buf []byte, size int) {
 		}
 		w.fragMax = r.MaxFragSize
 	}
-	if g.martian(p) {
+	if w.pl.martian(p) {
 		w.drop(DropMartian)
 		return
 	}
@@ -352,7 +405,7 @@ func (w *worker) packet(buf []byte, size int) {
 		w.discard(DropTTL)
 		return
 	}
-	mtu := g.links[out].MTU
+	mtu := w.pl.links[out].MTU
 	if (p.Len() > mtu && p.DF() && (p.Version == 4 || w.fragMax == 0)) || w.fragMax > mtu {
 		// A reassembled datagram is judged by its largest fragment, as
 		// Linux's ip_exceeds_mtu / ip6_pkt_too_big do.
@@ -365,7 +418,7 @@ func (w *worker) packet(buf []byte, size int) {
 	if !w.filter(rules.HookForward) {
 		return
 	}
-	if ol := g.links[out]; ol.peers != nil {
+	if ol := w.pl.links[out]; ol.peers != nil {
 		// Cryptokey routing: a packet no peer takes would be dropped by
 		// the link unseen; here it is counted and answered, as the
 		// kernel's WireGuard answers host unreachable.
@@ -385,11 +438,11 @@ func (w *worker) packet(buf []byte, size int) {
 		}
 	}
 	if p.Version == 4 && p.IPHeaderLen() > 20 {
-		if a, ok := g.sourceFor(out, 4); ok {
+		if a, ok := w.pl.sourceFor(out, 4); ok {
 			forwardOptions4(p, a)
 		}
 	}
-	if p.Proto == packet.ProtoTCP && p.TCPFlags&packet.TCPSyn != 0 && (pk.ClampMSS != 0 || w.link.clamp || g.links[out].clamp) {
+	if p.Proto == packet.ProtoTCP && p.TCPFlags&packet.TCPSyn != 0 && (pk.ClampMSS != 0 || w.link.clamp || w.pl.links[out].clamp) {
 		w.clampMSS(p, out)
 	}
 	w.forwarded++
@@ -430,7 +483,7 @@ func (w *worker) clampMSS(p *packet.Parsed, out int) {
 	if p.Version == 6 {
 		hdr = 60
 	}
-	ol := w.g.links[out]
+	ol := w.pl.links[out]
 	mss := 0xffff
 	if w.link.clamp || ol.clamp {
 		mss = min(w.link.MTU, ol.MTU) - hdr
@@ -465,10 +518,10 @@ func (w *worker) finishConn() bool {
 	res := &w.res
 	c := res.Conn
 	if !c.Confirmed() {
-		w.g.alg.Assign(c, &w.p, w.pk.Helper)
+		w.pl.alg.Assign(c, &w.p, w.pk.Helper)
 	}
 	if c.Ext() != nil {
-		if !w.g.alg.Process(&w.p, res) {
+		if !w.pl.alg.Process(&w.p, res) {
 			w.discard(DropHelper)
 			return false
 		}
@@ -499,7 +552,7 @@ func (g *Gateway) confirm(c *conntrack.Conn, now int64) error {
 // fragmenting an IPv4 packet without DF that is larger than the link MTU.
 func (w *worker) queue(out int, buf []byte, p *packet.Parsed) {
 	l := p.Len()
-	size := w.g.links[out].MTU
+	size := w.pl.links[out].MTU
 	if w.fragMax > 0 && w.fragMax < size {
 		// Send a reassembled datagram on in pieces no larger than it came
 		// in (Linux's frag_max_size), so defragmenting stays invisible.
@@ -553,19 +606,15 @@ func (w *worker) scratchBuf() []byte {
 	return b
 }
 
-// route looks up the output interface for the packet's destination.
-func (g *Gateway) route(p *packet.Parsed) (int, bool) {
-	return g.routes.Lookup(p.DstIP())
-}
-
 // route looks up the output interface through a one-entry cache: the
 // packets of a batch mostly belong to one flow (a GSO frame is split into
-// dozens of segments), and the routing table never changes while running.
+// dozens of segments), and the routing table changes only with the plane,
+// which empties the cache.
 func (w *worker) route(p *packet.Parsed) (int, bool) {
 	if w.rcValid && w.rcDst == p.Dst && w.rcVer == p.Version {
 		return w.rcOut, w.rcOK
 	}
-	out, ok := w.g.route(p)
+	out, ok := w.pl.routes.Lookup(p.DstIP())
 	w.rcDst, w.rcVer, w.rcOut, w.rcOK, w.rcValid = p.Dst, p.Version, out, ok, true
 	return out, ok
 }

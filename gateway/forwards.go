@@ -85,7 +85,7 @@ func (g *Gateway) AddForward(f RuntimeForward) (RuntimeForward, error) {
 	if err != nil {
 		return f, err
 	}
-	f.Interface = g.links[iface].Name
+	f.Interface = g.pl.Load().link(iface).Name
 	var proto uint8
 	fam := f.Proto[min(3, len(f.Proto)):]
 	switch f.Proto {
@@ -253,7 +253,11 @@ func (g *Gateway) Forwards() []RuntimeForward {
 // the only one.
 func (g *Gateway) forwardUplink(name string) (int, *uplink.Link, error) {
 	found := -1
-	for i, l := range g.links {
+	links := g.pl.Load().links // by slot, as the datapath's w.in is
+	for i, l := range links {
+		if l == nil {
+			continue
+		}
 		if _, ok := l.Dev.(*uplink.Link); !ok {
 			continue
 		}
@@ -272,7 +276,7 @@ func (g *Gateway) forwardUplink(name string) (int, *uplink.Link, error) {
 		}
 		return 0, nil, errors.New("the gateway has no uplink to forward from")
 	}
-	return found, g.links[found].Dev.(*uplink.Link), nil
+	return found, links[found].Dev.(*uplink.Link), nil
 }
 
 // bindForward gives a new connection that entered from an uplink on a

@@ -26,8 +26,8 @@ func FuzzPipeline(f *testing.F) {
 		f.Add(s, true)
 	}
 	g := fuzzGateway(f)
-	lan := newWorker(g, g.links[0])
-	wan := newWorker(g, g.links[1])
+	lan := newWorker(g, g.Links()[0])
+	wan := newWorker(g, g.Links()[1])
 	f.Fuzz(func(t *testing.T, pkt []byte, fromWAN bool) {
 		if len(pkt) > maxPacket {
 			return
@@ -37,7 +37,7 @@ func FuzzPipeline(f *testing.F) {
 			w = wan
 		}
 		w.now = g.ct.Now()
-		w.rs = g.rules.Load()
+		w.rs = g.Rules()
 		runPacket(w, pkt)
 	})
 }

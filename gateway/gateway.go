@@ -6,24 +6,19 @@ package gateway
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/gaissmai/bart"
 	"go.uber.org/zap"
 
 	"tungate/alg"
 	"tungate/confdiag"
 	"tungate/conntrack"
-	"tungate/link"
 	"tungate/link/uplink"
-	"tungate/link/wireguard"
 	"tungate/nat"
 	"tungate/packet"
 	"tungate/rules"
@@ -34,49 +29,46 @@ const routeLocal = -1
 
 // Gateway is a running tungate instance.
 type Gateway struct {
-	log   *zap.Logger
-	cfg   atomic.Pointer[Config]
-	links []*Link
+	log *zap.Logger
+	// level is the log's level when the gateway built its logger (a
+	// reload changes it), nil when the embedder supplied the logger.
+	level *zap.AtomicLevel
+	// pl is the datapath's view of the config; see plane.
+	pl atomic.Pointer[plane]
+	// open opens a link (Options.Open or openLink).
+	open OpenFunc
 
 	ct *conntrack.Table
 	// srcLimit is [conntrack] per_source_max; nil when there is none.
 	srcLimit *conntrack.SourceLimit
 	nat      *nat.Engine
-	alg      *alg.Registry
-	rules    atomic.Pointer[rules.Ruleset]
+	reasm    *packet.Reassembler
 	// capturing counts the links being captured: with none, a batch
 	// costs one load of it (capture.go).
 	capturing atomic.Int32
 	// sets is the runtime layer of the named sets (runtime.go).
-	sets  *rules.RuntimeSets
-	reasm *packet.Reassembler
+	sets *rules.RuntimeSets
+	// fwds are the port forwards added at run time (forwards.go).
+	fwds runtimeForwards
 
-	// routes maps prefixes to an interface index, or routeLocal for the
-	// gateway's own addresses (host routes win by longest prefix).
-	routes *bart.Table[int]
-	// own[i] are interface i's own addresses (ICMP error sources).
-	own [][]netip.Addr
-	// bcast are the directed broadcast addresses of own IPv4 subnets.
-	bcast [][4]byte
-	// external[i]: interface i is one NAT translates out of; unsolicited
-	// SYNs to its addresses get no answer (RFC 5382 REQ-4).
-	external []bool
-
-	limiter *icmpLimiter
 	// Counters are the datapath counters (drops by reason and more).
 	Counters Counters
-	// linkCtr[i] are interface i's packet and byte counts.
-	linkCtr []linkCounters
 
 	adminMu sync.Mutex // guards adminLn
 	adminLn []net.Listener
 
-	// fwds are the port forwards added at run time (forwards.go).
-	fwds runtimeForwards
-
-	reloadMu sync.Mutex // serialises reloads
-	closed   atomic.Bool
-	wg       sync.WaitGroup
+	// reloadMu serialises reloads and link state changes (a link going
+	// down or coming back), which build new planes from the current one.
+	reloadMu sync.Mutex
+	// running is set by Run: links opened later get their reader at once.
+	running bool // guarded by reloadMu
+	// runCtx ends with Run; reattach loops watch it. Guarded by reloadMu.
+	runCtx  context.Context
+	closed  atomic.Bool
+	wg      sync.WaitGroup
+	lastRel atomic.Pointer[ReloadResult]
+	// tunProbe, when set, answers canOpen's kernel questions (tests).
+	tunProbe *tunProbe
 }
 
 // Options change how a Gateway is built, for tests and embedding.
@@ -85,6 +77,9 @@ type Options struct {
 	Open OpenFunc
 	// Logger; nil builds one from the config's [log].
 	Logger *zap.Logger
+	// LogLevel is Logger's level, which a reload changing log.level sets;
+	// without it such a reload is refused.
+	LogLevel *zap.AtomicLevel
 	// Clock is the runtime layer's clock (set element timeouts); nil
 	// is time.Now.
 	Clock func() time.Time
@@ -92,17 +87,21 @@ type Options struct {
 
 // New builds a gateway from a validated config and opens its devices.
 func New(cfg *Config, opt Options) (*Gateway, error) {
-	log := opt.Logger
+	log, level := opt.Logger, opt.LogLevel
 	if log == nil {
 		var err error
-		log, err = NewLogger(cfg.Log)
+		var lvl zap.AtomicLevel
+		log, lvl, err = newLogger(cfg.Log)
 		if err != nil {
 			return nil, err
 		}
+		level = &lvl
 	}
-	g := &Gateway{log: log, linkCtr: make([]linkCounters, len(cfg.Interface)), sets: rules.NewRuntimeSets(opt.Clock)}
+	g := &Gateway{log: log, level: level, open: opt.Open, sets: rules.NewRuntimeSets(opt.Clock)}
+	if g.open == nil {
+		g.open = openLink
+	}
 	logWarnings(log, cfg)
-	g.cfg.Store(cfg)
 	ct, err := conntrack.NewTable(cfg.Conntrack)
 	if err != nil {
 		return nil, err
@@ -112,107 +111,145 @@ func New(cfg *Config, opt Options) (*Gateway, error) {
 		g.srcLimit = conntrack.NewSourceLimit(ct, n)
 	}
 	g.reasm = packet.NewReassembler(packet.ReassemblyConfig{})
-	g.limiter = newICMPLimiter(cfg.ICMP.Rate, cfg.ICMP.Burst)
-	if err := g.buildRoutes(cfg); err != nil {
-		return nil, err
+	n := len(cfg.Interface)
+	slots := make([]int, n)
+	for i := range slots {
+		slots[i] = i
 	}
-	g.nat, err = nat.New(cfg.NAT, cfg.natIfaces(), ct, log.Named("nat"))
+	g.nat, err = nat.New(cfg.NAT, natIfacesBySlot(cfg, slots, n), ct, log.Named("nat"))
 	if err != nil {
 		return nil, err
 	}
-	g.external = make([]bool, len(cfg.Interface))
-	for i := range cfg.Interface {
-		g.external[i] = g.nat.IsExternal(i)
-	}
-	g.alg, err = alg.New(cfg.Helpers, ct, natAdapter{g.nat}, log.Named("helper"))
-	if err != nil {
+	pl := &plane{cfg: cfg, slots: slots, links: make([]*Link, n), down: make([]bool, n)}
+	if err := g.preparePlane(pl); err != nil {
 		return nil, err
 	}
-	rs, err := g.compileRules(cfg)
-	if err != nil {
-		return nil, err
-	}
-	g.rules.Store(rs)
-
-	open := opt.Open
-	if open == nil {
-		open = openLink
-	}
+	pl.setExternal(g.nat.IsExternal)
+	idents := cfg.identities()
 	for i := range cfg.Interface {
 		ic := &cfg.Interface[i]
-		dev, err := open(ic, log)
+		l, err := g.openLink(ic, i, &linkState{ident: idents[i]})
 		if err != nil {
-			g.closeLinks()
+			for _, l := range pl.links {
+				if l != nil {
+					l.Dev.Close()
+				}
+			}
 			return nil, err
 		}
-		mtu := ic.MTU
-		l := &Link{Name: ic.Name, Index: i, Dev: dev, MTU: mtu, clamp: ic.clamp, rpf: ic.rpf}
-		l.peers, _ = dev.(link.PeerIdentifier)
-		g.links = append(g.links, l)
-		if u, ok := dev.(*uplink.Link); ok {
-			g.ct.AddDestroyHook(uplinkCloser(u))
-		}
+		pl.links[i] = l
 	}
+	g.pl.Store(pl)
 	if err := g.listenForwards(cfg); err != nil {
 		g.closeLinks()
 		return nil, err
 	}
-	var ups []*uplink.Link
-	for _, l := range g.links {
-		if u, ok := l.Dev.(*uplink.Link); ok {
-			ups = append(ups, u)
-		}
-	}
-	if len(ups) > 0 {
-		ct.SetReplyView(g.uplinkReplyView(ups))
+	if g.hasUplink() {
+		ct.SetReplyView(g.uplinkReplyView)
 	}
 	return g, nil
+}
+
+// hasUplink reports whether a running link is an uplink.
+func (g *Gateway) hasUplink() bool {
+	for _, l := range g.pl.Load().links {
+		if l == nil {
+			continue
+		}
+		if _, ok := l.Dev.(*uplink.Link); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // uplinkReplyView shows an uplink flow's reply tuple the way Linux shows
 // a masqueraded one: to the host address and socket port the flow left
 // from (on an uplink masquerade is implicit). The uplink saw the flow as
 // the reply tuple reversed; for ICMP echo the identifier is the tuple's
-// source port and the ping socket's replaces it.
-func (g *Gateway) uplinkReplyView(ups []*uplink.Link) conntrack.ReplyView {
-	idx := make([]int, len(ups))
-	for i, u := range ups {
-		for _, l := range g.links {
-			if l.Dev == link.Link(u) {
-				idx[i] = l.Index
-			}
+// source port and the ping socket's replaces it. It reads the running
+// plane, so uplinks added or removed by a reload are seen.
+func (g *Gateway) uplinkReplyView(_ *conntrack.Conn, r conntrack.Tuple) conntrack.Tuple {
+	icmp := r.Proto == packet.ProtoICMP || r.Proto == packet.ProtoICMPv6
+	if r.Proto != packet.ProtoTCP && r.Proto != packet.ProtoUDP && !icmp {
+		return r
+	}
+	src := netip.AddrPortFrom(r.DstAddr(), r.DstPort)
+	if icmp {
+		src = netip.AddrPortFrom(r.DstAddr(), r.SrcPort)
+	}
+	dst := netip.AddrPortFrom(r.SrcAddr(), r.SrcPort)
+	// Only a flow routed out of an uplink: a container's UDP socket may
+	// also talk to a host on another interface.
+	pl := g.pl.Load()
+	out, routed := pl.routes.Lookup(dst.Addr())
+	if !routed {
+		return r
+	}
+	l := pl.link(out)
+	if l == nil {
+		return r
+	}
+	u, ok := l.Dev.(*uplink.Link)
+	if !ok {
+		return r
+	}
+	h, ok := u.HostSide(r.Proto, src, dst)
+	if !ok || h.Addr().Is4() != (r.Family == 4) {
+		return r
+	}
+	r.Dst = packet.AddrFrom(h.Addr())
+	if icmp {
+		r.SrcPort = h.Port()
+	} else {
+		r.DstPort = h.Port()
+	}
+	return r
+}
+
+// openLink opens interface ic's device for slot s with state st.
+func (g *Gateway) openLink(ic *InterfaceConfig, s int, st *linkState) (*Link, error) {
+	dev, err := g.open(ic, g.log)
+	if err != nil {
+		return nil, err
+	}
+	l := &Link{Dev: dev, st: st}
+	l.configure(ic, s)
+	st.gen.Add(1)
+	if u, ok := dev.(*uplink.Link); ok {
+		g.ct.AddDestroyHook(uplinkCloser(u))
+	}
+	return l, nil
+}
+
+// preparePlane compiles what pl's config and slots need: routes, the
+// rules, the helpers (unless pl has them), the ICMP limiter. It
+// changes nothing running; nat must already hold the config's NAT rules
+// (New) or be checked separately (a reload prepares them apart).
+func (g *Gateway) preparePlane(pl *plane) error {
+	cfg := pl.cfg
+	n := len(pl.links)
+	pl.buildRoutes()
+	var err error
+	if pl.alg == nil { // a reload keeps the running helpers when they did not change
+		pl.alg, err = alg.New(cfg.Helpers, g.ct, natAdapter{g.nat}, g.log.Named("helper"))
+		if err != nil {
+			return err
 		}
 	}
-	return func(_ *conntrack.Conn, r conntrack.Tuple) conntrack.Tuple {
-		icmp := r.Proto == packet.ProtoICMP || r.Proto == packet.ProtoICMPv6
-		if r.Proto != packet.ProtoTCP && r.Proto != packet.ProtoUDP && !icmp {
-			return r
-		}
-		src := netip.AddrPortFrom(r.DstAddr(), r.DstPort)
-		if icmp {
-			src = netip.AddrPortFrom(r.DstAddr(), r.SrcPort)
-		}
-		dst := netip.AddrPortFrom(r.SrcAddr(), r.SrcPort)
-		// Only a flow routed out of the uplink: a container's UDP socket
-		// may also talk to a host on another interface.
-		out, routed := g.routes.Lookup(dst.Addr())
-		for i, u := range ups {
-			if !routed || out != idx[i] {
-				continue
-			}
-			h, ok := u.HostSide(r.Proto, src, dst)
-			if !ok || h.Addr().Is4() != (r.Family == 4) {
-				continue
-			}
-			r.Dst = packet.AddrFrom(h.Addr())
-			if icmp {
-				r.SrcPort = h.Port()
-			} else {
-				r.DstPort = h.Port()
-			}
-			return r
-		}
-		return r
+	pl.rules, err = g.compileRulesBySlot(cfg, pl.slots, n, pl.alg)
+	if err != nil {
+		return err
+	}
+	pl.limiter = newICMPLimiter(cfg.ICMP.Rate, cfg.ICMP.Burst)
+	return nil
+}
+
+// setExternal fills pl.external from the NAT setup in force for pl.
+func (pl *plane) setExternal(isExternal func(int) bool) {
+	pl.external = make([]bool, len(pl.links))
+	for s := range pl.external {
+		pl.external[s] = isExternal(s)
 	}
 }
 
@@ -220,12 +257,14 @@ func (g *Gateway) uplinkReplyView(ups []*uplink.Link) conntrack.ReplyView {
 // uplink (dual-stack) and hands the listener to the uplink, which injects
 // each connection as one from its real client.
 func (g *Gateway) listenForwards(cfg *Config) error {
+	pl := g.pl.Load()
 	for _, f := range cfg.uplinkForwards() {
-		u, ok := g.links[f.iface].Dev.(*uplink.Link)
+		l := pl.link(pl.slotOf(f.iface))
+		u, ok := l.Dev.(*uplink.Link)
 		if !ok {
 			continue // a test's substitute device
 		}
-		name := g.links[f.iface].Name
+		name := l.Name
 		addr := fmt.Sprintf(":%d", f.port)
 		if f.proto == "tcp" {
 			ln, err := net.Listen("tcp", addr)
@@ -261,7 +300,7 @@ func (g *Gateway) forwardDst(local netip.AddrPort) netip.AddrPort {
 	if !local.Addr().IsLoopback() {
 		return local
 	}
-	for _, own := range g.own {
+	for _, own := range g.pl.Load().own {
 		for _, a := range own {
 			if a.Is4() == local.Addr().Is4() {
 				return netip.AddrPortFrom(a, local.Port())
@@ -292,12 +331,14 @@ func uplinkCloser(u *uplink.Link) func(c *conntrack.Conn) {
 	}
 }
 
-// compileRules compiles the rules of cfg with the runtime layer's set
-// elements merged in (applyRuntime): every path that makes rules goes
-// through it, so a reload keeps what was added at runtime. Hold reloadMu
-// from here until the result is swapped in (see runtime.go).
-func (g *Gateway) compileRules(cfg *Config) (*rules.Ruleset, error) {
-	rs, err := rules.Compile(cfg.Filter, cfg.Raw, cfg.Sets, cfg.rulesEnv(g.alg.Names(), g.log.Named("rules")))
+// compileRulesBySlot compiles cfg's rules against the interfaces by slot,
+// with the runtime layer's set elements merged in (applyRuntime): every
+// path that makes rules goes through it, so a reload keeps what was added
+// at runtime. Hold reloadMu from here until the result is swapped in (see
+// runtime.go).
+func (g *Gateway) compileRulesBySlot(cfg *Config, slots []int, n int, helpers *alg.Registry) (*rules.Ruleset, error) {
+	env := rulesEnvBySlot(cfg, slots, n, cfg.rulesEnv(helpers.Names(), g.log.Named("rules")))
+	rs, err := rules.Compile(cfg.Filter, cfg.Raw, cfg.Sets, env)
 	if err != nil && cfg.index != nil {
 		return nil, cfg.locate(confdiag.Flatten(err))
 	}
@@ -308,45 +349,6 @@ func (g *Gateway) compileRules(cfg *Config) (*rules.Ruleset, error) {
 	return rs, nil
 }
 
-func (g *Gateway) buildRoutes(cfg *Config) error {
-	g.routes = &bart.Table[int]{}
-	g.own = make([][]netip.Addr, len(cfg.Interface))
-	for i := range cfg.Interface {
-		for _, p := range cfg.Interface[i].addrs {
-			g.routes.Insert(p.Masked(), i)
-			g.own[i] = append(g.own[i], p.Addr())
-		}
-	}
-	for _, r := range cfg.Route {
-		g.routes.Insert(r.prefix, r.iface)
-	}
-	// An uplink's virtual addresses (host_loopback, dns) are reached
-	// through it whatever the routes say: they are often inside the
-	// container's own subnet, as slirp4netns's 10.0.2.2 and 10.0.2.3 are.
-	for i := range cfg.Interface {
-		ic := &cfg.Interface[i]
-		if !ic.IsUplink() {
-			continue
-		}
-		for _, s := range append(append([]string(nil), ic.HostLoopback...), ic.DNS...) {
-			if a, err := netip.ParseAddr(s); err == nil {
-				a = a.Unmap()
-				g.routes.Insert(netip.PrefixFrom(a, a.BitLen()), i)
-			}
-		}
-	}
-	for i := range cfg.Interface {
-		g.bcast = append(g.bcast, subnetBroadcasts(cfg.Interface[i].addrs)...)
-	}
-	// Own addresses last: a host route is the longest match there is.
-	for i := range cfg.Interface {
-		for _, p := range cfg.Interface[i].addrs {
-			g.routes.Insert(netip.PrefixFrom(p.Addr(), p.Addr().BitLen()), routeLocal)
-		}
-	}
-	return nil
-}
-
 // Table returns the connection table.
 func (g *Gateway) Table() *conntrack.Table { return g.ct }
 
@@ -355,27 +357,33 @@ func (g *Gateway) Table() *conntrack.Table { return g.ct }
 func (g *Gateway) SourceLimit() *conntrack.SourceLimit { return g.srcLimit }
 
 // Links returns the gateway's links in config order.
-func (g *Gateway) Links() []*Link { return g.links }
+func (g *Gateway) Links() []*Link {
+	pl := g.pl.Load()
+	out := make([]*Link, len(pl.slots))
+	for i, s := range pl.slots {
+		out[i] = pl.links[s]
+	}
+	return out
+}
 
 // Logger returns the gateway's logger.
 func (g *Gateway) Logger() *zap.Logger { return g.log }
 
-// Run forwards packets until ctx is done or a device fails, then closes
-// every device.
+// Run forwards packets until ctx is done, then closes every device. A
+// link that fails does not end it: the link goes down and comes back when
+// its device does (see linkEnded).
 func (g *Gateway) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, len(g.links))
-	for _, l := range g.links {
-		w := newWorker(g, l)
-		g.wg.Add(1)
-		go func() {
-			defer g.wg.Done()
-			if err := w.run(); err != nil && !g.closed.Load() {
-				errc <- fmt.Errorf("interface %q: %w", l.Name, err)
-			}
-		}()
+	g.reloadMu.Lock()
+	g.running, g.runCtx = true, ctx
+	pl := g.pl.Load()
+	for _, l := range pl.links {
+		if l != nil {
+			g.startReader(l)
+		}
 	}
+	g.reloadMu.Unlock()
 	g.wg.Add(1)
 	go func() {
 		defer g.wg.Done()
@@ -386,15 +394,24 @@ func (g *Gateway) Run(ctx context.Context) error {
 		defer g.wg.Done()
 		g.sweepSets(ctx)
 	}()
-	g.log.Info("gateway running", zap.Int("interfaces", len(g.links)))
-	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
-	}
+	g.log.Info("gateway running", zap.Int("interfaces", len(pl.slots)))
+	<-ctx.Done()
 	g.Close()
 	g.wg.Wait()
-	return err
+	return nil
+}
+
+// startReader runs a reader for link l until its device ends. Called with
+// reloadMu held.
+func (g *Gateway) startReader(l *Link) {
+	w := newWorker(g, l)
+	gen := l.st.gen.Load()
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		err := w.run()
+		g.linkEnded(l, gen, err)
+	}()
 }
 
 // Close closes the devices; Run returns soon after.
@@ -407,120 +424,32 @@ func (g *Gateway) Close() {
 		ln.Close() // a unix listener removes its socket file
 	}
 	g.adminMu.Unlock()
+	// Under reloadMu: a reload or a reattach in progress finishes first,
+	// and the links it opened are among those closed here.
+	g.reloadMu.Lock()
 	g.closeLinks()
+	g.reloadMu.Unlock()
 }
 
 func (g *Gateway) closeLinks() {
-	for _, l := range g.links {
-		l.Dev.Close()
-	}
-}
-
-// Reload reads the config file again and swaps in the new rules and sets
-// atomically; connections, NAT bindings and expectations stay. A config
-// that fails to load or compile leaves the running one untouched. Changes to
-// interfaces, routes, NAT or helpers need a restart and are reported.
-func (g *Gateway) Reload() error {
-	g.reloadMu.Lock()
-	defer g.reloadMu.Unlock()
-	old := g.cfg.Load()
-	if old.path == "" {
-		return errors.New("reload: the config did not come from a file")
-	}
-	cfg, err := LoadConfig(old.path)
-	if err != nil {
-		g.log.Error("reload failed; keeping the running config", zap.Error(err))
-		return err
-	}
-	logWarnings(g.log, cfg)
-	return g.ReloadConfig(cfg)
-}
-
-// ReloadConfig swaps in the rules of an already validated config and the
-// peers of its WireGuard interfaces (ApplyPeers).
-func (g *Gateway) ReloadConfig(cfg *Config) error {
-	rs, err := g.compileRules(cfg)
-	if err != nil {
-		g.log.Error("reload failed; keeping the running config", zap.Error(err))
-		return err
-	}
-	if _, err := g.ApplyPeers(cfg); err != nil {
-		g.log.Error("reload failed; keeping the running rules", zap.Error(err))
-		return err
-	}
-	g.rules.Store(rs)
-	g.warnRestart(g.cfg.Load(), cfg)
-	if cfg.path == "" {
-		cfg.path = g.cfg.Load().path
-	}
-	g.cfg.Store(cfg)
-	g.log.Info("config reloaded")
-	return nil
-}
-
-// warnRestart logs the hardening settings a reload read but cannot apply:
-// the reverse-path modes and the per-source limit are fixed at start.
-func (g *Gateway) warnRestart(old, cfg *Config) {
-	if old.Conntrack.PerSourceMax != cfg.Conntrack.PerSourceMax {
-		g.log.Warn("conntrack.per_source_max changed; it applies after a restart",
-			zap.Int("running", old.Conntrack.PerSourceMax), zap.Int("new", cfg.Conntrack.PerSourceMax))
-	}
-	for i := range cfg.Interface {
-		if i < len(old.Interface) && old.Interface[i].Name == cfg.Interface[i].Name && old.Interface[i].rpf != cfg.Interface[i].rpf {
-			g.log.Warn("interface rpf changed; it applies after a restart",
-				zap.String("interface", cfg.Interface[i].Name), zap.String("new", cfg.Interface[i].RPF))
+	for _, l := range g.pl.Load().links {
+		if l != nil {
+			l.Dev.Close()
 		}
 	}
-}
-
-// peerUpdater is a link whose peers change while it runs.
-type peerUpdater interface {
-	UpdatePeers([]wireguard.PeerConfig) error
-}
-
-// ApplyPeers gives each running WireGuard interface the peers cfg lists
-// for it, where they differ from the running config's: peers added,
-// removed or changed, and every other peer's session untouched (the
-// link's UpdatePeers). An interface is matched by position and name and
-// must be of kind wireguard in both configs; other interface changes need
-// a restart and are left alone. It returns the names of the interfaces it
-// changed. On an error the interfaces before the failing one keep their
-// new peers and the failing one its old.
-//
-// Rules compiled for cfg must be swapped in right after: rules match a
-// peer by its index in the interface's list, which the update renumbers.
-func (g *Gateway) ApplyPeers(cfg *Config) ([]string, error) {
-	old := g.cfg.Load()
-	var changed []string
-	for i, l := range g.links {
-		if i >= len(cfg.Interface) || i >= len(old.Interface) {
-			break
-		}
-		nic, oic := &cfg.Interface[i], &old.Interface[i]
-		if nic.Name != l.Name || nic.Kind != KindWireGuard || oic.Kind != KindWireGuard {
-			continue
-		}
-		if reflect.DeepEqual(nic.Peers, oic.Peers) {
-			continue
-		}
-		u, ok := l.Dev.(peerUpdater)
-		if !ok {
-			continue
-		}
-		if err := u.UpdatePeers(nic.Peers); err != nil {
-			return changed, fmt.Errorf("interface %q: %w", l.Name, err)
-		}
-		changed = append(changed, l.Name)
-		g.log.Info("wireguard peers updated", zap.String("interface", l.Name), zap.Strings("peers", nic.PeerNames()))
-	}
-	return changed, nil
 }
 
 // Rules returns the running rule set.
-func (g *Gateway) Rules() *rules.Ruleset { return g.rules.Load() }
+func (g *Gateway) Rules() *rules.Ruleset { return g.pl.Load().rules }
 
 // NewLogger builds the zap logger the [log] section asks for.
 func NewLogger(c LogConfig) (*zap.Logger, error) {
+	l, _, err := newLogger(c)
+	return l, err
+}
+
+// newLogger is NewLogger that also returns the level, which a reload sets.
+func newLogger(c LogConfig) (*zap.Logger, zap.AtomicLevel, error) {
 	var zc zap.Config
 	if c.Format == "json" {
 		zc = zap.NewProductionConfig()
@@ -530,12 +459,13 @@ func NewLogger(c LogConfig) (*zap.Logger, error) {
 	}
 	lvl, err := zap.ParseAtomicLevel(orDefault(c.Level, "info"))
 	if err != nil {
-		return nil, fmt.Errorf("log.level: %w", err)
+		return nil, lvl, fmt.Errorf("log.level: %w", err)
 	}
 	zc.Level = lvl
 	zc.OutputPaths = []string{"stderr"}
 	zc.ErrorOutputPaths = []string{"stderr"}
-	return zc.Build()
+	l, err := zc.Build()
+	return l, lvl, err
 }
 
 func orDefault(s, d string) string {

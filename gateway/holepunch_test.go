@@ -76,13 +76,13 @@ type punchRig struct {
 
 func newPunchRig(t *testing.T, conf string) *punchRig {
 	g := nullGateway(t, conf)
-	return &punchRig{t: t, g: g, lan: newWorker(g, g.links[0]), wan: newWorker(g, g.links[1])}
+	return &punchRig{t: t, g: g, lan: newWorker(g, g.Links()[0]), wan: newWorker(g, g.Links()[1])}
 }
 
 // run passes pkt through the worker and returns copies of the packets
 // queued for the LAN (0) and the WAN (1).
 func (r *punchRig) run(w *worker, pkt []byte) (sent [2][][]byte) {
-	w.now, w.rs = r.g.ct.Now(), r.g.rules.Load()
+	w.now, w.rs = r.g.ct.Now(), r.g.Rules()
 	n := copy(w.bufs[0][headroom:], pkt)
 	w.packet(w.bufs[0], n)
 	for i, q := range w.out {

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"fmt"
-	"sync/atomic"
 
 	"go.uber.org/zap"
 	"golang.zx2c4.com/wireguard/conn"
@@ -15,11 +14,13 @@ import (
 )
 
 // Link is one interface of the gateway: a link of some kind and its
-// settings.
+// settings. A Link value never changes: a reload that changes an
+// interface's settings makes a new Link around the same device and state.
 type Link struct {
 	// Name is the interface's config name.
 	Name string
-	// Index is its position in the config.
+	// Index is its slot: the number rules, routes and NAT know it by,
+	// kept for the link's life (see plane).
 	Index int
 	// Dev moves the interface's packets.
 	Dev link.Link
@@ -34,9 +35,76 @@ type Link struct {
 	// clamp: forwarded SYNs entering or leaving the link get their MSS
 	// clamped (clamp_mss).
 	clamp bool
-	// capture records the link's packets while `tungate capture` runs
-	// (capture.go); nil otherwise.
-	capture atomic.Pointer[Capture]
+	// st is shared by every Link value of the device.
+	st *linkState
+}
+
+// configure sets l's settings from ic, for slot s.
+func (l *Link) configure(ic *InterfaceConfig, s int) {
+	l.Name, l.Index, l.MTU, l.clamp, l.rpf = ic.Name, s, ic.MTU, ic.clamp, ic.rpf
+	l.peers, _ = l.Dev.(link.PeerIdentifier)
+}
+
+// with returns a copy of l with ic's settings, same device and state.
+func (l *Link) with(ic *InterfaceConfig) *Link {
+	n := &Link{Dev: l.Dev, st: l.st}
+	n.configure(ic, l.Index)
+	return n
+}
+
+// Up reports whether the link's device is attached and working.
+func (l *Link) Up() bool { return !l.st.down.Load() }
+
+// DownReason is why the link is down ("" when up).
+func (l *Link) DownReason() string {
+	if p := l.st.downReason.Load(); p != nil && l.st.down.Load() {
+		return *p
+	}
+	return ""
+}
+
+// identity is what a reload matches a running link by: the device, not
+// the interface's name or position. A kernel TUN is its device name or
+// inherited descriptor, a WireGuard interface its listen port (its name
+// when the port is picked at random), the namespace's TUN and an uplink
+// by their kind (an uplink by its place among the uplinks).
+func (c *Config) identities() []string {
+	out := make([]string, len(c.Interface))
+	uplinks := 0
+	for i := range c.Interface {
+		ic := &c.Interface[i]
+		switch {
+		case c.Namespace.Enabled() && c.Namespace.Interface == ic.Name:
+			out[i] = "namespace"
+		case ic.Kind == KindUplink:
+			out[i] = fmt.Sprintf("uplink#%d", uplinks)
+			uplinks++
+		default:
+			out[i] = ic.identity()
+		}
+	}
+	return out
+}
+
+// identity is the device identity of one interface, for kinds that have
+// one of their own (see Config.identities).
+func (ic *InterfaceConfig) identity() string {
+	switch ic.Kind {
+	case KindWireGuard:
+		if ic.ListenPort != 0 {
+			return fmt.Sprintf("wireguard port %d", ic.ListenPort)
+		}
+		return "wireguard " + ic.Name
+	case KindUplink:
+		return "uplink"
+	}
+	if ic.TUNFD != nil {
+		return fmt.Sprintf("tun_fd %d", *ic.TUNFD)
+	}
+	if ic.TUN == "" {
+		return "namespace"
+	}
+	return "tun " + ic.TUN
 }
 
 // OpenFunc opens the link of an interface; tests substitute in-memory

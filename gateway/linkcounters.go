@@ -27,23 +27,42 @@ type linkCounters struct {
 }
 
 // LinkCounters returns interface i's counters (config order); zero for an
-// index out of range.
+// index out of range. They are the device's: a reload that renames or
+// moves the interface keeps them.
 func (g *Gateway) LinkCounters(i int) LinkCounters {
-	if i < 0 || i >= len(g.linkCtr) {
+	pl := g.pl.Load()
+	l := pl.link(pl.slotOf(i))
+	if l == nil {
 		return LinkCounters{}
 	}
-	c := &g.linkCtr[i]
+	return l.st.ctr.snapshot()
+}
+
+func (c *linkCounters) snapshot() LinkCounters {
 	return LinkCounters{RxPackets: c.rxPackets.Load(), RxBytes: c.rxBytes.Load(),
 		TxPackets: c.txPackets.Load(), TxBytes: c.txBytes.Load()}
+}
+
+// LinkUp reports whether interface i (config order) is up, and if not
+// why.
+func (g *Gateway) LinkUp(i int) (bool, string) {
+	pl := g.pl.Load()
+	l := pl.link(pl.slotOf(i))
+	if l == nil {
+		return false, "no such interface"
+	}
+	return l.Up(), l.DownReason()
 }
 
 // UplinkStats returns the counters of interface i when it is an uplink,
 // by name (uplink.Counter's String).
 func (g *Gateway) UplinkStats(i int) (map[string]uint64, bool) {
-	if i < 0 || i >= len(g.links) {
+	pl := g.pl.Load()
+	l := pl.link(pl.slotOf(i))
+	if l == nil {
 		return nil, false
 	}
-	u, ok := g.links[i].Dev.(*uplink.Link)
+	u, ok := l.Dev.(*uplink.Link)
 	if !ok {
 		return nil, false
 	}

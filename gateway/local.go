@@ -44,7 +44,6 @@ var icmpCodes = [...][2][2]uint8{
 // port (RFC 4787 REQ-1, RFC 5382 REQ-1), and the local connection is
 // deleted when that flow is confirmed.
 func (w *worker) local(buf []byte) {
-	g := w.g
 	p, res := &w.p, &w.res
 	w.delivered++
 	if !w.filter(rules.HookInput) {
@@ -68,7 +67,7 @@ func (w *worker) local(buf []byte) {
 		if !p.HasL4 || p.TCPFlags&packet.TCPRst != 0 {
 			return
 		}
-		if p.TCPFlags&(packet.TCPSyn|packet.TCPAck) == packet.TCPSyn && g.external[w.in] {
+		if p.TCPFlags&(packet.TCPSyn|packet.TCPAck) == packet.TCPSyn && w.pl.external[w.in] {
 			// RFC 5382 REQ-4: no answer to an unsolicited SYN on an
 			// external address, so a simultaneous open can still work.
 			return
@@ -162,11 +161,11 @@ func (w *worker) sendICMPError(p *packet.Parsed, typ, code uint8, param uint32) 
 	if p.IsICMPError() {
 		return // never an error about an error (RFC 1122 3.2.2)
 	}
-	src, ok := w.g.sourceFor(w.in, p.Version)
+	src, ok := w.pl.sourceFor(w.in, p.Version)
 	if !ok {
 		return
 	}
-	if !w.g.limiter.allow(p.Src, w.now) {
+	if !w.pl.limiter.allow(p.Src, w.now) {
 		w.g.Counters.ICMPLimit.Add(1)
 		return
 	}
@@ -243,7 +242,7 @@ func (w *worker) output(b []byte, gp *packet.Parsed, c *conntrack.Conn, d conntr
 
 // sourceFor picks the gateway's own address of the given IP version on link
 // in (any link when that one has none).
-func (g *Gateway) sourceFor(in int, version uint8) (packet.Addr, bool) {
+func (pl *plane) sourceFor(in int, version uint8) (packet.Addr, bool) {
 	pick := func(list []netip.Addr) (packet.Addr, bool) {
 		for _, a := range list {
 			if (version == 4) == a.Is4() {
@@ -252,12 +251,12 @@ func (g *Gateway) sourceFor(in int, version uint8) (packet.Addr, bool) {
 		}
 		return packet.Addr{}, false
 	}
-	if in >= 0 && in < len(g.own) {
-		if a, ok := pick(g.own[in]); ok {
+	if in >= 0 && in < len(pl.own) {
+		if a, ok := pick(pl.own[in]); ok {
 			return a, true
 		}
 	}
-	for _, l := range g.own {
+	for _, l := range pl.own {
 		if a, ok := pick(l); ok {
 			return a, true
 		}

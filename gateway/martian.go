@@ -12,7 +12,7 @@ import (
 // destinations that are not unicast on a link we route (loopback,
 // unspecified, multicast, broadcast, an own subnet's broadcast address,
 // IPv6 link-local either way).
-func (g *Gateway) martian(p *packet.Parsed) bool {
+func (pl *plane) martian(p *packet.Parsed) bool {
 	if p.Version == 4 {
 		s, d := p.Src[0], p.Dst[0]
 		switch {
@@ -21,7 +21,7 @@ func (g *Gateway) martian(p *packet.Parsed) bool {
 		case d == 0 || d == 127 || d >= 224:
 			return true
 		}
-		for _, b := range g.bcast {
+		for _, b := range pl.bcast {
 			if [4]byte(p.Dst[:4]) == b {
 				return true
 			}

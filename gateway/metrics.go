@@ -41,6 +41,12 @@ type collector struct {
 	wgPeerHandshake, wgPeerRx, wgPeerTx *prometheus.Desc
 	// uplink are an uplink interface's own counters.
 	uplink [uplink.NumCounters]*prometheus.Desc
+
+	// ifaceUp is 1 for an interface whose device works, 0 while it is
+	// down (failed, waiting for the device to come back).
+	ifaceUp *prometheus.Desc
+	// reloadOK and reloadTime are the last reload's outcome and time.
+	reloadOK, reloadTime *prometheus.Desc
 }
 
 // counterDesc is one counter and where its value comes from.
@@ -103,6 +109,10 @@ func newCollector(g *Gateway) *collector {
 		},
 		natLive: prometheus.NewDesc("tungate_nat_mappings", "Live NAT port mappings.", nil, nil),
 		nat:     map[string]*prometheus.Desc{},
+
+		ifaceUp:    prometheus.NewDesc("tungate_interface_up", "1 when the interface's device works, 0 while it is down.", []string{"interface"}, nil),
+		reloadOK:   prometheus.NewDesc("tungate_last_reload_success", "1 when the last reload applied, 0 when it failed or was refused.", nil, nil),
+		reloadTime: prometheus.NewDesc("tungate_last_reload_timestamp_seconds", "When the last reload was attempted (Unix time).", nil, nil),
 	}
 	for name, help := range natHelp {
 		c.nat[name] = prometheus.NewDesc("tungate_nat_"+name+"_total", help, nil, nil)
@@ -140,6 +150,9 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range c.ifaces {
 		ch <- d
 	}
+	ch <- c.ifaceUp
+	ch <- c.reloadOK
+	ch <- c.reloadTime
 	ch <- c.entries
 	ch <- c.max
 	ch <- c.expects
@@ -169,13 +182,27 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, p := range c.packets {
 		ch <- prometheus.MustNewConstMetric(p.d, prometheus.CounterValue, float64(p.v(g)))
 	}
-	for i, l := range g.links {
-		lc := g.LinkCounters(i)
+	links := g.Links()
+	for _, l := range links {
+		lc := l.st.ctr.snapshot()
 		for j, v := range [4]uint64{lc.RxPackets, lc.RxBytes, lc.TxPackets, lc.TxBytes} {
 			ch <- prometheus.MustNewConstMetric(c.ifaces[j], prometheus.CounterValue, float64(v), l.Name)
 		}
+		up := 1.0
+		if !l.Up() {
+			up = 0
+		}
+		ch <- prometheus.MustNewConstMetric(c.ifaceUp, prometheus.GaugeValue, up, l.Name)
 	}
-	for _, l := range g.links {
+	if r := g.LastReload(); r != nil {
+		ok := 1.0
+		if r.Err != nil {
+			ok = 0
+		}
+		ch <- prometheus.MustNewConstMetric(c.reloadOK, prometheus.GaugeValue, ok)
+		ch <- prometheus.MustNewConstMetric(c.reloadTime, prometheus.GaugeValue, float64(r.Time.UnixNano())/1e9)
+	}
+	for _, l := range links {
 		wl, ok := l.Dev.(*wireguard.Link)
 		if !ok {
 			continue
@@ -217,7 +244,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if l := c.g.srcLimit; l != nil {
 		ch <- prometheus.MustNewConstMetric(c.perSource, prometheus.CounterValue, float64(l.Refused.Load()))
 	}
-	for _, l := range g.links {
+	for _, l := range links {
 		u, ok := l.Dev.(*uplink.Link)
 		if !ok {
 			continue

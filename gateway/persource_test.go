@@ -87,9 +87,9 @@ func TestPerSourceMaxConfig(t *testing.T) {
 // limit: an established flow never consults it.
 func BenchmarkForwardPerSource(b *testing.B) {
 	g := nullGateway(b, "[conntrack]\nper_source_max = 64\n")
-	lan := newWorker(g, g.links[0])
-	wan := newWorker(g, g.links[1])
-	lan.rs, wan.rs = g.rules.Load(), g.rules.Load()
+	lan := newWorker(g, g.Links()[0])
+	wan := newWorker(g, g.Links()[1])
+	lan.rs, wan.rs = g.Rules(), g.Rules()
 	lan.now, wan.now = g.ct.Now(), g.ct.Now()
 	runPacket(lan, tcpPacket("10.10.0.2", "198.18.0.2", 40000, 80, 1000, 0, header.TCPFlagSyn, 0))
 	runPacket(wan, tcpPacket("198.18.0.2", "10.10.0.2", 80, 40000, 5000, 1001, header.TCPFlagSyn|header.TCPFlagAck, 0))

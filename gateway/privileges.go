@@ -17,7 +17,7 @@ import (
 // started as root can still read and write root's files by ownership, so
 // run it as its own user (dist/tungate.service) for the rest.
 func (g *Gateway) DropPrivileges() error {
-	keep := g.cfg.Load().Admin.KeepNetAdmin
+	keep := g.Config().Admin.KeepNetAdmin
 	res, err := privs.Drop(keep)
 	if err != nil {
 		return err

@@ -38,10 +38,11 @@ interface = "lan"
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &Gateway{}
-	if err := g.buildRoutes(cfg); err != nil {
-		t.Fatal(err)
+	pl := &plane{cfg: cfg, links: make([]*Link, len(cfg.Interface))}
+	for i := range cfg.Interface {
+		pl.slots = append(pl.slots, i)
 	}
+	pl.buildRoutes()
 	for _, c := range []struct {
 		dst  string
 		want int
@@ -67,7 +68,7 @@ interface = "lan"
 			src = "fd10::2"
 		}
 		p.Decode(udpPacket(src, c.dst, 1, 2, 64, false, nil))
-		out, ok := g.route(&p)
+		out, ok := pl.routes.Lookup(p.DstIP())
 		if out != c.want || ok != c.ok {
 			t.Errorf("%s: route %d %v, want %d %v", c.dst, out, ok, c.want, c.ok)
 		}

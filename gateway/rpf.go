@@ -34,7 +34,7 @@ func (w *worker) reversePath(p *packet.Parsed) bool {
 	if w.rpValid && w.rpSrc == p.Src && w.rpVer == p.Version {
 		return w.rpOK
 	}
-	out, ok := w.g.routes.Lookup(p.SrcIP())
+	out, ok := w.pl.routes.Lookup(p.SrcIP())
 	switch {
 	case !ok || out == routeLocal:
 		ok = false

@@ -47,8 +47,8 @@ func BenchmarkRSSPerNATFlow(b *testing.B) {
 	)
 	for range b.N {
 		g := nullGateway(b, "[conntrack]\nmax = 1048576\n[[nat.masquerade]]\nout = \"wan\"\n")
-		lan := newWorker(g, g.links[0])
-		lan.rs = g.rules.Load()
+		lan := newWorker(g, g.Links()[0])
+		lan.rs = g.Rules()
 		tmpl := udpPacket("10.10.0.2", "203.0.113.1", 1024, 53, 64, false, make([]byte, 16))
 		pkt := make([]byte, len(tmpl))
 		var ms runtime.MemStats

@@ -44,7 +44,7 @@ func (g *Gateway) applyRuntime(rs *rules.Ruleset) {
 func (g *Gateway) SetAdd(name string, elems []netip.Prefix, timeout time.Duration) error {
 	g.reloadMu.Lock()
 	defer g.reloadMu.Unlock()
-	return g.sets.Add(g.rules.Load(), name, elems, timeout)
+	return g.sets.Add(g.Rules(), name, elems, timeout)
 }
 
 // SetDelete removes elements added at runtime from a named set. An element
@@ -53,18 +53,18 @@ func (g *Gateway) SetAdd(name string, elems []netip.Prefix, timeout time.Duratio
 func (g *Gateway) SetDelete(name string, elems []netip.Prefix) error {
 	g.reloadMu.Lock()
 	defer g.reloadMu.Unlock()
-	return g.sets.Delete(g.rules.Load(), name, elems)
+	return g.sets.Delete(g.Rules(), name, elems)
 }
 
 // SetList returns a named set's elements, from the file and the runtime
 // layer, with the time the layer's clock says it is (for "expires in").
 func (g *Gateway) SetList(name string) ([]rules.SetElement, time.Time, error) {
-	l, err := g.sets.List(g.rules.Load(), name)
+	l, err := g.sets.List(g.Rules(), name)
 	return l, g.sets.Now(), err
 }
 
 // SetNames returns the names of the running rules' sets.
-func (g *Gateway) SetNames() []string { return g.rules.Load().SetNames() }
+func (g *Gateway) SetNames() []string { return g.Rules().SetNames() }
 
 // RuntimeState returns the runtime layer, for status and the state file.
 func (g *Gateway) RuntimeState() RuntimeState {
@@ -81,7 +81,7 @@ func (g *Gateway) RuntimeNow() time.Time { return g.sets.Now() }
 func (g *Gateway) RestoreRuntime(st RuntimeState) (int, error) {
 	g.reloadMu.Lock()
 	defer g.reloadMu.Unlock()
-	return g.sets.Restore(g.rules.Load(), st.Sets)
+	return g.sets.Restore(g.Rules(), st.Sets)
 }
 
 // sweepSets removes set elements whose timeout ran out, at their deadline
@@ -91,7 +91,7 @@ func (g *Gateway) sweepSets(ctx context.Context) {
 	defer t.Stop()
 	for {
 		g.reloadMu.Lock()
-		rs := g.rules.Load()
+		rs := g.Rules()
 		g.sets.Sync(rs)
 		next := g.sets.Expire(rs)
 		g.reloadMu.Unlock()

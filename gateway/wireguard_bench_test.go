@@ -91,22 +91,22 @@ func BenchmarkForwardPeer(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if (g.links[0].peers != nil) != (kind == "wireguard") {
+				if (g.Links()[0].peers != nil) != (kind == "wireguard") {
 					b.Fatal("peer identity not as the kind says")
 				}
 				c, s := "10.10.0.2", "198.18.0.2"
 				if fam == "ipv6-tcp" {
 					c, s = "fd10::2", "2001:db8:1::2"
 				}
-				lan := newWorker(g, g.links[0])
-				wan := newWorker(g, g.links[1])
-				lan.rs, wan.rs = g.rules.Load(), g.rules.Load()
+				lan := newWorker(g, g.Links()[0])
+				wan := newWorker(g, g.Links()[1])
+				lan.rs, wan.rs = g.Rules(), g.Rules()
 				lan.now, wan.now = g.ct.Now(), g.ct.Now()
 				runPacket(lan, tcpPacket(c, s, 40000, 80, 1000, 0, header.TCPFlagSyn, 0))
 				runPacket(wan, tcpPacket(s, c, 80, 40000, 5000, 1001, header.TCPFlagSyn|header.TCPFlagAck, 0))
 				ack := tcpPacket(c, s, 40000, 80, 1001, 5001, header.TCPFlagAck, 64)
-				w := newWorker(g, g.links[0])
-				w.rs, w.now = g.rules.Load(), g.ct.Now()
+				w := newWorker(g, g.Links()[0])
+				w.rs, w.now = g.Rules(), g.ct.Now()
 				before := g.Counters.Forwarded.Load()
 				runtime.LockOSThread()
 				defer runtime.UnlockOSThread()

@@ -213,7 +213,12 @@ func prefixesMatch(l []netip.Prefix, a netip.Addr) bool {
 
 // snatRule is a compiled snat or masquerade rule.
 type snatRule struct {
-	name   string // "nat.snat[0]", for logs
+	name string // "nat.snat[0]", for logs
+	// id names the rule in mapping keys, stable across a reload that
+	// keeps the rule (Prepared.Apply); -1 for the hairpin fallback.
+	id int32
+	// sig is the rule's source and out interface: what a reload compares.
+	sig    string
 	m      matcher
 	masq   bool
 	pool   addrPool // snat only
@@ -556,7 +561,8 @@ func (cc *ruleCompiler) snat(path string, r *Rule, masq bool) {
 	n := cc.errs.Len()
 	m := cc.match(path, r.Proto, r.Src, r.Dst, r.SPort, r.DPort)
 	m.out = cc.iface(path, "out", r.Out)
-	sr := &snatRule{name: path, m: m, masq: masq, eim: true, ownerIface: m.out}
+	sr := &snatRule{name: path, m: m, masq: masq, eim: true, ownerIface: m.out,
+		sig: fmt.Sprintf("%t %d %+v", masq, m.out, *r)}
 	if masq {
 		if r.Out == "" {
 			cc.errs.Addf(path+".out", "required (masquerade uses the out interface's address)")

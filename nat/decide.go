@@ -130,13 +130,14 @@ func (e *Engine) commit(c *conntrack.Conn, cur, next, reply *conntrack.Tuple, na
 func (e *Engine) decideDst(res *conntrack.Result, in int) bool {
 	c := res.Conn
 	cur := e.current(c)
+	v := e.v.Load()
 	var dst netip.Addr
-	if len(e.rules.dnat) > 0 || len(e.rules.netmap) > 0 {
+	if len(v.rules.dnat) > 0 || len(v.rules.netmap) > 0 {
 		dst = cur.Dst.NetIP(cur.Family)
 	}
 	kind := kindOf(&cur)
 
-	for _, r := range e.rules.dnat {
+	for _, r := range v.rules.dnat {
 		if !e.dnatMatch(r, &cur, dst, in) {
 			continue
 		}
@@ -171,7 +172,7 @@ func (e *Engine) decideDst(res *conntrack.Result, in int) bool {
 		}
 	}
 
-	for _, r := range e.rules.netmap {
+	for _, r := range v.rules.netmap {
 		if r.out != in || r.fam != cur.Family || !r.to.Contains(dst) {
 			continue
 		}
@@ -226,11 +227,12 @@ func (e *Engine) dnatMatch(r *dnatRule, cur *conntrack.Tuple, dst netip.Addr, in
 // gateway's own addresses and the snat pools. It spares the NEW path a
 // lock for destinations that cannot be mappings.
 func (e *Engine) mayBeMapped(a packet.Addr, fam uint8) bool {
-	if e.isOwn(a, fam) {
+	v := e.v.Load()
+	if v.isOwn(a, fam) {
 		return true
 	}
 	ip := a.NetIP(fam)
-	for _, r := range e.rules.snat {
+	for _, r := range v.rules.snat {
 		if !r.masq && r.pool.contains(ip) {
 			return true
 		}
@@ -292,18 +294,19 @@ func (e *Engine) decideSrc(res *conntrack.Result, in, out int) bool {
 	c := res.Conn
 	st := c.Status()
 	cur := e.current(c)
+	v := e.v.Load()
 
-	if st&conntrack.StatusDstNAT != 0 && !e.IsExternal(in) && !e.IsExternal(out) && (in == out || e.hasExternal) {
+	if st&conntrack.StatusDstNAT != 0 && !v.isExternal(in) && !v.isExternal(out) && (in == out || v.hasExternal) {
 		// A client inside reached a server inside through an external
 		// address: translate the client to its external mapping so the
 		// server's replies come back through the gateway (RFC 4787
 		// REQ-9a, RFC 5382 REQ-8a).
 		targeted := c.Tuple(conntrack.DirOriginal).Dst
-		r, idx := e.hairpinRuleFor(&cur, targeted)
-		return e.snatWith(r, idx, c, &cur, targeted, true)
+		r := e.hairpinRuleFor(v, &cur, targeted)
+		return e.snatWith(v, r, c, &cur, targeted, true)
 	}
 
-	for _, r := range e.rules.netmap {
+	for _, r := range v.rules.netmap {
 		if r.out != out || r.fam != cur.Family || !r.from.Contains(cur.Src.NetIP(cur.Family)) {
 			continue
 		}
@@ -323,14 +326,14 @@ func (e *Engine) decideSrc(res *conntrack.Result, in, out int) bool {
 		return true
 	}
 
-	for i, r := range e.rules.snat {
+	for _, r := range v.rules.snat {
 		if r.m.out >= 0 && r.m.out != out {
 			continue
 		}
 		if !e.snatMatch(r, &cur, true) {
 			continue
 		}
-		return e.snatWith(r, int32(i), c, &cur, packet.Addr{}, false)
+		return e.snatWith(v, r, c, &cur, packet.Addr{}, false)
 	}
 	c.SetStatus(conntrack.StatusSrcNATDone)
 	return true
@@ -362,29 +365,29 @@ func (e *Engine) snatMatch(r *snatRule, cur *conntrack.Tuple, withDst bool) bool
 // first that matches the client and translates to the address it targeted,
 // else the first that matches the client at all, else a plain one that
 // uses the targeted address.
-func (e *Engine) hairpinRuleFor(cur *conntrack.Tuple, targeted packet.Addr) (*snatRule, int32) {
+func (e *Engine) hairpinRuleFor(v *setup, cur *conntrack.Tuple, targeted packet.Addr) *snatRule {
 	ip := targeted.NetIP(cur.Family)
-	first := int32(-1)
-	for i, r := range e.rules.snat {
+	var first *snatRule
+	for _, r := range v.rules.snat {
 		if !e.snatMatch(r, cur, false) {
 			continue
 		}
-		if first < 0 {
-			first = int32(i)
+		if first == nil {
+			first = r
 		}
 		if r.masq {
-			fi := &e.ifaces[r.m.out]
+			fi := &v.ifaces[r.m.out]
 			if (cur.Family == 4 && fi.has4 && fi.addr4 == targeted) || (cur.Family == 6 && fi.has6 && fi.addr6 == targeted) {
-				return r, int32(i)
+				return r
 			}
 		} else if r.pool.contains(ip) {
-			return r, int32(i)
+			return r
 		}
 	}
-	if first >= 0 {
-		return e.rules.snat[first], first
+	if first != nil {
+		return first
 	}
-	return &e.hairpinRule, -1
+	return &e.hairpinRule
 }
 
 // pairHash spreads internal addresses over an SNAT pool; being a function
@@ -396,12 +399,12 @@ func pairHash(a packet.Addr) uint64 {
 }
 
 // extAddr returns the external address rule r translates cur to.
-func (e *Engine) extAddr(r *snatRule, cur *conntrack.Tuple, targeted packet.Addr) (packet.Addr, bool) {
+func (e *Engine) extAddr(v *setup, r *snatRule, cur *conntrack.Tuple, targeted packet.Addr) (packet.Addr, bool) {
 	switch {
 	case r == &e.hairpinRule:
 		return targeted, true
 	case r.masq:
-		fi := &e.ifaces[r.m.out]
+		fi := &v.ifaces[r.m.out]
 		if cur.Family == 4 {
 			return fi.addr4, fi.has4
 		}
@@ -428,10 +431,10 @@ func portRangeFor(r *snatRule, kind idKind, p uint16) (lo, hi uint16) {
 	return 1024, 65535
 }
 
-// snatWith translates cur's source by rule r (index idx; -1 the hairpin
+// snatWith translates cur's source by rule r of setup v (or the hairpin
 // fallback). false: drop (no address, no port, clash).
-func (e *Engine) snatWith(r *snatRule, idx int32, c *conntrack.Conn, cur *conntrack.Tuple, targeted packet.Addr, hairpin bool) bool {
-	ext, ok := e.extAddr(r, cur, targeted)
+func (e *Engine) snatWith(v *setup, r *snatRule, c *conntrack.Conn, cur *conntrack.Tuple, targeted packet.Addr, hairpin bool) bool {
+	ext, ok := e.extAddr(v, r, cur, targeted)
 	if !ok {
 		e.st.noAddress.Add(1)
 		e.logLimited("nat: no address to masquerade to, dropping", zap.String("rule", r.name), zap.Uint8("family", cur.Family))
@@ -442,7 +445,7 @@ func (e *Engine) snatWith(r *snatRule, idx int32, c *conntrack.Conn, cur *conntr
 	kind := kindOf(cur)
 	var reply conntrack.Tuple
 	if kind != idNone {
-		key := mapKey{rule: idx, fam: cur.Family, proto: cur.Proto, addr: cur.Src, port: cur.SrcPort}
+		key := mapKey{rule: r.id, fam: cur.Family, proto: cur.Proto, addr: cur.Src, port: cur.SrcPort}
 		if !r.eim {
 			key.raddr, key.rport = cur.Dst, cur.DstPort
 		}

@@ -199,19 +199,17 @@ const maxPooled = 1024
 
 // Engine is the NAT engine. Its packet methods are safe for concurrent use.
 type Engine struct {
-	table  *conntrack.Table
-	log    *zap.Logger
-	rules  *compiled
-	ifaces []ifaceInfo
-	// own are the gateway's own addresses; the default DNAT destination
-	// and the only addresses mappings can be reached on.
-	own []ownAddr
+	table *conntrack.Table
+	log   *zap.Logger
+	// v is the configuration in force: rules and interfaces, replaced
+	// whole by Apply (a reload). A decision loads it once.
+	v atomic.Pointer[setup]
+	// nextID numbers the snat rules of later configurations (mapKey.rule);
+	// guarded by mu.
+	nextID int32
 	// hairpinRule is used for a hairpinned client no snat/masquerade rule
 	// matches: the address the client connected to, ports kept.
 	hairpinRule snatRule
-	// hasExternal: some interface is external. Without one, only a
-	// connection that leaves by the interface it came in on is hairpinned.
-	hasExternal bool
 
 	// mu guards sets, byKey, byExt, the pools, every mapping's fields and
 	// every binding's owner and links. It is taken on the NEW path only
@@ -236,14 +234,23 @@ type Engine struct {
 	quiet  atomic.Int64 // log lines suppressed since the last one
 }
 
+// setup is one configuration of the engine: compiled rules and the
+// interfaces they refer to by index. It never changes once built.
+type setup struct {
+	rules  *compiled
+	ifaces []ifaceInfo
+	// own are the gateway's own addresses; the default DNAT destination
+	// and the only addresses mappings can be reached on.
+	own []ownAddr
+	// hasExternal: some interface is external. Without one, only a
+	// connection that leaves by the interface it came in on is hairpinned.
+	hasExternal bool
+}
+
 // New builds an engine for cfg over the gateway's interfaces and registers
 // its destroy hook on table.
 func New(cfg Config, ifaces []Iface, table *conntrack.Table, log *zap.Logger) (*Engine, error) {
-	names := make([]string, len(ifaces))
-	for i, f := range ifaces {
-		names[i] = f.Name
-	}
-	rules, err := compile(&cfg, names, ifaces)
+	v, err := newSetup(&cfg, ifaces)
 	if err != nil {
 		return nil, err
 	}
@@ -251,18 +258,36 @@ func New(cfg Config, ifaces []Iface, table *conntrack.Table, log *zap.Logger) (*
 		log = zap.NewNop()
 	}
 	e := &Engine{
-		table:  table,
-		log:    log,
-		rules:  rules,
-		ifaces: make([]ifaceInfo, len(ifaces)),
-		sets:   map[setKey]*portSet{},
-		byKey:  newMapIndex(byKeySlot),
-		byExt:  newMapIndex(byExtSlot),
-		seed:   rand.Uint64(),
+		table: table,
+		log:   log,
+		sets:  map[setKey]*portSet{},
+		byKey: newMapIndex(byKeySlot),
+		byExt: newMapIndex(byExtSlot),
+		seed:  rand.Uint64(),
 	}
-	e.hairpinRule = snatRule{name: "hairpin", m: matcher{in: -1, out: -1, proto: protoAny}, eim: true, ownerIface: -1}
+	for i, r := range v.rules.snat {
+		r.id = int32(i)
+	}
+	e.nextID = int32(len(v.rules.snat))
+	e.v.Store(v)
+	e.hairpinRule = snatRule{id: -1, name: "hairpin", m: matcher{in: -1, out: -1, proto: protoAny}, eim: true, ownerIface: -1}
+	table.AddDestroyHook(e.destroy)
+	return e, nil
+}
+
+// newSetup compiles cfg over ifaces.
+func newSetup(cfg *Config, ifaces []Iface) (*setup, error) {
+	names := make([]string, len(ifaces))
 	for i, f := range ifaces {
-		fi := &e.ifaces[i]
+		names[i] = f.Name
+	}
+	rules, err := compile(cfg, names, ifaces)
+	if err != nil {
+		return nil, err
+	}
+	v := &setup{rules: rules, ifaces: make([]ifaceInfo, len(ifaces))}
+	for i, f := range ifaces {
+		fi := &v.ifaces[i]
 		fi.name = f.Name
 		for _, p := range f.Addrs {
 			a := p.Addr().Unmap()
@@ -270,7 +295,7 @@ func New(cfg Config, ifaces []Iface, table *conntrack.Table, log *zap.Logger) (*
 			if a.Is4() {
 				fam = 4
 			}
-			e.own = append(e.own, ownAddr{packet.AddrFrom(a), fam})
+			v.own = append(v.own, ownAddr{packet.AddrFrom(a), fam})
 			if a.Is4() {
 				if !fi.has4 {
 					fi.addr4, fi.has4 = packet.AddrFrom(a), true
@@ -286,17 +311,73 @@ func New(cfg Config, ifaces []Iface, table *conntrack.Table, log *zap.Logger) (*
 	}
 	for _, r := range rules.snat {
 		if r.ownerIface >= 0 {
-			e.ifaces[r.ownerIface].external = true
+			v.ifaces[r.ownerIface].external = true
 		}
 	}
 	for _, r := range rules.netmap {
-		e.ifaces[r.out].external = true
+		v.ifaces[r.out].external = true
 	}
-	for _, fi := range e.ifaces {
-		e.hasExternal = e.hasExternal || fi.external
+	for _, fi := range v.ifaces {
+		v.hasExternal = v.hasExternal || fi.external
 	}
-	table.AddDestroyHook(e.destroy)
-	return e, nil
+	return v, nil
+}
+
+// Prepared is a configuration compiled for an engine, ready to Apply.
+type Prepared struct {
+	e *Engine
+	v *setup
+}
+
+// Prepare compiles a new configuration for the engine without applying
+// it: the first half of a reload, the half that can fail.
+func (e *Engine) Prepare(cfg Config, ifaces []Iface) (*Prepared, error) {
+	v, err := newSetup(&cfg, ifaces)
+	if err != nil {
+		return nil, err
+	}
+	return &Prepared{e: e, v: v}, nil
+}
+
+// IsExternal is Engine.IsExternal for the prepared configuration.
+func (p *Prepared) IsExternal(i int) bool { return p.v.isExternal(i) }
+
+// Apply puts a prepared configuration in force. New connections are
+// decided by its rules from now on; connections decided already keep
+// their translation and their mappings (Linux's nf_nat behaves the same
+// when the rules change). A snat or masquerade rule that is unchanged,
+// translating to the same addresses, keeps its identity, so new flows of
+// an endpoint keep reusing its endpoint-independent mapping; a changed
+// rule starts mappings afresh.
+func (p *Prepared) Apply() {
+	e := p.e
+	old := e.v.Load()
+	e.mu.Lock()
+	for _, r := range p.v.rules.snat {
+		r.id = -1
+		for _, o := range old.rules.snat {
+			if o.sig == r.sig && sameExt(old, o, p.v, r) {
+				r.id = o.id
+				break
+			}
+		}
+		if r.id < 0 {
+			r.id = e.nextID
+			e.nextID++
+		}
+	}
+	e.mu.Unlock()
+	e.v.Store(p.v)
+}
+
+// sameExt reports whether rule a of setup va translates to the same
+// addresses as rule b of setup vb (a masquerade's are its interface's).
+func sameExt(va *setup, a *snatRule, vb *setup, b *snatRule) bool {
+	if !a.masq {
+		return true // the pool is in the signature
+	}
+	fa, fb := &va.ifaces[a.m.out], &vb.ifaces[b.m.out]
+	return fa.addr4 == fb.addr4 && fa.has4 == fb.has4 && fa.addr6 == fb.addr6 && fa.has6 == fb.has6
 }
 
 // IsExternal reports whether interface i is one masquerade, snat or netmap
@@ -304,7 +385,11 @@ func New(cfg Config, ifaces []Iface, table *conntrack.Table, log *zap.Logger) (*
 // unsolicited connection to them that matched no mapping or forward should
 // get no answer (RFC 5382 REQ-4).
 func (e *Engine) IsExternal(i int) bool {
-	return i >= 0 && i < len(e.ifaces) && e.ifaces[i].external
+	return e.v.Load().isExternal(i)
+}
+
+func (v *setup) isExternal(i int) bool {
+	return i >= 0 && i < len(v.ifaces) && v.ifaces[i].external
 }
 
 // Stats returns a snapshot of the counters.
@@ -334,9 +419,11 @@ type ownAddr struct {
 }
 
 // isOwn reports whether a is one of the gateway's own addresses.
-func (e *Engine) isOwn(a packet.Addr, fam uint8) bool {
-	for i := range e.own {
-		if e.own[i].addr == a && e.own[i].fam == fam {
+func (e *Engine) isOwn(a packet.Addr, fam uint8) bool { return e.v.Load().isOwn(a, fam) }
+
+func (v *setup) isOwn(a packet.Addr, fam uint8) bool {
+	for i := range v.own {
+		if v.own[i].addr == a && v.own[i].fam == fam {
 			return true
 		}
 	}
@@ -368,12 +455,13 @@ func (e *Engine) portSetLocked(k setKey) *portSet {
 	}
 	s := &portSet{}
 	ip := k.addr.NetIP(k.fam)
-	for _, r := range e.rules.dnat {
+	v := e.v.Load()
+	for _, r := range v.rules.dnat {
 		if !r.m.dport.set || !r.m.protoMatch(k.proto) {
 			continue
 		}
 		if r.ownDst {
-			if !e.isOwn(k.addr, k.fam) {
+			if !v.isOwn(k.addr, k.fam) {
 				continue
 			}
 		} else if !prefixesMatch(r.m.dst, ip) {

@@ -197,19 +197,37 @@ func newRulesCmd(stdout, stderr io.Writer) *cobra.Command {
 
 func newReloadCmd(stdout, stderr io.Writer) *cobra.Command {
 	var t target
+	var dryRun, flushNAT bool
 	cmd := &cobra.Command{
 		Use:     "reload",
-		Short:   "Reload the rules from the config file",
+		Short:   "Apply the config file to the running gateway",
 		GroupID: "admin",
-		Long: `Reload the running gateway's config file, as SIGHUP does: the new rules and
-sets replace the running ones atomically; connections, NAT bindings and
-expectations stay. A config that fails to load or compile leaves the running
-one untouched and the error is reported (exit status 1).`,
+		Long: `Reload the running gateway's config file, as SIGHUP does, and apply every
+difference from the running config, or none. It prints the changes, one a line
+("~" changed, "+" added, "-" removed).
+
+Applied while running: rules and sets; NAT rules (new connections use them,
+existing ones keep their translation unless --flush-nat); helper ports;
+[conntrack] limits and timeouts (an entry takes a new timeout at its next
+packet); per_source_max values; ICMP rate limits; log level; routes;
+interfaces added (opened), removed (closed, their connections deleted),
+renamed or reordered (a running link is matched by its device: TUN name,
+tun_fd, WireGuard listen port, uplink) and their addresses, rpf, clamp_mss
+and WireGuard peers.
+
+What cannot change while running (a running interface's device or MTU, the
+admin socket, the metrics address, the log format, [namespace], turning
+per_source_max on or off, conntrack.buckets, uplink port forwards, a kernel
+TUN to create without CAP_NET_ADMIN) refuses the whole reload with the key
+path and why; the running config stays untouched (exit status 1). So does a config
+that fails to load or compile.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return t.do(&admin.Request{Cmd: "reload"}, stdout, stdout)
+			return t.do(&admin.Request{Cmd: "reload", DryRun: dryRun, FlushNAT: flushNAT}, stdout, stdout)
 		},
 	}
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print the changes the reload would apply (and what it would refuse); apply nothing")
+	cmd.Flags().BoolVar(&flushNAT, "flush-nat", false, "delete every NATed connection once the new NAT rules are in force")
 	addTargetFlags(cmd, &t)
 	return cmd
 }

@@ -82,6 +82,7 @@ func TestAdminCommands(t *testing.T) {
 		{with("expect", "list", "--tuple-dst", "198.18.0.1"), 0, []string{"dport=50000"}, nil, 1},
 		{with("status"), 0, []string{"uptime:", "config:      " + gwConf, "interfaces:", "  lan ", "routes:", "conntrack:   3/4096 entries"}, nil, -1},
 		{with("reload"), 0, []string{"reloaded"}, nil, 1},
+		{with("reload", "--dry-run"), 0, []string{"no changes\n", "dry run: 0 changes would apply; nothing was changed"}, nil, 2},
 		// usage errors: exit 2, before connecting
 		{with("ct", "list", "-s", "10.0.0.300"), 2, nil, []string{`src: "10.0.0.300" is not an address or prefix`}, 0},
 		{with("ct", "list", "--state", "ESTABLISED"), 2, nil, []string{`unknown state "ESTABLISED"`}, 0},

@@ -26,7 +26,8 @@ func newRunCmd(stderr io.Writer) *cobra.Command {
 		GroupID: "gateway",
 		Long: `Run the gateway in the foreground on the config FILE (default: $TUNGATE_CONFIG
 or ` + defaultConfig + `) until SIGINT or SIGTERM. SIGHUP (or
-'tungate reload') reloads the rules from the file. The admin socket
+'tungate reload') applies the file's changes, all or none (see
+'tungate reload --help'). The admin socket
 (admin.socket) and the Prometheus endpoint (admin.metrics) start with it.
 
 Command mode (-- CMD ARGS...), as an ordinary user: tungate creates a user

@@ -149,3 +149,15 @@ func attach(name string) (int, error) {
 	}
 	return -1, errors.New("TUNSETIFF refused")
 }
+
+// Exists reports whether a network device of that name exists in the
+// calling thread's namespace (asked of the kernel).
+func Exists(name string) bool {
+	_, err := net.InterfaceByName(name)
+	return err == nil
+}
+
+// CanCreate reports whether this process may create a TUN device: it needs
+// CAP_NET_ADMIN, which a gateway that dropped its privileges no longer has
+// (attaching to an existing device it owns needs none).
+func CanCreate() bool { return hasNetAdmin() }
