@@ -15,7 +15,7 @@ import (
 // explicit command removes it.
 //
 // Lock order: reloadMu, then the layer's own lock. A set change takes
-// reloadMu so it never lands between a reload's compileRules (which merges
+// reloadMu so it never lands between a reload's compileRulesBySlot (which merges
 // the layer into the new rules) and the swap that publishes them; the
 // sweeper takes it for the same reason. Whoever swaps rules without
 // reloadMu is repaired by the sweeper's Sync within a second.
@@ -32,7 +32,7 @@ type RuntimeState struct {
 }
 
 // applyRuntime merges the runtime layer into rules compiled from a
-// config, before they are swapped in. compileRules calls it, so every
+// config, before they are swapped in. compileRulesBySlot calls it, so every
 // path that compiles rules (start, reload) keeps the layer.
 func (g *Gateway) applyRuntime(rs *rules.Ruleset) {
 	g.sets.Apply(rs)
