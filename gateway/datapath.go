@@ -436,6 +436,10 @@ func (w *worker) finishConn() bool {
 	c := res.Conn
 	if !c.Confirmed() {
 		w.g.alg.Assign(c, &w.p, w.pk.Helper)
+		if w.pk.Peer > 0 {
+			// ct list and events name the peer the connection came from.
+			c.SetPeer(w.rs.PeerNameRef(w.in, int(w.pk.Peer)-1))
+		}
 	}
 	if c.Ext() != nil {
 		if !w.g.alg.Process(&w.p, res) {

@@ -22,6 +22,7 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 
+	"tungate/conntrack"
 	"tungate/link"
 	"tungate/link/wireguard"
 	"tungate/packet"
@@ -252,6 +253,17 @@ rules = [
 	peerServer(t, r.wan, "[2001:db8:2::2]:80")
 	if got := askPeer(t, r.peers["alice"].host, "203.0.113.2:80"); !strings.HasPrefix(got, "203.0.113.1:") {
 		t.Fatalf("alice: server saw %q", got)
+	}
+	// The connection remembers its peer: ct list's peer= field.
+	var lines []string
+	r.g.ct.Range(func(c *conntrack.Conn) bool {
+		if c.Tuple(conntrack.DirOriginal).Proto == packet.ProtoTCP {
+			lines = append(lines, string(r.g.ct.AppendConn(nil, c, r.g.ct.Now())))
+		}
+		return true
+	})
+	if len(lines) == 0 || !strings.Contains(lines[0], " peer=alice ") {
+		t.Errorf("ct list of alice's connection: %q, want a peer=alice field", lines)
 	}
 	for _, dst := range []string{"203.0.113.2:80", "[2001:db8:2::2]:80"} {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
