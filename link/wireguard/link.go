@@ -265,14 +265,15 @@ func (t *memTUN) BatchSize() int { return batchSize }
 // A multibit trie walks one level per byte: a /128 among peers sharing a
 // /64 sits 15 levels down bart's trie, a /64 eight, several times the cost
 // of a hash probe. WireGuard's allowed IPs are mostly hosts and, for IPv6,
-// /64 sites, so those are answered by exact-match maps, longest first,
-// and bart holds the rest. This is exact: a host route is the longest
-// possible match, and a /64 the longest left unless some prefix between
-// /65 and /127 exists, in which case bart answers every IPv6 lookup.
+// /64 sites, so those are answered by exact-match tables (exact.go),
+// longest first, and bart holds the rest. This is exact: a host route is
+// the longest possible match, and a /64 the longest left unless some
+// prefix between /65 and /127 exists, in which case bart answers every
+// IPv6 lookup.
 type peerTable struct {
-	hosts4 map[uint32]int   // IPv4 /32 routes
-	hosts6 map[[16]byte]int // IPv6 /128 routes, unless all6
-	nets64 map[uint64]int   // IPv6 /64 routes by upper half, unless all6
+	hosts4 exactTable // IPv4 /32 routes: (0, address)
+	hosts6 exactTable // IPv6 /128 routes: (upper, lower half), unless all6
+	nets64 exactTable // IPv6 /64 routes: (upper half, 0), unless all6
 	// nets holds every other prefix: IPv4 shorter than /32, IPv6 shorter
 	// than /64, or all of IPv6 when all6.
 	nets         *bart.Fast[int]
@@ -283,19 +284,25 @@ type peerTable struct {
 
 func newPeerTable(peers []peerSpec) *peerTable {
 	t := &peerTable{
-		hosts4: make(map[uint32]int),
-		hosts6: make(map[[16]byte]int),
-		nets64: make(map[uint64]int),
-		nets:   new(bart.Fast[int]),
-		names:  make([]string, len(peers)),
+		nets:  new(bart.Fast[int]),
+		names: make([]string, len(peers)),
 	}
+	n4, n6, n64 := 0, 0, 0
 	for i := range peers {
 		for _, p := range peers[i].allowed {
-			if p.Addr().Is6() && p.Bits() > 64 && p.Bits() < 128 {
+			switch {
+			case p.Addr().Is4() && p.Bits() == 32:
+				n4++
+			case p.Addr().Is6() && p.Bits() == 128:
+				n6++
+			case p.Addr().Is6() && p.Bits() == 64:
+				n64++
+			case p.Addr().Is6() && p.Bits() > 64:
 				t.all6 = true
 			}
 		}
 	}
+	t.hosts4, t.hosts6, t.nets64 = newExactTable(n4), newExactTable(n6), newExactTable(n64)
 	for i := range peers {
 		t.names[i] = peers[i].name
 		for _, p := range peers[i].allowed {
@@ -303,15 +310,16 @@ func newPeerTable(peers []peerSpec) *peerTable {
 			switch {
 			case a.Is4() && p.Bits() == 32:
 				b := a.As4()
-				t.hosts4[binary.BigEndian.Uint32(b[:])] = i
+				t.hosts4.insert(0, uint64(binary.BigEndian.Uint32(b[:])), i)
 			case a.Is4():
 				t.nets.Insert(p, i)
 				t.nets4 = true
 			case !t.all6 && p.Bits() == 128:
-				t.hosts6[a.As16()] = i
+				b := a.As16()
+				t.hosts6.insert(binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:]), i)
 			case !t.all6 && p.Bits() == 64:
 				b := a.As16()
-				t.nets64[binary.BigEndian.Uint64(b[:8])] = i
+				t.nets64.insert(binary.BigEndian.Uint64(b[:8]), 0, i)
 			default:
 				t.nets.Insert(p, i)
 				t.nets6 = true
@@ -326,7 +334,7 @@ func (t *peerTable) lookup(addr netip.Addr) (int, bool) {
 	switch {
 	case addr.Is4():
 		b := addr.As4()
-		if i, ok := t.hosts4[binary.BigEndian.Uint32(b[:])]; ok {
+		if i, ok := t.hosts4.lookup(0, uint64(binary.BigEndian.Uint32(b[:]))); ok {
 			return i, true
 		}
 		if !t.nets4 {
@@ -336,10 +344,11 @@ func (t *peerTable) lookup(addr netip.Addr) (int, bool) {
 		return 0, false
 	case !t.all6:
 		b := addr.As16()
-		if i, ok := t.hosts6[b]; ok {
+		hi := binary.BigEndian.Uint64(b[:8])
+		if i, ok := t.hosts6.lookup(hi, binary.BigEndian.Uint64(b[8:])); ok {
 			return i, true
 		}
-		if i, ok := t.nets64[binary.BigEndian.Uint64(b[:8])]; ok {
+		if i, ok := t.nets64.lookup(hi, 0); ok {
 			return i, true
 		}
 		if !t.nets6 {
