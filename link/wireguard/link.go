@@ -36,6 +36,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -86,9 +87,10 @@ type Link struct {
 	// UpdatePeers so the datapath reads it without a lock.
 	peers atomic.Pointer[peerTable]
 
-	// cfgMu serialises UpdatePeers; it guards cur.
+	// cfgMu serialises UpdatePeers; it guards cur and uapi.
 	cfgMu sync.Mutex
 	cur   []peerSpec
+	uapi  net.Listener // ServeUAPI's, nil when not served
 	pub   key
 
 	noPeer    atomic.Uint64
@@ -190,6 +192,7 @@ func (l *Link) MTU() (int, error) { return l.mtu, nil }
 // Close stops the device, closing its socket and ending every session; a
 // blocked Read or Write returns os.ErrClosed.
 func (l *Link) Close() error {
+	l.closeUAPI()
 	l.dev.Close()
 	return nil
 }
