@@ -7,6 +7,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/ipc"
@@ -128,20 +130,59 @@ func peerPID(c net.Conn) int32 {
 	return cred.Pid
 }
 
-// tellCaller writes msg to process pid's standard error: the UAPI has no
-// way to carry a message, and wg only prints strerror of the errno. The
-// socket is root's alone (0600), so the caller is root or this process's
-// own user, and it asked for the answer.
+// tellCaller shows msg to process pid: the UAPI has no way to carry a
+// message, and wg prints only strerror of the errno. It writes to the
+// caller's standard error when allowed (a gateway that still holds its
+// capabilities), else to its controlling terminal, a pseudo-terminal that
+// belongs to the caller's user: the socket is root's alone (0600), so the
+// caller is root, as is this process after dropping its capabilities.
+// A caller without a terminal (a script) has the errno and the log.
 func tellCaller(pid int32, msg string) {
 	if pid <= 0 {
 		return
 	}
 	f, err := os.OpenFile(fmt.Sprintf("/proc/%d/fd/2", pid), os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
-		return
+		tty := controllingPTY(pid)
+		if tty == "" {
+			return
+		}
+		if f, err = os.OpenFile(tty, os.O_WRONLY|unix.O_NOCTTY|unix.O_NONBLOCK, 0); err != nil {
+			return
+		}
 	}
 	f.WriteString(msg)
 	f.Close()
+}
+
+// controllingPTY is the /dev/pts path of process pid's controlling
+// terminal (proc(5) stat field 7, tty_nr), "" when it has none or it is
+// not a pseudo-terminal.
+func controllingPTY(pid int32) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	// The command name (field 2) may hold spaces and parentheses; the
+	// fields after its closing one are plain numbers.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return ""
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 5 {
+		return ""
+	}
+	nr, err := strconv.ParseUint(f[4], 10, 32)
+	if err != nil || nr == 0 {
+		return ""
+	}
+	major := (nr >> 8) & 0xfff
+	minor := (nr & 0xff) | ((nr >> 12) & 0xfff00)
+	if major < 136 || major > 143 { // UNIX98_PTY_SLAVE_MAJOR .. +7
+		return ""
+	}
+	return fmt.Sprintf("/dev/pts/%d", (major-136)<<20|minor)
 }
 
 // closeUAPI stops serving the UAPI socket and removes it.
