@@ -339,7 +339,7 @@ func (w *worker) packet(buf []byte, size int) {
 		// Cryptokey routing: a packet no peer takes would be dropped by
 		// the link unseen; here it is counted and answered, as the
 		// kernel's WireGuard answers host unreachable.
-		if _, ok := ol.peers.PeerFor(p.DstIP()); !ok {
+		if _, ok := ol.peers.PeerForRaw(p.Dst[:], p.Version == 6); !ok {
 			w.icmpError(p, icmpHostUnreachable)
 			w.discard(DropNoPeer)
 			return
@@ -376,7 +376,7 @@ func (w *worker) peerOf(p *packet.Parsed) int32 {
 		return w.pcPeer
 	}
 	var peer int32
-	if i, ok := w.peers.PeerFor(p.SrcIP()); ok {
+	if i, ok := w.peers.PeerForRaw(p.Src[:], p.Version == 6); ok {
 		peer = int32(i) + 1
 		// Rules match peers by index. Across a reload the link's list
 		// and the rule set's are swapped one after the other: a name

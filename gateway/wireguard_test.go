@@ -487,7 +487,8 @@ func mssOption(o []byte) uint16 {
 // first peer.
 type fakePeers []string
 
-func (f fakePeers) PeerFor(netip.Addr) (int, bool) { return 0, len(f) > 0 }
+func (f fakePeers) PeerFor(netip.Addr) (int, bool)      { return 0, len(f) > 0 }
+func (f fakePeers) PeerForRaw([]byte, bool) (int, bool) { return 0, len(f) > 0 }
 func (f fakePeers) PeerName(i int) string {
 	if i < 0 || i >= len(f) {
 		return ""

@@ -132,16 +132,31 @@ func TestExactTableMatchesMaps(t *testing.T) {
 			if wi != gi || wok != gok {
 				t.Fatalf("round %d: lookup(%v) = %d,%v, want %d,%v (peers %+v)", round, a, gi, gok, wi, wok, specs)
 			}
+			raw := a.AsSlice()
+			if ri, rok := got.lookupRaw(raw, a.Is6()); ri != wi || rok != wok {
+				t.Fatalf("round %d: lookupRaw(%v) = %d,%v, want %d,%v", round, a, ri, rok, wi, wok)
+			}
 		}
 	}
 	if _, ok := newPeerTable(nil).lookup(netip.MustParseAddr("fd::1")); ok {
 		t.Fatal("empty table found a peer")
 	}
+	// Short input is a miss, never a panic.
+	full := newPeerTable(randomSpecs(r, 8, false))
+	for _, b := range [][]byte{nil, {10, 0}, make([]byte, 15)} {
+		for _, v6 := range []bool{false, true} {
+			if _, ok := full.lookupRaw(b, v6); ok && (len(b) < 4 || v6) {
+				t.Errorf("lookupRaw(%v, v6=%v) found a peer", b, v6)
+			}
+		}
+	}
 }
 
 // BenchmarkPeerForOldNew measures the map table (old) and the exact
-// table (new) on the same peers and addresses; with -count=N the two
-// alternate, so a loaded machine disturbs both alike.
+// table, by netip.Addr (new) and by packet bytes (raw), on the same peers
+// and addresses. Go runs each sub-benchmark's -count repetitions
+// together: to alternate, loop over -count=1 runs of the test binary
+// (BENCHMARKS.md has the command).
 func BenchmarkPeerForOldNew(b *testing.B) {
 	specs := benchSpecs(256)
 	old, cur := newMapPeerTable(specs), newPeerTable(specs)
@@ -156,6 +171,25 @@ func BenchmarkPeerForOldNew(b *testing.B) {
 			cpu := startCPU(b)
 			for i := 0; i < b.N; i++ {
 				if _, ok := old.lookup(addrs[i&255]); !ok {
+					miss++
+				}
+			}
+			cpu.stop()
+			if miss != 0 {
+				b.Fatalf("%d lookups missed", miss)
+			}
+		})
+		raws := make([][]byte, len(addrs))
+		for i, a := range addrs {
+			raws[i] = a.AsSlice()
+		}
+		// raw is the datapath's form (PeerForRaw: bytes from the packet).
+		b.Run(bc.name+"/raw", func(b *testing.B) {
+			b.ReportAllocs()
+			miss := 0
+			cpu := startCPU(b)
+			for i := 0; i < b.N; i++ {
+				if _, ok := cur.lookupRaw(raws[i&255], bc.v6); !ok {
 					miss++
 				}
 			}

@@ -167,17 +167,17 @@ func (l *Link) Write(bufs [][]byte, offset int) (int, error) {
 
 // route reports whether a peer takes pkt, counting it if not.
 func (l *Link) route(pkt []byte) bool {
-	var dst netip.Addr
+	var dst []byte
 	switch {
 	case len(pkt) >= 20 && pkt[0]>>4 == 4:
-		dst = netip.AddrFrom4([4]byte(pkt[16:20]))
+		dst = pkt[16:20]
 	case len(pkt) >= 40 && pkt[0]>>4 == 6:
-		dst = netip.AddrFrom16([16]byte(pkt[24:40]))
+		dst = pkt[24:40]
 	default:
 		l.malformed.Add(1)
 		return false
 	}
-	if _, ok := l.peers.Load().lookup(dst); !ok {
+	if _, ok := l.peers.Load().lookupRaw(dst, len(dst) == 16); !ok {
 		l.noPeer.Add(1)
 		return false
 	}
@@ -366,19 +366,36 @@ func newPeerTable(peers []peerSpec) *peerTable {
 func (t *peerTable) lookup(addr netip.Addr) (int, bool) {
 	switch {
 	case addr.Is4():
-		b := addr.As4()
-		if i, ok := t.hosts4.lookup(0, uint64(binary.BigEndian.Uint32(b[:]))); ok {
+		a := addr.As4()
+		return t.lookupRaw(a[:], false)
+	case addr.Is6():
+		a := addr.As16()
+		return t.lookupRaw(a[:], true)
+	}
+	return 0, false
+}
+
+// lookupRaw finds the peer for the address in a (network byte order: 4
+// bytes or more for IPv4, 16 for IPv6) by longest prefix.
+func (t *peerTable) lookupRaw(a []byte, v6 bool) (int, bool) {
+	if !v6 {
+		if len(a) < 4 {
+			return 0, false
+		}
+		if i, ok := t.hosts4.lookup(0, uint64(binary.BigEndian.Uint32(a))); ok {
 			return i, true
 		}
 		if !t.nets4 {
 			return 0, false
 		}
-	case !addr.IsValid():
+		return t.nets.Lookup(netip.AddrFrom4([4]byte(a[:4])))
+	}
+	if len(a) < 16 {
 		return 0, false
-	case !t.all6:
-		b := addr.As16()
-		hi := binary.BigEndian.Uint64(b[:8])
-		if i, ok := t.hosts6.lookup(hi, binary.BigEndian.Uint64(b[8:])); ok {
+	}
+	if !t.all6 {
+		hi := binary.BigEndian.Uint64(a[:8])
+		if i, ok := t.hosts6.lookup(hi, binary.BigEndian.Uint64(a[8:16])); ok {
 			return i, true
 		}
 		if i, ok := t.nets64.lookup(hi, 0); ok {
@@ -388,7 +405,7 @@ func (t *peerTable) lookup(addr netip.Addr) (int, bool) {
 			return 0, false
 		}
 	}
-	return t.nets.Lookup(addr)
+	return t.nets.Lookup(netip.AddrFrom16([16]byte(a[:16])))
 }
 
 // PeerFor returns the index of the peer whose allowed IPs hold addr by
@@ -397,6 +414,13 @@ func (t *peerTable) lookup(addr netip.Addr) (int, bool) {
 // list of the config or of the last UpdatePeers.
 func (l *Link) PeerFor(addr netip.Addr) (index int, ok bool) {
 	return l.peers.Load().lookup(addr)
+}
+
+// PeerForRaw is PeerFor on an address as it sits in a packet (network
+// byte order; IPv4: the first 4 bytes of addr, IPv6: 16), the datapath's
+// per-packet form.
+func (l *Link) PeerForRaw(addr []byte, v6 bool) (index int, ok bool) {
+	return l.peers.Load().lookupRaw(addr, v6)
 }
 
 // PeerName returns the name of peer i, or "" if there is no such peer.
