@@ -381,16 +381,21 @@ func TestWireGuardRealPeers(t *testing.T) {
 	})
 
 	t.Run("ct-list-peer", func(t *testing.T) {
-		if n, out := pingFrom(alice.ns, "", "198.18.0.2", 1); n != 1 {
-			t.Fatalf("ping: %s", out)
+		// The pings only put connections in the table (the loss of an
+		// echo is the handshake subtest's business): retried until one
+		// is answered.
+		pingOnce := func(c *wgClient, dst string) {
+			waitFor(t, 20*time.Second, c.name+"'s echo from "+dst, func() (bool, string) {
+				n, out := pingFrom(c.ns, "", dst, 1)
+				return n == 1, out + "\ngateway drops:\n" + tp.drops(t)
+			})
 		}
+		pingOnce(alice, "198.18.0.2")
 		out, err := tp.g.ctl("ct", "list", "-s", "10.20.0.2", "-p", "icmp")
 		if err != nil || !strings.Contains(out, " peer=alice ") {
 			t.Errorf("ct list -s 10.20.0.2: %v\n%s\nwant a peer=alice field", err, out)
 		}
-		if n, out := pingFrom(bob.ns, "", "2001:db8:1::2", 1); n != 1 {
-			t.Fatalf("ping: %s", out)
-		}
+		pingOnce(bob, "2001:db8:1::2")
 		out, err = tp.g.ctl("ct", "list", "-s", "fd20::3", "-o", "json")
 		if err != nil || !strings.Contains(out, `"peer":"bob"`) {
 			t.Errorf("ct list -s fd20::3 -o json: %v\n%s\nwant \"peer\":\"bob\"", err, out)
