@@ -118,7 +118,7 @@ func New(name string, cfg Config, opts Options) (*Link, error) {
 	l.tun = &memTUN{l: l, events: make(chan tun.Event)}
 	bind := opts.Bind
 	if bind == nil {
-		bind = conn.NewDefaultBind()
+		bind = newMixedFamilyBind(conn.NewDefaultBind())
 	}
 	logger := opts.Logger
 	if logger == nil {
