@@ -326,13 +326,11 @@ func TestWireGuardRealPeers(t *testing.T) {
 			// The first ping starts the handshake (wireguard-go queues
 			// the packet meanwhile); a lost handshake packet costs
 			// wireguard-go's 5 s retry, so the first answer may take
-			// that long: bob's often are. wireguard-go's StdNetBind.Send
-			// reuses pooled addresses whose IP an IPv4 send shortened to
-			// 4 bytes, so after alice's (IPv4) sends an IPv6 send can go
-			// to a corrupted address (here 2001:db8::, "sendmmsg: network
-			// is unreachable") until the pool hands out a whole one
-			// (upstream pull request WireGuard/wireguard-go#135, open).
-			// Then every echo is answered.
+			// that long. (This test found wireguard-go's StdNetBind
+			// sending to bob, after alice's IPv4 sends, at a corrupted
+			// IPv6 address: upstream WireGuard/wireguard-go#135, worked
+			// around by link/wireguard's mixedFamilyBind.) Then every
+			// echo is answered.
 			start := time.Now()
 			waitFor(t, 30*time.Second, c.name+"'s handshake", func() (bool, string) {
 				n, out := pingFrom(c.ns, "", "10.20.0.1", 1)
