@@ -19,6 +19,7 @@ type ConnJSON struct {
 	Reply    TupleJSON `json:"reply"`
 	Status   []string  `json:"status"`
 	Mark     uint32    `json:"mark"`
+	Peer     string    `json:"peer,omitempty"`
 	Helper   string    `json:"helper,omitempty"`
 	Use      int       `json:"use"`
 }
@@ -198,6 +199,11 @@ func appendConnJSON(b []byte, t *conntrack.Table, c *conntrack.Conn, now int64, 
 	}
 	b = append(b, ']', ',')
 	b = appendUintField(b, "mark", uint64(c.Mark()))
+	if p := c.Peer(); p != "" {
+		b = append(b, ',')
+		b = appendKey(b, "peer")
+		b = appendJSONString(b, p)
+	}
 	if h := c.Helper(); h != "" {
 		b = append(b, ',')
 		b = appendKey(b, "helper")

@@ -8,9 +8,9 @@ import (
 // conntrack-tools (libnetfilter_conntrack's default output), without a
 // newline:
 //
-//	tcp      6 431999 ESTABLISHED src=… dst=… sport=… dport=… packets=… bytes=… [UNREPLIED] src=… … packets=… bytes=… [ASSURED] mark=0 helper=ftp use=1
+//	tcp      6 431999 ESTABLISHED src=… dst=… sport=… dport=… packets=… bytes=… [UNREPLIED] src=… … packets=… bytes=… [ASSURED] mark=0 peer=alice helper=ftp use=1
 //
-// Counters appear when accounting is on, as with nf_conntrack_acct=1.
+// peer= appears on connections that came from a WireGuard peer. Counters appear when accounting is on, as with nf_conntrack_acct=1.
 func (t *Table) AppendConn(b []byte, c *Conn, now int64) []byte {
 	return t.appendConn(b, c, now, nil)
 }
@@ -116,6 +116,13 @@ func (t *Table) appendConn(b []byte, c *Conn, now int64, ev *Event) []byte {
 	b = append(b, "mark="...)
 	b = strconv.AppendUint(b, uint64(c.Mark()), 10)
 	b = append(b, ' ')
+	// peer= is tungate's own field, placed as Linux places zone=: scripts
+	// that read conntrack's key=value pairs skip keys they do not know.
+	if c.peer != nil {
+		b = append(b, "peer="...)
+		b = append(b, *c.peer...)
+		b = append(b, ' ')
+	}
 	if h := c.Helper(); h != "" {
 		b = append(b, "helper="...)
 		b = append(b, h...)

@@ -422,7 +422,7 @@ func (w *worker) packet(buf []byte, size int) {
 		// Cryptokey routing: a packet no peer takes would be dropped by
 		// the link unseen; here it is counted and answered, as the
 		// kernel's WireGuard answers host unreachable.
-		if _, ok := ol.peers.PeerFor(p.DstIP()); !ok {
+		if _, ok := ol.peers.PeerForRaw(p.Dst[:], p.Version == 6); !ok {
 			w.icmpError(p, icmpHostUnreachable)
 			w.discard(DropNoPeer)
 			return
@@ -459,7 +459,7 @@ func (w *worker) peerOf(p *packet.Parsed) int32 {
 		return w.pcPeer
 	}
 	var peer int32
-	if i, ok := w.peers.PeerFor(p.SrcIP()); ok {
+	if i, ok := w.peers.PeerForRaw(p.Src[:], p.Version == 6); ok {
 		peer = int32(i) + 1
 		// Rules match peers by index. Across a reload the link's list
 		// and the rule set's are swapped one after the other: a name
@@ -519,6 +519,10 @@ func (w *worker) finishConn() bool {
 	c := res.Conn
 	if !c.Confirmed() {
 		w.pl.alg.Assign(c, &w.p, w.pk.Helper)
+		if w.pk.Peer > 0 {
+			// ct list and events name the peer the connection came from.
+			c.SetPeer(w.rs.PeerNameRef(w.in, int(w.pk.Peer)-1))
+		}
 	}
 	if c.Ext() != nil {
 		if !w.pl.alg.Process(&w.p, res) {

@@ -210,7 +210,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		st := wl.Stats()
 		for reason, v := range map[string]uint64{
 			"no_peer": st.NoPeer, "malformed": st.Malformed, "tx_queue_full": st.TxQueueFull,
-			"rx_queue_full": st.RxQueueFull, "rx_too_big": st.RxTooBig,
+			"rx_queue_full": st.RxQueueFull, "rx_too_big": st.RxTooBig, "spoofed_source": st.SpoofedSource,
 		} {
 			ch <- prometheus.MustNewConstMetric(c.wgDrops, prometheus.CounterValue, float64(v), l.Name, reason)
 		}

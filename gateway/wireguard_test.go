@@ -22,6 +22,7 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 
+	"tungate/conntrack"
 	"tungate/link"
 	"tungate/link/wireguard"
 	"tungate/packet"
@@ -253,6 +254,17 @@ rules = [
 	if got := askPeer(t, r.peers["alice"].host, "203.0.113.2:80"); !strings.HasPrefix(got, "203.0.113.1:") {
 		t.Fatalf("alice: server saw %q", got)
 	}
+	// The connection remembers its peer: ct list's peer= field.
+	var lines []string
+	r.g.ct.Range(func(c *conntrack.Conn) bool {
+		if c.Tuple(conntrack.DirOriginal).Proto == packet.ProtoTCP {
+			lines = append(lines, string(r.g.ct.AppendConn(nil, c, r.g.ct.Now())))
+		}
+		return true
+	})
+	if len(lines) == 0 || !strings.Contains(lines[0], " peer=alice ") {
+		t.Errorf("ct list of alice's connection: %q, want a peer=alice field", lines)
+	}
 	for _, dst := range []string{"203.0.113.2:80", "[2001:db8:2::2]:80"} {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		c, err := r.peers["bob"].Net.DialContextTCPAddrPort(ctx, netip.MustParseAddrPort(dst))
@@ -475,7 +487,8 @@ func mssOption(o []byte) uint16 {
 // first peer.
 type fakePeers []string
 
-func (f fakePeers) PeerFor(netip.Addr) (int, bool) { return 0, len(f) > 0 }
+func (f fakePeers) PeerFor(netip.Addr) (int, bool)      { return 0, len(f) > 0 }
+func (f fakePeers) PeerForRaw([]byte, bool) (int, bool) { return 0, len(f) > 0 }
 func (f fakePeers) PeerName(i int) string {
 	if i < 0 || i >= len(f) {
 		return ""

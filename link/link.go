@@ -66,6 +66,11 @@ var ErrClosed = errors.New("link closed")
 type PeerIdentifier interface {
 	// PeerFor returns the index of the peer whose allowed IPs hold addr.
 	PeerFor(addr netip.Addr) (index int, ok bool)
+	// PeerForRaw is PeerFor on an address in network byte order, as it
+	// sits in a packet (IPv4: the first 4 bytes of addr; IPv6: 16): the
+	// datapath's per-packet form, which builds no netip.Addr (its As16
+	// costs a store-forwarding stall per lookup).
+	PeerForRaw(addr []byte, v6 bool) (index int, ok bool)
 	// PeerName returns the name of peer index, "" when there is none.
 	PeerName(index int) string
 }

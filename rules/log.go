@@ -122,3 +122,13 @@ func (rs *Ruleset) PeerName(in, index int) string {
 	}
 	return rs.peers[in][index]
 }
+
+// PeerNameRef is PeerName as a pointer into the rule set's list (nil when
+// it knows none), for conntrack.Conn.SetPeer: the list is never changed,
+// so a connection can keep the name without a copy.
+func (rs *Ruleset) PeerNameRef(in, index int) *string {
+	if in < 0 || in >= len(rs.peers) || index < 0 || index >= len(rs.peers[in]) {
+		return nil
+	}
+	return &rs.peers[in][index]
+}

@@ -135,6 +135,11 @@ func cmdRun(o runOptions, stderr io.Writer) int {
 			return 1
 		}
 	}
+	if err := serveUAPI(g, cfg, log); err != nil {
+		log.Error("wireguard UAPI", zap.Error(err))
+		g.Close()
+		return 1
+	}
 	// Everything that needed a privilege is open now: devices, the admin
 	// socket, the metrics port. What remains runs with no capability
 	// (CAP_NET_ADMIN only with [admin] keep_net_admin).

@@ -36,6 +36,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -86,13 +87,15 @@ type Link struct {
 	// UpdatePeers so the datapath reads it without a lock.
 	peers atomic.Pointer[peerTable]
 
-	// cfgMu serialises UpdatePeers; it guards cur.
+	// cfgMu serialises UpdatePeers; it guards cur and uapi.
 	cfgMu sync.Mutex
 	cur   []peerSpec
+	uapi  net.Listener // ServeUAPI's, nil when not served
 	pub   key
 
 	noPeer    atomic.Uint64
 	malformed atomic.Uint64
+	spoofed   atomic.Uint64
 }
 
 var _ link.Link = (*Link)(nil)
@@ -115,13 +118,13 @@ func New(name string, cfg Config, opts Options) (*Link, error) {
 	l.tun = &memTUN{l: l, events: make(chan tun.Event)}
 	bind := opts.Bind
 	if bind == nil {
-		bind = conn.NewDefaultBind()
+		bind = newMixedFamilyBind(conn.NewDefaultBind())
 	}
 	logger := opts.Logger
 	if logger == nil {
 		logger = &device.Logger{Verbosef: device.DiscardLogf, Errorf: device.DiscardLogf}
 	}
-	l.dev = device.NewDevice(l.tun, bind, logger)
+	l.dev = device.NewDevice(l.tun, bind, l.countSpoofed(logger))
 
 	var b strings.Builder
 	fmt.Fprintf(&b, "private_key=%s\nlisten_port=%d\nreplace_peers=true\n", hex.EncodeToString(s.private[:]), s.port)
@@ -164,17 +167,17 @@ func (l *Link) Write(bufs [][]byte, offset int) (int, error) {
 
 // route reports whether a peer takes pkt, counting it if not.
 func (l *Link) route(pkt []byte) bool {
-	var dst netip.Addr
+	var dst []byte
 	switch {
 	case len(pkt) >= 20 && pkt[0]>>4 == 4:
-		dst = netip.AddrFrom4([4]byte(pkt[16:20]))
+		dst = pkt[16:20]
 	case len(pkt) >= 40 && pkt[0]>>4 == 6:
-		dst = netip.AddrFrom16([16]byte(pkt[24:40]))
+		dst = pkt[24:40]
 	default:
 		l.malformed.Add(1)
 		return false
 	}
-	if _, ok := l.peers.Load().lookup(dst); !ok {
+	if _, ok := l.peers.Load().lookupRaw(dst, len(dst) == 16); !ok {
 		l.noPeer.Add(1)
 		return false
 	}
@@ -190,8 +193,33 @@ func (l *Link) MTU() (int, error) { return l.mtu, nil }
 // Close stops the device, closing its socket and ending every session; a
 // blocked Read or Write returns os.ErrClosed.
 func (l *Link) Close() error {
+	l.closeUAPI()
 	l.dev.Close()
 	return nil
+}
+
+// The messages wireguard-go logs when it drops a decrypted packet whose
+// source lies outside its sender's allowed IPs (device/receive.go). The
+// device counts nothing itself; its log is the one place the drop shows.
+const (
+	spoofed4Msg = "IPv4 packet with disallowed source address from %v"
+	spoofed6Msg = "IPv6 packet with disallowed source address from %v"
+)
+
+// countSpoofed wraps the device's logger to count its spoofed-source drops
+// (Stats.SpoofedSource); TestSpoofedSourceNotDelivered notices if a new
+// wireguard-go words them differently.
+func (l *Link) countSpoofed(log *device.Logger) *device.Logger {
+	verbose := log.Verbosef
+	return &device.Logger{
+		Verbosef: func(format string, args ...any) {
+			if format == spoofed4Msg || format == spoofed6Msg {
+				l.spoofed.Add(1)
+			}
+			verbose(format, args...)
+		},
+		Errorf: log.Errorf,
+	}
 }
 
 // Stats are a link's drop counters.
@@ -208,6 +236,9 @@ type Stats struct {
 	TxQueueFull, RxQueueFull uint64
 	// RxTooBig counts decrypted packets larger than Read's buffers.
 	RxTooBig uint64
+	// SpoofedSource counts decrypted packets the device dropped because
+	// their inner source is not within the sending peer's allowed IPs.
+	SpoofedSource uint64
 }
 
 // Stats returns the link's drop counters.
@@ -218,6 +249,8 @@ func (l *Link) Stats() Stats {
 		TxQueueFull: l.out.dropFull.Load(),
 		RxQueueFull: l.in.dropFull.Load(),
 		RxTooBig:    l.in.dropBig.Load(),
+
+		SpoofedSource: l.spoofed.Load(),
 	}
 }
 
@@ -265,14 +298,15 @@ func (t *memTUN) BatchSize() int { return batchSize }
 // A multibit trie walks one level per byte: a /128 among peers sharing a
 // /64 sits 15 levels down bart's trie, a /64 eight, several times the cost
 // of a hash probe. WireGuard's allowed IPs are mostly hosts and, for IPv6,
-// /64 sites, so those are answered by exact-match maps, longest first,
-// and bart holds the rest. This is exact: a host route is the longest
-// possible match, and a /64 the longest left unless some prefix between
-// /65 and /127 exists, in which case bart answers every IPv6 lookup.
+// /64 sites, so those are answered by exact-match tables (exact.go),
+// longest first, and bart holds the rest. This is exact: a host route is
+// the longest possible match, and a /64 the longest left unless some
+// prefix between /65 and /127 exists, in which case bart answers every
+// IPv6 lookup.
 type peerTable struct {
-	hosts4 map[uint32]int   // IPv4 /32 routes
-	hosts6 map[[16]byte]int // IPv6 /128 routes, unless all6
-	nets64 map[uint64]int   // IPv6 /64 routes by upper half, unless all6
+	hosts4 exactTable // IPv4 /32 routes: (0, address)
+	hosts6 exactTable // IPv6 /128 routes: (upper, lower half), unless all6
+	nets64 exactTable // IPv6 /64 routes: (upper half, 0), unless all6
 	// nets holds every other prefix: IPv4 shorter than /32, IPv6 shorter
 	// than /64, or all of IPv6 when all6.
 	nets         *bart.Fast[int]
@@ -283,19 +317,25 @@ type peerTable struct {
 
 func newPeerTable(peers []peerSpec) *peerTable {
 	t := &peerTable{
-		hosts4: make(map[uint32]int),
-		hosts6: make(map[[16]byte]int),
-		nets64: make(map[uint64]int),
-		nets:   new(bart.Fast[int]),
-		names:  make([]string, len(peers)),
+		nets:  new(bart.Fast[int]),
+		names: make([]string, len(peers)),
 	}
+	n4, n6, n64 := 0, 0, 0
 	for i := range peers {
 		for _, p := range peers[i].allowed {
-			if p.Addr().Is6() && p.Bits() > 64 && p.Bits() < 128 {
+			switch {
+			case p.Addr().Is4() && p.Bits() == 32:
+				n4++
+			case p.Addr().Is6() && p.Bits() == 128:
+				n6++
+			case p.Addr().Is6() && p.Bits() == 64:
+				n64++
+			case p.Addr().Is6() && p.Bits() > 64:
 				t.all6 = true
 			}
 		}
 	}
+	t.hosts4, t.hosts6, t.nets64 = newExactTable(n4), newExactTable(n6), newExactTable(n64)
 	for i := range peers {
 		t.names[i] = peers[i].name
 		for _, p := range peers[i].allowed {
@@ -303,15 +343,16 @@ func newPeerTable(peers []peerSpec) *peerTable {
 			switch {
 			case a.Is4() && p.Bits() == 32:
 				b := a.As4()
-				t.hosts4[binary.BigEndian.Uint32(b[:])] = i
+				t.hosts4.insert(0, uint64(binary.BigEndian.Uint32(b[:])), i)
 			case a.Is4():
 				t.nets.Insert(p, i)
 				t.nets4 = true
 			case !t.all6 && p.Bits() == 128:
-				t.hosts6[a.As16()] = i
+				b := a.As16()
+				t.hosts6.insert(binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:]), i)
 			case !t.all6 && p.Bits() == 64:
 				b := a.As16()
-				t.nets64[binary.BigEndian.Uint64(b[:8])] = i
+				t.nets64.insert(binary.BigEndian.Uint64(b[:8]), 0, i)
 			default:
 				t.nets.Insert(p, i)
 				t.nets6 = true
@@ -325,28 +366,46 @@ func newPeerTable(peers []peerSpec) *peerTable {
 func (t *peerTable) lookup(addr netip.Addr) (int, bool) {
 	switch {
 	case addr.Is4():
-		b := addr.As4()
-		if i, ok := t.hosts4[binary.BigEndian.Uint32(b[:])]; ok {
+		a := addr.As4()
+		return t.lookupRaw(a[:], false)
+	case addr.Is6():
+		a := addr.As16()
+		return t.lookupRaw(a[:], true)
+	}
+	return 0, false
+}
+
+// lookupRaw finds the peer for the address in a (network byte order: 4
+// bytes or more for IPv4, 16 for IPv6) by longest prefix.
+func (t *peerTable) lookupRaw(a []byte, v6 bool) (int, bool) {
+	if !v6 {
+		if len(a) < 4 {
+			return 0, false
+		}
+		if i, ok := t.hosts4.lookup(0, uint64(binary.BigEndian.Uint32(a))); ok {
 			return i, true
 		}
 		if !t.nets4 {
 			return 0, false
 		}
-	case !addr.IsValid():
+		return t.nets.Lookup(netip.AddrFrom4([4]byte(a[:4])))
+	}
+	if len(a) < 16 {
 		return 0, false
-	case !t.all6:
-		b := addr.As16()
-		if i, ok := t.hosts6[b]; ok {
+	}
+	if !t.all6 {
+		hi := binary.BigEndian.Uint64(a[:8])
+		if i, ok := t.hosts6.lookup(hi, binary.BigEndian.Uint64(a[8:16])); ok {
 			return i, true
 		}
-		if i, ok := t.nets64[binary.BigEndian.Uint64(b[:8])]; ok {
+		if i, ok := t.nets64.lookup(hi, 0); ok {
 			return i, true
 		}
 		if !t.nets6 {
 			return 0, false
 		}
 	}
-	return t.nets.Lookup(addr)
+	return t.nets.Lookup(netip.AddrFrom16([16]byte(a[:16])))
 }
 
 // PeerFor returns the index of the peer whose allowed IPs hold addr by
@@ -355,6 +414,13 @@ func (t *peerTable) lookup(addr netip.Addr) (int, bool) {
 // list of the config or of the last UpdatePeers.
 func (l *Link) PeerFor(addr netip.Addr) (index int, ok bool) {
 	return l.peers.Load().lookup(addr)
+}
+
+// PeerForRaw is PeerFor on an address as it sits in a packet (network
+// byte order; IPv4: the first 4 bytes of addr, IPv6: 16), the datapath's
+// per-packet form.
+func (l *Link) PeerForRaw(addr []byte, v6 bool) (index int, ok bool) {
+	return l.peers.Load().lookupRaw(addr, v6)
 }
 
 // PeerName returns the name of peer i, or "" if there is no such peer.

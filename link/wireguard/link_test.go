@@ -171,6 +171,9 @@ func TestSpoofedSourceNotDelivered(t *testing.T) {
 	// The device delivers one peer's packets in order, so had a spoofed
 	// one passed it would be read first.
 	expect(t, p.recv, legit, "first packet delivered")
+	if n := p.l.Stats().SpoofedSource; n != 2 {
+		t.Errorf("SpoofedSource = %d, want 2 (one IPv4, one IPv6)", n)
+	}
 }
 
 func TestCloseUnblocksReadAndWrite(t *testing.T) {

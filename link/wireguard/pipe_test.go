@@ -129,7 +129,10 @@ func TestPipeManyWriters(t *testing.T) {
 // benchTable is a peer table of n peers, each with an IPv4 and an IPv6
 // host address (in one /112, so the trie would be deep) and an IPv4 /24
 // and an IPv6 /64 behind it, as a site-to-site hub has.
-func benchTable(n int) *peerTable {
+func benchTable(n int) *peerTable { return newPeerTable(benchSpecs(n)) }
+
+// benchSpecs are benchTable's peers.
+func benchSpecs(n int) []peerSpec {
 	specs := make([]peerSpec, n)
 	for i := range specs {
 		specs[i].name = fmt.Sprintf("peer%d", i)
@@ -140,7 +143,7 @@ func benchTable(n int) *peerTable {
 			netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfd, 1, 6: byte(i >> 8), 7: byte(i)}), 64),
 		}
 	}
-	return newPeerTable(specs)
+	return specs
 }
 
 // benchAddrs are 256 addresses each held by one of benchTable's peers: host
