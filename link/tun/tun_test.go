@@ -205,13 +205,24 @@ func exercise(t *testing.T, l *Link, ns, dev string) {
 		pkt := udpPacket(fam.peer, fam.local, 9, port, in)
 		buf := make([]byte, link.Headroom+len(pkt))
 		copy(buf[link.Headroom:], pkt)
-		// wireguard-go's Linux TUN counts bytes, not packets, in n.
-		if n, err := l.Write([][]byte{buf}, link.Headroom); n == 0 || err != nil {
-			t.Fatalf("%s: Write: %d, %v", fam.name, n, err)
-		}
-		conn.SetReadDeadline(time.Now().Add(waitFor))
+		// The kernel may drop a datagram (an IPv6 address just added, a
+		// loaded machine): write again every half second until one
+		// arrives or the deadline passes, as a UDP sender would.
 		got := make([]byte, 100)
-		k, from, err := conn.ReadFrom(got)
+		var k int
+		var from net.Addr
+		var err error
+		for end := time.Now().Add(waitFor); ; {
+			copy(buf[link.Headroom:], pkt)
+			// wireguard-go's Linux TUN counts bytes, not packets, in n.
+			if n, err := l.Write([][]byte{buf}, link.Headroom); n == 0 || err != nil {
+				t.Fatalf("%s: Write: %d, %v", fam.name, n, err)
+			}
+			conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+			if k, from, err = conn.ReadFrom(got); err == nil || time.Now().After(end) {
+				break
+			}
+		}
 		if err != nil {
 			t.Fatalf("%s: the datagram written to the link never reached the socket: %v", fam.name, err)
 		}
