@@ -125,13 +125,19 @@ type SaveReport struct {
 // save` on a running gateway): each entry is read under its lock, and the
 // file holds what was live as the walk passed it.
 func (t *Table) SaveState(w io.WriterAt, opt StateOptions) (SaveReport, error) {
+	return t.saveState(w, opt, t.Now())
+}
+
+// saveState is SaveState at table time now (tests run the table on a
+// clock of their own).
+func (t *Table) saveState(w io.WriterAt, opt StateOptions, now int64) (SaveReport, error) {
 	var rep SaveReport
 	if len(opt.Host) > maxStateHost {
 		return rep, errors.New("conntrack: state file host identity too long")
 	}
 	wall := opt.now()
 	hdr := appendStateHeader(nil, opt.Host, wall, 0, 0, 0, 0)
-	bw := bufio.NewWriterSize(io.NewOffsetWriter(w, int64(len(hdr))), 1<<20)
+	bw := bufio.NewWriterSize(io.NewOffsetWriter(w, int64(len(hdr))), 256<<10)
 	var crc uint32
 	var body int64
 	var err error
@@ -150,8 +156,10 @@ func (t *Table) SaveState(w io.WriterAt, opt StateOptions) (SaveReport, error) {
 		}
 		body += int64(len(h) + len(payload))
 	}
-	now := t.Now()
 	t.Range(func(c *Conn) bool {
+		if c.expires.Load() <= now {
+			return true
+		}
 		rec = t.appendConnRecord(rec[:0], c, now, opt.Codecs)
 		if len(rec) > maxStateRecord {
 			return true // cannot be read back: leave it out
@@ -644,11 +652,16 @@ func decodeExpect(d *StateDecoder, r *expectRecord) error {
 // entry still alive is restored with the time it has left, and entries a
 // codec or the table refuses are dropped and counted by reason.
 func (t *Table) RestoreState(r io.ReadSeeker, opt StateOptions) (*RestoreReport, error) {
+	return t.restoreState(r, opt, t.Now())
+}
+
+// restoreState is RestoreState at table time now.
+func (t *Table) restoreState(r io.ReadSeeker, opt StateOptions, now int64) (*RestoreReport, error) {
 	start, err := r.Seek(0, io.SeekCurrent)
 	if err != nil {
 		return nil, err
 	}
-	br := bufio.NewReaderSize(r, 1<<20)
+	br := bufio.NewReaderSize(r, 64<<10)
 	h, err := readStateHeader(br)
 	if err != nil {
 		return nil, err
@@ -710,7 +723,6 @@ func (t *Table) RestoreState(r io.ReadSeeker, opt StateOptions) (*RestoreReport,
 		codecs[cd.StateName()] = cd
 	}
 	elapsed := max(int64(opt.now().Sub(h.written)), 0)
-	now := t.Now()
 	masters := map[uint64]*Conn{}
 	var deferred []connRecord // RELATED connections, after their masters
 	for {
