@@ -24,7 +24,8 @@ import (
 type Request struct {
 	// Cmd is the command: "ct list", "ct count", "ct delete", "ct flush",
 	// "ct events", "ct stats", "expect list", "expect delete",
-	// "expect flush", "stats", "rules", "reload", "status", "wg show".
+	// "expect flush", "stats", "rules", "reload", "save", "status",
+	// "wg show".
 	Cmd string `json:"cmd"`
 	// Output is "" (conntrack's text form), "json", or "id" (text with
 	// each entry's id, like conntrack -o id).

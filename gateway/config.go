@@ -386,6 +386,12 @@ func decodeConfig(b []byte, file string) (*Config, *confdiag.List, error) {
 				c.Admin.Socket = filepath.Join(dir, s)
 			}
 		}
+		// So does a relative state file.
+		if s := c.Conntrack.StateFile; s != "" && !filepath.IsAbs(s) {
+			if dir, err := filepath.Abs(filepath.Dir(file)); err == nil {
+				c.Conntrack.StateFile = filepath.Join(dir, s)
+			}
+		}
 		c.checkSocketDir(&l)
 	}
 	return &c, &l, nil

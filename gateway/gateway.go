@@ -66,8 +66,10 @@ type Gateway struct {
 	adminLn []net.Listener
 
 	reloadMu sync.Mutex // serialises reloads
-	closed   atomic.Bool
-	wg       sync.WaitGroup
+	// state is the state file's bookkeeping (statefile.go).
+	state  stateFile
+	closed atomic.Bool
+	wg     sync.WaitGroup
 }
 
 // Options change how a Gateway is built, for tests and embedding.
@@ -145,6 +147,7 @@ func New(cfg *Config, opt Options) (*Gateway, error) {
 		g.closeLinks()
 		return nil, err
 	}
+	g.restoreState()
 	return g, nil
 }
 
