@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"runtime/debug"
 	"time"
 	"unsafe"
 
@@ -468,10 +469,9 @@ func (rr *recordReader) next() (byte, []byte, error) {
 	return h[0], rr.buf, nil
 }
 
-// blob is one codec's part of a record.
+// blob is one codec's part of a record; both slices alias the record.
 type blob struct {
-	name string
-	data []byte
+	name, data []byte
 }
 
 // connRecord is a decoded connection record.
@@ -537,7 +537,7 @@ func decodeConn(d *StateDecoder, r *connRecord) error {
 func decodeBlobs(d *StateDecoder, out []blob) []blob {
 	n := int(d.U8())
 	for range n {
-		name := d.String()
+		name := d.Bytes()
 		l := d.U32()
 		if uint64(l) > uint64(d.Len()) {
 			d.Fail(errShort)
@@ -712,7 +712,13 @@ func (t *Table) restoreState(r io.ReadSeeker, opt StateOptions, now int64) (*Res
 	}
 	rep.Conns, rep.Expectations = int(conns), int(expects)
 
-	// Pass 2: restore.
+	// Pass 2: restore. Everything it allocates stays live (entries,
+	// bindings), so a collection during it would only mark a growing heap
+	// over and over: more than half of a million-entry restore's CPU
+	// time. It runs at start-up, before the datapath allocates anything,
+	// so the collector waits until it is done (a memory limit still
+	// applies: GOMEMLIMIT collects regardless).
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	if _, err := r.Seek(start+h.size, io.SeekStart); err != nil {
 		return rep, err
 	}
@@ -767,21 +773,27 @@ func cloneConnRecord(r *connRecord) connRecord {
 	c.proto = bytes.Clone(r.proto)
 	c.blobs = make([]blob, len(r.blobs))
 	for i, b := range r.blobs {
-		c.blobs[i] = blob{b.name, bytes.Clone(b.data)}
+		c.blobs[i] = blob{bytes.Clone(b.name), bytes.Clone(b.data)}
 	}
 	return c
 }
 
-// restoreBlobs hands each blob to its codec; it returns the reason to
-// drop the entry, "" when all went well.
-func restoreBlobs(blobs []blob, codecs map[string]StateCodec, apply func(StateCodec, *StateDecoder) error) string {
+// restoreBlobs hands each blob to its codec, for connection c or (c nil)
+// expectation e; it returns the reason to drop the entry, "" when all
+// went well.
+func restoreBlobs(blobs []blob, codecs map[string]StateCodec, c *Conn, e *Expectation) string {
 	for _, b := range blobs {
-		cd := codecs[b.name]
+		cd := codecs[string(b.name)]
 		if cd == nil {
-			return "no_" + b.name
+			return "no_" + string(b.name)
 		}
 		d := StateDecoder{b: b.data}
-		err := apply(cd, &d)
+		var err error
+		if c != nil {
+			err = cd.RestoreConnState(c, &d)
+		} else {
+			err = cd.RestoreExpectationState(e, &d)
+		}
 		if err == nil && d.Err() == nil && d.Len() != 0 {
 			err = errBadRecord
 		}
@@ -793,7 +805,7 @@ func restoreBlobs(blobs []blob, codecs map[string]StateCodec, apply func(StateCo
 			if errors.As(err, &de) {
 				return de.Reason
 			}
-			return "corrupt_" + b.name
+			return "corrupt_" + string(b.name)
 		}
 	}
 	return ""
@@ -833,7 +845,7 @@ func (t *Table) restoreConn(r *connRecord, now, elapsed int64, codecs map[string
 		e.Helper, e.SeqAdj = r.helper, r.adj
 	}
 	c.Master = master
-	if reason := restoreBlobs(r.blobs, codecs, func(cd StateCodec, d *StateDecoder) error { return cd.RestoreConnState(c, d) }); reason != "" {
+	if reason := restoreBlobs(r.blobs, codecs, c, nil); reason != "" {
 		t.Delete(c)
 		rep.drop(reason)
 		return
@@ -870,7 +882,7 @@ func (t *Table) restoreExpect(r *expectRecord, now, elapsed int64, codecs map[st
 		Tuple: r.tuple, Mask: r.mask, Master: master, Helper: r.helper,
 		HelperFollows: r.follows, Class: r.class, Expires: now + left,
 	}
-	if reason := restoreBlobs(r.blobs, codecs, func(cd StateCodec, d *StateDecoder) error { return cd.RestoreExpectationState(e, d) }); reason != "" {
+	if reason := restoreBlobs(r.blobs, codecs, nil, e); reason != "" {
 		rep.drop(reason)
 		return
 	}

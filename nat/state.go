@@ -106,7 +106,7 @@ type savedMapping struct {
 	port                      uint16
 	hasPort, indexed, inByExt bool
 	eim, eif                  bool
-	rule, iface               string
+	rule, iface               []byte // alias the record
 	key                       mapKey
 }
 
@@ -122,7 +122,7 @@ func decodeMapping(d *conntrack.StateDecoder) savedMapping {
 		d.Fail(errBadNATState)
 	}
 	s.hasPort, s.indexed, s.inByExt, s.eim, s.eif = f&1 != 0, f&2 != 0, f&4 != 0, f&8 != 0, f&16 != 0
-	s.rule, s.iface = d.String(), d.String()
+	s.rule, s.iface = d.Bytes(), d.Bytes()
 	s.key.fam, s.key.proto = d.U8(), d.U8()
 	s.key.port, s.key.rport = d.U16(), d.U16()
 	fam := d.U8()
@@ -224,36 +224,36 @@ func (e *Engine) restoreLink(c *conntrack.Conn, dst bool, s *savedMapping) error
 // ruleNamed finds the rule a saved mapping names and checks it still
 // translates to the saved address.
 func (e *Engine) ruleNamed(s *savedMapping) (*snatRule, int32, error) {
-	if s.rule == hairpinName {
+	if string(s.rule) == hairpinName {
 		return nil, -1, nil
 	}
 	for i, r := range e.rules.snat {
-		if r.name != s.rule {
+		if r.name != string(s.rule) {
 			continue
 		}
 		if r.masq {
 			fi := -1
 			for j := range e.ifaces {
-				if e.ifaces[j].name == s.iface {
+				if e.ifaces[j].name == string(s.iface) {
 					fi = j
 				}
 			}
 			if fi < 0 {
-				return nil, 0, drop("interface", "interface "+s.iface+" is gone")
+				return nil, 0, drop("interface", "interface "+string(s.iface)+" is gone")
 			}
 			if r.m.out != fi {
 				return nil, 0, drop("nat_rule", r.name+" masquerades out of another interface now")
 			}
 			f := &e.ifaces[fi]
 			if (s.ext.fam == 4 && (!f.has4 || f.addr4 != s.ext.addr)) || (s.ext.fam == 6 && (!f.has6 || f.addr6 != s.ext.addr)) {
-				return nil, 0, drop("nat_address", "interface "+s.iface+" has another address now")
+				return nil, 0, drop("nat_address", "interface "+string(s.iface)+" has another address now")
 			}
 		} else if r.pool.fam != s.ext.fam || !r.pool.contains(s.ext.addr.NetIP(s.ext.fam)) {
 			return nil, 0, drop("nat_address", r.name+" no longer translates to the saved address")
 		}
 		return r, int32(i), nil
 	}
-	return nil, 0, drop("nat_rule", "rule "+s.rule+" is gone")
+	return nil, 0, drop("nat_rule", "rule "+string(s.rule)+" is gone")
 }
 
 // AppendExpectationState appends nothing: an expectation's NAT is its
