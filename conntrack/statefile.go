@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"runtime"
 	"runtime/debug"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -106,6 +108,9 @@ type StateOptions struct {
 	Time time.Time
 	// Codecs save and restore what other packages keep on entries.
 	Codecs []StateCodec
+	// Workers is how many goroutines restore connections (0: GOMAXPROCS,
+	// at most 4).
+	Workers int
 }
 
 func (o *StateOptions) now() time.Time {
@@ -728,43 +733,161 @@ func (t *Table) restoreState(r io.ReadSeeker, opt StateOptions, now int64) (*Res
 	for _, cd := range opt.Codecs {
 		codecs[cd.StateName()] = cd
 	}
-	elapsed := max(int64(opt.now().Sub(h.written)), 0)
-	masters := map[uint64]*Conn{}
-	var deferred []connRecord // RELATED connections, after their masters
-	for {
-		kind, p, err := rr.next()
-		if err != nil || kind == 0 {
-			if err != nil {
-				return rep, err // the file changed under us
-			}
-			break
-		}
+	rs := &restorer{t: t, now: now, elapsed: max(int64(opt.now().Sub(h.written)), 0), codecs: codecs,
+		masters: map[uint64]*Conn{}}
+	kind, p, err := rr.next()
+	workers := opt.Workers
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	rs.start(workers)
+	for err == nil && kind == recConn {
+		rs.feed(p)
+		kind, p, err = rr.next()
+	}
+	rs.finish(rep)
+	for err == nil && kind == recExpect {
 		d := StateDecoder{b: p}
-		switch kind {
-		case recConn:
-			if decodeConn(&d, &cr) != nil {
-				return rep, stateErr("corrupt", "the file changed while it was read")
+		if decodeExpect(&d, &er) != nil {
+			return rep, stateErr("corrupt", "the file changed while it was read")
+		}
+		t.restoreExpect(&er, now, rs.elapsed, codecs, rs.masters, rep)
+		kind, p, err = rr.next()
+	}
+	if err == nil && kind != 0 {
+		err = stateErr("corrupt", "the file changed while it was read")
+	}
+	return rep, err
+}
+
+// restorer restores connection records on several goroutines: the
+// inserts are independent (the table and the NAT engine lock what they
+// share), and most of their time goes to cache misses in a large table,
+// which cores wait for side by side. RELATED connections wait until every
+// master is in (deferred), then go in one by one.
+type restorer struct {
+	t            *Table
+	now, elapsed int64
+	codecs       map[string]StateCodec
+
+	batches chan *recordBatch
+	free    chan *recordBatch
+	cur     *recordBatch
+	wg      sync.WaitGroup
+	workers []restoreWorker
+
+	mu      sync.Mutex // guards masters while the workers run
+	masters map[uint64]*Conn
+}
+
+// recordBatch is a run of connection records copied out of the reader's
+// buffer: record i is buf[ends[i-1]:ends[i]].
+type recordBatch struct {
+	buf  []byte
+	ends []int
+}
+
+// restoreWorker is one goroutine's report and its deferred records.
+type restoreWorker struct {
+	rep      RestoreReport
+	deferred []connRecord
+}
+
+const (
+	batchRecords = 256
+	maxWorkers   = 4
+)
+
+func (rs *restorer) start(n int) {
+	n = min(max(n, 1), maxWorkers)
+	rs.batches = make(chan *recordBatch, 2*n)
+	rs.free = make(chan *recordBatch, 2*n+1)
+	rs.workers = make([]restoreWorker, n)
+	for i := range rs.workers {
+		rs.wg.Add(1)
+		go func(w *restoreWorker) {
+			defer rs.wg.Done()
+			var cr connRecord
+			for b := range rs.batches {
+				start := 0
+				for _, end := range b.ends {
+					d := StateDecoder{b: b.buf[start:end]}
+					start = end
+					if decodeConn(&d, &cr) != nil {
+						w.rep.drop("corrupt") // the file changed while it was read
+						continue
+					}
+					if cr.master != 0 {
+						w.deferred = append(w.deferred, cloneConnRecord(&cr))
+						continue
+					}
+					rs.t.restoreConn(&cr, rs.now, rs.elapsed, rs.codecs, rs, &w.rep)
+				}
+				b.buf, b.ends = b.buf[:0], b.ends[:0]
+				select {
+				case rs.free <- b:
+				default:
+				}
 			}
-			if cr.master != 0 {
-				deferred = append(deferred, cloneConnRecord(&cr))
-				continue
-			}
-			t.restoreConn(&cr, now, elapsed, codecs, masters, rep)
-		case recExpect:
-			for i := range deferred {
-				t.restoreConn(&deferred[i], now, elapsed, codecs, masters, rep)
-			}
-			deferred = nil
-			if decodeExpect(&d, &er) != nil {
-				return rep, stateErr("corrupt", "the file changed while it was read")
-			}
-			t.restoreExpect(&er, now, elapsed, codecs, masters, rep)
+		}(&rs.workers[i])
+	}
+}
+
+// feed queues one connection record.
+func (rs *restorer) feed(p []byte) {
+	if rs.cur == nil {
+		select {
+		case rs.cur = <-rs.free:
+		default:
+			rs.cur = &recordBatch{buf: make([]byte, 0, 64<<10), ends: make([]int, 0, batchRecords)}
 		}
 	}
-	for i := range deferred {
-		t.restoreConn(&deferred[i], now, elapsed, codecs, masters, rep)
+	b := rs.cur
+	b.buf = append(b.buf, p...)
+	b.ends = append(b.ends, len(b.buf))
+	if len(b.ends) == batchRecords {
+		rs.batches <- b
+		rs.cur = nil
 	}
-	return rep, nil
+}
+
+// finish waits for the workers, restores the deferred RELATED
+// connections and adds everything to rep.
+func (rs *restorer) finish(rep *RestoreReport) {
+	if rs.cur != nil && len(rs.cur.ends) > 0 {
+		rs.batches <- rs.cur
+	}
+	rs.cur = nil
+	close(rs.batches)
+	rs.wg.Wait()
+	for i := range rs.workers {
+		w := &rs.workers[i]
+		rep.Restored += w.rep.Restored
+		rep.Expired += w.rep.Expired
+		for r, n := range w.rep.Dropped {
+			if rep.Dropped == nil {
+				rep.Dropped = map[string]int{}
+			}
+			rep.Dropped[r] += n
+		}
+		for j := range w.deferred {
+			rs.t.restoreConn(&w.deferred[j], rs.now, rs.elapsed, rs.codecs, rs, rep)
+		}
+	}
+}
+
+// master returns the restored master of id (nil: none).
+func (rs *restorer) master(id uint64) *Conn {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	return rs.masters[id]
+}
+
+// addMaster records a restored master.
+func (rs *restorer) addMaster(id uint64, c *Conn) {
+	rs.mu.Lock()
+	rs.masters[id] = c
+	rs.mu.Unlock()
 }
 
 // cloneConnRecord copies a record out of the reader's buffer.
@@ -812,7 +935,7 @@ func restoreBlobs(blobs []blob, codecs map[string]StateCodec, c *Conn, e *Expect
 }
 
 // restoreConn rebuilds one connection and confirms it.
-func (t *Table) restoreConn(r *connRecord, now, elapsed int64, codecs map[string]StateCodec, masters map[uint64]*Conn, rep *RestoreReport) {
+func (t *Table) restoreConn(r *connRecord, now, elapsed int64, codecs map[string]StateCodec, rs *restorer, rep *RestoreReport) {
 	left := r.left - elapsed
 	if left <= 0 {
 		rep.Expired++
@@ -820,7 +943,7 @@ func (t *Table) restoreConn(r *connRecord, now, elapsed int64, codecs map[string
 	}
 	var master *Conn
 	if r.master != 0 {
-		if master = masters[r.master]; master == nil {
+		if master = rs.master(r.master); master == nil {
 			rep.drop("master")
 			return
 		}
@@ -829,7 +952,9 @@ func (t *Table) restoreConn(r *connRecord, now, elapsed int64, codecs map[string
 		rep.drop("full")
 		return
 	}
-	c := t.newEntry()
+	// A new table has no entries to reuse: allocate without newEntry's
+	// lock, which the workers would contend for.
+	c := &Conn{}
 	c.initNodes(&r.orig)
 	c.node[DirReply].tuple = r.reply
 	c.status.Store(uint32(r.status))
@@ -861,7 +986,7 @@ func (t *Table) restoreConn(r *connRecord, now, elapsed int64, codecs map[string
 		e.New(c, nil, nil, now)
 	}
 	if r.id != 0 {
-		masters[r.id] = c
+		rs.addMaster(r.id, c)
 	}
 	rep.Restored++
 }

@@ -105,36 +105,40 @@ func BenchmarkStateFileSave(b *testing.B) {
 }
 
 // BenchmarkStateFileRestore: one op is restoring the whole file into a
-// new table and engine (their allocation not timed).
+// new table and engine (their allocation not timed), by one goroutine and
+// by two, alternated.
 func BenchmarkStateFileRestore(b *testing.B) {
 	r := stateBenchTable(b)
 	saveTo(b, r, stateBench.file)
 	b.Cleanup(func() { os.Remove(stateBench.file) })
-	b.ResetTimer()
-	var cpu time.Duration
-	for range b.N {
-		b.StopTimer()
-		to := newRigCT(b, stateConfig, stateBenchCT())
-		f, err := os.Open(stateBench.file)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.StartTimer()
-		cpu0 := cpuTime()
-		rep, err := to.tbl.RestoreState(f, conntrack.StateOptions{Host: "bench", Codecs: []conntrack.StateCodec{to.e}})
-		cpu += cpuTime() - cpu0
-		b.StopTimer()
-		f.Close()
-		if err != nil {
-			b.Fatal(err)
-		}
-		if rep.Restored != *stateEntries || to.tbl.Count() != *stateEntries {
-			b.Fatalf("restored %d (%+v), want %d", to.tbl.Count(), rep, *stateEntries)
-		}
-		if got, want := to.e.Stats().Mappings, r.e.Stats().Mappings; got != want {
-			b.Fatalf("restored %d mappings, want %d", got, want)
-		}
-		b.StartTimer()
+	for _, workers := range []int{1, 2} {
+		b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) {
+			var cpu time.Duration
+			for range b.N {
+				b.StopTimer()
+				to := newRigCT(b, stateConfig, stateBenchCT())
+				f, err := os.Open(stateBench.file)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				cpu0 := cpuTime()
+				rep, err := to.tbl.RestoreState(f, conntrack.StateOptions{Host: "bench", Codecs: []conntrack.StateCodec{to.e}, Workers: workers})
+				cpu += cpuTime() - cpu0
+				b.StopTimer()
+				f.Close()
+				if err != nil {
+					b.Fatal(err)
+				}
+				if rep.Restored != *stateEntries || to.tbl.Count() != *stateEntries {
+					b.Fatalf("restored %d (%+v), want %d", to.tbl.Count(), rep, *stateEntries)
+				}
+				if got, want := to.e.Stats().Mappings, r.e.Stats().Mappings; got != want {
+					b.Fatalf("restored %d mappings, want %d", got, want)
+				}
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(cpu)/float64(b.N)/1e6, "cpu-ms/op")
+		})
 	}
-	b.ReportMetric(float64(cpu)/float64(b.N)/1e6, "cpu-ms/op")
 }
