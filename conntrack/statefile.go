@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -108,8 +109,9 @@ type StateOptions struct {
 	Time time.Time
 	// Codecs save and restore what other packages keep on entries.
 	Codecs []StateCodec
-	// Workers is how many goroutines restore connections (0: GOMAXPROCS,
-	// at most 4).
+	// Workers is how many goroutines save or restore connections
+	// (0: GOMAXPROCS; at most 4). Most of either is cache misses on
+	// entries spread over the heap, which cores wait for side by side.
 	Workers int
 }
 
@@ -162,18 +164,17 @@ func (t *Table) saveState(w io.WriterAt, opt StateOptions, now int64) (SaveRepor
 		}
 		body += int64(len(h) + len(payload))
 	}
-	t.Range(func(c *Conn) bool {
-		if c.expires.Load() <= now {
-			return true
-		}
-		rec = t.appendConnRecord(rec[:0], c, now, opt.Codecs)
-		if len(rec) > maxStateRecord {
-			return true // cannot be read back: leave it out
-		}
-		emit(recConn, rec)
-		rep.Conns++
-		return err == nil
+	workers := opt.Workers
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	n, werr := t.saveConns(now, min(workers, maxWorkers), opt.Codecs, func(chunk []byte) error {
+		crc = crc32.Update(crc, castagnoli, chunk)
+		body += int64(len(chunk))
+		_, err := bw.Write(chunk)
+		return err
 	})
+	rep.Conns, err = n, werr
 	if err == nil {
 		t.Expectations(func(e *Expectation) bool {
 			rec = appendExpectRecord(rec[:0], e, now, opt.Codecs)
@@ -194,6 +195,89 @@ func (t *Table) saveState(w io.WriterAt, opt StateOptions, now int64) (SaveRepor
 	}
 	rep.Bytes = int64(len(hdr)) + body
 	return rep, nil
+}
+
+// saveChunk is how many bytes of records a save worker collects before
+// handing them to the writer.
+const saveChunk = 256 << 10
+
+// saveConns walks the table on up to workers goroutines, each over its
+// share of the buckets, and hands whole chunks of connection records to
+// write, one at a time in the caller's goroutine. Each bucket is walked by
+// one worker, so each connection is written once; masters' entries are
+// never reused, so their addresses name them for the whole save (stateID)
+// although each worker holds the walk only for its share. It returns how
+// many connections were written and the first error of write.
+func (t *Table) saveConns(now int64, workers int, codecs []StateCodec, write func([]byte) error) (int, error) {
+	workers = max(workers, 1)
+	chunks := make(chan []byte, 2*workers)
+	free := make(chan []byte, 2*workers+workers)
+	var stop atomic.Bool
+	counts := make([]int, workers)
+	var wg sync.WaitGroup
+	for i := range workers {
+		lo, hi := i*len(t.buckets)/workers, (i+1)*len(t.buckets)/workers
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t.walkStart()
+			defer t.walkEnd()
+			chunk := make([]byte, 0, saveChunk+4096)
+			rec := make([]byte, 0, 512)
+			for j := lo; j < hi && !stop.Load(); j++ {
+				t.buckets[j].each(func(nd *hashNode) bool {
+					if nd.kind != nodeOriginal {
+						return true
+					}
+					c, _ := nd.conn()
+					if c.Status()&StatusDying != 0 || c.expires.Load() <= now {
+						return true
+					}
+					rec = t.appendConnRecord(rec[:0], c, now, codecs)
+					if len(rec) > maxStateRecord {
+						return true // cannot be read back: leave it out
+					}
+					chunk = append(chunk, recConn, 0, 0, 0, 0)
+					binary.LittleEndian.PutUint32(chunk[len(chunk)-4:], uint32(len(rec)))
+					chunk = append(chunk, rec...)
+					counts[i]++
+					if len(chunk) >= saveChunk {
+						chunks <- chunk
+						select {
+						case chunk = <-free:
+						default:
+							chunk = make([]byte, 0, saveChunk+4096)
+						}
+					}
+					return true
+				})
+			}
+			if len(chunk) > 0 {
+				chunks <- chunk
+			}
+		}()
+	}
+	go func() {
+		wg.Wait()
+		close(chunks)
+	}()
+	var err error
+	for chunk := range chunks {
+		if err == nil {
+			if err = write(chunk); err != nil {
+				stop.Store(true)
+			}
+		}
+		select {
+		case free <- chunk[:0]:
+		default:
+		}
+	}
+	n := 0
+	for _, c := range counts {
+		n += c
+	}
+	return n, err
 }
 
 // appendStateHeader appends the header with its checksum.

@@ -506,3 +506,52 @@ func TestStateFileReportNamesReasons(t *testing.T) {
 		t.Fatalf("error %v does not name the version", err)
 	}
 }
+
+// TestStateFileSaveWhileForwarding: saving a table that packets are
+// changing (new flows, deaths) gives files that restore: what the save
+// walked is consistent per entry. Run it with -race.
+func TestStateFileSaveWhileForwarding(t *testing.T) {
+	h := newCTHarness(t, Config{Max: 1 << 14})
+	f := ctFamilies[0]
+	done := make(chan struct{})
+	busy := make(chan struct{})
+	go func() {
+		defer close(busy)
+		var p packet.Parsed
+		var r Result
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			p.Decode(build.UDP(f.cli, uint16(1000+i%5000), f.srv, 53, 8))
+			now := h.tab.Now()
+			h.tab.In(&p, now, &r)
+			if r.Conn != nil && !r.Conn.Confirmed() {
+				h.tab.Confirm(r.Conn, now)
+			}
+			if i%3 == 0 && r.Conn != nil {
+				h.tab.Delete(r.Conn)
+			}
+			r.Release()
+		}
+	}()
+	for range 20 {
+		var out memFile
+		rep, err := h.tab.SaveState(&out, StateOptions{Host: "h", Workers: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tab2, _ := NewTable(Config{Max: 1 << 14})
+		rrep, err := tab2.RestoreState(bytes.NewReader(out.b), StateOptions{Host: "h"})
+		if err != nil {
+			t.Fatalf("a file saved while forwarding does not restore: %v", err)
+		}
+		if rrep.Conns != rep.Conns || tab2.Count()+rrep.Expired+sumDropped(rrep) != rep.Conns {
+			t.Fatalf("saved %d, restored %+v into %d", rep.Conns, rrep, tab2.Count())
+		}
+	}
+	close(done)
+	<-busy
+}

@@ -27,7 +27,6 @@ var stateBench struct {
 	once sync.Once
 	r    *rig
 	file string
-	size int64
 }
 
 func stateBenchTable(b *testing.B) *rig {
@@ -68,13 +67,13 @@ func stateBenchCT() conntrack.Config {
 
 // saveTo writes r's table to path with the engine as codec, fsynced, as
 // the gateway does (without the rename).
-func saveTo(b *testing.B, r *rig, path string) conntrack.SaveReport {
+func saveTo(b *testing.B, r *rig, path string, workers int) conntrack.SaveReport {
 	f, err := os.Create(path)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer f.Close()
-	rep, err := r.tbl.SaveState(f, conntrack.StateOptions{Host: "bench", Codecs: []conntrack.StateCodec{r.e}})
+	rep, err := r.tbl.SaveState(f, conntrack.StateOptions{Host: "bench", Codecs: []conntrack.StateCodec{r.e}, Workers: workers})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -84,24 +83,27 @@ func saveTo(b *testing.B, r *rig, path string) conntrack.SaveReport {
 	return rep
 }
 
-// BenchmarkStateFileSave: one op is saving the whole table (go test
-// -run XXX -bench StateFile -benchtime 3x ./nat/).
+// BenchmarkStateFileSave: one op is saving the whole table, by one
+// goroutine and by two (go test -run XXX -bench StateFile -benchtime 3x
+// ./nat/).
 func BenchmarkStateFileSave(b *testing.B) {
 	r := stateBenchTable(b)
-	b.ResetTimer()
-	var rep conntrack.SaveReport
-	cpu0 := cpuTime()
-	for range b.N {
-		rep = saveTo(b, r, stateBench.file)
+	for _, workers := range []int{1, 2} {
+		b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) {
+			var rep conntrack.SaveReport
+			cpu0 := cpuTime()
+			for range b.N {
+				rep = saveTo(b, r, stateBench.file, workers)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N)/1e6, "cpu-ms/op")
+			if rep.Conns != *stateEntries {
+				b.Fatalf("saved %d connections, want %d", rep.Conns, *stateEntries)
+			}
+			b.ReportMetric(float64(rep.Bytes)/1e6, "MB")
+			b.ReportMetric(float64(rep.Bytes)/float64(rep.Conns), "B/conn")
+		})
 	}
-	b.StopTimer()
-	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N)/1e6, "cpu-ms/op")
-	if rep.Conns != *stateEntries {
-		b.Fatalf("saved %d connections, want %d", rep.Conns, *stateEntries)
-	}
-	b.ReportMetric(float64(rep.Bytes)/1e6, "MB")
-	b.ReportMetric(float64(rep.Bytes)/float64(rep.Conns), "B/conn")
-	stateBench.size = rep.Bytes
 }
 
 // BenchmarkStateFileRestore: one op is restoring the whole file into a
@@ -109,7 +111,7 @@ func BenchmarkStateFileSave(b *testing.B) {
 // by two, alternated.
 func BenchmarkStateFileRestore(b *testing.B) {
 	r := stateBenchTable(b)
-	saveTo(b, r, stateBench.file)
+	saveTo(b, r, stateBench.file, 0)
 	b.Cleanup(func() { os.Remove(stateBench.file) })
 	for _, workers := range []int{1, 2} {
 		b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) {
