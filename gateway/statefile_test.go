@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -244,6 +245,24 @@ func TestStateFileAcrossGatewayRestart(t *testing.T) {
 	if got := netip.AddrPortFrom(q.SrcIP(), q.SrcPort).String(); got == flows[0].ext {
 		t.Fatalf("a new client was given the restored mapping %s", got)
 	}
+	if got := metricValue(t, g2, "tungate_statefile_restored_entries_total", ""); got != 3 {
+		t.Errorf("restored_entries_total %v, want 3", got)
+	}
+	if got := metricValue(t, g1, "tungate_statefile_saves_total", "ok"); got != 1 {
+		t.Errorf("saves_total{result=ok} %v, want 1", got)
+	}
+
+	// A restart whose config no longer masquerades drops every entry
+	// with a NAT binding, counted by reason.
+	noMasq := strings.Replace(stateConf, "[[nat.masquerade]]\nout = \"wan\"\n", "", 1)
+	if noMasq == stateConf {
+		t.Fatal("test config has no masquerade to remove")
+	}
+	g4, _, _, _ := stateGateway(t, dir, noMasq, zap.NewNop())
+	if got := metricValue(t, g4, "tungate_statefile_dropped_entries_total", "nat_rule"); got != 3 || g4.Table().Count() != 0 {
+		t.Errorf("dropped_entries_total{reason=nat_rule} %v, table %d: want all 3 dropped", got, g4.Table().Count())
+	}
+
 	// Without the state file the same answer is dropped: the check above
 	// is about the restore, not the filter.
 	if err := os.Remove(filepath.Join(dir, "ct.state")); err != nil {
@@ -253,6 +272,33 @@ func TestStateFileAcrossGatewayRestart(t *testing.T) {
 	before := dropped(g3) + g3.Counters.Local.Load()
 	wan3.send(udpPkt(flows[0].srv, flows[0].ext, "answer"))
 	lan3.quiet(t, g3, before)
+}
+
+// metricValue gathers g's state file metrics and returns the value of
+// name with the label value lv ("" for none).
+func metricValue(t *testing.T, g *Gateway, name, lv string) float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newStateCollector(g))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if lv == "" && len(m.GetLabel()) == 0 || len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == lv {
+				if m.GetCounter() != nil {
+					return m.GetCounter().GetValue()
+				}
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no metric %s{%q}", name, lv)
+	return 0
 }
 
 // TestStateFileIgnoredWhenBad: a state file that is not one, or is
