@@ -393,6 +393,7 @@ func decodeConfig(b []byte, file string) (*Config, *confdiag.List, error) {
 			}
 		}
 		c.checkSocketDir(&l)
+		c.checkStateFileDir(&l)
 	}
 	return &c, &l, nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"tungate/confdiag"
 	"tungate/conntrack"
 )
 
@@ -158,6 +159,26 @@ func (g *Gateway) restoreState() {
 		zap.Int("connections", rep.Restored), zap.Int("of", rep.Conns),
 		zap.Int("expectations", rep.RestoredExpectations), zap.Int("expired", rep.Expired),
 		zap.Strings("dropped", dropped), zap.Duration("took", time.Since(start)))
+}
+
+// checkStateFileDir refuses a state file in a world-writable directory,
+// sticky or not: another user could put a file of their own there (the
+// checksum protects against damage, not against a forger) and have the
+// gateway hold ports and let flows in for it. A directory that does not
+// exist is an error too: the save at shutdown would fail.
+func (c *Config) checkStateFileDir(l *confdiag.List) {
+	p := c.Conntrack.StateFile
+	if p == "" {
+		return
+	}
+	dir := filepath.Dir(p)
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		l.Addf("conntrack.state_file", "%q: directory %s does not exist", p, dir)
+		return
+	}
+	if err := unsafeDir(dir, false); err != nil {
+		l.Addf("conntrack.state_file", "%q is in %s: another user could replace the file; use a directory only the gateway's user can write, e.g. /var/lib/tungate", p, err)
+	}
 }
 
 // stateCollector exports the state file's counters.

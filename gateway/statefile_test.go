@@ -365,3 +365,28 @@ func fixStateHeader(b []byte) {
 	sum := crc32.Checksum(b[:end], crc32.MakeTable(crc32.Castagnoli))
 	b[end], b[end+1], b[end+2], b[end+3] = byte(sum), byte(sum>>8), byte(sum>>16), byte(sum>>24)
 }
+
+// TestStateFileDirChecked: a state file in a directory that does not
+// exist, or that every user can write, is a config error naming the key.
+func TestStateFileDirChecked(t *testing.T) {
+	dir := t.TempDir()
+	open := filepath.Join(dir, "open")
+	if err := os.Mkdir(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(open, 0o1777)
+	for _, tc := range []struct{ path, want string }{
+		{filepath.Join(dir, "missing", "ct.state"), "does not exist"},
+		{filepath.Join(open, "ct.state"), "another user could replace the file"},
+	} {
+		conf := strings.Replace(stateConf, `state_file = "ct.state"`, `state_file = "`+tc.path+`"`, 1)
+		path := filepath.Join(dir, "gw.toml")
+		if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := LoadConfig(path)
+		if err == nil || !strings.Contains(err.Error(), "conntrack.state_file") || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("state_file %s: %v, want an error saying %q", tc.path, err, tc.want)
+		}
+	}
+}
