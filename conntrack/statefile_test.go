@@ -555,3 +555,27 @@ func TestStateFileSaveWhileForwarding(t *testing.T) {
 	close(done)
 	<-busy
 }
+
+// TestStateFileFullAndClash: entries beyond the table's max are dropped
+// as "full"; an entry whose tuple is already in the table as "clash".
+func TestStateFileFullAndClash(t *testing.T) {
+	h := newCTHarness(t, Config{})
+	f := ctFamilies[0]
+	for i := range 20 {
+		h.pass(build.UDP(f.cli, uint16(2000+i), f.srv, 9, 8))
+	}
+	file := saveBytes(t, h, StateOptions{Host: "h", Time: stateTime})
+	small, _ := NewTable(Config{Max: 12})
+	rep, err := small.restoreState(bytes.NewReader(file), StateOptions{Host: "h", Time: stateTime, Workers: 1}, 0)
+	if err != nil || rep.Restored != 12 || rep.Dropped["full"] != 8 || small.Count() != 12 {
+		t.Fatalf("restore into max 12: %v %+v, table %d", err, rep, small.Count())
+	}
+	tab, _ := NewTable(Config{})
+	if _, err := tab.restoreState(bytes.NewReader(file), StateOptions{Host: "h", Time: stateTime}, 0); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = tab.restoreState(bytes.NewReader(file), StateOptions{Host: "h", Time: stateTime}, 0)
+	if err != nil || rep.Restored != 0 || rep.Dropped["clash"] != 20 || tab.Count() != 20 {
+		t.Fatalf("second restore: %v %+v, table %d", err, rep, tab.Count())
+	}
+}
