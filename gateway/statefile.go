@@ -24,10 +24,10 @@ import (
 // NAT bindings and helper state on its entries, written on shutdown and
 // on `tungate save`, read back when the gateway starts. What survives a
 // restart is what the links let survive: a kernel TUN that is persistent
-// or whose descriptor is held across the restart (tun_fd from a
-// supervisor or systemd's file descriptor store) keeps its packets
-// flowing to the same tuples; a connection that ends inside tungate (the
-// uplink's TCP, spliced to a host socket) dies with the process.
+// or whose descriptor something holds across the restart (handed back as
+// tun_fd) keeps its packets flowing to the same tuples; a connection that
+// ends inside tungate (the uplink's, on host sockets) dies with the
+// process.
 
 // ErrNoStateFile: the config names no state file.
 var ErrNoStateFile = errors.New("conntrack.state_file is not set")
@@ -97,7 +97,13 @@ func (g *Gateway) saveStateTo(path string) (conntrack.SaveReport, error) {
 		return conntrack.SaveReport{}, err
 	}
 	defer pf.Cleanup()
-	rep, err := g.ct.SaveState(pf, g.stateOptions())
+	opt := g.stateOptions()
+	if !g.closed.Load() {
+		// `tungate save` while forwarding: one core for the walk, the
+		// rest stay the datapath's. At shutdown it may take them all.
+		opt.Workers = 1
+	}
+	rep, err := g.ct.SaveState(pf, opt)
 	if err != nil {
 		return rep, err
 	}
