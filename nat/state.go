@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"tungate/conntrack"
+	"tungate/packet"
 )
 
 // The engine's part of the conntrack state file (conntrack.StateCodec):
@@ -48,23 +49,45 @@ func (e *Engine) AppendConnState(b []byte, c *conntrack.Conn) []byte {
 			continue
 		}
 		b = append(b, 1)
-		b = e.appendMapping(b, l.m)
+		b = e.appendMapping(b, l.m, c)
 	}
 	return b
 }
 
-// appendMapping writes one mapping; e.mu is held.
-func (e *Engine) appendMapping(b []byte, m *mapping) []byte {
-	b = append(b, m.ext.fam, m.ext.proto)
-	b = conntrack.AppendStateAddr(b, &m.ext.addr, m.ext.fam)
-	b = binary.LittleEndian.AppendUint16(b, m.port)
+// Mapping flags. The derived ones spare most mappings their endpoints:
+// a source NAT mapping's external endpoint is what the reply tuple is
+// addressed to, and its internal one the original tuple's source, so a
+// million-entry file is a fifth smaller.
+const (
+	mapHasPort      = 1 << iota
+	mapIndexed      // in byKey
+	mapInByExt      // in byExt
+	mapEIM          // endpoint-independent mapping
+	mapEIF          // endpoint-independent filtering
+	mapExtFromReply // external endpoint = reply tuple's destination
+	mapKeyFromOrig  // internal endpoint = original tuple's source
+	mapNoRemote     // no remote endpoint in the key (EIM)
+)
+
+// appendMapping writes one mapping of c; e.mu is held.
+func (e *Engine) appendMapping(b []byte, m *mapping, c *conntrack.Conn) []byte {
+	o, r := c.Tuple(conntrack.DirOriginal), c.Tuple(conntrack.DirReply)
+	k := &m.key
 	var flags uint8
-	for i, v := range []bool{m.hasPort, m.indexed, m.inByExt, m.eim, m.eif} {
+	for i, v := range []bool{m.hasPort, m.indexed, m.inByExt, m.eim, m.eif,
+		m.ext.fam == r.Family && m.ext.proto == r.Proto && m.ext.addr == r.Dst && m.port == r.DstPort,
+		k.fam == o.Family && k.proto == o.Proto && k.addr == o.Src && k.port == o.SrcPort,
+		k.raddr == (packet.Addr{}) && k.rport == 0} {
 		if v {
 			flags |= 1 << i
 		}
 	}
 	b = append(b, flags)
+	if flags&mapExtFromReply == 0 {
+		b = append(b, m.ext.fam, m.ext.proto)
+		b = conntrack.AppendStateAddr(b, &m.ext.addr, m.ext.fam)
+		b = binary.LittleEndian.AppendUint16(b, m.port)
+	}
 	var rule, iface string
 	if m.indexed {
 		switch r := e.ruleAt(m.key.rule); {
@@ -79,17 +102,20 @@ func (e *Engine) appendMapping(b []byte, m *mapping) []byte {
 	}
 	b = conntrack.AppendStateString(b, rule)
 	b = conntrack.AppendStateString(b, iface)
-	k := &m.key
-	b = append(b, k.fam, k.proto)
-	b = binary.LittleEndian.AppendUint16(b, k.port)
-	b = binary.LittleEndian.AppendUint16(b, k.rport)
 	fam := k.fam
 	if fam != 4 && fam != 6 {
 		fam = m.ext.fam // a Bind reservation's key has no family of its own
 	}
-	b = append(b, fam)
-	b = conntrack.AppendStateAddr(b, &k.addr, fam)
-	return conntrack.AppendStateAddr(b, &k.raddr, fam)
+	if flags&mapKeyFromOrig == 0 {
+		b = append(b, k.fam, k.proto, fam)
+		b = binary.LittleEndian.AppendUint16(b, k.port)
+		b = conntrack.AppendStateAddr(b, &k.addr, fam)
+	}
+	if flags&mapNoRemote == 0 {
+		b = binary.LittleEndian.AppendUint16(b, k.rport)
+		b = conntrack.AppendStateAddr(b, &k.raddr, fam)
+	}
+	return b
 }
 
 // ruleAt returns the SNAT rule of index i, nil for the hairpin fallback.
@@ -112,21 +138,32 @@ type savedMapping struct {
 
 var errBadNATState = errors.New("nat: bad binding in the state file")
 
-func decodeMapping(d *conntrack.StateDecoder) savedMapping {
+func decodeMapping(d *conntrack.StateDecoder, c *conntrack.Conn) savedMapping {
+	o, r := c.Tuple(conntrack.DirOriginal), c.Tuple(conntrack.DirReply)
 	var s savedMapping
-	s.ext.fam, s.ext.proto = d.U8(), d.U8()
-	s.ext.addr = d.Addr(s.ext.fam)
-	s.port = d.U16()
 	f := d.U8()
-	if f>>5 != 0 {
-		d.Fail(errBadNATState)
+	s.hasPort, s.indexed, s.inByExt, s.eim, s.eif = f&mapHasPort != 0, f&mapIndexed != 0, f&mapInByExt != 0, f&mapEIM != 0, f&mapEIF != 0
+	if f&mapExtFromReply != 0 {
+		s.ext = setKey{r.Dst, r.Family, r.Proto}
+		s.port = r.DstPort
+	} else {
+		s.ext.fam, s.ext.proto = d.U8(), d.U8()
+		s.ext.addr = d.Addr(s.ext.fam)
+		s.port = d.U16()
 	}
-	s.hasPort, s.indexed, s.inByExt, s.eim, s.eif = f&1 != 0, f&2 != 0, f&4 != 0, f&8 != 0, f&16 != 0
 	s.rule, s.iface = d.Bytes(), d.Bytes()
-	s.key.fam, s.key.proto = d.U8(), d.U8()
-	s.key.port, s.key.rport = d.U16(), d.U16()
-	fam := d.U8()
-	s.key.addr, s.key.raddr = d.Addr(fam), d.Addr(fam)
+	fam := o.Family
+	if f&mapKeyFromOrig != 0 {
+		s.key.fam, s.key.proto, s.key.addr, s.key.port = o.Family, o.Proto, o.Src, o.SrcPort
+	} else {
+		s.key.fam, s.key.proto, fam = d.U8(), d.U8(), d.U8()
+		s.key.port = d.U16()
+		s.key.addr = d.Addr(fam)
+	}
+	if f&mapNoRemote == 0 {
+		s.key.rport = d.U16()
+		s.key.raddr = d.Addr(fam)
+	}
 	if s.inByExt && !s.indexed {
 		d.Fail(errBadNATState)
 	}
@@ -143,7 +180,7 @@ func (e *Engine) RestoreConnState(c *conntrack.Conn, d *conntrack.StateDecoder) 
 	var has [2]bool
 	for i := range saved {
 		if has[i] = d.Bool(); has[i] {
-			saved[i] = decodeMapping(d)
+			saved[i] = decodeMapping(d, c)
 		}
 	}
 	if err := d.Err(); err != nil {

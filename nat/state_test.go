@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"tungate/conntrack"
 	"tungate/packet"
@@ -130,5 +131,56 @@ func TestStateRestoreDropsWhatIsGone(t *testing.T) {
 				t.Fatalf("dropped entry left %d connections, %d mappings", b.tbl.Count(), b.e.Stats().Mappings)
 			}
 		})
+	}
+}
+
+// TestStateRestoreEveryLinkKind: a connection admitted to a mapping by
+// endpoint-independent filtering (a destination link), and connections
+// bound explicitly (Bind, as helpers do: a held source port, a held
+// gateway port), come back holding the same mappings and ports.
+func TestStateRestoreEveryLinkKind(t *testing.T) {
+	const conf = "[[nat.masquerade]]\nout = \"wan\"\nfiltering = \"endpoint-independent\"\n"
+	a := newRig(t, conf)
+	out := a.must(udp("10.10.0.2:5000", "203.0.113.9:53", "q"), lan, wan)
+	in := a.must(udp("192.0.2.7:4000", out.v.src.String(), "hello"), wan, lan)
+	if in.v.dst != ap("10.10.0.2:5000") {
+		t.Fatalf("EIF: the stranger's datagram went to %v", in.v.dst)
+	}
+	// Bind reservations: a source held on the external address, a
+	// destination on the gateway's own port.
+	now := a.tbl.Now()
+	src := a.tbl.NewUnconfirmed(conntrack.Tuple{Src: addr("10.10.0.3"), Dst: addr("203.0.113.9"), SrcPort: 7000, DstPort: 20, Proto: packet.ProtoTCP, Family: 4}, now, time.Hour)
+	if err := a.e.Bind(src, ManipSrc, addr("198.18.0.1"), 0); err != nil {
+		t.Fatal(err)
+	}
+	dst := a.tbl.NewUnconfirmed(conntrack.Tuple{Src: addr("203.0.113.9"), Dst: addr("198.18.0.1"), SrcPort: 20, DstPort: 7100, Proto: packet.ProtoTCP, Family: 4}, now, time.Hour)
+	if err := a.e.Bind(dst, ManipDst, addr("10.10.0.3"), 7100); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*conntrack.Conn{src, dst} {
+		if err := a.tbl.Confirm(c, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := newRig(t, conf)
+	rep := saveRestore(t, a, b)
+	if rep.Restored != 4 || len(rep.Dropped) != 0 {
+		t.Fatalf("report %+v, want 4 restored", rep)
+	}
+	if got, want := b.e.Stats().Mappings, a.e.Stats().Mappings; got != want {
+		t.Fatalf("restored engine has %d mappings, want %d", got, want)
+	}
+	held := src.Tuple(conntrack.DirReply).DstPort
+	for _, c := range []struct {
+		proto uint8
+		port  uint16
+	}{{packet.ProtoUDP, out.v.src.Port()}, {packet.ProtoTCP, held}, {packet.ProtoTCP, 7100}} {
+		if b.e.PortAvailable(c.proto, addr("198.18.0.1"), c.port) {
+			t.Errorf("port %d/%d free after the restore", c.proto, c.port)
+		}
+	}
+	b.tbl.Flush()
+	if m := b.e.Stats().Mappings; m != 0 {
+		t.Fatalf("%d mappings left after the restored connections died", m)
 	}
 }
