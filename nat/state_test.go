@@ -184,3 +184,32 @@ func TestStateRestoreEveryLinkKind(t *testing.T) {
 		t.Fatalf("%d mappings left after the restored connections died", m)
 	}
 }
+
+// FuzzNATState feeds arbitrary bytes to the engine as a connection's
+// state file blob: an error or a binding, never a panic, and whatever it
+// bound is released when the connection dies.
+func FuzzNATState(f *testing.F) {
+	a := newRig(f, stateConfig)
+	s := a.must(udp("10.10.0.2:5000", "203.0.113.9:53", "q"), lan, wan)
+	c, _ := a.tbl.Lookup(s.res.Conn.Tuple(conntrack.DirOriginal))
+	f.Add(a.e.AppendConnState(nil, c))
+	f.Add([]byte{1, 0xff, 0})
+	f.Fuzz(func(t *testing.T, blob []byte) {
+		r := newRig(t, stateConfig)
+		c := r.tbl.NewUnconfirmed(conntrack.Tuple{Src: addr("10.10.0.2"), Dst: addr("203.0.113.9"), SrcPort: 5000, DstPort: 53, Proto: packet.ProtoUDP, Family: 4}, r.tbl.Now(), time.Hour)
+		rt := *c.Tuple(conntrack.DirReply)
+		rt.Dst = addr("198.18.0.1")
+		c.SetReplyTuple(rt)
+		d := conntrack.NewStateDecoder(blob)
+		if err := r.e.RestoreConnState(c, d); err != nil || d.Err() != nil {
+			r.tbl.Delete(c)
+		} else if r.tbl.Confirm(c, r.tbl.Now()) == nil {
+			r.tbl.Flush()
+		} else {
+			r.tbl.Delete(c)
+		}
+		if m := r.e.Stats().Mappings; m != 0 {
+			t.Fatalf("%d mappings left after the connection died", m)
+		}
+	})
+}
