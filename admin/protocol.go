@@ -24,7 +24,7 @@ import (
 type Request struct {
 	// Cmd is the command: "ct list", "ct count", "ct delete", "ct flush",
 	// "ct events", "ct stats", "expect list", "expect delete",
-	// "expect flush", "stats", "rules", "reload", "status", "wg show",
+	// "expect flush", "stats", "rules", "reload", "save", "status", "wg show",
 	// "set add", "set del", "set list", "capture".
 	Cmd string `json:"cmd"`
 	// Output is "" (conntrack's text form), "json", or "id" (text with

@@ -341,6 +341,13 @@ func (s *Server) handle(c net.Conn, w *frameWriter, req *Request) (string, error
 			fmt.Fprintf(w, "%d connections deleted\n", plan.Deleted)
 		}
 		return "reloaded", nil
+	case "save":
+		rep, err := s.g.SaveState()
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("state saved to %s: %d connections, %d expectations, %d bytes",
+			s.g.Config().Conntrack.StateFile, rep.Conns, rep.Expectations, rep.Bytes), nil
 	case "wg show":
 		n := 0
 		for _, l := range s.g.Links() {

@@ -176,11 +176,25 @@ func containsPort(ps []uint16, p uint16) bool {
 // connection carries. A source port already taken on srcAs is left to the
 // NAT rules. Without a NAT engine nothing is bound.
 func (x *Context) FollowMaster(e *conntrack.Expectation, srcAs, dst packet.Addr, dport uint16) {
-	m := x.m
+	x.m.followMaster(e, &follow{srcAs: srcAs, dst: dst, dport: dport})
+}
+
+// follow is what FollowMaster binds an expected connection to, kept in
+// Expectation.Data so the state file can save it (the callback cannot be).
+type follow struct {
+	srcAs, dst packet.Addr
+	dport      uint16
+}
+
+// followMaster sets e's callback for f; without a NAT engine nothing is
+// bound.
+func (m *Registry) followMaster(e *conntrack.Expectation, f *follow) {
 	nat := m.nat
 	if nat == nil {
 		return
 	}
+	srcAs, dst, dport := f.srcAs, f.dst, f.dport
+	e.Data = f
 	e.OnMatch = func(c *conntrack.Conn, _ *conntrack.Expectation) {
 		t := *c.Tuple(conntrack.DirOriginal)
 		if t.Dst != dst || t.DstPort != dport {

@@ -146,6 +146,10 @@ type Config struct {
 	PerSourceMax int `toml:"per_source_max"`
 	// Timeouts override the defaults.
 	Timeouts Timeouts `toml:"timeouts"`
+	// StateFile is where the table is saved on shutdown (and `tungate
+	// save`) and restored from on start ("" none); a relative path is
+	// beside the config file. See Table.SaveState.
+	StateFile string `toml:"state_file"`
 }
 
 // DefaultMax is the default table limit.

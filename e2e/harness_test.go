@@ -266,6 +266,8 @@ type gwConfig struct {
 	// established/related and new from lan. Otherwise the policy accepts.
 	Stateful bool
 	Level    string
+	// StateFile sets [conntrack] state_file.
+	StateFile string
 	// Raw, when set, is the whole config instead of the template, with
 	// one %s for the admin socket path.
 	Raw string
@@ -277,7 +279,10 @@ level = "{{.Level}}"
 [admin]
 socket = "{{.Sock}}"
 metrics = ""
-
+{{if .StateFile}}
+[conntrack]
+state_file = "{{.StateFile}}"
+{{end}}
 [[interface]]
 name = "lan"
 {{.Lan}}

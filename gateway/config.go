@@ -391,7 +391,14 @@ func decodeConfig(b []byte, file string) (*Config, *confdiag.List, error) {
 				}
 			}
 		}
+		// So does a relative state file.
+		if s := c.Conntrack.StateFile; s != "" && !filepath.IsAbs(s) {
+			if dir, err := filepath.Abs(filepath.Dir(file)); err == nil {
+				c.Conntrack.StateFile = filepath.Join(dir, s)
+			}
+		}
 		c.checkSocketDir(&l)
+		c.checkStateFileDir(&l)
 	}
 	return &c, &l, nil
 }

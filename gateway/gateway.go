@@ -69,6 +69,8 @@ type Gateway struct {
 	lastRel atomic.Pointer[ReloadResult]
 	// tunProbe, when set, answers canOpen's kernel questions (tests).
 	tunProbe *tunProbe
+	// state is the state file's bookkeeping (statefile.go).
+	state stateFile
 }
 
 // Options change how a Gateway is built, for tests and embedding.
@@ -147,6 +149,7 @@ func New(cfg *Config, opt Options) (*Gateway, error) {
 	if g.hasUplink() {
 		ct.SetReplyView(g.uplinkReplyView)
 	}
+	g.restoreState()
 	return g, nil
 }
 

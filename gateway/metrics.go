@@ -263,7 +263,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 // gateway closes, and returns the address it listens on.
 func (g *Gateway) ServeMetrics(addr string) (net.Addr, error) {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(newCollector(g))
+	reg.MustRegister(newCollector(g), newStateCollector(g))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin.metrics: %w", err)

@@ -104,7 +104,7 @@ config at $TUNGATE_CONFIG or ` + defaultConfig + `, and
 	root.AddGroup(&cobra.Group{ID: "gateway", Title: "Gateway:"}, &cobra.Group{ID: "admin", Title: "Running gateway (admin socket):"})
 	root.AddCommand(newRunCmd(stderr), newCheckCmd(stdout, stderr),
 		newCtCmd(stdout, stderr), newExpectCmd(stdout, stderr),
-		newWgCmd(stdinReader, stdout, stderr), newStatusCmd(stdout, stderr), newStatsCmd(stdout, stderr), newRulesCmd(stdout, stderr), newReloadCmd(stdout, stderr),
+		newWgCmd(stdinReader, stdout, stderr), newStatusCmd(stdout, stderr), newStatsCmd(stdout, stderr), newRulesCmd(stdout, stderr), newReloadCmd(stdout, stderr), newSaveCmd(stdout, stderr),
 		newSetCmd(stdout, stderr), newCaptureCmd(stdout, stderr),
 		newCompletionCmd(stdout), newVersionCmd(stdout), newManCmd())
 	return root

@@ -219,6 +219,12 @@ func cmdRun(o runOptions, stderr io.Writer) int {
 		}
 	}()
 	err = g.Run(ctx)
+	if cfg.Conntrack.StateFile != "" {
+		// The links are closed and the workers gone: the table holds
+		// still while it is written. A failed save is logged; the
+		// next start then begins with an empty table.
+		g.SaveState()
+	}
 	log.Info("stopped")
 	log.Sync()
 	if err != nil && !errors.Is(err, context.Canceled) {
