@@ -10,6 +10,7 @@ import (
 	"io"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,8 +29,14 @@ import (
 //	        write time (i64, Unix ns), connections u64, expectations u64,
 //	        body length u64, body CRC-32C u32, header CRC-32C u32 (over
 //	        every header byte before it)
-//	body    records: kind u8 ('C' connection, 'E' expectation), payload
-//	        length u32, payload
+//	body    records: kind u8 ('C' connection, 'E' expectation, 'X'
+//	        extra), payload length u32, payload; connections first, then
+//	        expectations, then extras
+//
+// An extra record is a named blob the table does not interpret
+// (StateOptions.Extra, RestoreReport.Extra): the gateway's runtime layer
+// (set elements and port forwards added at run time) rides in it. Its
+// payload is the name (u16 length, bytes) and the blob.
 //
 // A connection record holds both tuples, status bits, mark, the time it
 // had left, the counters, its tracker's state (TCP window data), the
@@ -62,6 +69,7 @@ const maxStateHost = 1024
 const (
 	recConn   = 'C'
 	recExpect = 'E'
+	recExtra  = 'X'
 )
 
 // persistedStatus are the status bits a record keeps: the table's own
@@ -109,6 +117,9 @@ type StateOptions struct {
 	Time time.Time
 	// Codecs save and restore what other packages keep on entries.
 	Codecs []StateCodec
+	// Extra are named blobs saved after the entries (SaveState) and
+	// handed back whole by RestoreState in RestoreReport.Extra.
+	Extra map[string][]byte
 	// Workers is how many goroutines save or restore connections
 	// (0: GOMAXPROCS; at most 4). Most of either is cache misses on
 	// entries spread over the heap, which cores wait for side by side.
@@ -182,6 +193,21 @@ func (t *Table) saveState(w io.WriterAt, opt StateOptions, now int64) (SaveRepor
 			rep.Expectations++
 			return err == nil
 		})
+	}
+	if err == nil {
+		names := make([]string, 0, len(opt.Extra))
+		for name := range opt.Extra {
+			names = append(names, name)
+		}
+		slices.Sort(names) // the same table and extras write the same file
+		for _, name := range names {
+			if len(name) > 0xffff || len(opt.Extra[name])+len(name)+2 > maxStateRecord {
+				return rep, fmt.Errorf("conntrack: state file extra %q too large", name)
+			}
+			rec = binary.LittleEndian.AppendUint16(rec[:0], uint16(len(name)))
+			rec = append(append(rec, name...), opt.Extra[name]...)
+			emit(recExtra, rec)
+		}
 	}
 	if err == nil {
 		err = bw.Flush()
@@ -462,6 +488,8 @@ type RestoreReport struct {
 	// time left; Dropped counts the others by reason.
 	Restored, RestoredExpectations, Expired int
 	Dropped                                 map[string]int
+	// Extra are the file's extra blobs by name (StateOptions.Extra).
+	Extra map[string][]byte
 }
 
 func (r *RestoreReport) drop(reason string) {
@@ -763,7 +791,7 @@ func (t *Table) restoreState(r io.ReadSeeker, opt StateOptions, now int64) (*Res
 	rr := &recordReader{r: br, left: h.body}
 	var cr connRecord
 	var er expectRecord
-	var conns, expects uint64
+	var conns, expects, extras uint64
 	for {
 		kind, p, err := rr.next()
 		if err != nil {
@@ -775,14 +803,20 @@ func (t *Table) restoreState(r io.ReadSeeker, opt StateOptions, now int64) (*Res
 		d := StateDecoder{b: p}
 		switch kind {
 		case recConn:
-			if expects > 0 {
+			if expects > 0 || extras > 0 {
 				return rep, stateErr("corrupt", "connection record after the expectations")
 			}
 			err = decodeConn(&d, &cr)
 			conns++
 		case recExpect:
+			if extras > 0 {
+				return rep, stateErr("corrupt", "expectation record after the extras")
+			}
 			err = decodeExpect(&d, &er)
 			expects++
+		case recExtra:
+			_, _, err = decodeExtra(p)
+			extras++
 		default:
 			err = fmt.Errorf("unknown record kind %d", kind)
 		}
@@ -838,10 +872,34 @@ func (t *Table) restoreState(r io.ReadSeeker, opt StateOptions, now int64) (*Res
 		t.restoreExpect(&er, now, rs.elapsed, codecs, rs.masters, rep)
 		kind, p, err = rr.next()
 	}
+	for err == nil && kind == recExtra {
+		name, blob, derr := decodeExtra(p)
+		if derr != nil {
+			return rep, stateErr("corrupt", "the file changed while it was read")
+		}
+		if rep.Extra == nil {
+			rep.Extra = map[string][]byte{}
+		}
+		rep.Extra[name] = bytes.Clone(blob)
+		kind, p, err = rr.next()
+	}
 	if err == nil && kind != 0 {
 		err = stateErr("corrupt", "the file changed while it was read")
 	}
 	return rep, err
+}
+
+// decodeExtra splits an extra record's payload into its name and blob
+// (the blob aliases p).
+func decodeExtra(p []byte) (string, []byte, error) {
+	if len(p) < 2 {
+		return "", nil, errors.New("extra record too short")
+	}
+	n := int(binary.LittleEndian.Uint16(p))
+	if len(p) < 2+n {
+		return "", nil, errors.New("extra record name runs past its end")
+	}
+	return string(p[2 : 2+n]), p[2+n:], nil
 }
 
 // restorer restores connection records on several goroutines: the

@@ -579,3 +579,34 @@ func TestStateFileFullAndClash(t *testing.T) {
 		t.Fatalf("second restore: %v %+v, table %d", err, rep, tab.Count())
 	}
 }
+
+// TestStateFileExtra: named blobs ride after the entries and come back
+// whole; a file cut inside one, or with a connection after one, is
+// refused.
+func TestStateFileExtra(t *testing.T) {
+	h := newCTHarness(t, Config{})
+	f := ctFamilies[0]
+	h.pass(build.UDP(f.cli, 1000, f.srv, 2000, 10))
+	extra := map[string][]byte{"runtime": []byte(`{"sets":[]}`), "other": {0, 1, 2}, "empty": {}}
+	file := saveBytes(t, h, StateOptions{Host: "host-a", Time: stateTime, Extra: extra})
+	tab, _ := NewTable(Config{})
+	rep, err := tab.restoreState(bytes.NewReader(file), StateOptions{Host: "host-a", Time: stateTime}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Restored != 1 || len(rep.Extra) != len(extra) {
+		t.Fatalf("report %+v: want 1 connection and %d extras", rep, len(extra))
+	}
+	for k, v := range extra {
+		if !bytes.Equal(rep.Extra[k], v) {
+			t.Errorf("extra %q = %q, want %q", k, rep.Extra[k], v)
+		}
+	}
+	// Without extras a file has none in its report.
+	plain := saveBytes(t, h, StateOptions{Host: "host-a", Time: stateTime})
+	tab2, _ := NewTable(Config{})
+	if rep, err := tab2.restoreState(bytes.NewReader(plain), StateOptions{Host: "host-a", Time: stateTime}, 0); err != nil || rep.Extra != nil {
+		t.Fatalf("plain file: %+v, %v", rep, err)
+	}
+	refused(t, "cut inside an extra", file[:len(file)-2], "")
+}

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -18,6 +19,7 @@ import (
 
 	"tungate/confdiag"
 	"tungate/conntrack"
+	"tungate/rules"
 )
 
 // The state file ([conntrack] state_file): the connection table, with the
@@ -98,6 +100,11 @@ func (g *Gateway) saveStateTo(path string) (conntrack.SaveReport, error) {
 	}
 	defer pf.Cleanup()
 	opt := g.stateOptions()
+	rt, err := json.Marshal(savedRuntime{Sets: g.RuntimeState().Sets, Forwards: g.Forwards()})
+	if err != nil {
+		return conntrack.SaveReport{}, err
+	}
+	opt.Extra = map[string][]byte{runtimeExtra: rt}
 	if !g.closed.Load() {
 		// `tungate save` while forwarding: one core for the walk, the
 		// rest stay the datapath's. At shutdown it may take them all.
@@ -161,10 +168,52 @@ func (g *Gateway) restoreState() {
 	}
 	st.dropMu.Unlock()
 	sort.Strings(dropped)
+	g.restoreRuntimeLayer(rep.Extra[runtimeExtra])
 	g.log.Info("state file restored", zap.String("path", path), zap.Time("written", rep.Written),
 		zap.Int("connections", rep.Restored), zap.Int("of", rep.Conns),
 		zap.Int("expectations", rep.RestoredExpectations), zap.Int("expired", rep.Expired),
 		zap.Strings("dropped", dropped), zap.Duration("took", time.Since(start)))
+}
+
+// runtimeExtra names the state file's blob of the runtime layer.
+const runtimeExtra = "runtime"
+
+// savedRuntime is the runtime layer as the state file keeps it (JSON in
+// an extra record): set elements added at run time with their expiry,
+// and the port forwards added through the ports API.
+type savedRuntime struct {
+	Sets     []rules.RuntimeElement `json:"sets,omitempty"`
+	Forwards []RuntimeForward       `json:"forwards,omitempty"`
+}
+
+// restoreRuntimeLayer puts a saved runtime layer back: what was added at
+// run time survives a restart as the connections do. What no longer
+// applies (a set the config lost, a host port taken meanwhile) is logged
+// and skipped, never fatal.
+func (g *Gateway) restoreRuntimeLayer(blob []byte) {
+	if blob == nil {
+		return
+	}
+	var rt savedRuntime
+	if err := json.Unmarshal(blob, &rt); err != nil {
+		g.log.Warn("state file: runtime layer ignored", zap.Error(err))
+		return
+	}
+	if len(rt.Sets) > 0 {
+		n, err := g.RestoreRuntime(RuntimeState{Sets: rt.Sets})
+		if err != nil {
+			g.log.Warn("state file: runtime set elements not all restored", zap.Int("restored", n), zap.Error(err))
+		} else {
+			g.log.Info("state file: runtime set elements restored", zap.Int("elements", n))
+		}
+	}
+	for _, f := range rt.Forwards {
+		f.ID = 0
+		if _, err := g.AddForward(f); err != nil {
+			g.log.Warn("state file: runtime port forward not restored", zap.String("proto", f.Proto),
+				zap.Int("parent_port", f.ParentPort), zap.Error(err))
+		}
+	}
 }
 
 // checkStateFileDir refuses a state file in a world-writable directory,

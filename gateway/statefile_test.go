@@ -390,3 +390,40 @@ func TestStateFileDirChecked(t *testing.T) {
 		}
 	}
 }
+
+// TestStateFileKeepsRuntimeLayer: set elements added at run time come
+// back with the connections after a restart, with their expiry.
+func TestStateFileKeepsRuntimeLayer(t *testing.T) {
+	dir := t.TempDir()
+	conf := stateConf + "\n[sets]\nblocked = [\"192.0.2.1\"]\n"
+	g1, _, _, stop := stateGateway(t, dir, conf, zap.NewNop())
+	add := []netip.Prefix{netip.MustParsePrefix("198.51.100.7/32"), netip.MustParsePrefix("2001:db8:9::/48")}
+	if err := g1.SetAdd("blocked", add[:1], 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := g1.SetAdd("blocked", add[1:], time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	if _, err := g1.SaveState(); err != nil {
+		t.Fatal(err)
+	}
+	g2, _, _, _ := stateGateway(t, dir, conf, zap.NewNop())
+	got := g2.RuntimeState().Sets
+	if len(got) != 2 {
+		t.Fatalf("runtime layer after restart: %+v, want the 2 added elements", got)
+	}
+	els, _, err := g2.SetList("blocked")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var runtime int
+	for _, e := range els {
+		if e.Runtime {
+			runtime++
+		}
+	}
+	if runtime != 2 {
+		t.Fatalf("set list after restart: %+v, want 2 runtime elements", els)
+	}
+}
