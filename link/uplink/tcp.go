@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -47,10 +46,6 @@ const nicID = 1
 const spliceBufSize = 64 << 10
 
 var spliceBufs = sync.Pool{New: func() any { b := make([]byte, spliceBufSize); return &b }}
-
-// peekByte receives the MSG_PEEK probes; its content is never read, so the
-// sharing between connections is harmless.
-var peekByte [1]byte
 
 type synKey struct{ src, dst netip.AddrPort }
 
@@ -99,7 +94,7 @@ func newTCPStack(l *Link) (*tcpStack, error) {
 	// No checksum offload flags: gVisor then computes every checksum, and
 	// ReadFlags can vouch for them.
 	ch := channel.New(outQueueLen, uint32(l.cfg.MTU), "")
-	if err := s.CreateNIC(nicID, ch); err != nil {
+	if err := s.CreateNIC(nicID, &nicEndpoint{Endpoint: ch, l: l}); err != nil {
 		s.Close()
 		return nil, errors.New("uplink: gVisor NIC: " + err.String())
 	}
@@ -172,32 +167,63 @@ func (t *tcpStack) injectICMPError(p *packet.Parsed) {
 	t.inject(p)
 }
 
-// readOutbound moves the stack's packets to Read.
-func (t *tcpStack) readOutbound() {
-	l := t.l
-	defer l.wg.Done()
-	for {
-		pkt := t.ch.ReadContext(l.ctx)
-		if pkt == nil {
-			return
-		}
-		v := pkt.ToView()
-		pkt.DecRef()
-		b := v.AsSlice()
-		// Only TCP leaves: an IPv6 stack may also speak MLD or NDP, which
-		// mean nothing on this point-to-point link.
-		if len(b) < header.IPv4MinimumSize || (b[0]>>4 == 4 && b[9] != packet.ProtoTCP) ||
-			(b[0]>>4 == 6 && (len(b) < header.IPv6MinimumSize || b[6] != packet.ProtoTCP)) {
-			v.Release()
+// nicEndpoint is the stack's NIC: the channel endpoint for everything but
+// its outbound packets, which WritePackets copies straight into packets
+// for Read in the sending goroutine. A goroutine draining the channel's
+// queue instead cost a hand-off and one more copy of every segment (the
+// whole-packet view it built is above the buffer pool's chunk size, so
+// each was a fresh 64 KiB allocation), and that is most of what the host
+// to container direction (port forwards) spends beyond the datapath.
+type nicEndpoint struct {
+	*channel.Endpoint
+	l *Link
+}
+
+// WritePackets hands the stack's packets to Read, waiting for room as the
+// channel's reader did: the stack's sender slows down with the datapath
+// instead of losing segments it would retransmit.
+func (e *nicEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	n := 0
+	for _, pkt := range pkts.AsSlice() {
+		n++
+		o := copyOutbound(pkt)
+		if o == nil {
 			continue
 		}
-		o := getPkt(len(b))
-		copy(o.b, b)
-		v.Release()
-		if !l.queueWait(o) {
-			return
+		if !e.l.queueWait(o) {
+			return n, &tcpip.ErrClosedForSend{}
 		}
 	}
+	return n, nil
+}
+
+// copyOutbound copies one of the stack's packets into a packet for Read;
+// nil for what may not leave. Only TCP leaves: an IPv6 stack may also speak
+// MLD or NDP, which mean nothing on this point-to-point link.
+func copyOutbound(pkt *stack.PacketBuffer) *outPkt {
+	size := pkt.Size()
+	if size < header.IPv4MinimumSize {
+		return nil
+	}
+	o := getPkt(size)
+	vl, off := pkt.AsViewList()
+	b := o.b[:0]
+	for v := vl.Front(); v != nil && len(b) < size; v = v.Next() {
+		s := v.AsSlice()
+		if off >= len(s) {
+			off -= len(s)
+			continue
+		}
+		b = append(b, s[off:min(len(s), off+size-len(b))]...)
+		off = 0
+	}
+	if len(b) != size || (b[0]>>4 == 4 && b[9] != packet.ProtoTCP) ||
+		(b[0]>>4 == 6 && (len(b) < header.IPv6MinimumSize || b[6] != packet.ProtoTCP)) {
+		putPkt(o)
+		return nil
+	}
+	o.b = b
+	return o
 }
 
 func addrOf(a tcpip.Address) netip.Addr {
@@ -450,46 +476,57 @@ func (t *tcpStack) hostToStack(hc *net.TCPConn, gc *gonet.TCPConn, ep tcpip.Endp
 		ep.Abort()
 		return
 	}
-	// ready waits for data, EOF or an error without holding a buffer. The
-	// peek reports a pending socket error only once (the kernel clears
-	// it), so it is kept here: a reset must reach the container as one.
-	var peekErr unix.Errno
-	ready := func(fd uintptr) bool {
-		_, _, e := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&peekByte[0])), 1,
-			unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
-		for e == unix.EINTR {
-			_, _, e = unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&peekByte[0])), 1,
-				unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	// read takes a pooled buffer only once the socket may be readable and
+	// gives it back when the read would block, so an idle connection holds
+	// none; one read per wake-up (probing with a peek first cost a second
+	// system call per chunk). A read reports a pending socket error only
+	// once (the kernel clears it), so it is kept here: a reset must reach
+	// the container as one.
+	var (
+		bp   *[]byte
+		n    int
+		rerr unix.Errno
+	)
+	read := func(fd uintptr) bool {
+		bp = spliceBufs.Get().(*[]byte)
+		for {
+			r, _, e := unix.Syscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&(*bp)[0])), uintptr(len(*bp)))
+			switch e {
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				spliceBufs.Put(bp)
+				bp = nil
+				return false
+			}
+			n, rerr = int(r), e
+			return true
 		}
-		if e == unix.EAGAIN {
-			return false
-		}
-		peekErr = e
-		return true
 	}
 	for {
-		if err := rc.Read(ready); err != nil || peekErr != 0 {
+		err := rc.Read(read)
+		if bp == nil {
+			// Closed while waiting (CloseTCP, or the link closing).
 			ep.Abort()
 			return
 		}
-		bp := spliceBufs.Get().(*[]byte)
-		n, rerr := hc.Read(*bp)
 		var werr error
-		if n > 0 {
+		if err == nil && rerr == 0 && n > 0 {
 			_, werr = gc.Write((*bp)[:n])
 		}
 		spliceBufs.Put(bp)
+		bp = nil
 		switch {
+		case err != nil || rerr != 0:
+			ep.Abort()
+			return
+		case n == 0:
+			gc.CloseWrite()
+			return
 		case werr != nil:
 			// The container reset: reset the host side too.
 			hc.SetLinger(0)
 			hc.Close()
-			return
-		case rerr == io.EOF:
-			gc.CloseWrite()
-			return
-		case rerr != nil:
-			ep.Abort()
 			return
 		}
 	}

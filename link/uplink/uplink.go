@@ -72,7 +72,7 @@ type Link struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	once   sync.Once
-	wg     sync.WaitGroup // the poller and the stack reader
+	wg     sync.WaitGroup // the poller and the forwards' watchers
 
 	flows atomic.Int64 // host sockets held or being dialled, against cfg.MaxFlows
 	stats [NumCounters]atomic.Uint64
@@ -123,9 +123,8 @@ func New(cfg Config, log *zap.Logger) (*Link, error) {
 		log.Warn("uplink: ICMP echo from the container will be dropped; "+errPingDenied.Error(),
 			zap.Int("gid", os.Getegid()))
 	}
-	l.wg.Add(2)
+	l.wg.Add(1)
 	go l.socks.poll()
-	go l.tcp.readOutbound()
 	log.Info("uplink open", zap.Int("mtu", cfg.MTU), zap.Int("max_flows", cfg.MaxFlows),
 		zap.Bool("allow_host_loopback", cfg.AllowHostLoopback),
 		zap.Stringer("resolver4", l.resolver4), zap.Stringer("resolver6", l.resolver6))
