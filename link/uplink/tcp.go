@@ -42,8 +42,10 @@ import (
 
 const nicID = 1
 
-// spliceBufSize is the pooled host→stack read size: one MTU-sized segment.
-const spliceBufSize = 64 << 10
+// spliceBufSize is the pooled host→stack read size: several of the largest
+// segments, so a busy connection makes one read system call per few
+// segments.
+const spliceBufSize = 256 << 10
 
 var spliceBufs = sync.Pool{New: func() any { b := make([]byte, spliceBufSize); return &b }}
 
@@ -111,7 +113,14 @@ func newTCPStack(l *Link) (*tcpStack, error) {
 	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: 128 << 10, Max: 8 << 20}
 	snd := tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 128 << 10, Max: 8 << 20}
 	cc := tcpip.CongestionControlOption("cubic")
-	for _, opt := range []tcpip.SettableTransportProtocolOption{&sack, &moderate, &rcv, &snd, &cc} {
+	// No RACK loss detection: its timers are a few round trips, and on a
+	// loaded host a goroutine that waits that long to run makes them
+	// fire on segments that are not lost (measured: about ten spurious
+	// retransmissions a second on a port forward, each cutting the
+	// window). SACK and duplicate ACKs still find real losses, and the
+	// stack's packets cross no wire that reorders them.
+	recovery := tcpip.TCPRecovery(0)
+	for _, opt := range []tcpip.SettableTransportProtocolOption{&sack, &moderate, &rcv, &snd, &cc, &recovery} {
 		if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, opt); err != nil {
 			s.Close()
 			return nil, errors.New("uplink: gVisor TCP option: " + err.String())
@@ -452,7 +461,7 @@ func (t *tcpStack) splice(k synKey, ep tcpip.Endpoint, wq *waiter.Queue, hc *net
 	gc := gonet.NewTCPConn(wq, ep)
 	done := make(chan struct{})
 	go func() {
-		t.hostToStack(hc, gc, ep)
+		t.hostToStack(hc, gc, ep, k.dst.Addr().Is6())
 		close(done)
 	}()
 	t.stackToHost(ep, wq, hc)
@@ -470,31 +479,49 @@ func (t *tcpStack) splice(k synKey, ep tcpip.Endpoint, wq *waiter.Queue, hc *net
 	l.gauge(TCPConns, -1)
 }
 
-func (t *tcpStack) hostToStack(hc *net.TCPConn, gc *gonet.TCPConn, ep tcpip.Endpoint) {
+func (t *tcpStack) hostToStack(hc *net.TCPConn, gc *gonet.TCPConn, ep tcpip.Endpoint, v6 bool) {
 	rc, err := hc.SyscallConn()
 	if err != nil {
 		ep.Abort()
 		return
 	}
+	// The stack makes one segment of each write and never splits one to
+	// fill another: a 64 KiB write with a 65,480-byte MSS left a 56-byte
+	// segment behind, and half the packets toward the container were those
+	// tails, each a whole trip through the datapath. So the stack is given
+	// whole segments while more data follows, and the remainder
+	// (pending) once the host socket has nothing more to read. seg is
+	// the largest segment this link carries; a container with a smaller
+	// MSS gets a short segment per write, not per read.
+	seg := t.l.cfg.MTU - ipHeaderLen(v6) - header.TCPMinimumSize
 	// read takes a pooled buffer only once the socket may be readable and
-	// gives it back when the read would block, so an idle connection holds
-	// none; one read per wake-up (probing with a peek first cost a second
-	// system call per chunk). A read reports a pending socket error only
-	// once (the kernel clears it), so it is kept here: a reset must reach
-	// the container as one.
+	// gives it back when the read would block with nothing pending, so an
+	// idle connection holds none; one read per wake-up (probing with a
+	// peek first cost a second system call per chunk). A read reports a
+	// pending socket error only once (the kernel clears it), so it is kept
+	// here: a reset must reach the container as one.
 	var (
-		bp   *[]byte
-		n    int
-		rerr unix.Errno
+		bp      *[]byte
+		pending int
+		n       int
+		rerr    unix.Errno
+		drained bool // the socket had nothing more: write what is pending
 	)
 	read := func(fd uintptr) bool {
-		bp = spliceBufs.Get().(*[]byte)
+		if bp == nil {
+			bp = spliceBufs.Get().(*[]byte)
+		}
+		buf := (*bp)[pending:]
 		for {
-			r, _, e := unix.Syscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&(*bp)[0])), uintptr(len(*bp)))
+			r, _, e := unix.Syscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)))
 			switch e {
 			case unix.EINTR:
 				continue
 			case unix.EAGAIN:
+				if pending > 0 {
+					drained = true
+					return true
+				}
 				spliceBufs.Put(bp)
 				bp = nil
 				return false
@@ -503,31 +530,47 @@ func (t *tcpStack) hostToStack(hc *net.TCPConn, gc *gonet.TCPConn, ep tcpip.Endp
 			return true
 		}
 	}
+	release := func() {
+		if bp != nil {
+			spliceBufs.Put(bp)
+			bp = nil
+		}
+	}
 	for {
+		n, rerr, drained = 0, 0, false
 		err := rc.Read(read)
-		if bp == nil {
-			// Closed while waiting (CloseTCP, or the link closing).
+		if bp == nil || err != nil || rerr != 0 {
+			// Closed while waiting (CloseTCP, or the link closing), or
+			// the host side failed or was reset.
+			release()
 			ep.Abort()
 			return
+		}
+		total := pending + n
+		w := total
+		if !drained && n > 0 && seg > 0 {
+			w -= total % seg
 		}
 		var werr error
-		if err == nil && rerr == 0 && n > 0 {
-			_, werr = gc.Write((*bp)[:n])
+		if w > 0 {
+			_, werr = gc.Write((*bp)[:w])
 		}
-		spliceBufs.Put(bp)
-		bp = nil
-		switch {
-		case err != nil || rerr != 0:
-			ep.Abort()
-			return
-		case n == 0:
-			gc.CloseWrite()
-			return
-		case werr != nil:
+		if werr != nil {
 			// The container reset: reset the host side too.
+			release()
 			hc.SetLinger(0)
 			hc.Close()
 			return
+		}
+		pending = copy(*bp, (*bp)[w:total])
+		if n == 0 && !drained {
+			// End of the host's data.
+			release()
+			gc.CloseWrite()
+			return
+		}
+		if pending == 0 {
+			release()
 		}
 	}
 }
