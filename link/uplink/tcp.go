@@ -177,12 +177,13 @@ func (t *tcpStack) injectICMPError(p *packet.Parsed) {
 }
 
 // nicEndpoint is the stack's NIC: the channel endpoint for everything but
-// its outbound packets, which WritePackets copies straight into packets
-// for Read in the sending goroutine. A goroutine draining the channel's
-// queue instead cost a hand-off and one more copy of every segment (the
-// whole-packet view it built is above the buffer pool's chunk size, so
-// each was a fresh 64 KiB allocation), and that is most of what the host
-// to container direction (port forwards) spends beyond the datapath.
+// its outbound packets, which WritePackets queues for Read itself, holding
+// a reference: Read copies each straight from the stack's buffers into
+// the datapath's. A goroutine draining the channel's queue cost a hand-off
+// and two more copies of every segment (the whole-packet view it built is
+// above the buffer pool's chunk size, so each was a fresh 64 KiB
+// allocation), most of what the host to container direction (port
+// forwards) spent beyond the datapath.
 type nicEndpoint struct {
 	*channel.Endpoint
 	l *Link
@@ -195,10 +196,12 @@ func (e *nicEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Erro
 	n := 0
 	for _, pkt := range pkts.AsSlice() {
 		n++
-		o := copyOutbound(pkt)
-		if o == nil {
+		if !outboundTCP(pkt) {
 			continue
 		}
+		o := getPkt(0)
+		pkt.IncRef()
+		o.pkt = pkt
 		if !e.l.queueWait(o) {
 			return n, &tcpip.ErrClosedForSend{}
 		}
@@ -206,33 +209,36 @@ func (e *nicEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Erro
 	return n, nil
 }
 
-// copyOutbound copies one of the stack's packets into a packet for Read;
-// nil for what may not leave. Only TCP leaves: an IPv6 stack may also speak
-// MLD or NDP, which mean nothing on this point-to-point link.
-func copyOutbound(pkt *stack.PacketBuffer) *outPkt {
-	size := pkt.Size()
-	if size < header.IPv4MinimumSize {
-		return nil
+// outboundTCP says whether one of the stack's packets may leave: only TCP
+// does. An IPv6 stack may also speak MLD or NDP, which mean nothing on
+// this point-to-point link.
+func outboundTCP(pkt *stack.PacketBuffer) bool {
+	h := pkt.NetworkHeader().Slice()
+	switch {
+	case len(h) >= header.IPv4MinimumSize && h[0]>>4 == 4:
+		return h[9] == packet.ProtoTCP
+	case len(h) >= header.IPv6MinimumSize && h[0]>>4 == 6:
+		return h[6] == packet.ProtoTCP
 	}
-	o := getPkt(size)
+	return false
+}
+
+// copyPacket copies the whole of pkt (headers and payload, in as many
+// views as it has) into b, which has room for pkt.Size() bytes.
+func copyPacket(b []byte, pkt *stack.PacketBuffer) int {
+	size := pkt.Size()
 	vl, off := pkt.AsViewList()
-	b := o.b[:0]
-	for v := vl.Front(); v != nil && len(b) < size; v = v.Next() {
+	n := 0
+	for v := vl.Front(); v != nil && n < size; v = v.Next() {
 		s := v.AsSlice()
 		if off >= len(s) {
 			off -= len(s)
 			continue
 		}
-		b = append(b, s[off:min(len(s), off+size-len(b))]...)
+		n += copy(b[n:size], s[off:])
 		off = 0
 	}
-	if len(b) != size || (b[0]>>4 == 4 && b[9] != packet.ProtoTCP) ||
-		(b[0]>>4 == 6 && (len(b) < header.IPv6MinimumSize || b[6] != packet.ProtoTCP)) {
-		putPkt(o)
-		return nil
-	}
-	o.b = b
-	return o
+	return n
 }
 
 func addrOf(a tcpip.Address) netip.Addr {

@@ -142,11 +142,15 @@ func (l *Link) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	}
 	n := 0
 	for {
-		if len(p.b) > len(bufs[n])-offset {
-			l.count(DropTooBig)
-		} else {
+		switch {
+		case p.pkt != nil && p.pkt.Size() <= len(bufs[n])-offset:
+			sizes[n] = copyPacket(bufs[n][offset:], p.pkt)
+			n++
+		case p.pkt == nil && len(p.b) <= len(bufs[n])-offset:
 			sizes[n] = copy(bufs[n][offset:], p.b)
 			n++
+		default:
+			l.count(DropTooBig)
 		}
 		putPkt(p)
 		if n == len(bufs) {
