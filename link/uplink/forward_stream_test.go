@@ -216,3 +216,34 @@ func BenchmarkTCPForward(b *testing.B) {
 		b.Fatal(err)
 	}
 }
+
+// TestQueueTCPBounded: the stack's sender waits for Read, but not forever
+// (it may hold a lock the reader needs): with the queue full and nobody
+// reading, a packet is dropped and counted after tcpQueueWait, and once
+// the link is closed the sender is told at once.
+func TestQueueTCPBounded(t *testing.T) {
+	l := openLink(t, Config{})
+	for range outQueueLen - len(l.out) {
+		if !l.queueTCP(getPkt(20)) {
+			t.Fatal("queueTCP refused a packet with room in the queue")
+		}
+	}
+	start := time.Now()
+	if !l.queueTCP(getPkt(20)) {
+		t.Fatal("queueTCP reported the link closed")
+	}
+	if d := time.Since(start); d < tcpQueueWait {
+		t.Errorf("gave up after %v, before tcpQueueWait (%v)", d, tcpQueueWait)
+	}
+	if n := l.Stats()[DropQueueFull]; n != 1 {
+		t.Errorf("drop_queue_full = %d, want 1", n)
+	}
+	l.Close()
+	start = time.Now()
+	if l.queueTCP(getPkt(20)) {
+		t.Error("queueTCP took a packet on a closed link with a full queue")
+	}
+	if d := time.Since(start); d >= tcpQueueWait {
+		t.Errorf("a closed link kept the sender waiting %v", d)
+	}
+}

@@ -190,8 +190,8 @@ type nicEndpoint struct {
 }
 
 // WritePackets hands the stack's packets to Read, waiting for room as the
-// channel's reader did: the stack's sender slows down with the datapath
-// instead of losing segments it would retransmit.
+// channel's reader did (queueTCP): the stack's sender slows down with the
+// datapath instead of losing segments it would retransmit.
 func (e *nicEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	n := 0
 	for _, pkt := range pkts.AsSlice() {
@@ -202,7 +202,7 @@ func (e *nicEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Erro
 		o := getPkt(0)
 		pkt.IncRef()
 		o.pkt = pkt
-		if !e.l.queueWait(o) {
+		if !e.l.queueTCP(o) {
 			return n, &tcpip.ErrClosedForSend{}
 		}
 	}

@@ -271,15 +271,35 @@ func (l *Link) queue(p *outPkt) {
 	}
 }
 
-// queueWait hands a packet to Read, waiting for room: the TCP stack's
-// packets are worth the wait, its retransmissions would cost more.
-func (l *Link) queueWait(p *outPkt) bool {
+// tcpQueueWait is how long the TCP stack's sender waits for room in the
+// queue for Read before its packet is dropped.
+const tcpQueueWait = 100 * time.Millisecond
+
+// queueTCP hands one of the TCP stack's packets to Read, waiting for room
+// when Read lags: its segments are worth the wait, retransmissions would
+// cost more. But not forever: the sender may hold its endpoint's lock,
+// which the goroutine that drains the queue can need (an ICMP error the
+// datapath answers a segment with comes back through Write), so after
+// tcpQueueWait the packet is dropped (counted) and TCP retransmits it. It
+// reports false once the link is closed.
+func (l *Link) queueTCP(p *outPkt) bool {
+	select {
+	case l.out <- p:
+		return true
+	default:
+	}
+	t := time.NewTimer(tcpQueueWait)
+	defer t.Stop()
 	select {
 	case l.out <- p:
 		return true
 	case <-l.closed:
 		putPkt(p)
 		return false
+	case <-t.C:
+		putPkt(p)
+		l.count(DropQueueFull)
+		return true
 	}
 }
 
