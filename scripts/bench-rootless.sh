@@ -26,9 +26,27 @@
 #                               10,000 idle TCP flows through the uplink (MB)
 #   goroutines_udp              tungate only: goroutines with 0 and with
 #                               1,000 UDP flows (from a SIGQUIT dump)
+#
+# A subset, for measuring one change (environment variables):
+#   BENCH_CASES="fwd_tcp"       cases among tcp_up udp64 fwd_tcp budgets
+#                               (default all)
+#   BENCH_SYSTEMS="tungate slirp4netns"
+#                               systems, in the order they alternate
+#                               (default tungate slirp4netns pasta rootgw)
+#   BENCH_MTUS="65520"          container MTUs (default 65520 1500)
+#   BENCH_BASE=COMMIT           also build COMMIT as system tungate_base
+#                               (the same uplink setup): old and new
+#                               binaries alternated in one run
+#   BENCH_PROFILE=DIR           tungate writes a CPU profile of each run to
+#                               DIR/SYSTEM-rROUND-mtuMTU.pprof
+# e.g. BENCH_CASES=fwd_tcp BENCH_MTUS=65520 BENCH_BASE=1cdc590 \
+#      BENCH_SYSTEMS="tungate_base tungate slirp4netns" scripts/bench-rootless.sh 4
 set -u
 ROUNDS=${1:-1}
 T=${BENCH_SECONDS:-5}
+CASES=${BENCH_CASES:-tcp_up udp64 fwd_tcp budgets}
+MTUS=${BENCH_MTUS:-65520 1500}
+has_case() { case " $CASES " in *" $1 "*) return 0 ;; esac; return 1; }
 ROOT=${TUNGATE_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
 [ "$(id -u)" = 0 ] || { echo "bench-rootless: run as root (the rootless systems run as nobody)" >&2; exit 1; }
 "$ROOT/scripts/bench-deps.sh" || exit 1
@@ -39,6 +57,15 @@ mkdir -p "$W/dev" && chown nobody "$W" "$W/dev"
 BIN=$W/tungate
 (cd "$ROOT" && go build -o "$BIN" ./cmd/tungate) || exit 1
 chmod 755 "$BIN"
+BASEBIN=$W/tungate_base
+if [ -n "${BENCH_BASE:-}" ]; then
+	mkdir "$W/base" && (cd "$ROOT" && git archive "$BENCH_BASE") | tar -x -C "$W/base" || exit 1
+	(cd "$W/base" && go build -o "$BASEBIN" ./cmd/tungate) || exit 1
+	chmod 755 "$BASEBIN"
+fi
+if [ -n "${BENCH_PROFILE:-}" ]; then
+	mkdir -p "$BENCH_PROFILE" && mkdir -p "$W/prof" && chown nobody "$W/prof"
+fi
 NS=tgb$$
 HOSTIP=$(ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p')
 GWIP=$(ip -4 route show default | awk '{print $3; exit}')
@@ -139,9 +166,12 @@ start_system() { # NAME MTU
 	SYS=$1
 	rm -f "$W/holder.pid" "$W/slirp.sock"
 	case $1 in
-	tungate)
+	tungate | tungate_base)
 		tungate_conf "$2"
-		(GOTRACEBACK=all nobody_exec "$BIN" run -c "$W/tg.toml" -- sh -c "$HOLDER" >"$W/tungate.log" 2>&1) &
+		local bin=$BIN prof=""
+		[ "$1" = tungate_base ] && bin=$BASEBIN
+		[ -n "${BENCH_PROFILE:-}" ] && prof=$W/prof/$1-r${ROUND:-0}-mtu$2.pprof
+		(TUNGATE_CPUPROFILE=$prof GOTRACEBACK=all nobody_exec "$bin" run -c "$W/tg.toml" -- sh -c "$HOLDER" >"$W/tungate.log" 2>&1) &
 		SYSPID=$!
 		TARGET=10.0.2.2
 		;;
@@ -220,6 +250,9 @@ stop_system() {
 	[ -n "${SLIRPPID:-}" ] && kill "$SLIRPPID" 2>/dev/null
 	[ -n "$SYSPID" ] && kill "$SYSPID" 2>/dev/null
 	[ -n "$SYSPID" ] && wait "$SYSPID" 2>/dev/null
+	if [ -n "${BENCH_PROFILE:-}" ] && ls "$W/prof/"*.pprof >/dev/null 2>&1; then
+		mv "$W/prof/"*.pprof "$BENCH_PROFILE/"
+	fi
 	if [ "$SYS" = rootgw ]; then
 		ip netns del ${NS}c 2>/dev/null
 		ip netns del ${NS}s 2>/dev/null
@@ -356,20 +389,25 @@ time.sleep(2)' "$n" "$SINK"
 
 echo "# bench-rootless: $(date -u +%FT%TZ) commit $(cd "$ROOT" && git rev-parse --short HEAD) load $(cut -d' ' -f1-3 /proc/loadavg) T=${T}s rounds=$ROUNDS"
 echo "# $(slirp4netns --version | head -1); pasta $(dpkg-query -W -f '${Version}' passt 2>/dev/null); $(iperf3 --version | head -1)"
-SYSTEMS="tungate slirp4netns pasta rootgw"
+SYSTEMS=${BENCH_SYSTEMS:-tungate slirp4netns pasta rootgw}
 for r in $(seq "$ROUNDS"); do
-	for mtu in 65520 1500; do
+	ROUND=$r
+	for mtu in $MTUS; do
 		for s in $SYSTEMS; do
 			if ! start_system $s $mtu; then echo "round=$r $s mtu=$mtu: failed to start"; stop_system; continue; fi
-			echo "round=$r system=$s mtu=$mtu tcp_up_gbps=$(tcp_up)"
+			has_case tcp_up && echo "round=$r system=$s mtu=$mtu tcp_up_gbps=$(tcp_up)"
 			if [ $mtu = 65520 ]; then
-				echo "round=$r system=$s mtu=$mtu udp64_pps=$(udp64)"
-				echo "round=$r system=$s mtu=$mtu fwd_tcp_gbps=$(fwd_tcp)"
+				has_case udp64 && echo "round=$r system=$s mtu=$mtu udp64_pps=$(udp64)"
+				has_case fwd_tcp && echo "round=$r system=$s mtu=$mtu fwd_tcp_gbps=$(fwd_tcp) load=$(cut -d' ' -f1 /proc/loadavg)"
 			fi
 			stop_system
 		done
 	done
 done
+if ! has_case budgets; then
+	echo "# done $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg)"
+	exit 0
+fi
 # tungate's own budgets.
 start_system tungate 65520
 echo "tungate rss_mb_before_after_10k_idle_tcp=$(idle_10k | tr ' ' '/')"

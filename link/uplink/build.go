@@ -8,11 +8,17 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
-// outPkt is one packet built for Read. Two pools by size keep a flood of
-// small datagrams from pinning 64 KiB buffers each.
-type outPkt struct{ b []byte }
+// outPkt is one packet for Read: built in b, or one of the TCP stack's
+// packets (pkt, a reference the packet holds until Read has copied it).
+// Two pools by size keep a flood of small datagrams from pinning 64 KiB
+// buffers each.
+type outPkt struct {
+	b   []byte
+	pkt *stack.PacketBuffer
+}
 
 const smallPkt = 2048
 
@@ -33,6 +39,10 @@ func getPkt(n int) *outPkt {
 }
 
 func putPkt(p *outPkt) {
+	if p.pkt != nil {
+		p.pkt.DecRef()
+		p.pkt = nil
+	}
 	if cap(p.b) <= smallPkt {
 		smallPool.Put(p)
 	} else {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -43,14 +42,12 @@ import (
 
 const nicID = 1
 
-// spliceBufSize is the pooled host→stack read size: one MTU-sized segment.
-const spliceBufSize = 64 << 10
+// spliceBufSize is the pooled host→stack read size: several of the largest
+// segments, so a busy connection makes one read system call per few
+// segments.
+const spliceBufSize = 256 << 10
 
 var spliceBufs = sync.Pool{New: func() any { b := make([]byte, spliceBufSize); return &b }}
-
-// peekByte receives the MSG_PEEK probes; its content is never read, so the
-// sharing between connections is harmless.
-var peekByte [1]byte
 
 type synKey struct{ src, dst netip.AddrPort }
 
@@ -99,7 +96,7 @@ func newTCPStack(l *Link) (*tcpStack, error) {
 	// No checksum offload flags: gVisor then computes every checksum, and
 	// ReadFlags can vouch for them.
 	ch := channel.New(outQueueLen, uint32(l.cfg.MTU), "")
-	if err := s.CreateNIC(nicID, ch); err != nil {
+	if err := s.CreateNIC(nicID, &nicEndpoint{Endpoint: ch, l: l}); err != nil {
 		s.Close()
 		return nil, errors.New("uplink: gVisor NIC: " + err.String())
 	}
@@ -116,7 +113,14 @@ func newTCPStack(l *Link) (*tcpStack, error) {
 	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: 128 << 10, Max: 8 << 20}
 	snd := tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 128 << 10, Max: 8 << 20}
 	cc := tcpip.CongestionControlOption("cubic")
-	for _, opt := range []tcpip.SettableTransportProtocolOption{&sack, &moderate, &rcv, &snd, &cc} {
+	// No RACK loss detection: its timers are a few round trips, and on a
+	// loaded host a goroutine that waits that long to run makes them
+	// fire on segments that are not lost (measured: about ten spurious
+	// retransmissions a second on a port forward, each cutting the
+	// window). SACK and duplicate ACKs still find real losses, and the
+	// stack's packets cross no wire that reorders them.
+	recovery := tcpip.TCPRecovery(0)
+	for _, opt := range []tcpip.SettableTransportProtocolOption{&sack, &moderate, &rcv, &snd, &cc, &recovery} {
 		if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, opt); err != nil {
 			s.Close()
 			return nil, errors.New("uplink: gVisor TCP option: " + err.String())
@@ -172,32 +176,69 @@ func (t *tcpStack) injectICMPError(p *packet.Parsed) {
 	t.inject(p)
 }
 
-// readOutbound moves the stack's packets to Read.
-func (t *tcpStack) readOutbound() {
-	l := t.l
-	defer l.wg.Done()
-	for {
-		pkt := t.ch.ReadContext(l.ctx)
-		if pkt == nil {
-			return
-		}
-		v := pkt.ToView()
-		pkt.DecRef()
-		b := v.AsSlice()
-		// Only TCP leaves: an IPv6 stack may also speak MLD or NDP, which
-		// mean nothing on this point-to-point link.
-		if len(b) < header.IPv4MinimumSize || (b[0]>>4 == 4 && b[9] != packet.ProtoTCP) ||
-			(b[0]>>4 == 6 && (len(b) < header.IPv6MinimumSize || b[6] != packet.ProtoTCP)) {
-			v.Release()
+// nicEndpoint is the stack's NIC: the channel endpoint for everything but
+// its outbound packets, which WritePackets queues for Read itself, holding
+// a reference: Read copies each straight from the stack's buffers into
+// the datapath's. A goroutine draining the channel's queue cost a hand-off
+// and two more copies of every segment (the whole-packet view it built is
+// above the buffer pool's chunk size, so each was a fresh 64 KiB
+// allocation), most of what the host to container direction (port
+// forwards) spent beyond the datapath.
+type nicEndpoint struct {
+	*channel.Endpoint
+	l *Link
+}
+
+// WritePackets hands the stack's packets to Read, waiting for room as the
+// channel's reader did (queueTCP): the stack's sender slows down with the
+// datapath instead of losing segments it would retransmit.
+func (e *nicEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	n := 0
+	for _, pkt := range pkts.AsSlice() {
+		n++
+		if !outboundTCP(pkt) {
 			continue
 		}
-		o := getPkt(len(b))
-		copy(o.b, b)
-		v.Release()
-		if !l.queueWait(o) {
-			return
+		o := getPkt(0)
+		pkt.IncRef()
+		o.pkt = pkt
+		if !e.l.queueTCP(o) {
+			return n, &tcpip.ErrClosedForSend{}
 		}
 	}
+	return n, nil
+}
+
+// outboundTCP says whether one of the stack's packets may leave: only TCP
+// does. An IPv6 stack may also speak MLD or NDP, which mean nothing on
+// this point-to-point link.
+func outboundTCP(pkt *stack.PacketBuffer) bool {
+	h := pkt.NetworkHeader().Slice()
+	switch {
+	case len(h) >= header.IPv4MinimumSize && h[0]>>4 == 4:
+		return h[9] == packet.ProtoTCP
+	case len(h) >= header.IPv6MinimumSize && h[0]>>4 == 6:
+		return h[6] == packet.ProtoTCP
+	}
+	return false
+}
+
+// copyPacket copies the whole of pkt (headers and payload, in as many
+// views as it has) into b, which has room for pkt.Size() bytes.
+func copyPacket(b []byte, pkt *stack.PacketBuffer) int {
+	size := pkt.Size()
+	vl, off := pkt.AsViewList()
+	n := 0
+	for v := vl.Front(); v != nil && n < size; v = v.Next() {
+		s := v.AsSlice()
+		if off >= len(s) {
+			off -= len(s)
+			continue
+		}
+		n += copy(b[n:size], s[off:])
+		off = 0
+	}
+	return n
 }
 
 func addrOf(a tcpip.Address) netip.Addr {
@@ -426,7 +467,7 @@ func (t *tcpStack) splice(k synKey, ep tcpip.Endpoint, wq *waiter.Queue, hc *net
 	gc := gonet.NewTCPConn(wq, ep)
 	done := make(chan struct{})
 	go func() {
-		t.hostToStack(hc, gc, ep)
+		t.hostToStack(hc, gc, ep, k.dst.Addr().Is6())
 		close(done)
 	}()
 	t.stackToHost(ep, wq, hc)
@@ -444,53 +485,98 @@ func (t *tcpStack) splice(k synKey, ep tcpip.Endpoint, wq *waiter.Queue, hc *net
 	l.gauge(TCPConns, -1)
 }
 
-func (t *tcpStack) hostToStack(hc *net.TCPConn, gc *gonet.TCPConn, ep tcpip.Endpoint) {
+func (t *tcpStack) hostToStack(hc *net.TCPConn, gc *gonet.TCPConn, ep tcpip.Endpoint, v6 bool) {
 	rc, err := hc.SyscallConn()
 	if err != nil {
 		ep.Abort()
 		return
 	}
-	// ready waits for data, EOF or an error without holding a buffer. The
-	// peek reports a pending socket error only once (the kernel clears
-	// it), so it is kept here: a reset must reach the container as one.
-	var peekErr unix.Errno
-	ready := func(fd uintptr) bool {
-		_, _, e := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&peekByte[0])), 1,
-			unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
-		for e == unix.EINTR {
-			_, _, e = unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&peekByte[0])), 1,
-				unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	// The stack makes one segment of each write and never splits one to
+	// fill another: a 64 KiB write with a 65,480-byte MSS left a 56-byte
+	// segment behind, and half the packets toward the container were those
+	// tails, each a whole trip through the datapath. So the stack is given
+	// whole segments while more data follows, and the remainder
+	// (pending) once the host socket has nothing more to read. seg is
+	// the largest segment this link carries; a container with a smaller
+	// MSS gets a short segment per write, not per read.
+	seg := t.l.cfg.MTU - ipHeaderLen(v6) - header.TCPMinimumSize
+	// read takes a pooled buffer only once the socket may be readable and
+	// gives it back when the read would block with nothing pending, so an
+	// idle connection holds none; one read per wake-up (probing with a
+	// peek first cost a second system call per chunk). A read reports a
+	// pending socket error only once (the kernel clears it), so it is kept
+	// here: a reset must reach the container as one.
+	var (
+		bp      *[]byte
+		pending int
+		n       int
+		rerr    unix.Errno
+		drained bool // the socket had nothing more: write what is pending
+	)
+	read := func(fd uintptr) bool {
+		if bp == nil {
+			bp = spliceBufs.Get().(*[]byte)
 		}
-		if e == unix.EAGAIN {
-			return false
+		buf := (*bp)[pending:]
+		for {
+			r, _, e := unix.Syscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)))
+			switch e {
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				if pending > 0 {
+					drained = true
+					return true
+				}
+				spliceBufs.Put(bp)
+				bp = nil
+				return false
+			}
+			n, rerr = int(r), e
+			return true
 		}
-		peekErr = e
-		return true
+	}
+	release := func() {
+		if bp != nil {
+			spliceBufs.Put(bp)
+			bp = nil
+		}
 	}
 	for {
-		if err := rc.Read(ready); err != nil || peekErr != 0 {
+		n, rerr, drained = 0, 0, false
+		err := rc.Read(read)
+		if bp == nil || err != nil || rerr != 0 {
+			// Closed while waiting (CloseTCP, or the link closing), or
+			// the host side failed or was reset.
+			release()
 			ep.Abort()
 			return
 		}
-		bp := spliceBufs.Get().(*[]byte)
-		n, rerr := hc.Read(*bp)
-		var werr error
-		if n > 0 {
-			_, werr = gc.Write((*bp)[:n])
+		total := pending + n
+		w := total
+		if !drained && n > 0 && seg > 0 {
+			w -= total % seg
 		}
-		spliceBufs.Put(bp)
-		switch {
-		case werr != nil:
+		var werr error
+		if w > 0 {
+			_, werr = gc.Write((*bp)[:w])
+		}
+		if werr != nil {
 			// The container reset: reset the host side too.
+			release()
 			hc.SetLinger(0)
 			hc.Close()
 			return
-		case rerr == io.EOF:
+		}
+		pending = copy(*bp, (*bp)[w:total])
+		if n == 0 && !drained {
+			// End of the host's data.
+			release()
 			gc.CloseWrite()
 			return
-		case rerr != nil:
-			ep.Abort()
-			return
+		}
+		if pending == 0 {
+			release()
 		}
 	}
 }

@@ -72,7 +72,7 @@ type Link struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	once   sync.Once
-	wg     sync.WaitGroup // the poller and the stack reader
+	wg     sync.WaitGroup // the poller and the forwards' watchers
 
 	flows atomic.Int64 // host sockets held or being dialled, against cfg.MaxFlows
 	stats [NumCounters]atomic.Uint64
@@ -123,9 +123,8 @@ func New(cfg Config, log *zap.Logger) (*Link, error) {
 		log.Warn("uplink: ICMP echo from the container will be dropped; "+errPingDenied.Error(),
 			zap.Int("gid", os.Getegid()))
 	}
-	l.wg.Add(2)
+	l.wg.Add(1)
 	go l.socks.poll()
-	go l.tcp.readOutbound()
 	log.Info("uplink open", zap.Int("mtu", cfg.MTU), zap.Int("max_flows", cfg.MaxFlows),
 		zap.Bool("allow_host_loopback", cfg.AllowHostLoopback),
 		zap.Stringer("resolver4", l.resolver4), zap.Stringer("resolver6", l.resolver6))
@@ -143,11 +142,15 @@ func (l *Link) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	}
 	n := 0
 	for {
-		if len(p.b) > len(bufs[n])-offset {
-			l.count(DropTooBig)
-		} else {
+		switch {
+		case p.pkt != nil && p.pkt.Size() <= len(bufs[n])-offset:
+			sizes[n] = copyPacket(bufs[n][offset:], p.pkt)
+			n++
+		case p.pkt == nil && len(p.b) <= len(bufs[n])-offset:
 			sizes[n] = copy(bufs[n][offset:], p.b)
 			n++
+		default:
+			l.count(DropTooBig)
 		}
 		putPkt(p)
 		if n == len(bufs) {
@@ -268,15 +271,35 @@ func (l *Link) queue(p *outPkt) {
 	}
 }
 
-// queueWait hands a packet to Read, waiting for room: the TCP stack's
-// packets are worth the wait, its retransmissions would cost more.
-func (l *Link) queueWait(p *outPkt) bool {
+// tcpQueueWait is how long the TCP stack's sender waits for room in the
+// queue for Read before its packet is dropped.
+const tcpQueueWait = 100 * time.Millisecond
+
+// queueTCP hands one of the TCP stack's packets to Read, waiting for room
+// when Read lags: its segments are worth the wait, retransmissions would
+// cost more. But not forever: the sender may hold its endpoint's lock,
+// which the goroutine that drains the queue can need (an ICMP error the
+// datapath answers a segment with comes back through Write), so after
+// tcpQueueWait the packet is dropped (counted) and TCP retransmits it. It
+// reports false once the link is closed.
+func (l *Link) queueTCP(p *outPkt) bool {
+	select {
+	case l.out <- p:
+		return true
+	default:
+	}
+	t := time.NewTimer(tcpQueueWait)
+	defer t.Stop()
 	select {
 	case l.out <- p:
 		return true
 	case <-l.closed:
 		putPkt(p)
 		return false
+	case <-t.C:
+		putPkt(p)
+		l.count(DropQueueFull)
+		return true
 	}
 }
 
