@@ -176,7 +176,33 @@ func (g *Gateway) ReloadFile(opt ReloadOptions) (*Plan, error) {
 	if !opt.DryRun {
 		logWarnings(g.log, cfg)
 	}
+	cfg.inheritRunner(g.Config())
 	return g.ApplyConfig(cfg, opt)
+}
+
+// inheritRunner copies onto a config just read from the file what
+// `tungate run` set on the running one beyond the file: the TUN
+// descriptor that command mode and --netns hand to the [namespace]
+// interface (the file has neither tun nor tun_fd for it). Without it
+// every reload of such a gateway would read as that interface's device
+// changing, and be refused.
+func (c *Config) inheritRunner(old *Config) {
+	name := c.Namespace.Interface
+	if name == "" || name != old.Namespace.Interface {
+		return
+	}
+	for i := range c.Interface {
+		ic := &c.Interface[i]
+		if ic.Name != name || ic.TUNFD != nil || ic.TUN != "" {
+			continue
+		}
+		for j := range old.Interface {
+			if oi := &old.Interface[j]; oi.Name == name && oi.TUNFD != nil {
+				fd := *oi.TUNFD
+				ic.TUNFD = &fd
+			}
+		}
+	}
 }
 
 // ReloadConfig applies an already validated config (ApplyConfig).
