@@ -256,7 +256,7 @@ type Engine struct {
 	// freeMaps and freeBinds are the pools (freeMaps chained through
 	// next[0], nFreeMaps its length; freeBinds a stack of at most
 	// maxPooled).
-	freeMaps              *mapping
+	freeMaps  *mapping
 	freeBinds []*binding
 	nFreeMaps int
 
