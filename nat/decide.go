@@ -281,7 +281,7 @@ func (e *Engine) mappingDst(res *conntrack.Result, cur *conntrack.Tuple, in int)
 	}
 	e.commit(c, cur, &next, &reply, conntrack.StatusDstNAT, conntrack.StatusDstNATDone)
 	if external {
-		c.Master = master
+		c.SetMaster(master)
 		c.SetStatus(conntrack.StatusExpected)
 		res.Info = conntrack.Related
 		e.st.eifAdmitted.Add(1)

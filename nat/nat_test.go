@@ -209,8 +209,8 @@ func TestFiltering(t *testing.T) {
 				expectAddrs(t, "stranger", s.v, "192.0.2.9:7777", "198.18.0.1:5000")
 				r.tbl.Delete(c)
 			} else {
-				if s.res.Info != conntrack.Related || c.Master != master || c.Status()&conntrack.StatusExpected == 0 {
-					t.Fatalf("EIF: info %v master %p status %#x", s.res.Info, c.Master, c.Status())
+				if s.res.Info != conntrack.Related || c.Master() != master || c.Status()&conntrack.StatusExpected == 0 {
+					t.Fatalf("EIF: info %v master %p status %#x", s.res.Info, c.Master(), c.Status())
 				}
 				expectAddrs(t, "admitted", s.v, "192.0.2.9:7777", "10.10.0.2:5000")
 				back := r.must(udp("10.10.0.2:5000", "192.0.2.9:7777", "hi"), lan, wan)
