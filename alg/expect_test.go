@@ -63,7 +63,7 @@ func TestExpectationDiesWithMaster(t *testing.T) {
 			from, to = "[fd10::2]:40002", "[2001:db8:1::2]:5001"
 		}
 		_, res := g.fwd(buildTCP(ap(from), ap(to), 1, 0, packet.TCPSyn, nil, nil))
-		if res.Info != conntrack.New || res.Conn.Master != nil {
+		if res.Info != conntrack.New || res.Conn.Master() != nil {
 			t.Fatalf("v6=%v: data connection after the master died: %v", v6, res.Info)
 		}
 	}
@@ -128,7 +128,7 @@ func TestTFTP(t *testing.T) {
 				t.Fatalf("expectations %+v", es)
 			}
 			out, res = g.fwd(buildUDP(ap(c.reply), ap(c.replyTo), []byte{0, 3, 0, 1, 'x'}))
-			if res.Info != conntrack.Related || res.Conn.Master == nil {
+			if res.Info != conntrack.Related || res.Conn.Master() == nil {
 				t.Fatalf("server's answer from a new port: %v", res.Info)
 			}
 			var p packet.Parsed

@@ -199,8 +199,8 @@ func TestFTPModes(t *testing.T) {
 				t.Errorf("data connection info %v, want RELATED", res.Info)
 			}
 			dc := res.Conn
-			if dc.Master != x.ctrl || dc.Status()&conntrack.StatusExpected == 0 {
-				t.Errorf("data connection: master %v, status %#x; want the control connection and EXPECTED", dc.Master == x.ctrl, dc.Status())
+			if dc.Master() != x.ctrl || dc.Status()&conntrack.StatusExpected == 0 {
+				t.Errorf("data connection: master %v, status %#x; want the control connection and EXPECTED", dc.Master() == x.ctrl, dc.Status())
 			}
 			var p packet.Parsed
 			_ = p.Decode(out)

@@ -86,8 +86,8 @@ func TestStateFTPAcrossRestart(t *testing.T) {
 			x.send(false, "150 Here comes the directory listing.\r\n")
 
 			out, res := g2.fwd(buildTCP(ap(mc.dataFrom), ap(mc.dataTo), 77, 0, packet.TCPSyn, nil, nil))
-			if out == nil || res.Info != conntrack.Related || res.Conn.Master != ctrl {
-				t.Fatalf("data connection: delivered %v, info %v, master ok %v", out != nil, res.Info, res.Conn != nil && res.Conn.Master == ctrl)
+			if out == nil || res.Info != conntrack.Related || res.Conn.Master() != ctrl {
+				t.Fatalf("data connection: delivered %v, info %v, master ok %v", out != nil, res.Info, res.Conn != nil && res.Conn.Master() == ctrl)
 			}
 			var p packet.Parsed
 			_ = p.Decode(out)

@@ -150,6 +150,9 @@ type hashNode struct {
 	next  atomic.Pointer[hashNode]
 	tuple Tuple
 	kind  nodeKind
+	// peer is half of Conn's peer index (Conn.peerIndex): the byte the
+	// node's alignment would otherwise leave as padding.
+	peer uint8
 }
 
 // nodeKind says where a hashNode lives.
@@ -212,24 +215,30 @@ type Conn struct {
 
 	acct [2]Counters
 
-	// Master is the connection whose expectation created this one
-	// (RELATED); nil otherwise. Set before confirmation, then read-only.
-	Master *Conn
-	ext    atomic.Pointer[Ext]
+	ext atomic.Pointer[Ext]
 
 	// nat is the NAT engine's per-connection state (NATState).
 	nat unsafe.Pointer
-	// peer names the WireGuard peer the connection came from (SetPeer),
-	// nil for none. A pointer to the gateway's own copy of the name, so
-	// a connection pays 8 bytes (232 → 240, the same allocator size
-	// class) and setting it copies nothing. Set before confirmation,
-	// then read-only.
-	peer *string
+
+	// A Conn is 224 bytes, the allocator's 224-byte class: the master
+	// of a RELATED connection lives in Ext (such connections are rare
+	// and never reused anyway), and the WireGuard peer is an index into
+	// the interned peer names kept in the nodes' padding (SetPeer), so
+	// neither costs every connection a pointer. Both cost 16 bytes a
+	// connection when they were fields (240 bytes), more than Linux's
+	// whole nf_conn budget leaves (TestMemoryPerEntry).
 }
+
+// The Conn must stay in the 224-byte size class (see above).
+var _ = [224 - unsafe.Sizeof(Conn{})]struct{}{}
 
 // Ext holds the rare parts of a connection (helper, helper state, sequence
 // adjustment, NAT details) so common connections do not pay for them.
 type Ext struct {
+	// master is the connection whose expectation created this one
+	// (RELATED); nil otherwise. Set before confirmation, then read-only.
+	master *Conn
+
 	// Helper is the assigned helper's name ("" none).
 	Helper string
 	// HelperData is the helper's per-connection state, guarded by Conn's
@@ -297,17 +306,42 @@ func (c *Conn) Mark() uint32 { return c.mark.Load() }
 // SetMark sets the connection mark.
 func (c *Conn) SetMark(m uint32) { c.mark.Store(m) }
 
-// SetPeer records the WireGuard peer the connection came from; name must
-// not change afterwards. Only valid before confirmation: a confirmed
+// SetPeer records the WireGuard peer the connection came from (nil:
+// none). The name is interned (peerIndex), so setting it copies nothing
+// once the name is known. Only valid before confirmation: a confirmed
 // connection is read without a lock.
-func (c *Conn) SetPeer(name *string) { c.peer = name }
+func (c *Conn) SetPeer(name *string) {
+	var i uint16
+	if name != nil {
+		i = internPeer(*name)
+	}
+	c.node[0].peer, c.node[1].peer = uint8(i), uint8(i>>8)
+}
 
 // Peer names the WireGuard peer the connection came from, "" for none.
 func (c *Conn) Peer() string {
-	if c.peer == nil {
-		return ""
+	return peerName(uint16(c.node[0].peer) | uint16(c.node[1].peer)<<8)
+}
+
+// Master is the connection whose expectation created this one (RELATED),
+// nil otherwise.
+func (c *Conn) Master() *Conn {
+	if e := c.ext.Load(); e != nil {
+		return e.master
 	}
-	return *c.peer
+	return nil
+}
+
+// SetMaster records the connection whose expectation created this one.
+// Only before confirmation; a master costs the connection an Ext.
+func (c *Conn) SetMaster(m *Conn) {
+	if m == nil {
+		if e := c.ext.Load(); e != nil {
+			e.master = nil
+		}
+		return
+	}
+	c.EnsureExt().master = m
 }
 
 // Expires returns the expiry time in Table.Now units.
@@ -336,8 +370,8 @@ func (c *Conn) EnsureExt() *Ext {
 // none. It has a field of its own rather than a place in Ext because most
 // forwarded connections are NATed: there it would cost every one of them a
 // second allocation; and it is an unsafe.Pointer, 8 bytes where an
-// interface takes 16, because a Conn of 248 bytes would fall into the
-// allocator's 256-byte class. Only the NAT engine sets it, to its own type.
+// interface takes 16, because a Conn of 232 bytes would fall into the
+// allocator's 240-byte class. Only the NAT engine sets it, to its own type.
 func (c *Conn) NATState() unsafe.Pointer { return c.nat }
 
 // SetNATState sets the NAT engine's state: before confirmation, or with

@@ -73,8 +73,8 @@ func TestExpectationMatch(t *testing.T) {
 			r := h.pass(s.data(31337, 50000))
 			wantInfo(t, "data", r, Related)
 			c := r.Conn
-			if c.Master != s.master || c.Status()&StatusExpected == 0 || matched != c || c.Helper() != "" {
-				t.Fatalf("master %p status %#x helper %q", c.Master, c.Status(), c.Helper())
+			if c.Master() != s.master || c.Status()&StatusExpected == 0 || matched != c || c.Helper() != "" {
+				t.Fatalf("master %p status %#x helper %q", c.Master(), c.Status(), c.Helper())
 			}
 			if h.tab.ExpectationCount() != 0 || h.tab.Stats.ExpectNew.Load() != 1 || h.tab.Stats.ExpectDelete.Load() != 1 {
 				t.Fatal("expectation not consumed")

@@ -118,9 +118,9 @@ func (t *Table) appendConn(b []byte, c *Conn, now int64, ev *Event) []byte {
 	b = append(b, ' ')
 	// peer= is tungate's own field, placed as Linux places zone=: scripts
 	// that read conntrack's key=value pairs skip keys they do not know.
-	if c.peer != nil {
+	if p := c.Peer(); p != "" {
 		b = append(b, "peer="...)
-		b = append(b, *c.peer...)
+		b = append(b, p...)
 		b = append(b, ' ')
 	}
 	if h := c.Helper(); h != "" {

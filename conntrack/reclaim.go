@@ -114,7 +114,7 @@ func (r *Result) Release() {
 // retire files a dead, unlinked connection for reuse when nothing can
 // refer to it beyond its last packet.
 func (t *Table) retire(c *Conn, st Status) {
-	if st&(statusPinned|statusExpecting) != 0 || c.ext.Load() != nil || c.Master != nil {
+	if st&(statusPinned|statusExpecting) != 0 || c.ext.Load() != nil {
 		return
 	}
 	r := &t.rc

@@ -341,8 +341,8 @@ func (t *Table) appendConnRecord(b []byte, c *Conn, now int64, codecs []StateCod
 	if isMaster(c) {
 		id = stateID(c)
 	}
-	if c.Master != nil {
-		master = stateID(c.Master)
+	if m := c.Master(); m != nil {
+		master = stateID(m)
 	}
 	b = binary.AppendUvarint(b, id)
 	b = binary.AppendUvarint(b, master)
@@ -1111,7 +1111,7 @@ func (t *Table) restoreConn(r *connRecord, now, elapsed int64, codecs map[string
 		e := c.EnsureExt()
 		e.Helper, e.SeqAdj = r.helper, r.adj
 	}
-	c.Master = master
+	c.SetMaster(master)
 	if reason := restoreBlobs(r.blobs, codecs, c, nil); reason != "" {
 		t.Delete(c)
 		rep.drop(reason)

@@ -105,7 +105,7 @@ func stateTable(t *testing.T) *ctHarness {
 		}
 		data := tcpFlow{f.srv, f.cli, 20, 20001}
 		child := h.pass(data.build(DirOriginal, tcpSeg{flags: fSYN, seq: 77, win: 1000, opts: synOpts}))
-		if child.Conn.Master != ctl {
+		if child.Conn.Master() != ctl {
 			t.Fatalf("%s: data connection not RELATED to the control one", f.name)
 		}
 
@@ -286,7 +286,7 @@ func compareConns(t *testing.T, c, c2 *Conn, now, now2 int64) {
 			t.Errorf("%v: learnt reply tuple differs", o)
 		}
 	}
-	if (c.Master == nil) != (c2.Master == nil) || c.Master != nil && *c.Master.Tuple(DirOriginal) != *c2.Master.Tuple(DirOriginal) {
+	if (c.Master() == nil) != (c2.Master() == nil) || c.Master() != nil && *c.Master().Tuple(DirOriginal) != *c2.Master().Tuple(DirOriginal) {
 		t.Errorf("%v: master differs", o)
 	}
 	if c.Uses() != c2.Uses() {

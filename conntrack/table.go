@@ -376,7 +376,7 @@ func (t *Table) newConn(tr Tracker, cfg *Config, tu *Tuple, p *packet.Parsed, no
 	if t.exp.count.Load() > 0 {
 		if e := t.exp.match(tu, now, &t.Stats); e != nil {
 			t.Stats.ExpectNew.Add(1)
-			c.Master = e.Master
+			c.SetMaster(e.Master)
 			c.status.Store(uint32(StatusExpected))
 			if e.HelperFollows && e.Helper != "" {
 				c.EnsureExt().Helper = e.Helper
@@ -605,7 +605,7 @@ func (t *Table) Confirm(c *Conn, now int64) error {
 	unlockPair(a, b)
 	t.count.Add(1)
 	t.Stats.Insert.Add(1)
-	if m := c.Master; m != nil {
+	if m := c.Master(); m != nil {
 		m.EnsureExt().children.Add(1)
 	}
 	t.emit(EventNew, c)
@@ -672,7 +672,7 @@ func (t *Table) kill(c *Conn, old Status) {
 		}
 		t.count.Add(-1)
 		t.Stats.Delete.Add(1)
-		if m := c.Master; m != nil {
+		if m := c.Master(); m != nil {
 			if e := m.ext.Load(); e != nil {
 				e.children.Add(-1)
 			}

@@ -119,8 +119,9 @@ func (e *Engine) holdDst(c *conntrack.Conn, cur *conntrack.Tuple) *link {
 	}
 	m := e.newMappingLocked(sk, ps, cur.DstPort, cur.Dst, cur.DstPort)
 	b := e.bindingLocked(c)
-	e.attachLocked(&b.dst, m, c)
-	return &b.dst
+	dl := b.dstLinkLocked()
+	e.attachLocked(dl, m, c)
+	return dl
 }
 
 // PortAvailable reports whether port on the external address addr is free

@@ -45,7 +45,7 @@ func TestBindActiveFTPData(t *testing.T) {
 		t.Fatal(*bindErr)
 	}
 	expectAddrs(t, "data SYN", s.v, "203.0.113.5:20", "10.10.0.2:40155")
-	if s.res.Info != conntrack.Related || s.res.Conn.Master != master {
+	if s.res.Info != conntrack.Related || s.res.Conn.Master() != master {
 		t.Fatalf("info %v", s.res.Info)
 	}
 	if r.e.PortAvailable(packet.ProtoTCP, g, 50000) {

@@ -267,20 +267,21 @@ func (e *Engine) mappingDst(res *conntrack.Result, cur *conntrack.Tuple, in int)
 	}
 	b := e.bindingLocked(c)
 	master := m.users.c
-	e.attachLocked(&b.dst, m, c)
+	dl := b.dstLinkLocked()
+	e.attachLocked(dl, m, c)
 	next := *cur
 	next.Dst, next.DstPort = m.key.addr, m.key.port
 	e.mu.Unlock()
 	var reply conntrack.Tuple
 	if !e.checkFree(&next, c, &reply) {
 		e.mu.Lock()
-		e.detachLocked(&b.dst)
+		e.detachLocked(dl)
 		e.mu.Unlock()
 		return false, true
 	}
 	e.commit(c, cur, &next, &reply, conntrack.StatusDstNAT, conntrack.StatusDstNATDone)
 	if external {
-		c.Master = master
+		c.SetMaster(master)
 		c.SetStatus(conntrack.StatusExpected)
 		res.Info = conntrack.Related
 		e.st.eifAdmitted.Add(1)

@@ -184,12 +184,42 @@ type link struct {
 // pooled like mappings: the destroy hook gives it back, and the dead
 // connection's NAT may still point at it, so it is c's only while c is
 // its owner (read and written under Engine.mu).
+//
+// It is 48 bytes, the allocator's 48-byte class, because every NATed
+// connection has one (a million-entry table pays it a million times): the
+// owner is src.c, kept while src holds no mapping, rather than a field of
+// its own; the destination link, which only connections translated by a
+// mapping's destination need (EIM hairpin, EIF, a ManipDst Bind to an
+// own port), is allocated on first use (dstLinkLocked) and stays with the
+// binding through the pool; and the pool is a slice, not a chain through
+// a field. It was 88 bytes (96 with rounding) with all three inline.
 type binding struct {
-	e    *Engine         // set once, when made
-	c    *conntrack.Conn // the owner; nil while pooled
-	src  link            // the mapping the source was translated to
-	dst  link            // the mapping the destination was translated by (EIM hairpin, EIF)
-	free *binding        // next in the pool
+	e   *Engine // set once, when made
+	src link    // the mapping the source was translated to; src.c is the owner, nil while pooled
+	dst *link   // the mapping the destination was translated by; nil until needed
+}
+
+// A binding must stay in the 48-byte size class (see above).
+var _ = [48 - unsafe.Sizeof(binding{})]struct{}{}
+
+// owner is the connection the binding belongs to, nil while pooled.
+func (b *binding) owner() *conntrack.Conn { return b.src.c }
+
+// dstLinkLocked returns b's destination link, allocating it the first
+// time; e.mu is held.
+func (b *binding) dstLinkLocked() *link {
+	if b.dst == nil {
+		b.dst = new(link)
+	}
+	return b.dst
+}
+
+// dstMapping is the mapping b's destination link holds, nil for none.
+func (b *binding) dstMapping() *mapping {
+	if b.dst == nil {
+		return nil
+	}
+	return b.dst.m
 }
 
 // maxPooled bounds each of the engine's pools of free mappings and
@@ -223,11 +253,12 @@ type Engine struct {
 	// seed keys the indexes' hashes, so internal hosts cannot pick
 	// endpoints that collide.
 	seed uint64
-	// freeMaps and freeBinds are the pools (chained through next[0] and
-	// free), nFreeMaps and nFreeBinds their lengths.
-	freeMaps              *mapping
-	freeBinds             *binding
-	nFreeMaps, nFreeBinds int
+	// freeMaps and freeBinds are the pools (freeMaps chained through
+	// next[0], nFreeMaps its length; freeBinds a stack of at most
+	// maxPooled).
+	freeMaps  *mapping
+	freeBinds []*binding
+	nFreeMaps int
 
 	st     counters
 	logTAT atomic.Int64 // logLimited's bucket (ratelimit.Rate.Allow)
@@ -520,7 +551,9 @@ func (e *Engine) detachLocked(l *link) {
 	} else {
 		m.tail = l.prev
 	}
-	l.m, l.c, l.prev, l.next = nil, nil, nil, nil
+	// l.c stays: a binding's src.c is its owner whether or not src
+	// holds a mapping (binding.owner).
+	l.m, l.prev, l.next = nil, nil, nil
 	m.n--
 	if m.n == 0 {
 		e.freeLocked(m)
@@ -555,14 +588,15 @@ func (e *Engine) bindingLocked(c *conntrack.Conn) *binding {
 	if b := e.bindingOfLocked(c); b != nil {
 		return b
 	}
-	b := e.freeBinds
-	if b != nil {
-		e.freeBinds, b.free = b.free, nil
-		e.nFreeBinds--
+	var b *binding
+	if n := len(e.freeBinds); n > 0 {
+		b = e.freeBinds[n-1]
+		e.freeBinds[n-1] = nil
+		e.freeBinds = e.freeBinds[:n-1]
 	} else {
 		b = &binding{e: e}
 	}
-	b.c = c
+	b.src.c = c
 	c.SetNATState(unsafe.Pointer(b))
 	return b
 }
@@ -574,7 +608,7 @@ func bindingOf(c *conntrack.Conn) *binding { return (*binding)(c.NATState()) }
 // bindingOfLocked returns c's binding if it has one; e.mu is held.
 func (e *Engine) bindingOfLocked(c *conntrack.Conn) *binding {
 	// b.e is written once, before b is first published.
-	if b := bindingOf(c); b != nil && b.e == e && b.c == c {
+	if b := bindingOf(c); b != nil && b.e == e && b.owner() == c {
 		return b
 	}
 	return nil
@@ -589,12 +623,16 @@ func (e *Engine) destroy(c *conntrack.Conn) {
 	e.mu.Lock()
 	if b := e.bindingOfLocked(c); b != nil {
 		e.detachLocked(&b.src)
-		e.detachLocked(&b.dst)
-		b.c = nil
-		if e.nFreeBinds < maxPooled {
-			b.free = e.freeBinds
-			e.freeBinds = b
-			e.nFreeBinds++
+		if b.dst != nil {
+			e.detachLocked(b.dst)
+			b.dst.c = nil
+		}
+		b.src.c = nil
+		if len(e.freeBinds) < maxPooled {
+			if e.freeBinds == nil {
+				e.freeBinds = make([]*binding, 0, maxPooled)
+			}
+			e.freeBinds = append(e.freeBinds, b)
 		}
 	}
 	e.mu.Unlock()

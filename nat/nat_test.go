@@ -209,8 +209,8 @@ func TestFiltering(t *testing.T) {
 				expectAddrs(t, "stranger", s.v, "192.0.2.9:7777", "198.18.0.1:5000")
 				r.tbl.Delete(c)
 			} else {
-				if s.res.Info != conntrack.Related || c.Master != master || c.Status()&conntrack.StatusExpected == 0 {
-					t.Fatalf("EIF: info %v master %p status %#x", s.res.Info, c.Master, c.Status())
+				if s.res.Info != conntrack.Related || c.Master() != master || c.Status()&conntrack.StatusExpected == 0 {
+					t.Fatalf("EIF: info %v master %p status %#x", s.res.Info, c.Master(), c.Status())
 				}
 				expectAddrs(t, "admitted", s.v, "192.0.2.9:7777", "10.10.0.2:5000")
 				back := r.must(udp("10.10.0.2:5000", "192.0.2.9:7777", "hi"), lan, wan)
@@ -709,5 +709,39 @@ to = "[fd10::2]:80"
 	s = r.must(udp("10.10.0.3:5353", "203.0.113.9:53", "q"), lan, wan)
 	if s.v.src.Addr() != ap("198.18.0.1").Addr() || s.v.src.Port() == 5353 {
 		t.Fatalf("outbound %v", s.v.src)
+	}
+}
+
+// TestBindingPoolDestinationLink: a connection admitted through an EIF
+// mapping holds it through its binding's destination link, allocated on
+// first use; when the connection dies the binding goes back to the pool
+// with no owner and a detached link (nothing keeps the dead connection or
+// the mapping), and the next admitted connection reuses both.
+func TestBindingPoolDestinationLink(t *testing.T) {
+	r := newRig(t, masqConf+`filtering = "endpoint-independent"`+"\n")
+	r.must(udp("10.10.0.2:5000", "203.0.113.5:3478", "stun"), lan, wan)
+	s := r.pass(udp("192.0.2.9:7777", "198.18.0.1:5000", "hello").bytes(), wan, lan)
+	if !s.ok || s.res.Info != conntrack.Related {
+		t.Fatalf("stranger not admitted: ok %v info %v", s.ok, s.res.Info)
+	}
+	b := bindingOf(s.res.Conn)
+	if b == nil || b.owner() != s.res.Conn || b.dst == nil || b.dst.m == nil || b.src.m != nil {
+		t.Fatalf("admitted connection's binding %+v", b)
+	}
+	dl := b.dst
+	r.tbl.Delete(s.res.Conn)
+	r.e.mu.Lock()
+	pooled := len(r.e.freeBinds) > 0 && r.e.freeBinds[len(r.e.freeBinds)-1] == b
+	clean := b.owner() == nil && b.dst == dl && dl.m == nil && dl.c == nil && dl.prev == nil && dl.next == nil
+	r.e.mu.Unlock()
+	if !pooled || !clean {
+		t.Fatalf("after delete: pooled %v, clean %v (%+v, dst %+v)", pooled, clean, b, *dl)
+	}
+	if st := r.e.Stats(); st.Mappings != 1 {
+		t.Fatalf("mappings %d, want 1 (the outbound flow's)", st.Mappings)
+	}
+	s2 := r.pass(udp("192.0.2.10:7777", "198.18.0.1:5000", "hello").bytes(), wan, lan)
+	if !s2.ok || bindingOf(s2.res.Conn) != b || b.dst != dl || dl.m == nil {
+		t.Fatalf("second stranger: ok %v, binding reused %v, link reused %v", s2.ok, bindingOf(s2.res.Conn) == b, b.dst == dl)
 	}
 }

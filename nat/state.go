@@ -40,16 +40,16 @@ func (e *Engine) AppendConnState(b []byte, c *conntrack.Conn) []byte {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	bd := e.bindingOfLocked(c)
-	if bd == nil || (bd.src.m == nil && bd.dst.m == nil) {
+	if bd == nil || (bd.src.m == nil && bd.dstMapping() == nil) {
 		return b
 	}
-	for _, l := range [2]*link{&bd.src, &bd.dst} {
-		if l.m == nil {
+	for _, m := range [2]*mapping{bd.src.m, bd.dstMapping()} {
+		if m == nil {
 			b = append(b, 0)
 			continue
 		}
 		b = append(b, 1)
-		b = e.appendMapping(b, l.m, c)
+		b = e.appendMapping(b, m, c)
 	}
 	return b
 }
@@ -259,7 +259,7 @@ func (e *Engine) restoreLink(c *conntrack.Conn, dst bool, s *savedMapping) error
 	b := e.bindingLocked(c)
 	l := &b.src
 	if dst {
-		l = &b.dst
+		l = b.dstLinkLocked()
 	}
 	if l.m != nil {
 		return errBadNATState

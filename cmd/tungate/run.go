@@ -96,6 +96,8 @@ func cmdRun(o runOptions, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%v\n", err)
 		return 1
 	}
+	// Before New: restoring a state file fills the table.
+	limit, derived := setMemoryLimit(cfg.Conntrack.Max)
 	var ns *netns.Session
 	if o.command != nil || o.netns != "" {
 		if ns, err = openNamespace(cfg, o); err != nil {
@@ -110,6 +112,11 @@ func cmdRun(o runOptions, stderr io.Writer) int {
 		return 1
 	}
 	log := g.Logger()
+	if derived {
+		log.Info("memory limit derived from [conntrack] max (GOMEMLIMIT overrides)", zap.Int64("bytes", limit))
+	} else {
+		log.Info("memory limit from GOMEMLIMIT", zap.Int64("bytes", limit))
+	}
 	var srv *admin.Server
 	if cfg.Admin.Socket != "" {
 		if srv, err = admin.Listen(g, cfg.Admin.Socket); err != nil {
