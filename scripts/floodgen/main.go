@@ -7,7 +7,7 @@
 // sent as one JSON object on stdout.
 //
 //	floodgen malformed -i DEV [-rate PPS] [-d DURATION | -n COUNT]
-//	floodgen udpflows -i DEV -src 10.10.0.0/16 -dst 198.18.0.2 [-dport 9] [-dmac MAC] [-rate PPS] [-d DURATION | -n COUNT]
+//	floodgen udpflows -i DEV -src 10.10.0.0/16 -dst 198.18.0.2 [-dport 9 -dports 1] [-dmac MAC] [-rate PPS] [-d DURATION | -n COUNT]
 //
 // A TUN device takes the IP packet as is; an Ethernet device (veth) needs
 // -dmac, the next hop's MAC address, for the frame's destination.
@@ -43,6 +43,7 @@ func main() {
 	lan := fs.String("lan", "10.10.0.2", "malformed: the IPv4 source of well-formed headers")
 	lan6 := fs.String("lan6", "fd10::2", "malformed: the IPv6 source of well-formed headers")
 	dport := fs.Int("dport", 9, "udpflows: destination port")
+	dports := fs.Int("dports", 1, "udpflows: spread flows over this many destination ports from -dport")
 	dmac := fs.String("dmac", "", "destination MAC for an Ethernet device (empty: a TUN)")
 	fs.Parse(os.Args[2:])
 	if *dev == "" || (*dur == 0 && *count == 0) {
@@ -66,7 +67,10 @@ func main() {
 		if err != nil {
 			fail(err)
 		}
-		res = s.sendFlows(p.Masked(), d, uint16(*dport), *rate, *dur, *count)
+		if *dports < 1 || *dport+*dports > 65536 {
+			fail(fmt.Errorf("-dport %d -dports %d: out of range", *dport, *dports))
+		}
+		res = s.sendFlows(p.Masked(), d, uint16(*dport), *dports, *rate, *dur, *count)
 	default:
 		usage()
 	}
@@ -216,8 +220,10 @@ func (s *sender) sendMalformed(cl []class, rate int, dur time.Duration, count in
 // sendFlows sends one UDP datagram per flow: source address and port step
 // through src's addresses (skipping .0 and the broadcast-looking .255
 // hosts) and ports 1024–65535, so no two packets share a 5-tuple until the
-// prefix's address × port space wraps.
-func (s *sender) sendFlows(src netip.Prefix, dst netip.Addr, dport uint16, rate int, dur time.Duration, count int) result {
+// prefix's address × port space wraps; the destination port steps through
+// dports ports (a NAT that reuses a port towards other destinations, as
+// Linux's masquerade does, then needs no new port per flow).
+func (s *sender) sendFlows(src netip.Prefix, dst netip.Addr, dport uint16, dports int, rate int, dur time.Duration, count int) result {
 	v6 := dst.Is6()
 	base := src.Addr()
 	hostBits := base.BitLen() - src.Bits()
@@ -251,6 +257,7 @@ func (s *sender) sendFlows(src netip.Prefix, dst netip.Addr, dport uint16, rate 
 		copy(b, tmpl)
 		binary.BigEndian.PutUint16(b[off:], lo16|uint16(i%hosts))
 		binary.BigEndian.PutUint16(b[l4:], uint16(1024+(i/hosts)%64512))
+		binary.BigEndian.PutUint16(b[l4+2:], dport+uint16(i%dports))
 		fixSums(b, v6, l4)
 		if s.send(b) {
 			sent++
