@@ -13,7 +13,11 @@ ID=${ID:-fl$$}
 ID=${ID:0:9}
 HERE=${HERE:?}
 SHARED=${SHARED:-$HERE/../shared}
+# BIN given: that gateway binary; not given: bin/tungate, built now from
+# this tree (so a figure is never taken on a stale binary).
+FL_BUILD_BIN=${BIN:+no}
 BIN=${BIN:-$HERE/bin/tungate}
+export PATH=$PATH:/usr/local/go/bin
 COPY=${COPY:-/tmp/tuncopy}
 FL_C=${ID}c FL_S=${ID}s FL_L=${ID}l FL_W=${ID}w
 FL_DIR=$(mktemp -d /tmp/tungate-flood-XXXXXX)
@@ -23,7 +27,7 @@ FL_KIND=
 fl_py() { python3 -c "$@"; }
 
 fl_build() {
-  if [ ! -x "$BIN" ]; then (cd $HERE && go build -o "$BIN" ./cmd/tungate) || exit 1; fi
+  if [ "$FL_BUILD_BIN" != no ]; then (cd $HERE && go build -o "$BIN" ./cmd/tungate) || exit 1; fi
   if [ ! -x "$COPY" ]; then (cd $SHARED/bench/tuncopy && go build -o "$COPY" .) || exit 1; fi
   if [ ! -x "$FL_DIR/floodgen" ]; then (cd $HERE && go build -o "$FL_DIR/floodgen" ./scripts/floodgen) || exit 1; fi
 }
