@@ -243,11 +243,12 @@ func (s *sender) sendFlows(src netip.Prefix, dst netip.Addr, dport uint16, dport
 	off := srcOff + len(baseB) - 2
 	p := newPacer(rate, dur, count)
 	sent := 0
-	// i numbers the flows: host i%hosts, port 1024+i/hosts. Hosts whose
-	// low byte is 0 or 255 are skipped (network and broadcast look-alikes
-	// the gateway may call martian).
+	// i numbers the flows: host i%hosts, port 1024+i/hosts. In prefixes
+	// of more than 256 addresses, hosts whose low byte is 0 or 255 are
+	// skipped (network and broadcast look-alikes the gateway may call
+	// martian); a single address (/32, /128) sends from that address.
 	for i := 0; p.next(); i++ {
-		for {
+		for hosts > 256 {
 			h := uint16(i % hosts)
 			if h&0xff != 0 && h&0xff != 0xff {
 				break
