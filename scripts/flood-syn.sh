@@ -13,29 +13,42 @@
 #   ratio = (gateway flood / gateway no flood) / (copy flood / copy no flood)
 # (goal >= 0.95). ROUNDS alternates the order (copy first, then gateway
 # first). Env: BIN (default bin/tungate, built if missing), MAX (16384),
-# INTERVAL (u50), SHARED (../shared).
+# INTERVAL (u50), SHARED (../shared); FLOODER=floodgen sends the SYNs
+# with scripts/floodgen instead, paced at RATE (20000) a second exactly
+# (hping3's usleep pacing falls short on a loaded machine).
 set -u
 HERE=$(cd $(dirname $0)/.. && pwd)
 T=${1:-8}; ROUNDS=${2:-1}
 MAX=${MAX:-16384}; INTERVAL=${INTERVAL:-u50}
+FLOODER=${FLOODER:-hping3}; RATE=${RATE:-20000}
 ID=fs$$
 . $HERE/scripts/flood-lib.sh
 trap fl_cleanup EXIT
 fl_build
 command -v hping3 >/dev/null && command -v iperf3 >/dev/null || { echo "needs hping3 and iperf3 (scripts/test-deps.sh)"; exit 1; }
 fl_gw_config "max = $MAX"
+[ $FLOODER = floodgen ] && INTERVAL="1/$RATE s (floodgen)"
 echo "flood-syn: $T s per measurement, $ROUNDS round(s), max $MAX, one SYN every $INTERVAL, load avg $(fl_load), commit $(cd $HERE && git rev-parse --short HEAD)"
 
 # flood_on / flood_off: hping3 in the client namespace; flood_off prints
 # SYNs sent and their rate.
 flood_on() {
-  ip netns exec $FL_C hping3 -S -p 80 --rand-source -i $INTERVAL 198.18.0.3 >$FL_DIR/hping.out 2>&1 &
+  if [ $FLOODER = floodgen ]; then
+    ip netns exec $FL_C $FL_DIR/floodgen syn -i $FL_L -src 0.0.0.0/0 -dst 198.18.0.3 -dport 80 -rate $RATE -d 1h >$FL_DIR/hping.out 2>&1 &
+  else
+    ip netns exec $FL_C hping3 -S -p 80 --rand-source -i $INTERVAL 198.18.0.3 >$FL_DIR/hping.out 2>&1 &
+  fi
   FLOOD=$! FLOOD_T0=$(date +%s.%N)
   sleep 1
 }
 flood_off() {
   kill -INT $FLOOD; wait $FLOOD 2>/dev/null
-  local n=$(grep -o '[0-9]* packets transmitted' $FL_DIR/hping.out | cut -d' ' -f1)
+  local n
+  if [ $FLOODER = floodgen ]; then
+    n=$(fl_py "import json; print(json.load(open('$FL_DIR/hping.out'))['sent'])")
+  else
+    n=$(grep -o '[0-9]* packets transmitted' $FL_DIR/hping.out | cut -d' ' -f1)
+  fi
   fl_py "print('%d SYNs, %.0f/s' % ($n, $n/($(date +%s.%N)-$FLOOD_T0)))"
 }
 

@@ -8,6 +8,12 @@
 //
 //	floodgen malformed -i DEV [-rate PPS] [-d DURATION | -n COUNT]
 //	floodgen udpflows -i DEV -src 10.10.0.0/16 -dst 198.18.0.2 [-dport 9 -dports 1] [-dmac MAC] [-rate PPS] [-d DURATION | -n COUNT]
+//	floodgen syn -i DEV -src 0.0.0.0/0 -dst 198.18.0.3 [-dport 80] [-rate PPS] [-d DURATION | -n COUNT]
+//
+// syn is a SYN flood with random sources from -src (hping3 --rand-source
+// for IPv4, and IPv6, which hping3 lacks), random source ports and
+// sequence numbers, paced exactly (hping3's -i uN pacing falls short on a
+// loaded machine).
 //
 // A TUN device takes the IP packet as is; an Ethernet device (veth) needs
 // -dmac, the next hop's MAC address, for the frame's destination.
@@ -18,9 +24,12 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
+	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -49,6 +58,10 @@ func main() {
 	if *dev == "" || (*dur == 0 && *count == 0) {
 		usage()
 	}
+	// SIGINT/SIGTERM end the run early; the result is still printed.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() { <-sig; stopped.Store(true) }()
 	s, err := openSender(*dev, *dmac)
 	if err != nil {
 		fail(err)
@@ -58,6 +71,16 @@ func main() {
 	case "malformed":
 		cl := malformed(*lan, *dst, *lan6, *dst6)
 		res = s.sendMalformed(cl, *rate, *dur, *count)
+	case "syn":
+		p, err := netip.ParsePrefix(*src)
+		if err != nil {
+			fail(err)
+		}
+		d, err := netip.ParseAddr(*dst)
+		if err != nil {
+			fail(err)
+		}
+		res = s.sendSYN(p.Masked(), d, uint16(*dport), *rate, *dur, *count)
 	case "udpflows":
 		p, err := netip.ParsePrefix(*src)
 		if err != nil {
@@ -78,7 +101,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: floodgen malformed|udpflows -i DEV [-rate PPS] [-d DURATION] [-n COUNT] [flags] (floodgen MODE -h)")
+	fmt.Fprintln(os.Stderr, "usage: floodgen malformed|udpflows|syn -i DEV [-rate PPS] [-d DURATION] [-n COUNT] [flags] (floodgen MODE -h)")
 	os.Exit(2)
 }
 
@@ -95,6 +118,8 @@ type sender struct {
 	sa6     syscall.SockaddrLinklayer
 	errs    int
 	lastErr error
+	// capture, when set, takes the packets instead of the socket (tests).
+	capture func([]byte)
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
@@ -129,6 +154,10 @@ func openSender(dev, dmac string) (*sender, error) {
 // send writes one packet; errors (ENOBUFS under a flood) are counted, not
 // fatal: a flood that outruns the device loses packets, as a real one does.
 func (s *sender) send(b []byte) bool {
+	if s.capture != nil {
+		s.capture(b)
+		return true
+	}
 	sa := &s.sa4
 	if len(b) > 0 && b[0]>>4 == 6 {
 		sa = &s.sa6
@@ -140,6 +169,9 @@ func (s *sender) send(b []byte) bool {
 	}
 	return true
 }
+
+// stopped is set by a signal: the pacer ends the run.
+var stopped atomic.Bool
 
 // pacer spaces packets at rate per second (0: no pacing), checking the
 // clock once per 64 packets.
@@ -166,7 +198,7 @@ func (p *pacer) next() bool {
 	}
 	if p.n&63 == 0 {
 		now := time.Now()
-		if !p.end.IsZero() && !now.Before(p.end) {
+		if (!p.end.IsZero() && !now.Before(p.end)) || stopped.Load() {
 			return false
 		}
 		if p.rate > 0 {
@@ -265,6 +297,62 @@ func (s *sender) sendFlows(src netip.Prefix, dst netip.Addr, dport uint16, dport
 		}
 	}
 	return s.result(p, sent)
+}
+
+// sendSYN sends TCP SYNs from random addresses of src (random ports and
+// sequence numbers) to dst:dport.
+func (s *sender) sendSYN(src netip.Prefix, dst netip.Addr, dport uint16, rate int, dur time.Duration, count int) result {
+	v6 := dst.Is6()
+	tmpl := packettest.Build(packettest.IP{V6: v6, Src: src.Addr().String(), Dst: dst.String()},
+		packettest.TCP{SPort: 1024, DPort: dport, Seq: 1, Flags: 0x02, Win: 64240}, nil)
+	b := make([]byte, len(tmpl))
+	srcOff, l4 := 12, 20
+	if v6 {
+		srcOff, l4 = 8, 40
+	}
+	base := src.Addr().AsSlice()
+	bits := src.Bits()
+	p := newPacer(rate, dur, count)
+	sent := 0
+	for p.next() {
+		copy(b, tmpl)
+		a := b[srcOff : srcOff+len(base)]
+		for i := range a {
+			r := byte(rand.Uint32())
+			// keep the prefix's bits, randomise the rest
+			keep := 0
+			if hb := bits - 8*i; hb >= 8 {
+				keep = 8
+			} else if hb > 0 {
+				keep = hb
+			}
+			m := byte(0xff << (8 - keep))
+			a[i] = base[i]&m | r&^m
+		}
+		binary.BigEndian.PutUint16(b[l4:], uint16(1024+rand.IntN(64512)))
+		binary.BigEndian.PutUint32(b[l4+4:], rand.Uint32())
+		fixTCPSums(b, v6, l4)
+		if s.send(b) {
+			sent++
+		}
+	}
+	return s.result(p, sent)
+}
+
+// fixTCPSums is fixSums for a TCP segment.
+func fixTCPSums(b []byte, v6 bool, l4 int) {
+	if !v6 {
+		b[10], b[11] = 0, 0
+		binary.BigEndian.PutUint16(b[10:], ^packettest.Sum16(b[:20]))
+	}
+	b[l4+16], b[l4+17] = 0, 0
+	var ps []byte
+	if v6 {
+		ps = packettest.Pseudo(true, b[8:24], b[24:40], 6, len(b)-l4)
+	} else {
+		ps = packettest.Pseudo(false, b[12:16], b[16:20], 6, len(b)-l4)
+	}
+	binary.BigEndian.PutUint16(b[l4+16:], ^packettest.Sum16(ps, b[l4:]))
 }
 
 // fixSums recomputes the IPv4 header and UDP checksums after the source

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -29,6 +30,33 @@ func TestMalformedClasses(t *testing.T) {
 		}
 		if err != nil && isLater && !strings.Contains(c.name, "header-checksum") {
 			t.Errorf("%s: the decoder refuses it (%v); it is meant for a later check", c.name, err)
+		}
+	}
+}
+
+// TestSYNSums: the SYNs floodgen sends decode, are SYNs from inside the
+// prefix, and carry right checksums (packet's own verification).
+func TestSYNSums(t *testing.T) {
+	for _, c := range []struct{ src, dst string }{{"10.10.0.0/16", "198.18.0.3"}, {"fd10::/64", "2001:db8:1::3"}, {"0.0.0.0/0", "198.18.0.3"}} {
+		s := &sender{fd: -1}
+		var got [][]byte
+		s.capture = func(b []byte) { got = append(got, append([]byte(nil), b...)) }
+		pfx := netip.MustParsePrefix(c.src)
+		s.sendSYN(pfx, netip.MustParseAddr(c.dst), 80, 0, 0, 50)
+		if len(got) != 50 {
+			t.Fatalf("%s: %d packets", c.src, len(got))
+		}
+		for _, b := range got {
+			var p packet.Parsed
+			if err := p.Decode(b); err != nil {
+				t.Fatalf("%s: %v", c.src, err)
+			}
+			if !pfx.Contains(p.SrcIP()) || p.TCPFlags != 0x02 || p.DstPort != 80 {
+				t.Errorf("%s: src %v flags %#x dport %d", c.src, p.SrcIP(), p.TCPFlags, p.DstPort)
+			}
+			if !p.L4ChecksumValid() {
+				t.Errorf("%s: bad TCP checksum", c.src)
+			}
 		}
 	}
 }
