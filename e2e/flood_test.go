@@ -307,11 +307,11 @@ func TestFloodSYN(t *testing.T) {
 	// Rates and sizes for the build: max stays at least 5 times below
 	// the flood's SYNs even when hping3 reaches only a fifth of its rate
 	// (seen on the loaded 2-core machine).
-	max, interval, rate, entryBudget := 1024, "u50", "20000", int64(2048)
+	max, interval, rate := 1024, "u50", "20000"
 	if raceEnabled {
-		// The race detector's shadow memory grows with the heap too.
-		max, interval, rate, entryBudget = 256, "u500", "2000", 8*2048
+		max, interval, rate = 256, "u500", "2000"
 	}
+	const entryBudget = 2048
 	g := startGateway(t, bin, workDir(t, -1), gatewaySpec{
 		cfg:  gwConfig{Raw: floodConfig(tp.lan, tp.wan, fmt.Sprintf("max = %d", max), "")},
 		tuns: []string{tp.lan, tp.wan},
@@ -390,7 +390,10 @@ func TestFloodSYN(t *testing.T) {
 	// entryBudget is a generous bound on what one connection may cost the
 	// process (entry, NAT mapping, their share of the buckets): the
 	// growth must stay under max of them.
-	if grow := rssAfter - rssBefore; grow > int64(max)*entryBudget {
+	// Not under the race detector: its own state grows with every
+	// synchronising operation (26 MB in 5 s seen), so the process's RSS
+	// says nothing about the table there.
+	if grow := rssAfter - rssBefore; !raceEnabled && grow > int64(max)*entryBudget {
 		t.Errorf("RSS grew by %d bytes under the flood; want at most max × %d = %d", grow, entryBudget, int64(max)*entryBudget)
 	} else {
 		t.Logf("RSS %d → %d (%+d bytes)", rssBefore, rssAfter, grow)
