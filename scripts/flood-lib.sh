@@ -107,6 +107,12 @@ fl_wire() {
   for i in $(seq 200); do ip link show $FL_W >/dev/null 2>&1 && ip link show $FL_L >/dev/null 2>&1 && break; sleep 0.05; done
   ip link set $FL_L netns $FL_C; ip link set $FL_W netns $FL_S
   ip -n $FL_C addr add 10.10.0.2/24 dev $FL_L; ip -n $FL_C -6 addr add fd10::2/64 dev $FL_L nodad
+  # TXQLEN: the devices' queue length for both forwarders alike (default:
+  # the TUN's own, 500), to see how much of a flood's damage is queue
+  # overflow while the reader waits for the CPU.
+  if [ -n "${TXQLEN:-}" ]; then
+    ip -n $FL_C link set $FL_L txqueuelen $TXQLEN; ip -n $FL_S link set $FL_W txqueuelen $TXQLEN
+  fi
   ip -n $FL_C link set $FL_L up
   ip -n $FL_C route add default via 10.10.0.1 dev $FL_L; ip -n $FL_C -6 route add default via fd10::1 dev $FL_L
   ip -n $FL_S addr add 198.18.0.2/24 dev $FL_W; ip -n $FL_S -6 addr add 2001:db8:1::2/64 dev $FL_W nodad

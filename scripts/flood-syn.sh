@@ -12,7 +12,8 @@
 # memory under flood, and
 #   ratio = (gateway flood / gateway no flood) / (copy flood / copy no flood)
 # (goal >= 0.95). ROUNDS alternates the order (copy first, then gateway
-# first). Env: BIN (default bin/tungate, built if missing), MAX (16384),
+# first). Env: BIN (default: bin/tungate built from this tree), MAX (16384), TXQLEN (both
+# forwarders' device queue length; default the TUN's 500),
 # INTERVAL (u50), SHARED (../shared); FLOODER=floodgen sends the SYNs
 # with scripts/floodgen instead, paced at RATE (20000) a second exactly
 # (hping3's usleep pacing falls short on a loaded machine).
