@@ -17,8 +17,11 @@
 #     table fills). The sender writes the kernel's packets into a veth, so
 #     the router's work runs on the sender's CPU: the kernel's rate is
 #     bounded by one core, the TUN forwarders' by a TUN queue and two.
-# Prints each rate and tungate / copy loop (goal >= 0.8). ROUNDS alternates
-# the order. Env: BIN, MAX, SHARED.
+# Prints each rate and tungate / copy loop (goal >= 0.8), and each TUN
+# forwarder's process CPU time per flow delivered: their ratio is what the
+# rate ratio becomes when both are CPU-bound, and it is steadier than the
+# rates on a loaded machine (the kernel's work is not a process's, so it
+# has none). ROUNDS alternates the order. Env: BIN, MAX, SHARED.
 set -u
 HERE=$(cd $(dirname $0)/.. && pwd)
 T=${1:-5}; ROUNDS=${2:-1}
@@ -47,16 +50,24 @@ print('%d %d' % (($rx1 - $rx0) / r['seconds'], r['pps']))"
 
 measure() {
   case $1 in
-  copy) fl_up_copy; read D S < <(flows $FL_C $FL_L $FL_S $FL_W); fl_down ;;
+  copy)
+    fl_up_copy
+    local c0=$(fl_cpu)
+    read D S < <(flows $FL_C $FL_L $FL_S $FL_W)
+    CPU=$(fl_py "print('%.2f' % (($(fl_cpu) - $c0) * 1e4 / ($D * $T)) if $D else 0)")
+    EXTRA="(forwarder CPU $CPU µs per flow delivered)"
+    fl_down ;;
   gw)
     fl_up_gw
+    local c0=$(fl_cpu)
     read D S < <(flows $FL_C $FL_L $FL_S $FL_W)
+    CPU=$(fl_py "print('%.2f' % (($(fl_cpu) - $c0) * 1e4 / ($D * $T)) if $D else 0)")
     local st=$(fl_ctl ct stats -o json)
     local nat=$(fl_ctl stats -o json)
     EXTRA=$(fl_py "
 import json
 c, s = json.loads('''$st'''), json.loads('''$nat''')
-print('(table %d/%d, early_drop %d, nat exhausted %d, drops %s)' % (c['entries'], c['max'], c['early_drop'], s['nat_port_exhausted'],
+print('(forwarder CPU $CPU µs per flow delivered; table %d/%d, early_drop %d, nat exhausted %d, drops %s)' % (c['entries'], c['max'], c['early_drop'], s['nat_port_exhausted'],
   {k[5:]: v for k, v in s.items() if k.startswith('drop_') and v}))")
     fl_down ;;
   kernel)
@@ -78,7 +89,8 @@ for r in $(seq $ROUNDS); do
     measure $k
     echo "  $k: $D flows/s delivered (sender $S/s) $EXTRA"
     eval "R_$k=$D"
+    [ $k = kernel ] || eval "C_$k=$CPU"
   done
-  echo "round $r: tungate/copy loop $(fl_py "print('%.3f' % ($R_gw/$R_copy) if $R_copy else 'n/a')") (goal >= 0.8), netfilter/copy loop $(fl_py "print('%.3f' % ($R_kernel/$R_copy) if $R_copy else 'n/a')")"
+  echo "round $r: tungate/copy loop $(fl_py "print('%.3f' % ($R_gw/$R_copy) if $R_copy else 'n/a')") (goal >= 0.8), netfilter/copy loop $(fl_py "print('%.3f' % ($R_kernel/$R_copy) if $R_copy else 'n/a')"); CPU per flow copy/tungate $(fl_py "print('%.3f' % ($C_copy/$C_gw) if $C_gw else 'n/a')") (what the rate ratio becomes when both are CPU-bound)"
 done
 echo "load avg now $(fl_load)"
