@@ -24,6 +24,8 @@ BENCH        ?= .
 PKG          ?= ./...
 VERSUS_CONFIG  ?= configs/masquerade.toml
 VERSUS_SECONDS ?= 5
+# make soak: minutes of mixed traffic (RELIABILITY.md, "Soak").
+SOAK_MINUTES  ?= 30
 # make fuzz: every fuzz target (found by grep, so new ones join by
 # themselves), one after another, FUZZTIME each; FUZZ_PARALLEL workers (empty:
 # one per core).
@@ -31,7 +33,7 @@ FUZZTIME      ?= 30s
 FUZZ_PARALLEL ?=
 SUDO         := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: all build run-root man test test-deps bench lint demo conformance differential versus run clean help fuzz
+.PHONY: all build run-root man test test-deps bench lint demo conformance differential versus run clean help fuzz soak flood bench-newflows bench-ctlist bench-metrics
 
 all: build
 
@@ -48,6 +50,11 @@ help:
 	@echo "make conformance  ../shared/conformance/run.sh against bin/tungate (root)"
 	@echo "make differential our 170+ case suite, Linux netfilter first, then bin/tungate (root)"
 	@echo "make versus       iperf3 through the gateway vs the bare TUN copy loop (root)"
+	@echo "make soak         mixed traffic for SOAK_MINUTES ($(SOAK_MINUTES)); RSS, goroutines, fds flat (root)"
+	@echo "make flood        SYN flood ratio against the copy loop, malformed storm figures (root)"
+	@echo "make bench-newflows  one-packet UDP flows: tungate vs copy loop vs netfilter (root)"
+	@echo "make bench-ctlist forwarding during ct list of a full table (root)"
+	@echo "make bench-metrics   forwarding with metrics on vs off (root for the whole-gateway part)"
 
 build:
 	$(GO) build -o $(BIN) ./cmd/tungate
@@ -115,6 +122,24 @@ differential: build test-deps
 # VERSUS_SECONDS per measurement.
 versus: build test-deps
 	$(SUDO) bash $(SHARED)/bench/versus.sh $(CURDIR)/$(BIN) $(VERSUS_CONFIG) $(VERSUS_SECONDS)
+
+# Issue 14/11 figures; each script says what it measures in its header and
+# builds what it runs. Run them on an idle machine; ROUNDS alternates order.
+soak: test-deps
+	$(SUDO) env PATH="$(PATH)" bash scripts/soak.sh $(SOAK_MINUTES)
+
+flood: test-deps
+	$(SUDO) env PATH="$(PATH)" bash scripts/flood-syn.sh 8 3
+	$(SUDO) env PATH="$(PATH)" bash scripts/flood-malformed.sh 5
+
+bench-newflows: test-deps
+	$(SUDO) env PATH="$(PATH)" bash scripts/bench-newflows.sh 5 3
+
+bench-ctlist: test-deps
+	$(SUDO) env PATH="$(PATH)" bash scripts/bench-ctlist.sh 8 3
+
+bench-metrics:
+	$(SUDO) env PATH="$(PATH)" bash scripts/bench-metrics.sh 6 3s
 
 clean:
 	rm -rf bin

@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
@@ -263,7 +264,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 // gateway closes, and returns the address it listens on.
 func (g *Gateway) ServeMetrics(addr string) (net.Addr, error) {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(newCollector(g), newStateCollector(g))
+	// The Go runtime's and the process's own metrics (go_goroutines,
+	// process_resident_memory_bytes, process_open_fds) are what a soak
+	// watches for leaks; they cost nothing until scraped.
+	reg.MustRegister(newCollector(g), newStateCollector(g), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin.metrics: %w", err)
