@@ -130,9 +130,9 @@ func wgKeyPair(t *testing.T, dir, name string) (keyFile, pub string) {
 	return keyFile, strings.TrimSpace(string(out))
 }
 
-// startBackground runs argv until the test ends, showing its output if
+// startWGProcess runs argv until the test ends, showing its output if
 // the test failed.
-func startBackground(t *testing.T, what string, env []string, argv ...string) *exec.Cmd {
+func startWGProcess(t *testing.T, what string, env []string, argv ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), env...)
@@ -170,7 +170,7 @@ func (c *wgClient) start(t *testing.T, tp *wgTopology, endpoint string) {
 	sock := "/var/run/wireguard/" + iface + ".sock"
 	os.Remove(sock)
 	t.Cleanup(func() { os.Remove(sock) })
-	startBackground(t, "wireguard-go "+iface, []string{"WG_PROCESS_FOREGROUND=1", "LOG_LEVEL=verbose"}, inNS(ns, "wireguard-go", iface)...)
+	startWGProcess(t, "wireguard-go "+iface, []string{"WG_PROCESS_FOREGROUND=1", "LOG_LEVEL=verbose"}, inNS(ns, "wireguard-go", iface)...)
 	waitFor(t, 10*time.Second, "wireguard-go to make "+iface, func() (bool, string) {
 		out, err := run(cmdTimeout, "wg", "show", iface)
 		return err == nil, out

@@ -37,8 +37,8 @@ rules = [
 		}
 		b.Run(name, func(b *testing.B) {
 			g := nullGateway(b, conf)
-			lan := newWorker(g, g.links[0])
-			lan.rs = g.rules.Load()
+			lan := newWorker(g, g.Links()[0])
+			lan.rs = g.Rules()
 			// Distinct flows, eight times the table. The table is filled
 			// with the first max of them; the rest are sent round and
 			// round. Early drop evicts the newest unassured entries
