@@ -22,6 +22,7 @@ import (
 
 	"tungate/conntrack"
 	"tungate/gateway"
+	"tungate/internal/lowprio"
 	"tungate/link/wireguard"
 )
 
@@ -251,12 +252,19 @@ func (s *Server) handle(c net.Conn, w *frameWriter, req *Request) (string, error
 		}
 		switch req.Cmd {
 		case "ct list":
-			return ctList(w, t, m, req.Output, false)
+			// The walk runs at the lowest CPU priority: a script listing
+			// the table back to back must not take a core from the
+			// datapath on a small machine (lowprio.Do).
+			var msg string
+			lowprio.Do(func() { msg, err = ctList(w, t, m, req.Output, false) })
+			return msg, err
 		case "ct delete":
 			if req.Filter.Empty() {
 				return "", errors.New("ct delete needs a filter or an id (ct flush deletes everything)")
 			}
-			return ctList(w, t, m, req.Output, true)
+			var msg string
+			lowprio.Do(func() { msg, err = ctList(w, t, m, req.Output, true) })
+			return msg, err
 		case "ct count":
 			n := 0
 			if req.Filter.Empty() {

@@ -6,17 +6,15 @@ import (
 	"fmt"
 	"io"
 	"reflect"
-	"runtime"
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 
 	"tungate/conntrack"
+	"tungate/internal/lowprio"
 	"tungate/link/tun"
 	"tungate/link/wireguard"
 )
@@ -255,35 +253,11 @@ func (g *Gateway) recordReload(err error, n int) {
 	g.lastRel.Store(&ReloadResult{Time: time.Now(), Err: err, Changes: n})
 }
 
-// niceDo runs fn on an OS thread of its own at the lowest CPU priority,
-// and waits for it. Decoding and compiling a large config takes a core
+// niceDo runs fn at the lowest CPU priority on a scheduler slot of its
+// own (lowprio.Do): decoding and compiling a large config takes a core
 // for a while (10,000 rules: about half a second), and the links'
-// readers must not fall behind their queues meanwhile. Nicing the thread
-// alone would not do: the goroutine on it holds one of the scheduler's
-// GOMAXPROCS slots even while the kernel starves the thread, so the
-// readers would lose that slot. So fn gets a slot of its own, added for
-// the time it runs, and the kernel, which then sees one more runnable
-// thread than cores, gives the cores to the readers' threads first. The
-// thread is discarded afterwards (its goroutine exits locked to it):
-// raising a thread's priority again needs a privilege.
-func niceDo(fn func()) {
-	niceMu.Lock()
-	defer niceMu.Unlock()
-	procs := runtime.GOMAXPROCS(0)
-	runtime.GOMAXPROCS(procs + 1)
-	defer runtime.GOMAXPROCS(procs)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-		unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), 19)
-		fn()
-	}()
-	<-done
-}
-
-// niceMu serialises niceDo's changes of GOMAXPROCS.
-var niceMu sync.Mutex
+// readers must not fall behind their queues meanwhile.
+func niceDo(fn func()) { lowprio.Do(fn) }
 
 // Diff returns what reloading cfg would change, without changing anything.
 func (g *Gateway) Diff(cfg *Config) *Plan {
