@@ -2,6 +2,7 @@ package conntrack
 
 import (
 	"strconv"
+	"sync"
 )
 
 // AppendConn appends the connection in the `conntrack -L` line format of
@@ -49,6 +50,9 @@ func (t *Table) SetReplyView(v ReplyView) {
 	t.replyView.Store(&v)
 }
 
+// viewTuples hold the reply tuples a view shows while a line is written.
+var viewTuples = sync.Pool{New: func() any { return new(Tuple) }}
+
 // ShownReplyOf is the reply tuple listings show for c: ShownReply as the
 // reply view (SetReplyView) presents it.
 func (t *Table) ShownReplyOf(c *Conn) Tuple {
@@ -65,9 +69,14 @@ func (t *Table) appendConn(b []byte, c *Conn, now int64, ev *Event) []byte {
 	o := &c.node[DirOriginal].tuple
 	r := c.learntReply()
 	if v := t.replyView.Load(); v != nil {
-		// Only with a view (an uplink) does a line cost a tuple copy.
-		rv := (*v)(c, *r)
-		r = &rv
+		// Only with a view (an uplink) does a line cost a tuple copy,
+		// into a pooled tuple: the trackers' AppendPorts takes a pointer
+		// through an interface, so a local copy would be one heap
+		// allocation per listed line.
+		rv := viewTuples.Get().(*Tuple)
+		defer viewTuples.Put(rv)
+		*rv = (*v)(c, *r)
+		r = rv
 	}
 	tr := t.trackers[o.Proto]
 	name := tr.Name()

@@ -146,24 +146,12 @@ func New(cfg *Config, opt Options) (*Gateway, error) {
 		g.closeLinks()
 		return nil, err
 	}
-	if g.hasUplink() {
-		ct.SetReplyView(g.uplinkReplyView)
-	}
+	// Always installed: it reads the running plane, so an uplink a reload
+	// adds is shown too; a flow not routed out of an uplink is shown as
+	// it is.
+	ct.SetReplyView(g.uplinkReplyView)
 	g.restoreState()
 	return g, nil
-}
-
-// hasUplink reports whether a running link is an uplink.
-func (g *Gateway) hasUplink() bool {
-	for _, l := range g.pl.Load().links {
-		if l == nil {
-			continue
-		}
-		if _, ok := l.Dev.(*uplink.Link); ok {
-			return true
-		}
-	}
-	return false
 }
 
 // uplinkReplyView shows an uplink flow's reply tuple the way Linux shows
