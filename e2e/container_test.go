@@ -512,8 +512,8 @@ func TestPodman(t *testing.T) {
 // namespace from outside, as slirp4netns does for rootlesskit. Port
 // forwards are driven through tungate's rootlesskit-shaped ports API with
 // rootlesskit's own client, rootlessctl: added, listed (table and JSON),
-// used (the server inside, busybox httpd, sees the real client address,
-// IPv4 and IPv6), refused when they clash (rootlessctl shows tungate's
+// used (the servers inside, busybox httpd over TCP and a UDP one, see the
+// real client address, IPv4 and IPv6), refused when they clash (rootlessctl shows tungate's
 // message) and removed (the host port closes). The program inside also
 // reaches a server on the host's loopback through the uplink.
 func TestRootlesskit(t *testing.T) {
@@ -530,10 +530,13 @@ func TestRootlesskit(t *testing.T) {
 	cfg := u.writeFile(t, "rk.toml", fmt.Sprintf(containerConfig, freePort(t)), 0o644)
 
 	pidFile := filepath.Join(u.home, "inside.pid")
+	// Two servers in the namespace: busybox httpd (TCP 8080) and a UDP
+	// one answering with the client address it sees (8053); the UDP
+	// server's pid file is written first.
 	kit := startBackground(t, u.as("rootlesskit", "--net=host", "--state-dir", filepath.Join(u.home, "rk"),
 		"unshare", "--net", "sh", "-c",
-		`echo $$ > "$0.tmp" && mv "$0.tmp" "$0" && exec busybox httpd -f -p 8080 -h "$1"`,
-		pidFile, filepath.Join(u.home, "www"))...)
+		`"$2" -c "$3" & echo $! > "$0.udp" && echo $$ > "$0.tmp" && mv "$0.tmp" "$0" && exec busybox httpd -f -p 8080 -h "$1"`,
+		pidFile, filepath.Join(u.home, "www"), python(), udpPeerServer)...)
 	var pid int
 	waitFor(t, startTimeout, "the program inside rootlesskit", func() (bool, string) {
 		b, err := os.ReadFile(pidFile)
@@ -568,16 +571,19 @@ func TestRootlesskit(t *testing.T) {
 		}
 		return out
 	}
-	p4, p6 := freePort(t), freePort(t)
+	p4, p6, u4, u6 := freePort(t), freePort(t), freeUDPPort(t), freeUDPPort(t)
 	ids := strings.Fields(mustCtl("add-ports",
-		fmt.Sprintf("0.0.0.0:%d:8080/tcp", p4), fmt.Sprintf("[::]:%d:8080/tcp6", p6)))
-	if len(ids) != 2 {
-		t.Fatalf("add-ports printed ids %q, want two", ids)
+		fmt.Sprintf("0.0.0.0:%d:8080/tcp", p4), fmt.Sprintf("[::]:%d:8080/tcp6", p6),
+		fmt.Sprintf("0.0.0.0:%d:8053/udp", u4), fmt.Sprintf("[::]:%d:8053/udp6", u6)))
+	if len(ids) != 4 {
+		t.Fatalf("add-ports printed ids %q, want four", ids)
 	}
 	table := mustCtl("list-ports")
 	for _, row := range [][]string{
 		{ids[0], "tcp", "0.0.0.0", strconv.Itoa(p4), "8080"},
 		{ids[1], "tcp6", "::", strconv.Itoa(p6), "8080"},
+		{ids[2], "udp", "0.0.0.0", strconv.Itoa(u4), "8053"},
+		{ids[3], "udp6", "::", strconv.Itoa(u6), "8053"},
 	} {
 		if !hasRow(table, row) {
 			t.Errorf("list-ports has no row %v:\n%s", row, table)
@@ -598,13 +604,15 @@ func TestRootlesskit(t *testing.T) {
 
 	expectPeer(t, c4, p4)
 	expectPeer(t, c6, p6)
+	expectUDPPeer(t, c4, u4)
+	expectUDPPeer(t, c6, u6)
 
 	// A clash is refused with tungate's own words.
 	if out, err := ctl("add-ports", fmt.Sprintf("0.0.0.0:%d:8080/tcp", p4)); err == nil || !strings.Contains(out, "forwarded already") {
 		t.Errorf("a second forward of port %d: %v\n%s", p4, err, out)
 	}
 
-	mustCtl("remove-ports", ids[0], ids[1])
+	mustCtl(append([]string{"remove-ports"}, ids...)...)
 	if table := mustCtl("list-ports"); len(strings.Split(strings.TrimSpace(table), "\n")) != 1 {
 		t.Errorf("list-ports after remove-ports is more than its header:\n%s", table)
 	}
@@ -618,7 +626,12 @@ func TestRootlesskit(t *testing.T) {
 		return true, ""
 	})
 
-	// The program's end takes its network namespace, and tungate, along.
+	// The programs' end takes their network namespace, and tungate, along.
+	if b, err := os.ReadFile(pidFile + ".udp"); err == nil {
+		if udpPid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			syscall.Kill(udpPid, syscall.SIGKILL)
+		}
+	}
 	syscall.Kill(pid, syscall.SIGKILL)
 	expectExit(t, g, "the program inside rootlesskit ended")
 	kit.wait(t, 15*time.Second, "rootlesskit after its program ended")
@@ -632,4 +645,55 @@ func hasRow(table string, row []string) bool {
 		}
 	}
 	return false
+}
+
+// udpPeerServer answers each datagram with the address of its sender as
+// the server sees it (an IPv4 sender as ::ffff:a.b.c.d).
+const udpPeerServer = `import socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.bind(("::", 8053))
+while True:
+    b, a = s.recvfrom(2048)
+    s.sendto(a[0].encode(), a)
+`
+
+// freeUDPPort returns a UDP port free on every host address just now.
+func freeUDPPort(t *testing.T) int {
+	t.Helper()
+	c, err := net.ListenPacket("udp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
+// expectUDPPeer sends datagrams from client address c to host port port
+// until udpPeerServer answers (one may be lost), and checks that the
+// server saw c itself.
+func expectUDPPeer(t *testing.T, c string, port int) {
+	t.Helper()
+	conn, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(c)}, &net.UDPAddr{IP: net.ParseIP(c), Port: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	buf := make([]byte, 256)
+	var seen string
+	waitFor(t, 10*time.Second, fmt.Sprintf("an answer over UDP from %s to port %d", c, port), func() (bool, string) {
+		if _, err := conn.Write([]byte("peer?")); err != nil {
+			return false, err.Error()
+		}
+		conn.SetReadDeadline(time.Now().Add(time.Second))
+		n, err := conn.Read(buf)
+		if err != nil {
+			return false, err.Error()
+		}
+		seen = string(buf[:n])
+		return true, ""
+	})
+	if a, err := netip.ParseAddr(seen); err != nil || a.Unmap().String() != c {
+		t.Errorf("UDP through the port forward from %s: the server saw %q, want the client's address", c, seen)
+	}
 }
