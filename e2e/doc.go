@@ -1,7 +1,9 @@
 // Package e2e runs the tungate binary end to end: it builds cmd/tungate,
 // starts it on real kernel TUN devices, moves those devices into a client
 // and a server network namespace, and drives real programs (curl, ping,
-// python3's HTTP server, vsftpd) through it.
+// python3's HTTP server, vsftpd) through it. The container tests run
+// rootless podman and rootlesskit as a user made for the test, with
+// tungate attached to their namespaces as the containers' network.
 //
 // The tests need root and `ip netns`; without them they skip and say why.
 // Every namespace and device name carries this process's id, so two runs
