@@ -1,0 +1,104 @@
+package gateway
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"tungate/packet"
+)
+
+// A [[nat.dnat]] forward added by a reload reserves its port like one in
+// the first config: masquerade never hands it out to a new flow; the
+// flow holding it when the forward came keeps it, but its endpoint's next
+// flow does not reuse it; a reload removing the forward gives it back.
+func TestReloadForwardReservesPort(t *testing.T) {
+	r := newReloadRig(t, reloadBase)
+	out := func(src string, sport, dport uint16) uint16 {
+		t.Helper()
+		r.send("m-lan", udp4(src, "198.18.0.2", sport, dport))
+		p := r.recv("m-wan", isUDP("198.18.0.2", dport))
+		if p.SrcIP().String() != "198.18.0.1" {
+			t.Fatalf("forwarded from %v, want masqueraded", p.SrcIP())
+		}
+		return p.SrcPort
+	}
+	if p := out("10.10.0.2", 7000, 4444); p != 7000 {
+		t.Fatalf("port 7000 not preserved before the forward: %d", p)
+	}
+	withFwd := reloadBase + `
+[[nat.dnat]]
+in = "wan"
+proto = "udp"
+dport = "7000-7001"
+to = "10.10.0.3:53"
+`
+	plan, err := r.reload(withFwd, ReloadOptions{})
+	if err != nil || !planHas(plan, "nat.dnat") {
+		t.Fatalf("reload: %v\n%s", err, planText(plan))
+	}
+	if !r.g.nat.Reserved(netip.MustParseAddr("198.18.0.1"), packet.ProtoUDP, 7001) {
+		t.Fatal("port 7001 not reserved after the reload")
+	}
+	if p := out("10.10.0.3", 7001, 4444); p == 7001 || p == 7000 {
+		t.Fatalf("a new flow got forwarded port %d", p)
+	}
+	// The existing flow keeps its mapping (Linux leaves conntrack
+	// entries alone when a DNAT rule is added).
+	if p := out("10.10.0.2", 7000, 4444); p != 7000 {
+		t.Fatalf("existing flow moved to port %d", p)
+	}
+	if p := out("10.10.0.2", 7000, 4445); p == 7000 {
+		t.Fatal("a new flow reused the mapping holding a forwarded port")
+	}
+	if _, err := r.reload(reloadBase, ReloadOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if r.g.nat.Reserved(netip.MustParseAddr("198.18.0.1"), packet.ProtoUDP, 7001) {
+		t.Fatal("port 7001 still reserved after the forward was removed")
+	}
+	if p := out("10.10.0.4", 7001, 4444); p != 7001 {
+		t.Fatalf("port of the removed forward not given back: %d", p)
+	}
+}
+
+// A runtime forward (the ports API) reserves its port on the gateway's
+// addresses while it exists, across a reload, and not after removal.
+func TestRuntimeForwardReservesPort(t *testing.T) {
+	g, _ := uplinkGateway(t, "127.0.0.53", 9)
+	free, err := net.ListenPacket("udp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := free.LocalAddr().(*net.UDPAddr).Port
+	free.Close()
+	dst := g.forwardDst(netip.MustParseAddrPort(fmt.Sprintf("127.0.0.1:%d", port))).Addr()
+	if !dst.IsValid() {
+		t.Fatal("the gateway has no IPv4 address")
+	}
+	reserved := func(proto uint8) bool { return g.nat.Reserved(dst, proto, uint16(port)) }
+	if reserved(packet.ProtoUDP) {
+		t.Fatalf("port %d reserved before any forward", port)
+	}
+	f, err := g.AddForward(RuntimeForward{Proto: "udp4", ParentPort: port, ChildIP: "10.0.2.100", ChildPort: 53})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reserved(packet.ProtoUDP) || reserved(packet.ProtoTCP) {
+		t.Fatalf("after AddForward: udp reserved %v (want true), tcp %v (want false)", reserved(packet.ProtoUDP), reserved(packet.ProtoTCP))
+	}
+	if _, err := g.ApplyConfig(g.Config(), ReloadOptions{}); err != nil && !strings.Contains(err.Error(), "no change") {
+		t.Fatalf("reload: %v", err)
+	}
+	if !reserved(packet.ProtoUDP) {
+		t.Fatal("the runtime forward's reservation did not survive a reload")
+	}
+	if err := g.RemoveForward(f.ID); err != nil {
+		t.Fatal(err)
+	}
+	if reserved(packet.ProtoUDP) {
+		t.Fatal("port still reserved after RemoveForward")
+	}
+}
