@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"tungate/alg"
 	"tungate/conntrack"
 	"tungate/internal/lowprio"
 	"tungate/link/tun"
@@ -366,8 +367,38 @@ func (g *Gateway) commit(plan *Plan, opt ReloadOptions) error {
 	if cfg.path == "" {
 		cfg.path = old.cfg.path
 	}
+	// Counters of rules (and helpers) that did not change continue
+	// theirs (rules.InheritCounters): nft keeps a kept rule's counter,
+	// and a metric read from it must not go backwards.
+	g.settleCounters()
+	carry := pl.rules.InheritCounters(old.rules)
+	var helperCarry *alg.StatsCarry
+	if pl.alg != old.alg {
+		helperCarry = pl.alg.InheritStats(old.alg)
+	}
 	natPrep.Apply()
 	g.pl.Store(pl)
+	if carry != nil || helperCarry != nil {
+		settle := func() {
+			carry.Settle()
+			helperCarry.Settle()
+		}
+		// Now what the old rules counted before the swap; again once
+		// every worker has moved on to the new plane (a worker loads it
+		// once per batch, so a batch in flight may still count in the
+		// old rules for a moment), or at the next reload if it comes
+		// first.
+		settle()
+		pending := &settle
+		g.settle = pending
+		time.AfterFunc(settleDelay, func() {
+			g.reloadMu.Lock()
+			if g.settle == pending {
+				g.settleCounters()
+			}
+			g.reloadMu.Unlock()
+		})
+	}
 	if g.running {
 		for _, l := range opened {
 			g.startReader(l)
@@ -411,6 +442,19 @@ func (g *Gateway) commit(plan *Plan, opt ReloadOptions) error {
 		g.log.Info("interface added", zap.String("interface", l.Name))
 	}
 	return nil
+}
+
+// settleDelay is how long after a reload's swap the old rules' last
+// counts are carried over: far longer than a worker keeps a plane (one
+// batch).
+const settleDelay = 200 * time.Millisecond
+
+// settleCounters runs the last reload's pending settle. reloadMu is held.
+func (g *Gateway) settleCounters() {
+	if g.settle != nil {
+		(*g.settle)()
+		g.settle = nil
+	}
 }
 
 // preparePlaneKeep is preparePlane keeping what the old plane has that did

@@ -102,3 +102,46 @@ func TestRuntimeForwardReservesPort(t *testing.T) {
 		t.Fatal("port still reserved after RemoveForward")
 	}
 }
+
+// Rule counters of rules a reload keeps continue across it; a changed or
+// new rule starts at zero. Helper counters survive a reload that changes
+// [helpers] (the helpers are rebuilt, not removed).
+func TestReloadKeepsCounters(t *testing.T) {
+	r := newReloadRig(t, reloadBase)
+	for i := range 3 {
+		r.forwards(uint16(6000 + i))
+	}
+	before := r.g.Rules().Counters("filter.forward")
+	if before[1].Packets != 3 {
+		t.Fatalf("rule 1 (in lan) counted %d, want 3", before[1].Packets)
+	}
+	oldAlg := r.g.pl.Load().alg
+	oldAlg.Stats.Ignored.Add(7)
+	conf := strings.Replace(reloadBase, `  { in = "lan", action = "accept" },`, `  { in = "wan", proto = "tcp", action = "drop" },
+  { in = "lan", action = "accept" },`, 1) + "[helpers.ftp]\nports = [2121]\n"
+	if _, err := r.reload(conf, ReloadOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if r.g.pl.Load().alg == oldAlg {
+		t.Fatal("the helper registry was not rebuilt; the test proves nothing")
+	}
+	after := r.g.Rules().Counters("filter.forward")
+	if after[0].Packets != before[0].Packets || after[1].Packets != 0 || after[2].Packets != 3 {
+		t.Fatalf("after reload %+v, want established %d, new rule 0, in-lan 3", after, before[0].Packets)
+	}
+	if n := r.g.pl.Load().alg.Stats.Ignored.Load(); n != 7 {
+		t.Fatalf("helper counter after reload: %d, want 7", n)
+	}
+	r.forwards(6100)
+	if n := r.g.Rules().Counters("filter.forward")[2].Packets; n != 4 {
+		t.Fatalf("in-lan rule after one more flow: %d, want 4", n)
+	}
+	// Changed: the rule's text differs, so it starts again.
+	conf2 := strings.Replace(conf, `{ in = "lan", action = "accept" }`, `{ in = "lan", proto = "udp", action = "accept" }`, 1)
+	if _, err := r.reload(conf2, ReloadOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := r.g.Rules().Counters("filter.forward")[2].Packets; n != 0 {
+		t.Fatalf("changed rule kept count %d, want 0", n)
+	}
+}
