@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -143,5 +144,29 @@ func TestReloadKeepsCounters(t *testing.T) {
 	}
 	if n := r.g.Rules().Counters("filter.forward")[2].Packets; n != 0 {
 		t.Fatalf("changed rule kept count %d, want 0", n)
+	}
+}
+
+// A reload's decode and compile run with the GC target raised, restored
+// when the last overlapping one returns; a higher setting is kept.
+func TestSparseGC(t *testing.T) {
+	orig := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(orig)
+	read := func() int { p := debug.SetGCPercent(-1); debug.SetGCPercent(p); return p }
+	var inner, outer int
+	niceDo(func() {
+		outer = read()
+		niceDo(func() { inner = read() })
+	})
+	if outer != reloadGCPercent || inner != reloadGCPercent {
+		t.Fatalf("GC percent during a reload: %d (nested %d), want %d", outer, inner, reloadGCPercent)
+	}
+	if p := read(); p != 100 {
+		t.Fatalf("GC percent after: %d, want 100 again", p)
+	}
+	debug.SetGCPercent(800)
+	niceDo(func() { outer = read() })
+	if outer != 800 || read() != 800 {
+		t.Fatalf("a higher GC percent was lowered: %d during, %d after", outer, read())
 	}
 }

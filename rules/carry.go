@@ -36,12 +36,12 @@ func (rs *Ruleset) InheritCounters(old *Ruleset) *CounterCarry {
 	if old == nil || rs == old {
 		return nil
 	}
-	type key struct{ path, text string }
-	byText := map[key][]ruleRef{}
+	type key struct{ path, pre, post string } // no concatenation: no allocation per rule
+	byText := make(map[key][]ruleRef, len(old.chains)*8)
 	for ci := range old.chains {
 		c := &old.chains[ci]
 		for i := range c.rules {
-			k := key{c.path, c.text[i].pre + c.text[i].post}
+			k := key{c.path, c.text[i].pre, c.text[i].post}
 			byText[k] = append(byText[k], ruleRef{ci, i})
 		}
 	}
@@ -49,7 +49,7 @@ func (rs *Ruleset) InheritCounters(old *Ruleset) *CounterCarry {
 	for ci := range rs.chains {
 		c := &rs.chains[ci]
 		for i := range c.rules {
-			k := key{c.path, c.text[i].pre + c.text[i].post}
+			k := key{c.path, c.text[i].pre, c.text[i].post}
 			refs := byText[k]
 			if len(refs) == 0 {
 				continue
