@@ -113,7 +113,7 @@ phase() { # NAME RELOAD(0/1)
   settled
   local sent got qd gd
   sent=$(field "$j" sent); got=$(( $(udp_in) - r0 )); qd=$(( $(txdrop) - d0 )); gd=$(( $(gwdrops) - g0 ))
-  echo "  $1: sent $sent in $(field "$j" seconds | cut -c1-4) s at $(field "$j" pps | cut -d. -f1) pkt/s (skipped $(field "$j" skipped) in $(field "$j" lag_resets) sender stalls, send errors $(field "$j" send_errors)), received $got, lost $((sent - got)) (client TUN queue $qd, gateway drops $gd); gateway waited $(ms $w0 $(runwait)) on run queues$( [ $2 = 1 ] && echo "; reloads: $(paste -sd, $FL_DIR/reloads)")"
+  echo "  $1: sent $sent in $(field "$j" seconds | cut -c1-4) s at $(field "$j" pps | cut -d. -f1) pkt/s (skipped $(field "$j" skipped) in $(field "$j" lag_resets) sender stalls, send errors $(field "$j" send_errors)), received $got, lost $((sent - got)) ($(fl_py "print('%.2f' % (100.0 * ($sent - $got) / max($sent, 1)))") %; client TUN queue $qd, gateway drops $gd); gateway threads waited $(ms $w0 $(runwait)) on run queues$( [ $2 = 1 ] && echo "; reloads: $(paste -sd, $FL_DIR/reloads)")"
 }
 for r in $(seq $ROUNDS); do
   echo "round $r (load avg $(fl_load)):"
