@@ -62,6 +62,8 @@ type runtimeForward struct {
 	key  fwdKey
 	tgt  fwdTarget
 	h    *uplink.Forward
+	// parent is the host address listened on (invalid for all).
+	parent netip.Addr
 }
 
 // runtimeForwards is the gateway's runtime layer of port forwards.
@@ -199,11 +201,32 @@ func (g *Gateway) AddForward(f RuntimeForward) (RuntimeForward, error) {
 	if fw.byID == nil {
 		fw.byID = map[int]*runtimeForward{}
 	}
-	fw.byID[f.ID] = &runtimeForward{spec: f, key: key, tgt: tgt, h: h}
+	fw.byID[f.ID] = &runtimeForward{spec: f, key: key, tgt: tgt, h: h, parent: parent}
+	g.reserveForwardsLocked()
 	fw.publishLocked()
 	g.log.Info("runtime port forward added", zap.Int("id", f.ID), zap.String("proto", f.Proto),
 		zap.String("listen", addr), zap.Stringer("to4", tgt.v4), zap.Stringer("to6", tgt.v6))
 	return f, nil
+}
+
+// reserveForwardsLocked reserves the runtime forwards' ports in the NAT
+// engine's port sets, as [[nat.dnat]] forwards' are: masquerade never
+// hands one out as a new mapping's source port. A connection enters by a
+// forward with the gateway's own address as its destination (forwardDst)
+// or, listening on a host address that is not loopback, that address; both
+// are reserved. Called under fw.mu, before a new forward is published and
+// after a removed one is withdrawn.
+func (g *Gateway) reserveForwardsLocked() {
+	rs := make([]nat.Reservation, 0, 2*len(g.fwds.byID))
+	for _, f := range g.fwds.byID {
+		r := nat.Reservation{Proto: f.key.proto, Lo: f.key.port, Hi: f.key.port}
+		rs = append(rs, r)
+		if f.parent.IsValid() && !f.parent.IsUnspecified() && !f.parent.IsLoopback() {
+			r.Dst = []netip.Prefix{netip.PrefixFrom(f.parent, f.parent.BitLen())}
+			rs = append(rs, r)
+		}
+	}
+	g.nat.Reserve(rs)
 }
 
 // publishLocked rebuilds the datapath's table from byID. Called under mu.
@@ -231,6 +254,7 @@ func (g *Gateway) RemoveForward(id int) error {
 	}
 	delete(fw.byID, id)
 	fw.publishLocked()
+	g.reserveForwardsLocked()
 	f.h.Stop()
 	g.log.Info("runtime port forward removed", zap.Int("id", id))
 	return nil

@@ -62,6 +62,9 @@ type Gateway struct {
 	reloadMu sync.Mutex
 	// running is set by Run: links opened later get their reader at once.
 	running bool // guarded by reloadMu
+	// settle adds to the last reload's rules and helpers what the old ones
+	// counted after the swap (carry); nil when done. Guarded by reloadMu.
+	settle *func()
 	// runCtx ends with Run; reattach loops watch it. Guarded by reloadMu.
 	runCtx  context.Context
 	closed  atomic.Bool

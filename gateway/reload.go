@@ -6,13 +6,16 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
+	"tungate/alg"
 	"tungate/conntrack"
 	"tungate/internal/lowprio"
 	"tungate/link/tun"
@@ -256,8 +259,49 @@ func (g *Gateway) recordReload(err error, n int) {
 // niceDo runs fn at the lowest CPU priority on a scheduler slot of its
 // own (lowprio.Do): decoding and compiling a large config takes a core
 // for a while (10,000 rules: about half a second), and the links'
-// readers must not fall behind their queues meanwhile.
-func niceDo(fn func()) { lowprio.Do(fn) }
+// readers must not fall behind their queues meanwhile. While it runs the
+// garbage collector's target is raised (sparseGC).
+func niceDo(fn func()) { lowprio.Do(func() { sparseGC(fn) }) }
+
+// reloadGCPercent is the GOGC a reload's decode and compile run under.
+// They allocate about 150 MB of short-lived garbage for 10,000 rules
+// against a live heap of a few tens of MB, so at the default 100 the
+// collector runs a cycle every few tens of MB — five or more per reload —
+// and each cycle's mark phase takes a quarter of the Ps (a dedicated
+// worker at normal priority, which the compile's nice 19 does not
+// lower) away from the links' readers. At 400 it runs a fraction as
+// often; the memory limit tungate run sets (GOMEMLIMIT) still bounds the
+// heap.
+var reloadGCPercent = 400 // a var for BenchmarkReload10kRules' comparison
+
+var (
+	gcMu    sync.Mutex // guards gcUsers and gcSaved
+	gcUsers int
+	gcSaved int
+)
+
+// sparseGC runs fn with the GC percent at least reloadGCPercent; nested
+// and concurrent calls share one change, undone when the last returns.
+func sparseGC(fn func()) {
+	gcMu.Lock()
+	if gcUsers == 0 {
+		gcSaved = debug.SetGCPercent(reloadGCPercent)
+		if gcSaved < 0 || gcSaved > reloadGCPercent {
+			debug.SetGCPercent(gcSaved) // off or higher already: keep it
+		}
+	}
+	gcUsers++
+	gcMu.Unlock()
+	defer func() {
+		gcMu.Lock()
+		gcUsers--
+		if gcUsers == 0 {
+			debug.SetGCPercent(gcSaved)
+		}
+		gcMu.Unlock()
+	}()
+	fn()
+}
 
 // Diff returns what reloading cfg would change, without changing anything.
 func (g *Gateway) Diff(cfg *Config) *Plan {
@@ -366,8 +410,38 @@ func (g *Gateway) commit(plan *Plan, opt ReloadOptions) error {
 	if cfg.path == "" {
 		cfg.path = old.cfg.path
 	}
+	// Counters of rules (and helpers) that did not change continue
+	// theirs (rules.InheritCounters): nft keeps a kept rule's counter,
+	// and a metric read from it must not go backwards.
+	g.settleCounters()
+	carry := pl.rules.InheritCounters(old.rules)
+	var helperCarry *alg.StatsCarry
+	if pl.alg != old.alg {
+		helperCarry = pl.alg.InheritStats(old.alg)
+	}
 	natPrep.Apply()
 	g.pl.Store(pl)
+	if carry != nil || helperCarry != nil {
+		settle := func() {
+			carry.Settle()
+			helperCarry.Settle()
+		}
+		// Now what the old rules counted before the swap; again once
+		// every worker has moved on to the new plane (a worker loads it
+		// once per batch, so a batch in flight may still count in the
+		// old rules for a moment), or at the next reload if it comes
+		// first.
+		settle()
+		pending := &settle
+		g.settle = pending
+		time.AfterFunc(settleDelay, func() {
+			g.reloadMu.Lock()
+			if g.settle == pending {
+				g.settleCounters()
+			}
+			g.reloadMu.Unlock()
+		})
+	}
 	if g.running {
 		for _, l := range opened {
 			g.startReader(l)
@@ -411,6 +485,19 @@ func (g *Gateway) commit(plan *Plan, opt ReloadOptions) error {
 		g.log.Info("interface added", zap.String("interface", l.Name))
 	}
 	return nil
+}
+
+// settleDelay is how long after a reload's swap the old rules' last
+// counts are carried over: far longer than a worker keeps a plane (one
+// batch).
+const settleDelay = 200 * time.Millisecond
+
+// settleCounters runs the last reload's pending settle. reloadMu is held.
+func (g *Gateway) settleCounters() {
+	if g.settle != nil {
+		(*g.settle)()
+		g.settle = nil
+	}
 }
 
 // preparePlaneKeep is preparePlane keeping what the old plane has that did

@@ -67,7 +67,9 @@ rules = [
 // which measures whether the gateway keeps the rate through the reload.
 // TUNGATE_RELOAD_RATE_FRACTION is the fraction of the measured maximum
 // (default 0.5), TUNGATE_RELOAD_RATE_SECONDS the length (default 3);
-// scripts/reload-rate.sh runs the measurement.
+// scripts/reload-rate.sh runs the measurement; scripts/reload-rate-tun.sh
+// measures the same end to end, over kernel TUNs with a paced sender
+// (the in-process sender shares the gateway's Ps and GC).
 func TestReload10kRulesNoLoss(t *testing.T) {
 	queue, lossy := 32768, false
 	if s := os.Getenv("TUNGATE_RELOAD_QUEUE"); s != "" {

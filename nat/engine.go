@@ -240,6 +240,9 @@ type Engine struct {
 	// hairpinRule is used for a hairpinned client no snat/masquerade rule
 	// matches: the address the client connected to, ports kept.
 	hairpinRule snatRule
+	// extra are the reservations of forwards outside the rules (Reserve);
+	// guarded by mu.
+	extra []Reservation
 
 	// mu guards sets, byKey, byExt, the pools, every mapping's fields and
 	// every binding's owner and links. It is taken on the NEW path only
@@ -379,7 +382,12 @@ func (p *Prepared) IsExternal(i int) bool { return p.v.isExternal(i) }
 // when the rules change). A snat or masquerade rule that is unchanged,
 // translating to the same addresses, keeps its identity, so new flows of
 // an endpoint keep reusing its endpoint-independent mapping; a changed
-// rule starts mappings afresh.
+// rule starts mappings afresh. The ports of forwards the new rules add
+// are reserved in the port sets, and those of forwards they remove
+// released, as at start: a port a mapping holds when its forward is added
+// stays that mapping's until its connections end, but the mapping is not
+// reused for new ones (reserveLocked), and new connections to the port go
+// to the forward, whose rule is matched before mappings are.
 func (p *Prepared) Apply() {
 	e := p.e
 	old := e.v.Load()
@@ -397,8 +405,12 @@ func (p *Prepared) Apply() {
 			e.nextID++
 		}
 	}
-	e.mu.Unlock()
+	// The forwards' ports are reserved before the rules that forward them
+	// are in force, under the lock every new mapping takes, so no mapping
+	// made after Apply returns holds a port the new forwards use.
+	e.reserveLocked(p.v)
 	e.v.Store(p.v)
+	e.mu.Unlock()
 }
 
 // sameExt reports whether rule a of setup va translates to the same
@@ -485,8 +497,64 @@ func (e *Engine) portSetLocked(k setKey) *portSet {
 		return s
 	}
 	s := &portSet{}
+	s.setReserved(e.reservedLocked(e.v.Load(), k), nil)
+	e.sets[k] = s
+	return s
+}
+
+// Reservation is a port range a port forward outside the engine's rules
+// (the gateway's runtime forwards) holds on some external addresses: no
+// mapping takes a port of it, as none takes a [[nat.dnat]] forward's.
+type Reservation struct {
+	// Proto is the protocol (packet.ProtoTCP, ...); 0 for TCP and UDP.
+	Proto uint8
+	// Lo and Hi bound the ports.
+	Lo, Hi uint16
+	// Dst are the addresses; none for the gateway's own addresses.
+	Dst []netip.Prefix
+}
+
+// Reserve makes rs the reservations of forwards outside the rules,
+// replacing the previous ones; Apply keeps them. Ports a mapping holds
+// already stay its until its connections end (see portSet.setReserved).
+func (e *Engine) Reserve(rs []Reservation) {
+	e.mu.Lock()
+	e.extra = append([]Reservation(nil), rs...)
+	e.reserveLocked(e.v.Load())
+	e.mu.Unlock()
+}
+
+// Reserved reports whether port forwards reserve port of proto on addr,
+// so no new mapping takes it.
+func (e *Engine) Reserved(addr netip.Addr, proto uint8, port uint16) bool {
+	addr = addr.Unmap()
+	fam := uint8(6)
+	if addr.Is4() {
+		fam = 4
+	}
+	k := setKey{packet.AddrFrom(addr), fam, proto}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if s := e.sets[k]; s != nil {
+		return s.reserved(port)
+	}
+	res := e.reservedLocked(e.v.Load(), k)
+	return res != nil && res[port>>6]&(1<<(port&63)) != 0
+}
+
+// reservedLocked returns the ports port forwards reserve on k's address
+// under setup v and the extra reservations, nil for none. e.mu is held.
+func (e *Engine) reservedLocked(v *setup, k setKey) *[1024]uint64 {
+	var res *[1024]uint64
+	add := func(lo, hi uint16) {
+		if res == nil {
+			res = new([1024]uint64)
+		}
+		for p := uint32(lo); p <= uint32(hi); p++ {
+			res[p>>6] |= 1 << (p & 63)
+		}
+	}
 	ip := k.addr.NetIP(k.fam)
-	v := e.v.Load()
 	for _, r := range v.rules.dnat {
 		if !r.m.dport.set || !r.m.protoMatch(k.proto) {
 			continue
@@ -498,10 +566,44 @@ func (e *Engine) portSetLocked(k setKey) *portSet {
 		} else if !prefixesMatch(r.m.dst, ip) {
 			continue
 		}
-		s.takeRange(r.m.dport.lo, r.m.dport.hi)
+		add(r.m.dport.lo, r.m.dport.hi)
 	}
-	e.sets[k] = s
-	return s
+	for _, r := range e.extra {
+		if r.Proto != k.proto && (r.Proto != 0 || (k.proto != packet.ProtoTCP && k.proto != packet.ProtoUDP)) {
+			continue
+		}
+		if len(r.Dst) == 0 {
+			if !v.isOwn(k.addr, k.fam) {
+				continue
+			}
+		} else if !prefixesMatch(r.Dst, ip) {
+			continue
+		}
+		add(r.Lo, r.Hi)
+	}
+	return res
+}
+
+// reserveLocked brings every port set's reservations in line with setup v
+// (a reload, a runtime forward added or removed). An endpoint-independent
+// mapping that holds a port newly reserved leaves the index: its
+// connections keep it, but no new connection reuses it, no hairpin or
+// inbound connection finds it, and its endpoint's next flow gets a new
+// mapping. e.mu is held.
+func (e *Engine) reserveLocked(v *setup) {
+	var taken []uint16
+	for k, s := range e.sets {
+		taken = s.setReserved(e.reservedLocked(v, k), taken[:0])
+		for _, p := range taken {
+			m := e.byExt.findExt(k, p, e.seed)
+			if m == nil || !m.indexed {
+				continue
+			}
+			e.byKey.remove(m)
+			e.byExt.remove(m)
+			m.indexed, m.inByExt = false, false
+		}
+	}
 }
 
 // newMappingLocked makes a mapping holding port in ps, the set of k

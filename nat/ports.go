@@ -16,6 +16,12 @@ type portSet struct {
 	fullE [16]uint64   // bit w&63 of fullE[w>>6]: every even port of words[w] is held
 	fullO [16]uint64   // the same for odd ports
 	held  int          // number of held ports
+	// res are the ports port forwards reserve (held in words too); nil
+	// until one does. shared are reserved ports a mapping already held
+	// when a reload reserved them: the port stays held when the mapping
+	// lets go, and when the forward does while the mapping still holds it.
+	res    *[1024]uint64
+	shared map[uint16]struct{}
 }
 
 // parity restricts a search to even or odd ports (RFC 4787 REQ-4: an RTP
@@ -87,8 +93,23 @@ func (s *portSet) take(p uint16) bool {
 	return true
 }
 
-// release marks p free.
+// release gives back p, a mapping's port: it stays held when a port
+// forward reserves it.
 func (s *portSet) release(p uint16) {
+	if s.reserved(p) {
+		delete(s.shared, p)
+		return
+	}
+	s.free(p)
+}
+
+// reserved reports whether a port forward reserves p.
+func (s *portSet) reserved(p uint16) bool {
+	return s.res != nil && s.res[p>>6]&(1<<(p&63)) != 0
+}
+
+// free marks p free.
+func (s *portSet) free(p uint16) {
 	w := p >> 6
 	bit := uint64(1) << (p & 63)
 	if s.words[w]&bit == 0 {
@@ -104,11 +125,56 @@ func (s *portSet) release(p uint16) {
 	}
 }
 
-// takeRange marks lo..hi held (port forwards reserve their ports this way).
+// takeRange marks lo..hi held.
 func (s *portSet) takeRange(lo, hi uint16) {
 	for p := uint32(lo); p <= uint32(hi); p++ {
 		s.take(uint16(p))
 	}
+}
+
+// setReserved makes want the set's reserved ports (a reload's forwards):
+// a newly reserved port is held from now on, so no new mapping takes it;
+// one a mapping holds already stays that mapping's until it lets go (as
+// a Linux DNAT rule added later leaves existing conntrack entries alone)
+// and is returned in taken. A port no longer reserved is freed unless a
+// mapping holds it.
+func (s *portSet) setReserved(want *[1024]uint64, taken []uint16) []uint16 {
+	if s.res == nil {
+		if want == nil {
+			return taken
+		}
+		s.res = new([1024]uint64)
+	}
+	for w := range s.res {
+		var nw uint64
+		if want != nil {
+			nw = want[w]
+		}
+		old := s.res[w]
+		if old == nw {
+			continue
+		}
+		s.res[w] = nw
+		for add := nw &^ old; add != 0; add &= add - 1 {
+			p := uint16(w<<6 | bits.TrailingZeros64(add))
+			if !s.take(p) {
+				if s.shared == nil {
+					s.shared = map[uint16]struct{}{}
+				}
+				s.shared[p] = struct{}{}
+				taken = append(taken, p)
+			}
+		}
+		for del := old &^ nw; del != 0; del &= del - 1 {
+			p := uint16(w<<6 | bits.TrailingZeros64(del))
+			if _, ok := s.shared[p]; ok {
+				delete(s.shared, p)
+				continue
+			}
+			s.free(p)
+		}
+	}
+	return taken
 }
 
 // nextFree returns the first free port of parity par in [from, hi], or -1.

@@ -3,6 +3,8 @@
 # gateway's TestReload10kRulesNoLoss at half the measured maximum with a
 # TUN-sized input queue and with a deep one, ROUNDS times each, and prints
 # its measurement lines. Usage: scripts/reload-rate.sh [ROUNDS]
+# The end-to-end method (kernel TUNs, paced sender outside the gateway's
+# process, steady phase first) is scripts/reload-rate-tun.sh.
 set -u
 rounds=${1:-3}
 export PATH=/usr/local/go/bin:$PATH

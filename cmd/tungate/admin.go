@@ -206,8 +206,12 @@ func newReloadCmd(stdout, stderr io.Writer) *cobra.Command {
 difference from the running config, or none. It prints the changes, one a line
 ("~" changed, "+" added, "-" removed).
 
-Applied while running: rules and sets; NAT rules (new connections use them,
-existing ones keep their translation unless --flush-nat); helper ports;
+Applied while running: rules and sets (a rule kept unchanged, same chain and
+text, keeps its counters; a new or edited one starts at zero); NAT rules (new
+connections use them, existing ones keep their translation unless
+--flush-nat; a port forward's port is reserved from masquerade at once, and a
+mapping already holding it keeps its connections but is not reused); helper
+ports (helper counters carry over);
 [conntrack] limits and timeouts (an entry takes a new timeout at its next
 packet); per_source_max values; ICMP rate limits; log level; routes;
 interfaces added (opened), removed (closed, their connections deleted),

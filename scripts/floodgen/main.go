@@ -7,8 +7,15 @@
 // sent as one JSON object on stdout.
 //
 //	floodgen malformed -i DEV [-rate PPS] [-d DURATION | -n COUNT]
-//	floodgen udpflows -i DEV -src 10.10.0.0/16 -dst 198.18.0.2 [-dport 9 -dports 1] [-dmac MAC] [-rate PPS] [-d DURATION | -n COUNT]
+//	floodgen udpflows -i DEV -src 10.10.0.0/16 -dst 198.18.0.2 [-dport 9 -dports 1] [-flows N] [-dmac MAC] [-rate PPS] [-maxlag N] [-d DURATION | -n COUNT]
 //	floodgen syn -i DEV -src 0.0.0.0/0 -dst 198.18.0.3 [-dport 80] [-rate PPS] [-d DURATION | -n COUNT]
+//
+// udpflows -flows N cycles through N flows instead of making a new one per
+// packet: a fixed-rate stream of established flows (scripts/reload-rate.sh).
+// -maxlag N bounds how far a paced sender that fell behind (descheduled on a
+// loaded machine) catches up at once: more than N packets behind, it
+// restarts its schedule from now and counts the packets it skipped, so a
+// stall of the sender never becomes a burst the receiver's queue must hold.
 //
 // syn is a SYN flood with random sources from -src (hping3 --rand-source
 // for IPv4, and IPv6, which hping3 lacks), random source ports and
@@ -54,6 +61,8 @@ func main() {
 	dport := fs.Int("dport", 9, "udpflows: destination port")
 	dports := fs.Int("dports", 1, "udpflows: spread flows over this many destination ports from -dport")
 	dmac := fs.String("dmac", "", "destination MAC for an Ethernet device (empty: a TUN)")
+	flows := fs.Int("flows", 0, "udpflows: cycle through this many flows (0: a new flow per packet)")
+	fs.IntVar(&maxLag, "maxlag", 0, "paced: when more than this many packets behind, skip them instead of bursting (0: catch up)")
 	fs.Parse(os.Args[2:])
 	if *dev == "" || (*dur == 0 && *count == 0) {
 		usage()
@@ -93,7 +102,7 @@ func main() {
 		if *dports < 1 || *dport+*dports > 65536 {
 			fail(fmt.Errorf("-dport %d -dports %d: out of range", *dport, *dports))
 		}
-		res = s.sendFlows(p.Masked(), d, uint16(*dport), *dports, *rate, *dur, *count)
+		res = s.sendFlows(p.Masked(), d, uint16(*dport), *dports, *flows, *rate, *dur, *count)
 	default:
 		usage()
 	}
@@ -173,6 +182,9 @@ func (s *sender) send(b []byte) bool {
 // stopped is set by a signal: the pacer ends the run.
 var stopped atomic.Bool
 
+// maxLag is -maxlag: the most packets a paced sender sends late at once.
+var maxLag int
+
 // pacer spaces packets at rate per second (0: no pacing), checking the
 // clock once per 64 packets.
 type pacer struct {
@@ -181,6 +193,9 @@ type pacer struct {
 	end   time.Time
 	count int
 	n     int
+	// skipped counts packets never sent because the sender was more than
+	// maxLag behind; resets the times that happened.
+	skipped, resets int
 }
 
 func newPacer(rate int, dur time.Duration, count int) *pacer {
@@ -202,9 +217,13 @@ func (p *pacer) next() bool {
 			return false
 		}
 		if p.rate > 0 {
-			due := p.start.Add(time.Duration(float64(p.n) / float64(p.rate) * float64(time.Second)))
+			owed := p.n + p.skipped
+			due := p.start.Add(time.Duration(float64(owed) / float64(p.rate) * float64(time.Second)))
 			if d := due.Sub(now); d > 0 {
 				time.Sleep(d)
+			} else if late := int(-d.Seconds() * float64(p.rate)); maxLag > 0 && late > maxLag {
+				p.skipped += late
+				p.resets++
 			}
 		}
 	}
@@ -218,12 +237,14 @@ type result struct {
 	Errors  int            `json:"send_errors"`
 	LastErr string         `json:"last_error,omitempty"`
 	Seconds float64        `json:"seconds"`
+	Skipped int            `json:"skipped,omitempty"`
+	Resets  int            `json:"lag_resets,omitempty"`
 	PPS     float64        `json:"pps"`
 	Classes map[string]int `json:"classes,omitempty"`
 }
 
 func (s *sender) result(p *pacer, sent int) result {
-	r := result{Sent: sent, Errors: s.errs, Seconds: time.Since(p.start).Seconds()}
+	r := result{Sent: sent, Errors: s.errs, Seconds: time.Since(p.start).Seconds(), Skipped: p.skipped, Resets: p.resets}
 	if s.lastErr != nil {
 		r.LastErr = s.lastErr.Error()
 	}
@@ -255,7 +276,7 @@ func (s *sender) sendMalformed(cl []class, rate int, dur time.Duration, count in
 // prefix's address × port space wraps; the destination port steps through
 // dports ports (a NAT that reuses a port towards other destinations, as
 // Linux's masquerade does, then needs no new port per flow).
-func (s *sender) sendFlows(src netip.Prefix, dst netip.Addr, dport uint16, dports int, rate int, dur time.Duration, count int) result {
+func (s *sender) sendFlows(src netip.Prefix, dst netip.Addr, dport uint16, dports, flows int, rate int, dur time.Duration, count int) result {
 	v6 := dst.Is6()
 	base := src.Addr()
 	hostBits := base.BitLen() - src.Bits()
@@ -280,6 +301,9 @@ func (s *sender) sendFlows(src netip.Prefix, dst netip.Addr, dport uint16, dport
 	// skipped (network and broadcast look-alikes the gateway may call
 	// martian); a single address (/32, /128) sends from that address.
 	for i := 0; p.next(); i++ {
+		if flows > 0 {
+			i %= flows
+		}
 		for hosts > 256 {
 			h := uint16(i % hosts)
 			if h&0xff != 0 && h&0xff != 0xff {
