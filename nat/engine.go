@@ -166,11 +166,10 @@ type mapping struct {
 	users   *link    // connections using the mapping, oldest first
 	tail    *link
 	n       int
-	// hash and next are the mapping's hash and chain link in byKey and
-	// byExt (indexed by byKeySlot, byExtSlot); next[0] also chains the
-	// free pool.
+	// hash is the mapping's hash in byKey and byExt (indexed by
+	// byKeySlot, byExtSlot); next chains the free pool.
 	hash [2]uint64
-	next [2]*mapping
+	next *mapping
 }
 
 // link ties one connection to one mapping.
@@ -254,7 +253,7 @@ type Engine struct {
 	// endpoints that collide.
 	seed uint64
 	// freeMaps and freeBinds are the pools (freeMaps chained through
-	// next[0], nFreeMaps its length; freeBinds a stack of at most
+	// next, nFreeMaps its length; freeBinds a stack of at most
 	// maxPooled).
 	freeMaps  *mapping
 	freeBinds []*binding
@@ -511,7 +510,7 @@ func (e *Engine) newMappingLocked(k setKey, ps *portSet, port uint16, a packet.A
 	e.st.mappingsCreated.Add(1)
 	m := e.freeMaps
 	if m != nil {
-		e.freeMaps, m.next[0] = m.next[0], nil
+		e.freeMaps, m.next = m.next, nil
 		e.nFreeMaps--
 	} else {
 		m = &mapping{}
@@ -576,7 +575,7 @@ func (e *Engine) freeLocked(m *mapping) {
 	e.st.mappings.Add(-1)
 	*m = mapping{}
 	if e.nFreeMaps < maxPooled {
-		m.next[0] = e.freeMaps
+		m.next = e.freeMaps
 		e.freeMaps = m
 		e.nFreeMaps++
 	}

@@ -12,7 +12,7 @@ import (
 // TestMapIndexAgainstMap runs random inserts, removes and finds through
 // several doublings (and the incremental moves between them) against a Go
 // map, once with the real hash and once with one that puts most keys in a
-// few chains.
+// few long runs of slots.
 func TestMapIndexAgainstMap(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -65,7 +65,7 @@ func TestMapIndexAgainstMap(t *testing.T) {
 					t.Fatalf("find %+v = %p, want %p", k, got, m)
 				}
 			}
-			if len(x.cur) <= minBuckets {
+			if len(x.cur) <= minSlots {
 				t.Fatalf("never grew: %d buckets for up to %d mappings", len(x.cur), len(model))
 			}
 		})
