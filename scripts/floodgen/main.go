@@ -7,7 +7,7 @@
 // sent as one JSON object on stdout.
 //
 //	floodgen malformed -i DEV [-rate PPS] [-d DURATION | -n COUNT]
-//	floodgen udpflows -i DEV -src 10.10.0.0/16 -dst 198.18.0.2 [-dport 9 -dports 1] [-dmac MAC] [-rate PPS] [-d DURATION | -n COUNT]
+//	floodgen udpflows -i DEV -src 10.10.0.0/16 -dst 198.18.0.2 [-dport 9 -dports 1] [-first N] [-dmac MAC] [-rate PPS] [-d DURATION | -n COUNT]
 //	floodgen syn -i DEV -src 0.0.0.0/0 -dst 198.18.0.3 [-dport 80] [-rate PPS] [-d DURATION | -n COUNT]
 //
 // syn is a SYN flood with random sources from -src (hping3 --rand-source
@@ -53,6 +53,7 @@ func main() {
 	lan6 := fs.String("lan6", "fd10::2", "malformed: the IPv6 source of well-formed headers")
 	dport := fs.Int("dport", 9, "udpflows: destination port")
 	dports := fs.Int("dports", 1, "udpflows: spread flows over this many destination ports from -dport")
+	first := fs.Int("first", 0, "udpflows: number of the first flow (a warm-up started far from 0 sends no flow the measurement after it sends again)")
 	dmac := fs.String("dmac", "", "destination MAC for an Ethernet device (empty: a TUN)")
 	fs.Parse(os.Args[2:])
 	if *dev == "" || (*dur == 0 && *count == 0) {
@@ -93,7 +94,10 @@ func main() {
 		if *dports < 1 || *dport+*dports > 65536 {
 			fail(fmt.Errorf("-dport %d -dports %d: out of range", *dport, *dports))
 		}
-		res = s.sendFlows(p.Masked(), d, uint16(*dport), *dports, *rate, *dur, *count)
+		if *first < 0 {
+			fail(fmt.Errorf("-first %d: negative", *first))
+		}
+		res = s.sendFlows(p.Masked(), d, uint16(*dport), *dports, *first, *rate, *dur, *count)
 	default:
 		usage()
 	}
@@ -255,7 +259,7 @@ func (s *sender) sendMalformed(cl []class, rate int, dur time.Duration, count in
 // prefix's address × port space wraps; the destination port steps through
 // dports ports (a NAT that reuses a port towards other destinations, as
 // Linux's masquerade does, then needs no new port per flow).
-func (s *sender) sendFlows(src netip.Prefix, dst netip.Addr, dport uint16, dports int, rate int, dur time.Duration, count int) result {
+func (s *sender) sendFlows(src netip.Prefix, dst netip.Addr, dport uint16, dports, first int, rate int, dur time.Duration, count int) result {
 	v6 := dst.Is6()
 	base := src.Addr()
 	hostBits := base.BitLen() - src.Bits()
@@ -279,7 +283,7 @@ func (s *sender) sendFlows(src netip.Prefix, dst netip.Addr, dport uint16, dport
 	// of more than 256 addresses, hosts whose low byte is 0 or 255 are
 	// skipped (network and broadcast look-alikes the gateway may call
 	// martian); a single address (/32, /128) sends from that address.
-	for i := 0; p.next(); i++ {
+	for i := first; p.next(); i++ {
 		for hosts > 256 {
 			h := uint16(i % hosts)
 			if h&0xff != 0 && h&0xff != 0xff {
