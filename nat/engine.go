@@ -166,11 +166,15 @@ type mapping struct {
 	users   *link    // connections using the mapping, oldest first
 	tail    *link
 	n       int
-	// hash is the mapping's hash in byKey and byExt (indexed by
-	// byKeySlot, byExtSlot); next chains the free pool.
-	hash [2]uint64
+	// next chains the free pool. The indexes keep the mappings' hashes
+	// in their slots; removing one computes it again from the key, which
+	// keeps a mapping in the 128-byte size class.
 	next *mapping
 }
+
+// A mapping must stay in the 128-byte size class (see above): a NATed
+// connection that is not reusing an endpoint's mapping has one.
+var _ = [128 - unsafe.Sizeof(mapping{})]struct{}{}
 
 // link ties one connection to one mapping.
 type link struct {
@@ -291,8 +295,8 @@ func New(cfg Config, ifaces []Iface, table *conntrack.Table, log *zap.Logger) (*
 		table: table,
 		log:   log,
 		sets:  map[setKey]*portSet{},
-		byKey: newMapIndex(byKeySlot),
-		byExt: newMapIndex(byExtSlot),
+		byKey: newMapIndex(),
+		byExt: newMapIndex(),
 		seed:  rand.Uint64(),
 	}
 	for i, r := range v.rules.snat {
@@ -564,9 +568,9 @@ func (e *Engine) freeLocked(m *mapping) {
 	if m.indexed {
 		// Indexed mappings are unique per key and external endpoint
 		// (mapFor re-checks under the lock before publishing).
-		e.byKey.remove(m)
+		e.byKey.remove(m, m.key.hash(e.seed))
 		if m.inByExt {
-			e.byExt.remove(m)
+			e.byExt.remove(m, extHash(m.ext, m.port, e.seed))
 		}
 	}
 	if m.hasPort {

@@ -7,13 +7,6 @@ import (
 	"tungate/packet"
 )
 
-// The two indexes a mapping can be in; each uses its own slot of
-// mapping.hash.
-const (
-	byKeySlot = iota // Engine.byKey: by rule and internal endpoint
-	byExtSlot        // Engine.byExt: endpoint-independent mappings by external endpoint
-)
-
 // minSlots is an index's initial size.
 const minSlots = 512
 
@@ -43,21 +36,20 @@ var tomb = new(mapping)
 // tombstones) except in the table being moved from, which only shrinks.
 // Guarded by Engine.mu.
 type mapIndex struct {
-	slot  int      // byKeySlot or byExtSlot
 	cur   []ixSlot // a power of two of them
 	old   []ixSlot // the slots before growing, while they are moved
 	moved int      // old[:moved] are moved into cur
 	n     int      // mappings in the index
 }
 
-func newMapIndex(slot int) mapIndex {
-	return mapIndex{slot: slot, cur: make([]ixSlot, minSlots)}
+func newMapIndex() mapIndex {
+	return mapIndex{cur: make([]ixSlot, minSlots)}
 }
 
-// insert adds m, whose hash for this index is set.
-func (x *mapIndex) insert(m *mapping) {
+// insert adds m with hash h.
+func (x *mapIndex) insert(m *mapping, h uint64) {
 	x.step()
-	put(x.cur, m.hash[x.slot], m)
+	put(x.cur, h, m)
 	x.n++
 	if x.old == nil && x.n > len(x.cur)/4*3 {
 		x.old, x.cur, x.moved = x.cur, make([]ixSlot, 2*len(x.cur)), 0
@@ -74,10 +66,9 @@ func put(t []ixSlot, h uint64, m *mapping) {
 	t[i] = ixSlot{h, m}
 }
 
-// remove takes m out; m is in the index.
-func (x *mapIndex) remove(m *mapping) {
+// remove takes m, in the index with hash h, out.
+func (x *mapIndex) remove(m *mapping, h uint64) {
 	x.step()
-	h := m.hash[x.slot]
 	mask := uint64(len(x.cur) - 1)
 	for i := h & mask; x.cur[i].m != nil; i = (i + 1) & mask {
 		if x.cur[i].m == m {

@@ -23,7 +23,7 @@ func TestMapIndexAgainstMap(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(3, 4))
-			x := newMapIndex(byKeySlot)
+			x := newMapIndex()
 			model := map[mapKey]*mapping{}
 			var live []*mapping
 			key := func() mapKey {
@@ -39,8 +39,7 @@ func TestMapIndexAgainstMap(t *testing.T) {
 						continue
 					}
 					m := &mapping{key: k}
-					m.hash[byKeySlot] = tc.hash(&k)
-					x.insert(m)
+					x.insert(m, tc.hash(&k))
 					model[k] = m
 					live = append(live, m)
 				case op < 8 && len(live) > 0:
@@ -48,7 +47,7 @@ func TestMapIndexAgainstMap(t *testing.T) {
 					m := live[j]
 					live[j] = live[len(live)-1]
 					live = live[:len(live)-1]
-					x.remove(m)
+					x.remove(m, tc.hash(&m.key))
 					delete(model, m.key)
 				default:
 					k := key()
