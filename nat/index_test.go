@@ -11,8 +11,8 @@ import (
 
 // TestMapIndexAgainstMap runs random inserts, removes and finds through
 // several doublings (and the incremental moves between them) against a Go
-// map, once with the real hash and once with one that puts most keys in a
-// few long runs of slots.
+// map, with the real hash and with ones that put most keys in a few long
+// runs of slots, one of them wrapping around the table's end.
 func TestMapIndexAgainstMap(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -20,6 +20,9 @@ func TestMapIndexAgainstMap(t *testing.T) {
 	}{
 		{"hash", func(k *mapKey) uint64 { return k.hash(42) }},
 		{"collisions", func(k *mapKey) uint64 { return uint64(k.port % 5) }},
+		// Homes in the last slots, whatever the size: every run wraps
+		// around the end of the table.
+		{"wrapping", func(k *mapKey) uint64 { return ^uint64(0) - uint64(k.port%3) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(3, 4))
