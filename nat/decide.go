@@ -534,11 +534,9 @@ func (e *Engine) mapFor(key *mapKey, r *snatRule, kind idKind, ext packet.Addr, 
 	m := e.newMappingLocked(sk, ps, port, cur.Src, cur.SrcPort)
 	m.key, m.indexed = *key, true
 	m.eim, m.eif = r.eim, r.eif
-	m.hash[byKeySlot] = h
-	e.byKey.insert(m)
+	e.byKey.insert(m, h)
 	if m.eim && kind == idPort {
-		m.hash[byExtSlot] = extHash(sk, port, e.seed)
-		e.byExt.insert(m)
+		e.byExt.insert(m, extHash(sk, port, e.seed))
 		m.inByExt = true
 	}
 	b := e.bindingLocked(c)
@@ -583,14 +581,13 @@ func (e *Engine) mapFor(key *mapKey, r *snatRule, kind idKind, ext packet.Addr, 
 			return packet.Addr{}, 0, false
 		}
 		if m.inByExt {
-			e.byExt.remove(m)
+			e.byExt.remove(m, extHash(sk, m.port, e.seed))
 		}
 		port = uint16(pi)
 		m.port = port
 		ps.take(port)
 		if m.inByExt {
-			m.hash[byExtSlot] = extHash(sk, port, e.seed)
-			e.byExt.insert(m)
+			e.byExt.insert(m, extHash(sk, port, e.seed))
 		}
 		e.mu.Unlock()
 	}

@@ -166,12 +166,15 @@ type mapping struct {
 	users   *link    // connections using the mapping, oldest first
 	tail    *link
 	n       int
-	// hash and next are the mapping's hash and chain link in byKey and
-	// byExt (indexed by byKeySlot, byExtSlot); next[0] also chains the
-	// free pool.
-	hash [2]uint64
-	next [2]*mapping
+	// next chains the free pool. The indexes keep the mappings' hashes
+	// in their slots; removing one computes it again from the key, which
+	// keeps a mapping in the 128-byte size class.
+	next *mapping
 }
+
+// A mapping must stay in the 128-byte size class (see above): a NATed
+// connection that is not reusing an endpoint's mapping has one.
+var _ = [128 - unsafe.Sizeof(mapping{})]struct{}{}
 
 // link ties one connection to one mapping.
 type link struct {
@@ -257,7 +260,7 @@ type Engine struct {
 	// endpoints that collide.
 	seed uint64
 	// freeMaps and freeBinds are the pools (freeMaps chained through
-	// next[0], nFreeMaps its length; freeBinds a stack of at most
+	// next, nFreeMaps its length; freeBinds a stack of at most
 	// maxPooled).
 	freeMaps  *mapping
 	freeBinds []*binding
@@ -295,8 +298,8 @@ func New(cfg Config, ifaces []Iface, table *conntrack.Table, log *zap.Logger) (*
 		table: table,
 		log:   log,
 		sets:  map[setKey]*portSet{},
-		byKey: newMapIndex(byKeySlot),
-		byExt: newMapIndex(byExtSlot),
+		byKey: newMapIndex(),
+		byExt: newMapIndex(),
 		seed:  rand.Uint64(),
 	}
 	for i, r := range v.rules.snat {
@@ -599,8 +602,10 @@ func (e *Engine) reserveLocked(v *setup) {
 			if m == nil || !m.indexed {
 				continue
 			}
-			e.byKey.remove(m)
-			e.byExt.remove(m)
+			e.byKey.remove(m, m.key.hash(e.seed))
+			if m.inByExt {
+				e.byExt.remove(m, extHash(m.ext, m.port, e.seed))
+			}
 			m.indexed, m.inByExt = false, false
 		}
 	}
@@ -613,7 +618,7 @@ func (e *Engine) newMappingLocked(k setKey, ps *portSet, port uint16, a packet.A
 	e.st.mappingsCreated.Add(1)
 	m := e.freeMaps
 	if m != nil {
-		e.freeMaps, m.next[0] = m.next[0], nil
+		e.freeMaps, m.next = m.next, nil
 		e.nFreeMaps--
 	} else {
 		m = &mapping{}
@@ -667,9 +672,9 @@ func (e *Engine) freeLocked(m *mapping) {
 	if m.indexed {
 		// Indexed mappings are unique per key and external endpoint
 		// (mapFor re-checks under the lock before publishing).
-		e.byKey.remove(m)
+		e.byKey.remove(m, m.key.hash(e.seed))
 		if m.inByExt {
-			e.byExt.remove(m)
+			e.byExt.remove(m, extHash(m.ext, m.port, e.seed))
 		}
 	}
 	if m.hasPort {
@@ -678,7 +683,7 @@ func (e *Engine) freeLocked(m *mapping) {
 	e.st.mappings.Add(-1)
 	*m = mapping{}
 	if e.nFreeMaps < maxPooled {
-		m.next[0] = e.freeMaps
+		m.next = e.freeMaps
 		e.freeMaps = m
 		e.nFreeMaps++
 	}

@@ -11,8 +11,8 @@ import (
 
 // TestMapIndexAgainstMap runs random inserts, removes and finds through
 // several doublings (and the incremental moves between them) against a Go
-// map, once with the real hash and once with one that puts most keys in a
-// few chains.
+// map, with the real hash and with ones that put most keys in a few long
+// runs of slots, one of them wrapping around the table's end.
 func TestMapIndexAgainstMap(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -20,10 +20,13 @@ func TestMapIndexAgainstMap(t *testing.T) {
 	}{
 		{"hash", func(k *mapKey) uint64 { return k.hash(42) }},
 		{"collisions", func(k *mapKey) uint64 { return uint64(k.port % 5) }},
+		// Homes in the last slots, whatever the size: every run wraps
+		// around the end of the table.
+		{"wrapping", func(k *mapKey) uint64 { return ^uint64(0) - uint64(k.port%3) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(3, 4))
-			x := newMapIndex(byKeySlot)
+			x := newMapIndex()
 			model := map[mapKey]*mapping{}
 			var live []*mapping
 			key := func() mapKey {
@@ -39,8 +42,7 @@ func TestMapIndexAgainstMap(t *testing.T) {
 						continue
 					}
 					m := &mapping{key: k}
-					m.hash[byKeySlot] = tc.hash(&k)
-					x.insert(m)
+					x.insert(m, tc.hash(&k))
 					model[k] = m
 					live = append(live, m)
 				case op < 8 && len(live) > 0:
@@ -48,7 +50,7 @@ func TestMapIndexAgainstMap(t *testing.T) {
 					m := live[j]
 					live[j] = live[len(live)-1]
 					live = live[:len(live)-1]
-					x.remove(m)
+					x.remove(m, tc.hash(&m.key))
 					delete(model, m.key)
 				default:
 					k := key()
@@ -65,7 +67,7 @@ func TestMapIndexAgainstMap(t *testing.T) {
 					t.Fatalf("find %+v = %p, want %p", k, got, m)
 				}
 			}
-			if len(x.cur) <= minBuckets {
+			if len(x.cur) <= minSlots {
 				t.Fatalf("never grew: %d buckets for up to %d mappings", len(x.cur), len(model))
 			}
 		})

@@ -243,15 +243,13 @@ func (e *Engine) restoreLink(c *conntrack.Conn, dst bool, s *savedMapping) error
 			if r != nil {
 				m.eim, m.eif = r.eim, r.eif
 			}
-			m.hash[byKeySlot] = h
-			e.byKey.insert(m)
+			e.byKey.insert(m, h)
 			if s.inByExt {
 				if e.byExt.findExt(s.ext, s.port, e.seed) != nil {
 					e.freeLocked(m)
 					return drop("nat_port", "another mapping answers on the external port")
 				}
-				m.hash[byExtSlot] = extHash(s.ext, s.port, e.seed)
-				e.byExt.insert(m)
+				e.byExt.insert(m, extHash(s.ext, s.port, e.seed))
 				m.inByExt = true
 			}
 		}

@@ -16,12 +16,16 @@
 # forwarders' device queue length; default the TUN's 500),
 # INTERVAL (u50), SHARED (../shared); FLOODER=floodgen sends the SYNs
 # with scripts/floodgen instead, paced at RATE (20000) a second exactly
-# (hping3's usleep pacing falls short on a loaded machine).
+# (hping3's usleep pacing falls short on a loaded machine). BASE=BINARY
+# also measures that second tungate binary (e.g. one built from an older
+# commit) in every round, as "base", with its own ratio against the same
+# round's copy loop.
 set -u
 HERE=$(cd $(dirname $0)/.. && pwd)
 T=${1:-8}; ROUNDS=${2:-1}
 MAX=${MAX:-16384}; INTERVAL=${INTERVAL:-u50}
 FLOODER=${FLOODER:-hping3}; RATE=${RATE:-20000}
+BASE=${BASE:-}
 ID=fs$$
 . $HERE/scripts/flood-lib.sh
 trap fl_cleanup EXIT
@@ -29,7 +33,7 @@ fl_build
 command -v hping3 >/dev/null && command -v iperf3 >/dev/null || { echo "needs hping3 and iperf3 (scripts/test-deps.sh)"; exit 1; }
 fl_gw_config "max = $MAX"
 [ $FLOODER = floodgen ] && INTERVAL="1/$RATE s (floodgen)"
-echo "flood-syn: $T s per measurement, $ROUNDS round(s), max $MAX, one SYN every $INTERVAL, load avg $(fl_load), commit $(cd $HERE && git rev-parse --short HEAD)"
+echo "flood-syn: $T s per measurement, $ROUNDS round(s), max $MAX, one SYN every $INTERVAL, txqueuelen ${TXQLEN:-TUN default}, load avg $(fl_load), commit $(cd $HERE && git rev-parse --short HEAD)${BASE:+, base binary $BASE}"
 
 # flood_on / flood_off: hping3 in the client namespace; flood_off prints
 # SYNs sent and their rate.
@@ -53,10 +57,12 @@ flood_off() {
   fl_py "print('%d SYNs, %.0f/s' % ($n, $n/($(date +%s.%N)-$FLOOD_T0)))"
 }
 
-measure() {  # measure copy|gw → sets NO and FL (Gbit/s)
+measure() {  # measure copy|gw|base → sets NO and FL (Gbit/s)
+  local bin=$BIN
+  [ $1 = base ] && BIN=$BASE
   if [ $1 = copy ]; then fl_up_copy; else fl_up_gw; fi
   NO=$(fl_iperf $T)
-  if [ $1 = gw ]; then
+  if [ $1 != copy ]; then
     local rss0=$(fl_rss)
     fl_ctl ct stats -o json >$FL_DIR/ct0.json
   fi
@@ -64,7 +70,7 @@ measure() {  # measure copy|gw → sets NO and FL (Gbit/s)
   FL=$(fl_iperf $T)
   local syn=$(flood_off)
   local extra=
-  if [ $1 = gw ]; then
+  if [ $1 != copy ]; then
     local rss1=$(fl_rss)
     fl_ctl ct stats -o json >$FL_DIR/ct1.json
     extra=$(fl_py "
@@ -76,17 +82,23 @@ print('entries %d/%d, early_drop +%d, drop +%d, insert +%d; RSS %d -> %d kB (%+d
   fi
   echo "  $1: no flood $NO Gbit/s, flood $FL Gbit/s ($syn) $extra"
   fl_down
+  BIN=$bin
 }
 
-ratios=()
+ratios=() bratios=()
 for r in $(seq $ROUNDS); do
-  if [ $((r % 2)) = 1 ]; then order="copy gw"; else order="gw copy"; fi
+  if [ $((r % 2)) = 1 ]; then order="copy gw ${BASE:+base}"; else order="${BASE:+base} gw copy"; fi
   for k in $order; do
     measure $k
-    if [ $k = copy ]; then CN=$NO CF=$FL; else GN=$NO GF=$FL; fi
+    case $k in copy) CN=$NO CF=$FL ;; gw) GN=$NO GF=$FL ;; base) BN=$NO BF=$FL ;; esac
   done
+  if [ -n "$BASE" ]; then
+    bratio=$(fl_py "print('%.3f' % (($BF/$BN)/($CF/$CN)) if $BN and $CN and $CF else 'n/a')")
+    echo "round $r: base keeps $(fl_py "print('%.3f' % ($BF/$BN) if $BN else 'n/a')") of its throughput under flood; base ratio $bratio"
+    bratios+=($bratio)
+  fi
   ratio=$(fl_py "print('%.3f' % (($GF/$GN)/($CF/$CN)) if $GN and $CN and $CF else 'n/a')")
   echo "round $r: gateway keeps $(fl_py "print('%.3f' % ($GF/$GN) if $GN else 'n/a')") of its throughput under flood, the copy loop $(fl_py "print('%.3f' % ($CF/$CN) if $CN else 'n/a')"); ratio $ratio (goal >= 0.95)"
   ratios+=($ratio)
 done
-echo "ratios: ${ratios[*]} (load avg now $(fl_load))"
+echo "ratios: ${ratios[*]}${BASE:+; base ratios: ${bratios[*]}} (load avg now $(fl_load))"

@@ -7,7 +7,7 @@
 // sent as one JSON object on stdout.
 //
 //	floodgen malformed -i DEV [-rate PPS] [-d DURATION | -n COUNT]
-//	floodgen udpflows -i DEV -src 10.10.0.0/16 -dst 198.18.0.2 [-dport 9 -dports 1] [-flows N] [-dmac MAC] [-rate PPS] [-maxlag N] [-d DURATION | -n COUNT]
+//	floodgen udpflows -i DEV -src 10.10.0.0/16 -dst 198.18.0.2 [-dport 9 -dports 1] [-first N] [-flows N] [-dmac MAC] [-rate PPS] [-maxlag N] [-d DURATION | -n COUNT]
 //	floodgen syn -i DEV -src 0.0.0.0/0 -dst 198.18.0.3 [-dport 80] [-rate PPS] [-d DURATION | -n COUNT]
 //
 // udpflows -flows N cycles through N flows instead of making a new one per
@@ -60,6 +60,7 @@ func main() {
 	lan6 := fs.String("lan6", "fd10::2", "malformed: the IPv6 source of well-formed headers")
 	dport := fs.Int("dport", 9, "udpflows: destination port")
 	dports := fs.Int("dports", 1, "udpflows: spread flows over this many destination ports from -dport")
+	first := fs.Int("first", 0, "udpflows: number of the first flow (a warm-up started far from 0 sends no flow the measurement after it sends again)")
 	dmac := fs.String("dmac", "", "destination MAC for an Ethernet device (empty: a TUN)")
 	flows := fs.Int("flows", 0, "udpflows: cycle through this many flows (0: a new flow per packet)")
 	fs.IntVar(&maxLag, "maxlag", 0, "paced: when more than this many packets behind, skip them instead of bursting (0: catch up)")
@@ -102,7 +103,10 @@ func main() {
 		if *dports < 1 || *dport+*dports > 65536 {
 			fail(fmt.Errorf("-dport %d -dports %d: out of range", *dport, *dports))
 		}
-		res = s.sendFlows(p.Masked(), d, uint16(*dport), *dports, *flows, *rate, *dur, *count)
+		if *first < 0 {
+			fail(fmt.Errorf("-first %d: negative", *first))
+		}
+		res = s.sendFlows(p.Masked(), d, uint16(*dport), *dports, *first, *flows, *rate, *dur, *count)
 	default:
 		usage()
 	}
@@ -276,7 +280,7 @@ func (s *sender) sendMalformed(cl []class, rate int, dur time.Duration, count in
 // prefix's address × port space wraps; the destination port steps through
 // dports ports (a NAT that reuses a port towards other destinations, as
 // Linux's masquerade does, then needs no new port per flow).
-func (s *sender) sendFlows(src netip.Prefix, dst netip.Addr, dport uint16, dports, flows int, rate int, dur time.Duration, count int) result {
+func (s *sender) sendFlows(src netip.Prefix, dst netip.Addr, dport uint16, dports, first, flows int, rate int, dur time.Duration, count int) result {
 	v6 := dst.Is6()
 	base := src.Addr()
 	hostBits := base.BitLen() - src.Bits()
@@ -300,9 +304,13 @@ func (s *sender) sendFlows(src netip.Prefix, dst netip.Addr, dport uint16, dport
 	// of more than 256 addresses, hosts whose low byte is 0 or 255 are
 	// skipped (network and broadcast look-alikes the gateway may call
 	// martian); a single address (/32, /128) sends from that address.
-	for i := 0; p.next(); i++ {
-		if flows > 0 {
-			i %= flows
+	// Hosts skipped advance i for good, so no flow repeats (before -flows
+	// wraps it back to -first).
+	i := first - 1
+	for p.next() {
+		i++
+		if flows > 0 && i >= first+flows {
+			i = first
 		}
 		for hosts > 256 {
 			h := uint16(i % hosts)
