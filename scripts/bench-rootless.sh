@@ -323,21 +323,58 @@ tcp_up() { # -> Gbit/s, container -> host
 # floodgen JSON -> its pps.
 fg_pps() { python3 -c 'import json,sys; print("%.0f" % json.load(sys.stdin)["pps"])' 2>/dev/null || echo fail; }
 
-udp64() { # -> "RECEIVED udp64_sent_pps=SENT" (datagrams/s)
+# helper_pids: the processes of the system in between (what udp64's CPU
+# figure charges): tungate's gateway and namespace helper, slirp4netns,
+# pasta, the root gateway.
+helper_pids() {
+	case $SYS in
+	tungate) pgrep -u nobody -f "$BIN run -c $W/tg.toml" ;;
+	tungate_base) pgrep -u nobody -f "$BASEBIN run -c $W/tg.toml" ;;
+	slirp4netns) echo "$SLIRPPID" ;;
+	pasta) pgrep -u nobody "^passt" ;;
+	rootgw) echo "$SYSPID" ;;
+	esac
+}
+# cpu_ticks PID...: user+system clock ticks of the processes (all threads).
+cpu_ticks() {
+	local t=0 p
+	for p in "$@"; do
+		[ -r /proc/$p/stat ] && t=$((t + $(sed 's/.*) //' /proc/$p/stat | awk '{print $12 + $13}')))
+	done
+	echo $t
+}
+
+udp64() { # -> "RECEIVED udp64_sent_pps=SENT udp64_cpu_us_per_pkt=US" (datagrams/s)
 	local bind=127.0.0.1 target=${TARGET:-}
 	[ "$SYS" = rootgw ] && bind=198.18.0.2
 	[ "$SYS" = direct ] && target=127.0.0.1
 	rm -f "$W/udprecv.json"
 	(server_exec "$FG" udprecv -listen $bind:$SINK -idle 2s -d $((T + 20))s >"$W/udprecv.json" 2>/dev/null) &
-	local sp=$! sent
+	local sp=$! sent pids t0 t1
 	sleep 0.3
+	pids=$(helper_pids)
+	t0=$(cpu_ticks $pids)
 	if [ "$SYS" = direct ]; then
 		sent=$(asnobody "$FG" udpsend -dst $target:$SINK -size 64 -conns "$UDPCONNS" -d "${T}s" 2>/dev/null | fg_pps)
 	else
 		sent=$(inside "$FG" udpsend -dst $target:$SINK -size 64 -conns "$UDPCONNS" -d "${T}s" 2>/dev/null | fg_pps)
 	fi
+	t1=$(cpu_ticks $pids)
 	wait $sp 2>/dev/null
-	echo "$(fg_pps <"$W/udprecv.json") udp64_sent_pps=$sent"
+	# The helper's CPU time per datagram received: what the system in
+	# between costs, which the load of others changes less than its rate.
+	python3 - "$W/udprecv.json" "$sent" $((t1 - t0)) "$(getconf CLK_TCK)" "$SYS" <<'EOF'
+import json, sys
+try:
+    r = json.load(open(sys.argv[1]))
+except Exception:
+    print("fail udp64_sent_pps=%s" % sys.argv[2]); sys.exit()
+out = "%.0f udp64_sent_pps=%s" % (r["pps"], sys.argv[2])
+if sys.argv[5] != "direct" and r["packets"] > 0:
+    cpu = int(sys.argv[3]) / int(sys.argv[4])
+    out += " udp64_helper_cpu_s=%.2f udp64_cpu_us_per_pkt=%.2f" % (cpu, cpu * 1e6 / r["packets"])
+print(out)
+EOF
 }
 
 udp64_iperf3() { # -> datagrams/s received, iperf3 as the generator
