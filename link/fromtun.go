@@ -46,14 +46,14 @@ func (t *TUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 			t.skip--
 			return n, nil
 		}
-		m := t.raw.more(bufs, sizes, offset, n)
-		if m == n && t.raw.npend == 0 {
+		m, merr := t.raw.more(bufs, sizes, offset, n)
+		if m == n && t.raw.npend == 0 && merr == nil {
 			t.backoff = min(max(1, 2*t.backoff), maxBackoff)
 			t.skip = t.backoff
 		} else {
 			t.backoff = 0
 		}
-		n = m
+		n, err = m, merr
 	}
 	return n, err
 }

@@ -25,6 +25,12 @@ import (
 // vnetHdrLen is sizeof(struct virtio_net_hdr).
 const vnetHdrLen = 10
 
+// batchBytes ends a batch of extra reads once it holds this much, as a
+// GSO frame would: the batching is for floods of small packets; big ones
+// (a jumbo MTU's 64 KB segments) are worth a read each already, and a
+// batch of 128 of them would pass the datapath out of the cache.
+const batchBytes = 64 << 10
+
 // virtio_net_hdr fields (linux/virtio_net.h).
 const (
 	vnetNeedsCsum = 1 // VIRTIO_NET_HDR_F_NEEDS_CSUM
@@ -107,46 +113,56 @@ func (r *rawBatch) readOne(b []byte) int {
 	return r.n
 }
 
+// errBadFrame: a frame the batched reads dropped (shorter than its virtio
+// header, or a checksum position outside the packet), reported with the
+// batch so the datapath counts it as wireguard-go's own errors are.
+var errBadFrame = errors.New("tun: malformed frame dropped")
+
 // more appends what is queued to bufs[n:], after n packets already read,
 // and returns the new count. It stops at a GSO frame, which it keeps for
-// the next Read.
-func (r *rawBatch) more(bufs [][]byte, sizes []int, offset, n int) int {
+// the next Read, and at a malformed frame (errBadFrame).
+func (r *rawBatch) more(bufs [][]byte, sizes []int, offset, n int) (int, error) {
 	hl := 0
 	if r.vnet {
 		hl = vnetHdrLen
 		if offset < hl {
-			return n
+			return n, nil
 		}
 	}
-	for n < len(bufs) {
+	bytes := 0
+	for i := range n {
+		bytes += sizes[i]
+	}
+	for n < len(bufs) && bytes < batchBytes {
 		b := bufs[n][offset-hl:]
 		m := r.readOne(b)
 		if m == 0 {
-			return n
+			return n, nil
 		}
+		bytes += m
 		if !r.vnet {
 			sizes[n] = m
 			n++
 			continue
 		}
 		if m < hl {
-			continue // not a frame; nothing to deliver
+			return n, errBadFrame
 		}
 		if b[1] != gsoNone {
 			if r.pend == nil {
 				r.pend = make([]byte, vnetHdrLen+65535)
 			}
 			r.npend = copy(r.pend, b[:m])
-			return n
+			return n, nil
 		}
 		pkt := b[hl:m]
 		if b[0]&vnetNeedsCsum != 0 && !finishCsum(pkt, vnetField(b, 6), vnetField(b, 8)) {
-			continue // a checksum position outside the packet: dropped as wireguard-go does
+			return n, errBadFrame
 		}
 		sizes[n] = len(pkt)
 		n++
 	}
-	return n
+	return n, nil
 }
 
 // vnetField reads a 16-bit virtio header field (the host's byte order:
