@@ -220,3 +220,55 @@ func BenchmarkReadFlood(b *testing.B) {
 	}
 	b.ReportMetric(float64(total)/float64(b.N), "pkts/op")
 }
+
+// TestReadBatchStopsAt64KB: big packets (a jumbo MTU's) are not batched
+// beyond 64 KB: four queued 30,000-byte datagrams take two Reads.
+func TestReadBatchStopsAt64KB(t *testing.T) {
+	needRoot(t)
+	ns, dev := newNetns(t), uniqueName()
+	var l *Link
+	inNetns(t, ns, false, func() (err error) {
+		l, err = Open(Config{Name: dev, MTU: 65520}, zap.NewNop())
+		return err
+	})
+	defer l.Close()
+	mustRun(t, "ip", "-n", ns, "link", "set", dev, "up")
+	mustRun(t, "ip", "-n", ns, "addr", "add", "10.77.0.1/24", "dev", dev)
+	var conn *net.UDPConn
+	inNetns(t, ns, false, func() (err error) {
+		conn, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(10, 77, 0, 1)})
+		return err
+	})
+	defer conn.Close()
+	for range 4 {
+		if _, err := conn.WriteToUDP(make([]byte, 30000), &net.UDPAddr{IP: net.IPv4(10, 77, 0, 2), Port: 9}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bufs := make([][]byte, l.BatchSize())
+	for i := range bufs {
+		bufs[i] = make([]byte, link.Headroom+65535)
+	}
+	sizes := make([]int, len(bufs))
+	var perRead []int
+	for got := 0; got < 4; {
+		n, err := l.Read(bufs, sizes, link.Headroom)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := 0
+		for i := range n {
+			var p packet.Parsed
+			if p.Decode(bufs[i][link.Headroom:link.Headroom+sizes[i]]) == nil && p.Proto == packet.ProtoUDP && p.DstPort == 9 {
+				k++
+			}
+		}
+		if k > 0 {
+			perRead = append(perRead, k)
+		}
+		got += k
+	}
+	if len(perRead) != 2 || perRead[0] != 3 {
+		t.Errorf("datagrams per Read %v, want [3 1]: the batch stops once it holds 64 KB", perRead)
+	}
+}
