@@ -8,20 +8,52 @@ import "golang.zx2c4.com/wireguard/tun"
 type TUN struct {
 	dev   tun.Device
 	flags Flags
+	raw   *rawBatch // nil: not a kernel TUN, one packet per read
+	// skip and backoff ration the extra reads: a non-blocking read that
+	// finds nothing is a wasted system call, so after one the next few
+	// reads (doubling up to maxBackoff) do not look.
+	skip, backoff int
 }
+
+// maxBackoff is the most reads that go without looking for more after
+// fruitless looks: at a low packet rate one wasted read in that many.
+const maxBackoff = 16
 
 // FromTUN adapts dev. It does not drain dev's Events: whoever creates a
 // device that sends them (link/tun) owns that.
-func FromTUN(dev tun.Device) *TUN { return &TUN{dev: dev} }
+func FromTUN(dev tun.Device) *TUN { return &TUN{dev: dev, raw: newRawBatch(dev)} }
 
-// Read reads a batch from the device. More than one packet from one read
-// means the device split a GSO frame and computed every segment's checksums
-// itself (wireguard-go's gsoSplit), so they are marked ChecksumsVerified.
+// Read reads a batch from the device. More than one packet from one
+// device read means the device split a GSO frame and computed every
+// segment's checksums itself (wireguard-go's gsoSplit, or gsoSplit here
+// for a frame met by the batched reads), so they are marked
+// ChecksumsVerified. A single plain packet is followed by what else the
+// kernel has queued, read without blocking (tunbatch.go); such a batch is
+// not marked.
 func (t *TUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	if t.raw != nil && t.raw.npend > 0 {
+		n, err := t.raw.splitPending(bufs, sizes, offset)
+		t.flags = ChecksumsVerified
+		return n, err
+	}
 	n, err := t.dev.Read(bufs, sizes, offset)
 	t.flags = 0
 	if n > 1 {
 		t.flags = ChecksumsVerified
+	}
+	if n == 1 && err == nil && t.raw != nil && len(bufs) > 1 {
+		if t.skip > 0 {
+			t.skip--
+			return n, nil
+		}
+		m, merr := t.raw.more(bufs, sizes, offset, n)
+		if m == n && t.raw.npend == 0 && merr == nil {
+			t.backoff = min(max(1, 2*t.backoff), maxBackoff)
+			t.skip = t.backoff
+		} else {
+			t.backoff = 0
+		}
+		n, err = m, merr
 	}
 	return n, err
 }

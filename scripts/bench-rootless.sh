@@ -15,9 +15,20 @@
 #   tcp_up_65520 / tcp_up_1500  container -> host TCP, one flow (iperf3 -t T),
 #                               Gbit/s at the receiver, with the container's
 #                               MTU 65520 and 1500
-#   udp64                       container -> host UDP, 64-byte payloads, as
-#                               fast as iperf3 sends (-b 0): datagrams per
-#                               second the host received
+#   udp64                       container -> host UDP, 64-byte payloads:
+#                               floodgen udpsend in the container (sendmmsg
+#                               batches, BENCH_UDP_CONNS source ports, T
+#                               seconds), floodgen udprecv on the host
+#                               (recvmmsg); datagrams per second received
+#                               (udp64_pps) and sent (udp64_sent_pps: below
+#                               it, the system in between is the limit).
+#                               Each round starts with system=direct: the
+#                               same pair over the host's loopback, nothing
+#                               in between (the generator's ceiling).
+#                               iperf3 sends one datagram per system call
+#                               and tops out near 60 k/s here, below every
+#                               system; BENCH_UDP_IPERF3=1 adds its figure
+#                               as udp64_iperf3_pps
 #   fwd_tcp                     host -> container TCP through a port forward
 #                               (tungate: [[nat.dnat]], source kept;
 #                               slirp4netns: add_hostfwd on its API socket;
@@ -37,6 +48,8 @@
 #   BENCH_BASE=COMMIT           also build COMMIT as system tungate_base
 #                               (the same uplink setup): old and new
 #                               binaries alternated in one run
+#   BENCH_UDP_CONNS=1           udp64: sender sockets (source ports), each
+#                               its own endpoint socket in the uplink
 #   BENCH_PROFILE=DIR           tungate writes a CPU profile of each run to
 #                               DIR/SYSTEM-rROUND-mtuMTU.pprof
 # e.g. BENCH_CASES=fwd_tcp BENCH_MTUS=65520 BENCH_BASE=1cdc590 \
@@ -57,6 +70,11 @@ mkdir -p "$W/dev" && chown nobody "$W" "$W/dev"
 BIN=$W/tungate
 (cd "$ROOT" && go build -o "$BIN" ./cmd/tungate) || exit 1
 chmod 755 "$BIN"
+# The udp64 generator and counter, the same binary for every system.
+FG=$W/floodgen
+(cd "$ROOT" && go build -o "$FG" ./scripts/floodgen) || exit 1
+chmod 755 "$FG"
+UDPCONNS=${BENCH_UDP_CONNS:-1}
 BASEBIN=$W/tungate_base
 if [ -n "${BENCH_BASE:-}" ]; then
 	mkdir "$W/base" && (cd "$ROOT" && git archive "$BENCH_BASE") | tar -x -C "$W/base" || exit 1
@@ -302,7 +320,64 @@ tcp_up() { # -> Gbit/s, container -> host
 	kill $sp 2>/dev/null; wait $sp 2>/dev/null
 }
 
-udp64() { # -> datagrams/s received
+# floodgen JSON -> its pps.
+fg_pps() { python3 -c 'import json,sys; print("%.0f" % json.load(sys.stdin)["pps"])' 2>/dev/null || echo fail; }
+
+# helper_pids: the processes of the system in between (what udp64's CPU
+# figure charges): tungate's gateway and namespace helper, slirp4netns,
+# pasta, the root gateway.
+helper_pids() {
+	case $SYS in
+	tungate) pgrep -u nobody -f "$BIN run -c $W/tg.toml" ;;
+	tungate_base) pgrep -u nobody -f "$BASEBIN run -c $W/tg.toml" ;;
+	slirp4netns) echo "$SLIRPPID" ;;
+	pasta) pgrep -u nobody "^passt" ;;
+	rootgw) echo "$SYSPID" ;;
+	esac
+}
+# cpu_ticks PID...: user+system clock ticks of the processes (all threads).
+cpu_ticks() {
+	local t=0 p
+	for p in "$@"; do
+		[ -r /proc/$p/stat ] && t=$((t + $(sed 's/.*) //' /proc/$p/stat | awk '{print $12 + $13}')))
+	done
+	echo $t
+}
+
+udp64() { # -> "RECEIVED udp64_sent_pps=SENT udp64_cpu_us_per_pkt=US" (datagrams/s)
+	local bind=127.0.0.1 target=${TARGET:-}
+	[ "$SYS" = rootgw ] && bind=198.18.0.2
+	[ "$SYS" = direct ] && target=127.0.0.1
+	rm -f "$W/udprecv.json"
+	(server_exec "$FG" udprecv -listen $bind:$SINK -idle 2s -d $((T + 20))s >"$W/udprecv.json" 2>/dev/null) &
+	local sp=$! sent pids t0 t1
+	sleep 0.3
+	pids=$(helper_pids)
+	t0=$(cpu_ticks $pids)
+	if [ "$SYS" = direct ]; then
+		sent=$(asnobody "$FG" udpsend -dst $target:$SINK -size 64 -conns "$UDPCONNS" -d "${T}s" 2>/dev/null | fg_pps)
+	else
+		sent=$(inside "$FG" udpsend -dst $target:$SINK -size 64 -conns "$UDPCONNS" -d "${T}s" 2>/dev/null | fg_pps)
+	fi
+	t1=$(cpu_ticks $pids)
+	wait $sp 2>/dev/null
+	# The helper's CPU time per datagram received: what the system in
+	# between costs, which the load of others changes less than its rate.
+	python3 - "$W/udprecv.json" "$sent" $((t1 - t0)) "$(getconf CLK_TCK)" "$SYS" <<'EOF'
+import json, sys
+try:
+    r = json.load(open(sys.argv[1]))
+except Exception:
+    print("fail udp64_sent_pps=%s" % sys.argv[2]); sys.exit()
+out = "%.0f udp64_sent_pps=%s" % (r["pps"], sys.argv[2])
+if sys.argv[5] != "direct" and r["packets"] > 0:
+    cpu = int(sys.argv[3]) / int(sys.argv[4])
+    out += " udp64_helper_cpu_s=%.2f udp64_cpu_us_per_pkt=%.2f" % (cpu, cpu * 1e6 / r["packets"])
+print(out)
+EOF
+}
+
+udp64_iperf3() { # -> datagrams/s received, iperf3 as the generator
 	local bind=127.0.0.1
 	[ "$SYS" = rootgw ] && bind=198.18.0.2
 	(server_exec iperf3 -s -1 -B $bind -p $SINK >/dev/null 2>&1) &
@@ -392,12 +467,18 @@ echo "# $(slirp4netns --version | head -1); pasta $(dpkg-query -W -f '${Version}
 SYSTEMS=${BENCH_SYSTEMS:-tungate slirp4netns pasta rootgw}
 for r in $(seq "$ROUNDS"); do
 	ROUND=$r
+	if has_case udp64; then
+		SYS=direct
+		echo "round=$r system=direct udp64_pps=$(udp64)"
+		SYS=""
+	fi
 	for mtu in $MTUS; do
 		for s in $SYSTEMS; do
 			if ! start_system $s $mtu; then echo "round=$r $s mtu=$mtu: failed to start"; stop_system; continue; fi
 			has_case tcp_up && echo "round=$r system=$s mtu=$mtu tcp_up_gbps=$(tcp_up)"
 			if [ $mtu = 65520 ]; then
-				has_case udp64 && echo "round=$r system=$s mtu=$mtu udp64_pps=$(udp64)"
+				has_case udp64 && echo "round=$r system=$s mtu=$mtu udp64_pps=$(udp64) conns=$UDPCONNS"
+				has_case udp64 && [ -n "${BENCH_UDP_IPERF3:-}" ] && echo "round=$r system=$s mtu=$mtu udp64_iperf3_pps=$(udp64_iperf3)"
 				has_case fwd_tcp && echo "round=$r system=$s mtu=$mtu fwd_tcp_gbps=$(fwd_tcp) load=$(cut -d' ' -f1 /proc/loadavg)"
 			fi
 			stop_system

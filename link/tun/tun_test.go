@@ -38,14 +38,14 @@ func uniqueName() string {
 
 // needRoot skips where TUN devices and namespaces cannot be made: the only
 // reason these tests may skip.
-func needRoot(t *testing.T) {
+func needRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates TUN devices and network namespaces")
 	}
 }
 
-func mustRun(t *testing.T, argv ...string) {
+func mustRun(t testing.TB, argv ...string) {
 	t.Helper()
 	if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
 		t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
@@ -54,7 +54,7 @@ func mustRun(t *testing.T, argv ...string) {
 
 // newNetns makes a network namespace that is deleted when the test ends,
 // with whatever devices are left in it.
-func newNetns(t *testing.T) string {
+func newNetns(t testing.TB) string {
 	t.Helper()
 	ns := uniqueName()
 	mustRun(t, "ip", "netns", "add", ns)
@@ -70,7 +70,7 @@ func newNetns(t *testing.T) string {
 // dropped CAP_NET_ADMIN when noAdmin). The thread is never unlocked, so it
 // ends with the goroutine and nothing else runs in its state. What f
 // creates (devices, sockets) stays in ns and usable from any thread.
-func inNetns(t *testing.T, ns string, noAdmin bool, f func() error) {
+func inNetns(t testing.TB, ns string, noAdmin bool, f func() error) {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() {

@@ -24,6 +24,10 @@
 //
 // A TUN device takes the IP packet as is; an Ethernet device (veth) needs
 // -dmac, the next hop's MAC address, for the frame's destination.
+//
+// udpsend and udprecv (udpsock.go) go through ordinary UDP sockets instead,
+// batched with sendmmsg and recvmmsg: a datagram-rate generator and
+// counter that outrun the network helpers bench-rootless.sh compares.
 package main
 
 import (
@@ -48,6 +52,13 @@ func main() {
 		usage()
 	}
 	mode := os.Args[1]
+	if mode == "udpsend" || mode == "udprecv" {
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+		go func() { <-sig; stopped.Store(true) }()
+		json.NewEncoder(os.Stdout).Encode(sockMain(mode, os.Args[2:]))
+		return
+	}
 	fs := flag.NewFlagSet(mode, flag.ExitOnError)
 	dev := fs.String("i", "", "device to write to (required)")
 	rate := fs.Int("rate", 0, "packets per second (0: as fast as possible)")
@@ -115,6 +126,7 @@ func main() {
 
 func usage() {
 	fmt.Fprintln(os.Stderr, "usage: floodgen malformed|udpflows|syn -i DEV [-rate PPS] [-d DURATION] [-n COUNT] [flags] (floodgen MODE -h)")
+	fmt.Fprintln(os.Stderr, "       floodgen udpsend -dst HOST:PORT -d DURATION [flags] | floodgen udprecv -listen ADDR:PORT [flags]")
 	os.Exit(2)
 }
 
