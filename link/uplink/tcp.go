@@ -594,7 +594,10 @@ func (t *tcpStack) hostToStack(hc *net.TCPConn, ep tcpip.Endpoint, wq *waiter.Qu
 			w -= avail % seg
 		}
 		src.fd, src.n = int(fd), w
-		_, werr = ep.Write(&src, tcpip.WriteOptions{})
+		// Atomic: a write that is not may drop what it read beyond the
+		// room it finds after the copy, and those bytes are gone from
+		// the socket.
+		_, werr = ep.Write(&src, tcpip.WriteOptions{Atomic: true})
 		return true
 	}
 	for {
