@@ -73,6 +73,12 @@ type worker struct {
 	fragID  uint32
 	// gso: the link verified the batch's checksums (link.ChecksumsVerified).
 	gso bool
+	// partial: the batch's TCP packets are the link's own with their
+	// checksums not filled in (link.ChecksumPartial). outPart[i] marks
+	// which of out[i]'s packets are such, nPart[i] counts them.
+	partial bool
+	outPart [][]bool
+	nPart   []int
 	// forwarded and local count this batch's packets.
 	forwarded, delivered uint64
 
@@ -136,6 +142,8 @@ func (w *worker) setPlane(pl *plane) {
 	n := len(w.bufs)
 	for len(w.out) < len(pl.links) {
 		w.out = append(w.out, make([][]byte, 0, n+scratchCount))
+		w.outPart = append(w.outPart, make([]bool, 0, n+scratchCount))
+		w.nPart = append(w.nPart, 0)
 	}
 	maxMTU := 2048
 	for _, o := range pl.links {
@@ -184,7 +192,12 @@ func (w *worker) run() error {
 		w.failures = 0
 		// A link vouching for the checksums (a TUN that split a GSO frame
 		// and summed every segment itself) spares conntrack summing them.
-		w.gso = w.flags != nil && w.flags.ReadFlags()&link.ChecksumsVerified != 0
+		var fl link.Flags
+		if w.flags != nil {
+			fl = w.flags.ReadFlags()
+		}
+		w.gso = fl&link.ChecksumsVerified != 0
+		w.partial = fl&link.ChecksumPartial != 0
 		w.batch(n)
 	}
 }
@@ -248,16 +261,34 @@ func (w *worker) flush() {
 			continue
 		}
 		ol := w.pl.links[i]
+		part := w.outPart[i]
 		if ol == nil {
-			w.out[i] = q[:0]
+			w.out[i], w.outPart[i], w.nPart[i] = q[:0], part[:0], 0
 			continue
+		}
+		var pw link.PartialWriter
+		if w.nPart[i] > 0 {
+			var ok bool
+			pw, ok = ol.Dev.(link.PartialWriter)
+			if !ok || !pw.CanWritePartial() || (w.capOn && ol.st.capture.Load() != nil) {
+				// Checksums for a link that cannot offload them, and
+				// for a capture to show them as the receiver sees them.
+				w.finishChecksums(q, part)
+				pw = nil
+			}
 		}
 		if w.capOn {
 			if c := ol.st.capture.Load(); c != nil {
 				w.captureOut(c, q)
 			}
 		}
-		if _, err := ol.Dev.Write(q, headroom); err != nil && !w.g.closed.Load() {
+		var err error
+		if pw != nil {
+			_, err = pw.WritePartial(q, headroom, part)
+		} else {
+			_, err = ol.Dev.Write(q, headroom)
+		}
+		if err != nil && !w.g.closed.Load() {
 			w.g.Counters.Drops[DropWrite].Add(1)
 			w.g.log.Debug("write", zap.String("interface", ol.Name), zap.Error(err))
 		} else {
@@ -271,8 +302,20 @@ func (w *worker) flush() {
 			lc.txBytes.Add(bytes)
 		}
 		w.out[i] = q[:0]
+		w.outPart[i] = part[:0]
+		w.nPart[i] = 0
 	}
 	w.nscratch = 0
+}
+
+// finishChecksums fills in the TCP checksum of q's packets marked in part.
+func (w *worker) finishChecksums(q [][]byte, part []bool) {
+	for j, b := range q {
+		if part[j] {
+			packet.FinishTCPChecksum(b[headroom:])
+			part[j] = false
+		}
+	}
 }
 
 func (w *worker) drop(r DropReason) {
@@ -446,6 +489,10 @@ func (w *worker) packet(buf []byte, size int) {
 		w.clampMSS(p, out)
 	}
 	w.forwarded++
+	if w.partial && p.Proto == packet.ProtoTCP {
+		w.queuePartial(out, buf, p)
+		return
+	}
 	w.queue(out, buf, p)
 }
 
@@ -567,6 +614,22 @@ func (w *worker) queue(out int, buf []byte, p *packet.Parsed) {
 		return
 	}
 	w.out[out] = append(w.out[out], buf[:headroom+l])
+	w.outPart[out] = append(w.outPart[out], false)
+}
+
+// queuePartial is queue for a TCP packet whose checksum the link that
+// read it left unfilled (link.ChecksumPartial): it stays so up to the
+// output link's write, unless it has to be fragmented.
+func (w *worker) queuePartial(out int, buf []byte, p *packet.Parsed) {
+	l := p.Len()
+	if p.Fragment || l > w.pl.links[out].MTU || (w.fragMax > 0 && l > w.fragMax) {
+		p.SetL4Checksum()
+		w.queue(out, buf, p)
+		return
+	}
+	w.out[out] = append(w.out[out], buf[:headroom+l])
+	w.outPart[out] = append(w.outPart[out], true)
+	w.nPart[out]++
 }
 
 func (w *worker) fragment(out int, p *packet.Parsed, mtu int) {
@@ -593,6 +656,7 @@ func (w *worker) fragment(out int, p *packet.Parsed, mtu int) {
 	for i := 0; i < n; i++ {
 		b := w.scratch[w.nscratch+i]
 		w.out[out] = append(w.out[out], b[:headroom+len(frags[i])])
+		w.outPart[out] = append(w.outPart[out], false)
 	}
 	w.nscratch += n
 }

@@ -1,10 +1,22 @@
 package link
 
-import "golang.zx2c4.com/wireguard/tun"
+import (
+	"encoding/binary"
+	"errors"
+	"os"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+	"golang.zx2c4.com/wireguard/tun"
+
+	"tungate/packet"
+)
 
 // TUN is a wireguard-go tun.Device seen as a Link. Its method set is
 // already Link's; what it adds is the one rule for trusting a device's
-// checksums, so kernel TUNs and the in-memory devices of tests agree on it.
+// checksums, so kernel TUNs and the in-memory devices of tests agree on it,
+// and checksum offload for the TCP segments the uplink generates.
 type TUN struct {
 	dev   tun.Device
 	flags Flags
@@ -13,6 +25,19 @@ type TUN struct {
 	// finds nothing is a wasted system call, so after one the next few
 	// reads (doubling up to maxBackoff) do not look.
 	skip, backoff int
+
+	// wraw is the kernel device's descriptor when it carries the virtio
+	// header (IFF_VNET_HDR), nil otherwise: WritePartial writes a packet
+	// with VIRTIO_NET_HDR_F_NEEDS_CSUM through it, which wireguard-go's
+	// Write cannot (its header says "no offload" for every packet it does
+	// not coalesce, and 64 KiB segments never coalesce).
+	wraw syscall.RawConn
+	wmu  sync.Mutex // serializes WritePartial's use of the fields below
+	// wb and werr are rawWrite's argument and result: one closure made
+	// once, so a write allocates nothing.
+	wb       []byte
+	werr     error
+	rawWrite func(fd uintptr) bool
 }
 
 // maxBackoff is the most reads that go without looking for more after
@@ -21,7 +46,32 @@ const maxBackoff = 16
 
 // FromTUN adapts dev. It does not drain dev's Events: whoever creates a
 // device that sends them (link/tun) owns that.
-func FromTUN(dev tun.Device) *TUN { return &TUN{dev: dev, raw: newRawBatch(dev)} }
+func FromTUN(dev tun.Device) *TUN {
+	t := &TUN{dev: dev, raw: newRawBatch(dev)}
+	// Only wireguard-go's kernel TUN has a descriptor (newRawBatch asks
+	// for it); partial checksums need the virtio header on it.
+	if t.raw != nil && t.raw.vnet {
+		t.wraw = t.raw.rc
+		t.rawWrite = func(fd uintptr) bool {
+			for {
+				_, err := unix.Write(int(fd), t.wb)
+				switch err {
+				case unix.EINTR:
+					continue
+				case unix.EAGAIN:
+					return false
+				case unix.EBADFD:
+					err = os.ErrClosed
+				}
+				if err != nil {
+					t.werr = err
+				}
+				return true
+			}
+		}
+	}
+	return t
+}
 
 // Read reads a batch from the device. More than one packet from one
 // device read means the device split a GSO frame and computed every
@@ -64,6 +114,77 @@ func (t *TUN) ReadFlags() Flags { return t.flags }
 // Write writes a batch to the device.
 func (t *TUN) Write(bufs [][]byte, offset int) (int, error) { return t.dev.Write(bufs, offset) }
 
+// CanWritePartial reports whether the device carries the virtio header.
+func (t *TUN) CanWritePartial() bool { return t.wraw != nil }
+
+// WritePartial writes a batch in order: the runs of packets not marked
+// partial through Write (which coalesces them where it can), each marked
+// one by itself with a virtio header asking the kernel to complete its
+// TCP checksum (VIRTIO_NET_HDR_F_NEEDS_CSUM: CHECKSUM_PARTIAL, which the
+// container's own TCP does not verify). It returns len(bufs) when every
+// write succeeded.
+func (t *TUN) WritePartial(bufs [][]byte, offset int, partial []bool) (int, error) {
+	var errs error
+	start := 0
+	for i := range bufs {
+		if !partial[i] {
+			continue
+		}
+		if start < i {
+			if _, err := t.dev.Write(bufs[start:i], offset); err != nil {
+				errs = errors.Join(errs, err)
+			}
+		}
+		start = i + 1
+		if err := t.writeOffloaded(bufs[i:i+1], offset); err != nil {
+			errs = errors.Join(errs, err)
+		}
+	}
+	if start < len(bufs) {
+		if _, err := t.dev.Write(bufs[start:], offset); err != nil {
+			errs = errors.Join(errs, err)
+		}
+	}
+	if errs != nil {
+		return 0, errs
+	}
+	return len(bufs), nil
+}
+
+// writeOffloaded writes one packet (one is a slice of one buffer) whose
+// TCP checksum is the kernel's to complete.
+func (t *TUN) writeOffloaded(one [][]byte, offset int) error {
+	b := one[0]
+	cs := -1
+	if t.wraw != nil && offset >= vnetHdrLen {
+		cs = packet.TCPPseudoChecksum(b[offset:])
+	}
+	if cs < 0 {
+		// No virtio header, or not a TCP packet the kernel could
+		// complete: sum it here (when it is TCP) and write it plainly.
+		packet.FinishTCPChecksum(b[offset:])
+		_, err := t.dev.Write(one, offset)
+		return err
+	}
+	h := b[offset-vnetHdrLen : offset]
+	h[0] = unix.VIRTIO_NET_HDR_F_NEEDS_CSUM
+	h[1] = unix.VIRTIO_NET_HDR_GSO_NONE
+	// hdr_len: IP and TCP headers, as the kernel's own senders give it.
+	binary.NativeEndian.PutUint16(h[2:], uint16(min(cs+int(b[offset+cs+12]>>4)*4, len(b)-offset)))
+	binary.NativeEndian.PutUint16(h[4:], 0)          // gso_size
+	binary.NativeEndian.PutUint16(h[6:], uint16(cs)) // csum_start
+	binary.NativeEndian.PutUint16(h[8:], 16)         // csum_offset: TCP's checksum field
+	t.wmu.Lock()
+	t.wb, t.werr = b[offset-vnetHdrLen:], nil
+	err := t.wraw.Write(t.rawWrite)
+	if err == nil {
+		err = t.werr
+	}
+	t.wb = nil
+	t.wmu.Unlock()
+	return err
+}
+
 // BatchSize is the device's batch size.
 func (t *TUN) BatchSize() int { return t.dev.BatchSize() }
 
@@ -77,6 +198,7 @@ func (t *TUN) Close() error { return t.dev.Close() }
 func (t *TUN) Device() tun.Device { return t.dev }
 
 var (
-	_ Link    = (*TUN)(nil)
-	_ Flagger = (*TUN)(nil)
+	_ Link          = (*TUN)(nil)
+	_ Flagger       = (*TUN)(nil)
+	_ PartialWriter = (*TUN)(nil)
 )

@@ -45,7 +45,31 @@ const (
 	// frame whose checksums the link computed itself (a TUN splitting a GSO
 	// frame), so the datapath need not sum them again.
 	ChecksumsVerified Flags = 1 << iota
+	// ChecksumPartial: every TCP packet of the batch is one the link
+	// generated itself with its checksum not filled in (checksum offload,
+	// Linux's CHECKSUM_PARTIAL); the batch holds no packet from elsewhere.
+	// Such a batch is ChecksumsVerified too. The datapath passes the
+	// segments it forwards as they are to a PartialWriter and fills the
+	// checksum in itself before any other write (or capture).
+	ChecksumPartial
 )
+
+// PartialWriter is implemented by links that can send a TCP packet whose
+// checksum is not filled in (see ChecksumPartial) and have the receiver
+// treat it as one whose checksum is known good: a kernel TUN with the
+// virtio header marks it VIRTIO_NET_HDR_F_NEEDS_CSUM, so the kernel
+// computes it only if the packet leaves through a device without checksum
+// offload, and the local receiver does not verify it.
+type PartialWriter interface {
+	// CanWritePartial reports whether WritePartial can offload; when it
+	// is false the caller fills checksums in and calls Write.
+	CanWritePartial() bool
+	// WritePartial is Write, with partial[i] set for each packet bufs[i]
+	// whose TCP checksum is left to the device. A packet marked partial
+	// that is not a whole IPv4 or IPv6 TCP packet gets its checksum
+	// computed before it is written.
+	WritePartial(bufs [][]byte, offset int, partial []bool) (int, error)
+}
 
 // Flagger is implemented by links that can vouch for their packets; a link
 // without it gets no flags.

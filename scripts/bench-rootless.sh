@@ -389,8 +389,12 @@ udp64_iperf3() { # -> datagrams/s received, iperf3 as the generator
 
 fwd_tcp() { # -> Gbit/s, host -> container through the port forward
 	(inside_exec iperf3 -s -1 -p 5201 >/dev/null 2>&1) &
-	local sp=$!
-	sleep 0.5
+	local sp=$! i
+	# Until the server listens (a fixed pause lost runs on a loaded host).
+	for i in $(seq 100); do
+		inside ss -Hltn 'sport = :5201' 2>/dev/null | grep -q . && break
+		sleep 0.05
+	done
 	if [ "$SYS" = rootgw ]; then
 		ip netns exec ${NS}s iperf3 -c 198.18.0.1 -p $FWD -t "$T" -J 2>/dev/null | gbps
 	else

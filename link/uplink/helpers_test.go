@@ -3,6 +3,7 @@ package uplink
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -82,12 +83,28 @@ func readPackets(t testing.TB, l *Link) *reader {
 			if err != nil {
 				return
 			}
+			finishPartial(l, bufs[:n], sizes)
 			for i := range n {
 				r.c <- append([]byte(nil), bufs[i][link.Headroom:link.Headroom+sizes[i]]...)
 			}
 		}
 	}()
 	return r
+}
+
+// finishPartial does for a batch Read returned what the datapath does
+// before a write to a link without checksum offload: a batch of the TCP
+// stack's segments (link.ChecksumPartial) has its checksums filled in.
+// Such a batch must hold TCP segments only.
+func finishPartial(l *Link, bufs [][]byte, sizes []int) {
+	if l.ReadFlags()&link.ChecksumPartial == 0 {
+		return
+	}
+	for i, b := range bufs {
+		if !packet.FinishTCPChecksum(b[link.Headroom : link.Headroom+sizes[i]]) {
+			panic(fmt.Sprintf("a ChecksumPartial batch holds a packet that is not TCP: % x", b[link.Headroom:link.Headroom+min(sizes[i], 40)]))
+		}
+	}
 }
 
 // expect returns the first packet match accepts, failing after timeout.
@@ -294,6 +311,7 @@ func newContainer(t testing.TB, l *Link) *container {
 			if err != nil {
 				return
 			}
+			finishPartial(l, bufs[:n], sizes)
 			for i := range n {
 				b := bufs[i][link.Headroom : link.Headroom+sizes[i]]
 				proto := ipv4.ProtocolNumber

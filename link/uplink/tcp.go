@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -16,7 +17,6 @@ import (
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
@@ -37,17 +37,10 @@ import (
 // refused and an ICMP error for one that could not be reached. The
 // handler goroutine then copies stack→host; one more copies host→stack.
 // Neither holds a buffer while the connection is idle: stack→host lets
-// gVisor write its own buffers into the host socket, host→stack waits for
-// readability before it takes a pooled buffer.
+// gVisor write its own buffers into the host socket, host→stack has the
+// stack read the host socket into its own (sockPayload).
 
 const nicID = 1
-
-// spliceBufSize is the pooled host→stack read size: several of the largest
-// segments, so a busy connection makes one read system call per few
-// segments.
-const spliceBufSize = 256 << 10
-
-var spliceBufs = sync.Pool{New: func() any { b := make([]byte, spliceBufSize); return &b }}
 
 type synKey struct{ src, dst netip.AddrPort }
 
@@ -93,8 +86,8 @@ func newTCPStack(l *Link) (*tcpStack, error) {
 		},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol},
 	})
-	// No checksum offload flags: gVisor then computes every checksum, and
-	// ReadFlags can vouch for them.
+	// The NIC offloads transmit checksums (see nicEndpoint.Capabilities);
+	// received segments, the container's, are verified by the stack.
 	ch := channel.New(outQueueLen, uint32(l.cfg.MTU), "")
 	if err := s.CreateNIC(nicID, &nicEndpoint{Endpoint: ch, l: l}); err != nil {
 		s.Close()
@@ -207,6 +200,16 @@ func (e *nicEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Erro
 		}
 	}
 	return n, nil
+}
+
+// Capabilities says the stack need not sum what it sends: its segments
+// leave through Read as link.ChecksumPartial batches, and the datapath has
+// the container's TUN fill the checksum in (CHECKSUM_PARTIAL, which the
+// container's TCP then does not verify) or fills it in itself for any
+// other link. On a host to container forward the stack's sum and the
+// container's verification were a tenth of the work.
+func (e *nicEndpoint) Capabilities() stack.LinkEndpointCapabilities {
+	return e.Endpoint.Capabilities() | stack.CapabilityTXChecksumOffload
 }
 
 // outboundTCP says whether one of the stack's packets may leave: only TCP
@@ -464,10 +467,9 @@ func (t *tcpStack) splice(k synKey, ep tcpip.Endpoint, wq *waiter.Queue, hc *net
 	default:
 	}
 
-	gc := gonet.NewTCPConn(wq, ep)
 	done := make(chan struct{})
 	go func() {
-		t.hostToStack(hc, gc, ep, k.dst.Addr().Is6())
+		t.hostToStack(hc, ep, wq, k.dst.Addr().Is6())
 		close(done)
 	}()
 	t.stackToHost(ep, wq, hc)
@@ -485,7 +487,48 @@ func (t *tcpStack) splice(k synKey, ep tcpip.Endpoint, wq *waiter.Queue, hc *net
 	l.gauge(TCPConns, -1)
 }
 
-func (t *tcpStack) hostToStack(hc *net.TCPConn, gc *gonet.TCPConn, ep tcpip.Endpoint, v6 bool) {
+// sockPayload is a tcpip.Payloader that reads a host socket straight
+// into the stack's buffers: the stack's write reads n bytes the socket
+// is known to hold (SIOCINQ) with no buffer of ours in between, one copy
+// fewer than reading into a buffer and writing that.
+type sockPayload struct {
+	fd  int
+	n   int        // bytes the write may still read
+	err unix.Errno // a read's error, for the caller
+}
+
+// Len is what is left to read.
+func (p *sockPayload) Len() int { return p.n }
+
+// Read reads from the socket. The bytes were in the socket's queue when
+// the write began and nothing else reads it, so a read never blocks; an
+// error (a reset) ends the write and is kept in err.
+func (p *sockPayload) Read(b []byte) (int, error) {
+	if p.n == 0 {
+		return 0, io.EOF
+	}
+	if len(b) == 0 {
+		return 0, nil
+	}
+	b = b[:min(len(b), p.n)]
+	for {
+		r, _, e := unix.Syscall(unix.SYS_READ, uintptr(p.fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		switch {
+		case e == unix.EINTR:
+			continue
+		case e != 0:
+			p.err, p.n = e, 0
+			return 0, e
+		case r == 0:
+			p.n = 0
+			return 0, io.ErrUnexpectedEOF
+		}
+		p.n -= int(r)
+		return int(r), nil
+	}
+}
+
+func (t *tcpStack) hostToStack(hc *net.TCPConn, ep tcpip.Endpoint, wq *waiter.Queue, v6 bool) {
 	rc, err := hc.SyscallConn()
 	if err != nil {
 		ep.Abort()
@@ -495,88 +538,93 @@ func (t *tcpStack) hostToStack(hc *net.TCPConn, gc *gonet.TCPConn, ep tcpip.Endp
 	// fill another: a 64 KiB write with a 65,480-byte MSS left a 56-byte
 	// segment behind, and half the packets toward the container were those
 	// tails, each a whole trip through the datapath. So the stack is given
-	// whole segments while more data follows, and the remainder
-	// (pending) once the host socket has nothing more to read. seg is
-	// the largest segment this link carries; a container with a smaller
-	// MSS gets a short segment per write, not per read.
+	// whole segments while the socket holds more than one, and the
+	// remainder once it holds less. seg is the largest segment this link
+	// carries; a container with a smaller MSS gets a short segment per
+	// write, not per read.
 	seg := t.l.cfg.MTU - ipHeaderLen(v6) - header.TCPMinimumSize
-	// read takes a pooled buffer only once the socket may be readable and
-	// gives it back when the read would block with nothing pending, so an
-	// idle connection holds none; one read per wake-up (probing with a
-	// peek first cost a second system call per chunk). A read reports a
-	// pending socket error only once (the kernel clears it), so it is kept
-	// here: a reset must reach the container as one.
+	we, wch := waiter.NewChannelEntry(waiter.WritableEvents | waiter.EventHUp | waiter.EventErr)
+	wq.EventRegister(&we)
+	defer wq.EventUnregister(&we)
+	// step runs when the socket may be readable: it writes what the
+	// socket holds (no buffer held while idle: the data waits in the
+	// socket), or finds the end of the data, a socket error, or nothing
+	// (false: wait for readability). A socket error is reported by a read
+	// only once (the kernel clears it), so it is kept: a reset must reach
+	// the container as one.
 	var (
-		bp      *[]byte
-		pending int
-		n       int
-		rerr    unix.Errno
-		drained bool // the socket had nothing more: write what is pending
+		src  sockPayload
+		werr tcpip.Error
+		eof  bool
 	)
-	read := func(fd uintptr) bool {
-		if bp == nil {
-			bp = spliceBufs.Get().(*[]byte)
-		}
-		buf := (*bp)[pending:]
-		for {
-			r, _, e := unix.Syscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)))
-			switch e {
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				if pending > 0 {
-					drained = true
-					return true
-				}
-				spliceBufs.Put(bp)
-				bp = nil
-				return false
+	step := func(fd uintptr) bool {
+		avail, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+		if err != nil {
+			src.err = unix.EBADF
+			if e, ok := err.(unix.Errno); ok {
+				src.err = e
 			}
-			n, rerr = int(r), e
 			return true
 		}
-	}
-	release := func() {
-		if bp != nil {
-			spliceBufs.Put(bp)
-			bp = nil
+		if avail == 0 {
+			var one [1]byte
+			for {
+				n, _, err := unix.Recvfrom(int(fd), one[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+				switch {
+				case err == unix.EINTR:
+					continue
+				case err == unix.EAGAIN:
+					return false
+				case err != nil:
+					src.err = unix.ECONNRESET
+					if e, ok := err.(unix.Errno); ok {
+						src.err = e
+					}
+					return true
+				case n == 0:
+					eof = true
+					return true
+				}
+				break
+			}
+			return true // data came meanwhile: the next step writes it
 		}
+		w := avail
+		if seg > 0 && avail >= seg {
+			w -= avail % seg
+		}
+		src.fd, src.n = int(fd), w
+		// Atomic: a write that is not may drop what it read beyond the
+		// room it finds after the copy, and those bytes are gone from
+		// the socket.
+		_, werr = ep.Write(&src, tcpip.WriteOptions{Atomic: true})
+		return true
 	}
 	for {
-		n, rerr, drained = 0, 0, false
-		err := rc.Read(read)
-		if bp == nil || err != nil || rerr != 0 {
+		werr, eof = nil, false
+		err := rc.Read(step)
+		switch {
+		case err != nil || src.err != 0:
 			// Closed while waiting (CloseTCP, or the link closing), or
 			// the host side failed or was reset.
-			release()
 			ep.Abort()
 			return
+		case eof:
+			// End of the host's data.
+			ep.Shutdown(tcpip.ShutdownWrite)
+			return
 		}
-		total := pending + n
-		w := total
-		if !drained && n > 0 && seg > 0 {
-			w -= total % seg
-		}
-		var werr error
-		if w > 0 {
-			_, werr = gc.Write((*bp)[:w])
-		}
-		if werr != nil {
+		switch werr.(type) {
+		case nil:
+		case *tcpip.ErrWouldBlock:
+			// The stack's send buffer is full: the data waits in the
+			// host socket, whose window then closes.
+			<-wch
+		default:
 			// The container reset: reset the host side too.
-			release()
 			hc.SetLinger(0)
 			hc.Close()
 			return
-		}
-		pending = copy(*bp, (*bp)[w:total])
-		if n == 0 && !drained {
-			// End of the host's data.
-			release()
-			gc.CloseWrite()
-			return
-		}
-		if pending == 0 {
-			release()
 		}
 	}
 }

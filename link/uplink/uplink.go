@@ -68,6 +68,8 @@ type Link struct {
 	resolver4, resolver6 netip.AddrPort // host resolvers behind cfg.DNS
 
 	out    chan *outPkt  // packets for Read
+	next   *outPkt       // Read's: taken from out, for the next batch
+	flags  link.Flags    // Read's: the flags of its last batch
 	closed chan struct{} // closed by Close
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -132,14 +134,20 @@ func New(cfg Config, log *zap.Logger) (*Link, error) {
 }
 
 // Read returns the packets coming back to the container, blocking until
-// there is one.
+// there is one. A batch holds either the TCP stack's packets only or the
+// link's own UDP and ICMP packets only (ReadFlags tells which), so the
+// stack's may go with their checksums unfilled.
 func (l *Link) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	var p *outPkt
-	select {
-	case p = <-l.out:
-	case <-l.closed:
-		return 0, os.ErrClosed
+	p := l.next
+	l.next = nil
+	if p == nil {
+		select {
+		case p = <-l.out:
+		case <-l.closed:
+			return 0, os.ErrClosed
+		}
 	}
+	stack := p.pkt != nil
 	n := 0
 	for {
 		switch {
@@ -154,22 +162,36 @@ func (l *Link) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		}
 		putPkt(p)
 		if n == len(bufs) {
-			return n, nil
+			break
 		}
 		select {
 		case p = <-l.out:
-		default:
-			if n == 0 {
-				return l.Read(bufs, sizes, offset)
+			if (p.pkt != nil) != stack {
+				l.next = p // the next batch's first
+				p = nil
 			}
-			return n, nil
+		default:
+			p = nil
+		}
+		if p == nil {
+			break
 		}
 	}
+	if n == 0 {
+		return l.Read(bufs, sizes, offset)
+	}
+	l.flags = link.ChecksumsVerified
+	if stack {
+		l.flags |= link.ChecksumPartial
+	}
+	return n, nil
 }
 
-// ReadFlags says every packet Read returns has checksums this link
-// computed itself: the uplink builds every packet it reads.
-func (l *Link) ReadFlags() link.Flags { return link.ChecksumsVerified }
+// ReadFlags says every packet of the last Read has checksums this link
+// computed itself (it builds every packet it reads), or, for a batch of
+// the TCP stack's segments, left for the output device to fill in: the
+// stack runs with checksum offload (see nicEndpoint).
+func (l *Link) ReadFlags() link.Flags { return l.flags }
 
 // Write sends the packets bufs[i][offset:] out through host sockets. A
 // packet the uplink cannot carry is dropped and counted (and answered

@@ -1,0 +1,81 @@
+package packet
+
+import (
+	"encoding/binary"
+
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+)
+
+// Checksum offload: a TCP segment tungate generated itself (the uplink's
+// gVisor stack) may cross the datapath with its checksum not filled in,
+// like a segment the kernel hands a NIC with CHECKSUM_PARTIAL. Before it
+// leaves, either the device fills it in (a kernel TUN with the virtio
+// header: TCPPseudoChecksum and VIRTIO_NET_HDR_F_NEEDS_CSUM) or the
+// datapath does (FinishTCPChecksum). Both work on the bytes alone: the
+// packet is an IPv4 packet without fragmentation or an IPv6 packet whose
+// next header is TCP, which is all such a stack sends.
+
+// tcpOffset returns where the TCP header of the IP packet b begins, or -1
+// when b is not a whole, unfragmented TCP packet with a full TCP header.
+func tcpOffset(b []byte) int {
+	if len(b) < 1 {
+		return -1
+	}
+	var off int
+	switch b[0] >> 4 {
+	case 4:
+		off = int(b[0]&0x0f) * 4
+		if off < 20 || len(b) < off || b[9] != ProtoTCP ||
+			int(binary.BigEndian.Uint16(b[2:])) != len(b) ||
+			binary.BigEndian.Uint16(b[6:])&0x3fff != 0 {
+			return -1
+		}
+	case 6:
+		off = 40
+		if len(b) < off || b[6] != ProtoTCP || int(binary.BigEndian.Uint16(b[4:]))+40 != len(b) {
+			return -1
+		}
+	default:
+		return -1
+	}
+	if len(b)-off < 20 {
+		return -1
+	}
+	return off
+}
+
+// FinishTCPChecksum computes the TCP checksum of the IP packet b in full
+// and reports whether b was such a packet (see tcpOffset); b is left alone
+// otherwise.
+func FinishTCPChecksum(b []byte) bool {
+	off := tcpOffset(b)
+	if off < 0 {
+		return false
+	}
+	l4 := b[off:]
+	l4[16], l4[17] = 0, 0
+	v := ^checksum.Checksum(l4, pseudoOf(b, len(l4)))
+	binary.BigEndian.PutUint16(l4[16:], v)
+	return true
+}
+
+// TCPPseudoChecksum writes into the TCP checksum field of the IP packet b
+// the sum of its pseudo-header only, which a device offloading the
+// checksum completes over the TCP header and payload (Linux's
+// CHECKSUM_PARTIAL), and returns where the TCP header begins, -1 (and b
+// left alone) when b is not such a packet (see tcpOffset).
+func TCPPseudoChecksum(b []byte) int {
+	off := tcpOffset(b)
+	if off < 0 {
+		return -1
+	}
+	binary.BigEndian.PutUint16(b[off+16:], pseudoOf(b, len(b)-off))
+	return off
+}
+
+func pseudoOf(b []byte, l4len int) uint16 {
+	if b[0]>>4 == 4 {
+		return PseudoSum(4, b[12:16], b[16:20], ProtoTCP, l4len)
+	}
+	return PseudoSum(6, b[8:24], b[24:40], ProtoTCP, l4len)
+}
