@@ -71,7 +71,25 @@ func (l *Link) ForwardTCP(ln net.Listener, dst func(local netip.AddrPort) netip.
 				}
 				return
 			}
-			go l.forwardOne(c.(*net.TCPConn), dst)
+			hc := c.(*net.TCPConn)
+			// The client's own cap, here rather than in the
+			// connection's goroutine: a flood of connections over it
+			// costs an accept and a reset each, no goroutine.
+			src, ok := l.clientAddr(hc.RemoteAddr().(*net.TCPAddr).AddrPort().Addr())
+			if ok && !l.fwdSrc.take(src, l.cfg.MaxForwardsPerSource) {
+				l.count(DropForwardSource)
+				l.warnLimited(DropForwardSource, "uplink port forward: a client holds max_forwards_per_source connections; resetting its new ones",
+					zap.Stringer("client", src), zap.Int("max_forwards_per_source", l.cfg.MaxForwardsPerSource))
+				hc.SetLinger(0)
+				hc.Close()
+				continue
+			}
+			go func() {
+				if ok {
+					defer l.fwdSrc.release(src)
+				}
+				l.forwardOne(hc, dst)
+			}()
 		}
 	}()
 	return f
@@ -107,17 +125,8 @@ func (l *Link) forwardOne(hc *net.TCPConn, dstOf func(netip.AddrPort) netip.Addr
 		hc.Close()
 		return
 	}
-	// The client's own cap first: a flooding client is turned away
-	// before it takes anything of the budget every client shares.
-	if !l.fwdSrc.take(src, l.cfg.MaxForwardsPerSource) {
-		l.count(DropForwardSource)
-		l.warnLimited(DropForwardSource, "uplink port forward: a client holds max_forwards_per_source connections; resetting its new ones",
-			zap.Stringer("client", src), zap.Int("max_forwards_per_source", l.cfg.MaxForwardsPerSource))
-		hc.SetLinger(0)
-		hc.Close()
-		return
-	}
-	defer l.fwdSrc.release(src)
+	// The accept loop counted this connection against its client's
+	// max_forwards_per_source before the budget every client shares.
 	if !l.takeFlow() {
 		l.count(DropForward)
 		hc.SetLinger(0)

@@ -9,6 +9,11 @@
 //	floodgen malformed -i DEV [-rate PPS] [-d DURATION | -n COUNT]
 //	floodgen udpflows -i DEV -src 10.10.0.0/16 -dst 198.18.0.2 [-dport 9 -dports 1] [-dmac MAC] [-rate PPS] [-d DURATION | -n COUNT]
 //	floodgen syn -i DEV -src 0.0.0.0/0 -dst 198.18.0.3 [-dport 80] [-rate PPS] [-d DURATION | -n COUNT]
+//	floodgen connect -from ADDR -to ADDR:PORT [-hold N] [-workers N] [-rate CPS] [-d DURATION | -n COUNT]
+//	floodgen udpports -from ADDR -to ADDR:PORT [-ports N] [-rate PPS] [-d DURATION | -n COUNT]
+//
+// connect and udpports go through the host's own stack instead (see
+// sockets.go): a flood at a listening port such as a port forward.
 //
 // syn is a SYN flood with random sources from -src (hping3 --rand-source
 // for IPv4, and IPv6, which hping3 lacks), random source ports and
@@ -54,14 +59,40 @@ func main() {
 	dport := fs.Int("dport", 9, "udpflows: destination port")
 	dports := fs.Int("dports", 1, "udpflows: spread flows over this many destination ports from -dport")
 	dmac := fs.String("dmac", "", "destination MAC for an Ethernet device (empty: a TUN)")
+	from := fs.String("from", "", "connect, udpports: the source address")
+	to := fs.String("to", "", "connect, udpports: the destination address:port")
+	hold := fs.Int("hold", 1000, "connect: connections kept open (the oldest is reset beyond)")
+	workers := fs.Int("workers", 8, "connect: connects in parallel")
+	ports := fs.Int("ports", 4096, "udpports: source sockets (ports) sent from in turn")
 	fs.Parse(os.Args[2:])
-	if *dev == "" || (*dur == 0 && *count == 0) {
-		usage()
-	}
 	// SIGINT/SIGTERM end the run early; the result is still printed.
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	go func() { <-sig; stopped.Store(true) }()
+	if mode == "connect" || mode == "udpports" {
+		f, err := netip.ParseAddr(*from)
+		if err != nil {
+			fail(fmt.Errorf("-from: %w", err))
+		}
+		t, err := netip.ParseAddrPort(*to)
+		if err != nil {
+			fail(fmt.Errorf("-to: %w", err))
+		}
+		if *dur == 0 && *count == 0 || *workers < 1 || *ports < 1 || *hold < 0 {
+			usage()
+		}
+		var res any
+		if mode == "connect" {
+			res = connectFlood(f, t, *hold, *workers, *rate, *dur, *count)
+		} else {
+			res = udpPortsFlood(f, t, *ports, *rate, *dur, *count)
+		}
+		json.NewEncoder(os.Stdout).Encode(res)
+		return
+	}
+	if *dev == "" || (*dur == 0 && *count == 0) {
+		usage()
+	}
 	s, err := openSender(*dev, *dmac)
 	if err != nil {
 		fail(err)
@@ -102,6 +133,7 @@ func main() {
 
 func usage() {
 	fmt.Fprintln(os.Stderr, "usage: floodgen malformed|udpflows|syn -i DEV [-rate PPS] [-d DURATION] [-n COUNT] [flags] (floodgen MODE -h)")
+	fmt.Fprintln(os.Stderr, "       floodgen connect|udpports -from ADDR -to ADDR:PORT [-rate N] [-d DURATION] [-n COUNT] [flags]")
 	os.Exit(2)
 }
 
