@@ -278,7 +278,7 @@ func TestUplinkForwardFlood(t *testing.T) {
 	fg := floodgen(t)
 
 	base := r.fetches(t, 5, "before the flood")
-	baseBPS := r.iperf(t, 3)
+	baseBPS := r.iperf(t, edgeSecs())
 	rss0, fds0 := r.g.rss(t), r.fds(t)
 
 	// The reference: the same flood at a listener of the test's own in
@@ -319,7 +319,7 @@ func TestUplinkForwardFlood(t *testing.T) {
 		}
 		return n > 2000, out
 	})
-	refBPS := r.iperf(t, 3)
+	refBPS := r.iperf(t, edgeSecs())
 	for _, f := range floods {
 		f.stop()
 	}
@@ -331,7 +331,7 @@ func TestUplinkForwardFlood(t *testing.T) {
 		return st["uplink_wan_drop_forward_source"] > 1000, fmt.Sprint(st["uplink_wan_drop_forward_source"], " refused so far")
 	})
 	during := r.fetches(t, 5, "during the connection flood")
-	floodBPS := r.iperf(t, 3)
+	floodBPS := r.iperf(t, edgeSecs())
 	rss1, fds1 := r.g.rss(t), r.fds(t)
 	held := r.entriesFrom(t, efTCPFlooder)
 	st := r.g.statsJSON(t, "stats")
@@ -350,14 +350,14 @@ func TestUplinkForwardFlood(t *testing.T) {
 
 	for _, a := range []string{efLegit4, efLegit6} {
 		mb, md := medianOf(base[a]), medianOf(during[a])
-		t.Logf("GET through the forward from %s: median %.1f ms alone, %.1f ms under the flood", a, mb*1e3, md*1e3)
+		t.Logf("FIGURE uplink GET through a forward from %s: median %.1f ms alone, %.1f ms under the connection flood", a, mb*1e3, md*1e3)
 		// Generous for a loaded two-core machine; a client reset for a
 		// lack of host sockets fails above instead.
 		if md > mb+1 {
 			t.Errorf("%s: median %.2f s under the flood, %.2f s alone", a, md, mb)
 		}
 	}
-	t.Logf("iperf3 through a forward: %.2f Gbit/s alone, %.2f under the flood at the reference listener, %.2f under the flood at the forwards (%.2f of the reference's); flooder: %d+%d connects accepted by the host kernel in %.0f s",
+	t.Logf("FIGURE uplink iperf3 through a forward: %.2f Gbit/s alone, %.2f under the flood at the reference listener, %.2f under the flood at the forwards (%.2f of the reference's); flooder: %d+%d connects accepted by the host kernel in %.0f s",
 		baseBPS/1e9, refBPS/1e9, floodBPS/1e9, floodBPS/refBPS, res[0].Connected, res[1].Connected, res[0].Seconds)
 	// Generous: one iperf3 run of each on a machine shared with others.
 	if floodBPS < 0.4*refBPS {
@@ -376,7 +376,7 @@ func TestUplinkForwardFlood(t *testing.T) {
 	if rss1 > rss0+64<<20 {
 		t.Errorf("RSS grew from %d MiB to %d MiB under the flood", rss0>>20, rss1>>20)
 	}
-	t.Logf("under the connection flood: %d descriptors (%d before), RSS %d MiB (%d before), %d resets for the per-source cap",
+	t.Logf("FIGURE uplink under the connection flood: %d descriptors (%d before), RSS %d MiB (%d before), %d resets for the per-source cap",
 		fds1, fds0, rss1>>20, rss0>>20, st["uplink_wan_drop_forward_source"])
 	if !strings.Contains(r.g.logText(), "max_forwards_per_source") {
 		t.Error("no warning about max_forwards_per_source in the log")

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -106,6 +107,8 @@ func TestWireGuardFlood(t *testing.T) {
 	}
 	root := workDir(t, -1)
 	startHTTPServer(t, tp.server, root)
+	fig := newBobFigures(t, tp)
+	base := fig.measure(t, "alone")
 
 	// At the listen port, from another address on alice's outer link: a
 	// host on her network, which shares her way to the gateway's IPv4
@@ -180,6 +183,7 @@ func TestWireGuardFlood(t *testing.T) {
 		return n > 0, fmt.Sprint(n, " answered with a cookie")
 	})
 	peersWork("under the garbage and handshake floods")
+	fig.compare(t, base, fig.measure(t, "under the floods at the listen port"))
 	if out, err := curl(alice.ns, 20*time.Second, "http://198.18.0.2:8080/peer"); err != nil || strings.TrimSpace(out) != "198.18.0.1" {
 		t.Errorf("alice GET during the flood at the listen port: %q, %v", out, err)
 	}
@@ -207,6 +211,7 @@ func TestWireGuardFlood(t *testing.T) {
 			t.Errorf("bob: ping %s during alice's flood: %d of 5 answered\n%s", dst, n, out)
 		}
 	}
+	fig.compare(t, base, fig.measure(t, "under alice's flood through her tunnel"))
 	for _, src := range []string{alice.addr4, alice.addr6} {
 		if n := tp.entriesFrom(t, src); n > max {
 			t.Errorf("alice's %s holds %d table entries, over per_source_max %d", src, n, max)
@@ -220,5 +225,100 @@ func TestWireGuardFlood(t *testing.T) {
 
 	if s := tp.g.logText(); strings.Contains(s, "panic") {
 		t.Errorf("the gateway's log shows a panic:\n%s", s)
+	}
+}
+
+// bobFigures measures what a flood costs bob, who is not flooding: his
+// iperf3 throughput to the WAN server through his tunnel and the time of
+// a TCP connect through it.
+type bobFigures struct {
+	tp *wgTopology
+}
+
+// figure is one measure: bits per second and the median connect time.
+type figure struct {
+	when    string
+	bps     float64
+	connect time.Duration
+}
+
+func newBobFigures(t *testing.T, tp *wgTopology) *bobFigures {
+	t.Helper()
+	startBackground(t, inNS(tp.server, "iperf3", "-s", "-p", "5201")...)
+	var ln net.Listener
+	inNetns(t, tp.server, func() {
+		var err error
+		if ln, err = net.Listen("tcp", "[::]:9000"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	waitFor(t, 10*time.Second, "iperf3 in the server namespace", func() (bool, string) {
+		out, _ := run(cmdTimeout, inNS(tp.server, "ss", "-Hlnt", "sport", "=", ":5201")...)
+		return strings.TrimSpace(out) != "", out
+	})
+	return &bobFigures{tp: tp}
+}
+
+// edgeSecs is each iperf3 run's length: EDGE_SECS (scripts/flood-edge.sh
+// sets it for figures), 3 s in the test suite.
+func edgeSecs() int {
+	if n, err := strconv.Atoi(os.Getenv("EDGE_SECS")); err == nil && n > 0 {
+		return n
+	}
+	return 3
+}
+
+func (f *bobFigures) measure(t *testing.T, when string) figure {
+	t.Helper()
+	bob := f.tp.bob
+	secs := edgeSecs()
+	out, err := run(time.Duration(secs+30)*time.Second, inNS(bob.ns, "iperf3", "-c", "198.18.0.2", "-p", "5201", "-t", strconv.Itoa(secs), "-J")...)
+	if err != nil {
+		t.Fatalf("bob's iperf3 %s: %v\n%s", when, err, out)
+	}
+	_, bps, err := iperfIntervals(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var times []float64
+	for range 10 {
+		var d time.Duration
+		inNetns(t, bob.ns, func() {
+			start := time.Now()
+			c, err := net.DialTimeout("tcp", "198.18.0.2:9000", 5*time.Second)
+			if err != nil {
+				t.Fatalf("bob's connect %s: %v", when, err)
+			}
+			d = time.Since(start)
+			c.Close()
+		})
+		times = append(times, d.Seconds())
+	}
+	fg := figure{when: when, bps: bps, connect: time.Duration(medianOf(times) * float64(time.Second))}
+	t.Logf("FIGURE wireguard bob %s: %.0f Mbit/s, connect median %v", when, bps/1e6, fg.connect.Round(10*time.Microsecond))
+	return fg
+}
+
+// compare logs the ratios and fails on a collapse: generous bounds for a
+// shared two-core machine, which a flood that reached bob would break.
+func (f *bobFigures) compare(t *testing.T, base, under figure) {
+	t.Helper()
+	r := under.bps / base.bps
+	t.Logf("FIGURE wireguard bob %s: throughput %.2f of alone, connect %v against %v", under.when, r, under.connect.Round(10*time.Microsecond), base.connect.Round(10*time.Microsecond))
+	if r < 0.1 {
+		t.Errorf("bob kept %.2f of his throughput %s", r, under.when)
+	}
+	if under.connect > base.connect+time.Second {
+		t.Errorf("bob's connects took %v %s, %v alone", under.connect, under.when, base.connect)
 	}
 }
