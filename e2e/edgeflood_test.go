@@ -120,11 +120,19 @@ const (
 	efBulk       = "192.0.2.30"
 )
 
-// efConnRate is each connection flood's rate: 2,000 connections a
-// second at two forwards, each a full handshake the host kernel makes
-// and tungate accepts and resets; the flooder, the kernel and tungate
-// then share the machine's two cores with the established flow.
-const efConnRate = "2000"
+// efRates are the floods' rates: each connection flood's (2,000
+// connections a second at two forwards, each a full handshake the host
+// kernel makes and tungate accepts and resets; the flooder, the kernel
+// and tungate then share the machine's two cores with the established
+// flow) and the UDP flood's datagrams a second. A race-instrumented
+// gateway is ten times slower: a quarter of them, and no throughput or
+// memory bound.
+func efRates() (conn, udp string) {
+	if raceEnabled {
+		return "500", "5000"
+	}
+	return "2000", "20000"
+}
 
 func newEdgeRig(t *testing.T, tag string, max int) *edgeRig {
 	t.Helper()
@@ -303,10 +311,15 @@ func TestUplinkForwardFlood(t *testing.T) {
 			c.Close()
 		}
 	}()
+	connRate, udpRate := efRates()
+	refused := uint64(1000)
+	if raceEnabled {
+		refused = 250
+	}
 	flood := func(port1, port2 string) []*background {
 		return []*background{
-			startBackground(t, inNS(r.h, fg, "connect", "-from", efTCPFlooder, "-to", efTCPFlooder+":"+port1, "-hold", "2000", "-rate", efConnRate, "-d", "60s")...),
-			startBackground(t, inNS(r.h, fg, "connect", "-from", efTCPFlooder, "-to", efTCPFlooder+":"+port2, "-hold", "2000", "-rate", efConnRate, "-d", "60s")...),
+			startBackground(t, inNS(r.h, fg, "connect", "-from", efTCPFlooder, "-to", efTCPFlooder+":"+port1, "-hold", "2000", "-rate", connRate, "-d", "60s")...),
+			startBackground(t, inNS(r.h, fg, "connect", "-from", efTCPFlooder, "-to", efTCPFlooder+":"+port2, "-hold", "2000", "-rate", connRate, "-d", "60s")...),
 		}
 	}
 	floods := flood("8081", "8081")
@@ -328,7 +341,7 @@ func TestUplinkForwardFlood(t *testing.T) {
 	floods = flood("8080", "9999")
 	waitFor(t, 20*time.Second, "the flooder at its cap and refused beyond", func() (bool, string) {
 		st := r.g.statsJSON(t, "stats")
-		return st["uplink_wan_drop_forward_source"] > 1000, fmt.Sprint(st["uplink_wan_drop_forward_source"], " refused so far")
+		return st["uplink_wan_drop_forward_source"] > refused, fmt.Sprint(st["uplink_wan_drop_forward_source"], " refused so far")
 	})
 	during := r.fetches(t, 5, "during the connection flood")
 	floodBPS := r.iperf(t, edgeSecs())
@@ -353,14 +366,14 @@ func TestUplinkForwardFlood(t *testing.T) {
 		t.Logf("FIGURE uplink GET through a forward from %s: median %.1f ms alone, %.1f ms under the connection flood", a, mb*1e3, md*1e3)
 		// Generous for a loaded two-core machine; a client reset for a
 		// lack of host sockets fails above instead.
-		if md > mb+1 {
+		if md > mb+1 && !raceEnabled {
 			t.Errorf("%s: median %.2f s under the flood, %.2f s alone", a, md, mb)
 		}
 	}
 	t.Logf("FIGURE uplink iperf3 through a forward: %.2f Gbit/s alone, %.2f under the flood at the reference listener, %.2f under the flood at the forwards (%.2f of the reference's); flooder: %d+%d connects accepted by the host kernel in %.0f s",
 		baseBPS/1e9, refBPS/1e9, floodBPS/1e9, floodBPS/refBPS, res[0].Connected, res[1].Connected, res[0].Seconds)
 	// Generous: one iperf3 run of each on a machine shared with others.
-	if floodBPS < 0.4*refBPS {
+	if !raceEnabled && floodBPS < 0.4*refBPS {
 		t.Errorf("the established flow kept %.2f of its reference throughput under the flood, want at least 0.4", floodBPS/refBPS)
 	}
 	if held > max {
@@ -373,7 +386,7 @@ func TestUplinkForwardFlood(t *testing.T) {
 	if fds1 > fds0+max+32 {
 		t.Errorf("the gateway holds %d descriptors under the flood, %d before: more than the cap of %d", fds1, fds0, max)
 	}
-	if rss1 > rss0+64<<20 {
+	if !raceEnabled && rss1 > rss0+64<<20 {
 		t.Errorf("RSS grew from %d MiB to %d MiB under the flood", rss0>>20, rss1>>20)
 	}
 	t.Logf("FIGURE uplink under the connection flood: %d descriptors (%d before), RSS %d MiB (%d before), %d resets for the per-source cap",
@@ -386,10 +399,10 @@ func TestUplinkForwardFlood(t *testing.T) {
 	// IPv6 client; others' datagrams are still echoed.
 	before := r.g.statsJSON(t, "stats")
 	udp := startBackground(t, inNS(r.h, fg, "udpports", "-from", efUDPFlooder, "-to", "["+efUDPFlooder+"]:7777",
-		"-ports", "2000", "-rate", "20000", "-d", "30s")...)
+		"-ports", "2000", "-rate", udpRate, "-d", "30s")...)
 	waitFor(t, 20*time.Second, "the UDP flooder refused beyond per_source_max", func() (bool, string) {
 		n := r.g.statsJSON(t, "stats")["drop_per_source"] - before["drop_per_source"]
-		return n > 2000, fmt.Sprint(n, " per_source drops")
+		return n > refused, fmt.Sprint(n, " per_source drops")
 	})
 	for _, a := range []string{efLegit4, efLegit6} {
 		r.echo(t, a)

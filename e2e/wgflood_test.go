@@ -84,6 +84,17 @@ const (
 	efInitRate  = 5000
 )
 
+// wgRates are the garbage datagrams a second at the listen port, the
+// SYNs and UDP flows a second through alice's tunnel, and how many
+// drops of each show the flood under way; a quarter for a
+// race-instrumented gateway.
+func wgRates() (garbage, flows string, seen uint64) {
+	if raceEnabled {
+		return "5000", "750", 500
+	}
+	return "20000", "3000", 3000
+}
+
 // TestWireGuardFlood: floods at and through a WireGuard interface, with
 // [conntrack] per_source_max = 64. First at the listen port, from another
 // host on alice's outer link: datagrams that are no WireGuard message
@@ -115,12 +126,13 @@ func TestWireGuardFlood(t *testing.T) {
 	// socket, not her address (wireguard-go's handshake rate limit is
 	// per source address).
 	mustRun(t, "ip", "-n", alice.ns, "addr", "add", efWGFlooder+"/24", "dev", "va")
+	garbageRate, flowRate, seen := wgRates()
 	garbage0 := tp.wgDrop(t, "garbage")
 	junk := startBackground(t, inNS(alice.ns, fg, "udpports", "-from", efWGFlooder, "-to", "192.0.2.1:51820",
-		"-ports", "256", "-rate", "20000", "-d", "60s")...)
+		"-ports", "256", "-rate", garbageRate, "-d", "60s")...)
 	waitFor(t, 20*time.Second, "garbage at the listen port counted", func() (bool, string) {
 		n := tp.wgDrop(t, "garbage") - garbage0
-		return n > 5000, fmt.Sprint(n, " garbage datagrams counted")
+		return n > int(seen), fmt.Sprint(n, " garbage datagrams counted")
 	})
 	// Both peers' tunnels keep carrying packets: checked under each
 	// flood (four of five echoes: a flood may cost one).
@@ -198,13 +210,13 @@ func TestWireGuardFlood(t *testing.T) {
 	before := tp.g.statsJSON(t, "stats")
 	floods := []*background{
 		startBackground(t, inNS(alice.ns, fg, "syn", "-i", alice.iface, "-src", alice.addr4+"/32", "-dst", "198.18.0.2",
-			"-dport", "8080", "-rate", "3000", "-d", "60s")...),
+			"-dport", "8080", "-rate", flowRate, "-d", "60s")...),
 		startBackground(t, inNS(alice.ns, fg, "udpflows", "-i", alice.iface, "-src", alice.addr6+"/128", "-dst", "2001:db8:1::2",
-			"-dport", "9", "-rate", "3000", "-d", "60s")...),
+			"-dport", "9", "-rate", flowRate, "-d", "60s")...),
 	}
 	waitFor(t, 30*time.Second, "alice refused beyond per_source_max", func() (bool, string) {
 		n := tp.g.statsJSON(t, "stats")["drop_per_source"] - before["drop_per_source"]
-		return n > 3000, fmt.Sprint(n, " per_source drops")
+		return n > seen, fmt.Sprint(n, " per_source drops")
 	})
 	for _, dst := range []string{"198.18.0.2", "2001:db8:1::2"} {
 		if n, out := pingFrom(bob.ns, "", dst, 5); n < 4 {
@@ -315,7 +327,7 @@ func (f *bobFigures) compare(t *testing.T, base, under figure) {
 	t.Helper()
 	r := under.bps / base.bps
 	t.Logf("FIGURE wireguard bob %s: throughput %.2f of alone, connect %v against %v", under.when, r, under.connect.Round(10*time.Microsecond), base.connect.Round(10*time.Microsecond))
-	if r < 0.1 {
+	if r < 0.1 && !raceEnabled {
 		t.Errorf("bob kept %.2f of his throughput %s", r, under.when)
 	}
 	if under.connect > base.connect+time.Second {
