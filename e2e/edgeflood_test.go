@@ -285,32 +285,14 @@ func TestUplinkForwardFlood(t *testing.T) {
 	r := newEdgeRig(t, "ef", max)
 	fg := floodgen(t)
 
-	base := r.fetches(t, 5, "before the flood")
+	fetches := 5
+	if raceEnabled {
+		fetches = 2
+	}
+	base := r.fetches(t, fetches, "before the flood")
 	baseBPS := r.iperf(t, edgeSecs())
 	rss0, fds0 := r.g.rss(t), r.fds(t)
 
-	// The reference: the same flood at a listener of the test's own in
-	// the same namespace that resets every connection at once, which is
-	// what the flood costs the machine (the flooder and the kernel's
-	// handshakes) without tungate. The established flow's share under
-	// it is what tungate's share is compared with, on a shared machine.
-	var ref net.Listener
-	inNetns(t, r.h, func() {
-		var err error
-		if ref, err = net.Listen("tcp", "[::]:8081"); err != nil {
-			t.Fatal(err)
-		}
-	})
-	go func() {
-		for {
-			c, err := ref.Accept()
-			if err != nil {
-				return
-			}
-			c.(*net.TCPConn).SetLinger(0)
-			c.Close()
-		}
-	}()
 	connRate, udpRate := efRates()
 	refused := uint64(1000)
 	if raceEnabled {
@@ -322,28 +304,23 @@ func TestUplinkForwardFlood(t *testing.T) {
 			startBackground(t, inNS(r.h, fg, "connect", "-from", efTCPFlooder, "-to", efTCPFlooder+":"+port2, "-hold", "2000", "-rate", connRate, "-d", "60s")...),
 		}
 	}
-	floods := flood("8081", "8081")
-	waitFor(t, 20*time.Second, "the reference flood under way", func() (bool, string) {
-		out, _ := run(cmdTimeout, inNS(r.h, "nstat", "-az", "TcpPassiveOpens")...)
-		f := strings.Fields(grepLine(out, "TcpPassiveOpens"))
-		n := 0
-		if len(f) > 1 {
-			n, _ = strconv.Atoi(f[1])
-		}
-		return n > 2000, out
-	})
-	refBPS := r.iperf(t, edgeSecs())
-	for _, f := range floods {
-		f.stop()
+	// The reference: the same flood at a listener of the test's own in
+	// the same namespace that resets every connection at once, which is
+	// what the flood costs the machine (the flooder and the kernel's
+	// handshakes) without tungate. The established flow's share under
+	// it is what tungate's share is compared with, on a shared machine.
+	// Not with a race-instrumented gateway, whose throughput means
+	// nothing.
+	refBPS := 0.0
+	if !raceEnabled {
+		refBPS = r.referenceFlood(t, flood)
 	}
-	ref.Close()
-
-	floods = flood("8080", "9999")
+	floods := flood("8080", "9999")
 	waitFor(t, 20*time.Second, "the flooder at its cap and refused beyond", func() (bool, string) {
 		st := r.g.statsJSON(t, "stats")
 		return st["uplink_wan_drop_forward_source"] > refused, fmt.Sprint(st["uplink_wan_drop_forward_source"], " refused so far")
 	})
-	during := r.fetches(t, 5, "during the connection flood")
+	during := r.fetches(t, fetches, "during the connection flood")
 	floodBPS := r.iperf(t, edgeSecs())
 	rss1, fds1 := r.g.rss(t), r.fds(t)
 	held := r.entriesFrom(t, efTCPFlooder)
@@ -370,11 +347,15 @@ func TestUplinkForwardFlood(t *testing.T) {
 			t.Errorf("%s: median %.2f s under the flood, %.2f s alone", a, md, mb)
 		}
 	}
+	if raceEnabled {
+		refBPS = floodBPS // not measured
+	}
 	t.Logf("FIGURE uplink iperf3 through a forward: %.2f Gbit/s alone, %.2f under the flood at the reference listener, %.2f under the flood at the forwards (%.2f of the reference's); flooder: %d+%d connects accepted by the host kernel in %.0f s",
 		baseBPS/1e9, refBPS/1e9, floodBPS/1e9, floodBPS/refBPS, res[0].Connected, res[1].Connected, res[0].Seconds)
-	// Generous: one iperf3 run of each on a machine shared with others.
-	if !raceEnabled && floodBPS < 0.4*refBPS {
-		t.Errorf("the established flow kept %.2f of its reference throughput under the flood, want at least 0.4", floodBPS/refBPS)
+	// Generous: one iperf3 run of each on a machine shared with others
+	// (0.43 and 0.55 seen at load average 18); a collapse fails.
+	if !raceEnabled && floodBPS < 0.2*refBPS {
+		t.Errorf("the established flow kept %.2f of its reference throughput under the flood, want at least 0.2", floodBPS/refBPS)
 	}
 	if held > max {
 		t.Errorf("the flooder holds %d table entries, over per_source_max %d", held, max)
@@ -459,4 +440,44 @@ func (r *edgeRig) echo(t *testing.T, addr string) {
 		}
 	}
 	t.Errorf("no echo through the UDP forward for %s within 10 s of the flood", addr)
+}
+
+// referenceFlood runs flood at port 8081, a listener of the test's own
+// that resets every connection, and returns the established flow's
+// throughput meanwhile.
+func (r *edgeRig) referenceFlood(t *testing.T, flood func(port1, port2 string) []*background) float64 {
+	t.Helper()
+	var ref net.Listener
+	inNetns(t, r.h, func() {
+		var err error
+		if ref, err = net.Listen("tcp", "[::]:8081"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	go func() {
+		for {
+			c, err := ref.Accept()
+			if err != nil {
+				return
+			}
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+		}
+	}()
+	floods := flood("8081", "8081")
+	waitFor(t, 20*time.Second, "the reference flood under way", func() (bool, string) {
+		out, _ := run(cmdTimeout, inNS(r.h, "nstat", "-az", "TcpPassiveOpens")...)
+		f := strings.Fields(grepLine(out, "TcpPassiveOpens"))
+		n := 0
+		if len(f) > 1 {
+			n, _ = strconv.Atoi(f[1])
+		}
+		return n > 2000, out
+	})
+	bps := r.iperf(t, edgeSecs())
+	for _, f := range floods {
+		f.stop()
+	}
+	ref.Close()
+	return bps
 }
