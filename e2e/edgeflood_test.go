@@ -341,9 +341,13 @@ func TestUplinkForwardFlood(t *testing.T) {
 	for _, a := range []string{efLegit4, efLegit6} {
 		mb, md := medianOf(base[a]), medianOf(during[a])
 		t.Logf("FIGURE uplink GET through a forward from %s: median %.1f ms alone, %.1f ms under the connection flood", a, mb*1e3, md*1e3)
-		// Generous for a loaded two-core machine; a client reset for a
-		// lack of host sockets fails above instead.
-		if md > mb+1 && !raceEnabled {
+		// A legitimate connection waits in the listener's accept queue
+		// behind the flood's (the host kernel completes every handshake;
+		// tungate accepts them in order and resets the flooder's): up to
+		// a second seen at load average 29. Generous for a loaded
+		// two-core machine; a client reset for a lack of host sockets
+		// fails above instead.
+		if md > mb+3 && !raceEnabled {
 			t.Errorf("%s: median %.2f s under the flood, %.2f s alone", a, md, mb)
 		}
 	}
@@ -353,9 +357,9 @@ func TestUplinkForwardFlood(t *testing.T) {
 	t.Logf("FIGURE uplink iperf3 through a forward: %.2f Gbit/s alone, %.2f under the flood at the reference listener, %.2f under the flood at the forwards (%.2f of the reference's); flooder: %d+%d connects accepted by the host kernel in %.0f s",
 		baseBPS/1e9, refBPS/1e9, floodBPS/1e9, floodBPS/refBPS, res[0].Connected, res[1].Connected, res[0].Seconds)
 	// Generous: one iperf3 run of each on a machine shared with others
-	// (0.43 and 0.55 seen at load average 18); a collapse fails.
-	if !raceEnabled && floodBPS < 0.2*refBPS {
-		t.Errorf("the established flow kept %.2f of its reference throughput under the flood, want at least 0.2", floodBPS/refBPS)
+	// (0.27 to 0.55 seen at load averages 18 to 29); a collapse fails.
+	if !raceEnabled && floodBPS < 0.15*refBPS {
+		t.Errorf("the established flow kept %.2f of its reference throughput under the flood, want at least 0.15", floodBPS/refBPS)
 	}
 	if held > max {
 		t.Errorf("the flooder holds %d table entries, over per_source_max %d", held, max)
