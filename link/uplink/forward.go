@@ -75,7 +75,11 @@ func (l *Link) ForwardTCP(ln net.Listener, dst func(local netip.AddrPort) netip.
 			// The client's own cap, here rather than in the
 			// connection's goroutine: a flood of connections over it
 			// costs an accept and a reset each, no goroutine.
-			src, ok := l.clientAddr(hc.RemoteAddr().(*net.TCPAddr).AddrPort().Addr())
+			var src netip.Addr
+			ok := false
+			if ra, isTCP := hc.RemoteAddr().(*net.TCPAddr); isTCP {
+				src, ok = l.clientAddr(ra.AddrPort().Addr())
+			}
 			if ok && !l.fwdSrc.take(src, l.cfg.MaxForwardsPerSource) {
 				l.count(DropForwardSource)
 				l.warnLimited(DropForwardSource, "uplink port forward: a client holds max_forwards_per_source connections; resetting its new ones",
