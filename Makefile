@@ -131,6 +131,7 @@ soak: test-deps
 flood: test-deps
 	$(SUDO) env PATH="$(PATH)" bash scripts/flood-syn.sh 8 3
 	$(SUDO) env PATH="$(PATH)" bash scripts/flood-malformed.sh 5
+	$(SUDO) env PATH="$(PATH)" sh scripts/flood-edge.sh 8
 
 bench-newflows: test-deps
 	$(SUDO) env PATH="$(PATH)" bash scripts/bench-newflows.sh 5 3

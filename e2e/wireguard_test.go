@@ -29,6 +29,7 @@ type wgTopology struct {
 	pub              string // the gateway's public key
 	keyFile          string
 	g                *gateway
+	extra            string // appended to the gateway's config
 }
 
 // wgClient is one wireguard-go peer in its namespace.
@@ -109,7 +110,7 @@ func (tp *wgTopology) config(peers ...*wgClient) string {
 			bobRule = "  { peer = \"bob\", proto = \"tcp\", dport = 8080, action = \"reject\" },\n"
 		}
 	}
-	return strings.NewReplacer("{{WAN}}", tp.wan, "{{IF}}", tp.iface, "{{KEY}}", tp.keyFile, "{{PEERS}}", b.String(), "{{BOBRULE}}", bobRule).Replace(wgGatewayTOML)
+	return strings.NewReplacer("{{WAN}}", tp.wan, "{{IF}}", tp.iface, "{{KEY}}", tp.keyFile, "{{PEERS}}", b.String(), "{{BOBRULE}}", bobRule).Replace(wgGatewayTOML) + tp.extra
 }
 
 // wgKeyPair makes a key pair with the real wg tool and writes the private
@@ -187,11 +188,18 @@ func (c *wgClient) start(t *testing.T, tp *wgTopology, endpoint string) {
 // bob as its peers and both peers' wireguard-go.
 func newWGTopology(t *testing.T, tag string) *wgTopology {
 	t.Helper()
+	return newWGTopologyWith(t, tag, "")
+}
+
+// newWGTopologyWith is newWGTopology with extra appended to the
+// gateway's config.
+func newWGTopologyWith(t *testing.T, tag, extra string) *wgTopology {
+	t.Helper()
 	needNetAdmin(t)
 	needTools(t, "wireguard-go", "wg", "curl", "ping", "script")
 	bin := gatewayBinary(t)
 	n := newNames(tag)
-	tp := &wgTopology{gw: n.get("g"), a: n.get("a"), b: n.get("b"), server: n.get("s"), wan: n.get("w"), iface: n.get("t")}
+	tp := &wgTopology{gw: n.get("g"), a: n.get("a"), b: n.get("b"), server: n.get("s"), wan: n.get("w"), iface: n.get("t"), extra: extra}
 	for _, ns := range []string{tp.gw, tp.a, tp.b, tp.server} {
 		addNetns(t, ns)
 	}

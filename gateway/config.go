@@ -141,6 +141,7 @@ type InterfaceConfig struct {
 	MaxFlows               int             `toml:"max_flows"`
 	MaxPendingDials        int             `toml:"max_pending_dials"`
 	MaxPendingDialsPerHost int             `toml:"max_pending_dials_per_host"`
+	MaxForwardsPerSource   int             `toml:"max_forwards_per_source"`
 	AllowHostLoopback      bool            `toml:"allow_host_loopback"`
 	HostLoopback           []string        `toml:"host_loopback"`
 	DNS                    []string        `toml:"dns"`
@@ -267,7 +268,7 @@ var kindKeys = map[string][]string{
 	KindTUN:       {"tun", "tun_fd"},
 	KindWireGuard: {"private_key_file", "private_key", "allow_inline_key", "listen_port", "peer"},
 	KindUplink: {"udp_timeout", "dial_timeout", "max_flows", "max_pending_dials", "max_pending_dials_per_host",
-		"allow_host_loopback", "host_loopback", "dns", "resolv_conf"},
+		"max_forwards_per_source", "allow_host_loopback", "host_loopback", "dns", "resolv_conf"},
 }
 
 // kindNames are the kinds in the order errors list them.
@@ -877,6 +878,7 @@ func (ic *InterfaceConfig) uplinkKeys() []string {
 		{"udp_timeout", ic.UDPTimeout != 0}, {"dial_timeout", ic.DialTimeout != 0},
 		{"max_flows", ic.MaxFlows != 0}, {"max_pending_dials", ic.MaxPendingDials != 0},
 		{"max_pending_dials_per_host", ic.MaxPendingDialsPerHost != 0},
+		{"max_forwards_per_source", ic.MaxForwardsPerSource != 0},
 		{"allow_host_loopback", ic.AllowHostLoopback}, {"host_loopback", ic.HostLoopback != nil},
 		{"dns", ic.DNS != nil}, {"resolv_conf", ic.ResolvConf != ""},
 	} {
@@ -900,8 +902,15 @@ func (c *Config) validateUplink(l *confdiag.List, i int) {
 		MTU: ic.MTU, UDPTimeout: ic.UDPTimeout, DialTimeout: ic.DialTimeout,
 		MaxFlows: ic.MaxFlows, MaxPendingDials: ic.MaxPendingDials,
 		MaxPendingDialsPerHost: ic.MaxPendingDialsPerHost,
+		MaxForwardsPerSource:   ic.MaxForwardsPerSource,
 		AllowHostLoopback:      ic.AllowHostLoopback,
 		HostLoopback:           ic.HostLoopback, DNS: ic.DNS, ResolvConf: ic.ResolvConf,
+	}
+	// A client's forwarded connections are conntrack connections from its
+	// address too: beyond per_source_max the datapath drops their SYNs
+	// and each would hold a host socket until dial_timeout for nothing.
+	if ic.uplink.MaxForwardsPerSource == 0 && c.Conntrack.PerSourceMax > 0 {
+		ic.uplink.MaxForwardsPerSource = c.Conntrack.PerSourceMax
 	}
 	if err := ic.uplink.Validate(); err != nil {
 		if m := uplinkErr.FindStringSubmatch(err.Error()); m != nil {

@@ -212,6 +212,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		for reason, v := range map[string]uint64{
 			"no_peer": st.NoPeer, "malformed": st.Malformed, "tx_queue_full": st.TxQueueFull,
 			"rx_queue_full": st.RxQueueFull, "rx_too_big": st.RxTooBig, "spoofed_source": st.SpoofedSource,
+			"garbage": st.Garbage, "handshake_bad_mac": st.HandshakeBadMAC, "handshake_under_load": st.HandshakeUnderLoad,
 		} {
 			ch <- prometheus.MustNewConstMetric(c.wgDrops, prometheus.CounterValue, float64(v), l.Name, reason)
 		}

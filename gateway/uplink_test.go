@@ -377,6 +377,7 @@ kind = "uplink"
 		{"mtu", up + "mtu = 1000\n", "9:7", "interface[1].mtu", "out of range"},
 		{"udp_timeout", up + "udp_timeout = \"10ms\"\n", "9:15", "interface[1].udp_timeout", "below one second"},
 		{"negative max_flows", up + "max_flows = -1\n", "9:13", "interface[1].max_flows", "must not be negative"},
+		{"negative max_forwards_per_source", up + "max_forwards_per_source = -1\n", "9:27", "interface[1].max_forwards_per_source", "must not be negative"},
 		{"masquerade", up + "[[nat.masquerade]]\nout = \"wan\"\n", "10:7", "nat.masquerade[0].out", "masquerade is implicit"},
 		{"snat", up + "[[nat.snat]]\nout = \"wan\"\nto = \"192.0.2.1\"\n", "10:7", "nat.snat[0].out", "masquerade is implicit"},
 		{"dnat without proto", up + "[[nat.dnat]]\nin = \"wan\"\ndport = 8080\nto = \"10.0.2.100:80\"\n", "10:6", "nat.dnat[0].in", `needs proto = "tcp" or "udp"`},
@@ -800,4 +801,27 @@ func TestRuntimeForwardErrors(t *testing.T) {
 		}
 		return err == nil
 	})
+}
+
+// An uplink's max_forwards_per_source follows [conntrack] per_source_max
+// when unset: more forwarded connections from one client could never
+// pass the datapath anyway.
+func TestUplinkForwardsPerSourceDefault(t *testing.T) {
+	const up = "[[interface]]\nname = \"lan\"\ntun = \"t0\"\naddresses = [\"10.0.2.1/24\"]\n\n[[interface]]\nname = \"wan\"\nkind = \"uplink\"\nmax_flows = 1000\n"
+	for _, tc := range []struct {
+		text string
+		want int
+	}{
+		{up, 250},
+		{up + "max_forwards_per_source = 7\n[conntrack]\nper_source_max = 20\n", 7},
+		{up + "[conntrack]\nper_source_max = 20\n", 20},
+	} {
+		cfg, err := ParseConfig([]byte(tc.text))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.Interface[1].UplinkConfig().MaxForwardsPerSource; got != tc.want {
+			t.Errorf("%q: max_forwards_per_source %d, want %d", tc.text, got, tc.want)
+		}
+	}
 }

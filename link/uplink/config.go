@@ -68,6 +68,12 @@ type Config struct {
 	// MaxPendingDialsPerHost caps connects in progress to one destination
 	// address. Default DefaultMaxPendingDialsPerHost.
 	MaxPendingDialsPerHost int `toml:"max_pending_dials_per_host"`
+	// MaxForwardsPerSource caps the port-forwarded TCP connections one
+	// client address holds at once, from accept until closed (waiting
+	// for the container or spliced): a client over it is reset at once,
+	// so one host cannot take the host socket budget (MaxFlows) with a
+	// connection flood. Default a quarter of MaxFlows.
+	MaxForwardsPerSource int `toml:"max_forwards_per_source"`
 	// AllowHostLoopback lets the container reach the host's loopback
 	// (127.0.0.0/8, ::1) and the HostLoopback addresses. Off by default,
 	// like slirp4netns --disable-host-loopback: services bound to the
@@ -127,6 +133,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxPendingDialsPerHost == 0 {
 		c.MaxPendingDialsPerHost = min(DefaultMaxPendingDialsPerHost, c.MaxPendingDials)
+	}
+	if c.MaxForwardsPerSource < 0 {
+		return fmt.Errorf("max_forwards_per_source: %d must not be negative", c.MaxForwardsPerSource)
+	}
+	if c.MaxForwardsPerSource == 0 {
+		c.MaxForwardsPerSource = max(c.MaxFlows/4, 1)
 	}
 	if c.ResolvConf == "" {
 		c.ResolvConf = "/etc/resolv.conf"

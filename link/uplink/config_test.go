@@ -39,7 +39,7 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	if c.MTU != DefaultMTU || time.Duration(c.UDPTimeout) != DefaultUDPTimeout || c.MaxFlows < minFlows ||
 		c.MaxPendingDials != DefaultMaxPendingDials || c.MaxPendingDialsPerHost != DefaultMaxPendingDialsPerHost ||
-		c.AllowHostLoopback || c.ResolvConf != "/etc/resolv.conf" {
+		c.AllowHostLoopback || c.ResolvConf != "/etc/resolv.conf" || c.MaxForwardsPerSource != c.MaxFlows/4 {
 		t.Fatalf("defaults %+v", c)
 	}
 }
@@ -53,6 +53,7 @@ func TestConfigErrors(t *testing.T) {
 		{Config{UDPTimeout: Duration(time.Millisecond)}, "udp_timeout"},
 		{Config{MaxFlows: -1}, "max_flows: -1"},
 		{Config{MaxPendingDials: -1}, "max_pending_dials: -1"},
+		{Config{MaxForwardsPerSource: -1}, "max_forwards_per_source: -1"},
 		{Config{DNS: []string{"10.0.2.3", "10.0.2.4"}}, `dns[1]: "10.0.2.4": one address per family`},
 		{Config{DNS: []string{"bogus"}}, "dns[0]"},
 		{Config{DNS: []string{"127.0.0.53"}}, `dns[0]: "127.0.0.53"`},

@@ -71,7 +71,29 @@ func (l *Link) ForwardTCP(ln net.Listener, dst func(local netip.AddrPort) netip.
 				}
 				return
 			}
-			go l.forwardOne(c.(*net.TCPConn), dst)
+			hc := c.(*net.TCPConn)
+			// The client's own cap, here rather than in the
+			// connection's goroutine: a flood of connections over it
+			// costs an accept and a reset each, no goroutine.
+			var src netip.Addr
+			ok := false
+			if ra, isTCP := hc.RemoteAddr().(*net.TCPAddr); isTCP {
+				src, ok = l.clientAddr(ra.AddrPort().Addr())
+			}
+			if ok && !l.fwdSrc.take(src, l.cfg.MaxForwardsPerSource) {
+				l.count(DropForwardSource)
+				l.warnLimited(DropForwardSource, "uplink port forward: a client holds max_forwards_per_source connections; resetting its new ones",
+					zap.Stringer("client", src), zap.Int("max_forwards_per_source", l.cfg.MaxForwardsPerSource))
+				hc.SetLinger(0)
+				hc.Close()
+				continue
+			}
+			go func() {
+				if ok {
+					defer l.fwdSrc.release(src)
+				}
+				l.forwardOne(hc, dst)
+			}()
 		}
 	}()
 	return f
@@ -101,7 +123,15 @@ func (l *Link) forwardOne(hc *net.TCPConn, dstOf func(netip.AddrPort) netip.Addr
 	la := hc.LocalAddr().(*net.TCPAddr).AddrPort()
 	src, ok := l.clientAddr(ra.Addr())
 	dst := dstOf(netip.AddrPortFrom(la.Addr().Unmap(), la.Port()))
-	if !ok || !dst.IsValid() || src.Is4() != dst.Addr().Is4() || !l.takeFlow() {
+	if !ok || !dst.IsValid() || src.Is4() != dst.Addr().Is4() {
+		l.count(DropForward)
+		hc.SetLinger(0)
+		hc.Close()
+		return
+	}
+	// The accept loop counted this connection against its client's
+	// max_forwards_per_source before the budget every client shares.
+	if !l.takeFlow() {
 		l.count(DropForward)
 		hc.SetLinger(0)
 		hc.Close()
@@ -163,6 +193,46 @@ func (l *Link) forwardOne(hc *net.TCPConn, dstOf func(netip.AddrPort) netip.Addr
 	l.count(Forwards)
 	// Known to CloseTCP by the tuple the datapath tracks it by.
 	t.splice(synKey{src: netip.AddrPortFrom(src, ra.Port()), dst: dst}, ep, &wq, hc)
+}
+
+// fwdSources counts the port-forwarded TCP connections of each client
+// address. Its map holds only clients with a connection, so it is bounded
+// by the flows held, never by how many clients ever connected. A mutex is
+// enough: it is taken twice per forwarded connection, not per packet.
+type fwdSources struct {
+	mu sync.Mutex // guards n
+	n  map[netip.Addr]int32
+}
+
+// take counts one more connection of a unless it holds max already.
+func (s *fwdSources) take(a netip.Addr, max int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.n == nil {
+		s.n = map[netip.Addr]int32{}
+	}
+	if int(s.n[a]) >= max {
+		return false
+	}
+	s.n[a]++
+	return true
+}
+
+func (s *fwdSources) release(a netip.Addr) {
+	s.mu.Lock()
+	if n := s.n[a]; n <= 1 {
+		delete(s.n, a)
+	} else {
+		s.n[a] = n - 1
+	}
+	s.mu.Unlock()
+}
+
+// count is a's connections held.
+func (s *fwdSources) count(a netip.Addr) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return int(s.n[a])
 }
 
 // udpForward is one UDP port forward: its host socket and the addresses

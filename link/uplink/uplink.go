@@ -87,6 +87,8 @@ type Link struct {
 	tcp   *tcpStack
 	srcs  srcCache // HostSide's source addresses
 
+	fwdSrc fwdSources // port-forwarded TCP connections per client address
+
 	fwdMu     sync.Mutex // guards fwdUDP
 	fwdUDP    map[netip.AddrPort]*udpForward
 	hasFwdUDP atomic.Bool // fwdUDP is not empty: Write looks there first

@@ -1,6 +1,7 @@
 package wireguard
 
 import (
+	"encoding/binary"
 	"errors"
 	"sync/atomic"
 	"syscall"
@@ -68,4 +69,62 @@ func (b *mixedFamilyBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		err = b.Bind.Send(bufs, ep)
 	}
 	return err
+}
+
+// countingBind counts the datagrams at the listen port that are no
+// WireGuard message at all (an unknown type, or a size its type cannot
+// have): the device drops them without a word, so a flood of garbage
+// would otherwise leave no trace. It looks at four bytes and the length
+// of each datagram in the batch the device asked for, nothing more.
+type countingBind struct {
+	conn.Bind
+	garbage *atomic.Uint64
+}
+
+func (b *countingBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
+	fns, actual, err := b.Bind.Open(port)
+	for i, f := range fns {
+		fns[i] = func(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+			n, err := f(packets, sizes, eps)
+			bad := 0
+			for j := range n {
+				if !isMessage(packets[j][:sizes[j]]) {
+					bad++
+				}
+			}
+			if bad > 0 {
+				b.garbage.Add(uint64(bad))
+			}
+			return n, err
+		}
+	}
+	return fns, actual, err
+}
+
+// The WireGuard message types and sizes the device accepts
+// (device/noise-protocol.go; wireguard-go does not export them all).
+const (
+	msgInitiation, msgInitiationSize   = 1, 148
+	msgResponse, msgResponseSize       = 2, 92
+	msgCookieReply, msgCookieReplySize = 3, 64
+	msgTransport, msgTransportMinSize  = 4, 32
+)
+
+// isMessage reports whether b has a WireGuard message's type and a size
+// that type can have, as the device's receive routine checks them.
+func isMessage(b []byte) bool {
+	if len(b) < msgTransportMinSize {
+		return false
+	}
+	switch binary.LittleEndian.Uint32(b) {
+	case msgInitiation:
+		return len(b) == msgInitiationSize
+	case msgResponse:
+		return len(b) == msgResponseSize
+	case msgCookieReply:
+		return len(b) == msgCookieReplySize
+	case msgTransport:
+		return true
+	}
+	return false
 }

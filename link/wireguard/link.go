@@ -96,6 +96,9 @@ type Link struct {
 	noPeer    atomic.Uint64
 	malformed atomic.Uint64
 	spoofed   atomic.Uint64
+	garbage   atomic.Uint64 // countingBind's
+	badMAC    atomic.Uint64
+	cookies   atomic.Uint64
 }
 
 var _ link.Link = (*Link)(nil)
@@ -124,6 +127,7 @@ func New(name string, cfg Config, opts Options) (*Link, error) {
 	if logger == nil {
 		logger = &device.Logger{Verbosef: device.DiscardLogf, Errorf: device.DiscardLogf}
 	}
+	bind = &countingBind{Bind: bind, garbage: &l.garbage}
 	l.dev = device.NewDevice(l.tun, bind, l.countSpoofed(logger))
 
 	var b strings.Builder
@@ -204,17 +208,32 @@ func (l *Link) Close() error {
 const (
 	spoofed4Msg = "IPv4 packet with disallowed source address from %v"
 	spoofed6Msg = "IPv6 packet with disallowed source address from %v"
+	// A handshake message not made with the interface's public key
+	// (forged or garbage of the right size), dropped before any
+	// cryptography beyond one keyed hash.
+	badMAC1Msg = "Received packet with invalid mac1"
+	// A handshake message the device answered with a cookie instead of
+	// processing it, because handshakes were arriving faster than it
+	// could process them (wireguard-go's "under load").
+	cookieMsg = "Sending cookie response for denied handshake message for %v"
 )
 
 // countSpoofed wraps the device's logger to count its spoofed-source drops
-// (Stats.SpoofedSource); TestSpoofedSourceNotDelivered notices if a new
-// wireguard-go words them differently.
+// (Stats.SpoofedSource) and its handshake refusals (HandshakeBadMAC,
+// HandshakeUnderLoad); TestSpoofedSourceNotDelivered and
+// TestHandshakeFloodCounted notice if a new wireguard-go words them
+// differently.
 func (l *Link) countSpoofed(log *device.Logger) *device.Logger {
 	verbose := log.Verbosef
 	return &device.Logger{
 		Verbosef: func(format string, args ...any) {
-			if format == spoofed4Msg || format == spoofed6Msg {
+			switch format {
+			case spoofed4Msg, spoofed6Msg:
 				l.spoofed.Add(1)
+			case badMAC1Msg:
+				l.badMAC.Add(1)
+			case cookieMsg:
+				l.cookies.Add(1)
 			}
 			verbose(format, args...)
 		},
@@ -239,6 +258,16 @@ type Stats struct {
 	// SpoofedSource counts decrypted packets the device dropped because
 	// their inner source is not within the sending peer's allowed IPs.
 	SpoofedSource uint64
+	// Garbage counts datagrams at the listen port that are no WireGuard
+	// message (unknown type or impossible size).
+	Garbage uint64
+	// HandshakeBadMAC counts handshake messages whose mac1 does not match
+	// the interface's public key.
+	HandshakeBadMAC uint64
+	// HandshakeUnderLoad counts handshake messages answered with a cookie
+	// instead of processed, while handshakes arrived faster than the
+	// device could process them.
+	HandshakeUnderLoad uint64
 }
 
 // Stats returns the link's drop counters.
@@ -250,7 +279,10 @@ func (l *Link) Stats() Stats {
 		RxQueueFull: l.in.dropFull.Load(),
 		RxTooBig:    l.in.dropBig.Load(),
 
-		SpoofedSource: l.spoofed.Load(),
+		SpoofedSource:      l.spoofed.Load(),
+		Garbage:            l.garbage.Load(),
+		HandshakeBadMAC:    l.badMAC.Load(),
+		HandshakeUnderLoad: l.cookies.Load(),
 	}
 }
 

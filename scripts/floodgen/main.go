@@ -9,6 +9,11 @@
 //	floodgen malformed -i DEV [-rate PPS] [-d DURATION | -n COUNT]
 //	floodgen udpflows -i DEV -src 10.10.0.0/16 -dst 198.18.0.2 [-dport 9 -dports 1] [-first N] [-flows N] [-dmac MAC] [-rate PPS] [-maxlag N] [-d DURATION | -n COUNT]
 //	floodgen syn -i DEV -src 0.0.0.0/0 -dst 198.18.0.3 [-dport 80] [-rate PPS] [-d DURATION | -n COUNT]
+//	floodgen connect -from ADDR -to ADDR:PORT [-hold N] [-workers N] [-rate CPS] [-d DURATION | -n COUNT]
+//	floodgen udpports -from ADDR -to ADDR:PORT [-ports N] [-rate PPS] [-d DURATION | -n COUNT]
+//
+// connect and udpports go through the host's own stack instead (see
+// sockets.go): a flood at a listening port such as a port forward.
 //
 // udpflows -flows N cycles through N flows instead of making a new one per
 // packet: a fixed-rate stream of established flows (scripts/reload-rate.sh).
@@ -75,14 +80,40 @@ func main() {
 	dmac := fs.String("dmac", "", "destination MAC for an Ethernet device (empty: a TUN)")
 	flows := fs.Int("flows", 0, "udpflows: cycle through this many flows (0: a new flow per packet)")
 	fs.IntVar(&maxLag, "maxlag", 0, "paced: when more than this many packets behind, skip them instead of bursting (0: catch up)")
+	from := fs.String("from", "", "connect, udpports: the source address")
+	to := fs.String("to", "", "connect, udpports: the destination address:port")
+	hold := fs.Int("hold", 1000, "connect: connections kept open (the oldest is reset beyond)")
+	workers := fs.Int("workers", 8, "connect: connects in parallel")
+	ports := fs.Int("ports", 4096, "udpports: source sockets (ports) sent from in turn")
 	fs.Parse(os.Args[2:])
-	if *dev == "" || (*dur == 0 && *count == 0) {
-		usage()
-	}
 	// SIGINT/SIGTERM end the run early; the result is still printed.
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	go func() { <-sig; stopped.Store(true) }()
+	if mode == "connect" || mode == "udpports" {
+		f, err := netip.ParseAddr(*from)
+		if err != nil {
+			fail(fmt.Errorf("-from: %w", err))
+		}
+		t, err := netip.ParseAddrPort(*to)
+		if err != nil {
+			fail(fmt.Errorf("-to: %w", err))
+		}
+		if *dur == 0 && *count == 0 || *workers < 1 || *ports < 1 || *hold < 0 {
+			usage()
+		}
+		var res any
+		if mode == "connect" {
+			res = connectFlood(f, t, *hold, *workers, *rate, *dur, *count)
+		} else {
+			res = udpPortsFlood(f, t, *ports, *rate, *dur, *count)
+		}
+		json.NewEncoder(os.Stdout).Encode(res)
+		return
+	}
+	if *dev == "" || (*dur == 0 && *count == 0) {
+		usage()
+	}
 	s, err := openSender(*dev, *dmac)
 	if err != nil {
 		fail(err)
@@ -127,6 +158,7 @@ func main() {
 func usage() {
 	fmt.Fprintln(os.Stderr, "usage: floodgen malformed|udpflows|syn -i DEV [-rate PPS] [-d DURATION] [-n COUNT] [flags] (floodgen MODE -h)")
 	fmt.Fprintln(os.Stderr, "       floodgen udpsend -dst HOST:PORT -d DURATION [flags] | floodgen udprecv -listen ADDR:PORT [flags]")
+	fmt.Fprintln(os.Stderr, "       floodgen connect|udpports -from ADDR -to ADDR:PORT [-rate N] [-d DURATION] [-n COUNT] [flags]")
 	os.Exit(2)
 }
 
