@@ -2,6 +2,7 @@ package nat
 
 import (
 	"math"
+	"net/netip"
 
 	"tungate/packet"
 )
@@ -58,7 +59,7 @@ func (e *Engine) PortUse(buf []PortUse) []PortUse {
 			case r.pool.fam == fam:
 				addr, naddr = r.pool.at(0), r.pool.size
 			}
-			if naddr == 0 {
+			if naddr == 0 || !familyMatch(r.m.src, fam) || !familyMatch(r.m.dst, fam) {
 				continue
 			}
 			icmp := uint8(packet.ProtoICMP)
@@ -110,4 +111,17 @@ func (e *Engine) heldLocked(r *snatRule, k setKey, naddr uint64) (uint64, bool) 
 		}
 	}
 	return n, ok
+}
+
+// familyMatch reports whether prefixes l (none: any) admit family fam.
+func familyMatch(l []netip.Prefix, fam uint8) bool {
+	if len(l) == 0 {
+		return true
+	}
+	for _, p := range l {
+		if p.Addr().Is4() == (fam == 4) {
+			return true
+		}
+	}
+	return false
 }

@@ -62,6 +62,9 @@ ports = "20000-20099"
 	if u := find("nat.snat[0]", 4, packet.ProtoTCP); u != nil {
 		t.Errorf("a udp-only rule reports TCP: %+v", *u)
 	}
+	if u := find("nat.snat[0]", 6, packet.ProtoUDP); u != nil {
+		t.Errorf("a rule with IPv4 sources and pool reports IPv6: %+v", *u)
+	}
 	if u := find(masq, 4, packet.ProtoICMP); u != nil {
 		t.Errorf("ICMP reported before any echo: %+v", *u)
 	}
