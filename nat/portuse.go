@@ -50,6 +50,9 @@ func (e *Engine) PortUse(buf []PortUse) []PortUse {
 			var naddr uint64
 			switch {
 			case r.masq:
+				if out == "" {
+					continue // compile refuses masquerade without out; never here
+				}
 				fi := &v.ifaces[r.m.out]
 				if fam == 4 && fi.has4 {
 					addr, naddr = fi.addr4, 1
