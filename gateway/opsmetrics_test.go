@@ -207,3 +207,45 @@ func rulesText(n int) string {
 	}
 	return b.String()
 }
+
+// Scrapes while flows are forwarded and the config reloaded: the
+// collector reads rule counters, port sets and the plane concurrently
+// with the datapath and reload (run with -race).
+func TestOpsMetricsConcurrent(t *testing.T) {
+	r := newReloadRig(t, reloadBase)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newOpsCollector(r.g))
+	stop := make(chan struct{})
+	done := make(chan error)
+	go func() {
+		var err error
+		n := 0
+		for {
+			select {
+			case <-stop:
+				if n == 0 {
+					err = fmt.Errorf("no scrape ran")
+				}
+				done <- err
+				return
+			default:
+			}
+			if _, e := reg.Gather(); e != nil && err == nil {
+				err = e
+			}
+			n++
+		}
+	}()
+	for i := range 20 {
+		r.forwards(uint16(7000 + i))
+		if i == 10 {
+			if _, err := r.reload(strings.Replace(reloadBase, `{ in = "lan", action = "accept" },`, `{ in = "lan", action = "accept", comment = "x" },`, 1), ReloadOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
