@@ -592,7 +592,34 @@ func TestStatusAndReload(t *testing.T) {
 		len(st.Routes) != 2 || st.Routes[1].To != "::/0" || st.NAT["mappings"] == 0 {
 		t.Errorf("status: %+v", st)
 	}
+	// The masquerade rule (IPv4 sources only): TCP and UDP, the one UDP
+	// flow's port held.
+	wantPorts := []NATPortStatus{
+		{Rule: "nat.masquerade[0]", Kind: "masquerade", Out: "wan", Family: "ipv4", Protocol: "tcp", Used: 0, Capacity: 65535},
+		{Rule: "nat.masquerade[0]", Kind: "masquerade", Out: "wan", Family: "ipv4", Protocol: "udp", Used: 1, Capacity: 65535},
+	}
+	if !slices.Equal(st.NATPorts, wantPorts) {
+		t.Errorf("status nat_ports %+v, want %+v", st.NATPorts, wantPorts)
+	}
+	if st.HelperStats != (gateway.HelperStats{}) || st.Reloads != (ReloadCounts{}) {
+		t.Errorf("helper stats %+v, reloads %+v: want zeros before any FTP or reload", st.HelperStats, st.Reloads)
+	}
+	for _, key := range []string{`"nat_ports": [`, `"capacity": 65535`, `"helper_stats": {`, `"expectations_created": 0,`, `"reloads": {`} {
+		if js := mustDo(t, sock, &Request{Cmd: "status", Output: "json"}); !strings.Contains(js, key) {
+			t.Errorf("status JSON lacks %s:\n%s", key, js)
+		}
+	}
 	text := mustDo(t, sock, &Request{Cmd: "status"})
+	for _, want := range []string{"  nat.masquerade[0] masquerade out wan ipv4/udp: 1 / 65535 ports (0.0 %)\n",
+		"  nat.masquerade[0] masquerade out wan ipv4/tcp: 0 / 65535 ports (0.0 %)\n",
+		"             0 expectations created, 0 mangled (0 replayed), 0 ignored, 0 dropped (0 held), 0 long lines, 0 unrewritable\n"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("status lacks %q:\n%s", want, text)
+		}
+	}
+	if strings.Contains(text, "reloads:") {
+		t.Errorf("status shows reload counts before any reload:\n%s", text)
+	}
 	for _, want := range []string{"uptime:", "config:      " + path + " sha256:" + st.ConfigSHA256[:16], "last reload: never",
 		"conntrack:   ", "/4096 entries", "helpers:     ftp", "  lan      tun=lan0 mtu=1500 10.10.0.1/24 fd10::1/64", "rx ", "  ::/0                 via wan"} {
 		if !strings.Contains(text, want) {
@@ -616,7 +643,7 @@ func TestStatusAndReload(t *testing.T) {
 	if _, _, err := do(t, sock, &Request{Cmd: "reload"}); err == nil {
 		t.Fatal("a broken config reloaded")
 	}
-	if text = mustDo(t, sock, &Request{Cmd: "status"}); !strings.Contains(text, "failed: ") {
+	if text = mustDo(t, sock, &Request{Cmd: "status"}); !strings.Contains(text, "failed: ") || !strings.Contains(text, "reloads:     1 applied, 1 failed or refused\n") {
 		t.Errorf("status after a failed reload:\n%s", text)
 	}
 	if out := mustDo(t, sock, &Request{Cmd: "stats"}); !strings.Contains(out, "nat_snat ") || !strings.Contains(out, "forwarded ") {

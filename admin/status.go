@@ -22,6 +22,13 @@ type Status struct {
 	Conntrack     TableStatus       `json:"conntrack"`
 	Helpers       []string          `json:"helpers"`
 	NAT           map[string]uint64 `json:"nat"`
+	// NATPorts is each snat/masquerade rule's port use per family and
+	// protocol.
+	NATPorts []NATPortStatus `json:"nat_ports"`
+	// HelperStats are the helpers' counters.
+	HelperStats gateway.HelperStats `json:"helper_stats"`
+	// Reloads counts reloads since start by result.
+	Reloads ReloadCounts `json:"reloads"`
 	// Runtime is what was changed at runtime, on top of the file.
 	Runtime RuntimeStatus `json:"runtime"`
 	// RuntimeForwards are the port forwards added through the ports API
@@ -35,6 +42,25 @@ type ReloadStatus struct {
 	Error string    `json:"error,omitempty"`
 	// Changes is how many changes a successful reload applied.
 	Changes int `json:"changes"`
+}
+
+// NATPortStatus is one snat/masquerade rule's port use on one family and
+// protocol (nat.PortUse): the ports held on its addresses, by any mapping
+// or forward, against those it gives out.
+type NATPortStatus struct {
+	Rule     string `json:"rule"`
+	Kind     string `json:"kind"` // masquerade or snat
+	Out      string `json:"out,omitempty"`
+	Family   string `json:"family"`
+	Protocol string `json:"protocol"`
+	Used     uint64 `json:"used"`
+	Capacity uint64 `json:"capacity"`
+}
+
+// ReloadCounts are the reloads since start by result.
+type ReloadCounts struct {
+	Success uint64 `json:"success"`
+	Failure uint64 `json:"failure"`
 }
 
 // InterfaceStatus is one interface.
@@ -112,6 +138,17 @@ func (s *Server) Status() *Status {
 			st.NAT[n] = v
 		}
 	}
+	st.NATPorts = []NATPortStatus{}
+	for _, u := range s.g.NATPortUse() {
+		kind := "snat"
+		if u.Masquerade {
+			kind = "masquerade"
+		}
+		st.NATPorts = append(st.NATPorts, NATPortStatus{Rule: u.Rule, Kind: kind, Out: u.Out,
+			Family: gateway.FamilyName(u.Family), Protocol: gateway.ProtoName(u.Proto), Used: u.Used, Capacity: u.Capacity})
+	}
+	st.HelperStats = s.g.HelperStats()
+	st.Reloads.Success, st.Reloads.Failure = s.g.ReloadCounts()
 	if st.Helpers == nil {
 		st.Helpers = []string{}
 	}
@@ -141,6 +178,9 @@ func (st *Status) writeText(w io.Writer) {
 	default:
 		fmt.Fprintf(w, "last reload: %s ok, %d changes\n", r.Time.UTC().Format(time.RFC3339), r.Changes)
 	}
+	if n := st.Reloads; n.Success+n.Failure > 0 {
+		fmt.Fprintf(w, "reloads:     %d applied, %d failed or refused\n", n.Success, n.Failure)
+	}
 	c := st.Conntrack
 	fmt.Fprintf(w, "conntrack:   %d/%d entries (%.1f%%), %d expectations\n", c.Entries, c.Max,
 		100*float64(c.Entries)/float64(max(c.Max, 1)), c.Expectations)
@@ -149,8 +189,20 @@ func (st *Status) writeText(w io.Writer) {
 		helpers = strings.Join(st.Helpers, ", ")
 	}
 	fmt.Fprintf(w, "helpers:     %s\n", helpers)
+	if h := st.HelperStats; len(st.Helpers) > 0 || h != (gateway.HelperStats{}) {
+		fmt.Fprintf(w, "             %d expectations created, %d mangled (%d replayed), %d ignored, %d dropped (%d held), %d long lines, %d unrewritable\n",
+			h.ExpectationsCreated, h.Mangled, h.Replayed, h.Ignored, h.Dropped, h.Held, h.LongLines, h.Unrewritable)
+	}
 	fmt.Fprintf(w, "nat:         %d mappings live, %d created, %d port exhausted\n",
 		st.NAT["mappings"], st.NAT["mappings_created"], st.NAT["port_exhausted"])
+	for _, p := range st.NATPorts {
+		out := ""
+		if p.Out != "" {
+			out = " out " + p.Out
+		}
+		fmt.Fprintf(w, "  %s %s%s %s/%s: %d / %d ports (%.1f %%)\n", p.Rule, p.Kind, out, p.Family, p.Protocol,
+			p.Used, p.Capacity, 100*float64(p.Used)/float64(max(p.Capacity, 1)))
+	}
 	fmt.Fprintln(w, "interfaces:")
 	for _, i := range st.Interfaces {
 		k := i.Counters

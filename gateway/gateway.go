@@ -70,6 +70,9 @@ type Gateway struct {
 	closed  atomic.Bool
 	wg      sync.WaitGroup
 	lastRel atomic.Pointer[ReloadResult]
+	// reloads counts reload attempts that applied ([0]) and that failed or
+	// were refused ([1]); dry runs are not attempts.
+	reloads [2]atomic.Uint64
 	// tunProbe, when set, answers canOpen's kernel questions (tests).
 	tunProbe *tunProbe
 	// state is the state file's bookkeeping (statefile.go).

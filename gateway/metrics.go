@@ -268,7 +268,7 @@ func (g *Gateway) ServeMetrics(addr string) (net.Addr, error) {
 	// The Go runtime's and the process's own metrics (go_goroutines,
 	// process_resident_memory_bytes, process_open_fds) are what a soak
 	// watches for leaks; they cost nothing until scraped.
-	reg.MustRegister(newCollector(g), newStateCollector(g), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(newCollector(g), newStateCollector(g), newOpsCollector(g), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin.metrics: %w", err)

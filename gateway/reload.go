@@ -151,6 +151,12 @@ type ReloadResult struct {
 // LastReload returns the last reload's outcome, nil before any.
 func (g *Gateway) LastReload() *ReloadResult { return g.lastRel.Load() }
 
+// ReloadCounts returns how many reloads applied and how many failed or
+// were refused since the gateway started (dry runs not counted).
+func (g *Gateway) ReloadCounts() (ok, failed uint64) {
+	return g.reloads[0].Load(), g.reloads[1].Load()
+}
+
 // Reload reads the config file again and applies it (ReloadFile).
 func (g *Gateway) Reload() error {
 	_, err := g.ReloadFile(ReloadOptions{})
@@ -253,6 +259,11 @@ func (g *Gateway) failReload(err error) error {
 }
 
 func (g *Gateway) recordReload(err error, n int) {
+	if err == nil {
+		g.reloads[0].Add(1)
+	} else {
+		g.reloads[1].Add(1)
+	}
 	g.lastRel.Store(&ReloadResult{Time: time.Now(), Err: err, Changes: n})
 }
 

@@ -286,7 +286,9 @@ func TestMetricsAndStats(t *testing.T) {
 	for _, want := range []string{"tungate_forwarded_packets_total 2", `tungate_dropped_packets_total{reason="no_route"} 0`,
 		"tungate_conntrack_entries 1", "tungate_conntrack_entries_max ", "tungate_nat_snat_total 1",
 		"# TYPE tungate_nat_mappings gauge", "tungate_nat_mappings 1", `tungate_interface_receive_packets_total{interface="lan"} 1`,
-		`tungate_interface_transmit_packets_total{interface="lan"} 1`, "tungate_conntrack_insert_total 1"} {
+		`tungate_interface_transmit_packets_total{interface="lan"} 1`, "tungate_conntrack_insert_total 1",
+		// The ops collector is served too.
+		`tungate_reloads_total{result="success"} 0`, "# TYPE tungate_rule_hits_total counter", "tungate_helper_expectations_created_total 0"} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %q:\n%s", want, body)
 		}

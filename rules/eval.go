@@ -143,7 +143,7 @@ type chain struct {
 	text []ruleText
 }
 
-type ruleText struct{ pre, post string }
+type ruleText struct{ pre, post, comment string }
 
 // segment is a run of rules [start, end) of a chain; idx is nil for a run
 // evaluated linearly.

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/gaissmai/bart"
 
@@ -21,7 +22,7 @@ var ruleKeys = []string{
 	"icmp_type", "icmp_code", "tcp_flags", "length", "mark",
 	"ct_state", "ct_status", "ct_direction", "ct_helper", "ct_mark",
 	"limit", "burst", "log", "set_mark", "set_ct_mark", "helper", "clamp_mss",
-	"action", "reject_with", "chain",
+	"action", "reject_with", "chain", "comment",
 }
 
 var actionNames = []string{"accept", "drop", "reject", "jump", "goto", "return", "notrack"}
@@ -41,6 +42,7 @@ type ruleParser struct {
 	parts []string // matches, for Dump
 	stmts []string // statements after the counter, for Dump
 	verb  string   // the verdict, for Dump
+	note  string   // the comment
 
 	// protoPos is the rule's positive proto entries (for dependencies).
 	protoPos []uint8
@@ -129,6 +131,8 @@ func (rp *ruleParser) parse() ruleText {
 			rp.rejectWith(v)
 		case "chain":
 			rp.chainRef(v)
+		case "comment":
+			rp.comment(v)
 		}
 	}
 	pre := strings.Join(rp.parts, " ")
@@ -136,7 +140,37 @@ func (rp *ruleParser) parse() ruleText {
 		pre += " "
 	}
 	post := strings.Join(append(rp.stmts, rp.verb), " ")
-	return ruleText{pre: pre, post: strings.TrimSpace(post)}
+	if rp.note != "" {
+		// After the verdict, as nft prints a rule's comment.
+		post += " comment " + strconv.Quote(rp.note)
+	}
+	return ruleText{pre: pre, post: strings.TrimSpace(post), comment: rp.note}
+}
+
+// maxCommentLen bounds a rule's comment (nft's is 128 bytes): it becomes
+// a metric label, so it must stay short.
+const maxCommentLen = 128
+
+// comment is the rule's free text, shown by `tungate rules` and used as the
+// rule hit metric's comment label. It is part of the rule's text, so a
+// changed comment is a changed rule (its counter starts again).
+func (rp *ruleParser) comment(v any) {
+	s, ok := v.(string)
+	if !ok {
+		rp.errf("comment", "want a string, got %s", describe(v))
+		return
+	}
+	if len(s) > maxCommentLen {
+		rp.errf("comment", "%d bytes long, at most %d", len(s), maxCommentLen)
+		return
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			rp.errf("comment", "%q has a control character", s)
+			return
+		}
+	}
+	rp.note = s
 }
 
 // entries splits a value into its list entries, reporting a wrong shape.
