@@ -116,14 +116,13 @@ func TestPartialChecksums(t *testing.T) {
 			if !offload && sink.marked.Load() != 0 {
 				t.Errorf("%d segments marked partial reached a link that cannot offload", sink.marked.Load())
 			}
-			if n := sink.notTCP.Load(); n != 0 {
-				t.Errorf("%d packets marked partial were not TCP", n)
-			}
 			// A ping from the same link is not the stack's: never marked.
-			before := sink.marked.Load()
+			// (The marked count may still move during it: the transfers'
+			// last segments, a FIN or a retransmission, can come late.
+			// Anything marked that is not TCP is counted in notTCP.)
 			ping(t, client, "10.10.0.2", "198.18.0.2")
-			if sink.marked.Load() != before {
-				t.Error("an ICMP echo was marked partial")
+			if n := sink.notTCP.Load(); n != 0 {
+				t.Errorf("%d packets marked partial were not TCP (an ICMP echo among them?)", n)
 			}
 		})
 	}
