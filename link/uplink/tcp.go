@@ -372,11 +372,14 @@ func (t *tcpStack) acquireDial(a netip.Addr) *pendingDial {
 	t.dials.pushBack(d)
 	t.pending++
 	t.perHost[a]++
+	// The gauge moves under mu with pending, so no reader ever sees it
+	// above the bound (a victim's slot is the new dial's: no change).
+	if victim == nil {
+		l.gauge(DialsPending, 1)
+	}
 	t.mu.Unlock()
-	l.gauge(DialsPending, 1)
 	if victim != nil {
 		victim.cancel()
-		l.gauge(DialsPending, -1)
 		l.count(DialsEvicted)
 		l.warnLimited(DialsEvicted, "uplink: max_pending_dials reached; the oldest TCP connect given up for a new one",
 			zap.Stringer("given_up", victim.host), zap.Int("max_pending_dials", l.cfg.MaxPendingDials))
@@ -400,12 +403,10 @@ func (t *tcpStack) releaseDial(d *pendingDial) (evicted bool) {
 	evicted = d.evicted
 	if !evicted {
 		t.unlinkDial(d)
+		t.l.gauge(DialsPending, -1)
 	}
 	t.mu.Unlock()
 	d.cancel()
-	if !evicted {
-		t.l.gauge(DialsPending, -1)
-	}
 	return evicted
 }
 
