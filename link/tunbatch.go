@@ -9,6 +9,8 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/tun"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+
+	"tungate/packet"
 )
 
 // Batched reads from a kernel TUN. A read on a TUN returns one frame, and
@@ -272,7 +274,7 @@ func gsoSplit(frame []byte, bufs [][]byte, sizes []int, offset int) (int, error)
 		} else {
 			src, dst = pkt[12:16], pkt[16:20]
 		}
-		proto := uint16(17)
+		proto := uint8(17)
 		csumAt := 6
 		if tcp {
 			proto, csumAt = 6, 16
@@ -287,11 +289,11 @@ func gsoSplit(frame []byte, bufs [][]byte, sizes []int, offset int) (int, error)
 			binary.BigEndian.PutUint16(l4[4:], uint16(len(l4)))
 		}
 		l4[csumAt], l4[csumAt+1] = 0, 0
-		ps := checksum.Checksum(src, 0)
-		ps = checksum.Checksum(dst, ps)
-		ps = checksum.Combine(ps, proto)
-		ps = checksum.Combine(ps, uint16(len(l4)))
-		c := ^checksum.Checksum(l4, ps)
+		ver := uint8(4)
+		if v6 {
+			ver = 6
+		}
+		c := ^checksum.Checksum(l4, packet.PseudoSum(ver, src, dst, proto, len(l4)))
 		if !tcp && c == 0 {
 			c = 0xffff
 		}

@@ -33,9 +33,9 @@ func (rs *Ruleset) VisitCounters(max int, rule func(chain string, index int, com
 }
 
 // shares returns the largest per-chain quota such that the chains' rules
-// up to it fit in max, and how many more rules the first chains longer
+// up to it fit in limit, and how many more rules the first chains longer
 // than the quota may add (one each).
-func (rs *Ruleset) shares(max int) (quota, extra int) {
+func (rs *Ruleset) shares(limit int) (quota, extra int) {
 	used := func(q int) int {
 		n := 0
 		for i := range rs.chains {
@@ -45,26 +45,19 @@ func (rs *Ruleset) shares(max int) (quota, extra int) {
 	}
 	longest := 0
 	for i := range rs.chains {
-		longest = maxInt(longest, len(rs.chains[i].rules))
+		longest = max(longest, len(rs.chains[i].rules))
 	}
-	if used(longest) <= max {
+	if used(longest) <= limit {
 		return longest, 0
 	}
-	lo, hi := 0, longest // used(lo) <= max < used(hi)
+	lo, hi := 0, longest // used(lo) <= limit < used(hi)
 	for hi-lo > 1 {
 		mid := (lo + hi) / 2
-		if used(mid) <= max {
+		if used(mid) <= limit {
 			lo = mid
 		} else {
 			hi = mid
 		}
 	}
-	return lo, max - used(lo)
-}
-
-func maxInt(a, b int) int {
-	if a > b {
-		return a
-	}
-	return b
+	return lo, limit - used(lo)
 }

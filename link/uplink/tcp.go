@@ -28,6 +28,11 @@ import (
 	"tungate/packet"
 )
 
+// maxHostWrite bounds what one write hands the stack from a host socket
+// (a port forward's data toward the container): the host's receive
+// buffer may hold megabytes.
+const maxHostWrite = 256 << 10
+
 // TCP: the container's connections end in a gVisor stack that accepts any
 // destination (promiscuous, spoofing) and splices each to a host socket.
 //
@@ -590,9 +595,12 @@ func (t *tcpStack) hostToStack(hc *net.TCPConn, ep tcpip.Endpoint, wq *waiter.Qu
 			}
 			return true // data came meanwhile: the next step writes it
 		}
-		w := avail
-		if seg > 0 && avail >= seg {
-			w -= avail % seg
+		// An atomic write takes all it is given, past the stack's send
+		// buffer: at most maxHostWrite a time keeps a connection's
+		// memory bounded whatever the host socket has queued.
+		w := min(avail, maxHostWrite)
+		if seg > 0 && w >= seg {
+			w -= w % seg
 		}
 		src.fd, src.n = int(fd), w
 		// Atomic: a write that is not may drop what it read beyond the

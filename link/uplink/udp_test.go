@@ -340,6 +340,16 @@ func TestClose(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
+	// A packet Read held back for its next batch, or one still queued,
+	// is not handed out after Close: Read says closed and drops them.
+	l.next = getPkt(64)
+	l.out <- getPkt(64)
+	if _, err := l.Read([][]byte{make([]byte, 2048)}, []int{0}, link.Headroom); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("Read with a held packet after Close: %v", err)
+	}
+	if l.next != nil || len(l.out) != 0 {
+		t.Fatalf("after Close, Read kept a held packet (%v) or left %d queued", l.next != nil, len(l.out))
+	}
 }
 
 // TestICMPErrorsFromContainer: an error about a TCP connection goes to the

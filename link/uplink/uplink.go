@@ -140,6 +140,24 @@ func New(cfg Config, log *zap.Logger) (*Link, error) {
 // link's own UDP and ICMP packets only (ReadFlags tells which), so the
 // stack's may go with their checksums unfilled.
 func (l *Link) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	select {
+	case <-l.closed:
+		// Read is the only reader of next and out: give their packets'
+		// buffers back here, as Close (another goroutine) cannot.
+		if l.next != nil {
+			putPkt(l.next)
+			l.next = nil
+		}
+		for {
+			select {
+			case p := <-l.out:
+				putPkt(p)
+			default:
+				return 0, os.ErrClosed
+			}
+		}
+	default:
+	}
 	p := l.next
 	l.next = nil
 	if p == nil {
