@@ -575,9 +575,18 @@ func TestStatusAndReload(t *testing.T) {
 	client, server, g, path := admintest.TwoLinks(t)
 	_, sock := serve(t, g)
 	udpEcho(t, client, server, 9002)
+	// The echo's reply can reach the client before the worker that wrote
+	// the request to wan has counted that write: ask until the counters
+	// show both directions (a deadline, then the check below reports).
 	var st Status
-	if err := json.Unmarshal([]byte(mustDo(t, sock, &Request{Cmd: "status", Output: "json"})), &st); err != nil {
-		t.Fatal(err)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		st = Status{}
+		if err := json.Unmarshal([]byte(mustDo(t, sock, &Request{Cmd: "status", Output: "json"})), &st); err != nil {
+			t.Fatal(err)
+		}
+		if len(st.Interfaces) == 2 && st.Interfaces[1].Counters.TxPackets > 0 && st.Interfaces[0].Counters.TxBytes > 0 || time.Now().After(deadline) {
+			break
+		}
 	}
 	b, _ := os.ReadFile(path)
 	sum := sha256.Sum256(b)
