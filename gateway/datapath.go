@@ -489,11 +489,7 @@ func (w *worker) packet(buf []byte, size int) {
 		w.clampMSS(p, out)
 	}
 	w.forwarded++
-	if w.partial && p.Proto == packet.ProtoTCP {
-		w.queuePartial(out, buf, p)
-		return
-	}
-	w.queue(out, buf, p)
+	w.queue(out, buf, p, w.partial && p.Proto == packet.ProtoTCP)
 }
 
 // peerOf names the sender of a packet read from a wireguard link
@@ -601,7 +597,11 @@ func (g *Gateway) confirm(c *conntrack.Conn, now int64) error {
 
 // queue puts the packet in buf (parsed as p, possibly resized) on link out,
 // fragmenting an IPv4 packet without DF that is larger than the link MTU.
-func (w *worker) queue(out int, buf []byte, p *packet.Parsed) {
+// partial says p is a TCP packet whose checksum the link that read it left
+// unfilled (link.ChecksumPartial): it stays so up to the output link's
+// write, unless it is a fragment or has to be fragmented, when it is
+// summed here.
+func (w *worker) queue(out int, buf []byte, p *packet.Parsed, partial bool) {
 	l := p.Len()
 	size := w.pl.links[out].MTU
 	if w.fragMax > 0 && w.fragMax < size {
@@ -609,27 +609,19 @@ func (w *worker) queue(out int, buf []byte, p *packet.Parsed) {
 		// in (Linux's frag_max_size), so defragmenting stays invisible.
 		size = w.fragMax
 	}
+	if partial && (p.Fragment || l > size) {
+		p.SetL4Checksum()
+		partial = false
+	}
 	if l > size {
 		w.fragment(out, p, size)
 		return
 	}
 	w.out[out] = append(w.out[out], buf[:headroom+l])
-	w.outPart[out] = append(w.outPart[out], false)
-}
-
-// queuePartial is queue for a TCP packet whose checksum the link that
-// read it left unfilled (link.ChecksumPartial): it stays so up to the
-// output link's write, unless it has to be fragmented.
-func (w *worker) queuePartial(out int, buf []byte, p *packet.Parsed) {
-	l := p.Len()
-	if p.Fragment || l > w.pl.links[out].MTU || (w.fragMax > 0 && l > w.fragMax) {
-		p.SetL4Checksum()
-		w.queue(out, buf, p)
-		return
+	w.outPart[out] = append(w.outPart[out], partial)
+	if partial {
+		w.nPart[out]++
 	}
-	w.out[out] = append(w.out[out], buf[:headroom+l])
-	w.outPart[out] = append(w.outPart[out], true)
-	w.nPart[out]++
 }
 
 func (w *worker) fragment(out int, p *packet.Parsed, mtu int) {

@@ -237,7 +237,7 @@ func (w *worker) output(b []byte, gp *packet.Parsed, c *conntrack.Conn, d conntr
 		w.drop(DropFilter)
 		return
 	}
-	w.queue(out, b, gp)
+	w.queue(out, b, gp, false)
 }
 
 // sourceFor picks the gateway's own address of the given IP version on link
