@@ -14,7 +14,10 @@ HERE=$(cd $(dirname $0)/.. && pwd)
 ROUNDS=${1:-6}; BT=${2:-3s}
 cd $HERE
 TB=$(mktemp -d /tmp/tungate-bm-XXXXXX)
-trap 'rm -rf $TB' EXIT
+# KEEP=DIR keeps the raw benchmark lines (bench.txt, for benchstat) and the
+# whole-gateway figures (gw.txt).
+keep() { [ -z "${KEEP:-}" ] || { mkdir -p "$KEEP"; cp $TB/*.txt "$KEEP/" 2>/dev/null; }; }
+trap 'keep; rm -rf $TB' EXIT
 go test -c -o $TB/gw.test ./gateway/ || exit 1
 echo "bench-metrics: $ROUNDS rounds, benchtime $BT, load avg $(cut -d' ' -f1 /proc/loadavg), commit $(git rev-parse --short HEAD)"
 for r in $(seq $ROUNDS); do
@@ -40,7 +43,7 @@ EOF
 [ "$(id -u)" = 0 ] || { echo "(not root: whole-gateway part skipped)"; exit 0; }
 ID=bm$$
 . $HERE/scripts/flood-lib.sh
-trap 'rm -rf $TB; fl_cleanup' EXIT
+trap 'keep; rm -rf $TB; fl_cleanup' EXIT
 fl_build
 PORT=$((19000 + $$ % 1000))
 GR=$((ROUNDS / 2)); [ $GR -lt 1 ] && GR=1
