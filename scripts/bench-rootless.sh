@@ -59,6 +59,9 @@
 #                               binaries alternated in one run
 #   BENCH_UDP_CONNS=1           udp64: sender sockets (source ports), each
 #                               its own endpoint socket in the uplink
+#   BENCH_NOROTATE=1            run the systems in the order given in
+#                               every round (by default each round starts
+#                               one system later, see order)
 #   BENCH_PROFILE=DIR           tungate writes a CPU profile of each run to
 #                               DIR/SYSTEM-rROUND-mtuMTU.pprof
 # e.g. BENCH_CASES=fwd_tcp BENCH_MTUS=65520 BENCH_BASE=1cdc590 \
@@ -542,6 +545,16 @@ EOF
 echo "# bench-rootless: $(date -u +%FT%TZ) commit $(cd "$ROOT" && git rev-parse --short HEAD) load $(cut -d' ' -f1-3 /proc/loadavg) T=${T}s rounds=$ROUNDS"
 echo "# $(slirp4netns --version | head -1); pasta $(dpkg-query -W -f '${Version}' passt 2>/dev/null); $(iperf3 --version | head -1)"
 SYSTEMS=${BENCH_SYSTEMS:-tungate slirp4netns pasta rootgw}
+# order ROUND: the systems for a round, rotated by one each round (round 1
+# in the order given), so no system always runs first or last in a round:
+# a load that changes within rounds (another's build, a fuzzer's phases)
+# then favours none of them.
+order() {
+	local a=($SYSTEMS) n i
+	n=${#a[@]}
+	if [ -n "${BENCH_NOROTATE:-}" ]; then echo "${a[@]}"; return; fi
+	for i in $(seq 0 $((n - 1))); do echo -n "${a[$(((i + $1 - 1) % n))]} "; done
+}
 for r in $(seq "$ROUNDS"); do
 	ROUND=$r
 	if has_case udp64; then
@@ -550,7 +563,7 @@ for r in $(seq "$ROUNDS"); do
 		SYS=""
 	fi
 	for mtu in $MTUS; do
-		for s in $SYSTEMS; do
+		for s in $(order "$r"); do
 			if ! start_system $s $mtu; then say "round=$r $s mtu=$mtu: failed to start"; stop_system; continue; fi
 			has_case tcp_up && say "round=$r system=$s mtu=$mtu tcp_up_gbps=$(tcp_up)"
 			if [ $mtu = 65520 ]; then
