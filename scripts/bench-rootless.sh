@@ -62,6 +62,8 @@
 #   BENCH_NOROTATE=1            run the systems in the order given in
 #                               every round (by default each round starts
 #                               one system later, see order)
+#   BENCH_NSTAT=1               fwd_tcp: print the container's TCP
+#                               counters after each run (to stderr)
 #   BENCH_PROFILE=DIR           tungate writes a CPU profile of each run to
 #                               DIR/SYSTEM-rROUND-mtuMTU.pprof
 # e.g. BENCH_CASES=fwd_tcp BENCH_MTUS=65520 BENCH_BASE=1cdc590 \
@@ -416,6 +418,13 @@ fwd_tcp() { # -> "GBPS fwd_tcp_cpu_s=S fwd_tcp_cpu_s_per_gb=C", host -> containe
 	fi
 	t1=$(cpu_ticks $pids)
 	kill $sp 2>/dev/null; wait $sp 2>/dev/null
+	# BENCH_NSTAT=1: the container's TCP counters after the run (its
+	# namespace is new for each system, so they count this run only):
+	# what the receiver had to repair (duplicates, out of order) or
+	# squeeze (collapsed, pruned). Printed to stderr.
+	[ -n "${BENCH_NSTAT:-}" ] && echo "round=${ROUND:-0} system=$SYS nstat" $(inside nstat -asz TcpInSegs TcpExtTCPOFOQueue \
+		TcpExtTCPDSACKOldSent TcpExtTCPRcvCollapsed TcpExtTCPRcvPruned TcpExtTCPRcvQDrop TcpExtTCPBacklogDrop 2>/dev/null |
+		awk '!/^#/ {printf "%s=%s ", $1, $2}') >&2
 	# The helper's CPU seconds per gigabyte forwarded: what the system in
 	# between costs per byte, which the load of others changes less than
 	# the rate (the rate is what the goal is about).
