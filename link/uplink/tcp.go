@@ -32,10 +32,11 @@ import (
 // socket's data toward the container until the container acknowledges it
 // (a port forward's, a download's). Its receiver is the container, a
 // round trip of microseconds away, so megabytes in flight buy nothing, and
-// they cost: at 8 MiB a host to container forward ran at half the rate it
-// does at 1 MiB (same CPU per byte; BENCHMARKS.md, third session), and
-// copying into and out of its buffers cost 2.7 times as much per byte
-// (they no longer stayed in the CPU's caches).
+// they cost: a host to container forward ran 1.14 to 1.8 times as fast
+// with 1 MiB as with 8 MiB (four alternating runs; 512 KiB and 2 MiB were
+// slower than 1 MiB; BENCHMARKS.md, third session). Its chunks then stay
+// in the CPU's caches: clearing and copying them cost less than half as
+// much per byte.
 const maxSendBuffer = 1 << 20
 
 // maxHostWrite bounds what one write hands the stack from a host socket
