@@ -32,11 +32,20 @@
 #   fwd_tcp                     host -> container TCP through a port forward
 #                               (tungate: [[nat.dnat]], source kept;
 #                               slirp4netns: add_hostfwd on its API socket;
-#                               pasta: -t), Gbit/s
+#                               pasta: -t), Gbit/s; and the CPU seconds the
+#                               system in between (tungate's processes,
+#                               slirp4netns, passt, the root gateway) used
+#                               during it, and per gigabyte forwarded
 #   rss_10k                     tungate only: RSS of the gateway process with
 #                               10,000 idle TCP flows through the uplink (MB)
 #   goroutines_udp              tungate only: goroutines with 0 and with
 #                               1,000 UDP flows (from a SIGQUIT dump)
+#
+# At the end of the rounds, "# sum" and "# ratio" lines: per measure and
+# MTU, each system's sum over the rounds every system has a figure for,
+# and its ratio to slirp4netns (tungate's also to tungate_base), the sums'
+# ratio first, then each round's; and fwd_tcp's CPU seconds per gigabyte
+# over all rounds. The sums' ratio is the figure BENCHMARKS.md reports.
 #
 # A subset, for measuring one change (environment variables):
 #   BENCH_CASES="fwd_tcp"       cases among tcp_up udp64 fwd_tcp budgets
@@ -50,6 +59,11 @@
 #                               binaries alternated in one run
 #   BENCH_UDP_CONNS=1           udp64: sender sockets (source ports), each
 #                               its own endpoint socket in the uplink
+#   BENCH_NOROTATE=1            run the systems in the order given in
+#                               every round (by default each round starts
+#                               one system later, see order)
+#   BENCH_NSTAT=1               fwd_tcp: print the container's TCP
+#                               counters after each run (to stderr)
 #   BENCH_PROFILE=DIR           tungate writes a CPU profile of each run to
 #                               DIR/SYSTEM-rROUND-mtuMTU.pprof
 # e.g. BENCH_CASES=fwd_tcp BENCH_MTUS=65520 BENCH_BASE=1cdc590 \
@@ -387,20 +401,46 @@ udp64_iperf3() { # -> datagrams/s received, iperf3 as the generator
 	kill $sp 2>/dev/null; wait $sp 2>/dev/null
 }
 
-fwd_tcp() { # -> Gbit/s, host -> container through the port forward
+fwd_tcp() { # -> "GBPS fwd_tcp_cpu_s=S fwd_tcp_cpu_s_per_gb=C", host -> container through the port forward
 	(inside_exec iperf3 -s -1 -p 5201 >/dev/null 2>&1) &
-	local sp=$! i
+	local sp=$! i pids t0 t1 g
 	# Until the server listens (a fixed pause lost runs on a loaded host).
 	for i in $(seq 100); do
 		inside ss -Hltn 'sport = :5201' 2>/dev/null | grep -q . && break
 		sleep 0.05
 	done
+	pids=$(helper_pids)
+	t0=$(cpu_ticks $pids)
 	if [ "$SYS" = rootgw ]; then
-		ip netns exec ${NS}s iperf3 -c 198.18.0.1 -p $FWD -t "$T" -J 2>/dev/null | gbps
+		g=$(ip netns exec ${NS}s iperf3 -c 198.18.0.1 -p $FWD -t "$T" -J 2>/dev/null | gbps)
 	else
-		iperf3 -c "$HOSTIP" -p $FWD -t "$T" -J 2>/dev/null | gbps
+		g=$(iperf3 -c "$HOSTIP" -p $FWD -t "$T" -J 2>/dev/null | gbps)
 	fi
+	t1=$(cpu_ticks $pids)
 	kill $sp 2>/dev/null; wait $sp 2>/dev/null
+	# BENCH_NSTAT=1: the container's TCP counters after the run (its
+	# namespace is new for each system, so they count this run only):
+	# what the receiver had to repair (duplicates, out of order) or
+	# squeeze (collapsed, pruned). Printed to stderr.
+	[ -n "${BENCH_NSTAT:-}" ] && echo "round=${ROUND:-0} system=$SYS nstat" $(inside nstat -asz TcpInSegs TcpExtTCPOFOQueue \
+		TcpExtTCPDSACKOldSent TcpExtTCPRcvCollapsed TcpExtTCPRcvPruned TcpExtTCPRcvQDrop TcpExtTCPBacklogDrop 2>/dev/null |
+		awk '!/^#/ {printf "%s=%s ", $1, $2}') >&2
+	# The helper's CPU seconds per gigabyte forwarded: what the system in
+	# between costs per byte, which the load of others changes less than
+	# the rate (the rate is what the goal is about).
+	python3 - "$g" $((t1 - t0)) "$(getconf CLK_TCK)" "$T" <<'EOF'
+import sys
+g, ticks, hz, t = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+cpu = ticks / hz
+try:
+    gb = float(g) * t / 8
+except ValueError:
+    gb = 0
+out = "%s fwd_tcp_cpu_s=%.2f" % (g, cpu)
+if gb > 0:
+    out += " fwd_tcp_cpu_s_per_gb=%.3f" % (cpu / gb)
+print(out)
+EOF
 }
 
 rss_mb() { awk '/VmRSS/ {printf "%.1f", $2/1024}' /proc/"$1"/status; }
@@ -466,29 +506,85 @@ time.sleep(2)' "$n" "$SINK"
 	grep -cE '^goroutine [0-9]+ ' "$W/tungate.log"
 }
 
+# say LINE: print a result line and keep it for the summary.
+say() { echo "$1"; echo "$1" >>"$W/results"; }
+
+# summary: per measure and MTU, each system's sum over the rounds and its
+# ratio to slirp4netns (and tungate's to tungate_base): the ratio of the
+# sums is the figure reported, with the per-round ratios beside it.
+summary() {
+	[ -s "$W/results" ] || return 0
+	python3 - "$W/results" "$T" <<'EOF'
+import re, sys
+T = float(sys.argv[2])
+vals = {}   # (measure, mtu) -> system -> {round: value}
+cpu = {}    # mtu -> system -> [cpu seconds summed, Gbit/s summed]
+for line in open(sys.argv[1]):
+    kv = dict(re.findall(r"(\w+)=(\S+)", line))
+    if "system" not in kv:
+        continue
+    r, s, mtu = kv["round"], kv["system"], kv.get("mtu", "-")
+    for k in ("tcp_up_gbps", "udp64_pps", "udp64_iperf3_pps", "fwd_tcp_gbps"):
+        if k not in kv:
+            continue
+        try:
+            v = float(kv[k])
+        except ValueError:
+            continue  # a failed run counts in no sum
+        vals.setdefault((k, mtu), {}).setdefault(s, {})[r] = v
+        if k == "fwd_tcp_gbps" and "fwd_tcp_cpu_s" in kv:
+            c = cpu.setdefault(mtu, {}).setdefault(s, [0.0, 0.0])
+            c[0] += float(kv["fwd_tcp_cpu_s"]); c[1] += v
+for (k, mtu), bys in vals.items():
+    # Only rounds every system has a figure for, so the sums compare.
+    rounds = sorted(set.intersection(*(set(d) for d in bys.values())), key=int)
+    sums = {s: sum(d[r] for r in rounds) for s, d in bys.items()}
+    print("# sum %s mtu=%s rounds=%d: %s" % (k, mtu, len(rounds),
+          " ".join("%s=%.2f" % (s, v) for s, v in sums.items())))
+    for a, b in [(s, "slirp4netns") for s in bys if s != "slirp4netns"] + [("tungate", "tungate_base")]:
+        if a in sums and b in sums and sums[b] > 0 and a != b:
+            per = " ".join("%.2f" % (bys[a][r] / bys[b][r]) if bys[b][r] > 0 else "-" for r in rounds)
+            print("# ratio %s mtu=%s %s/%s=%.2f (rounds: %s)" % (k, mtu, a, b, sums[a] / sums[b], per))
+for mtu, bys in cpu.items():
+    print("# fwd_tcp cpu_s_per_gb mtu=%s: %s" % (mtu, " ".join(
+        "%s=%.3f" % (s, c[0] / (c[1] * T / 8)) for s, c in bys.items() if c[1] > 0)))
+EOF
+}
+
 echo "# bench-rootless: $(date -u +%FT%TZ) commit $(cd "$ROOT" && git rev-parse --short HEAD) load $(cut -d' ' -f1-3 /proc/loadavg) T=${T}s rounds=$ROUNDS"
 echo "# $(slirp4netns --version | head -1); pasta $(dpkg-query -W -f '${Version}' passt 2>/dev/null); $(iperf3 --version | head -1)"
 SYSTEMS=${BENCH_SYSTEMS:-tungate slirp4netns pasta rootgw}
+# order ROUND: the systems for a round, rotated by one each round (round 1
+# in the order given), so no system always runs first or last in a round:
+# a load that changes within rounds (another's build, a fuzzer's phases)
+# then favours none of them.
+order() {
+	local a=($SYSTEMS) n i
+	n=${#a[@]}
+	if [ -n "${BENCH_NOROTATE:-}" ]; then echo "${a[@]}"; return; fi
+	for i in $(seq 0 $((n - 1))); do echo -n "${a[$(((i + $1 - 1) % n))]} "; done
+}
 for r in $(seq "$ROUNDS"); do
 	ROUND=$r
 	if has_case udp64; then
 		SYS=direct
-		echo "round=$r system=direct udp64_pps=$(udp64)"
+		say "round=$r system=direct udp64_pps=$(udp64)"
 		SYS=""
 	fi
 	for mtu in $MTUS; do
-		for s in $SYSTEMS; do
-			if ! start_system $s $mtu; then echo "round=$r $s mtu=$mtu: failed to start"; stop_system; continue; fi
-			has_case tcp_up && echo "round=$r system=$s mtu=$mtu tcp_up_gbps=$(tcp_up)"
+		for s in $(order "$r"); do
+			if ! start_system $s $mtu; then say "round=$r $s mtu=$mtu: failed to start"; stop_system; continue; fi
+			has_case tcp_up && say "round=$r system=$s mtu=$mtu tcp_up_gbps=$(tcp_up)"
 			if [ $mtu = 65520 ]; then
-				has_case udp64 && echo "round=$r system=$s mtu=$mtu udp64_pps=$(udp64) conns=$UDPCONNS"
-				has_case udp64 && [ -n "${BENCH_UDP_IPERF3:-}" ] && echo "round=$r system=$s mtu=$mtu udp64_iperf3_pps=$(udp64_iperf3)"
-				has_case fwd_tcp && echo "round=$r system=$s mtu=$mtu fwd_tcp_gbps=$(fwd_tcp) load=$(cut -d' ' -f1 /proc/loadavg)"
+				has_case udp64 && say "round=$r system=$s mtu=$mtu udp64_pps=$(udp64) conns=$UDPCONNS"
+				has_case udp64 && [ -n "${BENCH_UDP_IPERF3:-}" ] && say "round=$r system=$s mtu=$mtu udp64_iperf3_pps=$(udp64_iperf3)"
+				has_case fwd_tcp && say "round=$r system=$s mtu=$mtu fwd_tcp_gbps=$(fwd_tcp) load=$(cut -d' ' -f1 /proc/loadavg)"
 			fi
 			stop_system
 		done
 	done
 done
+summary
 if ! has_case budgets; then
 	echo "# done $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg)"
 	exit 0
