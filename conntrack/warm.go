@@ -49,7 +49,9 @@ func (w *Warmer) Packet(t *Table, b []byte) {
 	}
 	h := tu.hash(t.seed)
 	w.sink += t.buckets[h&t.mask].tags.Load()
-	if c := t.locks[t.stripe(h)].peek(); c != nil {
+	// A batch of one flow's packets (an established stream while the
+	// table is full) names one candidate once.
+	if c := t.locks[t.stripe(h)].peek(); c != nil && (len(w.victims) == 0 || w.victims[len(w.victims)-1] != c) {
 		w.victims = append(w.victims, c)
 	}
 }

@@ -78,6 +78,15 @@ func TestWarmerChangesNothing(t *testing.T) {
 		if r.Drop || !connDying(v) || h.tab.Stats.EarlyDrop.Load() != 1 || h.tab.Count() != max {
 			t.Fatalf("%s: drop %v, warmed victim dying %v, early drops %d, count %d", f.name, r.Drop, connDying(v), h.tab.Stats.EarlyDrop.Load(), h.tab.Count())
 		}
+		// One flow's packets name its stripe's candidate once.
+		w.Begin(h.tab, &res)
+		for range 8 {
+			w.Packet(h.tab, pkt)
+		}
+		if vs := w.Victims(h.tab); len(vs) != 1 {
+			t.Fatalf("%s: %d victims for eight packets of one flow", f.name, len(vs))
+		}
+		res.Release()
 		// A packet it does not take adds no victim.
 		w.Begin(h.tab, &res)
 		w.Packet(h.tab, build.Echo(f.cli, f.srv, false, 1, 1))
