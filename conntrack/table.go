@@ -73,20 +73,37 @@ func (l *paddedMutex) remember(c *Conn) {
 	l.pos.Store((head+1)%recentLen | n<<8)
 }
 
-// oldest takes the oldest candidate (nil when none); l is locked.
+// oldest takes the oldest candidate (nil when none); l is locked. Slots
+// emptied by forget are passed over.
 func (l *paddedMutex) oldest() *Conn {
 	pos := l.pos.Load()
 	head, n := pos&0xff, pos>>8
-	if n == 0 {
-		return nil
+	var c *Conn
+	for c == nil && n > 0 {
+		c = l.recent[head].Swap(nil)
+		head, n = (head+1)%recentLen, n-1
 	}
-	c := l.recent[head].Swap(nil)
-	l.pos.Store((head+1)%recentLen | (n-1)<<8)
+	l.pos.Store(head | n<<8)
 	return c
 }
 
+// forget empties c's slot, if it has one, when c dies; l is locked. The
+// list then never names an entry that may be reused: early drop, which
+// takes a candidate as a reader of the table, and Warmer, which reads a
+// candidate's tuples, only meet connections that were live when listed,
+// whose entries wait for them (see reclaim).
+func (l *paddedMutex) forget(c *Conn) {
+	for i := range l.recent {
+		if l.recent[i].Load() == c {
+			l.recent[i].Store(nil)
+			return
+		}
+	}
+}
+
 // peek is the candidate oldest would take, read without the lock: a hint,
-// possibly stale by the time it is used.
+// possibly stale by the time it is used, nil when none or when the oldest
+// slot was emptied.
 func (l *paddedMutex) peek() *Conn {
 	pos := l.pos.Load()
 	if pos>>8 == 0 {
@@ -674,6 +691,8 @@ func (t *Table) kill(c *Conn, old Status) {
 		a, b := t.lockPair(h0, h1)
 		t.unlink(h0, o)
 		t.unlink(h1, r)
+		// Confirm listed c in the stripe of h0, locked here.
+		t.locks[t.stripe(h0)].forget(c)
 		unlockPair(a, b)
 		if e := c.ext.Load(); e != nil {
 			if al := e.alias.Load(); al != nil {

@@ -67,8 +67,10 @@ func (w *Warmer) Victims(t *Table) []*Conn {
 		}
 	}
 	w.victims = live
-	// Confirmed, read after res entered the epoch: the tuples were
-	// written before and the entry is not reused before res is released.
+	// Listed, so live when peeked at after res entered the epoch (a dying
+	// connection leaves the list before its entry is retired), and
+	// Confirmed: the tuples were written before, and the entry is not
+	// reused before res is released.
 	w.hs = w.hs[:0]
 	for _, c := range live {
 		w.hs = append(w.hs, c.node[DirOriginal].tuple.hash(t.seed), c.node[DirReply].tuple.hash(t.seed))

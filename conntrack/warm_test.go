@@ -2,7 +2,9 @@ package conntrack
 
 import (
 	"encoding/binary"
+	"sync"
 	"testing"
+	"time"
 
 	"tungate/packet"
 )
@@ -126,5 +128,109 @@ func TestRecentRing(t *testing.T) {
 	l.remember(cs[0])
 	if l.peek() != cs[0] || l.oldest() != cs[0] {
 		t.Fatal("ring wrong after draining")
+	}
+	// A dead connection leaves the ring; oldest passes over its slot.
+	for _, c := range cs[:3] {
+		l.remember(c)
+	}
+	l.forget(cs[0])
+	l.forget(cs[1])
+	l.forget(&Conn{}) // not listed: nothing changes
+	if l.peek() != nil {
+		t.Fatal("peek named a forgotten connection")
+	}
+	if c := l.oldest(); c != cs[2] {
+		t.Fatal("oldest did not pass over the forgotten connections")
+	}
+	if l.oldest() != nil || l.pos.Load() != uint32(l.pos.Load()&0xff) {
+		t.Fatal("ring not empty after taking its one live candidate")
+	}
+}
+
+// TestWarmerConcurrent runs warming passes of a full table while other
+// goroutines flood it with new connections (every one an early drop,
+// entries reused) and delete: the pass peeks at candidates without the
+// stripe lock and reads the tuples of those still live. Run with -race;
+// the table must stay consistent and at its max.
+func TestWarmerConcurrent(t *testing.T) {
+	const max = 256
+	iters := 3000
+	if testing.Short() {
+		iters = 500
+	}
+	tab, err := NewTable(Config{Max: max, Buckets: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := int64(time.Hour)
+	var pkts [][]byte
+	for _, f := range ctFamilies {
+		for i := range 4 * max {
+			pkts = append(pkts, build.UDP(f.cli, uint16(1024+i), f.srv, 53, 0))
+		}
+	}
+	in := func(res *Result, b []byte) {
+		var p packet.Parsed
+		if err := p.Decode(b); err != nil {
+			t.Error(err)
+			return
+		}
+		tab.In(&p, now, res)
+		if c := res.Conn; c != nil && !c.Confirmed() {
+			if err := tab.Confirm(c, now); err != nil {
+				tab.Delete(c)
+			}
+		}
+	}
+	var fill Result
+	for _, b := range pkts[:max] {
+		in(&fill, b)
+	}
+	fill.Release()
+	var wg sync.WaitGroup
+	for g := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var res Result
+			for i := range iters {
+				in(&res, pkts[(i*7+g*131)%len(pkts)])
+				if i%16 == 15 {
+					res.Release()
+				}
+			}
+			res.Release()
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		var w Warmer
+		var res Result
+		var sink uint64
+		for i := 0; i < iters/8; i++ {
+			if w.Begin(tab, &res) {
+				for j := range 16 {
+					w.Packet(tab, pkts[(i*16+j)%len(pkts)])
+				}
+				for _, c := range w.Victims(tab) {
+					sink += uint64(c.Tuple(DirOriginal).SrcPort)
+				}
+				sink += w.Sink()
+			}
+			res.Release()
+		}
+		_ = sink
+	}()
+	wg.Wait()
+	// Two flooders may both pass the full check before either confirms
+	// (as before the warming pass): the max holds within their number.
+	if n := tab.Count(); n < max-2 || n > max+2 {
+		t.Fatalf("count %d after the flood, want the max %d", n, max)
+	}
+	linked := 0
+	tab.Range(func(c *Conn) bool { linked++; return true })
+	if linked != tab.Count() {
+		t.Fatalf("%d connections linked, count %d", linked, tab.Count())
 	}
 }
