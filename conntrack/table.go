@@ -47,12 +47,14 @@ type paddedMutex struct {
 	sync.Mutex
 	// recent are the connections most recently confirmed in this stripe,
 	// recent[(head+i)%len] for i < n, oldest first: they were unassured
-	// then, so they are where early drop looks first. They are guarded by
-	// the mutex; entries may be stale (died, reused): early drop checks
-	// what is there now (dropCandidate).
-	recent  [recentLen]*Conn
-	head, n uint8
-	_       [64 - 8 - 8*recentLen - 2]byte
+	// then, so they are where early drop looks first. They are written
+	// with the mutex held; entries may be stale (died, reused): early drop
+	// checks what is there now (dropCandidate). They and pos are atomics
+	// only so that Warm may peek at the next candidate without the lock
+	// (a locked instruction would wait for the loads it means to overlap).
+	recent [recentLen]atomic.Pointer[Conn]
+	pos    atomic.Uint32 // head | n<<8
+	_      [64 - 8 - 8*recentLen - 4]byte
 }
 
 const recentLen = 6
@@ -60,25 +62,54 @@ const recentLen = 6
 // remember records c, just confirmed, as an early-drop candidate; l is
 // locked.
 func (l *paddedMutex) remember(c *Conn) {
-	if l.n < recentLen {
-		l.recent[(int(l.head)+int(l.n))%recentLen] = c
-		l.n++
+	pos := l.pos.Load()
+	head, n := pos&0xff, pos>>8
+	if n < recentLen {
+		l.recent[(head+n)%recentLen].Store(c)
+		l.pos.Store(head | (n+1)<<8)
 		return
 	}
-	l.recent[l.head] = c
-	l.head = (l.head + 1) % recentLen
+	l.recent[head].Store(c)
+	l.pos.Store((head+1)%recentLen | n<<8)
 }
 
-// oldest takes the oldest candidate (nil when none); l is locked.
+// oldest takes the oldest candidate (nil when none); l is locked. Slots
+// emptied by forget are passed over.
 func (l *paddedMutex) oldest() *Conn {
-	if l.n == 0 {
+	pos := l.pos.Load()
+	head, n := pos&0xff, pos>>8
+	var c *Conn
+	for c == nil && n > 0 {
+		c = l.recent[head].Swap(nil)
+		head, n = (head+1)%recentLen, n-1
+	}
+	l.pos.Store(head | n<<8)
+	return c
+}
+
+// forget empties c's slot, if it has one, when c dies; l is locked. The
+// list then never names an entry that may be reused: early drop, which
+// takes a candidate as a reader of the table, and Warmer, which reads a
+// candidate's tuples, only meet connections that were live when listed,
+// whose entries wait for them (see reclaim).
+func (l *paddedMutex) forget(c *Conn) {
+	for i := range l.recent {
+		if l.recent[i].Load() == c {
+			l.recent[i].Store(nil)
+			return
+		}
+	}
+}
+
+// peek is the candidate oldest would take, read without the lock: a hint,
+// possibly stale by the time it is used, nil when none or when the oldest
+// slot was emptied.
+func (l *paddedMutex) peek() *Conn {
+	pos := l.pos.Load()
+	if pos>>8 == 0 {
 		return nil
 	}
-	c := l.recent[l.head]
-	l.recent[l.head] = nil
-	l.head = (l.head + 1) % recentLen
-	l.n--
-	return c
+	return l.recent[pos&0xff%recentLen].Load()
 }
 
 // Stats are the table counters, named like `conntrack -S` and
@@ -660,6 +691,8 @@ func (t *Table) kill(c *Conn, old Status) {
 		a, b := t.lockPair(h0, h1)
 		t.unlink(h0, o)
 		t.unlink(h1, r)
+		// Confirm listed c in the stripe of h0, locked here.
+		t.locks[t.stripe(h0)].forget(c)
 		unlockPair(a, b)
 		if e := c.ext.Load(); e != nil {
 			if al := e.alias.Load(); al != nil {

@@ -264,6 +264,9 @@ type Engine struct {
 	// maxPooled).
 	freeMaps  *mapping
 	freeBinds []*binding
+	// warmMaps and warmLines are Warm's scratch.
+	warmMaps  []*mapping
+	warmLines []*uint64
 	nFreeMaps int
 
 	st     counters

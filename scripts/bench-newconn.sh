@@ -4,7 +4,10 @@
 # NATEstablished4 (the per-packet path, for no regression), and the
 # gateway's ForwardNewFlows (one-packet UDP flows through masquerade + the
 # stateful rules into a full table: what scripts/bench-newflows.sh
-# measures, without the TUNs) and ForwardBatch, of both trees alternating
+# measures, without the TUNs), ForwardNewFlowsBatch (the same in batches
+# of 64 through the worker's loop, with and without the warming pass; then
+# also benchstat of warm=off against warm=on) and ForwardBatch, of both
+# trees alternating
 # ROUNDS times, then benchstat of the two. Usage:
 #   scripts/bench-newconn.sh [BASE] [ROUNDS]
 # Writes $OUT/base.txt and $OUT/head.txt (OUT defaults to a temp dir).
@@ -41,9 +44,16 @@ while [ "$i" -lt "$rounds" ]; do
 		( cd "$root/nat" && nice "$tmp/$tree.nat.test" -test.run '^$' \
 			-test.bench '^Benchmark(NATEstablished4|NATNewConn)$' -test.benchmem ) | grep '^Benchmark' >>"$out/$tree.txt"
 		( cd "$root/gateway" && nice "$tmp/$tree.gateway.test" -test.run '^$' \
-			-test.bench '^Benchmark(ForwardNewFlows|ForwardBatch)$' -test.benchtime 200000x -test.benchmem ) | grep '^Benchmark' >>"$out/$tree.txt"
+			-test.bench '^Benchmark(ForwardNewFlows|ForwardNewFlowsBatch|ForwardBatch)$' -test.benchtime 200000x -test.benchmem ) | grep '^Benchmark' >>"$out/$tree.txt"
 	done
 	i=$((i + 1))
 done
 echo "load avg now $(cut -d' ' -f1-3 /proc/loadavg); results in $out"
 ( cd "$root" && go run golang.org/x/perf/cmd/benchstat@latest "$out/base.txt" "$out/head.txt" ) || true
+# ForwardNewFlowsBatch (head only, where it exists) runs each batch with
+# and without the warming pass: that comparison is within one binary.
+if grep -q 'ForwardNewFlowsBatch/.*/warm=' "$out/head.txt"; then
+	grep 'ForwardNewFlowsBatch/.*/warm=off' "$out/head.txt" | sed 's,/warm=off,,' >"$out/warm-off.txt"
+	grep 'ForwardNewFlowsBatch/.*/warm=on' "$out/head.txt" | sed 's,/warm=on,,' >"$out/warm-on.txt"
+	( cd "$root" && go run golang.org/x/perf/cmd/benchstat@latest "$out/warm-off.txt" "$out/warm-on.txt" ) || true
+fi

@@ -19,7 +19,9 @@
 # (hping3's usleep pacing falls short on a loaded machine). BASE=BINARY
 # also measures that second tungate binary (e.g. one built from an older
 # commit) in every round, as "base", with its own ratio against the same
-# round's copy loop.
+# round's copy loop. Each round also prints the SYN rate every system
+# met and flags a spread above 5 % (a loaded sender falls short most for
+# the forwarder that takes the most CPU).
 set -u
 HERE=$(cd $(dirname $0)/.. && pwd)
 T=${1:-8}; ROUNDS=${2:-1}
@@ -81,6 +83,7 @@ print('entries %d/%d, early_drop +%d, drop +%d, insert +%d; RSS %d -> %d kB (%+d
     $rss0, $rss1, $rss1-$rss0, b['max']))")
   fi
   echo "  $1: no flood $NO Gbit/s, flood $FL Gbit/s ($syn) $extra"
+  SR=$(echo "$syn" | sed -n 's/.*, \([0-9]*\)\/s$/\1/p')
   fl_down
   BIN=$bin
 }
@@ -90,8 +93,17 @@ for r in $(seq $ROUNDS); do
   if [ $((r % 2)) = 1 ]; then order="copy gw ${BASE:+base}"; else order="${BASE:+base} gw copy"; fi
   for k in $order; do
     measure $k
-    case $k in copy) CN=$NO CF=$FL ;; gw) GN=$NO GF=$FL ;; base) BN=$NO BF=$FL ;; esac
+    case $k in copy) CN=$NO CF=$FL CS=$SR ;; gw) GN=$NO GF=$FL GS=$SR ;; base) BN=$NO BF=$FL BS=$SR ;; esac
   done
+  # The ratio compares like with like only if every system met the same
+  # flood: a forwarder that takes more CPU slows a loaded sender, and
+  # then meets a lighter flood than the copy loop did.
+  fl_py "
+r = {k: v for k, v in (('copy', '${CS:-}'), ('gw', '${GS:-}'), ('base', '${BS:-}' if '$BASE' else '')) if v}
+if r:
+    lo, hi = min(map(int, r.values())), max(map(int, r.values()))
+    print('round $r: flood rates %s SYN/s, spread %.1f %%%s' % (', '.join('%s %s' % kv for kv in r.items()), 100.0 * (hi - lo) / hi if hi else 0,
+          ' (UNEQUAL: more than 5 %; the ratio is not like for like)' if hi and (hi - lo) > 0.05 * hi else ''))"
   if [ -n "$BASE" ]; then
     bratio=$(fl_py "print('%.3f' % (($BF/$BN)/($CF/$CN)) if $BN and $CN and $CF else 'n/a')")
     echo "round $r: base keeps $(fl_py "print('%.3f' % ($BF/$BN) if $BN else 'n/a')") of its throughput under flood; base ratio $bratio"
