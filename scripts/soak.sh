@@ -18,7 +18,10 @@
 # the last third of the samples no higher than the first third's, the
 # spread at most 6 for what a scrape or request has in flight). Exit
 # status 1 when a check fails.
-# Env: BIN (default: bin/tungate built from this tree), WARMUP (seconds).
+# Env: BIN (default: bin/tungate built from this tree), WARMUP (seconds),
+# HEAPPROFILE=DIR: the gateway writes a heap profile there every 5 minutes
+# (TUNGATE_HEAPPROFILE); `go tool pprof -top -base DIR/heap-A.pb.gz
+# DIR/heap-B.pb.gz` then shows what grew between two of them.
 set -u
 HERE=$(cd $(dirname $0)/.. && pwd)
 MIN=${1:-30}; STEP=${2:-10}
@@ -32,6 +35,7 @@ fl_build
 for c in hping3 iperf3 curl ping; do command -v $c >/dev/null || { echo "needs $c (scripts/test-deps.sh)"; exit 1; }; done
 PORT=$((19000 + $$ % 1000))
 fl_gw_config "" "" "127.0.0.1:$PORT"
+[ -n "${HEAPPROFILE:-}" ] && export TUNGATE_HEAPPROFILE=$HEAPPROFILE
 fl_up_gw
 echo "soak: $MIN min, sample every $STEP s, warm-up $WARM s, load avg $(fl_load), commit $(cd $HERE && git rev-parse --short HEAD)"
 
@@ -40,11 +44,18 @@ ip netns exec $FL_S python3 -m http.server 8080 --bind 198.18.0.2 --directory $W
 for i in $(seq 50); do ip netns exec $FL_C curl -s -o /dev/null --max-time 1 http://198.18.0.2:8080/small.txt && break; sleep 0.2; done
 
 # traffic generators, all in the background until the end
-( while :; do
+# The HTTP loop starts a pair of requests every 0.5 s on a fixed schedule
+# (at once when one ran late), not "as fast as it goes": its TIME_WAIT
+# entries, and so the table and the heap, then do not grow when the
+# machine gets quieter during the run (a soak at load 12 whose last ten
+# minutes were idle failed its RSS check with 40 % more entries at the end).
+( next=$(date +%s%N)
+  while :; do
     t=$(ip netns exec $FL_C curl -s -o /dev/null -w '%{time_total}' --max-time 10 http://198.18.0.2:8080/small.txt) || t=fail
     echo "$t" >$FL_DIR/http.last
     ip netns exec $FL_C curl -s -o /dev/null --max-time 10 http://198.18.0.2:8080/big.bin || echo fail >>$FL_DIR/http.fail
-    sleep 0.2
+    next=$((next + 500000000)); d=$((next - $(date +%s%N)))
+    if [ $d -gt 0 ]; then sleep $(printf '0.%09d' $d); else next=$(date +%s%N); fi
   done ) &
 ( while :; do
     ip netns exec $FL_S iperf3 -s -1 -B 198.18.0.2 >/dev/null 2>&1 & s=$!; sleep 0.3

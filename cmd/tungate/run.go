@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -43,7 +44,9 @@ an unprivileged user also names the container's user namespace with
 exits when --exit-fd FD becomes readable or is closed.
 
 Environment:
-  TUNGATE_CPUPROFILE=FILE   write a CPU profile of the whole run to FILE`,
+  TUNGATE_CPUPROFILE=FILE   write a CPU profile of the whole run to FILE
+  TUNGATE_HEAPPROFILE=DIR   write a heap profile to DIR every
+                            TUNGATE_HEAPPROFILE_EVERY (default 5m) and at exit`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.path == "" {
@@ -161,6 +164,19 @@ func cmdRun(o runOptions, stderr io.Writer) int {
 		if out, err := os.Create(f); err == nil {
 			pprof.StartCPUProfile(out)
 			defer pprof.StopCPUProfile()
+		}
+	}
+	// TUNGATE_HEAPPROFILE=DIR: heap profiles through a long run, to diff
+	// (scripts/soak.sh uses it).
+	if dir := os.Getenv("TUNGATE_HEAPPROFILE"); dir != "" {
+		every := 5 * time.Minute
+		if d, err := time.ParseDuration(os.Getenv("TUNGATE_HEAPPROFILE_EVERY")); err == nil && d > 0 {
+			every = d
+		}
+		if stopHeap, err := startHeapProfiles(dir, every); err != nil {
+			log.Warn("heap profiles", zap.Error(err))
+		} else {
+			defer stopHeap()
 		}
 	}
 	stopSignals := []os.Signal{os.Interrupt, syscall.SIGTERM}
