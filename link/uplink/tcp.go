@@ -28,17 +28,6 @@ import (
 	"tungate/packet"
 )
 
-// maxSendBuffer caps the stack's send buffer, what it holds of a host
-// socket's data toward the container until the container acknowledges it
-// (a port forward's, a download's). Its receiver is the container, a
-// round trip of microseconds away, so megabytes in flight buy nothing, and
-// they cost: a host to container forward ran 1.14 to 1.8 times as fast
-// with 1 MiB as with 8 MiB (four alternating runs; 512 KiB and 2 MiB were
-// slower than 1 MiB; BENCHMARKS.md, third session). Its chunks then stay
-// in the CPU's caches: clearing and copying them cost less than half as
-// much per byte.
-const maxSendBuffer = 1 << 20
-
 // maxHostWrite bounds what one write hands the stack from a host socket
 // (a port forward's data toward the container): the host's receive
 // buffer may hold megabytes.
@@ -120,7 +109,7 @@ func newTCPStack(l *Link) (*tcpStack, error) {
 	// Buffers start small and grow with auto-tuning: idle connections
 	// cost little, busy ones reach host-socket speeds.
 	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: 128 << 10, Max: 8 << 20}
-	snd := tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 128 << 10, Max: maxSendBuffer}
+	snd := tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 128 << 10, Max: 8 << 20}
 	cc := tcpip.CongestionControlOption("cubic")
 	// No RACK loss detection: its timers are a few round trips, and on a
 	// loaded host a goroutine that waits that long to run makes them
