@@ -11,7 +11,10 @@
 # Every SAMPLE_SECONDS (default 10) it samples from the gateway's /metrics
 # its RSS, goroutines, open fds, conntrack entries and forwarded packets,
 # the HTTP loop's latest request time and the Go heap in use (to tell the
-# heap's growth from the runtime's), and prints them as a table. After the
+# heap's growth from the runtime's), and from /proc its RSS split into
+# anonymous memory and file pages (the binary's code, resident as it runs
+# for the first time: part of RSS, bounded by the binary's size), and
+# prints them as a table. After the
 # warm-up (the first fifth of the run, at least 180 s: TCP TIME_WAIT
 # entries live 120 s) it checks: RSS at the end within 5 % of the first
 # sample after warm-up; goroutines and fds without a trend (the median of
@@ -67,14 +70,15 @@ ip netns exec $FL_C ping -q -i 0.2 198.18.0.2 >/dev/null 2>&1 &
 ip netns exec $FL_C ping -6 -q -i 0.2 2001:db8:1::2 >/dev/null 2>&1 &
 
 metric() { grep "^$1 " $FL_DIR/m.txt | awk '{printf "%d", $2}'; }
-printf "%6s %10s %10s %4s %8s %12s %8s %10s\n" t_s rss_kB goroutines fds ct forwarded http_s heap_kB | tee $FL_DIR/samples
+printf "%6s %10s %10s %4s %8s %12s %8s %10s %9s %9s\n" t_s rss_kB goroutines fds ct forwarded http_s heap_kB anon_kB file_kB | tee $FL_DIR/samples
 t0=$(date +%s)
 while :; do
   now=$(( $(date +%s) - t0 ))
   curl -s --max-time 5 http://127.0.0.1:$PORT/metrics >$FL_DIR/m.txt
-  printf "%6d %10d %10d %4d %8d %12d %8s %10d\n" $now $(( $(metric process_resident_memory_bytes) / 1024 )) \
+  printf "%6d %10d %10d %4d %8d %12d %8s %10d %9d %9d\n" $now $(( $(metric process_resident_memory_bytes) / 1024 )) \
     $(metric go_goroutines) $(metric process_open_fds) $(metric tungate_conntrack_entries) \
-    $(metric tungate_forwarded_packets_total) "$(cat $FL_DIR/http.last 2>/dev/null)" $(( $(metric go_memstats_heap_inuse_bytes) / 1024 )) | tee -a $FL_DIR/samples
+    $(metric tungate_forwarded_packets_total) "$(cat $FL_DIR/http.last 2>/dev/null)" $(( $(metric go_memstats_heap_inuse_bytes) / 1024 )) \
+    $(awk '/^RssAnon:/ {print $2}' /proc/$FL_PID/status) $(awk '/^RssFile:/ {print $2}' /proc/$FL_PID/status) | tee -a $FL_DIR/samples
   [ $now -ge $DUR ] && break
   sleep $STEP
 done
@@ -94,6 +98,9 @@ growth = (rss1 - rss0) / rss0 * 100
 ok = True
 print("after warm-up (%d samples): RSS %d -> %d kB (%+.1f %%, peak %d), goroutines %d-%d, fds %d-%d"
       % (len(after), rss0, rss1, growth, rssmax, min(gs), max(gs), min(fds), max(fds)))
+if len(after[0]) >= 10:
+    print("  of which anonymous %d -> %d kB, file pages (the binary) %d -> %d kB; Go heap in use %d -> %d kB"
+          % (int(after[0][8]), int(after[-1][8]), int(after[0][9]), int(after[-1][9]), int(after[0][7]), int(after[-1][7])))
 if growth > 5:
     print("FAIL: RSS grew more than 5 %"); ok = False
 # Goroutines and fds: a leak is a trend, so the last third's median must
