@@ -14,7 +14,9 @@
 # heap's growth from the runtime's), and from /proc its RSS split into
 # anonymous memory and file pages (the binary's code, resident as it runs
 # for the first time: part of RSS, bounded by the binary's size), and
-# prints them as a table. After the
+# prints them as a table, with kept_kB: heap memory the Go runtime has
+# freed but not yet returned to the OS (heap idle − released), which RSS
+# includes and which rises and falls with the collector's cycle. After the
 # warm-up (the first fifth of the run, at least 180 s: TCP TIME_WAIT
 # entries live 120 s) it checks: RSS at the end within 5 % of the first
 # sample after warm-up; goroutines and fds without a trend (the median of
@@ -70,15 +72,16 @@ ip netns exec $FL_C ping -q -i 0.2 198.18.0.2 >/dev/null 2>&1 &
 ip netns exec $FL_C ping -6 -q -i 0.2 2001:db8:1::2 >/dev/null 2>&1 &
 
 metric() { grep "^$1 " $FL_DIR/m.txt | awk '{printf "%d", $2}'; }
-printf "%6s %10s %10s %4s %8s %12s %8s %10s %9s %9s\n" t_s rss_kB goroutines fds ct forwarded http_s heap_kB anon_kB file_kB | tee $FL_DIR/samples
+printf "%6s %10s %10s %4s %8s %12s %8s %10s %9s %9s %9s\n" t_s rss_kB goroutines fds ct forwarded http_s heap_kB anon_kB file_kB kept_kB | tee $FL_DIR/samples
 t0=$(date +%s)
 while :; do
   now=$(( $(date +%s) - t0 ))
   curl -s --max-time 5 http://127.0.0.1:$PORT/metrics >$FL_DIR/m.txt
-  printf "%6d %10d %10d %4d %8d %12d %8s %10d %9d %9d\n" $now $(( $(metric process_resident_memory_bytes) / 1024 )) \
+  printf "%6d %10d %10d %4d %8d %12d %8s %10d %9d %9d %9d\n" $now $(( $(metric process_resident_memory_bytes) / 1024 )) \
     $(metric go_goroutines) $(metric process_open_fds) $(metric tungate_conntrack_entries) \
     $(metric tungate_forwarded_packets_total) "$(cat $FL_DIR/http.last 2>/dev/null)" $(( $(metric go_memstats_heap_inuse_bytes) / 1024 )) \
-    $(awk '/^RssAnon:/ {print $2}' /proc/$FL_PID/status) $(awk '/^RssFile:/ {print $2}' /proc/$FL_PID/status) | tee -a $FL_DIR/samples
+    $(awk '/^RssAnon:/ {print $2}' /proc/$FL_PID/status) $(awk '/^RssFile:/ {print $2}' /proc/$FL_PID/status) \
+    $(( ($(metric go_memstats_heap_idle_bytes) - $(metric go_memstats_heap_released_bytes)) / 1024 )) | tee -a $FL_DIR/samples
   [ $now -ge $DUR ] && break
   sleep $STEP
 done
@@ -101,6 +104,9 @@ print("after warm-up (%d samples): RSS %d -> %d kB (%+.1f %%, peak %d), goroutin
 if len(after[0]) >= 10:
     print("  of which anonymous %d -> %d kB, file pages (the binary) %d -> %d kB; Go heap in use %d -> %d kB"
           % (int(after[0][8]), int(after[-1][8]), int(after[0][9]), int(after[-1][9]), int(after[0][7]), int(after[-1][7])))
+if len(after[0]) >= 11:
+    print("  freed heap not yet returned to the OS %d -> %d kB (range %d-%d)"
+          % (int(after[0][10]), int(after[-1][10]), min(int(r[10]) for r in after), max(int(r[10]) for r in after)))
 if growth > 5:
     print("FAIL: RSS grew more than 5 %"); ok = False
 # Goroutines and fds: a leak is a trend, so the last third's median must
