@@ -51,7 +51,7 @@ help:
 	@echo "make differential our 170+ case suite, Linux netfilter first, then bin/tungate (root)"
 	@echo "make versus       iperf3 through the gateway vs the bare TUN copy loop (root)"
 	@echo "make soak         mixed traffic for SOAK_MINUTES ($(SOAK_MINUTES)); RSS, goroutines, fds flat (root)"
-	@echo "make flood        SYN flood ratio against the copy loop, malformed storm figures (root)"
+	@echo "make flood        SYN flood ratio against the copy loop (paired phases), malformed storm, edge floods (root)"
 	@echo "make bench-newflows  one-packet UDP flows: tungate vs copy loop vs netfilter (root)"
 	@echo "make bench-ctlist forwarding during ct list of a full table (root)"
 	@echo "make bench-metrics   forwarding with metrics on vs off (root for the whole-gateway part)"
@@ -129,7 +129,7 @@ soak: test-deps
 	$(SUDO) env PATH="$(PATH)" bash scripts/soak.sh $(SOAK_MINUTES)
 
 flood: test-deps
-	$(SUDO) env PATH="$(PATH)" bash scripts/flood-syn.sh 8 3
+	$(SUDO) env PATH="$(PATH)" bash scripts/flood-syn-paired.sh 10 3
 	$(SUDO) env PATH="$(PATH)" bash scripts/flood-malformed.sh 5
 	$(SUDO) env PATH="$(PATH)" sh scripts/flood-edge.sh 8
 

@@ -47,13 +47,12 @@ type paddedMutex struct {
 	sync.Mutex
 	// recent are the connections most recently confirmed in this stripe,
 	// recent[(head+i)%len] for i < n, oldest first: they were unassured
-	// then, so they are where early drop looks first. They are written
-	// with the mutex held; entries may be stale (died, reused): early drop
-	// checks what is there now (dropCandidate). They and pos are atomics
-	// only so that Warm may peek at the next candidate without the lock
-	// (a locked instruction would wait for the loads it means to overlap).
-	recent [recentLen]atomic.Pointer[Conn]
-	pos    atomic.Uint32 // head | n<<8
+	// then, so they are where early drop looks first. They are read and
+	// written with the mutex held; entries may have become assured since
+	// (dropCandidate checks what is there now), but never dead: a dying
+	// connection leaves the list (forget).
+	recent [recentLen]*Conn
+	pos    uint32 // head | n<<8
 	_      [64 - 8 - 8*recentLen - 4]byte
 }
 
@@ -62,54 +61,40 @@ const recentLen = 6
 // remember records c, just confirmed, as an early-drop candidate; l is
 // locked.
 func (l *paddedMutex) remember(c *Conn) {
-	pos := l.pos.Load()
-	head, n := pos&0xff, pos>>8
+	head, n := l.pos&0xff, l.pos>>8
 	if n < recentLen {
-		l.recent[(head+n)%recentLen].Store(c)
-		l.pos.Store(head | (n+1)<<8)
+		l.recent[(head+n)%recentLen] = c
+		l.pos = head | (n+1)<<8
 		return
 	}
-	l.recent[head].Store(c)
-	l.pos.Store((head+1)%recentLen | n<<8)
+	l.recent[head] = c
+	l.pos = (head+1)%recentLen | n<<8
 }
 
 // oldest takes the oldest candidate (nil when none); l is locked. Slots
 // emptied by forget are passed over.
 func (l *paddedMutex) oldest() *Conn {
-	pos := l.pos.Load()
-	head, n := pos&0xff, pos>>8
+	head, n := l.pos&0xff, l.pos>>8
 	var c *Conn
 	for c == nil && n > 0 {
-		c = l.recent[head].Swap(nil)
+		c, l.recent[head] = l.recent[head], nil
 		head, n = (head+1)%recentLen, n-1
 	}
-	l.pos.Store(head | n<<8)
+	l.pos = head | n<<8
 	return c
 }
 
 // forget empties c's slot, if it has one, when c dies; l is locked. The
 // list then never names an entry that may be reused: early drop, which
-// takes a candidate as a reader of the table, and Warmer, which reads a
-// candidate's tuples, only meet connections that were live when listed,
-// whose entries wait for them (see reclaim).
+// takes a candidate as a reader of the table, only meets connections that
+// were live when listed, whose entries wait for it (see reclaim).
 func (l *paddedMutex) forget(c *Conn) {
 	for i := range l.recent {
-		if l.recent[i].Load() == c {
-			l.recent[i].Store(nil)
+		if l.recent[i] == c {
+			l.recent[i] = nil
 			return
 		}
 	}
-}
-
-// peek is the candidate oldest would take, read without the lock: a hint,
-// possibly stale by the time it is used, nil when none or when the oldest
-// slot was emptied.
-func (l *paddedMutex) peek() *Conn {
-	pos := l.pos.Load()
-	if pos>>8 == 0 {
-		return nil
-	}
-	return l.recent[pos&0xff%recentLen].Load()
 }
 
 // Stats are the table counters, named like `conntrack -S` and

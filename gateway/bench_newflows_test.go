@@ -124,54 +124,48 @@ func (d *flowsDev) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 // BenchmarkForwardNewFlowsBatch is BenchmarkForwardNewFlows through the
 // worker's whole loop in batches of 64, as the batched TUN reads deliver a
 // flood: the table is full, so every packet is an early drop, a NAT port
-// released and taken, and a new entry. warm=off runs the same batches
-// without the warming pass (worker.warm), for the comparison in one
-// binary. One op is one packet.
+// released and taken, and a new entry. One op is one packet.
 func BenchmarkForwardNewFlowsBatch(b *testing.B) {
 	const perRead = 64
 	for _, v6 := range []bool{false, true} {
-		for _, warm := range []bool{true, false} {
-			name := "ipv4"
-			if v6 {
-				name = "ipv6"
-			}
-			name += map[bool]string{true: "/warm=on", false: "/warm=off"}[warm]
-			b.Run(name, func(b *testing.B) {
-				g := nullGateway(b, newFlowsConf)
-				const max, flows = 32768, 1 << 18
-				pkts := newFlowPackets(flows, v6)
-				lan := newWorker(g, g.Links()[0])
-				lan.rs = g.Rules()
-				lan.now = g.ct.Now()
-				for i := range max {
-					runPacket(lan, pkts[i])
-				}
-				// The filling worker holds no entry: reuse may go on.
-				lan.res.Release()
-				dev := &flowsDev{replayDev: replayDev{perRead: perRead}, pkts: pkts[max:]}
-				g.Links()[0].Dev = link.FromTUN(dev)
-				w := newWorker(g, g.Links()[0])
-				w.noWarm = !warm
-				reads := (b.N + perRead - 1) / perRead
-				before := g.Counters.Forwarded.Load()
-				ed := g.ct.Stats.EarlyDrop.Load()
-				b.ReportAllocs()
-				b.ResetTimer()
-				dev.reads = reads
-				cpu0 := cpuTime(b)
-				if err := w.run(); err != nil && !errors.Is(err, os.ErrClosed) {
-					b.Fatal(err)
-				}
-				b.StopTimer()
-				n := float64(reads * perRead)
-				b.ReportMetric(float64((cpuTime(b)-cpu0).Nanoseconds())/n, "cpu-ns/op")
-				if got := g.Counters.Forwarded.Load() - before; got != uint64(reads*perRead) {
-					b.Fatalf("forwarded %d of %d; %v", got, reads*perRead, g.Stats())
-				}
-				if g.ct.Stats.EarlyDrop.Load()-ed < uint64(reads*perRead)*9/10 {
-					b.Fatalf("early drops %d for %d packets: the flows were not new", g.ct.Stats.EarlyDrop.Load()-ed, reads*perRead)
-				}
-			})
+		name := "ipv4"
+		if v6 {
+			name = "ipv6"
 		}
+		b.Run(name, func(b *testing.B) {
+			g := nullGateway(b, newFlowsConf)
+			const max, flows = 32768, 1 << 18
+			pkts := newFlowPackets(flows, v6)
+			lan := newWorker(g, g.Links()[0])
+			lan.rs = g.Rules()
+			lan.now = g.ct.Now()
+			for i := range max {
+				runPacket(lan, pkts[i])
+			}
+			// The filling worker holds no entry: reuse may go on.
+			lan.res.Release()
+			dev := &flowsDev{replayDev: replayDev{perRead: perRead}, pkts: pkts[max:]}
+			g.Links()[0].Dev = link.FromTUN(dev)
+			w := newWorker(g, g.Links()[0])
+			reads := (b.N + perRead - 1) / perRead
+			before := g.Counters.Forwarded.Load()
+			ed := g.ct.Stats.EarlyDrop.Load()
+			b.ReportAllocs()
+			b.ResetTimer()
+			dev.reads = reads
+			cpu0 := cpuTime(b)
+			if err := w.run(); err != nil && !errors.Is(err, os.ErrClosed) {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			n := float64(reads * perRead)
+			b.ReportMetric(float64((cpuTime(b)-cpu0).Nanoseconds())/n, "cpu-ns/op")
+			if got := g.Counters.Forwarded.Load() - before; got != uint64(reads*perRead) {
+				b.Fatalf("forwarded %d of %d; %v", got, reads*perRead, g.Stats())
+			}
+			if g.ct.Stats.EarlyDrop.Load()-ed < uint64(reads*perRead)*9/10 {
+				b.Fatalf("early drops %d for %d packets: the flows were not new", g.ct.Stats.EarlyDrop.Load()-ed, reads*perRead)
+			}
+		})
 	}
 }

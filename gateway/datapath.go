@@ -52,14 +52,9 @@ type worker struct {
 
 	p   packet.Parsed
 	res conntrack.Result
-	// wm warms a batch of new connections into a full table (warm);
-	// warmSink keeps its loads.
-	wm       conntrack.Warmer
-	warmSink uint64
-	noWarm   bool // benchmarks compare the pipeline without the pass
-	pk       rules.Packet
-	rs       *rules.Ruleset
-	now      int64
+	pk  rules.Packet
+	rs  *rules.Ruleset
+	now int64
 
 	// out[i] are the packets queued for link i in this batch.
 	out [][][]byte
@@ -230,9 +225,6 @@ func (w *worker) batch(n int) {
 		capIn = w.st.capture.Load()
 		w.capTime = time.Now()
 	}
-	if n > 1 && capIn == nil && !w.noWarm && w.wm.Begin(w.g.ct, &w.res) {
-		w.warm(n)
-	}
 	var bytes uint64
 	for i := 0; i < n; i++ {
 		bytes += uint64(w.sizes[i])
@@ -260,24 +252,6 @@ func (w *worker) batch(n int) {
 	// conntrack reuse the entries of connections that died meanwhile.
 	w.res.Release()
 	w.genRes.Release()
-}
-
-// warm loads, for a batch arriving at a full table, what the batch's new
-// connections will touch: their buckets, and the connections early drop
-// will delete for them with those connections' NAT state (see
-// conntrack.Warmer). In a flood of new connections each of those lines is
-// a cache miss, which the pipeline meets one after another; the passes
-// here issue them back to back so that they overlap.
-func (w *worker) warm(n int) {
-	wm := &w.wm
-	for i := range n {
-		wm.Packet(w.g.ct, w.bufs[i][headroom:headroom+w.sizes[i]])
-	}
-	vs := wm.Victims(w.g.ct)
-	if w.g.nat != nil {
-		wm.Add(w.g.nat.Warm(vs))
-	}
-	w.warmSink += wm.Sink()
 }
 
 // flush writes every link's queued packets with one Write per link.

@@ -264,9 +264,6 @@ type Engine struct {
 	// maxPooled).
 	freeMaps  *mapping
 	freeBinds []*binding
-	// warmMaps and warmLines are Warm's scratch.
-	warmMaps  []*mapping
-	warmLines []*uint64
 	nFreeMaps int
 
 	st     counters

@@ -5,9 +5,8 @@
 # gateway's ForwardNewFlows (one-packet UDP flows through masquerade + the
 # stateful rules into a full table: what scripts/bench-newflows.sh
 # measures, without the TUNs), ForwardNewFlowsBatch (the same in batches
-# of 64 through the worker's loop, with and without the warming pass; then
-# also benchstat of warm=off against warm=on) and ForwardBatch, of both
-# trees alternating
+# of 64 through the worker's loop) and ForwardBatch, of both trees
+# alternating
 # ROUNDS times, then benchstat of the two. Usage:
 #   scripts/bench-newconn.sh [BASE] [ROUNDS]
 # Writes $OUT/base.txt and $OUT/head.txt (OUT defaults to a temp dir).
@@ -50,10 +49,3 @@ while [ "$i" -lt "$rounds" ]; do
 done
 echo "load avg now $(cut -d' ' -f1-3 /proc/loadavg); results in $out"
 ( cd "$root" && go run golang.org/x/perf/cmd/benchstat@latest "$out/base.txt" "$out/head.txt" ) || true
-# ForwardNewFlowsBatch (head only, where it exists) runs each batch with
-# and without the warming pass: that comparison is within one binary.
-if grep -q 'ForwardNewFlowsBatch/.*/warm=' "$out/head.txt"; then
-	grep 'ForwardNewFlowsBatch/.*/warm=off' "$out/head.txt" | sed 's,/warm=off,,' >"$out/warm-off.txt"
-	grep 'ForwardNewFlowsBatch/.*/warm=on' "$out/head.txt" | sed 's,/warm=on,,' >"$out/warm-on.txt"
-	( cd "$root" && go run golang.org/x/perf/cmd/benchstat@latest "$out/warm-off.txt" "$out/warm-on.txt" ) || true
-fi
