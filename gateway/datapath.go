@@ -127,6 +127,9 @@ func newWorker(g *Gateway, l *Link) *worker {
 	for i := range w.bufs {
 		w.bufs[i] = make([]byte, headroom+maxPacket)
 	}
+	if n > 1 {
+		prefault(w.bufs)
+	}
 	w.sizes = make([]int, n)
 	w.frags = make([][]byte, scratchCount)
 	w.setPlane(g.pl.Load())
@@ -677,4 +680,23 @@ func (w *worker) route(p *packet.Parsed) (int, bool) {
 	out, ok := w.pl.routes.Lookup(p.DstIP())
 	w.rcDst, w.rcVer, w.rcOut, w.rcOK, w.rcValid = p.Dst, p.Version, out, ok, true
 	return out, ok
+}
+
+// prefault writes one byte in every page of bufs, so the process's memory
+// is, from the start, what its read buffers take at their busiest. A
+// batched TUN link reads up to BatchSize packets into 64 KiB buffers, and
+// its writes coalesce (GRO) a TCP burst into the buffer of the burst's
+// first packet, up to 64 KiB: which of the buffers get used that far
+// depends on how each batch happens to be made up, so left to the traffic
+// their pages are touched a few at a time for hours, and the resident
+// memory creeps towards the same total (8 MiB per link at a batch of 128)
+// with nothing leaking. Touched at once, the memory is known at start and
+// a leak shows as one.
+func prefault(bufs [][]byte) {
+	ps := os.Getpagesize()
+	for _, b := range bufs {
+		for i := 0; i < len(b); i += ps {
+			b[i] = 0
+		}
+	}
 }
