@@ -22,7 +22,9 @@
 # sample after warm-up; goroutines and fds without a trend (the median of
 # the last third of the samples no higher than the first third's, the
 # spread at most 6 for what a scrape or request has in flight). Exit
-# status 1 when a check fails.
+# status 1 when a check fails. Latency: the HTTP loop's small request
+# must not drift (the last third's median within 1.5 × the first
+# third's + 2 ms).
 # Env: BIN (default: bin/tungate built from this tree), WARMUP (seconds),
 # HEAPPROFILE=DIR: the gateway writes a heap profile there every 5 minutes
 # (TUNGATE_HEAPPROFILE); `go tool pprof -top -base DIR/heap-A.pb.gz
@@ -79,7 +81,7 @@ while :; do
   curl -s --max-time 5 http://127.0.0.1:$PORT/metrics >$FL_DIR/m.txt
   printf "%6d %10d %10d %4d %8d %12d %8s %10d %9d %9d %9d\n" $now $(( $(metric process_resident_memory_bytes) / 1024 )) \
     $(metric go_goroutines) $(metric process_open_fds) $(metric tungate_conntrack_entries) \
-    $(metric tungate_forwarded_packets_total) "$(cat $FL_DIR/http.last 2>/dev/null)" $(( $(metric go_memstats_heap_inuse_bytes) / 1024 )) \
+    $(metric tungate_forwarded_packets_total) "$(h=$(cat $FL_DIR/http.last 2>/dev/null); echo ${h:--})" $(( $(metric go_memstats_heap_inuse_bytes) / 1024 )) \
     $(awk '/^RssAnon:/ {print $2}' /proc/$FL_PID/status) $(awk '/^RssFile:/ {print $2}' /proc/$FL_PID/status) \
     $(( ($(metric go_memstats_heap_idle_bytes) - $(metric go_memstats_heap_released_bytes)) / 1024 )) | tee -a $FL_DIR/samples
   [ $now -ge $DUR ] && break
@@ -121,6 +123,18 @@ for name, v in (("goroutines", gs), ("open fds", fds)):
         print("FAIL: %s not constant (first third median %d, last third median %d, range %d-%d)"
               % (name, third(v, 0), third(v, 1), min(v), max(v)))
         ok = False
+# Latency: the small request's time (column http_s, one request every
+# 0.5 s, the latest at each sample) must not drift: the last third's
+# median within 1.5 x the first third's + 2 ms (one sample is one request,
+# so single spikes of a loaded machine are left to the medians).
+lat = [float(r[6]) for r in after if r[6] not in ("-", "fail")]
+if len(lat) >= 3:
+    n = len(lat) // 3
+    l0, l1 = sorted(lat[:n])[n // 2], sorted(lat[-n:])[n // 2]
+    print("HTTP request time: first third median %.1f ms, last third median %.1f ms, max %.1f ms"
+          % (l0 * 1e3, l1 * 1e3, max(lat) * 1e3))
+    if l1 > 1.5 * l0 + 0.002:
+        print("FAIL: request time drifted up"); ok = False
 print("PASS" if ok else "FAIL")
 sys.exit(0 if ok else 1)
 EOF
