@@ -303,6 +303,9 @@ func (m *Registry) Process(p *packet.Parsed, res *conntrack.Result) bool {
 	}
 	if ok && p.Proto == packet.ProtoTCP && c.Status()&conntrack.StatusSeqAdjust != 0 {
 		ok = seqAdjust(p, ext, res.Dir)
+		if ok && ext.Proxy.State == conntrack.SynProxyOpen {
+			synproxyAdjust(p, &ext.Proxy, res.Dir)
+		}
 	}
 	if !ok {
 		m.Stats.Dropped.Add(1)

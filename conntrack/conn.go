@@ -249,6 +249,9 @@ type Ext struct {
 	NAT any
 	// SeqAdj are per-direction TCP sequence offsets after payload mangling.
 	SeqAdj [2]SeqAdj
+	// Proxy is the SYN proxy's state for a connection whose handshake the
+	// gateway completed with the client itself (a synproxy rule).
+	Proxy SynProxy
 
 	// children counts the confirmed, live connections whose Master this
 	// is; conntrack -L shows it in use= as Linux's reference count does.
@@ -264,6 +267,49 @@ type SeqAdj struct {
 	OffsetBefore  int32
 	OffsetAfter   int32
 }
+
+// SynProxy is a proxied connection's handshake state (Linux's
+// nf_conn_synproxy plus what rebuilding the handshake needs). The client
+// finished its handshake with the gateway's SYN cookie; the gateway then
+// opens the connection to the server with the client's own ISN and
+// options, and from the server's answer on every packet is translated:
+// the server's sequence numbers by SeqAdj, its timestamps by TSOff, its
+// window by the difference in window scale. Guarded by the connection's
+// lock once confirmed.
+type SynProxy struct {
+	// Proxied is set before the connection is confirmed and never
+	// changes, so the datapath reads it without the lock.
+	Proxied bool
+	// State is SynProxyNone, SynProxyPending (SYN sent to the server) or
+	// SynProxyOpen (the server answered, and StatusSeqAdjust is set).
+	State uint8
+	// MSS, CliWScale (0xf: none), SACKPerm and TS are the client's SYN
+	// options as the cookie recorded them.
+	MSS       uint16
+	CliWScale uint8
+	SACKPerm  bool
+	TS        bool
+	// OurWScale is the window scale the gateway advertised to the client
+	// (0xf: none); SrvWScale the server's (0xf: none).
+	OurWScale uint8
+	SrvWScale uint8
+	// ISN is the gateway's ISN (the cookie) told to the client, CliISN the
+	// client's, SrvISN the server's.
+	ISN, CliISN, SrvISN uint32
+	// CliTSval is the client's timestamp in its handshake ACK, TSecr what
+	// it echoed (the gateway's cookie timestamp); TSOff maps the server's
+	// timestamps to the client's view (server TSval + TSOff).
+	CliTSval, TSecr, TSOff uint32
+	// CliWin is the window of the client's handshake ACK.
+	CliWin uint16
+}
+
+// SYN proxy states (SynProxy.State).
+const (
+	SynProxyNone uint8 = iota
+	SynProxyPending
+	SynProxyOpen
+)
 
 // Tuple returns the tuple of one direction.
 func (c *Conn) Tuple(d Dir) *Tuple { return &c.node[d].tuple }

@@ -37,6 +37,9 @@ const (
 	// destination no peer's allowed_ips hold, or read from one whose
 	// source names no peer (a peer removed by a reload as it arrived).
 	DropNoPeer
+	// DropSynProxy: a packet a synproxy rule took that is neither a SYN
+	// nor an ACK with a valid cookie.
+	DropSynProxy
 	numDropReasons
 )
 
@@ -44,7 +47,7 @@ var dropNames = [numDropReasons]string{
 	"malformed", "ip_checksum", "no_route", "ttl_exceeded", "mtu", "filter", "reject",
 	"conntrack_full", "conntrack_insert", "nat", "helper", "fragment", "local", "no_buffer", "write", "martian", "ip_options",
 	"rpf", "per_source",
-	"no_peer",
+	"no_peer", "synproxy",
 }
 
 // String names the reason as metrics and `tungate stats` show it.
@@ -71,6 +74,15 @@ type Counters struct {
 	Sent      paddedCounter
 	ICMPSent  paddedCounter
 	ICMPLimit paddedCounter
+	// The SYN proxy's counters (Linux's /proc/net/stat/synproxy):
+	// SYNs answered with a cookie, ACKs with a valid and with an invalid
+	// cookie, handshakes with the server completed, and retransmissions
+	// (the server's SYN/ACK again, the SYN sent again).
+	SynProxySyn     paddedCounter
+	SynProxyValid   paddedCounter
+	SynProxyInvalid paddedCounter
+	SynProxyOpen    paddedCounter
+	SynProxyRetrans paddedCounter
 }
 
 // Snapshot returns the counters as name → value.
@@ -82,6 +94,12 @@ func (c *Counters) Snapshot() map[string]uint64 {
 		"sent":              c.Sent.Load(),
 		"icmp_sent":         c.ICMPSent.Load(),
 		"icmp_rate_limited": c.ICMPLimit.Load(),
+
+		"synproxy_syn_received":   c.SynProxySyn.Load(),
+		"synproxy_cookie_valid":   c.SynProxyValid.Load(),
+		"synproxy_cookie_invalid": c.SynProxyInvalid.Load(),
+		"synproxy_conn_open":      c.SynProxyOpen.Load(),
+		"synproxy_retrans":        c.SynProxyRetrans.Load(),
 	}
 	for i := range c.Drops {
 		m["drop_"+DropReason(i).String()] = c.Drops[i].Load()

@@ -113,6 +113,12 @@ type worker struct {
 	pcVer   uint8
 	pcPeer  int32
 	pcValid bool
+
+	// spPass marks the SYN the SYN proxy rebuilt from a client's ACK as it
+	// runs the datapath: the synproxy rule lets it pass and gives its
+	// connection spState.
+	spPass  bool
+	spState conntrack.SynProxy
 }
 
 func newWorker(g *Gateway, l *Link) *worker {
@@ -411,6 +417,15 @@ func (w *worker) packet(buf []byte, size int) {
 			w.discard(DropPerSource)
 			return
 		}
+		// A SYN-proxied connection still in its handshake with the server.
+		if c := res.Conn; c != nil && p.Proto == packet.ProtoTCP {
+			// Once the server has answered (StatusSeqAdjust) only its
+			// SYN/ACK sent again is the proxy's business.
+			if e := c.Ext(); e != nil && e.Proxy.Proxied &&
+				(c.Status()&conntrack.StatusSeqAdjust == 0 || p.TCPFlags&packet.TCPSyn != 0) && w.synproxyConn(c, e) {
+				return
+			}
+		}
 	}
 	if c := res.Conn; c != nil && !c.Confirmed() && g.fwds.table.Load() != nil {
 		g.bindForward(c, p, w.in)
@@ -547,6 +562,13 @@ func (w *worker) clampMSS(p *packet.Parsed, out int) {
 // or rejected (and answered).
 func (w *worker) filter(h rules.Hook) bool {
 	switch d := w.rs.Eval(h, &w.pk); d.Verdict {
+	case rules.SynProxy:
+		if w.spPass && h == rules.HookForward {
+			w.synproxyAttach()
+			return true
+		}
+		w.synproxy(h, &d.SynProxy)
+		return false
 	case rules.Drop:
 		w.discard(DropFilter)
 		return false

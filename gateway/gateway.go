@@ -43,6 +43,8 @@ type Gateway struct {
 	srcLimit *conntrack.SourceLimit
 	nat      *nat.Engine
 	reasm    *packet.Reassembler
+	// cookies are the SYN proxy's.
+	cookies *synCookies
 	// capturing counts the links being captured: with none, a batch
 	// costs one load of it (capture.go).
 	capturing atomic.Int32
@@ -119,6 +121,7 @@ func New(cfg *Config, opt Options) (*Gateway, error) {
 		g.srcLimit = conntrack.NewSourceLimit(ct, n)
 	}
 	g.reasm = packet.NewReassembler(packet.ReassemblyConfig{})
+	g.cookies = newSynCookies()
 	n := len(cfg.Interface)
 	slots := make([]int, n)
 	for i := range slots {

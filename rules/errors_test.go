@@ -234,7 +234,7 @@ rules = [ { dport = 99999 }, { proto = "tcp", action = "nope" } ]
 rules = [ { in = "lan", foo = 1 } ]
 `, testEnv())
 	want := `filter.input.rules[0].dport: port 99999 out of range (0-65535)
-filter.input.rules[1].action: unknown action "nope" (want accept, drop, reject, jump, goto, return, notrack)
+filter.input.rules[1].action: unknown action "nope" (want accept, drop, reject, synproxy, jump, goto, return, notrack)
 filter.forward.rules[0]: unknown key "foo"`
 	if err == nil || err.Error() != want {
 		t.Fatalf("got\n%v\nwant\n%s", err, want)

@@ -63,6 +63,11 @@ const (
 	Accept Verdict = iota
 	Drop
 	Reject
+	// SynProxy: a synproxy rule took the packet. The gateway answers a
+	// SYN with a SYN cookie, turns the client's ACK that carries a valid
+	// cookie into the connection to the server, and drops anything else
+	// (Linux's SYNPROXY target, pf's synproxy state).
+	SynProxy
 )
 
 // RejectKind is how a rejected packet is answered.
@@ -91,6 +96,19 @@ type Decision struct {
 	// Notrack is set when a raw prerouting rule applied notrack: the
 	// packet skips connection tracking (it is UNTRACKED).
 	Notrack bool
+	// SynProxy holds the synproxy rule's options when Verdict is SynProxy.
+	SynProxy SynProxyOptions
+}
+
+// SynProxyOptions are a synproxy rule's settings (nft's synproxy mss N
+// wscale N timestamp sack-perm). What the gateway advertises to the client
+// stands for the server, which it has not reached yet: MSS 0 means the
+// route's MTU toward the server decides it.
+type SynProxyOptions struct {
+	MSS    uint16
+	WScale uint8
+	NoTS   bool
+	NoSACK bool
 }
 
 // maxJumpDepth bounds nested jumps, like the kernel's NFT_JUMP_STACK_SIZE;
@@ -204,6 +222,10 @@ func (rs *Ruleset) Eval(h Hook, pk *Packet) Decision {
 		case actReject:
 			d.Verdict = Reject
 			d.Reject = c.rules[at].reject
+			return d
+		case actSynProxy:
+			d.Verdict = SynProxy
+			d.SynProxy = c.rules[at].synproxy
 			return d
 		case actJump:
 			stack[sp] = frame{ci, int32(at + 1)}

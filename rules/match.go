@@ -58,6 +58,7 @@ const (
 	actAccept
 	actDrop
 	actReject
+	actSynProxy
 	actJump
 	actGoto
 	actReturn
@@ -107,6 +108,7 @@ type rule struct {
 	helperName           string
 	peer                 peerSet
 	clampMSS             uint16
+	synproxy             SynProxyOptions
 }
 
 // byteSet is a set of 8-bit values (protocols, ICMP types and codes).

@@ -182,6 +182,8 @@ func (v Verdict) String() string {
 		return "drop"
 	case Reject:
 		return "reject"
+	case SynProxy:
+		return "synproxy"
 	}
 	return "unknown"
 }

@@ -22,10 +22,10 @@ var ruleKeys = []string{
 	"icmp_type", "icmp_code", "tcp_flags", "length", "mark",
 	"ct_state", "ct_status", "ct_direction", "ct_helper", "ct_mark",
 	"limit", "burst", "log", "set_mark", "set_ct_mark", "helper", "clamp_mss",
-	"action", "reject_with", "chain", "comment",
+	"synproxy", "action", "reject_with", "chain", "comment",
 }
 
-var actionNames = []string{"accept", "drop", "reject", "jump", "goto", "return", "notrack"}
+var actionNames = []string{"accept", "drop", "reject", "synproxy", "jump", "goto", "return", "notrack"}
 
 // ruleParser compiles one rule from its TOML map.
 type ruleParser struct {
@@ -129,6 +129,8 @@ func (rp *ruleParser) parse() ruleText {
 			rp.action(v)
 		case "reject_with":
 			rp.rejectWith(v)
+		case "synproxy":
+			rp.synproxyOpts(v)
 		case "chain":
 			rp.chainRef(v)
 		case "comment":
@@ -1068,6 +1070,9 @@ func (rp *ruleParser) action(v any) {
 		r.verdict = actDrop
 	case "reject":
 		r.verdict = actReject
+	case "synproxy":
+		rp.synproxy()
+		return
 	case "return":
 		r.verdict = actReturn
 	case "jump", "goto":

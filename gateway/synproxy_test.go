@@ -1,0 +1,228 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"io"
+	"math/rand/v2"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"tungate/internal/packettest"
+	"tungate/packet"
+)
+
+// synproxyConf masquerades lan out of wan and proxies the handshake of
+// every new TCP connection from lan.
+const synproxyConf = `
+[[route]]
+to = "10.10.0.0/24"
+interface = "lan"
+
+[[nat.masquerade]]
+out = "wan"
+
+[filter.forward]
+policy = "drop"
+rules = [
+  { ct_state = ["established", "related"], action = "accept" },
+  { ct_state = ["invalid"], action = "drop" },
+  { in = "lan", proto = "tcp", ct_state = ["new"], action = "synproxy"%s },
+  { in = "lan", ct_state = ["new"], action = "accept" },
+]
+`
+
+func synproxyGateway(t *testing.T, opts string) (client, server *host, g *Gateway) {
+	client = newHost(t, 1500, "10.10.0.2", "fd10::2")
+	server = newHost(t, 1500, "198.18.0.2", "2001:db8:1::2")
+	conf := linksConf + strings.Replace(synproxyConf, "%s", opts, 1)
+	g = testGateway(t, conf, client, server)
+	return client, server, g
+}
+
+// roundTrip sends n random bytes from client to server and n others back,
+// each side checking the other's bytes: the server's direction is the
+// one the proxy translates (sequence numbers, timestamps, window).
+func roundTrip(t *testing.T, client, server *host, dst netip.AddrPort, n int) {
+	t.Helper()
+	up, down := make([]byte, n), make([]byte, n)
+	r := rand.New(rand.NewPCG(1, uint64(n)))
+	for i := range up {
+		up[i], down[i] = byte(r.Uint32()), byte(r.Uint32())
+	}
+	ln, err := server.Net.ListenTCPAddrPort(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	errc := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		got := make([]byte, n)
+		if _, err := io.ReadFull(c, got); err != nil {
+			errc <- err
+			return
+		}
+		if !bytes.Equal(got, up) {
+			errc <- io.ErrUnexpectedEOF
+			return
+		}
+		_, err = c.Write(down)
+		errc <- err
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := client.Net.DialContextTCPAddrPort(ctx, dst)
+	if err != nil {
+		t.Fatalf("dial %v: %v", dst, err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	go c.Write(up)
+	got := make([]byte, n)
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatalf("read back: %v", err)
+	}
+	if sha256.Sum256(got) != sha256.Sum256(down) {
+		t.Fatal("client received different bytes")
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("server: %v", err)
+	}
+}
+
+func TestSynProxyTransfer(t *testing.T) {
+	for _, tc := range []struct{ name, opts string }{
+		{"defaults", ""},
+		// A window scale unlike the server's: its windows are rescaled.
+		{"wscale 2", `, synproxy = { wscale = 2 }`},
+		{"no timestamps", `, synproxy = { timestamp = false, mss = 1200 }`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client, server, g := synproxyGateway(t, tc.opts)
+			for i, dst := range []string{"198.18.0.2:80", "[2001:db8:1::2]:80"} {
+				roundTrip(t, client, server, netip.MustParseAddrPort(dst), 1<<20)
+				c := &g.Counters
+				if got := c.SynProxyOpen.Load(); got != uint64(i+1) {
+					t.Fatalf("%s: %d handshakes completed with the server, want %d", dst, got, i+1)
+				}
+			}
+			if n := g.Counters.Drops[DropSynProxy].Load(); n != 0 {
+				t.Errorf("%d packets dropped by the proxy", n)
+			}
+			lines := strings.Join(ctLines(g), "\n")
+			if !strings.Contains(lines, "src=10.10.0.2") || !strings.Contains(lines, "dport=80") {
+				t.Errorf("ct list does not show the proxied connection:\n%s", lines)
+			}
+		})
+	}
+}
+
+// synPacket is a client's SYN with Linux's options (MSS 1460, SACK,
+// timestamps, window scale 7).
+func synPacket(v6 bool, src, dst string, sport uint16, seq, tsval uint32) []byte {
+	opts := []byte{2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0, 1, 3, 3, 7}
+	binary.BigEndian.PutUint32(opts[8:], tsval)
+	return packettest.Build(packettest.IP{V6: v6, Src: src, Dst: dst},
+		packettest.TCP{SPort: sport, DPort: 80, Seq: seq, Flags: packet.TCPSyn, Win: 64240, Opts: opts}, nil)
+}
+
+func parseSeg(t *testing.T, b []byte) *packet.Parsed {
+	t.Helper()
+	p := new(packet.Parsed)
+	if err := p.Decode(b); err != nil {
+		t.Fatal(err)
+	}
+	if !p.L4ChecksumValid() {
+		t.Fatal("bad TCP checksum in the gateway's segment")
+	}
+	return p
+}
+
+// TestSynProxyCookie drives the handshake by hand: the SYN gets a cookie
+// SYN/ACK with a shut window and leaves nothing in the table; an ACK with
+// a wrong cookie is dropped and counted; the right one makes the gateway
+// send the server the client's SYN, with the client's ISN and options.
+func TestSynProxyCookie(t *testing.T) {
+	client, server, g := synproxyGateway(t, "")
+	for _, v6 := range []bool{false, true} {
+		src, dst := "10.10.0.2", "198.18.0.2"
+		if v6 {
+			src, dst = "fd10::2", "2001:db8:1::2"
+		}
+		const isn, tsval = 1000, 777
+		synack := client.expect(func(b []byte) bool {
+			p := new(packet.Parsed)
+			return p.Decode(b) == nil && p.Proto == packet.ProtoTCP && p.TCPFlags == packet.TCPSyn|packet.TCPAck && p.DstPort == 40000
+		})
+		before := g.ct.Count()
+		client.send(synPacket(v6, src, dst, 40000, isn, tsval))
+		sa := parseSeg(t, wait(t, synack, "cookie SYN/ACK"))
+		if sa.TCPAck() != isn+1 || sa.TCPWindow() != 0 {
+			t.Fatalf("SYN/ACK ack %d window %d, want %d and 0", sa.TCPAck(), sa.TCPWindow(), isn+1)
+		}
+		o, err := sa.TCPSynOptions()
+		mss := uint16(1460) // the links' MTU, 1500, less the headers
+		if v6 {
+			mss = 1440
+		}
+		if err != nil || !o.TS || o.TSecr != tsval || o.WScale != 7 || !o.SACKPerm || o.MSS != mss {
+			t.Fatalf("SYN/ACK options %+v %v", o, err)
+		}
+		if n := g.ct.Count(); n != before {
+			t.Fatalf("the SYN left %d connections in the table", n-before)
+		}
+		ack := func(cookie uint32) []byte {
+			opts := []byte{1, 1, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0}
+			binary.BigEndian.PutUint32(opts[4:], tsval+1)
+			binary.BigEndian.PutUint32(opts[8:], o.TSval)
+			return packettest.Build(packettest.IP{V6: v6, Src: src, Dst: dst},
+				packettest.TCP{SPort: 40000, DPort: 80, Seq: isn + 1, Ack: cookie + 1, Flags: packet.TCPAck, Win: 502, Opts: opts}, nil)
+		}
+		invalid := g.Counters.SynProxyInvalid.Load()
+		client.send(ack(sa.TCPSeq() + 1<<20))
+		eventually(t, 5*time.Second, "the forged cookie counted", func() bool { return g.Counters.SynProxyInvalid.Load() == invalid+1 })
+		syn := server.expect(func(b []byte) bool {
+			p := new(packet.Parsed)
+			return p.Decode(b) == nil && p.Proto == packet.ProtoTCP && p.TCPFlags == packet.TCPSyn
+		})
+		client.send(ack(sa.TCPSeq()))
+		s := parseSeg(t, wait(t, syn, "SYN to the server"))
+		so, err := s.TCPSynOptions()
+		if s.TCPSeq() != isn || err != nil || !so.TS || so.TSval != tsval+1 || so.WScale != 7 || !so.SACKPerm || so.MSS != 1460 {
+			t.Fatalf("server SYN seq %d options %+v %v", s.TCPSeq(), so, err)
+		}
+		if want := packet.AddrFrom(netip.MustParseAddr(dst)); s.Dst != want {
+			t.Fatalf("SYN to %v", s.Dst)
+		}
+		if n := g.ct.Count(); n != before+1 {
+			t.Fatalf("%d connections after the handshake, want %d", n, before+1)
+		}
+	}
+}
+
+// TestSynProxyFlood: SYNs from many forged sources cost no table entries
+// and every one is answered; a real connection still works beside them.
+func TestSynProxyFlood(t *testing.T) {
+	client, server, g := synproxyGateway(t, "")
+	const n = 2000
+	for i := range n {
+		src := netip.AddrFrom4([4]byte{10, 10, byte(1 + i>>8), byte(i)}).String()
+		client.send(synPacket(false, src, "198.18.0.2", uint16(1024+i), uint32(i)*7919, 1))
+	}
+	eventually(t, 10*time.Second, "every SYN answered", func() bool { return g.Counters.SynProxySyn.Load() == n })
+	if c := g.ct.Count(); c != 0 {
+		t.Fatalf("%d connections in the table after a SYN flood", c)
+	}
+	roundTrip(t, client, server, netip.MustParseAddrPort("198.18.0.2:80"), 64<<10)
+}
