@@ -226,3 +226,104 @@ func TestSynProxyFlood(t *testing.T) {
 	}
 	roundTrip(t, client, server, netip.MustParseAddrPort("198.18.0.2:80"), 64<<10)
 }
+
+// runOut runs pkt through worker w like runPacket and returns copies of
+// what it queued on each link.
+func runOut(w *worker, pkt []byte) [][][]byte {
+	n := copy(w.bufs[0][headroom:], pkt)
+	w.packet(w.bufs[0], n)
+	w.g.Counters.Forwarded.Add(w.forwarded)
+	w.forwarded = 0
+	out := make([][][]byte, len(w.out))
+	for i := range w.out {
+		for _, b := range w.out[i] {
+			out[i] = append(out[i], append([]byte(nil), b[headroom:]...))
+		}
+		w.out[i] = w.out[i][:0]
+		w.outPart[i] = w.outPart[i][:0]
+	}
+	w.nscratch = 0
+	return out
+}
+
+// tsSeg is a TCP segment with a timestamps option.
+func tsSeg(src, dst string, sport, dport uint16, seq, ack uint32, flags uint8, tsval, tsecr uint32, payload int) []byte {
+	opts := []byte{1, 1, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(opts[4:], tsval)
+	binary.BigEndian.PutUint32(opts[8:], tsecr)
+	return packettest.Build(packettest.IP{V6: strings.Contains(src, ":"), Src: src, Dst: dst, DF: true},
+		packettest.TCP{SPort: sport, DPort: dport, Seq: seq, Ack: ack, Flags: flags, Win: 502, Opts: opts}, make([]byte, payload))
+}
+
+// BenchmarkSynProxy: what a flood's SYN costs the gateway with the proxy
+// (a cookie SYN/ACK, nothing kept), and what a packet of a proxied,
+// established connection costs in each direction (the conformance
+// configuration's BenchmarkForwardNAT plus the translation).
+func BenchmarkSynProxy(b *testing.B) {
+	g := nullGateway(b, strings.Replace(synproxyConf, "%s", "", 1))
+	lan := newWorker(g, g.Links()[0])
+	wan := newWorker(g, g.Links()[1])
+	lan.rs, wan.rs = g.Rules(), g.Rules()
+	lan.now, wan.now = g.ct.Now(), g.ct.Now()
+	out := runOut(lan, synPacket(false, "10.10.0.2", "198.18.0.2", 40000, 1000, 5))
+	if len(out[0]) != 1 {
+		b.Fatalf("no cookie SYN/ACK: %v", g.Counters.Snapshot())
+	}
+	sa := new(packet.Parsed)
+	if err := sa.Decode(out[0][0]); err != nil {
+		b.Fatal(err)
+	}
+	o, _ := sa.TCPSynOptions()
+	cookie := sa.TCPSeq()
+	out = runOut(lan, tsSeg("10.10.0.2", "198.18.0.2", 40000, 80, 1001, cookie+1, packet.TCPAck, 6, o.TSval, 0))
+	if len(out[1]) != 1 {
+		b.Fatalf("no SYN to the server: %v", g.Counters.Snapshot())
+	}
+	s := new(packet.Parsed)
+	if err := s.Decode(out[1][0]); err != nil {
+		b.Fatal(err)
+	}
+	port := s.SrcPort
+	out = runOut(wan, tsSeg("198.18.0.2", "198.18.0.1", 80, port, 90000, 1001, packet.TCPSyn|packet.TCPAck, 300, 6, 0))
+	if len(out[0]) != 1 || len(out[1]) != 1 {
+		b.Fatalf("handshake with the server: %d to lan, %d to wan; %v", len(out[0]), len(out[1]), g.Counters.Snapshot())
+	}
+	for _, w := range []*worker{lan, wan} {
+		// Batch ends: neither worker holds a connection.
+		w.res.Release()
+		w.genRes.Release()
+	}
+	b.Run("syn", func(b *testing.B) {
+		syn := synPacket(false, "10.10.0.9", "198.18.0.3", 40000, 1000, 5)
+		before := g.Counters.SynProxySyn.Load()
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			runPacket(lan, syn)
+			if i%64 == 63 {
+				// A batch's end: the worker holds no connection, so the
+				// entries the proxy let go are reused.
+				lan.res.Release()
+			}
+		}
+		if got := g.Counters.SynProxySyn.Load() - before; got != uint64(b.N) {
+			b.Fatalf("%d cookies for %d SYNs", got, b.N)
+		}
+		if n := g.ct.Count(); n != 1 {
+			b.Fatalf("%d connections", n)
+		}
+	})
+	b.Run("established-orig", func(b *testing.B) {
+		benchForward(b, g, tsSeg("10.10.0.2", "198.18.0.2", 40000, 80, 1001, cookie+1, packet.TCPAck, 7, o.TSval, 64), nil)
+	})
+	b.Run("established-reply", func(b *testing.B) {
+		pkt := tsSeg("198.18.0.2", "198.18.0.1", 80, port, 90001, 1001, packet.TCPAck, 301, 7, 64)
+		before := g.Counters.Forwarded.Load()
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			runPacket(wan, pkt)
+		}
+		if got := g.Counters.Forwarded.Load() - before; got != uint64(b.N) {
+			b.Fatalf("forwarded %d of %d; %v", got, b.N, g.Counters.Snapshot())
+		}
+	})
+}

@@ -128,9 +128,10 @@ fl_wire() {
 fl_netns() { for n in $FL_C $FL_S; do ip netns add $n; ip -n $n link set lo up; done; }
 
 # fl_up_gw: tungate on $FL_DIR/gw.toml between the namespaces.
+# fl_up_gw [CONFIG]: the gateway (on $FL_DIR/gw.toml by default).
 fl_up_gw() {
   fl_down; fl_netns
-  $BIN run -c $FL_DIR/gw.toml >>$FL_DIR/gw.log 2>&1 & FL_PID=$! FL_KIND=gw
+  $BIN run -c ${1:-$FL_DIR/gw.toml} >>$FL_DIR/gw.log 2>&1 & FL_PID=$! FL_KIND=gw
   for i in $(seq 200); do [ -S $FL_DIR/admin.sock ] && break; sleep 0.05; done
   fl_wire 0
 }

@@ -25,23 +25,30 @@
 # state a flood leaves, and the first off phase (fresh table) is printed
 # apart so its difference shows.
 #
+# System sp is the gateway with a synproxy rule in front of the LAN's new
+# TCP connections (the measured flow is proxied too, so its packets pay
+# the translation in both phases): the flood's SYNs are answered with
+# cookies and take no table entries.
+#
 # Env: PHASE (2 s), SETTLE (0.5 s), RATE (20000), MAX ([conntrack] max,
 # 16384), BIN, BASE=BINARY (a second tungate measured as "base"),
-# SYSTEMS (default "copy gw", plus base when BASE is set; any other name X
-# is the tungate binary in $BIN_X, e.g. SYSTEMS="copy gw nowarm"
+# SYSTEMS (default "copy gw sp", plus base when BASE is set; any other
+# name X is the tungate binary in $BIN_X, e.g. SYSTEMS="copy gw nowarm"
 # BIN_nowarm=/tmp/tungate-nowarm).
 set -u
 HERE=$(cd $(dirname $0)/.. && pwd)
 PAIRS=${1:-10}; ROUNDS=${2:-3}
 PHASE=${PHASE:-2}; SETTLE=${SETTLE:-0.5}; RATE=${RATE:-20000}; MAX=${MAX:-16384}
 BASE=${BASE:-}
-SYSTEMS=${SYSTEMS:-copy gw${BASE:+ base}}
+SYSTEMS=${SYSTEMS:-copy gw sp${BASE:+ base}}
 ID=fp$$
 . $HERE/scripts/flood-lib.sh
 trap fl_cleanup EXIT
 fl_build
 command -v iperf3 >/dev/null || { echo "needs iperf3 (scripts/test-deps.sh)"; exit 1; }
 fl_gw_config "max = $MAX"
+sed 's|^  { in = "lan", ct_state = \["new"\], action = "accept" },|  { in = "lan", proto = "tcp", ct_state = ["new"], action = "synproxy" },\n&|' $FL_DIR/gw.toml >$FL_DIR/gw-sp.toml
+grep -q synproxy $FL_DIR/gw-sp.toml || { echo "no synproxy rule in gw-sp.toml"; exit 1; }
 echo "flood-syn-paired: $PAIRS pairs of $PHASE s phases (first $SETTLE s of each skipped), $ROUNDS round(s), $RATE SYN/s, max $MAX, systems $SYSTEMS, load avg $(fl_load), commit $(cd $HERE && git rev-parse --short HEAD)$(cd $HERE && git diff --quiet HEAD -- . || echo ' (with changes)')${BASE:+, base binary $BASE}"
 
 # run_phases SYSTEM: the forwarder is up; one iperf3 flow, the phases.
@@ -107,12 +114,14 @@ for r in $(seq $ROUNDS); do
     bin=$BIN
     [ $s = base ] && BIN=$BASE
     v=BIN_$s; [ -n "${!v:-}" ] && BIN=${!v}
-    if [ $s = copy ]; then fl_up_copy; else fl_up_gw; fi
+    if [ $s = copy ]; then fl_up_copy; elif [ $s = sp ]; then fl_up_gw $FL_DIR/gw-sp.toml; else fl_up_gw; fi
     run_phases $s $r
     if [ $s != copy ]; then
       echo "  round $r $s: $(fl_ctl ct stats -o json | fl_py "
 import json, sys
-s = json.load(sys.stdin); print('entries %d/%d, early_drop %d, drop %d, insert %d' % (s['entries'], s['max'], s['early_drop'], s['drop'], s['insert']))"); RSS $(fl_rss) kB"
+s = json.load(sys.stdin); print('entries %d/%d, early_drop %d, drop %d, insert %d' % (s['entries'], s['max'], s['early_drop'], s['drop'], s['insert']))"), $(fl_ctl stats -o json | fl_py "
+import json, sys
+s = json.load(sys.stdin); print('cookies sent %d, proxied %d' % (s['synproxy_syn_received'], s['synproxy_conn_open']))"); RSS $(fl_rss) kB"
     fi
     fl_down
     BIN=$bin
