@@ -362,14 +362,20 @@ func (t *Table) appendConnRecord(b []byte, c *Conn, now int64, codecs []StateCod
 	var helper string
 	var adj [2]SeqAdj
 	var alias *aliasNode
+	var proxy SynProxy
 	if e != nil {
-		helper, adj = e.Helper, e.SeqAdj
+		helper, adj, proxy = e.Helper, e.SeqAdj, e.Proxy
 		alias = e.alias.Load()
 		if helper != "" || adj != ([2]SeqAdj{}) {
 			flags |= 1
 		}
 		if alias != nil {
 			flags |= 2
+		}
+		if proxy.Proxied {
+			// A SYN-proxied connection is translated on every packet:
+			// without this state it would not survive the restart.
+			flags |= 4
 		}
 	}
 	c.mu.Unlock()
@@ -384,6 +390,9 @@ func (t *Table) appendConnRecord(b []byte, c *Conn, now int64, codecs []StateCod
 	}
 	if flags&2 != 0 {
 		b = AppendStateTuple(b, &alias.node.tuple)
+	}
+	if flags&4 != 0 {
+		b = appendSynProxy(b, &proxy)
 	}
 	return appendBlobs(b, codecs, func(b []byte, cd StateCodec) []byte { return cd.AppendConnState(b, c) })
 }
@@ -605,6 +614,8 @@ type connRecord struct {
 	adj         [2]SeqAdj
 	alias       Tuple
 	hasAlias    bool
+	proxy       SynProxy
+	hasProxy    bool
 	blobs       []blob
 }
 
@@ -639,12 +650,18 @@ func decodeConn(d *StateDecoder, r *connRecord) error {
 	if r.hasAlias {
 		r.alias = d.Tuple()
 	}
+	r.hasProxy = flags&4 != 0
+	r.proxy = SynProxy{}
+	if r.hasProxy {
+		decodeSynProxy(d, &r.proxy)
+	}
 	r.blobs = decodeBlobs(d, r.blobs[:0])
 	if d.Err() != nil {
 		return d.Err()
 	}
-	if flags&^3 != 0 || d.Len() != 0 || !validTuple(&r.orig) || !validTuple(&r.reply) ||
+	if flags&^7 != 0 || d.Len() != 0 || !validTuple(&r.orig) || !validTuple(&r.reply) ||
 		r.orig.Family != r.reply.Family || r.orig.Proto != r.reply.Proto ||
+		(r.hasProxy && (r.orig.Proto != 6 || !validSynProxy(&r.proxy))) ||
 		(r.hasAlias && (!validTuple(&r.alias) || r.alias.Proto != r.orig.Proto)) {
 		return errBadRecord
 	}
@@ -1111,6 +1128,9 @@ func (t *Table) restoreConn(r *connRecord, now, elapsed int64, codecs map[string
 		e := c.EnsureExt()
 		e.Helper, e.SeqAdj = r.helper, r.adj
 	}
+	if r.hasProxy {
+		c.EnsureExt().Proxy = r.proxy
+	}
 	c.SetMaster(master)
 	if reason := restoreBlobs(r.blobs, codecs, c, nil); reason != "" {
 		t.Delete(c)
@@ -1158,4 +1178,43 @@ func (t *Table) restoreExpect(r *expectRecord, now, elapsed int64, codecs map[st
 		return
 	}
 	rep.RestoredExpectations++
+}
+
+// appendSynProxy appends a proxied connection's SynProxy state.
+func appendSynProxy(b []byte, s *SynProxy) []byte {
+	var bits uint8
+	if s.SACKPerm {
+		bits |= 1
+	}
+	if s.TS {
+		bits |= 2
+	}
+	b = append(b, s.State, bits, s.CliWScale, s.OurWScale, s.SrvWScale)
+	b = binary.LittleEndian.AppendUint16(b, s.MSS)
+	b = binary.LittleEndian.AppendUint16(b, s.CliWin)
+	for _, v := range [...]uint32{s.ISN, s.CliISN, s.SrvISN, s.CliTSval, s.TSecr, s.TSOff} {
+		b = binary.LittleEndian.AppendUint32(b, v)
+	}
+	return b
+}
+
+func decodeSynProxy(d *StateDecoder, s *SynProxy) {
+	s.Proxied = true
+	s.State = d.U8()
+	bits := d.U8()
+	s.SACKPerm, s.TS = bits&1 != 0, bits&2 != 0
+	s.CliWScale, s.OurWScale, s.SrvWScale = d.U8(), d.U8(), d.U8()
+	s.MSS, s.CliWin = d.U16(), d.U16()
+	s.ISN, s.CliISN, s.SrvISN = d.U32(), d.U32(), d.U32()
+	s.CliTSval, s.TSecr, s.TSOff = d.U32(), d.U32(), d.U32()
+	if bits&^3 != 0 {
+		d.Fail(errBadRecord)
+	}
+}
+
+// validSynProxy checks what the datapath uses as a state or a shift.
+func validSynProxy(s *SynProxy) bool {
+	ws := func(v uint8) bool { return v <= 14 || v == 0xf }
+	return (s.State == SynProxyPending || s.State == SynProxyOpen) &&
+		ws(s.CliWScale) && ws(s.OurWScale) && ws(s.SrvWScale)
 }

@@ -86,6 +86,10 @@ func stateTable(t *testing.T) *ctHarness {
 		e.Helper = "ftp"
 		e.SeqAdj[DirOriginal] = SeqAdj{CorrectionPos: cISN + 50, OffsetBefore: 0, OffsetAfter: 3}
 		e.SeqAdj[DirReply] = SeqAdj{CorrectionPos: sISN + 7, OffsetBefore: -2, OffsetAfter: -5}
+		// A SYN proxy's translation state rides along (no connection
+		// has both in practice; the record keeps each part).
+		e.Proxy = SynProxy{Proxied: true, State: SynProxyOpen, MSS: 1460, CliWScale: 7, OurWScale: 7, SrvWScale: 9,
+			SACKPerm: true, TS: true, ISN: 0xdeadbeef, CliISN: cISN - 1, SrvISN: sISN, CliTSval: 11, TSecr: 22, TSOff: 33, CliWin: 502}
 		ctl.SetStatus(StatusSeqAdjust)
 		ctl.SetMark(0x1000 + uint32(i))
 
@@ -281,6 +285,9 @@ func compareConns(t *testing.T, c, c2 *Conn, now, now2 int64) {
 	case e != nil:
 		if e.Helper != e2.Helper || e.SeqAdj != e2.SeqAdj {
 			t.Errorf("%v: helper %q seqadj %+v, want %q %+v", o, e2.Helper, e2.SeqAdj, e.Helper, e.SeqAdj)
+		}
+		if e.Proxy != e2.Proxy {
+			t.Errorf("%v: synproxy state %+v, want %+v", o, e2.Proxy, e.Proxy)
 		}
 		if a, a2 := e.alias.Load(), e2.alias.Load(); (a == nil) != (a2 == nil) || a != nil && a.node.tuple != a2.node.tuple {
 			t.Errorf("%v: learnt reply tuple differs", o)

@@ -78,10 +78,31 @@ func TestFTPThroughNAT(t *testing.T) {
 		t.Logf("tungate ct expect (%v):\n%s", err, out)
 	}
 
-	// The same gateway without the helper. Its devices go away with it, so
-	// the new one's are wired up again; the servers keep listening.
+	// The helper on connections whose handshake a synproxy rule made:
+	// the helper's rewrites of PORT/EPRT and the proxy's translation of
+	// the server's sequence numbers add up. Its devices go away with the
+	// gateway, so the new one's are wired up again; the servers keep
+	// listening.
 	g.stop()
-	cfg.FTP = false
+	cfg.SynProxy = true
+	g = startGateway(t, bin, workDir(t, -1), gatewaySpec{cfg: cfg, tuns: []string{tp.lan, tp.wan}})
+	g.wire(t, tp, false)
+	for _, u := range urls {
+		for _, m := range ftpModes {
+			t.Run("synproxy/"+u.family+"/"+m.name, func(t *testing.T) {
+				if err := ftpGet(tp.client, u.url, m, sum, 60*time.Second); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+	}
+	if st := g.statsJSON(t, "stats"); st["synproxy_conn_open"] < uint64(len(urls)*len(ftpModes)) {
+		t.Errorf("%d connections proxied, want at least one per download", st["synproxy_conn_open"])
+	}
+
+	// The same gateway without the helper.
+	g.stop()
+	cfg.FTP, cfg.SynProxy = false, false
 	g = startGateway(t, bin, workDir(t, -1), gatewaySpec{cfg: cfg, tuns: []string{tp.lan, tp.wan}})
 	g.wire(t, tp, false)
 	for _, u := range urls {

@@ -265,6 +265,9 @@ type gwConfig struct {
 	// Stateful is the conformance forward policy: drop, except
 	// established/related and new from lan. Otherwise the policy accepts.
 	Stateful bool
+	// SynProxy (with Stateful) proxies the handshake of new TCP
+	// connections from lan (a synproxy rule).
+	SynProxy bool
 	Level    string
 	// StateFile sets [conntrack] state_file.
 	StateFile string
@@ -324,7 +327,8 @@ ports = [21]
 rules = [
   { ct_state = ["established", "related"], action = "accept" },
   { ct_state = ["invalid"], action = "drop" },
-  { in = "lan", ct_state = ["new"], action = "accept" },
+{{if .SynProxy}}  { in = "lan", proto = "tcp", ct_state = ["new"], action = "synproxy" },
+{{end}}  { in = "lan", ct_state = ["new"], action = "accept" },
 ]
 {{else}}policy = "accept"
 {{end}}`))

@@ -74,6 +74,11 @@ func newCollector(g *Gateway) *collector {
 			counter("tungate_sent_packets_total", "Packets written to all interfaces.", func(g *Gateway) uint64 { return g.Counters.Sent.Load() }),
 			counter("tungate_icmp_sent_packets_total", "ICMP packets the gateway generated (echo replies and errors).", func(g *Gateway) uint64 { return g.Counters.ICMPSent.Load() }),
 			counter("tungate_icmp_rate_limited_packets_total", "ICMP errors not sent because of the rate limit.", func(g *Gateway) uint64 { return g.Counters.ICMPLimit.Load() }),
+			counter("tungate_synproxy_syn_received_total", "SYNs a synproxy rule answered with a cookie.", func(g *Gateway) uint64 { return g.Counters.SynProxySyn.Load() }),
+			counter("tungate_synproxy_cookie_valid_total", "Handshake ACKs that returned a valid SYN cookie.", func(g *Gateway) uint64 { return g.Counters.SynProxyValid.Load() }),
+			counter("tungate_synproxy_cookie_invalid_total", "ACKs a synproxy rule took whose cookie was not valid (dropped).", func(g *Gateway) uint64 { return g.Counters.SynProxyInvalid.Load() }),
+			counter("tungate_synproxy_conn_open_total", "Proxied connections the server accepted.", func(g *Gateway) uint64 { return g.Counters.SynProxyOpen.Load() }),
+			counter("tungate_synproxy_retrans_total", "Handshake segments the proxy sent again (the server's SYN/ACK repeated, the client waiting).", func(g *Gateway) uint64 { return g.Counters.SynProxyRetrans.Load() }),
 		},
 		ifaces: [4]*prometheus.Desc{
 			prometheus.NewDesc("tungate_interface_receive_packets_total", "Packets read from an interface.", []string{"interface"}, nil),

@@ -59,7 +59,7 @@
 //
 // # Actions and statements
 //
-// action = accept | drop | reject | jump | goto | return | notrack.
+// action = accept | drop | reject | synproxy | jump | goto | return | notrack.
 // reject_with = tcp-reset | icmp-port-unreachable | icmp-host-unreachable |
 // icmp-admin-prohibited | icmpv6-port-unreachable | icmpv6-addr-unreachable |
 // icmpv6-admin-prohibited; as in nft, an icmp type implies the family and
@@ -67,6 +67,16 @@
 // anything else with a port unreachable of its family. jump and goto need
 // chain = "NAME". notrack (raw.prerouting only) is, like nft's, a statement:
 // evaluation goes on to a later verdict or the policy.
+//
+// synproxy (filter.forward, proto = "tcp") is nft's synproxy statement and
+// pf's synproxy state: the gateway answers the SYN itself with a SYN
+// cookie and keeps nothing, and only a client that returns the cookie gets
+// a connection to the server (the gateway's SynProxy verdict; the
+// handshake and the translation are the gateway's). Options: synproxy =
+// { mss = N (default: the links' MTU), wscale = N (7), timestamp = bool
+// (true), sack_perm = bool (true) }. Put it after the established rule and
+// match ct_state new: the client's handshake ACK arrives as a new
+// connection (loose pickup), as in Linux.
 //
 // Statements run when the rule matches, after its counter: log = "prefix "
 // (structured zap fields, at most 10 lines a second per rule), set_mark,

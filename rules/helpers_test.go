@@ -113,8 +113,12 @@ func parseTOML(t testing.TB, src string) testConfig {
 	if err != nil {
 		t.Fatalf("toml: %v\n%s", err, src)
 	}
-	if u := md.Undecoded(); len(u) > 0 {
-		t.Fatalf("undecoded keys %v", u)
+	for _, k := range md.Undecoded() {
+		// A table inside a rule (synproxy = { … }) is decoded into the
+		// rule's map but left marked undecoded; the compiler checks it.
+		if !strings.Contains(k.String(), ".rules.") {
+			t.Fatalf("undecoded key %v", k)
+		}
 	}
 	return cfg
 }
