@@ -295,6 +295,19 @@ func (m *Registry) Process(p *packet.Parsed, res *conntrack.Result) bool {
 	if ext.Helper == "" && c.Status()&conntrack.StatusSeqAdjust == 0 {
 		return true
 	}
+	if ext.Helper == "" && ext.Proxy.Proxied && p.Proto == packet.ProtoTCP {
+		// A SYN-proxied connection without a helper: its translation was
+		// written before StatusSeqAdjust was set (the load above orders
+		// the reads after it) and never changes, so both directions'
+		// workers read it without taking the connection's lock.
+		ok := seqAdjust(p, ext, res.Dir)
+		if ok {
+			synproxyAdjust(p, &ext.Proxy, res.Dir)
+		} else {
+			m.Stats.Dropped.Add(1)
+		}
+		return ok
+	}
 	c.Lock()
 	defer c.Unlock()
 	ok := true
@@ -303,7 +316,7 @@ func (m *Registry) Process(p *packet.Parsed, res *conntrack.Result) bool {
 	}
 	if ok && p.Proto == packet.ProtoTCP && c.Status()&conntrack.StatusSeqAdjust != 0 {
 		ok = seqAdjust(p, ext, res.Dir)
-		if ok && ext.Proxy.State == conntrack.SynProxyOpen {
+		if ok && ext.Proxy.Proxied {
 			synproxyAdjust(p, &ext.Proxy, res.Dir)
 		}
 	}

@@ -302,7 +302,6 @@ func (w *worker) synproxyConn(c *conntrack.Conn, e *conntrack.Ext) bool {
 		st.SrvISN = p.TCPSeq()
 		off := int32(st.ISN - st.SrvISN)
 		e.SeqAdj[conntrack.DirReply] = conntrack.SeqAdj{CorrectionPos: st.SrvISN, OffsetBefore: off, OffsetAfter: off}
-		c.SetStatus(conntrack.StatusSeqAdjust)
 		ts := st.TS && so.TS
 		if ts {
 			st.TSOff = st.TSecr - so.TSval
@@ -310,6 +309,9 @@ func (w *worker) synproxyConn(c *conntrack.Conn, e *conntrack.Ext) bool {
 		if st.CliWScale != packet.NoWScale {
 			st.SrvWScale = so.WScale
 		}
+		// Last: the translation is complete when the flag says so (the
+		// datapath reads it without the lock, see alg.Process).
+		c.SetStatus(conntrack.StatusSeqAdjust)
 		srvTS := so.TSval
 		win := uint32(p.TCPWindow())
 		if st.SrvWScale != packet.NoWScale {
