@@ -79,9 +79,14 @@ func (s *synCookies) hash(p *packet.Parsed, t uint32) uint32 {
 
 // make returns the gateway's ISN for the client's SYN p.
 func (s *synCookies) make(p *packet.Parsed, mssIdx uint8, now int64) uint32 {
+	return s.cookie(p, p.TCPSeq(), mssIdx, now)
+}
+
+// cookie is the gateway's ISN for a client whose ISN is isn, on p's tuple.
+func (s *synCookies) cookie(p *packet.Parsed, isn uint32, mssIdx uint8, now int64) uint32 {
 	t := uint32(now >> cookieTimeShift)
 	x := s.hash(p, t)&cookieHashMask | (t&(1<<cookieTimeBits-1))<<cookieMSSBits | uint32(mssIdx)
-	return p.TCPSeq() + x
+	return isn + x
 }
 
 // check verifies the cookie the client's ACK p returns (its ack − 1) and

@@ -176,7 +176,7 @@ func TestSynProxyCookie(t *testing.T) {
 		if v6 {
 			mss = 1440
 		}
-		if err != nil || !o.TS || o.TSecr != tsval || o.WScale != 7 || !o.SACKPerm || o.MSS != mss {
+		if err != nil || !o.TS || o.TSecr != tsval || o.WScale != 10 || !o.SACKPerm || o.MSS != mss {
 			t.Fatalf("SYN/ACK options %+v %v", o, err)
 		}
 		if n := g.ct.Count(); n != before {

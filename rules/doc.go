@@ -73,7 +73,7 @@
 // cookie and keeps nothing, and only a client that returns the cookie gets
 // a connection to the server (the gateway's SynProxy verdict; the
 // handshake and the translation are the gateway's). Options: synproxy =
-// { mss = N (default: the links' MTU), wscale = N (7), timestamp = bool
+// { mss = N (default: the links' MTU), wscale = N (10), timestamp = bool
 // (true), sack_perm = bool (true) }. Put it after the established rule and
 // match ct_state new: the client's handshake ACK arrives as a new
 // connection (loose pickup), as in Linux.

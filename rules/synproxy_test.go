@@ -20,7 +20,7 @@ rules = [
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"meta l4proto tcp tcp dport 80 ct state new counter packets 0 bytes 0 synproxy wscale 7 timestamp sack-perm",
+		"meta l4proto tcp tcp dport 80 ct state new counter packets 0 bytes 0 synproxy wscale 10 timestamp sack-perm",
 		"meta l4proto tcp tcp dport 443 counter packets 0 bytes 0 synproxy mss 1400 wscale 9\n",
 	} {
 		if !strings.Contains(b.String(), want) {
