@@ -344,9 +344,10 @@ func (w *worker) synproxyConn(c *conntrack.Conn, e *conntrack.Ext) bool {
 		c.Unlock()
 		p.SetTCPSeq(st.ISN + 1)
 		return false
-	case res.Dir == conntrack.DirOriginal && st.State == conntrack.SynProxyPending:
+	case res.Dir == conntrack.DirOriginal && st.State == conntrack.SynProxyPending && f&packet.TCPRst == 0:
 		// The client's window probe, or a segment it sent despite the
 		// shut window: the server has not answered, so the SYN goes again.
+		// (A RST from the client goes on to the server as it is.)
 		o := c.Tuple(conntrack.DirOriginal)
 		syn := synproxyServerSyn(p.Version, o.Src, o.Dst, o.SrcPort, o.DstPort, st)
 		c.Unlock()

@@ -208,6 +208,33 @@ func TestSynProxyCookie(t *testing.T) {
 		if n := g.ct.Count(); n != before+1 {
 			t.Fatalf("%d connections after the handshake, want %d", n, before+1)
 		}
+
+		// The server has not answered: the client's next segment (its
+		// window probe) sends the SYN again.
+		retrans := g.Counters.SynProxyRetrans.Load()
+		again := server.expect(func(b []byte) bool {
+			p := new(packet.Parsed)
+			return p.Decode(b) == nil && p.Proto == packet.ProtoTCP && p.TCPFlags == packet.TCPSyn
+		})
+		client.send(ack(sa.TCPSeq()))
+		if p := parseSeg(t, wait(t, again, "the SYN sent again")); p.TCPSeq() != isn {
+			t.Fatalf("SYN sent again with seq %d", p.TCPSeq())
+		}
+		if g.Counters.SynProxyRetrans.Load() != retrans+1 {
+			t.Fatal("the SYN sent again was not counted")
+		}
+
+		// The server refuses: the client gets the reset in the sequence
+		// space it knows, the cookie's.
+		rst := client.expect(func(b []byte) bool {
+			p := new(packet.Parsed)
+			return p.Decode(b) == nil && p.Proto == packet.ProtoTCP && p.TCPFlags&packet.TCPRst != 0 && p.DstPort == 40000
+		})
+		server.send(packettest.Build(packettest.IP{V6: v6, Src: dst, Dst: s.Src.NetIP(s.Version).String()},
+			packettest.TCP{SPort: 80, DPort: s.SrcPort, Seq: 0, Ack: isn + 1, Flags: packet.TCPRst | packet.TCPAck}, nil))
+		if r := parseSeg(t, wait(t, rst, "the server's reset")); r.TCPSeq() != sa.TCPSeq()+1 {
+			t.Fatalf("reset with seq %d, want the cookie's %d", r.TCPSeq(), sa.TCPSeq()+1)
+		}
 	}
 }
 
