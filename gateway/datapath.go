@@ -417,6 +417,9 @@ func (w *worker) packet(buf []byte, size int) {
 			w.discard(DropPerSource)
 			return
 		}
+		if res.Conn == nil && res.Info == conntrack.Invalid && p.Proto == packet.ProtoTCP && w.rs.HasSynProxy() && w.synproxyProbe() {
+			return
+		}
 		// A SYN-proxied connection still in its handshake with the server.
 		if c := res.Conn; c != nil && p.Proto == packet.ProtoTCP {
 			// Once the server has answered (StatusSeqAdjust) only its

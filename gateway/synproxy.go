@@ -344,12 +344,11 @@ func (w *worker) synproxyConn(c *conntrack.Conn, e *conntrack.Ext) bool {
 		c.Unlock()
 		p.SetTCPSeq(st.ISN + 1)
 		return false
-	case res.Dir == conntrack.DirOriginal && st.State == conntrack.SynProxyPending && f&packet.TCPRst == 0:
-		// The client's window probe, or a segment it sent despite the
-		// shut window: the server has not answered, so the SYN goes again.
-		// (A RST from the client goes on to the server as it is.)
-		o := c.Tuple(conntrack.DirOriginal)
-		syn := synproxyServerSyn(p.Version, o.Src, o.Dst, o.SrcPort, o.DstPort, st)
+	case res.Dir == conntrack.DirOriginal && st.State == conntrack.SynProxyPending && f == packet.TCPSyn:
+		// The client sent its SYN again (a duplicate of the one the
+		// cookie answered): the server has not answered, so ours goes
+		// again instead.
+		syn := w.synproxyResend(c, st)
 		c.Unlock()
 		w.g.Counters.SynProxyRetrans.Add(1)
 		w.inject(&syn)
@@ -357,6 +356,46 @@ func (w *worker) synproxyConn(c *conntrack.Conn, e *conntrack.Ext) bool {
 	}
 	c.Unlock()
 	return false
+}
+
+// synproxyResend is the SYN to the server sent again. The connection is
+// locked.
+func (w *worker) synproxyResend(c *conntrack.Conn, st *conntrack.SynProxy) packet.TCPSegment {
+	o := c.Tuple(conntrack.DirOriginal)
+	return synproxyServerSyn(w.p.Version, o.Src, o.Dst, o.SrcPort, o.DstPort, st)
+}
+
+// synproxyProbe looks at a TCP packet conntrack found INVALID when synproxy
+// rules exist: the client of a proxied connection whose server has not
+// answered yet probes its shut window, and conntrack, which has only seen
+// the SYN sent to the server, takes the probe for an ACK out of turn. The
+// SYN may have been lost: it goes again, and the probe is consumed. True
+// when it was such a probe.
+func (w *worker) synproxyProbe() bool {
+	p := &w.p
+	if !p.HasL4 || p.Fragment || p.TCPFlags&(packet.TCPSyn|packet.TCPRst|packet.TCPAck) != packet.TCPAck {
+		return false
+	}
+	tu := conntrack.Tuple{Src: p.Src, Dst: p.Dst, SrcPort: p.SrcPort, DstPort: p.DstPort, Proto: packet.ProtoTCP, Family: p.Version}
+	c, d := w.g.ct.Lookup(&tu)
+	if c == nil || d != conntrack.DirOriginal {
+		return false
+	}
+	e := c.Ext()
+	if e == nil || !e.Proxy.Proxied {
+		return false
+	}
+	c.Lock()
+	st := &e.Proxy
+	if st.State != conntrack.SynProxyPending || p.TCPAck() != st.ISN+1 {
+		c.Unlock()
+		return false
+	}
+	syn := w.synproxyResend(c, st)
+	c.Unlock()
+	w.g.Counters.SynProxyRetrans.Add(1)
+	w.inject(&syn)
+	return true
 }
 
 // synproxyServerAck is the ACK of the server's SYN/ACK, as the client

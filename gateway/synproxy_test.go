@@ -156,9 +156,11 @@ func parseSeg(t *testing.T, b []byte) *packet.Parsed {
 func TestSynProxyCookie(t *testing.T) {
 	client, server, g := synproxyGateway(t, "")
 	for _, v6 := range []bool{false, true} {
-		src, dst := "10.10.0.2", "198.18.0.2"
+		// An address nobody holds: the server's stack must not answer
+		// the proxy's SYN, the test plays the server.
+		src, dst := "10.10.0.2", "198.18.0.3"
 		if v6 {
-			src, dst = "fd10::2", "2001:db8:1::2"
+			src, dst = "fd10::2", "2001:db8:1::3"
 		}
 		const isn, tsval = 1000, 777
 		synack := client.expect(func(b []byte) bool {
@@ -209,8 +211,8 @@ func TestSynProxyCookie(t *testing.T) {
 			t.Fatalf("%d connections after the handshake, want %d", n, before+1)
 		}
 
-		// The server has not answered: the client's next segment (its
-		// window probe) sends the SYN again.
+		// The server has not answered: the client's window probe (to
+		// conntrack an ACK out of turn, INVALID) sends the SYN again.
 		retrans := g.Counters.SynProxyRetrans.Load()
 		again := server.expect(func(b []byte) bool {
 			p := new(packet.Parsed)
@@ -221,7 +223,7 @@ func TestSynProxyCookie(t *testing.T) {
 			t.Fatalf("SYN sent again with seq %d", p.TCPSeq())
 		}
 		if g.Counters.SynProxyRetrans.Load() != retrans+1 {
-			t.Fatal("the SYN sent again was not counted")
+			t.Fatalf("the SYN sent again was not counted: %v", g.Counters.Snapshot())
 		}
 
 		// The server refuses: the client gets the reset in the sequence

@@ -148,6 +148,13 @@ func compile(filter FilterConfig, raw RawConfig, sets map[string][]string, env E
 		buildSegments(&c.chains[i], c.meta[i], index)
 	}
 	rs.chains = c.chains
+	for i := range rs.chains {
+		for j := range rs.chains[i].rules {
+			if rs.chains[i].rules[j].verdict == actSynProxy {
+				rs.synproxy = true
+			}
+		}
+	}
 	rs.allocCounters()
 	return rs, nil
 }

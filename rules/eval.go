@@ -174,6 +174,8 @@ type segment struct {
 // limiter state, safe for concurrent Eval from any number of goroutines.
 type Ruleset struct {
 	chains []chain
+	// synproxy: some rule's action is synproxy.
+	synproxy bool
 	// hooks holds the chain index per hook, -1 for none.
 	hooks  [numHooks]int32
 	now    func() int64

@@ -111,3 +111,8 @@ func (rp *ruleParser) synproxyOpts(v any) {
 	}
 	rp.r.synproxy = o
 }
+
+// HasSynProxy reports whether some rule's action is synproxy: the gateway
+// then looks after the connections such rules opened when their packets
+// arrive as INVALID (see the gateway's synproxyProbe).
+func (rs *Ruleset) HasSynProxy() bool { return rs != nil && rs.synproxy }
