@@ -356,3 +356,37 @@ func BenchmarkSynProxy(b *testing.B) {
 		}
 	})
 }
+
+// TestSynProxyStrictPickup: with tcp_loose = false the client's cookie
+// ACK is INVALID to conntrack, and a rule matching new and invalid before
+// the invalid drop (nftables' ct state invalid,untracked synproxy) still
+// proxies the connection.
+func TestSynProxyStrictPickup(t *testing.T) {
+	client := newHost(t, 1500, "10.10.0.2", "fd10::2")
+	server := newHost(t, 1500, "198.18.0.2", "2001:db8:1::2")
+	g := testGateway(t, linksConf+`
+[conntrack]
+tcp_loose = false
+
+[[route]]
+to = "10.10.0.0/24"
+interface = "lan"
+
+[[nat.masquerade]]
+out = "wan"
+
+[filter.forward]
+policy = "drop"
+rules = [
+  { ct_state = ["established", "related"], action = "accept" },
+  { in = "lan", proto = "tcp", ct_state = ["new", "invalid"], action = "synproxy" },
+  { ct_state = ["invalid"], action = "drop" },
+  { in = "lan", ct_state = ["new"], action = "accept" },
+]
+`, client, server)
+	roundTrip(t, client, server, netip.MustParseAddrPort("198.18.0.2:80"), 256<<10)
+	roundTrip(t, client, server, netip.MustParseAddrPort("[2001:db8:1::2]:80"), 256<<10)
+	if n := g.Counters.SynProxyOpen.Load(); n != 2 {
+		t.Fatalf("%d connections proxied, want 2", n)
+	}
+}
