@@ -10,8 +10,8 @@ import (
 // sequence numbers (seqAdjust): the server's timestamps are moved into
 // the client's view (Linux's synproxy_tstamp_adjust), and its window is
 // rescaled when its window scale is not the one the gateway advertised
-// for it. The client's window needs nothing: the server learnt the
-// client's own scale. The connection is locked.
+// for it. The client's window needs it only when the server declined
+// window scaling, which the client, scaling by its own, cannot know.
 func synproxyAdjust(p *packet.Parsed, st *conntrack.SynProxy, d conntrack.Dir) {
 	if st.TSOff != 0 {
 		if d == conntrack.DirReply {
@@ -20,14 +20,27 @@ func synproxyAdjust(p *packet.Parsed, st *conntrack.SynProxy, d conntrack.Dir) {
 			p.AdjustTCPTimestamps(0, st.TSOff)
 		}
 	}
-	if d != conntrack.DirReply || p.TCPFlags&packet.TCPSyn != 0 {
+	if p.TCPFlags&packet.TCPSyn != 0 {
 		return // a SYN's window is never scaled (RFC 7323 2.2)
 	}
-	srv, our := scaleOf(st.SrvWScale), scaleOf(st.OurWScale)
-	if srv == our {
+	var from, to uint8
+	switch {
+	case d == conntrack.DirReply:
+		from, to = scaleOf(st.SrvWScale), scaleOf(st.OurWScale)
+	case st.CliWScale != packet.NoWScale && st.SrvWScale == packet.NoWScale:
+		from, to = st.CliWScale, 0
+	}
+	if from == to {
 		return
 	}
-	win := uint32(p.TCPWindow()) << srv >> our
+	raw := p.TCPWindow()
+	win := uint32(raw) << from >> to
+	if win == 0 && raw != 0 {
+		// Rounded down to nothing, a small open window would read as
+		// shut and the sender would wait for an update that may never
+		// come: one unit instead.
+		win = 1
+	}
 	p.SetTCPWindow(uint16(min(win, 0xffff)))
 }
 

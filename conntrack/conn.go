@@ -440,6 +440,13 @@ func (c *Conn) Lock() { c.mu.Lock() }
 // Unlock unlocks it.
 func (c *Conn) Unlock() { c.mu.Unlock() }
 
+// SetTCPScaleLocked sets the window scale the TCP tracker applies to
+// direction d's windows: the SYN proxy's client keeps its scale when the
+// server it never saw declined scaling. The connection is locked.
+func (c *Conn) SetTCPScaleLocked(d Dir, scale uint8) {
+	c.proto.tcp.scale[d] = min(scale, tcpMaxWScale)
+}
+
 // TCPStateName returns the TCP state name (for rules/admin), "" for others.
 func (c *Conn) TCPStateName() string {
 	if c.node[0].tuple.Proto != 6 {

@@ -661,7 +661,8 @@ func decodeConn(d *StateDecoder, r *connRecord) error {
 	}
 	if flags&^7 != 0 || d.Len() != 0 || !validTuple(&r.orig) || !validTuple(&r.reply) ||
 		r.orig.Family != r.reply.Family || r.orig.Proto != r.reply.Proto ||
-		(r.hasProxy && (r.orig.Proto != 6 || !validSynProxy(&r.proxy))) ||
+		(r.hasProxy && (r.orig.Proto != 6 || !validSynProxy(&r.proxy) ||
+			(r.proxy.State == SynProxyOpen) != (r.status&StatusSeqAdjust != 0))) ||
 		(r.hasAlias && (!validTuple(&r.alias) || r.alias.Proto != r.orig.Proto)) {
 		return errBadRecord
 	}

@@ -91,7 +91,8 @@ func withCookie(g *Gateway, pkt []byte, now int64) []byte {
 		p.TCPFlags&(packet.TCPSyn|packet.TCPAck|packet.TCPFin|packet.TCPRst) != packet.TCPAck {
 		return pkt
 	}
-	p.SetTCPAck(g.cookies.cookie(&p, p.TCPSeq()-1, uint8(p.TCPAck()&7), now) + 1)
+	tu := cookieTuple{p.Src, p.Dst, p.SrcPort, p.DstPort, p.Version}
+	p.SetTCPAck(g.cookies.cookie(&tu, p.TCPSeq()-1, uint8(p.TCPAck()&7), now) + 1)
 	return c
 }
 

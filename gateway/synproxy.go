@@ -1,8 +1,10 @@
 package gateway
 
 import (
+	"crypto/rand"
 	"encoding/binary"
-	"hash/maphash"
+
+	"github.com/dchest/siphash"
 
 	"tungate/conntrack"
 	"tungate/packet"
@@ -51,55 +53,78 @@ const (
 	tsClockUnit = 1e6 // ms, as Linux's TCP timestamps
 )
 
-// synCookies makes and checks SYN cookies. The key is random per process:
-// a cookie outlives neither a restart nor the two minutes it is good for.
+// synCookies makes and checks SYN cookies: SipHash-2-4 (a keyed PRF, as
+// Linux's syncookies use) of the tuple, the time unit and the MSS index.
+// The key is random per process: a cookie outlives neither a restart nor
+// the two minutes it is good for.
 type synCookies struct {
-	seed maphash.Seed
+	k0, k1 uint64
 }
 
-func newSynCookies() *synCookies { return &synCookies{seed: maphash.MakeSeed()} }
+func newSynCookies() *synCookies {
+	var k [16]byte
+	rand.Read(k[:])
+	return &synCookies{k0: binary.LittleEndian.Uint64(k[:]), k1: binary.LittleEndian.Uint64(k[8:])}
+}
 
-// hash is keyed on the connection's tuple as the client sends it and the
-// time unit.
-func (s *synCookies) hash(p *packet.Parsed, t uint32) uint32 {
-	var b [41]byte
+// cookieTuple is a connection's tuple as the client sent its SYN, before
+// any NAT: what the cookie is keyed on, what its SYN/ACK answers and what
+// the rebuilt SYN carries into the datapath again.
+type cookieTuple struct {
+	src, dst     packet.Addr
+	sport, dport uint16
+	version      uint8
+}
+
+// clientTuple is the current packet's tuple as the client sent it: its
+// connection's original tuple (prerouting may have rewritten the packet
+// for DNAT already), or the packet's own when conntrack gave none.
+func (w *worker) clientTuple() cookieTuple {
+	if c := w.res.Conn; c != nil && w.res.Dir == conntrack.DirOriginal {
+		t := c.Tuple(conntrack.DirOriginal)
+		return cookieTuple{t.Src, t.Dst, t.SrcPort, t.DstPort, t.Family}
+	}
+	p := &w.p
+	return cookieTuple{p.Src, p.Dst, p.SrcPort, p.DstPort, p.Version}
+}
+
+// hash is keyed on the tuple, the time unit and the MSS index, so a
+// cookie's low bits cannot be changed without changing its hash.
+func (s *synCookies) hash(tu *cookieTuple, t uint32, mssIdx uint8) uint32 {
+	var b [42]byte
 	n := 4
-	if p.Version == 6 {
+	if tu.version == 6 {
 		n = 16
 	}
-	copy(b[0:], p.Src[:n])
-	copy(b[16:], p.Dst[:n])
-	binary.BigEndian.PutUint16(b[32:], p.SrcPort)
-	binary.BigEndian.PutUint16(b[34:], p.DstPort)
+	copy(b[0:], tu.src[:n])
+	copy(b[16:], tu.dst[:n])
+	binary.BigEndian.PutUint16(b[32:], tu.sport)
+	binary.BigEndian.PutUint16(b[34:], tu.dport)
 	binary.BigEndian.PutUint32(b[36:], t)
-	b[40] = p.Version
-	h := maphash.Bytes(s.seed, b[:])
-	return uint32(h) ^ uint32(h>>32)
+	b[40] = tu.version
+	b[41] = mssIdx
+	return uint32(siphash.Hash(s.k0, s.k1, b[:]))
 }
 
-// make returns the gateway's ISN for the client's SYN p.
-func (s *synCookies) make(p *packet.Parsed, mssIdx uint8, now int64) uint32 {
-	return s.cookie(p, p.TCPSeq(), mssIdx, now)
-}
-
-// cookie is the gateway's ISN for a client whose ISN is isn, on p's tuple.
-func (s *synCookies) cookie(p *packet.Parsed, isn uint32, mssIdx uint8, now int64) uint32 {
+// cookie is the gateway's ISN for a client whose ISN is isn.
+func (s *synCookies) cookie(tu *cookieTuple, isn uint32, mssIdx uint8, now int64) uint32 {
 	t := uint32(now >> cookieTimeShift)
-	x := s.hash(p, t)&cookieHashMask | (t&(1<<cookieTimeBits-1))<<cookieMSSBits | uint32(mssIdx)
+	x := s.hash(tu, t, mssIdx)&cookieHashMask | (t&(1<<cookieTimeBits-1))<<cookieMSSBits | uint32(mssIdx)
 	return isn + x
 }
 
-// check verifies the cookie the client's ACK p returns (its ack − 1) and
-// gives the MSS index it carries.
-func (s *synCookies) check(p *packet.Parsed, now int64) (uint8, bool) {
-	x := (p.TCPAck() - 1) - (p.TCPSeq() - 1)
+// check verifies that ack − 1 is the cookie for a client whose ISN is
+// isn, and gives the MSS index it carries.
+func (s *synCookies) check(tu *cookieTuple, isn, ack uint32, now int64) (uint8, bool) {
+	x := (ack - 1) - isn
+	idx := uint8(x & (1<<cookieMSSBits - 1))
 	tn := uint32(now >> cookieTimeShift)
 	for _, t := range [2]uint32{tn, tn - 1} {
 		if (x>>cookieMSSBits)&(1<<cookieTimeBits-1) != t&(1<<cookieTimeBits-1) {
 			continue
 		}
-		if s.hash(p, t)&cookieHashMask == x&cookieHashMask {
-			return uint8(x & (1<<cookieMSSBits - 1)), true
+		if s.hash(tu, t, idx)&cookieHashMask == x&cookieHashMask {
+			return idx, true
 		}
 	}
 	return 0, false
@@ -168,14 +193,15 @@ func (w *worker) synproxySyn(o *rules.SynProxyOptions) {
 		w.discard(DropSynProxy)
 		return
 	}
+	tu := w.clientTuple()
 	w.forget()
 	mss := opts.MSS
 	if mss == 0 {
 		mss = cookieMSS[0]
 	}
 	s := packet.TCPSegment{
-		Version: p.Version, Src: p.Dst, Dst: p.Src, SrcPort: p.DstPort, DstPort: p.SrcPort,
-		Seq:   w.g.cookies.make(p, cookieMSSIndex(mss), w.now),
+		Version: tu.version, Src: tu.dst, Dst: tu.src, SrcPort: tu.dport, DstPort: tu.sport,
+		Seq:   w.g.cookies.cookie(&tu, p.TCPSeq(), cookieMSSIndex(mss), w.now),
 		Ack:   p.TCPSeq() + 1,
 		Flags: packet.TCPSyn | packet.TCPAck,
 		Opts:  packet.TCPSynOptions{MSS: w.synproxyMSS(o, p.Version), WScale: packet.NoWScale},
@@ -224,7 +250,16 @@ func (w *worker) sendSegment(s *packet.TCPSegment) {
 // cookie, through the datapath as if the client had sent it now.
 func (w *worker) synproxyAck(o *rules.SynProxyOptions) {
 	p := &w.p
-	mssIdx, ok := w.g.cookies.check(p, w.now)
+	tu := w.clientTuple()
+	isn := p.TCPSeq() - 1
+	mssIdx, ok := w.g.cookies.check(&tu, isn, p.TCPAck(), w.now)
+	if !ok && len(p.Payload()) == 0 {
+		// A window probe (seq = ISN) from a client whose handshake ACK
+		// was lost: its cookie is as good (at the price of one bit of
+		// the hash for forgers).
+		isn = p.TCPSeq()
+		mssIdx, ok = w.g.cookies.check(&tu, isn, p.TCPAck(), w.now)
+	}
 	if !ok {
 		w.g.Counters.SynProxyInvalid.Add(1)
 		w.discard(DropSynProxy)
@@ -244,7 +279,7 @@ func (w *worker) synproxyAck(o *rules.SynProxyOptions) {
 		OurWScale: packet.NoWScale,
 		SrvWScale: packet.NoWScale,
 		ISN:       p.TCPAck() - 1,
-		CliISN:    p.TCPSeq() - 1,
+		CliISN:    isn,
 		CliWin:    p.TCPWindow(),
 	}
 	if ao.TS && !o.NoTS {
@@ -257,7 +292,7 @@ func (w *worker) synproxyAck(o *rules.SynProxyOptions) {
 		}
 	}
 	w.forget()
-	syn := synproxyServerSyn(p.Version, p.Src, p.Dst, p.SrcPort, p.DstPort, &st)
+	syn := synproxyServerSyn(tu.version, tu.src, tu.dst, tu.sport, tu.dport, &st)
 	b := w.scratchBuf()
 	n, err := packet.BuildTCPSegment(b[headroom:], &syn)
 	if err != nil {
@@ -313,6 +348,13 @@ func (w *worker) synproxyConn(c *conntrack.Conn, e *conntrack.Ext) bool {
 		}
 		if st.CliWScale != packet.NoWScale {
 			st.SrvWScale = so.WScale
+			if so.WScale == packet.NoWScale {
+				// The server declined scaling (RFC 7323: off both ways
+				// for it), the client keeps scaling its windows by
+				// CliWScale: the server gets them rescaled, and conntrack
+				// judges the client's windows as the client means them.
+				c.SetTCPScaleLocked(conntrack.DirOriginal, st.CliWScale)
+			}
 		}
 		// Last: the translation is complete when the flag says so (the
 		// datapath reads it without the lock, see alg.Process).
@@ -344,6 +386,14 @@ func (w *worker) synproxyConn(c *conntrack.Conn, e *conntrack.Ext) bool {
 		c.Unlock()
 		p.SetTCPSeq(st.ISN + 1)
 		return false
+	case res.Dir == conntrack.DirOriginal && st.State == conntrack.SynProxyPending && f == packet.TCPSyn && p.TCPSeq() != st.CliISN:
+		// A new attempt on the tuple (another ISN): the handshake the
+		// proxy waits for is dead. The entry goes and the SYN with it;
+		// the client's next one is answered with a cookie afresh.
+		c.Unlock()
+		w.g.ct.Delete(c)
+		w.drop(DropSynProxy)
+		return true
 	case res.Dir == conntrack.DirOriginal && st.State == conntrack.SynProxyPending && f == packet.TCPSyn:
 		// The client sent its SYN again (a duplicate of the one the
 		// cookie answered): the server has not answered, so ours goes
@@ -362,7 +412,7 @@ func (w *worker) synproxyConn(c *conntrack.Conn, e *conntrack.Ext) bool {
 // locked.
 func (w *worker) synproxyResend(c *conntrack.Conn, st *conntrack.SynProxy) packet.TCPSegment {
 	o := c.Tuple(conntrack.DirOriginal)
-	return synproxyServerSyn(w.p.Version, o.Src, o.Dst, o.SrcPort, o.DstPort, st)
+	return synproxyServerSyn(o.Family, o.Src, o.Dst, o.SrcPort, o.DstPort, st)
 }
 
 // synproxyProbe looks at a TCP packet conntrack found INVALID when synproxy
@@ -412,7 +462,7 @@ func (w *worker) synproxySegment(c *conntrack.Conn, d conntrack.Dir, seq, ack ui
 	t := c.Tuple(d)
 	o.WScale = packet.NoWScale
 	return packet.TCPSegment{
-		Version: w.p.Version, Src: t.Src, Dst: t.Dst, SrcPort: t.SrcPort, DstPort: t.DstPort,
+		Version: t.Family, Src: t.Src, Dst: t.Dst, SrcPort: t.SrcPort, DstPort: t.DstPort,
 		Seq: seq, Ack: ack, Flags: packet.TCPAck, Window: win, Opts: o,
 	}
 }

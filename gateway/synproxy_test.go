@@ -49,12 +49,19 @@ func synproxyGateway(t *testing.T, opts string) (client, server *host, g *Gatewa
 // one the proxy translates (sequence numbers, timestamps, window).
 func roundTrip(t *testing.T, client, server *host, dst netip.AddrPort, n int) {
 	t.Helper()
+	roundTripVia(t, client, server, dst, dst, n)
+}
+
+// roundTripVia is roundTrip with the server listening on listen and the
+// client dialling dial (a port forward in between).
+func roundTripVia(t *testing.T, client, server *host, listen, dial netip.AddrPort, n int) {
+	t.Helper()
 	up, down := make([]byte, n), make([]byte, n)
 	r := rand.New(rand.NewPCG(1, uint64(n)))
 	for i := range up {
 		up[i], down[i] = byte(r.Uint32()), byte(r.Uint32())
 	}
-	ln, err := server.Net.ListenTCPAddrPort(dst)
+	ln, err := server.Net.ListenTCPAddrPort(listen)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,9 +89,9 @@ func roundTrip(t *testing.T, client, server *host, dst netip.AddrPort, n int) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c, err := client.Net.DialContextTCPAddrPort(ctx, dst)
+	c, err := client.Net.DialContextTCPAddrPort(ctx, dial)
 	if err != nil {
-		t.Fatalf("dial %v: %v", dst, err)
+		t.Fatalf("dial %v: %v", dial, err)
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(30 * time.Second))
@@ -388,5 +395,129 @@ rules = [
 	roundTrip(t, client, server, netip.MustParseAddrPort("[2001:db8:1::2]:80"), 256<<10)
 	if n := g.Counters.SynProxyOpen.Load(); n != 2 {
 		t.Fatalf("%d connections proxied, want 2", n)
+	}
+}
+
+// proxyHandshake drives a client's handshake through the proxy by hand
+// (client 10.10.0.2:sport → dst:80, SYN with MSS 1460, SACK, timestamps,
+// window scale 7) and returns the cookie SYN/ACK and the SYN the server
+// got. lostAck sends the client's zero-window probe (seq = ISN) instead
+// of its handshake ACK, as after the ACK was lost.
+func proxyHandshake(t *testing.T, client, server *host, dst string, sport uint16, lostAck bool) (sa, syn *packet.Parsed) {
+	t.Helper()
+	const isn, tsval = 5000, 100
+	synack := client.expect(func(b []byte) bool {
+		p := new(packet.Parsed)
+		return p.Decode(b) == nil && p.Proto == packet.ProtoTCP && p.TCPFlags == packet.TCPSyn|packet.TCPAck && p.DstPort == sport
+	})
+	client.send(synPacket(false, "10.10.0.2", dst, sport, isn, tsval))
+	sa = parseSeg(t, wait(t, synack, "cookie SYN/ACK"))
+	o, _ := sa.TCPSynOptions()
+	seq := uint32(isn + 1)
+	if lostAck {
+		seq = isn
+	}
+	toServer := server.expect(func(b []byte) bool {
+		p := new(packet.Parsed)
+		return p.Decode(b) == nil && p.Proto == packet.ProtoTCP && p.TCPFlags == packet.TCPSyn
+	})
+	client.send(tsSeg("10.10.0.2", dst, sport, 80, seq, sa.TCPSeq()+1, packet.TCPAck, tsval+1, o.TSval, 0))
+	syn = parseSeg(t, wait(t, toServer, "the SYN to the server"))
+	if syn.TCPSeq() != isn {
+		t.Fatalf("SYN to the server with seq %d, want the client's ISN %d", syn.TCPSeq(), isn)
+	}
+	if so, _ := syn.TCPSynOptions(); so.MSS != 1460 || so.WScale != 7 || !so.SACKPerm || !so.TS {
+		t.Fatalf("SYN to the server with options %+v, want the client's", so)
+	}
+	return sa, syn
+}
+
+// TestSynProxyLostAck: the client's handshake ACK was lost; its window
+// probe carries the same cookie one sequence number lower, and the proxy
+// takes it, with the client's real ISN and MSS (a cookie whose low bits
+// were off by one used to pass with the MSS index one up).
+func TestSynProxyLostAck(t *testing.T) {
+	client, server, _ := synproxyGateway(t, "")
+	proxyHandshake(t, client, server, "198.18.0.3", 41000, true)
+}
+
+// TestSynProxyServerWithoutWScale: the server declines window scaling
+// while the client scales by 7. The client's windows reach the server
+// rescaled (the server reads them unscaled), the server's small window
+// reaches the client as one unit of the gateway's scale, not as shut.
+func TestSynProxyServerWithoutWScale(t *testing.T) {
+	client, server, g := synproxyGateway(t, "")
+	_, syn := proxyHandshake(t, client, server, "198.18.0.3", 41001, false)
+	so, _ := syn.TCPSynOptions()
+	update := client.expect(func(b []byte) bool {
+		p := new(packet.Parsed)
+		return p.Decode(b) == nil && p.Proto == packet.ProtoTCP && p.TCPFlags == packet.TCPAck && p.DstPort == 41001
+	})
+	// The server's SYN/ACK: timestamps, no window scale, a 502-byte window.
+	opts := []byte{2, 4, 0x05, 0xb4, 1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(opts[12:], so.TSval)
+	server.send(packettest.Build(packettest.IP{Src: "198.18.0.3", Dst: syn.Src.NetIP(4).String()},
+		packettest.TCP{SPort: 80, DPort: syn.SrcPort, Seq: 70000, Ack: syn.TCPSeq() + 1, Flags: packet.TCPSyn | packet.TCPAck, Win: 502, Opts: opts}, nil))
+	u := parseSeg(t, wait(t, update, "the window update"))
+	if u.TCPWindow() != 1 {
+		t.Fatalf("window update %d, want 1 (502 bytes at the advertised scale 10, rounded up)", u.TCPWindow())
+	}
+	data := server.expect(func(b []byte) bool {
+		p := new(packet.Parsed)
+		return p.Decode(b) == nil && p.Proto == packet.ProtoTCP && len(p.Payload()) == 100
+	})
+	ut, _ := u.TCPSynOptions()
+	client.send(tsSeg("10.10.0.2", "198.18.0.3", 41001, 80, 5001, u.TCPSeq(), packet.TCPAck|packet.TCPPsh, 102, ut.TSval, 100))
+	d := parseSeg(t, wait(t, data, "the client's data"))
+	if d.TCPWindow() != 502<<7 {
+		t.Fatalf("the server got window %d, want the client's 502 << 7 = %d", d.TCPWindow(), 502<<7)
+	}
+	if d.TCPAck() != 70001 {
+		t.Fatalf("the server got ack %d, want 70001", d.TCPAck())
+	}
+	if n := g.Counters.SynProxyOpen.Load(); n != 1 {
+		t.Fatalf("%d proxied connections open", n)
+	}
+}
+
+// TestSynProxyPortForward: a synproxy rule in front of a port forward
+// (DNAT): the cookie SYN/ACK comes from the address and port the client
+// dialled, and the connection reaches the server behind it.
+func TestSynProxyPortForward(t *testing.T) {
+	lanHost := newHost(t, 1500, "10.10.0.2", "fd10::2")
+	wanHost := newHost(t, 1500, "198.18.0.2", "2001:db8:1::2")
+	g := testGateway(t, linksConf+`
+[[route]]
+to = "10.10.0.0/24"
+interface = "lan"
+[[route]]
+to = "fd10::/64"
+interface = "lan"
+
+[[nat.dnat]]
+proto = "tcp"
+dport = 8080
+to = "10.10.0.2:80"
+[[nat.dnat]]
+proto = "tcp"
+dport = 8080
+to = "[fd10::2]:80"
+
+[filter.forward]
+policy = "drop"
+rules = [
+  { ct_state = ["established", "related"], action = "accept" },
+  { ct_state = ["invalid"], action = "drop" },
+  { in = "wan", proto = "tcp", ct_status = ["dnat"], ct_state = ["new"], action = "synproxy" },
+]
+`, lanHost, wanHost)
+	for i, c := range []struct{ listen, dial string }{
+		{"10.10.0.2:80", "198.18.0.1:8080"},
+		{"[fd10::2]:80", "[2001:db8:1::1]:8080"},
+	} {
+		roundTripVia(t, wanHost, lanHost, netip.MustParseAddrPort(c.listen), netip.MustParseAddrPort(c.dial), 256<<10)
+		if n := g.Counters.SynProxyOpen.Load(); n != uint64(i+1) {
+			t.Fatalf("%s: %d connections proxied, want %d", c.dial, n, i+1)
+		}
 	}
 }
