@@ -295,21 +295,14 @@ func (m *Registry) Process(p *packet.Parsed, res *conntrack.Result) bool {
 	if ext.Helper == "" && c.Status()&conntrack.StatusSeqAdjust == 0 {
 		return true
 	}
-	if ext.Helper == "" && ext.Proxy.Proxied && p.Proto == packet.ProtoTCP {
-		// A SYN-proxied connection without a helper: its translation was
-		// written before StatusSeqAdjust was set (the load above orders
-		// the reads after it) and never changes, so both directions'
-		// workers read it without taking the connection's lock.
-		ok := seqAdjust(p, ext, res.Dir)
-		if ok {
-			synproxyAdjust(p, &ext.Proxy, res.Dir)
-		} else {
-			m.Stats.Dropped.Add(1)
-		}
-		return ok
+	if ext.Helper != "" || !ext.Proxy.Proxied {
+		// A SYN-proxied connection without a helper goes without the
+		// lock: its translation was written before StatusSeqAdjust was
+		// set (the load above orders the reads after it) and never
+		// changes, so both directions' workers read it as it is.
+		c.Lock()
+		defer c.Unlock()
 	}
-	c.Lock()
-	defer c.Unlock()
 	ok := true
 	if ext.Helper != "" {
 		ok = m.help(c, ext, p, res)

@@ -579,7 +579,7 @@ func unknownKeys(l *confdiag.List, md toml.MetaData, ix *confdiag.Index) {
 		if len(k) > 1 && bad[k[:len(k)-1].String()] {
 			continue
 		}
-		if inRule(k) {
+		if rules.InRule(k) {
 			// A rule is a map the rules compiler checks key by key (a
 			// table in it, such as synproxy = { … }, is left undecoded by
 			// the TOML decoder), and it names the rule's index.
@@ -601,19 +601,6 @@ func unknownKeys(l *confdiag.List, md toml.MetaData, ix *confdiag.Index) {
 			l.Add(&confdiag.Error{Line: e.Key.Line, Col: e.Key.Col, Path: e.Path, Msg: msg})
 		}
 	}
-}
-
-// inRule reports whether k lies inside a rule of a filter or raw chain.
-func inRule(k toml.Key) bool {
-	if len(k) == 0 || (k[0] != "filter" && k[0] != "raw") {
-		return false
-	}
-	for i := 2; i < len(k)-1; i++ {
-		if k[i] == "rules" {
-			return true
-		}
-	}
-	return false
 }
 
 // knownKeys returns the TOML keys of the table at path in a config type.

@@ -543,10 +543,7 @@ func (w *worker) peerOf(p *packet.Parsed) int32 {
 // to what a clamp_mss rule asked. The IP and TCP headers take 40 bytes in
 // IPv4 and 60 in IPv6.
 func (w *worker) clampMSS(p *packet.Parsed, out int) {
-	hdr := 40
-	if p.Version == 6 {
-		hdr = 60
-	}
+	hdr := tcpHeaders(p.Version)
 	ol := w.pl.links[out]
 	mss := 0xffff
 	if w.link.clamp || ol.clamp {
@@ -559,6 +556,15 @@ func (w *worker) clampMSS(p *packet.Parsed, out int) {
 		mss = min(mss, int(c))
 	}
 	p.ClampTCPMSS(uint16(mss))
+}
+
+// tcpHeaders is what the IP and TCP headers without options take of an
+// MTU: the MTU less it is the MSS.
+func tcpHeaders(version uint8) int {
+	if version == 6 {
+		return 60
+	}
+	return 40
 }
 
 // filter runs a filter hook on the current packet; false: it was dropped

@@ -175,12 +175,8 @@ func (w *worker) synproxyMSS(o *rules.SynProxyOptions, version uint8) uint16 {
 	if o.MSS != 0 {
 		return o.MSS
 	}
-	hdr := 40
-	if version == 6 {
-		hdr = 60
-	}
 	mtu := min(w.link.MTU, w.pl.links[w.pk.Out].MTU)
-	return uint16(max(mtu-hdr, int(cookieMSS[0])))
+	return uint16(max(mtu-tcpHeaders(version), int(cookieMSS[0])))
 }
 
 // synproxySyn answers a client's SYN with a cookie SYN/ACK. Its window is
@@ -226,16 +222,28 @@ func (w *worker) synproxySyn(o *rules.SynProxyOptions) {
 	w.sendSegment(&s)
 }
 
+// segment builds s in a scratch buffer (at headroom) and returns the
+// buffer and the segment's length.
+func (w *worker) segment(s *packet.TCPSegment) ([]byte, int, bool) {
+	b := w.scratchBuf()
+	n, err := packet.BuildTCPSegment(b[headroom:], s)
+	return b, n, err == nil
+}
+
+// genSegment builds s and decodes it as the worker's generated packet.
+func (w *worker) genSegment(s *packet.TCPSegment) ([]byte, *packet.Parsed, bool) {
+	b, n, ok := w.segment(s)
+	if !ok || w.gen.Decode(b[headroom:headroom+n]) != nil {
+		return nil, nil, false
+	}
+	return b, &w.gen, true
+}
+
 // sendSegment sends a segment the proxy made toward its destination,
 // untracked (it belongs to no connection yet).
 func (w *worker) sendSegment(s *packet.TCPSegment) {
-	b := w.scratchBuf()
-	n, err := packet.BuildTCPSegment(b[headroom:], s)
-	if err != nil {
-		return
-	}
-	gp := &w.gen
-	if gp.Decode(b[headroom:headroom+n]) != nil {
+	b, gp, ok := w.genSegment(s)
+	if !ok {
 		return
 	}
 	out, ok := w.route(gp)
@@ -293,9 +301,8 @@ func (w *worker) synproxyAck(o *rules.SynProxyOptions) {
 	}
 	w.forget()
 	syn := synproxyServerSyn(tu.version, tu.src, tu.dst, tu.sport, tu.dport, &st)
-	b := w.scratchBuf()
-	n, err := packet.BuildTCPSegment(b[headroom:], &syn)
-	if err != nil {
+	b, n, ok := w.segment(&syn)
+	if !ok {
 		return
 	}
 	// The rebuilt SYN runs the datapath from the start; when the rule
@@ -471,13 +478,8 @@ func (w *worker) synproxySegment(c *conntrack.Conn, d conntrack.Dir, seq, ack ui
 // that connection's path: conntrack (the tracker sees it), NAT, the
 // sequence translation, and out where the route says.
 func (w *worker) inject(s *packet.TCPSegment) {
-	b := w.scratchBuf()
-	n, err := packet.BuildTCPSegment(b[headroom:], s)
-	if err != nil {
-		return
-	}
-	gp := &w.gen
-	if gp.Decode(b[headroom:headroom+n]) != nil {
+	b, gp, ok := w.genSegment(s)
+	if !ok {
 		return
 	}
 	r := &w.genRes

@@ -16,16 +16,19 @@ import (
 	"tungate/packet"
 )
 
-// synproxyConf masquerades lan out of wan and proxies the handshake of
-// every new TCP connection from lan.
-const synproxyConf = `
+// synproxyNAT routes lan's prefix back and masquerades lan out of wan.
+const synproxyNAT = `
 [[route]]
 to = "10.10.0.0/24"
 interface = "lan"
 
 [[nat.masquerade]]
 out = "wan"
+`
 
+// synproxyConf is synproxyNAT with a stateful policy that proxies the
+// handshake of every new TCP connection from lan.
+const synproxyConf = synproxyNAT + `
 [filter.forward]
 policy = "drop"
 rules = [
@@ -374,14 +377,7 @@ func TestSynProxyStrictPickup(t *testing.T) {
 	g := testGateway(t, linksConf+`
 [conntrack]
 tcp_loose = false
-
-[[route]]
-to = "10.10.0.0/24"
-interface = "lan"
-
-[[nat.masquerade]]
-out = "wan"
-
+`+synproxyNAT+`
 [filter.forward]
 policy = "drop"
 rules = [

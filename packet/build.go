@@ -214,37 +214,9 @@ func BuildTCPReset(dst []byte, orig *Parsed) (int, error) {
 	if !orig.L4ChecksumValid() {
 		return 0, ErrL4Checksum
 	}
-	ipLen := 20
-	if orig.Version == 6 {
-		ipLen = 40
-	}
-	n := ipLen + 20
-	if len(dst) < n {
-		return 0, ErrNoRoom
-	}
-	b := dst[:n]
-	if orig.Version == 4 {
-		b[0], b[1] = 0x45, 0
-		binary.BigEndian.PutUint16(b[2:], uint16(n))
-		// Like Linux nf_reject_iphdr_put: ID zero with DF, an atomic
-		// datagram (RFC 6864).
-		b[4], b[5], b[6], b[7] = 0, 0, 0x40, 0
-		b[8] = DefaultTTL
-		b[9] = ProtoTCP
-		copy(b[12:16], orig.Dst[:4])
-		copy(b[16:20], orig.Src[:4])
-		SetIPv4Checksum(b[:20])
-	} else {
-		writeIPv6Header(b, 20, ProtoTCP, &orig.Dst, &orig.Src)
-	}
-
-	t := b[ipLen:]
-	binary.BigEndian.PutUint16(t[0:], orig.DstPort)
-	binary.BigEndian.PutUint16(t[2:], orig.SrcPort)
+	r := TCPSegment{Version: orig.Version, Src: orig.Dst, Dst: orig.Src, SrcPort: orig.DstPort, DstPort: orig.SrcPort}
 	if orig.TCPFlags&TCPAck != 0 {
-		binary.BigEndian.PutUint32(t[4:], orig.TCPAck())
-		binary.BigEndian.PutUint32(t[8:], 0)
-		t[13] = TCPRst
+		r.Seq, r.Flags = orig.TCPAck(), TCPRst
 	} else {
 		seg := uint32(len(orig.Payload()))
 		if orig.TCPFlags&TCPSyn != 0 {
@@ -253,15 +225,11 @@ func BuildTCPReset(dst []byte, orig *Parsed) (int, error) {
 		if orig.TCPFlags&TCPFin != 0 {
 			seg++
 		}
-		binary.BigEndian.PutUint32(t[4:], 0)
-		binary.BigEndian.PutUint32(t[8:], orig.TCPSeq()+seg)
-		t[13] = TCPRst | TCPAck
+		r.Ack, r.Flags = orig.TCPSeq()+seg, TCPRst|TCPAck
 	}
-	t[12] = 5 << 4
-	clear(t[14:20]) // window, checksum, urgent pointer
-	sum := PseudoSum(orig.Version, orig.Dst[:], orig.Src[:], ProtoTCP, 20)
-	binary.BigEndian.PutUint16(t[16:], ^checksum.Checksum(t, sum))
-	return n, nil
+	// Like Linux nf_reject_iphdr_put: ID zero with DF, an atomic datagram
+	// (RFC 6864), no options, window zero.
+	return BuildTCPSegment(dst, &r)
 }
 
 // MakeEchoReply turns the ICMP echo request (or ICMPv6 echo request) in p

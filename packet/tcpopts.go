@@ -143,7 +143,8 @@ func (p *Parsed) SetTCPWindow(v uint16) {
 	p.fixL4Csum16(old, v)
 }
 
-// TCPSegment describes a TCP segment a SYN proxy makes.
+// TCPSegment describes a TCP segment the gateway makes (a SYN proxy's
+// handshake, a reset).
 type TCPSegment struct {
 	Version          uint8
 	Src, Dst         Addr
@@ -158,7 +159,7 @@ type TCPSegment struct {
 }
 
 // BuildTCPSegment writes s as a packet into dst (IPv4 without options, ID
-// zero with DF as Linux's synproxy sends; or IPv6; TTL / hop limit
+// zero with DF as Linux's synproxy and nf_send_reset send; or IPv6; TTL / hop limit
 // DefaultTTL) with both checksums, and returns its length.
 func BuildTCPSegment(dst []byte, s *TCPSegment) (int, error) {
 	ipLen := 20

@@ -88,3 +88,20 @@ func suggest(word string, candidates []string) string {
 func suggestQuoted(word string, candidates []string, prefix string) string {
 	return confdiag.SuggestPrefixed(word, candidates, prefix)
 }
+
+// InRule reports whether the TOML key path k lies inside a rule of a
+// filter or raw chain (filter.forward.rules.synproxy.mss). A rule is a
+// map this package checks key by key, naming the rule's index; the TOML
+// decoder, which fills the map, leaves a table inside it (synproxy = {…})
+// marked undecoded, so a strict decode skips such keys.
+func InRule(k []string) bool {
+	if len(k) == 0 || (k[0] != "filter" && k[0] != "raw") {
+		return false
+	}
+	for i := 2; i < len(k)-1; i++ {
+		if k[i] == "rules" {
+			return true
+		}
+	}
+	return false
+}

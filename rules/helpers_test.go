@@ -114,9 +114,7 @@ func parseTOML(t testing.TB, src string) testConfig {
 		t.Fatalf("toml: %v\n%s", err, src)
 	}
 	for _, k := range md.Undecoded() {
-		// A table inside a rule (synproxy = { … }) is decoded into the
-		// rule's map but left marked undecoded; the compiler checks it.
-		if !strings.Contains(k.String(), ".rules.") {
+		if !InRule(k) {
 			t.Fatalf("undecoded key %v", k)
 		}
 	}
