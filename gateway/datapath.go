@@ -79,6 +79,17 @@ type worker struct {
 	partial bool
 	outPart [][]bool
 	nPart   []int
+	// lazy is the link's LazyReader when it reads lazily: then lzBuf is
+	// the current packet's buffer and lz the pieces of its payload not
+	// yet in it (lzHdr bytes are), nil once there (see fill). vecs[i]
+	// lists out[i]'s packets queued in pieces, vecArg is their argument
+	// to a VecWriter.
+	lazy   link.LazyReader
+	lzBuf  []byte
+	lzHdr  int
+	lz     [][]byte
+	vecs   [][]vecPacket
+	vecArg [][][]byte
 	// forwarded and local count this batch's packets.
 	forwarded, delivered uint64
 
@@ -128,6 +139,10 @@ func newWorker(g *Gateway, l *Link) *worker {
 	}
 	w := &worker{g: g, link: l, dev: l.Dev, st: l.st, in: l.Index, rpf: l.rpf}
 	w.flags, _ = l.Dev.(link.Flagger)
+	if lr, ok := l.Dev.(link.LazyReader); ok {
+		lr.ReadLazily()
+		w.lazy = lr
+	}
 	w.peers = l.peers
 	w.bufs = make([][]byte, n)
 	for i := range w.bufs {
@@ -153,6 +168,7 @@ func (w *worker) setPlane(pl *plane) {
 		w.out = append(w.out, make([][]byte, 0, n+scratchCount))
 		w.outPart = append(w.outPart, make([]bool, 0, n+scratchCount))
 		w.nPart = append(w.nPart, 0)
+		w.vecs = append(w.vecs, nil)
 	}
 	maxMTU := 2048
 	for _, o := range pl.links {
@@ -237,7 +253,12 @@ func (w *worker) batch(n int) {
 	var bytes uint64
 	for i := 0; i < n; i++ {
 		bytes += uint64(w.sizes[i])
+		if w.lazy != nil {
+			w.lzBuf = w.bufs[i]
+			w.lzHdr, w.lz = w.lazy.Lazy(i)
+		}
 		if capIn != nil {
+			w.fill()
 			w.capturedPacket(capIn, w.bufs[i], w.sizes[i])
 			continue
 		}
@@ -271,28 +292,52 @@ func (w *worker) flush() {
 		}
 		ol := w.pl.links[i]
 		part := w.outPart[i]
+		vecs := w.vecs[i]
 		if ol == nil {
-			w.out[i], w.outPart[i], w.nPart[i] = q[:0], part[:0], 0
+			w.out[i], w.outPart[i], w.nPart[i], w.vecs[i] = q[:0], part[:0], 0, vecs[:0]
 			continue
 		}
+		var capOut *Capture
+		if w.capOn {
+			capOut = ol.st.capture.Load()
+		}
 		var pw link.PartialWriter
+		var vw link.VecWriter
 		if w.nPart[i] > 0 {
 			var ok bool
 			pw, ok = ol.Dev.(link.PartialWriter)
-			if !ok || !pw.CanWritePartial() || (w.capOn && ol.st.capture.Load() != nil) {
+			if !ok || !pw.CanWritePartial() || capOut != nil {
 				// Checksums for a link that cannot offload them, and
 				// for a capture to show them as the receiver sees them.
+				w.fillQueued(q, vecs)
 				w.finishChecksums(q, part)
 				pw = nil
+			} else if len(vecs) > 0 {
+				if vw, ok = ol.Dev.(link.VecWriter); !ok {
+					w.fillQueued(q, vecs)
+				}
 			}
 		}
-		if w.capOn {
-			if c := ol.st.capture.Load(); c != nil {
-				w.captureOut(c, q)
-			}
+		if capOut != nil {
+			w.captureOut(capOut, q)
 		}
 		var err error
-		if pw != nil {
+		var vecBytes uint64
+		if vw != nil {
+			arg := w.vecArg[:0]
+			for range q {
+				arg = append(arg, nil)
+			}
+			for _, v := range vecs {
+				arg[v.j] = v.pieces
+				for _, s := range v.pieces {
+					vecBytes += uint64(len(s))
+				}
+			}
+			_, err = vw.WritePartialVec(q, headroom, part, arg)
+			clear(arg) // no pointers into the link's pieces past the batch
+			w.vecArg = arg[:0]
+		} else if pw != nil {
 			_, err = pw.WritePartial(q, headroom, part)
 		} else {
 			_, err = ol.Dev.Write(q, headroom)
@@ -302,7 +347,7 @@ func (w *worker) flush() {
 			w.g.log.Debug("write", zap.String("interface", ol.Name), zap.Error(err))
 		} else {
 			w.g.Counters.Sent.Add(uint64(len(q)))
-			var bytes uint64
+			bytes := vecBytes
 			for _, b := range q {
 				bytes += uint64(len(b) - headroom)
 			}
@@ -313,8 +358,37 @@ func (w *worker) flush() {
 		w.out[i] = q[:0]
 		w.outPart[i] = part[:0]
 		w.nPart[i] = 0
+		clear(vecs)
+		w.vecs[i] = vecs[:0]
 	}
 	w.nscratch = 0
+}
+
+// vecPacket is a packet queued in pieces: out[i][j] holds its headers,
+// pieces the rest (see link.LazyReader).
+type vecPacket struct {
+	j      int
+	pieces [][]byte
+}
+
+// fill puts the payload a lazy read left out into the current packet's
+// buffer: called before anything reads past the packet's headers.
+func (w *worker) fill() {
+	if w.lz == nil {
+		return
+	}
+	b := w.lzBuf[:headroom+w.lzHdr]
+	link.Fill(b, w.lz)
+	w.lz = nil
+}
+
+// fillQueued makes the packets queued in pieces in q whole, for a write
+// or capture that takes whole packets only.
+func (w *worker) fillQueued(q [][]byte, vecs []vecPacket) {
+	for _, v := range vecs {
+		q[v.j] = link.Fill(q[v.j], v.pieces)
+	}
+	clear(vecs)
 }
 
 // finishChecksums fills in the TCP checksum of q's packets marked in part.
@@ -354,6 +428,7 @@ func (w *worker) packet(buf []byte, size int) {
 	// the rules need the transport header.
 	w.fragMax = 0
 	if p.Fragment {
+		w.fill()
 		w.fragID = p.FragID
 		r, err := g.reasm.Reassemble(p, w.now, buf[headroom:])
 		if err != nil {
@@ -460,6 +535,7 @@ func (w *worker) packet(buf []byte, size int) {
 	}
 	pk.Conn, pk.Info = res.Conn, res.Info
 	if out == routeLocal {
+		w.fill()
 		w.local(buf)
 		return
 	}
@@ -602,6 +678,9 @@ func (w *worker) finishConn() bool {
 		}
 	}
 	if c.Ext() != nil {
+		// Helpers read and rewrite payloads, the sequence adjustment
+		// may resize the packet.
+		w.fill()
 		if !w.pl.alg.Process(&w.p, res) {
 			w.discard(DropHelper)
 			return false
@@ -643,6 +722,11 @@ func (w *worker) queue(out int, buf []byte, p *packet.Parsed, partial bool) {
 		// in (Linux's frag_max_size), so defragmenting stays invisible.
 		size = w.fragMax
 	}
+	lazy := w.lz != nil && &buf[0] == &w.lzBuf[0] // not a packet generated meanwhile
+	if lazy && (!partial || p.Fragment || l > size) {
+		w.fill()
+		lazy = false
+	}
 	if partial && (p.Fragment || l > size) {
 		p.SetL4Checksum()
 		partial = false
@@ -651,7 +735,14 @@ func (w *worker) queue(out int, buf []byte, p *packet.Parsed, partial bool) {
 		w.fragment(out, p, size)
 		return
 	}
-	w.out[out] = append(w.out[out], buf[:headroom+l])
+	if lazy {
+		// Headers only: the write gathers the rest (see flush).
+		w.vecs[out] = append(w.vecs[out], vecPacket{j: len(w.out[out]), pieces: w.lz})
+		w.lz = nil
+		w.out[out] = append(w.out[out], buf[:headroom+w.lzHdr])
+	} else {
+		w.out[out] = append(w.out[out], buf[:headroom+l])
+	}
 	w.outPart[out] = append(w.outPart[out], partial)
 	if partial {
 		w.nPart[out]++

@@ -158,6 +158,7 @@ func (w *worker) paramProblem(p *packet.Parsed, code uint8, ptr int) {
 // sendICMPError answers p with an ICMP error from the gateway's address on
 // the link p came in on, rate-limited per destination.
 func (w *worker) sendICMPError(p *packet.Parsed, typ, code uint8, param uint32) {
+	w.fill() // the error quotes the packet
 	if p.IsICMPError() {
 		return // never an error about an error (RFC 1122 3.2.2)
 	}

@@ -1,14 +1,17 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"testing"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"tungate/link"
 	"tungate/packet"
@@ -52,7 +55,7 @@ func tcpHeaderAt(b []byte) int {
 // partialSink offloads like a TUN with the virtio header: it counts the
 // packets handed to it unfinished and finishes them itself.
 type partialSink struct {
-	*link.TUN
+	link.Link      // only Link's methods: a *link.TUN would bring WritePartialVec
 	offload        bool
 	marked, notTCP atomic.Int64
 }
@@ -80,7 +83,7 @@ func offloadGateway(t *testing.T, offload bool) (client, server *host, sink *par
 	if err != nil {
 		t.Fatal(err)
 	}
-	sink = &partialSink{TUN: link.FromTUN(server.dev), offload: offload}
+	sink = &partialSink{Link: link.FromTUN(server.dev), offload: offload}
 	i := 0
 	g, err := New(cfg, Options{
 		Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
@@ -123,6 +126,341 @@ func TestPartialChecksums(t *testing.T) {
 			ping(t, client, "10.10.0.2", "198.18.0.2")
 			if n := sink.notTCP.Load(); n != 0 {
 				t.Errorf("%d packets marked partial were not TCP (an ICMP echo among them?)", n)
+			}
+		})
+	}
+}
+
+// lazySource is a partialSource that reads lazily (link.LazyReader), as
+// the uplink does: a TCP packet's payload stays in the source's own
+// memory, in three pieces, and the buffer behind its headers is
+// overwritten with junk, so any part of the datapath that reads it
+// without filling it in first forwards junk (and the transfer's digest
+// fails).
+type lazySource struct {
+	partialSource
+	lazyOn bool
+	hdr    []int
+	pieces [][][]byte
+	store  [][]byte
+	lazily atomic.Int64 // packets left in pieces
+}
+
+func (s *lazySource) ReadLazily() { s.lazyOn = true }
+
+func (s *lazySource) Lazy(i int) (int, [][]byte) {
+	if i >= len(s.pieces) || s.pieces[i] == nil {
+		return 0, nil
+	}
+	return s.hdr[i], s.pieces[i]
+}
+
+func (s *lazySource) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	n, err := s.partialSource.Read(bufs, sizes, offset)
+	for len(s.pieces) < len(bufs) {
+		s.pieces, s.hdr, s.store = append(s.pieces, nil), append(s.hdr, 0), append(s.store, make([]byte, 1<<16))
+	}
+	for i := 0; i < n; i++ {
+		s.pieces[i] = nil
+		b := bufs[i][offset : offset+sizes[i]]
+		off := tcpHeaderAt(b)
+		if !s.lazyOn || s.flags&link.ChecksumPartial == 0 || off < 0 {
+			continue
+		}
+		hdr := off + int(b[off+12]>>4)*4
+		pl := len(b) - hdr
+		if pl < 3 {
+			continue
+		}
+		st := s.store[i][:pl]
+		copy(st, b[hdr:])
+		for j := hdr; j < len(b); j++ {
+			b[j] = 0xa5
+		}
+		s.hdr[i] = hdr
+		s.pieces[i] = [][]byte{st[:pl/3], st[pl/3 : pl/2], st[pl/2:]}
+		s.lazily.Add(1)
+	}
+	return n, err
+}
+
+// vecSink is a partialSink that takes packets in pieces (link.VecWriter)
+// and makes them whole before checking and writing them.
+type vecSink struct {
+	partialSink
+	pieced atomic.Int64
+	whole  [][]byte
+}
+
+func (s *vecSink) WritePartialVec(bufs [][]byte, offset int, partial []bool, pieces [][][]byte) (int, error) {
+	if pieces != nil {
+		for i := range bufs {
+			if pieces[i] == nil {
+				continue
+			}
+			s.pieced.Add(1)
+			if !partial[i] {
+				s.notTCP.Add(1) // only partial packets may come in pieces
+			}
+			for len(s.whole) <= i {
+				s.whole = append(s.whole, make([]byte, 0, link.Headroom+1<<16))
+			}
+			w := append(s.whole[i][:0], bufs[i]...)
+			for _, p := range pieces[i] {
+				w = append(w, p...)
+			}
+			s.whole[i] = w
+			bufs[i] = w
+		}
+	}
+	return s.WritePartial(bufs, offset, partial)
+}
+
+// noVecSink is a partialSink only: packets in pieces must reach it whole.
+type noVecSink struct{ partialSink }
+
+// lazyGateway is offloadGateway with a lazy source and a sink that takes
+// pieces (vec) or not; extra is added to the config.
+func lazyGateway(t *testing.T, offload, vec bool, extra string) (client, server *host, src *lazySource, sink link.Link, ps *partialSink, g *Gateway) {
+	client = newHost(t, 1500, "10.10.0.2", "fd10::2")
+	server = newHost(t, 1500, "198.18.0.2", "2001:db8:1::2")
+	cfg, err := ParseConfig([]byte(fmt.Sprintf(twoLinks, 1500, 1500) + extra))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src = &lazySource{partialSource: partialSource{TUN: link.FromTUN(client.dev)}}
+	if vec {
+		vs := &vecSink{partialSink: partialSink{Link: link.FromTUN(server.dev), offload: offload}}
+		sink, ps = vs, &vs.partialSink
+	} else {
+		ns := &noVecSink{partialSink{Link: link.FromTUN(server.dev), offload: offload}}
+		sink, ps = ns, &ns.partialSink
+	}
+	i := 0
+	g, err = New(cfg, Options{
+		Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
+		Open: func(ic *InterfaceConfig, log *zap.Logger) (link.Link, error) {
+			i++
+			if i == 1 {
+				return src, nil
+			}
+			return sink, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runUntilCleanup(t, g)
+	return client, server, src, sink, ps, g
+}
+
+// A link that reads lazily (the uplink) leaves payloads in pieces: they
+// reach the server whole and unchanged whether the output link gathers
+// pieces itself (a kernel TUN's writev), offloads checksums only, or
+// neither; and when a helper reads the payloads, or a capture watches the
+// output link, the datapath makes them whole first.
+func TestLazyPayloads(t *testing.T) {
+	cases := []struct {
+		name         string
+		offload, vec bool
+		extra        string
+		capture      bool
+		wantPieced   bool
+	}{
+		{"gathered", true, true, "", false, true},
+		{"offload only", true, false, "", false, false},
+		{"no offload", false, true, "", false, false},
+		{"helper", true, true, "[helpers.ftp]\nports = [8080]\n", false, false},
+		{"capture", true, true, "", true, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			client, server, src, _, ps, g := lazyGateway(t, c.offload, c.vec, c.extra)
+			var caps []*capturedTCP
+			if c.capture {
+				for _, name := range []string{"lan", "wan"} {
+					caps = append(caps, collectTCP(t, g, name))
+				}
+			}
+			for _, dst := range []string{"198.18.0.2:8080", "[2001:db8:1::2]:8080"} {
+				transfer(t, client, server, netip.MustParseAddrPort(dst), 256<<10)
+			}
+			if src.lazily.Load() == 0 {
+				t.Fatal("the source left no payload in pieces: the datapath did not ask for lazy reads")
+			}
+			if c.offload && !c.capture && ps.marked.Load() == 0 { // a capture takes the checksums as sent
+				t.Error("no segment reached the offloading link marked partial")
+			}
+			if n := ps.notTCP.Load(); n != 0 {
+				t.Errorf("%d packets marked partial were not TCP, or came in pieces unmarked", n)
+			}
+			var got int64
+			if vs, ok := g.pl.Load().links[1].Dev.(*vecSink); ok {
+				got = vs.pieced.Load()
+			}
+			if c.wantPieced && got == 0 {
+				t.Error("no packet reached the gathering link in pieces")
+			}
+			if !c.wantPieced && got != 0 {
+				t.Errorf("%d packets reached the link in pieces; want all whole", got)
+			}
+			for _, cp := range caps {
+				cp.check(t)
+			}
+		})
+	}
+}
+
+// capturedTCP checks the TCP packets with payload a capture of one link
+// records: each whole, none carrying the junk a lazySource leaves in its
+// buffers, and those sent with their checksum right.
+type capturedTCP struct {
+	c    *Capture
+	done chan struct{}
+	mu   sync.Mutex
+	data int // TCP packets with payload seen
+	bad  []string
+}
+
+func collectTCP(t *testing.T, g *Gateway, name string) *capturedTCP {
+	c, err := g.StartCapture(name, CaptureOptions{Queue: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct := &capturedTCP{c: c, done: make(chan struct{})}
+	stop := make(chan struct{})
+	t.Cleanup(func() { c.Stop(); close(stop); <-ct.done })
+	go func() {
+		defer close(ct.done)
+		junk := bytes.Repeat([]byte{0xa5}, 16)
+		var p packet.Parsed
+		for {
+			var r *CapturedPacket
+			select {
+			case r = <-c.Packets():
+			case <-stop:
+				return
+			}
+			ct.mu.Lock()
+			if p.Decode(r.Data) == nil && p.Proto == packet.ProtoTCP && len(p.Payload()) > 0 {
+				ct.data++
+				switch {
+				case r.Dir == CaptureOut && !p.L4ChecksumValid():
+					// (Inbound, a capture shows the checksum as the
+					// source left it: not filled in.)
+					ct.bad = append(ct.bad, fmt.Sprintf("%s %v: bad TCP checksum", name, r.Dir))
+				case bytes.Contains(r.Data, junk):
+					ct.bad = append(ct.bad, fmt.Sprintf("%s %v: junk instead of the payload", name, r.Dir))
+				}
+			}
+			ct.mu.Unlock()
+			c.Release(r)
+		}
+	}()
+	return ct
+}
+
+func (ct *capturedTCP) check(t *testing.T) {
+	t.Helper()
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	if ct.data == 0 {
+		t.Errorf("capture of %s recorded no TCP payload", ct.c.Interface())
+	}
+	for i, b := range ct.bad {
+		if i == 5 {
+			t.Errorf("... %d more", len(ct.bad)-5)
+			break
+		}
+		t.Error(b)
+	}
+}
+
+// lazyBenchDev delivers one TCP segment per Read, marked partial like the
+// uplink's: whole, or (lazy) its headers only with the payload in pieces.
+type lazyBenchDev struct {
+	nullDev
+	pkt    []byte
+	hdr    int
+	pieces [][]byte
+	lazy   bool
+}
+
+func (d *lazyBenchDev) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	if d.lazy {
+		copy(bufs[0][offset:], d.pkt[:d.hdr])
+	} else {
+		copy(bufs[0][offset:], d.pkt)
+	}
+	sizes[0] = len(d.pkt)
+	return 1, nil
+}
+
+func (d *lazyBenchDev) ReadFlags() link.Flags { return link.ChecksumsVerified | link.ChecksumPartial }
+
+// lazyBenchReader is a lazyBenchDev that says it can read lazily.
+type lazyBenchReader struct{ *lazyBenchDev }
+
+func (d lazyBenchReader) ReadLazily()              { d.lazy = true }
+func (d lazyBenchReader) Lazy(int) (int, [][]byte) { return d.hdr, d.pieces }
+
+// vecNullDev discards writes, taking partial checksums and pieces.
+type vecNullDev struct{ nullDev }
+
+func (d *vecNullDev) CanWritePartial() bool { return true }
+func (d *vecNullDev) WritePartial(bufs [][]byte, offset int, partial []bool) (int, error) {
+	return len(bufs), nil
+}
+func (d *vecNullDev) WritePartialVec(bufs [][]byte, offset int, partial []bool, pieces [][][]byte) (int, error) {
+	return len(bufs), nil
+}
+
+// BenchmarkForwardLazy forwards the uplink's 64 KiB segments (read,
+// conntrack, NAT, queue and the write call, to a device that discards
+// them): read whole into the datapath's buffer, or lazily, its payload
+// left in the link's pieces for the device's writev. Neither allocates.
+func BenchmarkForwardLazy(b *testing.B) {
+	for _, lazy := range []bool{false, true} {
+		b.Run(fmt.Sprintf("lazy=%v", lazy), func(b *testing.B) {
+			pkt := tcpPacket("10.10.0.2", "198.18.0.2", 40000, 80, 1001, 5001, header.TCPFlagAck, 65000)
+			dev := &lazyBenchDev{nullDev: nullDev{done: make(chan struct{})}, pkt: pkt, hdr: 40,
+				pieces: [][]byte{pkt[40:30040], pkt[30040:]}}
+			cfg, err := ParseConfig([]byte(fmt.Sprintf(twoLinks, 65520, 65520) + "[[nat.masquerade]]\nout = \"wan\"\n"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			i := 0
+			g, err := New(cfg, Options{Logger: nopLogger(), Open: func(*InterfaceConfig, *zap.Logger) (link.Link, error) {
+				i++
+				if i == 1 {
+					if lazy {
+						return lazyBenchReader{dev}, nil
+					}
+					return dev, nil
+				}
+				return &vecNullDev{nullDev{done: make(chan struct{})}}, nil
+			}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			lan := newWorker(g, g.Links()[0])
+			wan := newWorker(g, g.Links()[1])
+			lan.rs, wan.rs = g.Rules(), g.Rules()
+			lan.now, wan.now = g.ct.Now(), g.ct.Now()
+			runPacket(lan, tcpPacket("10.10.0.2", "198.18.0.2", 40000, 80, 1000, 0, header.TCPFlagSyn, 0))
+			runPacket(wan, tcpPacket("198.18.0.2", "198.18.0.1", 80, 40000, 5000, 1001, header.TCPFlagSyn|header.TCPFlagAck, 0))
+			lan.gso, lan.partial = true, true
+			before := g.Counters.Sent.Load()
+			b.SetBytes(int64(len(pkt)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				n, _ := lan.dev.Read(lan.bufs, lan.sizes, headroom)
+				lan.batch(n)
+			}
+			b.StopTimer()
+			if got := g.Counters.Sent.Load() - before; got != uint64(b.N) {
+				b.Fatalf("sent %d of %d packets; drops %v", got, b.N, g.Counters.Snapshot())
 			}
 		})
 	}

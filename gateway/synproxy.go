@@ -144,6 +144,7 @@ func cookieMSSIndex(mss uint16) uint8 {
 
 // synproxy handles a packet a synproxy rule took: it is always consumed.
 func (w *worker) synproxy(h rules.Hook, o *rules.SynProxyOptions) {
+	w.fill()
 	p := &w.p
 	if h != rules.HookForward || p.Proto != packet.ProtoTCP || !p.HasL4 {
 		// A user chain with the rule, jumped to from another hook: there
@@ -338,6 +339,7 @@ func (w *worker) synproxyAttach() {
 // translation, is acknowledged in the client's name, and becomes the
 // window update that lets the client send.
 func (w *worker) synproxyConn(c *conntrack.Conn, e *conntrack.Ext) bool {
+	w.fill()
 	p, res := &w.p, &w.res
 	f := p.TCPFlags & (packet.TCPSyn | packet.TCPAck | packet.TCPRst)
 	c.Lock()
@@ -429,6 +431,7 @@ func (w *worker) synproxyResend(c *conntrack.Conn, st *conntrack.SynProxy) packe
 // SYN may have been lost: it goes again, and the probe is consumed. True
 // when it was such a probe.
 func (w *worker) synproxyProbe() bool {
+	w.fill()
 	p := &w.p
 	if !p.HasL4 || p.Fragment || p.TCPFlags&(packet.TCPSyn|packet.TCPRst|packet.TCPAck) != packet.TCPAck {
 		return false

@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/tun"
@@ -38,6 +39,10 @@ type TUN struct {
 	wb       []byte
 	werr     error
 	rawWrite func(fd uintptr) bool
+	// wv is rawWritev's argument, the iovecs of a packet in pieces
+	// (WritePartialVec), kept so a write allocates nothing.
+	wv        []unix.Iovec
+	rawWritev func(fd uintptr) bool
 }
 
 // maxBackoff is the most reads that go without looking for more after
@@ -65,6 +70,23 @@ func FromTUN(dev tun.Device) *TUN {
 				}
 				if err != nil {
 					t.werr = err
+				}
+				return true
+			}
+		}
+		t.rawWritev = func(fd uintptr) bool {
+			for {
+				_, _, e := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&t.wv[0])), uintptr(len(t.wv)))
+				switch e {
+				case unix.EINTR:
+					continue
+				case unix.EAGAIN:
+					return false
+				case unix.EBADFD:
+					t.werr = os.ErrClosed
+				case 0:
+				default:
+					t.werr = e
 				}
 				return true
 			}
@@ -124,6 +146,14 @@ func (t *TUN) CanWritePartial() bool { return t.wraw != nil }
 // container's own TCP does not verify). It returns len(bufs) when every
 // write succeeded.
 func (t *TUN) WritePartial(bufs [][]byte, offset int, partial []bool) (int, error) {
+	return t.WritePartialVec(bufs, offset, partial, nil)
+}
+
+// WritePartialVec is WritePartial with packets in pieces (see
+// link.VecWriter): each is written with one writev, its virtio header and
+// headers from bufs[i] and the rest gathered from pieces[i], so the
+// payload is copied only by the kernel.
+func (t *TUN) WritePartialVec(bufs [][]byte, offset int, partial []bool, pieces [][][]byte) (int, error) {
 	var errs error
 	start := 0
 	for i := range bufs {
@@ -136,7 +166,11 @@ func (t *TUN) WritePartial(bufs [][]byte, offset int, partial []bool) (int, erro
 			}
 		}
 		start = i + 1
-		if err := t.writeOffloaded(bufs[i:i+1], offset); err != nil {
+		var pcs [][]byte
+		if pieces != nil {
+			pcs = pieces[i]
+		}
+		if err := t.writeOffloaded(bufs[i:i+1], offset, pcs); err != nil {
 			errs = errors.Join(errs, err)
 		}
 	}
@@ -151,17 +185,27 @@ func (t *TUN) WritePartial(bufs [][]byte, offset int, partial []bool) (int, erro
 	return len(bufs), nil
 }
 
-// writeOffloaded writes one packet (one is a slice of one buffer) whose
-// TCP checksum is the kernel's to complete.
-func (t *TUN) writeOffloaded(one [][]byte, offset int) error {
+// writeOffloaded writes one packet (one is a slice of one buffer, and the
+// pieces of the rest of the packet when they are not nil) whose TCP
+// checksum is the kernel's to complete.
+func (t *TUN) writeOffloaded(one [][]byte, offset int, pieces [][]byte) error {
 	b := one[0]
+	total := len(b) - offset
+	for _, s := range pieces {
+		total += len(s)
+	}
 	cs := -1
 	if t.wraw != nil && offset >= vnetHdrLen {
-		cs = packet.TCPPseudoChecksum(b[offset:])
+		cs = packet.TCPPseudoChecksumLen(b[offset:], total)
 	}
 	if cs < 0 {
 		// No virtio header, or not a TCP packet the kernel could
-		// complete: sum it here (when it is TCP) and write it plainly.
+		// complete: sum it here (when it is TCP) and write it plainly,
+		// whole.
+		if pieces != nil {
+			b = Fill(b, pieces)
+			one = [][]byte{b}
+		}
 		packet.FinishTCPChecksum(b[offset:])
 		_, err := t.dev.Write(one, offset)
 		return err
@@ -170,19 +214,39 @@ func (t *TUN) writeOffloaded(one [][]byte, offset int) error {
 	h[0] = unix.VIRTIO_NET_HDR_F_NEEDS_CSUM
 	h[1] = unix.VIRTIO_NET_HDR_GSO_NONE
 	// hdr_len: IP and TCP headers, as the kernel's own senders give it.
-	binary.NativeEndian.PutUint16(h[2:], uint16(min(cs+int(b[offset+cs+12]>>4)*4, len(b)-offset)))
+	binary.NativeEndian.PutUint16(h[2:], uint16(min(cs+int(b[offset+cs+12]>>4)*4, total)))
 	binary.NativeEndian.PutUint16(h[4:], 0)          // gso_size
 	binary.NativeEndian.PutUint16(h[6:], uint16(cs)) // csum_start
 	binary.NativeEndian.PutUint16(h[8:], 16)         // csum_offset: TCP's checksum field
 	t.wmu.Lock()
-	t.wb, t.werr = b[offset-vnetHdrLen:], nil
-	err := t.wraw.Write(t.rawWrite)
+	var err error
+	if pieces == nil {
+		t.wb, t.werr = b[offset-vnetHdrLen:], nil
+		err = t.wraw.Write(t.rawWrite)
+		t.wb = nil
+	} else {
+		t.wv = appendIovec(t.wv[:0], b[offset-vnetHdrLen:])
+		for _, s := range pieces {
+			if len(s) > 0 {
+				t.wv = appendIovec(t.wv, s)
+			}
+		}
+		t.werr = nil
+		err = t.wraw.Write(t.rawWritev)
+		clear(t.wv) // no pointers into the pieces kept past the write
+	}
 	if err == nil {
 		err = t.werr
 	}
-	t.wb = nil
 	t.wmu.Unlock()
 	return err
+}
+
+func appendIovec(v []unix.Iovec, b []byte) []unix.Iovec {
+	var iov unix.Iovec
+	iov.Base = &b[0]
+	iov.SetLen(len(b))
+	return append(v, iov)
 }
 
 // BatchSize is the device's batch size.

@@ -71,6 +71,49 @@ type PartialWriter interface {
 	WritePartial(bufs [][]byte, offset int, partial []bool) (int, error)
 }
 
+// LazyReader is implemented by links whose packets already lie in memory
+// of their own (the uplink's TCP stack keeps what it sends): Read may copy
+// only a large packet's headers into the caller's buffer and leave the
+// rest where it is, so a forward through the datapath copies the payload
+// once, in the output device's write, instead of twice.
+//
+// A caller that turns this on owes the link two things: before anything
+// reads a packet's bytes past the headers (a helper, a capture, a
+// checksum, fragmentation, an ICMP error quoting it) it copies the pieces
+// Lazy names into its buffer behind the headers; and it has written or
+// dropped every packet of a batch before calling Read again, as Read
+// reuses the pieces' memory then.
+type LazyReader interface {
+	// ReadLazily turns lazy reads on for every later Read; it is called
+	// by the goroutine that calls Read.
+	ReadLazily()
+	// Lazy reports for packet i of the last Read how many bytes of it Read
+	// copied (its IP and TCP headers, whole) and the rest of it in order,
+	// by reference; pieces is nil when Read copied the packet whole.
+	// sizes[i] is always the whole packet's length.
+	Lazy(i int) (hdr int, pieces [][]byte)
+}
+
+// VecWriter is implemented by PartialWriters that can also take a packet
+// in pieces, as a LazyReader left it: the device's write gathers them.
+type VecWriter interface {
+	// WritePartialVec is WritePartial where, for each pieces[i] not nil,
+	// bufs[i][offset:] is only the first part of packet i (headers whole)
+	// and pieces[i] the rest, in order.
+	WritePartialVec(bufs [][]byte, offset int, partial []bool, pieces [][][]byte) (int, error)
+}
+
+// Fill copies pieces behind the first n bytes of b and returns b grown to
+// hold them: a packet a LazyReader left in pieces made whole, in the
+// buffer its headers were read into (which has room for the whole packet).
+func Fill(b []byte, pieces [][]byte) []byte {
+	n := len(b)
+	for _, s := range pieces {
+		n += copy(b[n:cap(b)], s)
+	}
+	return b[:n]
+}
+
 // Flagger is implemented by links that can vouch for their packets; a link
 // without it gets no flags.
 type Flagger interface {

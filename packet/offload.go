@@ -17,29 +17,33 @@ import (
 
 // tcpOffset returns where the TCP header of the IP packet b begins, or -1
 // when b is not a whole, unfragmented TCP packet with a full TCP header.
-func tcpOffset(b []byte) int {
-	if len(b) < 1 {
+func tcpOffset(b []byte) int { return tcpOffsetLen(b, len(b)) }
+
+// tcpOffsetLen is tcpOffset for a packet of total bytes of which b holds
+// at least the IP and TCP headers.
+func tcpOffsetLen(b []byte, total int) int {
+	if len(b) < 1 || len(b) > total {
 		return -1
 	}
 	var off int
 	switch b[0] >> 4 {
 	case 4:
 		off = int(b[0]&0x0f) * 4
-		if off < 20 || len(b) < off || b[9] != ProtoTCP ||
-			int(binary.BigEndian.Uint16(b[2:])) != len(b) ||
+		if off < 20 || len(b) < off+20 || b[9] != ProtoTCP ||
+			int(binary.BigEndian.Uint16(b[2:])) != total ||
 			binary.BigEndian.Uint16(b[6:])&0x3fff != 0 {
 			return -1
 		}
 	case 6:
 		off = 40
-		if len(b) < off || b[6] != ProtoTCP || int(binary.BigEndian.Uint16(b[4:]))+40 != len(b) {
+		if len(b) < off+20 || b[6] != ProtoTCP || int(binary.BigEndian.Uint16(b[4:]))+40 != total {
 			return -1
 		}
 	default:
 		return -1
 	}
-	if len(b)-off < 20 {
-		return -1
+	if len(b) < total && len(b) < off+int(b[off+12]>>4)*4 {
+		return -1 // the TCP header, options included, is not all in b
 	}
 	return off
 }
@@ -64,12 +68,17 @@ func FinishTCPChecksum(b []byte) bool {
 // checksum completes over the TCP header and payload (Linux's
 // CHECKSUM_PARTIAL), and returns where the TCP header begins, -1 (and b
 // left alone) when b is not such a packet (see tcpOffset).
-func TCPPseudoChecksum(b []byte) int {
-	off := tcpOffset(b)
+func TCPPseudoChecksum(b []byte) int { return TCPPseudoChecksumLen(b, len(b)) }
+
+// TCPPseudoChecksumLen is TCPPseudoChecksum for a packet of total bytes
+// of which b holds the first part, its IP and TCP headers whole at least
+// (a packet in pieces, see link.LazyReader).
+func TCPPseudoChecksumLen(b []byte, total int) int {
+	off := tcpOffsetLen(b, total)
 	if off < 0 {
 		return -1
 	}
-	binary.BigEndian.PutUint16(b[off+16:], pseudoOf(b, len(b)-off))
+	binary.BigEndian.PutUint16(b[off+16:], pseudoOf(b, total-off))
 	return off
 }
 

@@ -1,6 +1,8 @@
 package tun
 
 import (
+	"bytes"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -22,22 +24,29 @@ import (
 // synPacket builds a TCP SYN src→dst whose checksum field is garbage: the
 // one a stack with transmit checksum offload hands its NIC.
 func synPacket(src, dst netip.AddrPort) []byte {
+	return tcpPacket(src, dst, 1000, 0, header.TCPFlagSyn, nil)
+}
+
+// tcpPacket builds a TCP segment src→dst carrying payload, its checksum
+// field garbage like synPacket's.
+func tcpPacket(src, dst netip.AddrPort, seq, ack uint32, flags header.TCPFlags, payload []byte) []byte {
 	hl := header.IPv4MinimumSize
 	if src.Addr().Is6() {
 		hl = header.IPv6MinimumSize
 	}
-	b := make([]byte, hl+header.TCPMinimumSize)
+	b := make([]byte, hl+header.TCPMinimumSize+len(payload))
+	copy(b[hl+header.TCPMinimumSize:], payload)
 	if src.Addr().Is4() {
 		ip := header.IPv4(b)
 		ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(b)), TTL: 64, Protocol: uint8(header.TCPProtocolNumber),
 			SrcAddr: tcpip.AddrFrom4(src.Addr().As4()), DstAddr: tcpip.AddrFrom4(dst.Addr().As4())})
 		ip.SetChecksum(^ip.CalculateChecksum())
 	} else {
-		header.IPv6(b).Encode(&header.IPv6Fields{PayloadLength: header.TCPMinimumSize, TransportProtocol: header.TCPProtocolNumber,
+		header.IPv6(b).Encode(&header.IPv6Fields{PayloadLength: uint16(len(b) - hl), TransportProtocol: header.TCPProtocolNumber,
 			HopLimit: 64, SrcAddr: tcpip.AddrFrom16(src.Addr().As16()), DstAddr: tcpip.AddrFrom16(dst.Addr().As16())})
 	}
-	header.TCP(b[hl:]).Encode(&header.TCPFields{SrcPort: src.Port(), DstPort: dst.Port(), SeqNum: 1000,
-		DataOffset: header.TCPMinimumSize, Flags: header.TCPFlagSyn, WindowSize: 65535, Checksum: 0x1234})
+	header.TCP(b[hl:]).Encode(&header.TCPFields{SrcPort: src.Port(), DstPort: dst.Port(), SeqNum: seq, AckNum: ack,
+		DataOffset: header.TCPMinimumSize, Flags: flags, WindowSize: 65535, Checksum: 0x1234})
 	return b
 }
 
@@ -74,69 +83,10 @@ func tcpInCsumErrors(t *testing.T, ns string) int {
 // verify (VIRTIO_NET_HDR_F_NEEDS_CSUM): a SYN with a garbage checksum so
 // written is answered, the same SYN through Write is dropped as corrupt.
 func TestWritePartialOffloadsChecksum(t *testing.T) {
-	needRoot(t)
-	ns, dev := newNetns(t), uniqueName()
-	var l *Link
-	inNetns(t, ns, false, func() (err error) {
-		l, err = Open(Config{Name: dev, MTU: 1400}, zap.NewNop())
-		return err
-	})
-	defer l.Close()
-	if !l.CanWritePartial() {
-		t.Fatal("a TUN this process created has no virtio header: CanWritePartial is false")
-	}
-	mustRun(t, "ip", "-n", ns, "link", "set", dev, "up")
-	mustRun(t, "ip", "-n", ns, "addr", "add", "10.77.0.1/24", "dev", dev)
-	mustRun(t, "ip", "-n", ns, "addr", "add", "fd77::1/64", "dev", dev, "nodad")
+	ns, l := offloadTUN(t)
+	synAcks := readSynAcks(l)
 
-	synAcks := make(chan netip.AddrPort, 16)
-	go func() {
-		bufs := make([][]byte, l.BatchSize())
-		for i := range bufs {
-			bufs[i] = make([]byte, link.Headroom+65535)
-		}
-		sizes := make([]int, len(bufs))
-		for {
-			n, err := l.Read(bufs, sizes, link.Headroom)
-			if err != nil {
-				return
-			}
-			for i := range n {
-				b := bufs[i][link.Headroom : link.Headroom+sizes[i]]
-				hl, proto := header.IPv4MinimumSize, uint8(0)
-				switch {
-				case len(b) >= header.IPv4MinimumSize && b[0]>>4 == 4:
-					hl, proto = int(b[0]&0xf)*4, b[9]
-				case len(b) >= header.IPv6MinimumSize && b[0]>>4 == 6:
-					hl, proto = header.IPv6MinimumSize, b[6]
-				}
-				if proto != uint8(header.TCPProtocolNumber) || len(b) < hl+header.TCPMinimumSize {
-					continue
-				}
-				tcp := header.TCP(b[hl:])
-				if tcp.Flags() == header.TCPFlagSyn|header.TCPFlagAck {
-					var dst netip.Addr
-					if b[0]>>4 == 4 {
-						dst = netip.AddrFrom4([4]byte(b[16:20]))
-					} else {
-						dst = netip.AddrFrom16([16]byte(b[24:40]))
-					}
-					select {
-					case synAcks <- netip.AddrPortFrom(dst, tcp.DestinationPort()):
-					default:
-					}
-				}
-			}
-		}
-	}()
-
-	for _, fam := range []struct {
-		name        string
-		local, peer netip.Addr
-	}{
-		{"ipv4", netip.MustParseAddr("10.77.0.1"), netip.MustParseAddr("10.77.0.2")},
-		{"ipv6", netip.MustParseAddr("fd77::1"), netip.MustParseAddr("fd77::2")},
-	} {
+	for _, fam := range offloadFamilies {
 		var ln net.Listener
 		inNetns(t, ns, false, func() (err error) {
 			ln, err = net.Listen("tcp", netip.AddrPortFrom(fam.local, 0).String())
@@ -170,24 +120,8 @@ func TestWritePartialOffloadsChecksum(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 
-		// The offloaded one: answered. A new address may still be
-		// settling, so the SYN goes again every half second.
-		want := netip.AddrPortFrom(fam.peer, 40002)
-		deadline := time.Now().Add(waitFor)
-	wait:
-		for {
-			write(40002, true)
-			select {
-			case got := <-synAcks:
-				if got == want {
-					break wait
-				}
-			case <-time.After(500 * time.Millisecond):
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: no SYN-ACK to a SYN written with its checksum offloaded", fam.name)
-			}
-		}
+		// The offloaded one: answered.
+		awaitSynAck(t, synAcks, netip.AddrPortFrom(fam.peer, 40002), func() { write(40002, true) })
 		if n := tcpInCsumErrors(t, ns); n != before+1 {
 			t.Errorf("%s: InCsumErrors went from %d to %d, want one (the plain write's) only", fam.name, before, n)
 		}
@@ -202,6 +136,174 @@ func TestWritePartialOffloadsChecksum(t *testing.T) {
 	if n, err := l.WritePartial(bufs, link.Headroom, []bool{false, true, false}); n != 3 || err != nil {
 		t.Errorf("WritePartial of three: %d, %v; want 3, nil", n, err)
 	}
+}
+
+// WritePartialVec gathers a packet from its headers and the pieces of its
+// payload: a data segment so written, its checksum left to the kernel,
+// reaches the socket whole and in order (between a whole packet before
+// it and one after it in the same batch).
+func TestWritePartialVecGathers(t *testing.T) {
+	ns, l := offloadTUN(t)
+	synAcks := readSynAcks(l)
+	for _, fam := range offloadFamilies {
+		var ln net.Listener
+		inNetns(t, ns, false, func() (err error) {
+			ln, err = net.Listen("tcp", netip.AddrPortFrom(fam.local, 0).String())
+			return err
+		})
+		defer ln.Close()
+		dst := ln.Addr().(*net.TCPAddr).AddrPort()
+		src := netip.AddrPortFrom(fam.peer, 40010)
+		one := func(pkt []byte) []byte {
+			b := make([]byte, link.Headroom+len(pkt), link.Headroom+65535)
+			copy(b[link.Headroom:], pkt)
+			return b
+		}
+		var isn uint32
+		got := awaitSynAck(t, synAcks, src, func() {
+			if _, err := l.WritePartial([][]byte{one(tcpPacket(src, dst, 1000, 0, header.TCPFlagSyn, nil))}, link.Headroom, []bool{true}); err != nil {
+				t.Fatal(err)
+			}
+		})
+		isn = got.seq
+
+		data := make([]byte, 3000)
+		for i := range data {
+			data[i] = byte(i * 7)
+		}
+		// The handshake's ACK whole, the first 2,000 bytes in three
+		// pieces (the buffer behind their headers full of junk that must
+		// not be sent), the last 1,000 bytes whole.
+		first := one(tcpPacket(src, dst, 1001, isn+1, header.TCPFlagAck|header.TCPFlagPsh, data[:2000]))
+		hdr := len(first) - link.Headroom - 2000
+		head := first[:link.Headroom+hdr]
+		for i := link.Headroom + hdr; i < len(first); i++ {
+			first[i] = 0xa5
+		}
+		pieces := [][]byte{data[:1], data[1:1500], data[1500:2000]}
+		last := one(tcpPacket(src, dst, 1001+2000, isn+1, header.TCPFlagAck|header.TCPFlagPsh, data[2000:]))
+		ack := one(tcpPacket(src, dst, 1001, isn+1, header.TCPFlagAck, nil))
+		if n, err := l.WritePartialVec([][]byte{ack, head, last}, link.Headroom, []bool{true, true, true},
+			[][][]byte{nil, pieces, nil}); n != 3 || err != nil {
+			t.Fatalf("%s: WritePartialVec: %d, %v", fam.name, n, err)
+		}
+		if tl, ok := ln.(*net.TCPListener); ok {
+			tl.SetDeadline(time.Now().Add(waitFor))
+		}
+		c, err := ln.Accept()
+		if err != nil {
+			t.Fatalf("%s: accept: %v", fam.name, err)
+		}
+		c.SetDeadline(time.Now().Add(waitFor))
+		buf := make([]byte, len(data))
+		if _, err := io.ReadFull(c, buf); err != nil {
+			t.Fatalf("%s: read: %v", fam.name, err)
+		}
+		c.Close()
+		if !bytes.Equal(buf, data) {
+			t.Fatalf("%s: the socket read other bytes than were written", fam.name)
+		}
+	}
+}
+
+// offloadFamilies are the addresses offloadTUN's namespace has, per family.
+var offloadFamilies = []struct {
+	name        string
+	local, peer netip.Addr
+}{
+	{"ipv4", netip.MustParseAddr("10.77.0.1"), netip.MustParseAddr("10.77.0.2")},
+	{"ipv6", netip.MustParseAddr("fd77::1"), netip.MustParseAddr("fd77::2")},
+}
+
+// synAck is a SYN-ACK the namespace sent: to whom, its ISN.
+type synAck struct {
+	dst netip.AddrPort
+	seq uint32
+}
+
+// awaitSynAck calls send (again every half second: a new address may
+// still be settling) until a SYN-ACK to want arrives.
+func awaitSynAck(t *testing.T, synAcks <-chan synAck, want netip.AddrPort, send func()) synAck {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for {
+		send()
+		select {
+		case got := <-synAcks:
+			if got.dst == want {
+				return got
+			}
+		case <-time.After(500 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no SYN-ACK to %v", want)
+		}
+	}
+}
+
+// offloadTUN makes a TUN with the virtio header in a new namespace, up,
+// with offloadFamilies' local addresses.
+func offloadTUN(t *testing.T) (string, *Link) {
+	needRoot(t)
+	ns, dev := newNetns(t), uniqueName()
+	var l *Link
+	inNetns(t, ns, false, func() (err error) {
+		l, err = Open(Config{Name: dev, MTU: 1400}, zap.NewNop())
+		return err
+	})
+	t.Cleanup(func() { l.Close() })
+	if !l.CanWritePartial() {
+		t.Fatal("a TUN this process created has no virtio header: CanWritePartial is false")
+	}
+	mustRun(t, "ip", "-n", ns, "link", "set", dev, "up")
+	mustRun(t, "ip", "-n", ns, "addr", "add", "10.77.0.1/24", "dev", dev)
+	mustRun(t, "ip", "-n", ns, "addr", "add", "fd77::1/64", "dev", dev, "nodad")
+	return ns, l
+}
+
+// readSynAcks reads l until it is closed, passing on the SYN-ACKs.
+func readSynAcks(l *Link) <-chan synAck {
+	synAcks := make(chan synAck, 16)
+	go func() {
+		bufs := make([][]byte, l.BatchSize())
+		for i := range bufs {
+			bufs[i] = make([]byte, link.Headroom+65535)
+		}
+		sizes := make([]int, len(bufs))
+		for {
+			n, err := l.Read(bufs, sizes, link.Headroom)
+			if err != nil {
+				return
+			}
+			for i := range n {
+				b := bufs[i][link.Headroom : link.Headroom+sizes[i]]
+				hl, proto := header.IPv4MinimumSize, uint8(0)
+				switch {
+				case len(b) >= header.IPv4MinimumSize && b[0]>>4 == 4:
+					hl, proto = int(b[0]&0xf)*4, b[9]
+				case len(b) >= header.IPv6MinimumSize && b[0]>>4 == 6:
+					hl, proto = header.IPv6MinimumSize, b[6]
+				}
+				if proto != uint8(header.TCPProtocolNumber) || len(b) < hl+header.TCPMinimumSize {
+					continue
+				}
+				tcp := header.TCP(b[hl:])
+				if tcp.Flags() == header.TCPFlagSyn|header.TCPFlagAck {
+					var dst netip.Addr
+					if b[0]>>4 == 4 {
+						dst = netip.AddrFrom4([4]byte(b[16:20]))
+					} else {
+						dst = netip.AddrFrom16([16]byte(b[24:40]))
+					}
+					select {
+					case synAcks <- synAck{netip.AddrPortFrom(dst, tcp.DestinationPort()), tcp.SequenceNumber()}:
+					default:
+					}
+				}
+			}
+		}
+	}()
+	return synAcks
 }
 
 // BenchmarkWritePartial writes 64 KiB TCP segments with their checksums

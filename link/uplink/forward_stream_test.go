@@ -17,6 +17,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"tungate/link"
 )
 
 // forwardSink starts a server in the container on port 7 that reads
@@ -120,7 +122,11 @@ func TestForwardTCPStream(t *testing.T) {
 		for i := range data {
 			data[i] = byte(rng.Uint32())
 		}
+		lazyBefore := lazyPackets.Load()
 		ask(data)
+		if lazyPackets.Load() == lazyBefore {
+			t.Error("no segment of the stream was read lazily (in pieces)")
+		}
 		// Full segments would be size/seg (and an ACK or two); a short
 		// segment after every 64 KiB host read made them twice that
 		// (257 for 128). Some are cut short by the container's window.
@@ -154,6 +160,57 @@ func TestCopyOutbound(t *testing.T) {
 	defer udp.DecRef()
 	if outboundTCP(udp) {
 		t.Fatal("a UDP packet from the stack may leave")
+	}
+}
+
+// TestLazyOutbound: a lazy read of a packet the stack sends copies its
+// headers and names the rest of it in pieces, in order, holding the
+// packet until the next Read; a small one is left to the copy.
+func TestLazyOutbound(t *testing.T) {
+	l := &Link{}
+	pkt := outboundPkt(t, header.TCPProtocolNumber, 3000)
+	// The payload in three views of its own, as the stack's send queue
+	// holds it.
+	pl := pkt.Data().AsRange().ToView()
+	pkt.Data().TrimFront(pkt.Data().Size())
+	for _, r := range [][2]int{{0, 1}, {1, 1500}, {1500, 3000}} {
+		pkt.Data().AppendView(buffer.NewViewWithData(pl.AsSlice()[r[0]:r[1]]))
+	}
+	pl.Release()
+	want := pkt.ToView()
+	defer want.Release()
+	o := getPkt(0)
+	o.pkt = pkt
+	b := make([]byte, pkt.Size())
+	if !l.readLazily(b, 2, o) {
+		t.Fatal("a 3,000-byte payload was not read lazily")
+	}
+	hdr, pieces := l.Lazy(2)
+	if hdr != header.IPv4MinimumSize+header.TCPMinimumSize || len(pieces) != 3 {
+		t.Fatalf("lazy read: %d bytes of headers, %d pieces; want 40 and 3", hdr, len(pieces))
+	}
+	if got := link.Fill(b[:hdr], pieces); !bytes.Equal(got, want.AsSlice()) {
+		t.Fatalf("headers and pieces make %d bytes, not the packet's %d", len(got), want.Size())
+	}
+	if hdr, p := l.Lazy(0); hdr != 0 || p != nil {
+		t.Fatal("a packet not read lazily has pieces")
+	}
+	if len(l.held) != 1 {
+		t.Fatalf("%d packets held, want 1", len(l.held))
+	}
+	l.noPieces(2)
+	if _, p := l.Lazy(2); p != nil {
+		t.Fatal("a slot copied whole since still names pieces")
+	}
+	l.releaseHeld()
+	if len(l.held) != 0 {
+		t.Fatal("releaseHeld kept packets")
+	}
+	small := getPkt(0)
+	small.pkt = outboundPkt(t, header.TCPProtocolNumber, lazyMin-1)
+	defer putPkt(small)
+	if l.readLazily(b, 0, small) {
+		t.Fatal("a payload under lazyMin was read lazily")
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -64,6 +65,9 @@ func openLink(t testing.TB, cfg Config) *Link {
 	t.Cleanup(func() { l.Close() })
 	return l
 }
+
+// lazyPackets counts the packets newContainer's pump got in pieces.
+var lazyPackets atomic.Int64
 
 // reader pumps a link's Read into a channel of packet copies.
 type reader struct {
@@ -299,6 +303,9 @@ func newContainer(t testing.TB, l *Link) *container {
 			l.Write([][]byte{b}, link.Headroom)
 		}
 	}()
+	// Read lazily, as the datapath does: the container's stack gets
+	// each packet made whole from its pieces (see link.LazyReader).
+	l.ReadLazily()
 	go func() { // uplink → container
 		defer wg.Done()
 		bufs := make([][]byte, batchSize)
@@ -310,6 +317,14 @@ func newContainer(t testing.TB, l *Link) *container {
 			n, err := l.Read(bufs, sizes, link.Headroom)
 			if err != nil {
 				return
+			}
+			for i := range n {
+				if hdr, pieces := l.Lazy(i); pieces != nil {
+					if got := len(link.Fill(bufs[i][:link.Headroom+hdr], pieces)) - link.Headroom; got != sizes[i] {
+						panic(fmt.Sprintf("lazy read: headers and pieces make %d bytes of a %d-byte packet", got, sizes[i]))
+					}
+					lazyPackets.Add(1)
+				}
 			}
 			finishPartial(l, bufs[:n], sizes)
 			for i := range n {

@@ -67,9 +67,17 @@ type Link struct {
 
 	resolver4, resolver6 netip.AddrPort // host resolvers behind cfg.DNS
 
-	out    chan *outPkt  // packets for Read
-	next   *outPkt       // Read's: taken from out, for the next batch
-	flags  link.Flags    // Read's: the flags of its last batch
+	out   chan *outPkt // packets for Read
+	next  *outPkt      // Read's: taken from out, for the next batch
+	flags link.Flags   // Read's: the flags of its last batch
+	// lazy (set by ReadLazily) lets Read leave a large stack segment's
+	// payload in the stack's buffers; held are the packets of the last
+	// batch whose payload was left so, pieces and hdr say where it is
+	// per packet of the batch. All are Read's, like next.
+	lazy   bool
+	held   []*outPkt
+	pieces [][][]byte
+	hdr    []int
 	closed chan struct{} // closed by Close
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -140,6 +148,7 @@ func New(cfg Config, log *zap.Logger) (*Link, error) {
 // link's own UDP and ICMP packets only (ReadFlags tells which), so the
 // stack's may go with their checksums unfilled.
 func (l *Link) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	l.releaseHeld()
 	select {
 	case <-l.closed:
 		// Read is the only reader of next and out: give their packets'
@@ -172,15 +181,25 @@ func (l *Link) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	for {
 		switch {
 		case p.pkt != nil && p.pkt.Size() <= len(bufs[n])-offset:
+			if l.lazy && l.readLazily(bufs[n][offset:], n, p) {
+				sizes[n] = p.pkt.Size()
+				n++
+				p = nil // held until the next Read
+				break
+			}
+			l.noPieces(n)
 			sizes[n] = copyPacket(bufs[n][offset:], p.pkt)
 			n++
 		case p.pkt == nil && len(p.b) <= len(bufs[n])-offset:
+			l.noPieces(n)
 			sizes[n] = copy(bufs[n][offset:], p.b)
 			n++
 		default:
 			l.count(DropTooBig)
 		}
-		putPkt(p)
+		if p != nil {
+			putPkt(p)
+		}
 		if n == len(bufs) {
 			break
 		}
