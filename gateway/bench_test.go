@@ -63,7 +63,7 @@ func runPacket(w *worker, pkt []byte) {
 	w.g.Counters.Forwarded.Add(w.forwarded)
 	w.forwarded = 0
 	for i := range w.out {
-		w.out[i] = w.out[i][:0]
+		w.out[i], w.outPart[i], w.nPart[i], w.offs[i] = w.out[i][:0], w.outPart[i][:0], 0, w.offs[i][:0]
 	}
 	w.nscratch = 0
 }

@@ -79,17 +79,23 @@ type worker struct {
 	partial bool
 	outPart [][]bool
 	nPart   []int
-	// lazy is the link's LazyReader when it reads lazily: then lzBuf is
-	// the current packet's buffer and lz the pieces of its payload not
-	// yet in it (lzHdr bytes are), nil once there (see fill). vecs[i]
-	// lists out[i]'s packets queued in pieces, vecArg is their argument
-	// to a VecWriter.
-	lazy   link.LazyReader
-	lzBuf  []byte
-	lzHdr  int
-	lz     [][]byte
-	vecs   [][]vecPacket
-	vecArg [][][]byte
+	// cur is the buffer of the packet read that is being run (a packet
+	// generated meanwhile has another). lazy is the link's LazyReader
+	// when it reads lazily: lz are then the pieces of cur's payload not
+	// yet in it (lzHdr bytes are), nil once there (see fill). gsoR is the
+	// link's GSOReader, gsoSize cur's segment size when it is a TCP
+	// packet to be cut (link.GSOReader). offs[i] lists out[i]'s packets
+	// queued in pieces or to be cut, offArg is their argument to an
+	// OffloadWriter; splitSizes serves splitTCP.
+	cur        []byte
+	lazy       link.LazyReader
+	lzHdr      int
+	lz         [][]byte
+	gsoR       link.GSOReader
+	gsoSize    int
+	offs       [][]offPacket
+	offArg     []link.Offload
+	splitSizes []int
 	// forwarded and local count this batch's packets.
 	forwarded, delivered uint64
 
@@ -143,6 +149,8 @@ func newWorker(g *Gateway, l *Link) *worker {
 		lr.ReadLazily()
 		w.lazy = lr
 	}
+	w.gsoR, _ = l.Dev.(link.GSOReader)
+	w.splitSizes = make([]int, scratchCount)
 	w.peers = l.peers
 	w.bufs = make([][]byte, n)
 	for i := range w.bufs {
@@ -168,7 +176,7 @@ func (w *worker) setPlane(pl *plane) {
 		w.out = append(w.out, make([][]byte, 0, n+scratchCount))
 		w.outPart = append(w.outPart, make([]bool, 0, n+scratchCount))
 		w.nPart = append(w.nPart, 0)
-		w.vecs = append(w.vecs, nil)
+		w.offs = append(w.offs, nil)
 	}
 	maxMTU := 2048
 	for _, o := range pl.links {
@@ -253,9 +261,12 @@ func (w *worker) batch(n int) {
 	var bytes uint64
 	for i := 0; i < n; i++ {
 		bytes += uint64(w.sizes[i])
+		w.cur = w.bufs[i]
 		if w.lazy != nil {
-			w.lzBuf = w.bufs[i]
 			w.lzHdr, w.lz = w.lazy.Lazy(i)
+		}
+		if w.gsoR != nil {
+			w.gsoSize = w.gsoR.GSO(i)
 		}
 		if capIn != nil {
 			w.fill()
@@ -292,9 +303,9 @@ func (w *worker) flush() {
 		}
 		ol := w.pl.links[i]
 		part := w.outPart[i]
-		vecs := w.vecs[i]
+		offs := w.offs[i]
 		if ol == nil {
-			w.out[i], w.outPart[i], w.nPart[i], w.vecs[i] = q[:0], part[:0], 0, vecs[:0]
+			w.out[i], w.outPart[i], w.nPart[i], w.offs[i] = q[:0], part[:0], 0, offs[:0]
 			continue
 		}
 		var capOut *Capture
@@ -302,19 +313,25 @@ func (w *worker) flush() {
 			capOut = ol.st.capture.Load()
 		}
 		var pw link.PartialWriter
-		var vw link.VecWriter
+		var ow link.OffloadWriter
 		if w.nPart[i] > 0 {
 			var ok bool
 			pw, ok = ol.Dev.(link.PartialWriter)
+			if ok && pw.CanWritePartial() && capOut != nil && hasGSO(offs) {
+				// A capture begun since queue sent these packets to
+				// be cut by the device: it sees the next batch.
+				capOut = nil
+			}
 			if !ok || !pw.CanWritePartial() || capOut != nil {
 				// Checksums for a link that cannot offload them, and
 				// for a capture to show them as the receiver sees them.
-				w.fillQueued(q, vecs)
+				// (queue gave such a link no packet to be cut.)
+				w.fillQueued(q, offs)
 				w.finishChecksums(q, part)
 				pw = nil
-			} else if len(vecs) > 0 {
-				if vw, ok = ol.Dev.(link.VecWriter); !ok {
-					w.fillQueued(q, vecs)
+			} else if len(offs) > 0 {
+				if ow, ok = ol.Dev.(link.OffloadWriter); !ok {
+					w.fillQueued(q, offs)
 				}
 			}
 		}
@@ -322,21 +339,21 @@ func (w *worker) flush() {
 			w.captureOut(capOut, q)
 		}
 		var err error
-		var vecBytes uint64
-		if vw != nil {
-			arg := w.vecArg[:0]
-			for range q {
-				arg = append(arg, nil)
+		var pieceBytes uint64
+		if ow != nil {
+			arg := w.offArg[:0]
+			for j := range q {
+				arg = append(arg, link.Offload{Partial: part[j]})
 			}
-			for _, v := range vecs {
-				arg[v.j] = v.pieces
-				for _, s := range v.pieces {
-					vecBytes += uint64(len(s))
+			for _, o := range offs {
+				arg[o.j].Pieces, arg[o.j].GSOSize = o.pieces, o.gso
+				for _, s := range o.pieces {
+					pieceBytes += uint64(len(s))
 				}
 			}
-			_, err = vw.WritePartialVec(q, headroom, part, arg)
+			_, err = ow.WriteOffload(q, headroom, arg)
 			clear(arg) // no pointers into the link's pieces past the batch
-			w.vecArg = arg[:0]
+			w.offArg = arg[:0]
 		} else if pw != nil {
 			_, err = pw.WritePartial(q, headroom, part)
 		} else {
@@ -347,7 +364,7 @@ func (w *worker) flush() {
 			w.g.log.Debug("write", zap.String("interface", ol.Name), zap.Error(err))
 		} else {
 			w.g.Counters.Sent.Add(uint64(len(q)))
-			bytes := vecBytes
+			bytes := pieceBytes
 			for _, b := range q {
 				bytes += uint64(len(b) - headroom)
 			}
@@ -358,17 +375,28 @@ func (w *worker) flush() {
 		w.out[i] = q[:0]
 		w.outPart[i] = part[:0]
 		w.nPart[i] = 0
-		clear(vecs)
-		w.vecs[i] = vecs[:0]
+		clear(offs)
+		w.offs[i] = offs[:0]
 	}
 	w.nscratch = 0
 }
 
-// vecPacket is a packet queued in pieces: out[i][j] holds its headers,
-// pieces the rest (see link.LazyReader).
-type vecPacket struct {
+// offPacket is a packet of out[i] queued in pieces (the rest of out[i][j]
+// behind its headers, see link.LazyReader) or to be cut into segments of
+// gso bytes by the device (link.GSOReader), or both.
+type offPacket struct {
 	j      int
 	pieces [][]byte
+	gso    int
+}
+
+func hasGSO(offs []offPacket) bool {
+	for _, o := range offs {
+		if o.gso > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // fill puts the payload a lazy read left out into the current packet's
@@ -377,18 +405,19 @@ func (w *worker) fill() {
 	if w.lz == nil {
 		return
 	}
-	b := w.lzBuf[:headroom+w.lzHdr]
-	link.Fill(b, w.lz)
+	link.Fill(w.cur[:headroom+w.lzHdr], w.lz)
 	w.lz = nil
 }
 
 // fillQueued makes the packets queued in pieces in q whole, for a write
 // or capture that takes whole packets only.
-func (w *worker) fillQueued(q [][]byte, vecs []vecPacket) {
-	for _, v := range vecs {
-		q[v.j] = link.Fill(q[v.j], v.pieces)
+func (w *worker) fillQueued(q [][]byte, offs []offPacket) {
+	for _, o := range offs {
+		if o.pieces != nil {
+			q[o.j] = link.Fill(q[o.j], o.pieces)
+		}
 	}
-	clear(vecs)
+	clear(offs)
 }
 
 // finishChecksums fills in the TCP checksum of q's packets marked in part.
@@ -546,7 +575,13 @@ func (w *worker) packet(buf []byte, size int) {
 		return
 	}
 	mtu := w.pl.links[out].MTU
-	if (p.Len() > mtu && p.DF() && (p.Version == 4 || w.fragMax == 0)) || w.fragMax > mtu {
+	plen := p.Len()
+	if w.gsoSize > 0 && len(w.cur) > 0 && &buf[0] == &w.cur[0] {
+		// A packet to be cut is judged by its segments, as Linux's
+		// skb_gso_validate_network_len does.
+		plen = min(plen, plen-len(p.Payload())+w.gsoSize)
+	}
+	if (plen > mtu && p.DF() && (p.Version == 4 || w.fragMax == 0)) || w.fragMax > mtu {
 		// A reassembled datagram is judged by its largest fragment, as
 		// Linux's ip_exceeds_mtu / ip6_pkt_too_big do.
 		w.icmpErrorMTU(p, mtu)
@@ -716,30 +751,49 @@ func (g *Gateway) confirm(c *conntrack.Conn, now int64) error {
 // summed here.
 func (w *worker) queue(out int, buf []byte, p *packet.Parsed, partial bool) {
 	l := p.Len()
-	size := w.pl.links[out].MTU
+	ol := w.pl.links[out]
+	size := ol.MTU
 	if w.fragMax > 0 && w.fragMax < size {
 		// Send a reassembled datagram on in pieces no larger than it came
 		// in (Linux's frag_max_size), so defragmenting stays invisible.
 		size = w.fragMax
 	}
-	lazy := w.lz != nil && &buf[0] == &w.lzBuf[0] // not a packet generated meanwhile
-	if lazy && (!partial || p.Fragment || l > size) {
+	cur := len(w.cur) > 0 && &buf[0] == &w.cur[0] // not a packet generated meanwhile
+	lazy := cur && w.lz != nil
+	gso := 0
+	if cur && w.gsoSize > 0 && l > size && partial && !p.Fragment {
+		// A TCP packet to be cut: by the device when it can, else here.
+		if pw, ok := ol.Dev.(link.OffloadWriter); ok && pw.CanWritePartial() && !(w.capOn && ol.st.capture.Load() != nil) {
+			gso = w.gsoSize
+		} else {
+			w.fill()
+			w.splitTCP(out, buf[headroom:headroom+l], l-len(p.Payload()), w.gsoSize)
+			return
+		}
+	}
+	if lazy && (!partial || p.Fragment || (l > size && gso == 0)) {
 		w.fill()
 		lazy = false
 	}
-	if partial && (p.Fragment || l > size) {
+	if partial && (p.Fragment || (l > size && gso == 0)) {
 		p.SetL4Checksum()
 		partial = false
 	}
-	if l > size {
+	if l > size && gso == 0 {
 		w.fragment(out, p, size)
 		return
 	}
-	if lazy {
-		// Headers only: the write gathers the rest (see flush).
-		w.vecs[out] = append(w.vecs[out], vecPacket{j: len(w.out[out]), pieces: w.lz})
-		w.lz = nil
-		w.out[out] = append(w.out[out], buf[:headroom+w.lzHdr])
+	if lazy || gso > 0 {
+		// Headers only when lazy: the write gathers the rest (see
+		// flush); the device cuts a GSO packet.
+		o := offPacket{j: len(w.out[out]), gso: gso}
+		n := l
+		if lazy {
+			o.pieces, n = w.lz, w.lzHdr
+			w.lz = nil
+		}
+		w.offs[out] = append(w.offs[out], o)
+		w.out[out] = append(w.out[out], buf[:headroom+n])
 	} else {
 		w.out[out] = append(w.out[out], buf[:headroom+l])
 	}
@@ -747,6 +801,33 @@ func (w *worker) queue(out int, buf []byte, p *packet.Parsed, partial bool) {
 	if partial {
 		w.nPart[out]++
 	}
+}
+
+// splitTCP queues the TCP packet pkt (hdr bytes of headers) on link out
+// as the segments of gso payload bytes a device would have cut it into, every checksum computed
+// (for a link that cannot take it whole, or a capture to see it as sent).
+func (w *worker) splitTCP(out int, pkt []byte, hdr, gso int) {
+	need := (len(pkt)-hdr-1)/gso + 1
+	if scratchCount-w.nscratch < need {
+		// The read buffers queued so far are not reused before the batch
+		// ends, so writing mid-batch to free the scratch buffers is safe.
+		w.flush()
+	}
+	if need > scratchCount-w.nscratch {
+		w.drop(DropNoBuffer)
+		return
+	}
+	bufs := w.scratch[w.nscratch:scratchCount]
+	n, err := link.SplitTCP(pkt, gso, bufs, w.splitSizes, headroom)
+	if err != nil {
+		w.drop(DropMTU)
+		return
+	}
+	for i := 0; i < n; i++ {
+		w.out[out] = append(w.out[out], bufs[i][:headroom+w.splitSizes[i]])
+		w.outPart[out] = append(w.outPart[out], false)
+	}
+	w.nscratch += n
 }
 
 func (w *worker) fragment(out int, p *packet.Parsed, mtu int) {

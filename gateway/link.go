@@ -127,7 +127,9 @@ func openLinkWith(ic *InterfaceConfig, log *zap.Logger, bind conn.Bind) (link.Li
 	case KindWireGuard:
 		l, err = wireguard.New(ic.Name, ic.wireGuard(), wireguard.Options{Bind: bind, Logger: wgLogger(log)})
 	case KindUplink:
-		l, err = uplink.New(ic.UplinkConfig(), log)
+		c := ic.UplinkConfig()
+		c.GSO = true // the datapath cuts or hands on what the stack sends so
+		l, err = uplink.New(c, log)
 	default:
 		l, err = tun.Open(tun.Config{Name: ic.TUN, MTU: ic.MTU, FD: ic.TUNFD}, log)
 	}

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap/zaptest"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
+	"tungate/internal/packettest"
 	"tungate/link"
 	"tungate/packet"
 )
@@ -189,29 +190,33 @@ func (s *lazySource) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 type vecSink struct {
 	partialSink
 	pieced atomic.Int64
+	gso    atomic.Int64
 	whole  [][]byte
 }
 
-func (s *vecSink) WritePartialVec(bufs [][]byte, offset int, partial []bool, pieces [][][]byte) (int, error) {
-	if pieces != nil {
-		for i := range bufs {
-			if pieces[i] == nil {
-				continue
-			}
-			s.pieced.Add(1)
-			if !partial[i] {
-				s.notTCP.Add(1) // only partial packets may come in pieces
-			}
-			for len(s.whole) <= i {
-				s.whole = append(s.whole, make([]byte, 0, link.Headroom+1<<16))
-			}
-			w := append(s.whole[i][:0], bufs[i]...)
-			for _, p := range pieces[i] {
-				w = append(w, p...)
-			}
-			s.whole[i] = w
-			bufs[i] = w
+func (s *vecSink) WriteOffload(bufs [][]byte, offset int, offs []link.Offload) (int, error) {
+	partial := make([]bool, len(bufs))
+	for i := range bufs {
+		partial[i] = offs[i].Partial
+		if offs[i].GSOSize != 0 {
+			s.gso.Add(1)
 		}
+		if offs[i].Pieces == nil {
+			continue
+		}
+		s.pieced.Add(1)
+		if !offs[i].Partial {
+			s.notTCP.Add(1) // only partial packets may come in pieces
+		}
+		for len(s.whole) <= i {
+			s.whole = append(s.whole, make([]byte, 0, link.Headroom+1<<16))
+		}
+		w := append(s.whole[i][:0], bufs[i]...)
+		for _, p := range offs[i].Pieces {
+			w = append(w, p...)
+		}
+		s.whole[i] = w
+		bufs[i] = w
 	}
 	return s.WritePartial(bufs, offset, partial)
 }
@@ -411,7 +416,7 @@ func (d *vecNullDev) CanWritePartial() bool { return true }
 func (d *vecNullDev) WritePartial(bufs [][]byte, offset int, partial []bool) (int, error) {
 	return len(bufs), nil
 }
-func (d *vecNullDev) WritePartialVec(bufs [][]byte, offset int, partial []bool, pieces [][][]byte) (int, error) {
+func (d *vecNullDev) WriteOffload(bufs [][]byte, offset int, offs []link.Offload) (int, error) {
 	return len(bufs), nil
 }
 
@@ -463,5 +468,155 @@ func BenchmarkForwardLazy(b *testing.B) {
 				b.Fatalf("sent %d of %d packets; drops %v", got, b.N, g.Counters.Snapshot())
 			}
 		})
+	}
+}
+
+// recordDev records what is written to it (whole packets and their
+// offloads); recordOffloadDev offers the offloads of a kernel TUN.
+type recordDev struct {
+	nullDev
+	pkts [][]byte
+	offs []link.Offload
+}
+
+func (d *recordDev) Write(bufs [][]byte, offset int) (int, error) {
+	for _, b := range bufs {
+		d.pkts = append(d.pkts, append([]byte(nil), b[offset:]...))
+		d.offs = append(d.offs, link.Offload{})
+	}
+	return len(bufs), nil
+}
+
+// recordOffloadDev is a recordDev that takes partial checksums, pieces
+// and packets to be cut.
+type recordOffloadDev struct{ *recordDev }
+
+func (d recordOffloadDev) CanWritePartial() bool { return true }
+func (d recordOffloadDev) WritePartial(bufs [][]byte, offset int, partial []bool) (int, error) {
+	offs := make([]link.Offload, len(bufs))
+	for i := range offs {
+		offs[i].Partial = partial[i]
+	}
+	return d.WriteOffload(bufs, offset, offs)
+}
+func (d recordOffloadDev) WriteOffload(bufs [][]byte, offset int, offs []link.Offload) (int, error) {
+	for i, b := range bufs {
+		p := link.Fill(append(make([]byte, 0, len(b)+1<<16), b[offset:]...), offs[i].Pieces)
+		d.pkts = append(d.pkts, p)
+		o := offs[i]
+		o.Pieces = nil
+		d.offs = append(d.offs, o)
+	}
+	return len(bufs), nil
+}
+
+// gsoDev delivers one packet per Read like the uplink's stack with GSO:
+// a TCP packet of 20,000 payload bytes to be cut into 1,400-byte
+// segments, its checksum left unfilled, lazily (in pieces) or whole.
+type gsoDev struct {
+	lazyBenchDev
+	size int
+}
+
+func (d *gsoDev) GSO(int) int { return d.size }
+
+type gsoLazyDev struct{ *gsoDev }
+
+func (d gsoLazyDev) ReadLazily()              { d.lazy = true }
+func (d gsoLazyDev) Lazy(int) (int, [][]byte) { return d.hdr, d.pieces }
+
+// A TCP packet the uplink's stack sent for cutting (GSO) crosses the
+// datapath whole: to a device that cuts (a kernel TUN) it goes as one
+// packet marked with its segment size, to any other as the segments,
+// each with its own sequence number and a right checksum; it is never
+// refused as larger than the MTU.
+func TestGSOPackets(t *testing.T) {
+	for _, v6 := range []bool{false, true} {
+		for _, offload := range []bool{true, false} {
+			for _, lazy := range []bool{false, true} {
+				t.Run(fmt.Sprintf("v6=%v/offload=%v/lazy=%v", v6, offload, lazy), func(t *testing.T) {
+					testGSOPacket(t, v6, offload, lazy)
+				})
+			}
+		}
+	}
+}
+
+func testGSOPacket(t *testing.T, v6, offload, lazy bool) {
+	src, dst, nat := "10.10.0.2", "198.18.0.2", "198.18.0.1"
+	if v6 {
+		src, dst, nat = "fd10::2", "2001:db8:1::2", "2001:db8:1::1"
+	}
+	payload := make([]byte, 20000)
+	for i := range payload {
+		payload[i] = byte(i * 13)
+	}
+	pkt := packettest.Build(packettest.IP{V6: v6, Src: src, Dst: dst, DF: true},
+		packettest.TCP{SPort: 40000, DPort: 80, Seq: 1001, Ack: 5001, Flags: uint8(header.TCPFlagAck | header.TCPFlagPsh), Win: 65535}, payload)
+	hdr := len(pkt) - len(payload)
+	gd := &gsoDev{lazyBenchDev: lazyBenchDev{nullDev: nullDev{done: make(chan struct{})}, pkt: pkt, hdr: hdr,
+		pieces: [][]byte{pkt[hdr : hdr+7000], pkt[hdr+7000:]}}, size: 1400}
+	rec := &recordDev{nullDev: nullDev{done: make(chan struct{})}}
+	cfg, err := ParseConfig([]byte(fmt.Sprintf(twoLinks, 1500, 1500) + "[[nat.masquerade]]\nout = \"wan\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := 0
+	g, err := New(cfg, Options{Logger: nopLogger(), Open: func(*InterfaceConfig, *zap.Logger) (link.Link, error) {
+		i++
+		switch {
+		case i == 1 && lazy:
+			return gsoLazyDev{gd}, nil
+		case i == 1:
+			return gd, nil
+		case offload:
+			return recordOffloadDev{rec}, nil
+		}
+		return rec, nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lan := newWorker(g, g.Links()[0])
+	wan := newWorker(g, g.Links()[1])
+	lan.rs, wan.rs = g.Rules(), g.Rules()
+	lan.now, wan.now = g.ct.Now(), g.ct.Now()
+	runPacket(lan, tcpPacket(src, dst, 40000, 80, 1000, 0, header.TCPFlagSyn, 0))
+	runPacket(wan, tcpPacket(dst, nat, 80, 40000, 5000, 1001, header.TCPFlagSyn|header.TCPFlagAck, 0))
+	lan.gso, lan.partial = true, true
+	n, _ := lan.dev.Read(lan.bufs, lan.sizes, headroom)
+	lan.batch(n)
+	if d := g.Counters.Drops[DropMTU].Load(); d != 0 {
+		t.Fatalf("a packet to be cut was dropped as too big (%d); counters %v", d, g.Counters.Snapshot())
+	}
+	if offload {
+		if len(rec.pkts) != 1 || rec.offs[0].GSOSize != 1400 || !rec.offs[0].Partial {
+			t.Fatalf("the cutting device got %d packets, offloads %+v; want 1 with GSOSize 1400", len(rec.pkts), rec.offs)
+		}
+		if !bytes.Equal(rec.pkts[0][hdr:], payload) {
+			t.Fatal("the packet to be cut lost or changed its payload")
+		}
+		return
+	}
+	want := (len(payload) + 1399) / 1400
+	if len(rec.pkts) != want {
+		t.Fatalf("got %d segments, want %d", len(rec.pkts), want)
+	}
+	var got []byte
+	var p packet.Parsed
+	for k, s := range rec.pkts {
+		if err := p.Decode(s); err != nil {
+			t.Fatalf("segment %d: %v", k, err)
+		}
+		if p.Len() > 1500 || !p.L4ChecksumValid() || p.SrcPort != 40000 {
+			t.Fatalf("segment %d: %d bytes, checksum valid %v, source port %d (masquerade keeps it)", k, p.Len(), p.L4ChecksumValid(), p.SrcPort)
+		}
+		if seq := binary.BigEndian.Uint32(s[p.L4Off+4:]); seq != 1001+uint32(len(got)) {
+			t.Fatalf("segment %d: sequence %d, want %d", k, seq, 1001+len(got))
+		}
+		got = append(got, p.Payload()...)
+	}
+	if !bytes.Equal(got, payload) {
+		t.Fatal("the segments do not carry the packet's payload")
 	}
 }

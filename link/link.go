@@ -94,13 +94,39 @@ type LazyReader interface {
 	Lazy(i int) (hdr int, pieces [][]byte)
 }
 
-// VecWriter is implemented by PartialWriters that can also take a packet
-// in pieces, as a LazyReader left it: the device's write gathers them.
-type VecWriter interface {
-	// WritePartialVec is WritePartial where, for each pieces[i] not nil,
-	// bufs[i][offset:] is only the first part of packet i (headers whole)
-	// and pieces[i] the rest, in order.
-	WritePartialVec(bufs [][]byte, offset int, partial []bool, pieces [][][]byte) (int, error)
+// GSOReader is implemented by links whose Read may return a TCP packet
+// larger than the MTU, to be cut into segments (generic segmentation
+// offload, as Linux hands a NIC a TSO packet): the uplink's TCP stack
+// sends 64 KiB at once so, when its config asks for it, and the datapath
+// moves one packet where it would move forty-five. Such a packet is
+// always one of a ChecksumPartial batch, its checksum left unfilled.
+type GSOReader interface {
+	// GSO reports the segment size (TCP payload bytes) packet i of the
+	// last Read is to be cut into, 0 for a packet that is not to be cut.
+	GSO(i int) int
+}
+
+// Offload is how one packet of a WriteOffload batch goes to the device.
+type Offload struct {
+	// Partial: the TCP checksum is the device's to fill (see
+	// PartialWriter).
+	Partial bool
+	// Pieces, when not nil, are the rest of the packet behind the
+	// buffer's bytes (headers whole), as a LazyReader left it.
+	Pieces [][]byte
+	// GSOSize, when not 0, is the segment size the device is to cut a
+	// TCP packet larger than its MTU into (Partial is then set).
+	GSOSize int
+}
+
+// OffloadWriter is implemented by PartialWriters that can also take a
+// packet in pieces (the device's write gathers them) and a TCP packet to
+// be cut into segments: a kernel TUN with the virtio header.
+type OffloadWriter interface {
+	PartialWriter
+	// WriteOffload is WritePartial with more per packet: offs[i] says
+	// how bufs[i] goes. It is called only when CanWritePartial is true.
+	WriteOffload(bufs [][]byte, offset int, offs []Offload) (int, error)
 }
 
 // Fill copies pieces behind the first n bytes of b and returns b grown to

@@ -205,10 +205,27 @@ func gsoSplit(frame []byte, bufs [][]byte, sizes []int, offset int) (int, error)
 	if len(frame) < vnetHdrLen {
 		return 0, errors.New("tun: short virtio header")
 	}
-	typ := frame[1]
-	gsoSize := int(vnetField(frame, 4))
-	iphLen := int(vnetField(frame, 6)) // csum_start: where the transport header begins
-	in := frame[vnetHdrLen:]
+	// csum_start is where the transport header begins.
+	return splitSegments(frame[vnetHdrLen:], frame[1], int(vnetField(frame, 4)), int(vnetField(frame, 6)), bufs, sizes, offset)
+}
+
+// SplitTCP cuts the IPv4 or IPv6 TCP packet pkt (no IPv6 extension
+// headers) into segments of gsoSize payload bytes in bufs[i][offset:], as
+// a device doing TCP segmentation offload would (see gsoSplit), every
+// checksum computed: for a writer that cannot take a GSO packet.
+func SplitTCP(pkt []byte, gsoSize int, bufs [][]byte, sizes []int, offset int) (int, error) {
+	if len(pkt) < 1 {
+		return 0, errors.New("tun: empty GSO frame")
+	}
+	if pkt[0]>>4 == 6 {
+		return splitSegments(pkt, gsoTCPv6, gsoSize, 40, bufs, sizes, offset)
+	}
+	return splitSegments(pkt, gsoTCPv4, gsoSize, int(pkt[0]&0xf)*4, bufs, sizes, offset)
+}
+
+// splitSegments is gsoSplit of the frame in whose virtio header gave typ,
+// gsoSize and iphLen.
+func splitSegments(in []byte, typ byte, gsoSize, iphLen int, bufs [][]byte, sizes []int, offset int) (int, error) {
 	if len(in) == 0 {
 		return 0, errors.New("tun: empty GSO frame")
 	}

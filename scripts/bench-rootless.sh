@@ -578,8 +578,8 @@ for r in $(seq "$ROUNDS"); do
 			if [ $mtu = 65520 ]; then
 				has_case udp64 && say "round=$r system=$s mtu=$mtu udp64_pps=$(udp64) conns=$UDPCONNS"
 				has_case udp64 && [ -n "${BENCH_UDP_IPERF3:-}" ] && say "round=$r system=$s mtu=$mtu udp64_iperf3_pps=$(udp64_iperf3)"
-				has_case fwd_tcp && say "round=$r system=$s mtu=$mtu fwd_tcp_gbps=$(fwd_tcp) load=$(cut -d' ' -f1 /proc/loadavg)"
 			fi
+			has_case fwd_tcp && say "round=$r system=$s mtu=$mtu fwd_tcp_gbps=$(fwd_tcp) load=$(cut -d' ' -f1 /proc/loadavg)"
 			stop_system
 		done
 	done

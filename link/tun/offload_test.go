@@ -138,11 +138,12 @@ func TestWritePartialOffloadsChecksum(t *testing.T) {
 	}
 }
 
-// WritePartialVec gathers a packet from its headers and the pieces of its
+// WriteOffload gathers a packet from its headers and the pieces of its
 // payload: a data segment so written, its checksum left to the kernel,
 // reaches the socket whole and in order (between a whole packet before
-// it and one after it in the same batch).
-func TestWritePartialVecGathers(t *testing.T) {
+// it and one after it in the same batch); and a packet larger than the
+// MTU marked with a segment size (GSO) is cut by the kernel and received.
+func TestWriteOffloadGathers(t *testing.T) {
 	ns, l := offloadTUN(t)
 	synAcks := readSynAcks(l)
 	for _, fam := range offloadFamilies {
@@ -183,9 +184,9 @@ func TestWritePartialVecGathers(t *testing.T) {
 		pieces := [][]byte{data[:1], data[1:1500], data[1500:2000]}
 		last := one(tcpPacket(src, dst, 1001+2000, isn+1, header.TCPFlagAck|header.TCPFlagPsh, data[2000:]))
 		ack := one(tcpPacket(src, dst, 1001, isn+1, header.TCPFlagAck, nil))
-		if n, err := l.WritePartialVec([][]byte{ack, head, last}, link.Headroom, []bool{true, true, true},
-			[][][]byte{nil, pieces, nil}); n != 3 || err != nil {
-			t.Fatalf("%s: WritePartialVec: %d, %v", fam.name, n, err)
+		if n, err := l.WriteOffload([][]byte{ack, head, last}, link.Headroom,
+			[]link.Offload{{Partial: true}, {Partial: true, Pieces: pieces}, {Partial: true}}); n != 3 || err != nil {
+			t.Fatalf("%s: WriteOffload: %d, %v", fam.name, n, err)
 		}
 		if tl, ok := ln.(*net.TCPListener); ok {
 			tl.SetDeadline(time.Now().Add(waitFor))
@@ -199,9 +200,28 @@ func TestWritePartialVecGathers(t *testing.T) {
 		if _, err := io.ReadFull(c, buf); err != nil {
 			t.Fatalf("%s: read: %v", fam.name, err)
 		}
-		c.Close()
 		if !bytes.Equal(buf, data) {
 			t.Fatalf("%s: the socket read other bytes than were written", fam.name)
+		}
+		// 6,000 bytes more as one packet over the MTU (1,400) for the
+		// kernel to cut into 1,000-byte segments, in pieces too.
+		more := make([]byte, 6000)
+		for i := range more {
+			more[i] = byte(i * 11)
+		}
+		big := one(tcpPacket(src, dst, 1001+3000, isn+1, header.TCPFlagAck|header.TCPFlagPsh, more))
+		bhdr := len(big) - link.Headroom - len(more)
+		if n, err := l.WriteOffload([][]byte{big[:link.Headroom+bhdr]}, link.Headroom,
+			[]link.Offload{{Partial: true, Pieces: [][]byte{more[:2500], more[2500:]}, GSOSize: 1000}}); n != 1 || err != nil {
+			t.Fatalf("%s: WriteOffload of a GSO packet: %d, %v", fam.name, n, err)
+		}
+		buf = make([]byte, len(more))
+		if _, err := io.ReadFull(c, buf); err != nil {
+			t.Fatalf("%s: read after the GSO packet: %v", fam.name, err)
+		}
+		c.Close()
+		if !bytes.Equal(buf, more) {
+			t.Fatalf("%s: the socket read other bytes than the GSO packet carried", fam.name)
 		}
 	}
 }

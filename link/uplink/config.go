@@ -94,6 +94,10 @@ type Config struct {
 
 	hostLoopback4, hostLoopback6 netip.Addr
 	dns4, dns6                   netip.Addr
+	// GSO lets the TCP stack send up to 64 KiB at once as one packet to
+	// be cut into segments (link.GSOReader): for a reader that handles
+	// such packets (the datapath), never from a config file.
+	GSO bool `toml:"-"`
 }
 
 // Validate fills defaults and checks every value, naming the key.

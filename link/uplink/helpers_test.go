@@ -66,8 +66,9 @@ func openLink(t testing.TB, cfg Config) *Link {
 	return l
 }
 
-// lazyPackets counts the packets newContainer's pump got in pieces.
-var lazyPackets atomic.Int64
+// lazyPackets and gsoPackets count the packets newContainer's pump got in
+// pieces and to be cut (Config.GSO).
+var lazyPackets, gsoPackets atomic.Int64
 
 // reader pumps a link's Read into a channel of packet copies.
 type reader struct {
@@ -313,6 +314,11 @@ func newContainer(t testing.TB, l *Link) *container {
 			bufs[i] = make([]byte, link.Headroom+1<<16)
 		}
 		sizes := make([]int, batchSize)
+		segBufs := make([][]byte, 64)
+		for i := range segBufs {
+			segBufs[i] = make([]byte, l.cfg.MTU)
+		}
+		segSizes := make([]int, len(segBufs))
 		for {
 			n, err := l.Read(bufs, sizes, link.Headroom)
 			if err != nil {
@@ -329,13 +335,28 @@ func newContainer(t testing.TB, l *Link) *container {
 			finishPartial(l, bufs[:n], sizes)
 			for i := range n {
 				b := bufs[i][link.Headroom : link.Headroom+sizes[i]]
-				proto := ipv4.ProtocolNumber
-				if b[0]>>4 == 6 {
-					proto = ipv6.ProtocolNumber
+				segs := [][]byte{b}
+				if g := l.GSO(i); g > 0 {
+					// Cut as the datapath cuts for a device that cannot.
+					gsoPackets.Add(1)
+					k, err := link.SplitTCP(b, g, segBufs, segSizes, 0)
+					if err != nil {
+						panic(fmt.Sprintf("GSO packet of %d bytes, segment size %d: %v", len(b), g, err))
+					}
+					segs = segs[:0]
+					for j := range k {
+						segs = append(segs, segBufs[j][:segSizes[j]])
+					}
 				}
-				pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
-				ch.InjectInbound(proto, pkt)
-				pkt.DecRef()
+				for _, b := range segs {
+					proto := ipv4.ProtocolNumber
+					if b[0]>>4 == 6 {
+						proto = ipv6.ProtocolNumber
+					}
+					pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
+					ch.InjectInbound(proto, pkt)
+					pkt.DecRef()
+				}
 			}
 		}
 	}()

@@ -2,6 +2,7 @@ package uplink
 
 import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"tungate/link"
 )
@@ -81,6 +82,36 @@ func (l *Link) readLazily(b []byte, i int, p *outPkt) bool {
 	l.pieces[i], l.hdr[i] = pcs, hdr
 	l.held = append(l.held, p)
 	return true
+}
+
+// GSO reports the segment size packet i of the last Read is to be cut
+// into (see link.GSOReader), 0 when it is not to be cut.
+func (l *Link) GSO(i int) int {
+	if i >= len(l.gso) {
+		return 0
+	}
+	return l.gso[i]
+}
+
+var _ link.GSOReader = (*Link)(nil)
+
+// setGSO records packet i's segment size: the stack's MSS when it sent
+// more than one segment's payload at once (Config.GSO).
+func (l *Link) setGSO(i int, p *outPkt) {
+	if !l.cfg.GSO {
+		return
+	}
+	for len(l.gso) <= i {
+		l.gso = append(l.gso, 0)
+	}
+	l.gso[i] = 0
+	if p.pkt == nil {
+		return
+	}
+	o := p.pkt.GSOOptions
+	if (o.Type == stack.GSOTCPv4 || o.Type == stack.GSOTCPv6) && o.MSS > 0 && p.pkt.Data().Size() > int(o.MSS) {
+		l.gso[i] = int(o.MSS)
+	}
 }
 
 // noPieces marks packet i of the batch as copied whole.

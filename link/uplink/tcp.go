@@ -217,6 +217,28 @@ func (e *nicEndpoint) Capabilities() stack.LinkEndpointCapabilities {
 	return e.Endpoint.Capabilities() | stack.CapabilityTXChecksumOffload
 }
 
+// gsoMaxSize is the largest packet the stack sends for cutting: an IP
+// packet's limit.
+const gsoMaxSize = 1<<16 - 1
+
+// SupportedGSO offers the stack host GSO when the reader handles it
+// (Config.GSO): TCP then sends up to gsoMaxSize at once as one packet,
+// marked with its segment size, like a Linux sender with TSO.
+func (e *nicEndpoint) SupportedGSO() stack.SupportedGSO {
+	if e.l.cfg.GSO {
+		return stack.HostGSOSupported
+	}
+	return stack.GSONotSupported
+}
+
+// GSOMaxSize is gsoMaxSize, or 0 without GSO.
+func (e *nicEndpoint) GSOMaxSize() uint32 {
+	if e.l.cfg.GSO {
+		return gsoMaxSize
+	}
+	return 0
+}
+
 // outboundTCP says whether one of the stack's packets may leave: only TCP
 // does. An IPv6 stack may also speak MLD or NDP, which mean nothing on
 // this point-to-point link.

@@ -78,6 +78,7 @@ type Link struct {
 	held   []*outPkt
 	pieces [][][]byte
 	hdr    []int
+	gso    []int         // per packet of the last batch (see GSO)
 	closed chan struct{} // closed by Close
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -181,6 +182,7 @@ func (l *Link) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	for {
 		switch {
 		case p.pkt != nil && p.pkt.Size() <= len(bufs[n])-offset:
+			l.setGSO(n, p)
 			if l.lazy && l.readLazily(bufs[n][offset:], n, p) {
 				sizes[n] = p.pkt.Size()
 				n++
@@ -192,6 +194,7 @@ func (l *Link) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 			n++
 		case p.pkt == nil && len(p.b) <= len(bufs[n])-offset:
 			l.noPieces(n)
+			l.setGSO(n, p)
 			sizes[n] = copy(bufs[n][offset:], p.b)
 			n++
 		default:
