@@ -29,7 +29,8 @@
 #                               and tops out near 60 k/s here, below every
 #                               system; BENCH_UDP_IPERF3=1 adds its figure
 #                               as udp64_iperf3_pps
-#   fwd_tcp                     host -> container TCP through a port forward
+#   fwd_tcp                     host -> container TCP through a port forward,
+#                               at each MTU of BENCH_MTUS
 #                               (tungate: [[nat.dnat]], source kept;
 #                               slirp4netns: add_hostfwd on its API socket;
 #                               pasta: -t), Gbit/s; and the CPU seconds the
