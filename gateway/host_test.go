@@ -38,6 +38,10 @@ type tapDev struct {
 	// drop, when set, filters what reaches the host: a firewall in front
 	// of it (e.g. one that drops ICMP).
 	drop func([]byte) bool
+	// mute, when set, keeps what it matches from the host's stack after
+	// the watchers saw it: a flow the test plays by hand, which the
+	// stack (no socket has it) would answer with resets.
+	mute func([]byte) bool
 }
 
 func newHost(t *testing.T, mtu int, addrs ...string) *host {
@@ -111,6 +115,21 @@ func (d *tapDev) Write(bufs [][]byte, offset int) (int, error) {
 			}
 		}
 		d.watch = keep
+	}
+	if d.mute != nil {
+		var keep [][]byte
+		for _, b := range bufs {
+			if !d.mute(b[offset:]) {
+				keep = append(keep, b)
+			}
+		}
+		if len(keep) < len(bufs) {
+			d.mu.Unlock()
+			if len(keep) > 0 {
+				d.Device.Write(keep, offset)
+			}
+			return len(bufs), nil
+		}
 	}
 	d.mu.Unlock()
 	return d.Device.Write(bufs, offset)
