@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"testing"
 
+	"go.uber.org/zap"
+
+	"tungate/link"
 	"tungate/packet"
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -96,8 +99,10 @@ func withCookie(g *Gateway, pkt []byte, now int64) []byte {
 	return c
 }
 
-func fuzzGateway(tb testing.TB) *Gateway {
-	return nullGateway(tb, `
+func fuzzGateway(tb testing.TB) *Gateway { return nullGateway(tb, fuzzConf) }
+
+// fuzzConf is the fuzzed gateway's config beyond its two links.
+const fuzzConf = `
 [[nat.masquerade]]
 out = "wan"
 [[nat.dnat]]
@@ -118,5 +123,77 @@ rules = [
   { in = "lan", ct_state = ["new"], action = "accept" },
   { in = "wan", ct_status = ["dnat"], action = "accept" },
 ]
-`)
+`
+
+// FuzzPipelineOffload runs arbitrary bytes through the datapath as the
+// uplink's TCP stack hands its packets over: marked ChecksumPartial, read
+// lazily (the bytes past lazyAt left in a piece of their own, when lazyAt
+// falls inside the packet) and marked to be cut into segments of gso
+// payload bytes, toward a wan that cuts and gathers (a kernel TUN's
+// offloads) or one that takes whole packets only; the batch is flushed.
+// Whatever the bytes and marks, nothing may panic.
+func FuzzPipelineOffload(f *testing.F) {
+	for _, s := range pipelineSeeds() {
+		f.Add(s, uint16(0), uint16(0), false)
+		f.Add(s, uint16(1400), uint16(40), true)
+	}
+	data := tcpPacket("10.10.0.2", "198.18.0.2", 40000, 21, 2, 10, header.TCPFlagAck|header.TCPFlagPsh, 9000)
+	f.Add(data, uint16(1400), uint16(40), true)
+	f.Add(data, uint16(1400), uint16(40), false)
+	f.Add(data, uint16(100), uint16(3000), true)
+	var gs [2]*Gateway
+	var lans [2]*worker
+	for i, offload := range []bool{false, true} {
+		gs[i] = offloadFuzzGateway(f, offload)
+		lans[i] = newWorker(gs[i], gs[i].Links()[0])
+		// The seeds' handshakes, so later inputs meet connections.
+		wan := newWorker(gs[i], gs[i].Links()[1])
+		for _, s := range pipelineSeeds() {
+			for _, w := range []*worker{lans[i], wan} {
+				w.now, w.rs = gs[i].ct.Now(), gs[i].Rules()
+				runPacket(w, s)
+			}
+		}
+	}
+	f.Fuzz(func(t *testing.T, pkt []byte, gso, lazyAt uint16, offload bool) {
+		if len(pkt) > maxPacket {
+			return
+		}
+		i := 0
+		if offload {
+			i = 1
+		}
+		w := lans[i]
+		w.now, w.rs = gs[i].ct.Now(), gs[i].Rules()
+		n := copy(w.bufs[0][headroom:], pkt)
+		w.cur, w.gso, w.partial, w.gsoSize, w.lz = w.bufs[0], true, true, int(gso), nil
+		if k := int(lazyAt); k > 0 && k < n {
+			w.lzHdr, w.lz = k, [][]byte{pkt[k:]}
+		}
+		w.packet(w.bufs[0], n)
+		w.flush()
+		w.lz = nil
+		w.forwarded, w.delivered = 0, 0
+	})
+}
+
+// offloadFuzzGateway is fuzzGateway's config on devices that never
+// deliver, the wan one taking offloads (link.OffloadWriter) or not.
+func offloadFuzzGateway(tb testing.TB, offload bool) *Gateway {
+	cfg, err := ParseConfig([]byte(linksConf + fuzzConf))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	i := 0
+	g, err := New(cfg, Options{Logger: nopLogger(), Open: func(*InterfaceConfig, *zap.Logger) (link.Link, error) {
+		i++
+		if i == 2 && offload {
+			return &vecNullDev{nullDev{done: make(chan struct{})}}, nil
+		}
+		return &nullDev{done: make(chan struct{})}, nil
+	}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return g
 }
