@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"testing"
 
-	"go.uber.org/zap"
-
 	"tungate/link"
 	"tungate/packet"
 
@@ -180,20 +178,9 @@ func FuzzPipelineOffload(f *testing.F) {
 // offloadFuzzGateway is fuzzGateway's config on devices that never
 // deliver, the wan one taking offloads (link.OffloadWriter) or not.
 func offloadFuzzGateway(tb testing.TB, offload bool) *Gateway {
-	cfg, err := ParseConfig([]byte(linksConf + fuzzConf))
-	if err != nil {
-		tb.Fatal(err)
+	var wan link.Link = &nullDev{done: make(chan struct{})}
+	if offload {
+		wan = &vecNullDev{nullDev{done: make(chan struct{})}}
 	}
-	i := 0
-	g, err := New(cfg, Options{Logger: nopLogger(), Open: func(*InterfaceConfig, *zap.Logger) (link.Link, error) {
-		i++
-		if i == 2 && offload {
-			return &vecNullDev{nullDev{done: make(chan struct{})}}, nil
-		}
-		return &nullDev{done: make(chan struct{})}, nil
-	}})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return g
+	return devGateway(tb, linksConf+fuzzConf, &nullDev{done: make(chan struct{})}, wan)
 }

@@ -91,20 +91,12 @@ func (d *tapDev) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 
 func (d *tapDev) Write(bufs [][]byte, offset int) (int, error) {
 	d.mu.Lock()
-	if d.drop != nil {
-		keep := make([][]byte, 0, len(bufs))
-		for _, b := range bufs {
-			if !d.drop(b[offset:]) {
-				keep = append(keep, b)
-			}
+	if keep, ok := filterOut(bufs, offset, d.drop); ok {
+		d.mu.Unlock()
+		if len(keep) > 0 {
+			d.Write(keep, offset)
 		}
-		if len(keep) < len(bufs) {
-			d.mu.Unlock()
-			if len(keep) > 0 {
-				d.Write(keep, offset)
-			}
-			return len(bufs), nil
-		}
+		return len(bufs), nil
 	}
 	for _, b := range bufs {
 		pkt := b[offset:]
@@ -116,23 +108,30 @@ func (d *tapDev) Write(bufs [][]byte, offset int) (int, error) {
 		}
 		d.watch = keep
 	}
-	if d.mute != nil {
-		var keep [][]byte
-		for _, b := range bufs {
-			if !d.mute(b[offset:]) {
-				keep = append(keep, b)
-			}
+	if keep, ok := filterOut(bufs, offset, d.mute); ok {
+		d.mu.Unlock()
+		if len(keep) > 0 {
+			d.Device.Write(keep, offset)
 		}
-		if len(keep) < len(bufs) {
-			d.mu.Unlock()
-			if len(keep) > 0 {
-				d.Device.Write(keep, offset)
-			}
-			return len(bufs), nil
-		}
+		return len(bufs), nil
 	}
 	d.mu.Unlock()
 	return d.Device.Write(bufs, offset)
+}
+
+// filterOut returns bufs without the packets f matches, and whether it
+// matched any (false for a nil f).
+func filterOut(bufs [][]byte, offset int, f func([]byte) bool) ([][]byte, bool) {
+	if f == nil {
+		return nil, false
+	}
+	keep := make([][]byte, 0, len(bufs))
+	for _, b := range bufs {
+		if !f(b[offset:]) {
+			keep = append(keep, b)
+		}
+	}
+	return keep, len(keep) < len(bufs)
 }
 
 func (d *tapDev) BatchSize() int { return 1 }

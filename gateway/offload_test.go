@@ -430,30 +430,11 @@ func BenchmarkForwardLazy(b *testing.B) {
 			pkt := tcpPacket("10.10.0.2", "198.18.0.2", 40000, 80, 1001, 5001, header.TCPFlagAck, 65000)
 			dev := &lazyBenchDev{nullDev: nullDev{done: make(chan struct{})}, pkt: pkt, hdr: 40,
 				pieces: [][]byte{pkt[40:30040], pkt[30040:]}}
-			cfg, err := ParseConfig([]byte(fmt.Sprintf(twoLinks, 65520, 65520) + "[[nat.masquerade]]\nout = \"wan\"\n"))
-			if err != nil {
-				b.Fatal(err)
+			var in link.Link = dev
+			if lazy {
+				in = lazyBenchReader{dev}
 			}
-			i := 0
-			g, err := New(cfg, Options{Logger: nopLogger(), Open: func(*InterfaceConfig, *zap.Logger) (link.Link, error) {
-				i++
-				if i == 1 {
-					if lazy {
-						return lazyBenchReader{dev}, nil
-					}
-					return dev, nil
-				}
-				return &vecNullDev{nullDev{done: make(chan struct{})}}, nil
-			}})
-			if err != nil {
-				b.Fatal(err)
-			}
-			lan := newWorker(g, g.Links()[0])
-			wan := newWorker(g, g.Links()[1])
-			lan.rs, wan.rs = g.Rules(), g.Rules()
-			lan.now, wan.now = g.ct.Now(), g.ct.Now()
-			runPacket(lan, tcpPacket("10.10.0.2", "198.18.0.2", 40000, 80, 1000, 0, header.TCPFlagSyn, 0))
-			runPacket(wan, tcpPacket("198.18.0.2", "198.18.0.1", 80, 40000, 5000, 1001, header.TCPFlagSyn|header.TCPFlagAck, 0))
+			g, lan := masqueradeFlow(b, 65520, in, &vecNullDev{nullDev{done: make(chan struct{})}}, false)
 			lan.gso, lan.partial = true, true
 			before := g.Counters.Sent.Load()
 			b.SetBytes(int64(len(pkt)))
@@ -543,9 +524,9 @@ func TestGSOPackets(t *testing.T) {
 }
 
 func testGSOPacket(t *testing.T, v6, offload, lazy bool) {
-	src, dst, nat := "10.10.0.2", "198.18.0.2", "198.18.0.1"
+	src, dst := "10.10.0.2", "198.18.0.2"
 	if v6 {
-		src, dst, nat = "fd10::2", "2001:db8:1::2", "2001:db8:1::1"
+		src, dst = "fd10::2", "2001:db8:1::2"
 	}
 	payload := make([]byte, 20000)
 	for i := range payload {
@@ -557,32 +538,15 @@ func testGSOPacket(t *testing.T, v6, offload, lazy bool) {
 	gd := &gsoDev{lazyBenchDev: lazyBenchDev{nullDev: nullDev{done: make(chan struct{})}, pkt: pkt, hdr: hdr,
 		pieces: [][]byte{pkt[hdr : hdr+7000], pkt[hdr+7000:]}}, size: 1400}
 	rec := &recordDev{nullDev: nullDev{done: make(chan struct{})}}
-	cfg, err := ParseConfig([]byte(fmt.Sprintf(twoLinks, 1500, 1500) + "[[nat.masquerade]]\nout = \"wan\"\n"))
-	if err != nil {
-		t.Fatal(err)
+	var in link.Link = gd
+	if lazy {
+		in = gsoLazyDev{gd}
 	}
-	i := 0
-	g, err := New(cfg, Options{Logger: nopLogger(), Open: func(*InterfaceConfig, *zap.Logger) (link.Link, error) {
-		i++
-		switch {
-		case i == 1 && lazy:
-			return gsoLazyDev{gd}, nil
-		case i == 1:
-			return gd, nil
-		case offload:
-			return recordOffloadDev{rec}, nil
-		}
-		return rec, nil
-	}})
-	if err != nil {
-		t.Fatal(err)
+	var out link.Link = rec
+	if offload {
+		out = recordOffloadDev{rec}
 	}
-	lan := newWorker(g, g.Links()[0])
-	wan := newWorker(g, g.Links()[1])
-	lan.rs, wan.rs = g.Rules(), g.Rules()
-	lan.now, wan.now = g.ct.Now(), g.ct.Now()
-	runPacket(lan, tcpPacket(src, dst, 40000, 80, 1000, 0, header.TCPFlagSyn, 0))
-	runPacket(wan, tcpPacket(dst, nat, 80, 40000, 5000, 1001, header.TCPFlagSyn|header.TCPFlagAck, 0))
+	g, lan := masqueradeFlow(t, 1500, in, out, v6)
 	lan.gso, lan.partial = true, true
 	n, _ := lan.dev.Read(lan.bufs, lan.sizes, headroom)
 	lan.batch(n)
@@ -619,4 +583,44 @@ func testGSOPacket(t *testing.T, v6, offload, lazy bool) {
 	if !bytes.Equal(got, payload) {
 		t.Fatal("the segments do not carry the packet's payload")
 	}
+}
+
+// masqueradeFlow builds a masquerading gateway of MTU mtu on the devices
+// in (lan) and out (wan), run by hand, and takes a TCP connection
+// 40000 → 80 (IPv6 when v6) through its handshake; it returns the gateway
+// and the lan worker.
+func masqueradeFlow(tb testing.TB, mtu int, in, out link.Link, v6 bool) (*Gateway, *worker) {
+	tb.Helper()
+	g := devGateway(tb, fmt.Sprintf(twoLinks, mtu, mtu)+"[[nat.masquerade]]\nout = \"wan\"\n", in, out)
+	lan := newWorker(g, g.Links()[0])
+	wan := newWorker(g, g.Links()[1])
+	lan.rs, wan.rs = g.Rules(), g.Rules()
+	lan.now, wan.now = g.ct.Now(), g.ct.Now()
+	src, dst, nat := "10.10.0.2", "198.18.0.2", "198.18.0.1"
+	if v6 {
+		src, dst, nat = "fd10::2", "2001:db8:1::2", "2001:db8:1::1"
+	}
+	runPacket(lan, tcpPacket(src, dst, 40000, 80, 1000, 0, header.TCPFlagSyn, 0))
+	runPacket(wan, tcpPacket(dst, nat, 80, 40000, 5000, 1001, header.TCPFlagSyn|header.TCPFlagAck, 0))
+	return g, lan
+}
+
+// devGateway builds (and does not run) a gateway from conf whose two
+// links are the devices lan and wan.
+func devGateway(tb testing.TB, conf string, lan, wan link.Link) *Gateway {
+	tb.Helper()
+	cfg, err := ParseConfig([]byte(conf))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	devs := []link.Link{lan, wan}
+	g, err := New(cfg, Options{Logger: nopLogger(), Open: func(*InterfaceConfig, *zap.Logger) (link.Link, error) {
+		d := devs[0]
+		devs = devs[1:]
+		return d, nil
+	}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return g
 }

@@ -87,13 +87,7 @@ func TestWritePartialOffloadsChecksum(t *testing.T) {
 	synAcks := readSynAcks(l)
 
 	for _, fam := range offloadFamilies {
-		var ln net.Listener
-		inNetns(t, ns, false, func() (err error) {
-			ln, err = net.Listen("tcp", netip.AddrPortFrom(fam.local, 0).String())
-			return err
-		})
-		defer ln.Close()
-		dst := ln.Addr().(*net.TCPAddr).AddrPort()
+		_, dst := listenIn(t, ns, fam.local)
 
 		write := func(sport uint16, partial bool) {
 			pkt := synPacket(netip.AddrPortFrom(fam.peer, sport), dst)
@@ -147,13 +141,7 @@ func TestWriteOffloadGathers(t *testing.T) {
 	ns, l := offloadTUN(t)
 	synAcks := readSynAcks(l)
 	for _, fam := range offloadFamilies {
-		var ln net.Listener
-		inNetns(t, ns, false, func() (err error) {
-			ln, err = net.Listen("tcp", netip.AddrPortFrom(fam.local, 0).String())
-			return err
-		})
-		defer ln.Close()
-		dst := ln.Addr().(*net.TCPAddr).AddrPort()
+		ln, dst := listenIn(t, ns, fam.local)
 		src := netip.AddrPortFrom(fam.peer, 40010)
 		one := func(pkt []byte) []byte {
 			b := make([]byte, link.Headroom+len(pkt), link.Headroom+65535)
@@ -224,6 +212,19 @@ func TestWriteOffloadGathers(t *testing.T) {
 			t.Fatalf("%s: the socket read other bytes than the GSO packet carried", fam.name)
 		}
 	}
+}
+
+// listenIn listens on a free TCP port of addr in namespace ns, until the
+// test ends.
+func listenIn(t *testing.T, ns string, addr netip.Addr) (net.Listener, netip.AddrPort) {
+	t.Helper()
+	var ln net.Listener
+	inNetns(t, ns, false, func() (err error) {
+		ln, err = net.Listen("tcp", netip.AddrPortFrom(addr, 0).String())
+		return err
+	})
+	t.Cleanup(func() { ln.Close() })
+	return ln, ln.Addr().(*net.TCPAddr).AddrPort()
 }
 
 // offloadFamilies are the addresses offloadTUN's namespace has, per family.
