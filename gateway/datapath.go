@@ -761,8 +761,10 @@ func (w *worker) queue(out int, buf []byte, p *packet.Parsed, partial bool) {
 	cur := len(w.cur) > 0 && &buf[0] == &w.cur[0] // not a packet generated meanwhile
 	lazy := cur && w.lz != nil
 	gso := 0
-	if cur && w.gsoSize > 0 && l > size && partial && !p.Fragment {
+	if cur && w.gsoSize > 0 && partial && !p.Fragment {
 		// A TCP packet to be cut: by the device when it can, else here.
+		// Cut even when the link's MTU would carry it whole: its
+		// segment size is the receiver's MSS, not the MTU.
 		if pw, ok := ol.Dev.(link.OffloadWriter); ok && pw.CanWritePartial() && !(w.capOn && ol.st.capture.Load() != nil) {
 			gso = w.gsoSize
 		} else {
