@@ -399,6 +399,10 @@ func hasGSO(offs []offPacket) bool {
 	return false
 }
 
+// isCur reports whether buf is the packet read that is being run, not
+// one generated meanwhile: only it can be in pieces or to be cut.
+func (w *worker) isCur(buf []byte) bool { return len(w.cur) > 0 && &buf[0] == &w.cur[0] }
+
 // fill puts the payload a lazy read left out into the current packet's
 // buffer: called before anything reads past the packet's headers.
 func (w *worker) fill() {
@@ -576,7 +580,7 @@ func (w *worker) packet(buf []byte, size int) {
 	}
 	mtu := w.pl.links[out].MTU
 	plen := p.Len()
-	if w.gsoSize > 0 && len(w.cur) > 0 && &buf[0] == &w.cur[0] {
+	if w.gsoSize > 0 && w.isCur(buf) {
 		// A packet to be cut is judged by its segments, as Linux's
 		// skb_gso_validate_network_len does.
 		plen = min(plen, plen-len(p.Payload())+w.gsoSize)
@@ -758,7 +762,7 @@ func (w *worker) queue(out int, buf []byte, p *packet.Parsed, partial bool) {
 		// in (Linux's frag_max_size), so defragmenting stays invisible.
 		size = w.fragMax
 	}
-	cur := len(w.cur) > 0 && &buf[0] == &w.cur[0] // not a packet generated meanwhile
+	cur := w.isCur(buf)
 	lazy := cur && w.lz != nil
 	gso := 0
 	if cur && w.gsoSize > 0 && partial && !p.Fragment {
@@ -773,15 +777,16 @@ func (w *worker) queue(out int, buf []byte, p *packet.Parsed, partial bool) {
 			return
 		}
 	}
-	if lazy && (!partial || p.Fragment || (l > size && gso == 0)) {
+	frag := l > size && gso == 0
+	if lazy && (!partial || p.Fragment || frag) {
 		w.fill()
 		lazy = false
 	}
-	if partial && (p.Fragment || (l > size && gso == 0)) {
+	if partial && (p.Fragment || frag) {
 		p.SetL4Checksum()
 		partial = false
 	}
-	if l > size && gso == 0 {
+	if frag {
 		w.fragment(out, p, size)
 		return
 	}
@@ -806,8 +811,9 @@ func (w *worker) queue(out int, buf []byte, p *packet.Parsed, partial bool) {
 }
 
 // splitTCP queues the TCP packet pkt (hdr bytes of headers) on link out
-// as the segments of gso payload bytes a device would have cut it into, every checksum computed
-// (for a link that cannot take it whole, or a capture to see it as sent).
+// as the segments of gso payload bytes a device would have cut it into,
+// every checksum computed (for a link that cannot take it whole, or a
+// capture to see it as sent).
 func (w *worker) splitTCP(out int, pkt []byte, hdr, gso int) {
 	need := (len(pkt)-hdr-1)/gso + 1
 	if scratchCount-w.nscratch < need {

@@ -211,13 +211,11 @@ func (t *TUN) writeOffloaded(one [][]byte, offset int, pieces [][]byte, gso int)
 	if cs < 0 {
 		// No virtio header, or not a TCP packet the kernel could
 		// complete: sum it here (when it is TCP) and write it plainly,
-		// whole.
+		// whole and uncut (WriteOffload's callers cut packets for a
+		// device without the header: CanWritePartial is false).
 		if pieces != nil {
 			b = Fill(b, pieces)
 			one = [][]byte{b}
-		}
-		if gso > 0 && cs < 0 && len(b)-offset > gso {
-			return t.writeSplit(b, offset, gso)
 		}
 		packet.FinishTCPChecksum(b[offset:])
 		_, err := t.dev.Write(one, offset)
@@ -261,26 +259,6 @@ func (t *TUN) writeOffloaded(one [][]byte, offset int, pieces [][]byte, gso int)
 		err = t.werr
 	}
 	t.wmu.Unlock()
-	return err
-}
-
-// writeSplit writes a GSO packet the kernel cannot be asked to cut (no
-// virtio header) as the segments it would have cut.
-func (t *TUN) writeSplit(b []byte, offset, gso int) error {
-	n := (len(b)-offset-1)/gso + 1
-	bufs := make([][]byte, n)
-	for i := range bufs {
-		bufs[i] = make([]byte, offset+gso+120)
-	}
-	sizes := make([]int, n)
-	n, err := SplitTCP(b[offset:], gso, bufs, sizes, offset)
-	if err != nil {
-		return err
-	}
-	for i := range n {
-		bufs[i] = bufs[i][:offset+sizes[i]]
-	}
-	_, err = t.dev.Write(bufs[:n], offset)
 	return err
 }
 
